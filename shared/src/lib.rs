@@ -1,0 +1,21 @@
+//! Shared core of sluice: the pipeline model and its parsing, validation,
+//! templating and cron helpers. The daemon and the console both build on this
+//! crate and never define their own copies of these types.
+
+pub mod cron;
+pub mod diagnostic;
+pub mod document;
+pub mod duration;
+pub mod graph;
+pub mod loader;
+pub mod model;
+pub mod schema;
+pub mod suggest;
+pub mod template;
+pub mod validate;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use document::{DocPath, Format, Pos};
+pub use duration::Duration;
+pub use loader::{LoadedFile, PipelineSet, load_paths, load_source};
+pub use model::{Node, NodeKind, Pipeline, Trigger};

@@ -1,0 +1,708 @@
+//! Semantic checks of a pipeline: ids, needs, cycles, kinds, templates,
+//! expressions, cron, time zones, inputs and webhook secrets. Every problem is
+//! reported, each located in the source with a hint where one helps.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::cron;
+use crate::diagnostic::Diagnostic;
+use crate::document::{DocPath, Document};
+use crate::graph::Graph;
+use crate::model::node::{BUILTIN_KINDS, FieldError};
+use crate::model::trigger::{MisfirePolicy, WebhookAuth};
+use crate::model::{InputSpec, Node, NodeKind, Pipeline, Trigger};
+use crate::suggest;
+use crate::template::TemplateEngine;
+
+/// What validation needs to know beyond the file itself.
+#[derive(Clone, Debug, Default)]
+pub struct ValidateOptions {
+    /// Kinds provided by exec plugins (`sluice-node-<kind>` in the plugins directory).
+    pub plugin_kinds: BTreeSet<String>,
+    /// The plugins directory searched, named in "unknown kind" errors.
+    pub plugin_dir: Option<PathBuf>,
+}
+
+impl ValidateOptions {
+    /// Options with the plugin kinds found in `dir` (a missing directory has none).
+    pub fn with_plugin_dir(dir: &Path) -> Self {
+        let mut plugin_kinds = BTreeSet::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if let Some(kind) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("sluice-node-"))
+                {
+                    plugin_kinds.insert(kind.to_owned());
+                }
+            }
+        }
+        Self {
+            plugin_kinds,
+            plugin_dir: Some(dir.to_owned()),
+        }
+    }
+}
+
+/// Names templates may read at the top level.
+pub const CONTEXT_ROOTS: &[&str] = &["inputs", "nodes", "trigger", "run", "pipeline", "secrets", "params"];
+const RUN_FIELDS: &[&str] = &["id", "user", "started_at", "retry_of"];
+const PIPELINE_FIELDS: &[&str] = &["name", "version", "description"];
+const TRIGGER_FIELDS: &[&str] = &[
+    "kind",
+    "body",
+    "headers",
+    "scheduled_at",
+    "cron",
+    "user",
+    "request_id",
+    "source",
+    "inputs",
+];
+
+/// Which `params` templates may read.
+#[derive(Clone, Copy, Debug)]
+pub enum Params<'a> {
+    /// An ordinary pipeline: no params.
+    None,
+    /// A template: the declared params.
+    Declared(&'a IndexMap<String, InputSpec>),
+}
+
+/// Collects located diagnostics for one file.
+pub struct Checker<'a> {
+    doc: &'a Document,
+    file: &'a Path,
+    /// What was found so far.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Checker<'a> {
+    /// A checker for `file`, locating paths in `doc`.
+    pub fn new(doc: &'a Document, file: &'a Path) -> Self {
+        Self {
+            doc,
+            file,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Records an error at `path` (pointing at its key when `at_key`).
+    pub fn error(&mut self, path: &DocPath, at_key: bool, message: String, hint: Option<String>) {
+        let d = Diagnostic::error(path, message).with_hint(hint);
+        self.push(d, path, at_key);
+    }
+
+    /// Records a warning at `path`.
+    pub fn warn(&mut self, path: &DocPath, at_key: bool, message: String, hint: Option<String>) {
+        let d = Diagnostic::warning(path, message).with_hint(hint);
+        self.push(d, path, at_key);
+    }
+
+    /// Records a field error found below `base`.
+    pub fn field_error(&mut self, base: &DocPath, e: FieldError) {
+        self.error(&base.join(&e.path), e.at_key, e.message, e.hint);
+    }
+
+    /// Records a diagnostic made elsewhere, locating it in this file.
+    pub fn push(&mut self, mut d: Diagnostic, path: &DocPath, at_key: bool) {
+        let pos = if at_key {
+            self.doc.key_pos(path)
+        } else {
+            self.doc.value_pos(path)
+        };
+        d.file = self.file.to_owned();
+        self.diagnostics.push(d.at(pos));
+    }
+}
+
+fn nodes_path(i: usize) -> DocPath {
+    DocPath::root().key("nodes").index(i)
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `s` can be a pipeline or secret name (used in URLs and file names).
+pub fn is_valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !s.starts_with('.')
+}
+
+/// Checks a pipeline's nodes: ids, needs, cycles, kinds, per-kind rules, templates.
+/// `nodes` pairs each parsed node with its index in the file; `unparsed_ids` are
+/// ids of nodes that failed to parse (so references to them are not reported twice).
+pub fn check_nodes(
+    c: &mut Checker<'_>,
+    nodes: &[(usize, Node)],
+    unparsed_ids: &HashSet<String>,
+    inputs: &IndexMap<String, InputSpec>,
+    params: Params<'_>,
+    opts: &ValidateOptions,
+    engine: &TemplateEngine,
+) {
+    // Ids: valid and unique.
+    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    for (i, node) in nodes {
+        let path = nodes_path(*i).key("id");
+        if !is_identifier(&node.id) {
+            let fixed: String = node
+                .id
+                .chars()
+                .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+                .collect();
+            c.error(
+                &path,
+                false,
+                format!("invalid node id '{}': ids are used in templates as nodes.<id>", node.id),
+                Some(format!("use letters, digits and _ (not starting with a digit), e.g. '{fixed}'")),
+            );
+        }
+        if let Some(&first) = first_seen.get(node.id.as_str()) {
+            let line = c
+                .doc
+                .value_pos(&nodes_path(first).key("id"))
+                .map_or(String::new(), |p| format!(" (first defined on line {})", p.line));
+            c.error(&path, false, format!("duplicate node id '{}'{line}", node.id), Some("node ids must be unique within a pipeline".into()));
+        } else {
+            first_seen.insert(&node.id, *i);
+        }
+    }
+    let known: BTreeSet<&str> = nodes
+        .iter()
+        .map(|(_, n)| n.id.as_str())
+        .chain(unparsed_ids.iter().map(String::as_str))
+        .collect();
+
+    // Needs: known nodes.
+    for (i, node) in nodes {
+        for (j, need) in node.needs.iter().enumerate() {
+            if !known.contains(need.as_str()) {
+                let candidates = known.iter().copied().filter(|k| *k != node.id);
+                c.error(
+                    &nodes_path(*i).key("needs").index(j),
+                    false,
+                    format!("unknown node '{need}' in needs"),
+                    suggest::did_you_mean(need, candidates),
+                );
+            }
+        }
+    }
+
+    // Cycles.
+    let graph = Graph::new(nodes.iter().map(|(_, n)| (n.id.as_str(), n.needs.iter().map(String::as_str))));
+    let acyclic = match graph.find_cycle() {
+        Some(cycle) => {
+            let first = cycle.first().cloned().unwrap_or_default();
+            let at = nodes
+                .iter()
+                .find(|(_, n)| n.id == first)
+                .map_or(DocPath::root(), |(i, _)| nodes_path(*i).key("needs"));
+            c.error(
+                &at,
+                true,
+                format!("cycle in needs: {}", cycle.join(" -> ")),
+                Some("remove one of these dependencies; nodes must form a DAG".into()),
+            );
+            false
+        }
+        None => true,
+    };
+    let upstream = if acyclic { Some(graph.upstream_sets()) } else { None };
+    let index_of: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(k, (_, n))| (n.id.as_str(), k))
+        .collect();
+
+    for (k, (i, node)) in nodes.iter().enumerate() {
+        let base = nodes_path(*i);
+        check_kind(c, &base, node, opts);
+        check_retry(c, &base.key("retry"), node.retry.as_ref());
+        // Templates and expressions.
+        let scope = Scope {
+            node: Some(&node.id),
+            upstream: upstream.as_ref().map(|u| &u[k]),
+            index_of: &index_of,
+            known: &known,
+            inputs,
+            params,
+        };
+        for (rel, source) in template_sites(node) {
+            let path = base.join(&rel);
+            match engine.template_refs(source) {
+                Ok(refs) => check_refs(c, &path, &refs, &scope),
+                Err(e) => c.error(&path, false, format!("template error: {}", located(&e)), None),
+            }
+        }
+        for (rel, source) in expression_sites(node) {
+            let path = base.join(&rel);
+            match engine.expression_refs(source) {
+                Ok(refs) => check_refs(c, &path, &refs, &scope),
+                Err(e) => c.error(
+                    &path,
+                    false,
+                    format!("expression error: {}", e.message),
+                    source.contains("{{").then(|| "write the expression bare, e.g. `nodes.check.output.status == 200`".into()),
+                ),
+            }
+        }
+    }
+}
+
+fn located(e: &crate::template::TemplateError) -> String {
+    match e.line {
+        Some(line) if line > 1 => format!("{} (line {line} of the template)", e.message),
+        _ => e.message.clone(),
+    }
+}
+
+fn check_kind(c: &mut Checker<'_>, base: &DocPath, node: &Node, opts: &ValidateOptions) {
+    match &node.kind {
+        NodeKind::Plugin(p) => {
+            if !opts.plugin_kinds.contains(&p.kind) {
+                let candidates = BUILTIN_KINDS
+                    .iter()
+                    .copied()
+                    .chain(opts.plugin_kinds.iter().map(String::as_str));
+                let where_ = opts
+                    .plugin_dir
+                    .as_ref()
+                    .map_or("no plugins directory given".to_owned(), |d| {
+                        format!("no plugin sluice-node-{} in {}", p.kind, d.display())
+                    });
+                let hint = suggest::did_you_mean(&p.kind, candidates).unwrap_or_else(|| {
+                    format!("built-in kinds are {}; {where_}", BUILTIN_KINDS.join(", "))
+                });
+                c.error(&base.key("kind"), false, format!("unknown node kind '{}'", p.kind), Some(hint));
+            }
+        }
+        NodeKind::Http(h) => {
+            if h.json.is_some() && h.body.is_some() {
+                c.error(&base.key("body"), true, "an http node takes `json` or `body`, not both".into(), None);
+            }
+        }
+        NodeKind::Delay(d) => match (&d.duration, &d.until) {
+            (None, None) => c.error(base, true, "a delay node needs `for` (a duration) or `until` (a time)".into(), Some("e.g. `for: 10m`".into())),
+            (Some(_), Some(_)) => c.error(&base.key("until"), true, "a delay node takes `for` or `until`, not both".into(), None),
+            _ => {}
+        },
+        NodeKind::Llm(l) => {
+            match (&l.prompt, l.messages.is_empty()) {
+                (None, true) => c.error(base, true, "an llm node needs `prompt` or `messages`".into(), None),
+                (Some(_), false) => c.error(&base.key("messages"), true, "an llm node takes `prompt` or `messages`, not both".into(), None),
+                _ => {}
+            }
+            if let Some(t) = l.temperature
+                && !(0.0..=2.0).contains(&t)
+            {
+                c.error(&base.key("temperature"), false, format!("temperature {t} is out of range"), Some("use a value from 0 to 2".into()));
+            }
+            if l.schema.is_some() && l.format != crate::model::node::LlmFormat::Json {
+                c.error(&base.key("schema"), true, "`schema` needs `format: json`".into(), None);
+            }
+            if let Some(crate::model::node::ModelChoice::Fallbacks(list)) = &l.model
+                && list.is_empty()
+            {
+                c.error(&base.key("model"), false, "the model list is empty".into(), None);
+            }
+        }
+        NodeKind::Approval(a) => {
+            if a.min_approvals == 0 {
+                c.error(&base.key("min_approvals"), false, "min_approvals must be at least 1".into(), None);
+            }
+            for (j, who) in a.approvers.iter().enumerate() {
+                if who.trim().is_empty() || who == "@" {
+                    c.error(&base.key("approvers").index(j), false, "empty approver".into(), Some("write a user name or @group".into()));
+                }
+            }
+            if a.remind_every.is_some() && a.notify.is_none() {
+                c.warn(&base.key("remind_every"), true, "remind_every has no effect without `notify`".into(), None);
+            }
+            if let Some(target) = &a.notify
+                && target.webhook.is_none()
+                && target.email.is_none()
+            {
+                c.error(&base.key("notify"), true, "`notify` needs `webhook` or `email`".into(), None);
+            }
+        }
+        NodeKind::Notify(n) => {
+            if n.webhook.is_none() && n.email.is_none() {
+                c.error(base, true, "a notify node needs `webhook` or `email`".into(), Some("e.g. `webhook: \"{{ secrets.slack_url }}\"`".into()));
+            }
+            if let Some(email) = &n.email
+                && email.to.is_empty()
+            {
+                c.error(&base.key("email").key("to"), true, "email needs at least one recipient".into(), None);
+            }
+        }
+        NodeKind::Shell(s) => {
+            if s.run.trim().is_empty() {
+                c.error(&base.key("run"), false, "the script is empty".into(), None);
+            }
+        }
+        NodeKind::Filter(_) | NodeKind::Transform(_) => {}
+    }
+}
+
+/// Checks a retry policy's numbers.
+pub fn check_retry(c: &mut Checker<'_>, path: &DocPath, retry: Option<&crate::model::RetryPolicy>) {
+    if let Some(r) = retry {
+        if r.attempts == 0 {
+            c.error(&path.key("attempts"), false, "attempts must be at least 1 (1 means no retry)".into(), None);
+        }
+        if r.backoff > r.max_backoff {
+            c.error(&path.key("max_backoff"), false, format!("max_backoff ({}) is shorter than backoff ({})", r.max_backoff, r.backoff), None);
+        }
+    }
+}
+
+/// Template-bearing strings of a node, with paths relative to the node.
+pub fn template_sites(node: &Node) -> Vec<(DocPath, &str)> {
+    fn opt<'n>(out: &mut Vec<(DocPath, &'n str)>, key: &str, v: &'n Option<String>) {
+        if let Some(s) = v {
+            out.push((DocPath::root().key(key), s.as_str()));
+        }
+    }
+    let root = DocPath::root();
+    let mut out: Vec<(DocPath, &str)> = Vec::new();
+    match &node.kind {
+        NodeKind::Shell(s) => {
+            out.push((root.key("run"), &s.run));
+            for (k, v) in &s.env {
+                out.push((root.key("env").key(k), v));
+            }
+            opt(&mut out, "workdir", &s.workdir);
+        }
+        NodeKind::Http(h) => {
+            out.push((root.key("url"), &h.url));
+            for (k, v) in &h.headers {
+                out.push((root.key("headers").key(k), v));
+            }
+            for (k, v) in &h.query {
+                out.push((root.key("query").key(k), v));
+            }
+            if let Some(json) = &h.json {
+                json_strings(json, root.key("json"), &mut out);
+            }
+            opt(&mut out, "body", &h.body);
+        }
+        NodeKind::Transform(t) => json_strings(&t.output, root.key("output"), &mut out),
+        NodeKind::Delay(d) => opt(&mut out, "until", &d.until),
+        NodeKind::Llm(l) => {
+            opt(&mut out, "system", &l.system);
+            opt(&mut out, "prompt", &l.prompt);
+            for (j, m) in l.messages.iter().enumerate() {
+                out.push((root.key("messages").index(j).key("content"), &m.content));
+            }
+        }
+        NodeKind::Approval(a) => {
+            opt(&mut out, "message", &a.message);
+            if let Some(t) = &a.notify {
+                notify_sites(&root.key("notify"), t.webhook.as_ref(), t.email.as_ref(), &mut out);
+            }
+        }
+        NodeKind::Notify(n) => {
+            out.push((root.key("message"), &n.message));
+            opt(&mut out, "title", &n.title);
+            notify_sites(&root, n.webhook.as_ref(), n.email.as_ref(), &mut out);
+        }
+        NodeKind::Plugin(p) => json_strings(&p.config, root.key("config"), &mut out),
+        NodeKind::Filter(_) => {}
+    }
+    out
+}
+
+fn notify_sites<'n>(
+    base: &DocPath,
+    webhook: Option<&'n String>,
+    email: Option<&'n crate::model::node::EmailTarget>,
+    out: &mut Vec<(DocPath, &'n str)>,
+) {
+    if let Some(w) = webhook {
+        out.push((base.key("webhook"), w));
+    }
+    if let Some(e) = email {
+        for (j, to) in e.to.iter().enumerate() {
+            out.push((base.key("email").key("to").index(j), to));
+        }
+        if let Some(s) = &e.subject {
+            out.push((base.key("email").key("subject"), s));
+        }
+    }
+}
+
+fn json_strings<'v>(value: &'v Value, path: DocPath, out: &mut Vec<(DocPath, &'v str)>) {
+    match value {
+        Value::String(s) => out.push((path, s)),
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                json_strings(v, path.index(i), out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                json_strings(v, path.key(k), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Expressions of a node (`when`, a filter's `condition`), relative to the node.
+pub fn expression_sites(node: &Node) -> Vec<(DocPath, &str)> {
+    let mut out = Vec::new();
+    if let Some(w) = &node.when {
+        out.push((DocPath::root().key("when"), w.as_str()));
+    }
+    if let NodeKind::Filter(f) = &node.kind {
+        out.push((DocPath::root().key("condition"), f.condition.as_str()));
+    }
+    out
+}
+
+struct Scope<'s> {
+    node: Option<&'s str>,
+    upstream: Option<&'s crate::graph::Upstream>,
+    index_of: &'s HashMap<&'s str, usize>,
+    known: &'s BTreeSet<&'s str>,
+    inputs: &'s IndexMap<String, InputSpec>,
+    params: Params<'s>,
+}
+
+fn check_refs(c: &mut Checker<'_>, path: &DocPath, refs: &BTreeSet<String>, scope: &Scope<'_>) {
+    for r in refs {
+        let parts: Vec<&str> = r.split('.').collect();
+        let root = parts[0];
+        let second = parts.get(1).copied();
+        match root {
+            "inputs" => {
+                if let Some(name) = second
+                    && !scope.inputs.contains_key(name)
+                {
+                    let hint = suggest::did_you_mean(name, scope.inputs.keys().map(String::as_str))
+                        .or_else(|| Some(format!("declare it under `inputs:` ({})", if scope.inputs.is_empty() { "none are declared".to_owned() } else { format!("declared: {}", scope.inputs.keys().cloned().collect::<Vec<_>>().join(", ")) })));
+                    c.error(path, false, format!("template reads undeclared input '{name}'"), hint);
+                }
+            }
+            "params" => match scope.params {
+                Params::None => c.error(path, false, "template reads `params`, but this pipeline is not a template".into(), Some("declare `params:` to make the file a template".into())),
+                Params::Declared(declared) => {
+                    if let Some(name) = second
+                        && !declared.contains_key(name)
+                    {
+                        let hint = suggest::did_you_mean(name, declared.keys().map(String::as_str));
+                        c.error(path, false, format!("template reads undeclared param '{name}'"), hint);
+                    }
+                }
+            },
+            "nodes" => {
+                let Some(id) = second else { continue };
+                if !scope.known.contains(id) {
+                    let hint = suggest::did_you_mean(id, scope.known.iter().copied());
+                    c.error(path, false, format!("template reads unknown node '{id}'"), hint);
+                    continue;
+                }
+                if scope.node == Some(id) {
+                    c.error(path, false, format!("node '{id}' reads its own output"), None);
+                    continue;
+                }
+                if let (Some(upstream), Some(&k)) = (scope.upstream, scope.index_of.get(id))
+                    && !upstream.contains(k)
+                {
+                    c.error(
+                        path,
+                        false,
+                        format!("template reads node '{id}', which is not upstream of '{}'", scope.node.unwrap_or("?")),
+                        Some(format!("add '{id}' to this node's needs (directly or through another node)")),
+                    );
+                    continue;
+                }
+                if let Some(attr) = parts.get(2)
+                    && *attr != "output"
+                {
+                    c.error(
+                        path,
+                        false,
+                        format!("nodes.{id}.{attr} does not exist"),
+                        Some(format!("a node's results are under .output, e.g. nodes.{id}.output.{attr}")),
+                    );
+                }
+            }
+            "run" | "pipeline" | "trigger" => {
+                let fields = match root {
+                    "run" => RUN_FIELDS,
+                    "pipeline" => PIPELINE_FIELDS,
+                    _ => TRIGGER_FIELDS,
+                };
+                if let Some(name) = second
+                    && !fields.contains(&name)
+                {
+                    let hint = suggest::did_you_mean(name, fields.iter().copied())
+                        .or_else(|| Some(format!("{root} has: {}", fields.join(", "))));
+                    c.error(path, false, format!("{root}.{name} does not exist"), hint);
+                }
+            }
+            "secrets" => {}
+            other => {
+                let hint = suggest::did_you_mean(other, CONTEXT_ROOTS.iter().copied())
+                    .or_else(|| Some(format!("templates can read {}", CONTEXT_ROOTS.join(", "))));
+                c.error(path, false, format!("template reads unknown variable '{other}'"), hint);
+            }
+        }
+    }
+}
+
+/// Checks declared inputs (or template params): names, defaults and choices.
+pub fn check_inputs(c: &mut Checker<'_>, base: &DocPath, inputs: &IndexMap<String, InputSpec>, what: &str) {
+    for (name, spec) in inputs {
+        let path = base.key(name);
+        if !is_identifier(name) {
+            c.error(&path, true, format!("invalid {what} name '{name}'"), Some("use letters, digits and _".into()));
+        }
+        if let Some(default) = &spec.default
+            && !spec.ty.accepts(default)
+        {
+            c.error(&path.key("default"), false, format!("default of {what} '{name}' is not a {}", spec.ty.name()), None);
+        }
+        for (j, choice) in spec.choices.iter().enumerate() {
+            if !spec.ty.accepts(choice) {
+                c.error(&path.key("choices").index(j), false, format!("choice of {what} '{name}' is not a {}", spec.ty.name()), None);
+            }
+        }
+        if let Some(default) = &spec.default
+            && !spec.choices.is_empty()
+            && !spec.choices.contains(default)
+        {
+            c.error(&path.key("default"), false, format!("default of {what} '{name}' is not one of its choices"), None);
+        }
+    }
+}
+
+/// Checks that `values` fit the declared specs; missing required ones are reported at `base`.
+pub fn check_values(
+    c: &mut Checker<'_>,
+    base: &DocPath,
+    values: &IndexMap<String, Value>,
+    specs: &IndexMap<String, InputSpec>,
+    what: &str,
+) {
+    for (name, value) in values {
+        match specs.get(name) {
+            None => {
+                let hint = suggest::did_you_mean(name, specs.keys().map(String::as_str))
+                    .or_else(|| Some(if specs.is_empty() { format!("no {what}s are declared") } else { format!("declared: {}", specs.keys().cloned().collect::<Vec<_>>().join(", ")) }));
+                c.error(&base.key(name), true, format!("unknown {what} '{name}'"), hint);
+            }
+            Some(spec) => {
+                if !spec.ty.accepts(value) {
+                    c.error(&base.key(name), false, format!("{what} '{name}' must be a {}", spec.ty.name()), None);
+                } else if !spec.choices.is_empty() && !spec.choices.contains(value) {
+                    c.error(&base.key(name), false, format!("{what} '{name}' is not one of its choices"), None);
+                }
+            }
+        }
+    }
+    for (name, spec) in specs {
+        if spec.is_required() && !values.contains_key(name) {
+            c.error(base, true, format!("required {what} '{name}' is not given"), Some(format!("give it a value here or a default where it is declared")));
+        }
+    }
+}
+
+/// Checks triggers: cron expressions, time zones, inputs, webhook secrets.
+pub fn check_triggers(c: &mut Checker<'_>, triggers: &[(usize, Trigger)], inputs: &IndexMap<String, InputSpec>) {
+    for (i, trigger) in triggers {
+        let base = DocPath::root().key("triggers").index(*i);
+        match trigger {
+            Trigger::Cron(cron) => {
+                if let Err(e) = cron::parse_expression(&cron.cron, cron.seconds) {
+                    c.error(&base.key("cron"), false, e.message, e.hint);
+                }
+                if let Some(tz) = &cron.timezone
+                    && let Err(e) = cron::parse_timezone(tz)
+                {
+                    c.error(&base.key("timezone"), false, e.message, e.hint);
+                }
+                if cron.catchup_window.is_some() && cron.misfire != MisfirePolicy::RunOnce {
+                    c.warn(&base.key("catchup_window"), true, "catchup_window only applies with `misfire: run_once`".into(), None);
+                }
+                check_values(c, &base.key("inputs"), &cron.inputs, inputs, "input");
+            }
+            Trigger::Webhook(entry) => {
+                let w = &entry.webhook;
+                let path = base.key("webhook");
+                match (&w.auth, &w.secret) {
+                    (WebhookAuth::None, Some(_)) => {
+                        c.warn(&path.key("secret"), true, "`auth: none` ignores the secret".into(), None);
+                    }
+                    (WebhookAuth::None, None) => {}
+                    (auth, None) => {
+                        let auth = if *auth == WebhookAuth::Hmac { "hmac" } else { "bearer" };
+                        c.error(
+                            &path,
+                            true,
+                            format!("webhook auth '{auth}' names no secret"),
+                            Some("add `secret: <name>` (the name of a secret, not its value), or `auth: none` for an open hook".into()),
+                        );
+                    }
+                    (_, Some(names)) => {
+                        let list = names.names();
+                        if list.is_empty() || list.len() > 2 {
+                            c.error(&path.key("secret"), false, "give one secret name, or two during a key rotation".into(), None);
+                        }
+                        for (j, name) in list.iter().enumerate() {
+                            let p = if list.len() > 1 || matches!(names, crate::model::trigger::SecretNames::Many(_)) {
+                                path.key("secret").index(j)
+                            } else {
+                                path.key("secret")
+                            };
+                            if name.starts_with("whsec_") || !is_valid_name(name) {
+                                c.error(&p, false, format!("'{}' is not a secret name", redact_hint(name)), Some("give the name of a secret (a file in $CREDENTIALS_DIRECTORY or a key of the secrets file), never the secret itself".into()));
+                            }
+                        }
+                    }
+                }
+                if let Some(user) = &w.user
+                    && user.trim().is_empty()
+                {
+                    c.error(&path.key("user"), false, "empty user".into(), None);
+                }
+            }
+        }
+    }
+}
+
+/// Shows only the start of something that may be a secret value.
+fn redact_hint(s: &str) -> String {
+    let head: String = s.chars().take(6).collect();
+    if s.chars().count() > 6 { format!("{head}…") } else { head }
+}
+
+/// Topological order and layers of a valid pipeline's nodes, by id.
+pub fn node_order(pipeline: &Pipeline) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let graph = Graph::new(pipeline.nodes.iter().map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))));
+    let order = graph.topo_order().ok()?;
+    let layers = graph.layers().ok()?;
+    Some((
+        order.iter().map(|&i| graph.id(i).to_owned()).collect(),
+        layers
+            .iter()
+            .map(|l| l.iter().map(|&i| graph.id(i).to_owned()).collect())
+            .collect(),
+    ))
+}

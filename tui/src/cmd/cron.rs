@@ -1,0 +1,45 @@
+//! `sluice cron next`: upcoming fire times, offline.
+
+use anyhow::{Context, anyhow};
+use jiff::Timestamp;
+use sluice_shared::cron::Schedule;
+
+use crate::cli::CronNextArgs;
+use crate::exit::Exit;
+
+/// Prints the next fire times, one RFC 3339 timestamp with offset per line.
+pub fn next(args: &CronNextArgs) -> anyhow::Result<Exit> {
+    let schedule = match Schedule::new(&args.expr, args.tz.as_deref(), args.seconds) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: error: {e}");
+            if let Some(hint) = e.hint {
+                eprintln!("  = hint: {hint}");
+            }
+            return Ok(Exit::Usage);
+        }
+    };
+    let after = match &args.after {
+        Some(text) => parse_time(text).with_context(|| format!("--after '{text}'"))?,
+        None => Timestamp::now(),
+    };
+    let times: Vec<String> = schedule
+        .upcoming(after, args.count)
+        .iter()
+        .map(|z| z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string(&times)?);
+    } else {
+        for t in &times {
+            println!("{t}");
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
+    text.parse::<Timestamp>()
+        .or_else(|_| text.parse::<jiff::Zoned>().map(|z| z.timestamp()))
+        .map_err(|e| anyhow!("not an RFC 3339 time: {e}"))
+}
