@@ -9,5 +9,8 @@ struct Args {}
 
 fn main() {
     let _args = Args::parse();
-    println!("sluiced {} (the engine is not built yet)", env!("CARGO_PKG_VERSION"));
+    println!(
+        "sluiced {} (the engine is not built yet)",
+        env!("CARGO_PKG_VERSION")
+    );
 }

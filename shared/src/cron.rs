@@ -41,7 +41,11 @@ pub fn parse_expression(expr: &str, seconds: bool) -> Result<Cron, CronError> {
     if !trimmed.starts_with('@') {
         let fields = trimmed.split_whitespace().count();
         let wanted = if seconds { "6 (with seconds)" } else { "5" };
-        let bad = if seconds { !(5..=6).contains(&fields) } else { fields != 5 };
+        let bad = if seconds {
+            !(5..=6).contains(&fields)
+        } else {
+            fields != 5
+        };
         if bad {
             let hint = if fields == 6 && !seconds {
                 Some("six fields mean a leading seconds field; add `seconds: true` to the trigger if that is what you want".into())
@@ -49,7 +53,9 @@ pub fn parse_expression(expr: &str, seconds: bool) -> Result<Cron, CronError> {
                 Some("fields are: minute hour day-of-month month day-of-week".into())
             };
             return Err(CronError {
-                message: format!("invalid cron expression '{trimmed}': expected {wanted} fields, found {fields}"),
+                message: format!(
+                    "invalid cron expression '{trimmed}': expected {wanted} fields, found {fields}"
+                ),
                 hint,
             });
         }
@@ -72,8 +78,9 @@ pub fn parse_expression(expr: &str, seconds: bool) -> Result<Cron, CronError> {
 pub fn parse_timezone(name: &str) -> Result<TimeZone, CronError> {
     TimeZone::get(name).map_err(|_| {
         let names: Vec<String> = jiff::tz::db().available().map(|n| n.to_string()).collect();
-        let hint = suggest::did_you_mean(name, names.iter().map(String::as_str))
-            .or_else(|| Some("use an IANA name such as Europe/Berlin, America/New_York or UTC".into()));
+        let hint = suggest::did_you_mean(name, names.iter().map(String::as_str)).or_else(|| {
+            Some("use an IANA name such as Europe/Berlin, America/New_York or UTC".into())
+        });
         CronError {
             message: format!("unknown time zone '{name}'"),
             hint,
@@ -146,10 +153,17 @@ mod tests {
     fn spring_forward_gap_fires_once_after_the_gap() {
         let s = Schedule::new("30 2 * * *", Some("America/New_York"), false).unwrap();
         let fires = s.upcoming(ts("2026-03-07T12:00:00Z"), 3);
-        let shown: Vec<String> = fires.iter().map(|z| z.strftime("%F %T%:z").to_string()).collect();
+        let shown: Vec<String> = fires
+            .iter()
+            .map(|z| z.strftime("%F %T%:z").to_string())
+            .collect();
         assert_eq!(
             shown,
-            ["2026-03-08 03:00:00-04:00", "2026-03-09 02:30:00-04:00", "2026-03-10 02:30:00-04:00"]
+            [
+                "2026-03-08 03:00:00-04:00",
+                "2026-03-09 02:30:00-04:00",
+                "2026-03-10 02:30:00-04:00"
+            ]
         );
     }
 
@@ -157,7 +171,13 @@ mod tests {
     fn fall_back_overlap_fires_once() {
         let s = Schedule::new("30 1 * * *", Some("America/New_York"), false).unwrap();
         let fires = s.upcoming(ts("2026-10-31T12:00:00Z"), 2);
-        let shown: Vec<String> = fires.iter().map(|z| z.strftime("%F %T%:z").to_string()).collect();
-        assert_eq!(shown, ["2026-11-01 01:30:00-04:00", "2026-11-02 01:30:00-05:00"]);
+        let shown: Vec<String> = fires
+            .iter()
+            .map(|z| z.strftime("%F %T%:z").to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            ["2026-11-01 01:30:00-04:00", "2026-11-02 01:30:00-05:00"]
+        );
     }
 }

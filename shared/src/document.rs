@@ -235,10 +235,18 @@ fn parse_yaml_value(source: &str) -> Result<Value, Diagnostic> {
 }
 
 enum Frame {
-    Seq { path: DocPath, next: usize },
-    Map { path: DocPath, key: Option<(String, Pos)> },
+    Seq {
+        path: DocPath,
+        next: usize,
+    },
+    Map {
+        path: DocPath,
+        key: Option<(String, Pos)>,
+    },
     // A mapping used as a key: its contents are not addressable by path.
-    Skip { depth: usize },
+    Skip {
+        depth: usize,
+    },
 }
 
 /// Walks the YAML event stream and records where each path's key and value start.
@@ -425,7 +433,11 @@ mod tests {
     fn yaml_positions_of_keys_and_values() {
         let src = "nodes:\n  - id: a\n    kind: shell\n  - id: b\n";
         let doc = Document::parse(src, Format::Yaml).unwrap();
-        let id_b = p(&[Seg::Key("nodes".into()), Seg::Index(1), Seg::Key("id".into())]);
+        let id_b = p(&[
+            Seg::Key("nodes".into()),
+            Seg::Index(1),
+            Seg::Key("id".into()),
+        ]);
         assert_eq!(doc.value_pos(&id_b), Some(Pos { line: 4, column: 9 }));
         assert_eq!(doc.key_pos(&id_b), Some(Pos { line: 4, column: 5 }));
     }
@@ -434,7 +446,11 @@ mod tests {
     fn json_positions_use_the_yaml_walker() {
         let src = "{\n  \"nodes\": [\n    {\"id\": \"a\"}\n  ]\n}\n";
         let doc = Document::parse(src, Format::Json).unwrap();
-        let id = p(&[Seg::Key("nodes".into()), Seg::Index(0), Seg::Key("id".into())]);
+        let id = p(&[
+            Seg::Key("nodes".into()),
+            Seg::Index(0),
+            Seg::Key("id".into()),
+        ]);
         assert_eq!(doc.key_pos(&id), Some(Pos { line: 3, column: 6 }));
     }
 
@@ -442,7 +458,11 @@ mod tests {
     fn toml_positions_of_array_tables() {
         let src = "name = \"x\"\n\n[[nodes]]\nid = \"a\"\n\n[[nodes]]\nid = \"b\"\n";
         let doc = Document::parse(src, Format::Toml).unwrap();
-        let id = p(&[Seg::Key("nodes".into()), Seg::Index(1), Seg::Key("id".into())]);
+        let id = p(&[
+            Seg::Key("nodes".into()),
+            Seg::Index(1),
+            Seg::Key("id".into()),
+        ]);
         assert_eq!(doc.key_pos(&id), Some(Pos { line: 7, column: 1 }));
     }
 

@@ -98,7 +98,11 @@ impl Graph {
         let mut depth = vec![0usize; self.len()];
         let mut layers: Vec<Vec<usize>> = Vec::new();
         for &i in &order {
-            let d = self.deps[i].iter().map(|&j| depth[j] + 1).max().unwrap_or(0);
+            let d = self.deps[i]
+                .iter()
+                .map(|&j| depth[j] + 1)
+                .max()
+                .unwrap_or(0);
             depth[i] = d;
             if layers.len() <= d {
                 layers.resize_with(d + 1, Vec::new);
@@ -161,7 +165,9 @@ impl Graph {
     pub fn upstream_sets(&self) -> Vec<Upstream> {
         let words = self.len().div_ceil(64);
         let mut sets = vec![Upstream(vec![0u64; words]); self.len()];
-        let order = self.topo_order().unwrap_or_else(|_| (0..self.len()).collect());
+        let order = self
+            .topo_order()
+            .unwrap_or_else(|_| (0..self.len()).collect());
         for &i in &order {
             let mut set = std::mem::take(&mut sets[i].0);
             for &d in &self.deps[i] {
@@ -216,7 +222,10 @@ mod tests {
         assert_eq!(cycle.first(), cycle.last());
         assert_eq!(cycle.len(), 4);
         let joined = cycle.join(" -> ");
-        assert!(["a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c"].contains(&joined.as_str()), "{joined}");
+        assert!(
+            ["a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c"].contains(&joined.as_str()),
+            "{joined}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! pipelines, with every problem reported at once. Templates are resolved
 //! across the set and pipeline names must be unique within it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -15,7 +15,7 @@ use crate::model::node::from_value_at;
 use crate::model::{InputSpec, Node, Pipeline, PipelineDoc, Trigger};
 use crate::suggest;
 use crate::template::TemplateEngine;
-use crate::validate::{self, Checker, Params, ValidateOptions};
+use crate::validate::{self, Checker, Params, RawNode, ValidateOptions};
 
 /// Top-level fields of a pipeline file, for hints.
 pub const TOP_FIELDS: &[&str] = &[
@@ -170,29 +170,38 @@ struct Parsed {
     doc: Option<Document>,
     head: Option<PipelineDoc<Value, Value>>,
     nodes: Vec<(usize, Node)>,
-    unparsed_ids: HashSet<String>,
+    raw_nodes: Vec<RawNode>,
     triggers: Vec<(usize, Trigger)>,
     diagnostics: Vec<Diagnostic>,
     name: Option<String>,
 }
 
 /// Loads a set of (path, text) pairs; a text may be an error saying why the file was unreadable.
-pub fn load_set(sources: &[(PathBuf, Result<String, String>)], opts: &ValidateOptions) -> PipelineSet {
+pub fn load_set(
+    sources: &[(PathBuf, Result<String, String>)],
+    opts: &ValidateOptions,
+) -> PipelineSet {
     let engine = TemplateEngine::new();
-    let parsed: Vec<Parsed> = sources.iter().map(|(path, text)| parse_file(path, text)).collect();
+    let parsed: Vec<Parsed> = sources
+        .iter()
+        .map(|(path, text)| parse_file(path, text, opts))
+        .collect();
 
     // Templates by name, first one wins.
     let mut templates: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(parsed.len());
     for (i, p) in parsed.iter().enumerate() {
-        let is_template = p.head.as_ref().is_some_and(|h| h.template.is_none() && !h.params.is_empty());
+        let is_template = p
+            .head
+            .as_ref()
+            .is_some_and(|h| h.template.is_none() && !h.params.is_empty());
         if is_template && let Some(name) = &p.name {
             templates.entry(name.clone()).or_insert(i);
         }
     }
 
     for p in &parsed {
-        out.push(finish_file(p, &parsed, &templates, opts, &engine));
+        out.push(finish_file(p, &parsed, &templates, &engine));
     }
 
     // Pipeline names are unique: the later file of two is in error.
@@ -223,16 +232,20 @@ pub fn load_set(sources: &[(PathBuf, Result<String, String>)], opts: &ValidateOp
             }
         }
     }
+    for f in &mut out {
+        // Report in source order, like a compiler; unlocated problems first.
+        f.diagnostics.sort_by_key(|d| (d.line, d.column));
+    }
     PipelineSet { files: out }
 }
 
-fn parse_file(path: &Path, text: &Result<String, String>) -> Parsed {
+fn parse_file(path: &Path, text: &Result<String, String>, opts: &ValidateOptions) -> Parsed {
     let mut parsed = Parsed {
         path: path.to_owned(),
         doc: None,
         head: None,
         nodes: Vec::new(),
-        unparsed_ids: HashSet::new(),
+        raw_nodes: Vec::new(),
         triggers: Vec::new(),
         diagnostics: Vec::new(),
         name: None,
@@ -271,11 +284,25 @@ fn parse_file(path: &Path, text: &Result<String, String>) -> Parsed {
         _ => false,
     };
     if empty {
-        c.error(&DocPath::root(), false, "empty pipeline: the file defines nothing".into(), Some("a pipeline needs at least `nodes:` with one node".into()));
+        c.error(
+            &DocPath::root(),
+            false,
+            "empty pipeline: the file defines nothing".into(),
+            Some("a pipeline needs at least `nodes:` with one node".into()),
+        );
     } else if !doc.value.is_object() {
-        c.error(&DocPath::root(), false, "a pipeline file must be a mapping of settings (nodes, triggers, ...)".into(), None);
+        c.error(
+            &DocPath::root(),
+            false,
+            "a pipeline file must be a mapping of settings (nodes, triggers, ...)".into(),
+            None,
+        );
     } else {
-        match from_value_at::<PipelineDoc<Value, Value>>(doc.value.clone(), "the pipeline", TOP_FIELDS) {
+        match from_value_at::<PipelineDoc<Value, Value>>(
+            doc.value.clone(),
+            "the pipeline",
+            TOP_FIELDS,
+        ) {
             Ok(head) => parsed.head = Some(head),
             Err(e) => c.field_error(&DocPath::root(), e),
         }
@@ -283,13 +310,20 @@ fn parse_file(path: &Path, text: &Result<String, String>) -> Parsed {
         // even when the top level has problems of its own.
         if let Some(nodes) = doc.value.get("nodes").and_then(Value::as_array) {
             for (i, v) in nodes.iter().enumerate() {
+                parsed.raw_nodes.push(RawNode::from_value(i, v));
+                let base = DocPath::root().key("nodes").index(i);
+                // An unknown kind is one error; its fields cannot be judged.
+                if let Some(e) = v
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .and_then(|k| validate::unknown_kind(k, opts))
+                {
+                    c.field_error(&base, e);
+                    continue;
+                }
                 match Node::from_value(v) {
                     Ok(node) => parsed.nodes.push((i, node)),
                     Err(errors) => {
-                        if let Some(id) = v.get("id").and_then(Value::as_str) {
-                            parsed.unparsed_ids.insert(id.to_owned());
-                        }
-                        let base = DocPath::root().key("nodes").index(i);
                         for e in errors {
                             c.field_error(&base, e);
                         }
@@ -307,18 +341,27 @@ fn parse_file(path: &Path, text: &Result<String, String>) -> Parsed {
         }
     }
     let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
-    let declared = doc.value.get("name").and_then(Value::as_str).map(str::to_owned);
+    let declared = doc
+        .value
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     match &declared {
         Some(name) if !validate::is_valid_name(name) => c.error(
             &DocPath::root().key("name"),
             false,
             format!("invalid pipeline name '{name}'"),
-            Some("names are used in URLs and commands: use letters, digits, '-', '_' and '.'".into()),
+            Some(
+                "names are used in URLs and commands: use letters, digits, '-', '_' and '.'".into(),
+            ),
         ),
         None if stem.as_deref().is_some_and(|s| !validate::is_valid_name(s)) => c.error(
             &DocPath::root(),
             false,
-            format!("the file name '{}' is not a valid pipeline name", stem.clone().unwrap_or_default()),
+            format!(
+                "the file name '{}' is not a valid pipeline name",
+                stem.clone().unwrap_or_default()
+            ),
             Some("rename the file or set `name:` (letters, digits, '-', '_' and '.')".into()),
         ),
         _ => {}
@@ -333,7 +376,6 @@ fn finish_file(
     p: &Parsed,
     all: &[Parsed],
     templates: &HashMap<String, usize>,
-    opts: &ValidateOptions,
     engine: &TemplateEngine,
 ) -> LoadedFile {
     let mut file = LoadedFile {
@@ -350,19 +392,38 @@ fn finish_file(
     let template_ref = head.and_then(|h| h.template.clone());
     let is_template = head.is_some_and(|h| h.template.is_none() && !h.params.is_empty());
     let inputs = head.map(|h| h.inputs.clone()).unwrap_or_default();
-    file.kind = if is_template { FileKind::Template } else { FileKind::Pipeline };
+    file.kind = if is_template {
+        FileKind::Template
+    } else {
+        FileKind::Pipeline
+    };
 
     validate::check_inputs(&mut c, &DocPath::root().key("inputs"), &inputs, "input");
     if let Some(h) = head {
         validate::check_retry(&mut c, &DocPath::root().key("retry"), h.retry.as_ref());
         if h.max_active_nodes == Some(0) {
-            c.error(&DocPath::root().key("max_active_nodes"), false, "max_active_nodes must be at least 1".into(), None);
+            c.error(
+                &DocPath::root().key("max_active_nodes"),
+                false,
+                "max_active_nodes must be at least 1".into(),
+                None,
+            );
         }
         if h.concurrency.and_then(|cc| cc.max_runs) == Some(0) {
-            c.error(&DocPath::root().key("concurrency").key("max_runs"), false, "max_runs must be at least 1".into(), None);
+            c.error(
+                &DocPath::root().key("concurrency").key("max_runs"),
+                false,
+                "max_runs must be at least 1".into(),
+                None,
+            );
         }
         if h.owner.as_deref().is_some_and(|o| o.trim().is_empty()) {
-            c.error(&DocPath::root().key("owner"), false, "empty owner".into(), None);
+            c.error(
+                &DocPath::root().key("owner"),
+                false,
+                "empty owner".into(),
+                None,
+            );
         }
     }
 
@@ -371,12 +432,24 @@ fn finish_file(
 
     if let Some(name) = &template_ref {
         // An instance: nodes and inputs come from the template.
-        let h = head.map(|h| (h.nodes.is_empty(), h.inputs.is_empty())).unwrap_or((true, true));
+        let h = head
+            .map(|h| (h.nodes.is_empty(), h.inputs.is_empty()))
+            .unwrap_or((true, true));
         if !h.0 {
-            c.error(&DocPath::root().key("nodes"), true, "a file that instantiates a template takes its nodes from it".into(), Some("remove `nodes:` or `template:`".into()));
+            c.error(
+                &DocPath::root().key("nodes"),
+                true,
+                "a file that instantiates a template takes its nodes from it".into(),
+                Some("remove `nodes:` or `template:`".into()),
+            );
         }
         if !h.1 {
-            c.error(&DocPath::root().key("inputs"), true, "a file that instantiates a template takes its inputs from it".into(), None);
+            c.error(
+                &DocPath::root().key("inputs"),
+                true,
+                "a file that instantiates a template takes its inputs from it".into(),
+                None,
+            );
         }
         let mut param_values = head.map(|h| h.params.clone()).unwrap_or_default();
         match templates.get(name).map(|&i| &all[i]) {
@@ -384,14 +457,34 @@ fn finish_file(
                 let names: Vec<&str> = templates.keys().map(String::as_str).collect();
                 let hint = suggest::did_you_mean(name, names.iter().copied())
                     .or_else(|| Some("a template is a pipeline file that declares `params:`; it must be in the same directory".into()));
-                c.error(&DocPath::root().key("template"), false, format!("unknown template '{name}'"), hint);
+                c.error(
+                    &DocPath::root().key("template"),
+                    false,
+                    format!("unknown template '{name}'"),
+                    hint,
+                );
             }
             Some(t) => {
                 let t_head = t.head.as_ref();
-                let declared = t_head.map(|h| parse_param_specs(&h.params)).unwrap_or_default();
-                validate::check_values(&mut c, &DocPath::root().key("params"), &param_values, &declared, "param");
-                if !t.diagnostics.iter().all(|d| !d.is_error()) || t.nodes.len() != t_head.map_or(0, |h| h.nodes.len()) {
-                    c.error(&DocPath::root().key("template"), false, format!("template '{name}' ({}) has errors", t.path.display()), None);
+                let declared = t_head
+                    .map(|h| parse_param_specs(&h.params))
+                    .unwrap_or_default();
+                validate::check_values(
+                    &mut c,
+                    &DocPath::root().key("params"),
+                    &param_values,
+                    &declared,
+                    "param",
+                );
+                if !t.diagnostics.iter().all(|d| !d.is_error())
+                    || t.nodes.len() != t_head.map_or(0, |h| h.nodes.len())
+                {
+                    c.error(
+                        &DocPath::root().key("template"),
+                        false,
+                        format!("template '{name}' ({}) has errors", t.path.display()),
+                        None,
+                    );
                 }
                 nodes = t.nodes.iter().map(|(_, n)| n.clone()).collect();
                 let t_inputs = t_head.map(|h| h.inputs.clone()).unwrap_or_default();
@@ -431,25 +524,53 @@ fn finish_file(
     } else if is_template {
         let raw = head.map(|h| h.params.clone()).unwrap_or_default();
         for (k, v) in &raw {
-            match from_value_at::<InputSpec>(v.clone(), "a param declaration", &["type", "default", "description", "choices"]) {
+            match from_value_at::<InputSpec>(
+                v.clone(),
+                "a param declaration",
+                &["type", "default", "description", "choices"],
+            ) {
                 Ok(spec) => {
                     params_decl.insert(k.clone(), spec);
                 }
                 Err(e) => c.field_error(&DocPath::root().key("params").key(k), e),
             }
         }
-        validate::check_inputs(&mut c, &DocPath::root().key("params"), &params_decl, "param");
+        validate::check_inputs(
+            &mut c,
+            &DocPath::root().key("params"),
+            &params_decl,
+            "param",
+        );
         if !p.triggers.is_empty() {
-            c.error(&DocPath::root().key("triggers"), true, "a template does not run on its own, so it cannot have triggers".into(), Some("put triggers in the files that instantiate it with `template:`".into()));
+            c.error(
+                &DocPath::root().key("triggers"),
+                true,
+                "a template does not run on its own, so it cannot have triggers".into(),
+                Some("put triggers in the files that instantiate it with `template:`".into()),
+            );
         }
     }
 
     if template_ref.is_none() {
-        if head.is_some_and(|h| h.nodes.is_empty()) && doc.value.get("nodes").is_none_or(|n| n.as_array().is_some_and(Vec::is_empty)) {
-            c.error(&DocPath::root(), false, "empty pipeline: no nodes".into(), Some("add `nodes:` with at least one node".into()));
+        if head.is_some_and(|h| h.nodes.is_empty())
+            && doc
+                .value
+                .get("nodes")
+                .is_none_or(|n| n.as_array().is_some_and(Vec::is_empty))
+        {
+            c.error(
+                &DocPath::root(),
+                false,
+                "empty pipeline: no nodes".into(),
+                Some("add `nodes:` with at least one node".into()),
+            );
         }
-        let params = if is_template { Params::Declared(&params_decl) } else { Params::None };
-        validate::check_nodes(&mut c, &p.nodes, &p.unparsed_ids, &inputs, params, opts, engine);
+        let params = if is_template {
+            Params::Declared(&params_decl)
+        } else {
+            Params::None
+        };
+        validate::check_nodes(&mut c, &p.raw_nodes, &p.nodes, &inputs, params, engine);
         validate::check_triggers(&mut c, &p.triggers, &inputs);
     }
 
@@ -478,7 +599,11 @@ fn finish_file(
 
 fn parse_param_specs(raw: &IndexMap<String, Value>) -> IndexMap<String, InputSpec> {
     raw.iter()
-        .filter_map(|(k, v)| serde_json::from_value::<InputSpec>(v.clone()).ok().map(|s| (k.clone(), s)))
+        .filter_map(|(k, v)| {
+            serde_json::from_value::<InputSpec>(v.clone())
+                .ok()
+                .map(|s| (k.clone(), s))
+        })
         .collect()
 }
 

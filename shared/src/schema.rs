@@ -32,12 +32,7 @@ fn object_parts(schema: &Schema) -> (Map<String, Value>, Vec<Value>) {
     (props, required)
 }
 
-fn variant(
-    common: &Schema,
-    kind_schema: Schema,
-    kind: Value,
-    description: Option<&str>,
-) -> Value {
+fn variant(common: &Schema, kind_schema: Schema, kind: Value, description: Option<&str>) -> Value {
     let (mut props, mut required) = object_parts(common);
     let (own, own_required) = object_parts(&kind_schema);
     props.extend(own);
@@ -62,17 +57,54 @@ pub(crate) fn node_schema(generator: &mut SchemaGenerator) -> Schema {
     let common = CommonFieldsSchema::json_schema(generator);
     let mut variants = Vec::new();
     let kinds: [(&str, Schema, &str); 8] = [
-        ("shell", ShellNode::json_schema(generator), "Run a shell script in its own process group"),
-        ("http", HttpNode::json_schema(generator), "Make an HTTP request"),
-        ("filter", FilterNode::json_schema(generator), "Continue only when a condition holds"),
-        ("transform", TransformNode::json_schema(generator), "Build a value from templates"),
-        ("delay", DelayNode::json_schema(generator), "Wait durably (survives restarts)"),
-        ("llm", LlmNode::json_schema(generator), "Ask a language model"),
-        ("approval", ApprovalNode::json_schema(generator), "Wait for a person to approve or reject"),
-        ("notify", NotifyNode::json_schema(generator), "Send a webhook message or an email"),
+        (
+            "shell",
+            ShellNode::json_schema(generator),
+            "Run a shell script in its own process group",
+        ),
+        (
+            "http",
+            HttpNode::json_schema(generator),
+            "Make an HTTP request",
+        ),
+        (
+            "filter",
+            FilterNode::json_schema(generator),
+            "Continue only when a condition holds",
+        ),
+        (
+            "transform",
+            TransformNode::json_schema(generator),
+            "Build a value from templates",
+        ),
+        (
+            "delay",
+            DelayNode::json_schema(generator),
+            "Wait durably (survives restarts)",
+        ),
+        (
+            "llm",
+            LlmNode::json_schema(generator),
+            "Ask a language model",
+        ),
+        (
+            "approval",
+            ApprovalNode::json_schema(generator),
+            "Wait for a person to approve or reject",
+        ),
+        (
+            "notify",
+            NotifyNode::json_schema(generator),
+            "Send a webhook message or an email",
+        ),
     ];
     for (name, schema, description) in kinds {
-        variants.push(variant(&common, schema, serde_json::json!({ "const": name }), Some(description)));
+        variants.push(variant(
+            &common,
+            schema,
+            serde_json::json!({ "const": name }),
+            Some(description),
+        ));
     }
     let plugin = json_schema!({
         "type": "object",

@@ -321,17 +321,27 @@ mod tests {
     #[test]
     fn renders_text_and_fails_on_undefined() {
         let e = TemplateEngine::new();
-        assert_eq!(e.render_str("n={{ inputs.n }}", &ctx(), Escape::Text).unwrap(), "n=3");
-        let err = e.render_str("{{ inputs.nope }}", &ctx(), Escape::Text).unwrap_err();
+        assert_eq!(
+            e.render_str("n={{ inputs.n }}", &ctx(), Escape::Text)
+                .unwrap(),
+            "n=3"
+        );
+        let err = e
+            .render_str("{{ inputs.nope }}", &ctx(), Escape::Text)
+            .unwrap_err();
         assert!(err.message.contains("undefined"), "{}", err.message);
     }
 
     #[test]
     fn shell_mode_quotes_unless_safe() {
         let e = TemplateEngine::new();
-        let out = e.render_str("echo {{ inputs.topic }}", &ctx(), Escape::Shell).unwrap();
+        let out = e
+            .render_str("echo {{ inputs.topic }}", &ctx(), Escape::Shell)
+            .unwrap();
         assert_eq!(out, "echo 'rust; rm -rf /'");
-        let out = e.render_str("echo {{ inputs.topic | safe }}", &ctx(), Escape::Shell).unwrap();
+        let out = e
+            .render_str("echo {{ inputs.topic | safe }}", &ctx(), Escape::Shell)
+            .unwrap();
         assert_eq!(out, "echo rust; rm -rf /");
     }
 
@@ -339,7 +349,10 @@ mod tests {
     fn whole_expressions_keep_their_type() {
         let e = TemplateEngine::new();
         let v = e
-            .render_json(&json!({"items": "{{ nodes.fetch.output.body.items }}", "s": "x{{ inputs.n }}"}), &ctx())
+            .render_json(
+                &json!({"items": "{{ nodes.fetch.output.body.items }}", "s": "x{{ inputs.n }}"}),
+                &ctx(),
+            )
             .unwrap();
         assert_eq!(v, json!({"items": [1, 2], "s": "x3"}));
     }
@@ -347,7 +360,10 @@ mod tests {
     #[test]
     fn conditions_are_booleans() {
         let e = TemplateEngine::new();
-        assert!(e.eval_condition("nodes.fetch.output.status == 200", &ctx()).unwrap());
+        assert!(
+            e.eval_condition("nodes.fetch.output.status == 200", &ctx())
+                .unwrap()
+        );
         assert!(!e.eval_condition("inputs.n > 5", &ctx()).unwrap());
         assert!(e.eval_condition("inputs.missing == 1", &ctx()).is_err());
     }
@@ -356,11 +372,23 @@ mod tests {
     fn pathological_templates_fail_fast() {
         let e = TemplateEngine::new();
         let err = e
-            .render_str("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", &ctx(), Escape::Text)
+            .render_str(
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+                &ctx(),
+                Escape::Text,
+            )
             .unwrap_err();
-        assert!(err.message.contains("fuel") || err.message.contains("too large"), "{}", err.message);
+        assert!(
+            err.message.contains("fuel") || err.message.contains("too large"),
+            "{}",
+            err.message
+        );
         let err = e
-            .render_str("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", &ctx(), Escape::Text)
+            .render_str(
+                "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+                &ctx(),
+                Escape::Text,
+            )
             .unwrap_err();
         assert!(!err.message.is_empty());
     }
@@ -373,7 +401,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             refs.into_iter().collect::<Vec<_>>(),
-            vec!["inputs.topic".to_string(), "nodes.fetch.output.body".to_string()]
+            vec![
+                "inputs.topic".to_string(),
+                "nodes.fetch.output.body".to_string()
+            ]
         );
         assert!(e.template_refs("{{ unclosed").is_err());
     }

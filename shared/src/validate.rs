@@ -2,7 +2,7 @@
 //! expressions, cron, time zones, inputs and webhook secrets. Every problem is
 //! reported, each located in the source with a hint where one helps.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -50,7 +50,9 @@ impl ValidateOptions {
 }
 
 /// Names templates may read at the top level.
-pub const CONTEXT_ROOTS: &[&str] = &["inputs", "nodes", "trigger", "run", "pipeline", "secrets", "params"];
+pub const CONTEXT_ROOTS: &[&str] = &[
+    "inputs", "nodes", "trigger", "run", "pipeline", "secrets", "params",
+];
 const RUN_FIELDS: &[&str] = &["id", "user", "started_at", "retry_of"];
 const PIPELINE_FIELDS: &[&str] = &["name", "version", "description"];
 const TRIGGER_FIELDS: &[&str] = &[
@@ -142,58 +144,96 @@ pub fn is_valid_name(s: &str) -> bool {
         && !s.starts_with('.')
 }
 
+/// A node's id and needs as written, read even when the rest of the node is invalid,
+/// so that graph problems are found in every node.
+#[derive(Clone, Debug)]
+pub struct RawNode {
+    /// Index in the file's `nodes` list.
+    pub index: usize,
+    /// The id, when it is a string.
+    pub id: Option<String>,
+    /// The string entries of `needs`.
+    pub needs: Vec<String>,
+}
+
+impl RawNode {
+    /// Reads id and needs from a node's document value.
+    pub fn from_value(index: usize, value: &Value) -> Self {
+        Self {
+            index,
+            id: value.get("id").and_then(Value::as_str).map(str::to_owned),
+            needs: value
+                .get("needs")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Checks a pipeline's nodes: ids, needs, cycles, kinds, per-kind rules, templates.
-/// `nodes` pairs each parsed node with its index in the file; `unparsed_ids` are
-/// ids of nodes that failed to parse (so references to them are not reported twice).
+/// `raw` has every node's id and needs as written; `nodes` the nodes that parsed,
+/// each with its index in the file.
 pub fn check_nodes(
     c: &mut Checker<'_>,
+    raw: &[RawNode],
     nodes: &[(usize, Node)],
-    unparsed_ids: &HashSet<String>,
     inputs: &IndexMap<String, InputSpec>,
     params: Params<'_>,
-    opts: &ValidateOptions,
     engine: &TemplateEngine,
 ) {
     // Ids: valid and unique.
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
-    for (i, node) in nodes {
-        let path = nodes_path(*i).key("id");
-        if !is_identifier(&node.id) {
-            let fixed: String = node
-                .id
+    for r in raw {
+        let Some(id) = &r.id else { continue };
+        let path = nodes_path(r.index).key("id");
+        if !is_identifier(id) {
+            let fixed: String = id
                 .chars()
                 .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
                 .collect();
             c.error(
                 &path,
                 false,
-                format!("invalid node id '{}': ids are used in templates as nodes.<id>", node.id),
-                Some(format!("use letters, digits and _ (not starting with a digit), e.g. '{fixed}'")),
+                format!("invalid node id '{id}': ids are used in templates as nodes.<id>"),
+                Some(format!(
+                    "use letters, digits and _ (not starting with a digit), e.g. '{fixed}'"
+                )),
             );
         }
-        if let Some(&first) = first_seen.get(node.id.as_str()) {
+        if let Some(&first) = first_seen.get(id.as_str()) {
             let line = c
                 .doc
                 .value_pos(&nodes_path(first).key("id"))
-                .map_or(String::new(), |p| format!(" (first defined on line {})", p.line));
-            c.error(&path, false, format!("duplicate node id '{}'{line}", node.id), Some("node ids must be unique within a pipeline".into()));
+                .map_or(String::new(), |p| {
+                    format!(" (first defined on line {})", p.line)
+                });
+            c.error(
+                &path,
+                false,
+                format!("duplicate node id '{id}'{line}"),
+                Some("node ids must be unique within a pipeline".into()),
+            );
         } else {
-            first_seen.insert(&node.id, *i);
+            first_seen.insert(id, r.index);
         }
     }
-    let known: BTreeSet<&str> = nodes
-        .iter()
-        .map(|(_, n)| n.id.as_str())
-        .chain(unparsed_ids.iter().map(String::as_str))
-        .collect();
+    let known: BTreeSet<&str> = raw.iter().filter_map(|r| r.id.as_deref()).collect();
 
     // Needs: known nodes.
-    for (i, node) in nodes {
-        for (j, need) in node.needs.iter().enumerate() {
+    for r in raw {
+        for (j, need) in r.needs.iter().enumerate() {
             if !known.contains(need.as_str()) {
-                let candidates = known.iter().copied().filter(|k| *k != node.id);
+                let candidates = known
+                    .iter()
+                    .copied()
+                    .filter(|k| Some(*k) != r.id.as_deref());
                 c.error(
-                    &nodes_path(*i).key("needs").index(j),
+                    &nodes_path(r.index).key("needs").index(j),
                     false,
                     format!("unknown node '{need}' in needs"),
                     suggest::did_you_mean(need, candidates),
@@ -203,14 +243,19 @@ pub fn check_nodes(
     }
 
     // Cycles.
-    let graph = Graph::new(nodes.iter().map(|(_, n)| (n.id.as_str(), n.needs.iter().map(String::as_str))));
+    let graph = Graph::new(raw.iter().map(|r| {
+        (
+            r.id.as_deref().unwrap_or(""),
+            r.needs.iter().map(String::as_str),
+        )
+    }));
     let acyclic = match graph.find_cycle() {
         Some(cycle) => {
             let first = cycle.first().cloned().unwrap_or_default();
-            let at = nodes
+            let at = raw
                 .iter()
-                .find(|(_, n)| n.id == first)
-                .map_or(DocPath::root(), |(i, _)| nodes_path(*i).key("needs"));
+                .find(|r| r.id.as_deref() == Some(first.as_str()))
+                .map_or(DocPath::root(), |r| nodes_path(r.index).key("needs"));
             c.error(
                 &at,
                 true,
@@ -221,22 +266,30 @@ pub fn check_nodes(
         }
         None => true,
     };
-    let upstream = if acyclic { Some(graph.upstream_sets()) } else { None };
-    let index_of: HashMap<&str, usize> = nodes
+    let upstream = if acyclic {
+        Some(graph.upstream_sets())
+    } else {
+        None
+    };
+    // Graph index (position in `raw`) of each id's first occurrence.
+    let index_of: HashMap<&str, usize> = raw
         .iter()
         .enumerate()
         .rev()
-        .map(|(k, (_, n))| (n.id.as_str(), k))
+        .filter_map(|(k, r)| r.id.as_deref().map(|id| (id, k)))
         .collect();
+    let raw_pos: HashMap<usize, usize> =
+        raw.iter().enumerate().map(|(k, r)| (r.index, k)).collect();
 
-    for (k, (i, node)) in nodes.iter().enumerate() {
+    for (i, node) in nodes {
         let base = nodes_path(*i);
-        check_kind(c, &base, node, opts);
+        let k = raw_pos.get(i).copied().unwrap_or(usize::MAX);
+        check_kind(c, &base, node);
         check_retry(c, &base.key("retry"), node.retry.as_ref());
         // Templates and expressions.
         let scope = Scope {
             node: Some(&node.id),
-            upstream: upstream.as_ref().map(|u| &u[k]),
+            upstream: upstream.as_ref().and_then(|u| u.get(k)),
             index_of: &index_of,
             known: &known,
             inputs,
@@ -246,7 +299,12 @@ pub fn check_nodes(
             let path = base.join(&rel);
             match engine.template_refs(source) {
                 Ok(refs) => check_refs(c, &path, &refs, &scope),
-                Err(e) => c.error(&path, false, format!("template error: {}", located(&e)), None),
+                Err(e) => c.error(
+                    &path,
+                    false,
+                    format!("template error: {}", located(&e)),
+                    None,
+                ),
             }
         }
         for (rel, source) in expression_sites(node) {
@@ -257,7 +315,9 @@ pub fn check_nodes(
                     &path,
                     false,
                     format!("expression error: {}", e.message),
-                    source.contains("{{").then(|| "write the expression bare, e.g. `nodes.check.output.status == 200`".into()),
+                    source.contains("{{").then(|| {
+                        "write the expression bare, e.g. `nodes.check.output.status == 200`".into()
+                    }),
                 ),
             }
         }
@@ -271,83 +331,161 @@ fn located(e: &crate::template::TemplateError) -> String {
     }
 }
 
-fn check_kind(c: &mut Checker<'_>, base: &DocPath, node: &Node, opts: &ValidateOptions) {
+/// The error for a kind that is neither built in nor a known plugin, if `kind` is one.
+pub fn unknown_kind(kind: &str, opts: &ValidateOptions) -> Option<FieldError> {
+    if BUILTIN_KINDS.contains(&kind) || opts.plugin_kinds.contains(kind) {
+        return None;
+    }
+    let candidates = BUILTIN_KINDS
+        .iter()
+        .copied()
+        .chain(opts.plugin_kinds.iter().map(String::as_str));
+    let where_ = opts
+        .plugin_dir
+        .as_ref()
+        .map_or("no plugins directory given".to_owned(), |d| {
+            format!("no plugin sluice-node-{kind} in {}", d.display())
+        });
+    let hint = suggest::did_you_mean(kind, candidates)
+        .unwrap_or_else(|| format!("built-in kinds are {}; {where_}", BUILTIN_KINDS.join(", ")));
+    Some(FieldError {
+        path: DocPath::root().key("kind"),
+        message: format!("unknown node kind '{kind}'"),
+        hint: Some(hint),
+        at_key: false,
+    })
+}
+
+fn check_kind(c: &mut Checker<'_>, base: &DocPath, node: &Node) {
     match &node.kind {
-        NodeKind::Plugin(p) => {
-            if !opts.plugin_kinds.contains(&p.kind) {
-                let candidates = BUILTIN_KINDS
-                    .iter()
-                    .copied()
-                    .chain(opts.plugin_kinds.iter().map(String::as_str));
-                let where_ = opts
-                    .plugin_dir
-                    .as_ref()
-                    .map_or("no plugins directory given".to_owned(), |d| {
-                        format!("no plugin sluice-node-{} in {}", p.kind, d.display())
-                    });
-                let hint = suggest::did_you_mean(&p.kind, candidates).unwrap_or_else(|| {
-                    format!("built-in kinds are {}; {where_}", BUILTIN_KINDS.join(", "))
-                });
-                c.error(&base.key("kind"), false, format!("unknown node kind '{}'", p.kind), Some(hint));
-            }
-        }
+        NodeKind::Plugin(_) => {}
         NodeKind::Http(h) => {
             if h.json.is_some() && h.body.is_some() {
-                c.error(&base.key("body"), true, "an http node takes `json` or `body`, not both".into(), None);
+                c.error(
+                    &base.key("body"),
+                    true,
+                    "an http node takes `json` or `body`, not both".into(),
+                    None,
+                );
             }
         }
         NodeKind::Delay(d) => match (&d.duration, &d.until) {
-            (None, None) => c.error(base, true, "a delay node needs `for` (a duration) or `until` (a time)".into(), Some("e.g. `for: 10m`".into())),
-            (Some(_), Some(_)) => c.error(&base.key("until"), true, "a delay node takes `for` or `until`, not both".into(), None),
+            (None, None) => c.error(
+                base,
+                true,
+                "a delay node needs `for` (a duration) or `until` (a time)".into(),
+                Some("e.g. `for: 10m`".into()),
+            ),
+            (Some(_), Some(_)) => c.error(
+                &base.key("until"),
+                true,
+                "a delay node takes `for` or `until`, not both".into(),
+                None,
+            ),
             _ => {}
         },
         NodeKind::Llm(l) => {
             match (&l.prompt, l.messages.is_empty()) {
-                (None, true) => c.error(base, true, "an llm node needs `prompt` or `messages`".into(), None),
-                (Some(_), false) => c.error(&base.key("messages"), true, "an llm node takes `prompt` or `messages`, not both".into(), None),
+                (None, true) => c.error(
+                    base,
+                    true,
+                    "an llm node needs `prompt` or `messages`".into(),
+                    None,
+                ),
+                (Some(_), false) => c.error(
+                    &base.key("messages"),
+                    true,
+                    "an llm node takes `prompt` or `messages`, not both".into(),
+                    None,
+                ),
                 _ => {}
             }
             if let Some(t) = l.temperature
                 && !(0.0..=2.0).contains(&t)
             {
-                c.error(&base.key("temperature"), false, format!("temperature {t} is out of range"), Some("use a value from 0 to 2".into()));
+                c.error(
+                    &base.key("temperature"),
+                    false,
+                    format!("temperature {t} is out of range"),
+                    Some("use a value from 0 to 2".into()),
+                );
             }
             if l.schema.is_some() && l.format != crate::model::node::LlmFormat::Json {
-                c.error(&base.key("schema"), true, "`schema` needs `format: json`".into(), None);
+                c.error(
+                    &base.key("schema"),
+                    true,
+                    "`schema` needs `format: json`".into(),
+                    None,
+                );
             }
             if let Some(crate::model::node::ModelChoice::Fallbacks(list)) = &l.model
                 && list.is_empty()
             {
-                c.error(&base.key("model"), false, "the model list is empty".into(), None);
+                c.error(
+                    &base.key("model"),
+                    false,
+                    "the model list is empty".into(),
+                    None,
+                );
             }
         }
         NodeKind::Approval(a) => {
             if a.min_approvals == 0 {
-                c.error(&base.key("min_approvals"), false, "min_approvals must be at least 1".into(), None);
+                c.error(
+                    &base.key("min_approvals"),
+                    false,
+                    "min_approvals must be at least 1".into(),
+                    None,
+                );
             }
             for (j, who) in a.approvers.iter().enumerate() {
                 if who.trim().is_empty() || who == "@" {
-                    c.error(&base.key("approvers").index(j), false, "empty approver".into(), Some("write a user name or @group".into()));
+                    c.error(
+                        &base.key("approvers").index(j),
+                        false,
+                        "empty approver".into(),
+                        Some("write a user name or @group".into()),
+                    );
                 }
             }
             if a.remind_every.is_some() && a.notify.is_none() {
-                c.warn(&base.key("remind_every"), true, "remind_every has no effect without `notify`".into(), None);
+                c.warn(
+                    &base.key("remind_every"),
+                    true,
+                    "remind_every has no effect without `notify`".into(),
+                    None,
+                );
             }
             if let Some(target) = &a.notify
                 && target.webhook.is_none()
                 && target.email.is_none()
             {
-                c.error(&base.key("notify"), true, "`notify` needs `webhook` or `email`".into(), None);
+                c.error(
+                    &base.key("notify"),
+                    true,
+                    "`notify` needs `webhook` or `email`".into(),
+                    None,
+                );
             }
         }
         NodeKind::Notify(n) => {
             if n.webhook.is_none() && n.email.is_none() {
-                c.error(base, true, "a notify node needs `webhook` or `email`".into(), Some("e.g. `webhook: \"{{ secrets.slack_url }}\"`".into()));
+                c.error(
+                    base,
+                    true,
+                    "a notify node needs `webhook` or `email`".into(),
+                    Some("e.g. `webhook: \"{{ secrets.slack_url }}\"`".into()),
+                );
             }
             if let Some(email) = &n.email
                 && email.to.is_empty()
             {
-                c.error(&base.key("email").key("to"), true, "email needs at least one recipient".into(), None);
+                c.error(
+                    &base.key("email").key("to"),
+                    true,
+                    "email needs at least one recipient".into(),
+                    None,
+                );
             }
         }
         NodeKind::Shell(s) => {
@@ -363,10 +501,23 @@ fn check_kind(c: &mut Checker<'_>, base: &DocPath, node: &Node, opts: &ValidateO
 pub fn check_retry(c: &mut Checker<'_>, path: &DocPath, retry: Option<&crate::model::RetryPolicy>) {
     if let Some(r) = retry {
         if r.attempts == 0 {
-            c.error(&path.key("attempts"), false, "attempts must be at least 1 (1 means no retry)".into(), None);
+            c.error(
+                &path.key("attempts"),
+                false,
+                "attempts must be at least 1 (1 means no retry)".into(),
+                None,
+            );
         }
         if r.backoff > r.max_backoff {
-            c.error(&path.key("max_backoff"), false, format!("max_backoff ({}) is shorter than backoff ({})", r.max_backoff, r.backoff), None);
+            c.error(
+                &path.key("max_backoff"),
+                false,
+                format!(
+                    "max_backoff ({}) is shorter than backoff ({})",
+                    r.max_backoff, r.backoff
+                ),
+                None,
+            );
         }
     }
 }
@@ -413,7 +564,12 @@ pub fn template_sites(node: &Node) -> Vec<(DocPath, &str)> {
         NodeKind::Approval(a) => {
             opt(&mut out, "message", &a.message);
             if let Some(t) = &a.notify {
-                notify_sites(&root.key("notify"), t.webhook.as_ref(), t.email.as_ref(), &mut out);
+                notify_sites(
+                    &root.key("notify"),
+                    t.webhook.as_ref(),
+                    t.email.as_ref(),
+                    &mut out,
+                );
             }
         }
         NodeKind::Notify(n) => {
@@ -495,18 +651,45 @@ fn check_refs(c: &mut Checker<'_>, path: &DocPath, refs: &BTreeSet<String>, scop
                     && !scope.inputs.contains_key(name)
                 {
                     let hint = suggest::did_you_mean(name, scope.inputs.keys().map(String::as_str))
-                        .or_else(|| Some(format!("declare it under `inputs:` ({})", if scope.inputs.is_empty() { "none are declared".to_owned() } else { format!("declared: {}", scope.inputs.keys().cloned().collect::<Vec<_>>().join(", ")) })));
-                    c.error(path, false, format!("template reads undeclared input '{name}'"), hint);
+                        .or_else(|| {
+                            Some(format!(
+                                "declare it under `inputs:` ({})",
+                                if scope.inputs.is_empty() {
+                                    "none are declared".to_owned()
+                                } else {
+                                    format!(
+                                        "declared: {}",
+                                        scope.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                                    )
+                                }
+                            ))
+                        });
+                    c.error(
+                        path,
+                        false,
+                        format!("template reads undeclared input '{name}'"),
+                        hint,
+                    );
                 }
             }
             "params" => match scope.params {
-                Params::None => c.error(path, false, "template reads `params`, but this pipeline is not a template".into(), Some("declare `params:` to make the file a template".into())),
+                Params::None => c.error(
+                    path,
+                    false,
+                    "template reads `params`, but this pipeline is not a template".into(),
+                    Some("declare `params:` to make the file a template".into()),
+                ),
                 Params::Declared(declared) => {
                     if let Some(name) = second
                         && !declared.contains_key(name)
                     {
                         let hint = suggest::did_you_mean(name, declared.keys().map(String::as_str));
-                        c.error(path, false, format!("template reads undeclared param '{name}'"), hint);
+                        c.error(
+                            path,
+                            false,
+                            format!("template reads undeclared param '{name}'"),
+                            hint,
+                        );
                     }
                 }
             },
@@ -514,11 +697,21 @@ fn check_refs(c: &mut Checker<'_>, path: &DocPath, refs: &BTreeSet<String>, scop
                 let Some(id) = second else { continue };
                 if !scope.known.contains(id) {
                     let hint = suggest::did_you_mean(id, scope.known.iter().copied());
-                    c.error(path, false, format!("template reads unknown node '{id}'"), hint);
+                    c.error(
+                        path,
+                        false,
+                        format!("template reads unknown node '{id}'"),
+                        hint,
+                    );
                     continue;
                 }
                 if scope.node == Some(id) {
-                    c.error(path, false, format!("node '{id}' reads its own output"), None);
+                    c.error(
+                        path,
+                        false,
+                        format!("node '{id}' reads its own output"),
+                        None,
+                    );
                     continue;
                 }
                 if let (Some(upstream), Some(&k)) = (scope.upstream, scope.index_of.get(id))
@@ -527,8 +720,13 @@ fn check_refs(c: &mut Checker<'_>, path: &DocPath, refs: &BTreeSet<String>, scop
                     c.error(
                         path,
                         false,
-                        format!("template reads node '{id}', which is not upstream of '{}'", scope.node.unwrap_or("?")),
-                        Some(format!("add '{id}' to this node's needs (directly or through another node)")),
+                        format!(
+                            "template reads node '{id}', which is not upstream of '{}'",
+                            scope.node.unwrap_or("?")
+                        ),
+                        Some(format!(
+                            "add '{id}' to this node's needs (directly or through another node)"
+                        )),
                     );
                     continue;
                 }
@@ -539,7 +737,9 @@ fn check_refs(c: &mut Checker<'_>, path: &DocPath, refs: &BTreeSet<String>, scop
                         path,
                         false,
                         format!("nodes.{id}.{attr} does not exist"),
-                        Some(format!("a node's results are under .output, e.g. nodes.{id}.output.{attr}")),
+                        Some(format!(
+                            "a node's results are under .output, e.g. nodes.{id}.output.{attr}"
+                        )),
                     );
                 }
             }
@@ -561,34 +761,64 @@ fn check_refs(c: &mut Checker<'_>, path: &DocPath, refs: &BTreeSet<String>, scop
             other => {
                 let hint = suggest::did_you_mean(other, CONTEXT_ROOTS.iter().copied())
                     .or_else(|| Some(format!("templates can read {}", CONTEXT_ROOTS.join(", "))));
-                c.error(path, false, format!("template reads unknown variable '{other}'"), hint);
+                c.error(
+                    path,
+                    false,
+                    format!("template reads unknown variable '{other}'"),
+                    hint,
+                );
             }
         }
     }
 }
 
 /// Checks declared inputs (or template params): names, defaults and choices.
-pub fn check_inputs(c: &mut Checker<'_>, base: &DocPath, inputs: &IndexMap<String, InputSpec>, what: &str) {
+pub fn check_inputs(
+    c: &mut Checker<'_>,
+    base: &DocPath,
+    inputs: &IndexMap<String, InputSpec>,
+    what: &str,
+) {
     for (name, spec) in inputs {
         let path = base.key(name);
         if !is_identifier(name) {
-            c.error(&path, true, format!("invalid {what} name '{name}'"), Some("use letters, digits and _".into()));
+            c.error(
+                &path,
+                true,
+                format!("invalid {what} name '{name}'"),
+                Some("use letters, digits and _".into()),
+            );
         }
         if let Some(default) = &spec.default
             && !spec.ty.accepts(default)
         {
-            c.error(&path.key("default"), false, format!("default of {what} '{name}' is not a {}", spec.ty.name()), None);
+            c.error(
+                &path.key("default"),
+                false,
+                format!("default of {what} '{name}' is not a {}", spec.ty.name()),
+                None,
+            );
         }
         for (j, choice) in spec.choices.iter().enumerate() {
             if !spec.ty.accepts(choice) {
-                c.error(&path.key("choices").index(j), false, format!("choice of {what} '{name}' is not a {}", spec.ty.name()), None);
+                c.error(
+                    &path.key("choices").index(j),
+                    false,
+                    format!("choice of {what} '{name}' is not a {}", spec.ty.name()),
+                    None,
+                );
             }
         }
         if let Some(default) = &spec.default
             && !spec.choices.is_empty()
             && !spec.choices.contains(default)
         {
-            c.error(&path.key("default"), false, format!("default of {what} '{name}' is not one of its choices"), None);
+            c.error(
+                &path.key("default"),
+                false,
+                format!("default of {what} '{name}' is not one of its choices"),
+                None,
+            );
         }
     }
 }
@@ -604,28 +834,63 @@ pub fn check_values(
     for (name, value) in values {
         match specs.get(name) {
             None => {
-                let hint = suggest::did_you_mean(name, specs.keys().map(String::as_str))
-                    .or_else(|| Some(if specs.is_empty() { format!("no {what}s are declared") } else { format!("declared: {}", specs.keys().cloned().collect::<Vec<_>>().join(", ")) }));
-                c.error(&base.key(name), true, format!("unknown {what} '{name}'"), hint);
+                let hint =
+                    suggest::did_you_mean(name, specs.keys().map(String::as_str)).or_else(|| {
+                        Some(if specs.is_empty() {
+                            format!("no {what}s are declared")
+                        } else {
+                            format!(
+                                "declared: {}",
+                                specs.keys().cloned().collect::<Vec<_>>().join(", ")
+                            )
+                        })
+                    });
+                c.error(
+                    &base.key(name),
+                    true,
+                    format!("unknown {what} '{name}'"),
+                    hint,
+                );
             }
             Some(spec) => {
                 if !spec.ty.accepts(value) {
-                    c.error(&base.key(name), false, format!("{what} '{name}' must be a {}", spec.ty.name()), None);
+                    c.error(
+                        &base.key(name),
+                        false,
+                        format!("{what} '{name}' must be a {}", spec.ty.name()),
+                        None,
+                    );
                 } else if !spec.choices.is_empty() && !spec.choices.contains(value) {
-                    c.error(&base.key(name), false, format!("{what} '{name}' is not one of its choices"), None);
+                    c.error(
+                        &base.key(name),
+                        false,
+                        format!("{what} '{name}' is not one of its choices"),
+                        None,
+                    );
                 }
             }
         }
     }
     for (name, spec) in specs {
         if spec.is_required() && !values.contains_key(name) {
-            c.error(base, true, format!("required {what} '{name}' is not given"), Some(format!("give it a value here or a default where it is declared")));
+            c.error(
+                base,
+                true,
+                format!("required {what} '{name}' is not given"),
+                Some(format!(
+                    "give it a value here or a default where it is declared"
+                )),
+            );
         }
     }
 }
 
 /// Checks triggers: cron expressions, time zones, inputs, webhook secrets.
-pub fn check_triggers(c: &mut Checker<'_>, triggers: &[(usize, Trigger)], inputs: &IndexMap<String, InputSpec>) {
+pub fn check_triggers(
+    c: &mut Checker<'_>,
+    triggers: &[(usize, Trigger)],
+    inputs: &IndexMap<String, InputSpec>,
+) {
     for (i, trigger) in triggers {
         let base = DocPath::root().key("triggers").index(*i);
         match trigger {
@@ -639,7 +904,12 @@ pub fn check_triggers(c: &mut Checker<'_>, triggers: &[(usize, Trigger)], inputs
                     c.error(&base.key("timezone"), false, e.message, e.hint);
                 }
                 if cron.catchup_window.is_some() && cron.misfire != MisfirePolicy::RunOnce {
-                    c.warn(&base.key("catchup_window"), true, "catchup_window only applies with `misfire: run_once`".into(), None);
+                    c.warn(
+                        &base.key("catchup_window"),
+                        true,
+                        "catchup_window only applies with `misfire: run_once`".into(),
+                        None,
+                    );
                 }
                 check_values(c, &base.key("inputs"), &cron.inputs, inputs, "input");
             }
@@ -648,11 +918,20 @@ pub fn check_triggers(c: &mut Checker<'_>, triggers: &[(usize, Trigger)], inputs
                 let path = base.key("webhook");
                 match (&w.auth, &w.secret) {
                     (WebhookAuth::None, Some(_)) => {
-                        c.warn(&path.key("secret"), true, "`auth: none` ignores the secret".into(), None);
+                        c.warn(
+                            &path.key("secret"),
+                            true,
+                            "`auth: none` ignores the secret".into(),
+                            None,
+                        );
                     }
                     (WebhookAuth::None, None) => {}
                     (auth, None) => {
-                        let auth = if *auth == WebhookAuth::Hmac { "hmac" } else { "bearer" };
+                        let auth = if *auth == WebhookAuth::Hmac {
+                            "hmac"
+                        } else {
+                            "bearer"
+                        };
                         c.error(
                             &path,
                             true,
@@ -663,10 +942,17 @@ pub fn check_triggers(c: &mut Checker<'_>, triggers: &[(usize, Trigger)], inputs
                     (_, Some(names)) => {
                         let list = names.names();
                         if list.is_empty() || list.len() > 2 {
-                            c.error(&path.key("secret"), false, "give one secret name, or two during a key rotation".into(), None);
+                            c.error(
+                                &path.key("secret"),
+                                false,
+                                "give one secret name, or two during a key rotation".into(),
+                                None,
+                            );
                         }
                         for (j, name) in list.iter().enumerate() {
-                            let p = if list.len() > 1 || matches!(names, crate::model::trigger::SecretNames::Many(_)) {
+                            let p = if list.len() > 1
+                                || matches!(names, crate::model::trigger::SecretNames::Many(_))
+                            {
                                 path.key("secret").index(j)
                             } else {
                                 path.key("secret")
@@ -690,12 +976,21 @@ pub fn check_triggers(c: &mut Checker<'_>, triggers: &[(usize, Trigger)], inputs
 /// Shows only the start of something that may be a secret value.
 fn redact_hint(s: &str) -> String {
     let head: String = s.chars().take(6).collect();
-    if s.chars().count() > 6 { format!("{head}…") } else { head }
+    if s.chars().count() > 6 {
+        format!("{head}…")
+    } else {
+        head
+    }
 }
 
 /// Topological order and layers of a valid pipeline's nodes, by id.
 pub fn node_order(pipeline: &Pipeline) -> Option<(Vec<String>, Vec<Vec<String>>)> {
-    let graph = Graph::new(pipeline.nodes.iter().map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))));
+    let graph = Graph::new(
+        pipeline
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))),
+    );
     let order = graph.topo_order().ok()?;
     let layers = graph.layers().ok()?;
     Some((

@@ -22,7 +22,11 @@ pub use trigger::Trigger;
 /// loader can read nodes and triggers one at a time and report each one's errors.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "sluice pipeline", bound = "N: JsonSchema, T: JsonSchema")]
+#[schemars(
+    title = "sluice pipeline",
+    description = "A sluice pipeline file (YAML, TOML or JSON): settings, triggers and a DAG of nodes.",
+    bound = "N: JsonSchema, T: JsonSchema"
+)]
 pub struct PipelineDoc<N = Node, T = Trigger> {
     /// Unique pipeline name; defaults to the file name without its extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -605,7 +605,10 @@ impl Node {
                 own.insert(k.clone(), v.clone());
             }
         }
-        let kind_name = common.get("kind").and_then(Value::as_str).map(str::to_owned);
+        let kind_name = common
+            .get("kind")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let mut errors = Vec::new();
         let common: Option<CommonFields> =
             match from_value_at(Value::Object(common), "a node", COMMON_FIELDS) {
@@ -840,7 +843,8 @@ mod tests {
 
     #[test]
     fn round_trips_through_value() {
-        let v = json!({"id": "p", "kind": "notify", "message": "hi", "webhook": "u", "needs": ["a"]});
+        let v =
+            json!({"id": "p", "kind": "notify", "message": "hi", "webhook": "u", "needs": ["a"]});
         let node = Node::from_value(&v).unwrap();
         let back = Node::from_value(&node.to_value().unwrap()).unwrap();
         assert_eq!(node, back);
@@ -848,7 +852,8 @@ mod tests {
 
     #[test]
     fn post_requests_ask_after_a_crash_by_default() {
-        let post = Node::from_value(&json!({"id": "p", "kind": "http", "method": "POST", "url": "u"}));
+        let post =
+            Node::from_value(&json!({"id": "p", "kind": "http", "method": "POST", "url": "u"}));
         assert_eq!(post.unwrap().effective_on_crash(), OnCrash::Ask);
         let get = Node::from_value(&json!({"id": "g", "kind": "http", "url": "u"}));
         assert_eq!(get.unwrap().effective_on_crash(), OnCrash::Retry);

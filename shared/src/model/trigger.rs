@@ -139,7 +139,9 @@ impl Trigger {
                         let field = e.path.to_string();
                         let name = field.rsplit('.').next().unwrap_or_default();
                         e.hint = crate::suggest::did_you_mean(name, WEBHOOK_FIELDS.iter().copied())
-                            .or_else(|| Some(format!("allowed fields: {}", WEBHOOK_FIELDS.join(", "))));
+                            .or_else(|| {
+                                Some(format!("allowed fields: {}", WEBHOOK_FIELDS.join(", ")))
+                            });
                     }
                     e
                 });
@@ -167,9 +169,11 @@ mod tests {
 
     #[test]
     fn reads_both_forms() {
-        let t = Trigger::from_value(&json!({"cron": "0 7 * * *", "timezone": "Europe/Berlin"})).unwrap();
+        let t = Trigger::from_value(&json!({"cron": "0 7 * * *", "timezone": "Europe/Berlin"}))
+            .unwrap();
         assert!(matches!(t, Trigger::Cron(c) if c.timezone.as_deref() == Some("Europe/Berlin")));
-        let t = Trigger::from_value(&json!({"webhook": {"auth": "bearer", "secret": "tok"}})).unwrap();
+        let t =
+            Trigger::from_value(&json!({"webhook": {"auth": "bearer", "secret": "tok"}})).unwrap();
         assert!(matches!(t, Trigger::Webhook(w) if w.webhook.auth == WebhookAuth::Bearer));
     }
 

@@ -101,11 +101,21 @@ fn print_human(set: &PipelineSet) {
             let name = f.name.as_deref().unwrap_or("?");
             let layers = f.pipeline.as_ref().and_then(node_order).map(|(_, l)| l);
             let count: usize = layers.iter().flatten().map(Vec::len).sum();
-            println!("{}: ok: {what} '{name}', {count} node{}", f.path.display(), if count == 1 { "" } else { "s" });
+            println!(
+                "{}: ok: {what} '{name}', {count} node{}",
+                f.path.display(),
+                if count == 1 { "" } else { "s" }
+            );
             if let Some(layers) = layers {
                 let shown: Vec<String> = layers
                     .iter()
-                    .map(|l| if l.len() == 1 { l[0].clone() } else { format!("{{{}}}", l.join(", ")) })
+                    .map(|l| {
+                        if l.len() == 1 {
+                            l[0].clone()
+                        } else {
+                            format!("{{{}}}", l.join(", "))
+                        }
+                    })
                     .collect();
                 println!("  order: {}", shown.join(" -> "));
             }
@@ -114,8 +124,19 @@ fn print_human(set: &PipelineSet) {
     let files = set.files.len();
     let invalid = set.files.iter().filter(|f| !f.is_valid()).count();
     if invalid == 0 {
-        println!("{files} file{} valid{}", if files == 1 { "" } else { "s" }, if warnings > 0 { format!(", {warnings} warning(s)") } else { String::new() });
+        println!(
+            "{files} file{} valid{}",
+            if files == 1 { "" } else { "s" },
+            if warnings > 0 {
+                format!(", {warnings} warning(s)")
+            } else {
+                String::new()
+            }
+        );
     } else {
-        println!("{invalid} of {files} file{} invalid: {errors} error(s), {warnings} warning(s)", if files == 1 { "" } else { "s" });
+        println!(
+            "{invalid} of {files} file{} invalid: {errors} error(s), {warnings} warning(s)",
+            if files == 1 { "" } else { "s" }
+        );
     }
 }
