@@ -66,7 +66,7 @@ fn main() {
     // The TOML form: the same document, with the runtime-only keys removed.
     if let Some(obj) = doc.as_object_mut() {
         obj.retain(|k, v| {
-            !v.is_null() && !(k == "params" || k == "concurrency" || k == "triggers")
+            !(v.is_null() || k == "params" || k == "concurrency" || k == "triggers")
         });
     }
     let toml = toml::to_string(&doc).expect("toml");

@@ -877,9 +877,7 @@ pub fn check_values(
                 base,
                 true,
                 format!("required {what} '{name}' is not given"),
-                Some(format!(
-                    "give it a value here or a default where it is declared"
-                )),
+                Some("give it a value here or a default where it is declared".into()),
             );
         }
     }

@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod exit;
+mod output;
 
 use clap::Parser;
 
@@ -11,10 +12,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Validate(args) => cmd::validate::run(&args),
         cli::Command::Cron(cli::CronCommand::Next(args)) => cmd::cron::next(&args),
-        cli::Command::Schema => {
-            print!("{}", sluice_shared::schema::pipeline_schema_json());
-            Ok(exit::Exit::Success)
-        }
+        cli::Command::Schema => output::emit(&sluice_shared::schema::pipeline_schema_json())
+            .map(|()| exit::Exit::Success)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code.into(),

@@ -28,13 +28,12 @@ pub fn next(args: &CronNextArgs) -> anyhow::Result<Exit> {
         .iter()
         .map(|z| z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
         .collect();
-    if args.json {
-        println!("{}", serde_json::to_string(&times)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&times)?)
     } else {
-        for t in &times {
-            println!("{t}");
-        }
-    }
+        times.iter().map(|t| format!("{t}\n")).collect()
+    };
+    crate::output::emit(&text)?;
     Ok(Exit::Success)
 }
 

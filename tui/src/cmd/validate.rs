@@ -53,9 +53,9 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
             valid: set.is_valid(),
             files,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::output::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print_human(&set);
+        crate::output::emit(&human(&set))?;
     }
     Ok(if set.is_valid() {
         Exit::Success
@@ -81,7 +81,9 @@ fn file_report(f: &LoadedFile) -> FileReport<'_> {
     }
 }
 
-fn print_human(set: &PipelineSet) {
+fn human(set: &PipelineSet) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let mut errors = 0;
     let mut warnings = 0;
     for f in &set.files {
@@ -91,7 +93,7 @@ fn print_human(set: &PipelineSet) {
             } else {
                 warnings += 1;
             }
-            println!("{d}");
+            let _ = writeln!(out, "{d}");
         }
         if f.is_valid() {
             let what = match f.kind {
@@ -101,7 +103,8 @@ fn print_human(set: &PipelineSet) {
             let name = f.name.as_deref().unwrap_or("?");
             let layers = f.pipeline.as_ref().and_then(node_order).map(|(_, l)| l);
             let count: usize = layers.iter().flatten().map(Vec::len).sum();
-            println!(
+            let _ = writeln!(
+                out,
                 "{}: ok: {what} '{name}', {count} node{}",
                 f.path.display(),
                 if count == 1 { "" } else { "s" }
@@ -117,14 +120,15 @@ fn print_human(set: &PipelineSet) {
                         }
                     })
                     .collect();
-                println!("  order: {}", shown.join(" -> "));
+                let _ = writeln!(out, "  order: {}", shown.join(" -> "));
             }
         }
     }
     let files = set.files.len();
     let invalid = set.files.iter().filter(|f| !f.is_valid()).count();
     if invalid == 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "{files} file{} valid{}",
             if files == 1 { "" } else { "s" },
             if warnings > 0 {
@@ -134,9 +138,11 @@ fn print_human(set: &PipelineSet) {
             }
         );
     } else {
-        println!(
+        let _ = writeln!(
+            out,
             "{invalid} of {files} file{} invalid: {errors} error(s), {warnings} warning(s)",
             if files == 1 { "" } else { "s" }
         );
     }
+    out
 }
