@@ -65,9 +65,7 @@ fn main() {
     let mut doc = serde_json::to_value(&pipeline).expect("serialises");
     // The TOML form: the same document, with the runtime-only keys removed.
     if let Some(obj) = doc.as_object_mut() {
-        obj.retain(|k, v| {
-            !(v.is_null() || k == "params" || k == "concurrency" || k == "triggers")
-        });
+        obj.retain(|k, v| !(v.is_null() || k == "params" || k == "concurrency" || k == "triggers"));
     }
     let toml = toml::to_string(&doc).expect("toml");
     measure("yaml", &yaml, 30);

@@ -200,8 +200,49 @@ pub fn load_set(
         }
     }
 
-    for p in &parsed {
-        out.push(finish_file(p, &parsed, &templates, &engine));
+    // Templates (and everything else) first, so an instance knows whether its template is valid.
+    let mut finished: Vec<Option<LoadedFile>> = vec![None; parsed.len()];
+    let is_instance = |p: &Parsed| p.head.as_ref().is_some_and(|h| h.template.is_some());
+    for (i, p) in parsed.iter().enumerate() {
+        if !is_instance(p) {
+            finished[i] = Some(finish_file(p, &parsed, &templates, &[], &engine));
+        }
+    }
+    let template_valid: Vec<bool> = finished
+        .iter()
+        .map(|f| f.as_ref().is_some_and(LoadedFile::is_valid))
+        .collect();
+    for (i, p) in parsed.iter().enumerate() {
+        if is_instance(p) {
+            finished[i] = Some(finish_file(
+                p,
+                &parsed,
+                &templates,
+                &template_valid,
+                &engine,
+            ));
+        }
+    }
+    out.extend(finished.into_iter().flatten());
+
+    // Template names are unique too.
+    let mut seen_templates: HashMap<String, PathBuf> = HashMap::new();
+    for f in out.iter_mut().filter(|f| f.kind == FileKind::Template) {
+        let Some(name) = f.name.clone() else { continue };
+        if let Some(first) = seen_templates.get(&name) {
+            let mut d = Diagnostic::error(
+                &DocPath::root(),
+                format!(
+                    "template name '{name}' is already used by {}",
+                    first.display()
+                ),
+            );
+            d.file = f.path.clone();
+            f.diagnostics.push(d);
+            f.pipeline = None;
+        } else {
+            seen_templates.insert(name, f.path.clone());
+        }
     }
 
     // Pipeline names are unique: the later file of two is in error.
@@ -376,6 +417,7 @@ fn finish_file(
     p: &Parsed,
     all: &[Parsed],
     templates: &HashMap<String, usize>,
+    template_valid: &[bool],
     engine: &TemplateEngine,
 ) -> LoadedFile {
     let mut file = LoadedFile {
@@ -452,11 +494,14 @@ fn finish_file(
             );
         }
         let mut param_values = head.map(|h| h.params.clone()).unwrap_or_default();
-        match templates.get(name).map(|&i| &all[i]) {
+        match templates
+            .get(name)
+            .map(|&i| (&all[i], template_valid.get(i).copied().unwrap_or(false)))
+        {
             None => {
                 let names: Vec<&str> = templates.keys().map(String::as_str).collect();
                 let hint = suggest::did_you_mean(name, names.iter().copied())
-                    .or_else(|| Some("a template is a pipeline file that declares `params:`; it must be in the same directory".into()));
+                    .or_else(|| Some("a template is a pipeline file that declares `params:`; validate it together with this file (e.g. the whole directory)".into()));
                 c.error(
                     &DocPath::root().key("template"),
                     false,
@@ -464,7 +509,7 @@ fn finish_file(
                     hint,
                 );
             }
-            Some(t) => {
+            Some((t, t_valid)) => {
                 let t_head = t.head.as_ref();
                 let declared = t_head
                     .map(|h| parse_param_specs(&h.params))
@@ -476,9 +521,7 @@ fn finish_file(
                     &declared,
                     "param",
                 );
-                if !t.diagnostics.iter().all(|d| !d.is_error())
-                    || t.nodes.len() != t_head.map_or(0, |h| h.nodes.len())
-                {
+                if !t_valid {
                     c.error(
                         &DocPath::root().key("template"),
                         false,

@@ -126,7 +126,22 @@ impl TemplateEngine {
             }
         });
         env.add_filter("truncate", truncate);
-        env.add_filter("quote", |s: String| shell_quote(&s));
+        // Already quoted: marked safe so shell mode does not quote it twice.
+        env.add_filter("quote", |s: String| {
+            shell_quote(&s).map(JinjaValue::from_safe_string)
+        });
+        // minijinja's own tojson marks its result safe (for HTML), which would let
+        // JSON text through shell quoting unquoted; ours returns plain text.
+        env.add_filter(
+            "tojson",
+            |v: JinjaValue, indent: Option<usize>| -> Result<String, Error> {
+                let r = match indent {
+                    Some(_) => serde_json::to_string_pretty(&v),
+                    None => serde_json::to_string(&v),
+                };
+                r.map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))
+            },
+        );
         env.add_filter("fromjson", |s: String| -> Result<JinjaValue, Error> {
             serde_json::from_str::<Value>(&s)
                 .map(|v| JinjaValue::from(Serde(v)))
@@ -200,6 +215,9 @@ impl TemplateEngine {
         let value = compiled
             .eval(ctx.0.clone())
             .map_err(|e| TemplateError::from_jinja(&e))?;
+        if value.is_undefined() {
+            return Err(undefined());
+        }
         serde_json::to_value(&value).map_err(|e| TemplateError {
             message: format!("expression result is not data: {e}"),
             line: None,
@@ -212,10 +230,13 @@ impl TemplateEngine {
             .env
             .compile_expression(expr)
             .map_err(|e| TemplateError::from_jinja(&e))?;
-        compiled
+        let value = compiled
             .eval(ctx.0.clone())
-            .map(|v| v.is_true())
-            .map_err(|e| TemplateError::from_jinja(&e))
+            .map_err(|e| TemplateError::from_jinja(&e))?;
+        if value.is_undefined() {
+            return Err(undefined());
+        }
+        Ok(value.is_true())
     }
 
     /// Compiles a template and returns the variables it reads, as dotted paths
@@ -253,6 +274,13 @@ impl TemplateEngine {
                 !self.globals.contains(root)
             })
             .collect()
+    }
+}
+
+fn undefined() -> TemplateError {
+    TemplateError {
+        message: "undefined value (a name or attribute in the template does not exist)".into(),
+        line: None,
     }
 }
 
@@ -343,6 +371,14 @@ mod tests {
             .render_str("echo {{ inputs.topic | safe }}", &ctx(), Escape::Shell)
             .unwrap();
         assert_eq!(out, "echo rust; rm -rf /");
+        let out = e
+            .render_str("echo {{ inputs.topic | tojson }}", &ctx(), Escape::Shell)
+            .unwrap();
+        assert_eq!(out, "echo '\"rust; rm -rf /\"'");
+        let out = e
+            .render_str("echo {{ inputs.topic | quote }}", &ctx(), Escape::Shell)
+            .unwrap();
+        assert_eq!(out, "echo 'rust; rm -rf /'");
     }
 
     #[test]
@@ -366,6 +402,11 @@ mod tests {
         );
         assert!(!e.eval_condition("inputs.n > 5", &ctx()).unwrap());
         assert!(e.eval_condition("inputs.missing == 1", &ctx()).is_err());
+        assert!(e.eval_condition("inputs.missing", &ctx()).is_err());
+        assert!(
+            e.render_json(&json!("{{ inputs.missing }}"), &ctx())
+                .is_err()
+        );
     }
 
     #[test]
@@ -415,6 +456,6 @@ mod tests {
         let out = e
             .render_str("{{ 'abcdefghij' | truncate(5) }} {{ nodes.fetch.output.body | tojson }} {{ inputs.x | default('d') }}", &ctx(), Escape::Text)
             .unwrap();
-        assert_eq!(out, "ab... {\"items\": [1, 2]} d");
+        assert_eq!(out, "ab... {\"items\":[1,2]} d");
     }
 }

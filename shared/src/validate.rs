@@ -192,10 +192,13 @@ pub fn check_nodes(
         let Some(id) = &r.id else { continue };
         let path = nodes_path(r.index).key("id");
         if !is_identifier(id) {
-            let fixed: String = id
+            let mut fixed: String = id
                 .chars()
                 .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
                 .collect();
+            if !fixed.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                fixed.insert(0, '_');
+            }
             c.error(
                 &path,
                 false,
@@ -285,6 +288,14 @@ pub fn check_nodes(
         let base = nodes_path(*i);
         let k = raw_pos.get(i).copied().unwrap_or(usize::MAX);
         check_kind(c, &base, node);
+        if node.timeout.is_some_and(|t| t.std().is_zero()) {
+            c.error(
+                &base.key("timeout"),
+                false,
+                "a timeout of zero would fail every attempt".into(),
+                Some("leave `timeout` out for no limit".into()),
+            );
+        }
         check_retry(c, &base.key("retry"), node.retry.as_ref());
         // Templates and expressions.
         let scope = Scope {
@@ -804,7 +815,10 @@ pub fn check_inputs(
                 c.error(
                     &path.key("choices").index(j),
                     false,
-                    format!("choice of {what} '{name}' is not a {}", spec.ty.name()),
+                    format!(
+                        "choice of {what} '{name}' is not {}",
+                        spec.ty.with_article()
+                    ),
                     None,
                 );
             }
@@ -857,7 +871,7 @@ pub fn check_values(
                     c.error(
                         &base.key(name),
                         false,
-                        format!("{what} '{name}' must be a {}", spec.ty.name()),
+                        format!("{what} '{name}' must be {}", spec.ty.with_article()),
                         None,
                     );
                 } else if !spec.choices.is_empty() && !spec.choices.contains(value) {

@@ -43,6 +43,7 @@ fn schema_describes_every_node_kind_and_refuses_unknown_fields() {
             .filter_map(Value::as_str)
             .collect();
         assert!(required.contains(&"id") && required.contains(&"kind"));
+        assert!(!required.contains(&"needs"), "needs is optional");
     }
     let http = variants
         .iter()

@@ -518,6 +518,27 @@ fn templates_are_instantiated_with_checked_params() {
             .any(|d| d.contains("required param 'src' is not given")),
         "{bad:#?}"
     );
+    // An instance of a broken template is not runnable.
+    std::fs::write(dir.join("broken-tpl.yaml"), "params:\n  a: { type: string }\nnodes:\n  - id: b\n    kind: shell\n    run: echo {{ params.nope }}\n").unwrap();
+    std::fs::write(
+        dir.join("uses-broken.yaml"),
+        "template: broken-tpl\nparams: { a: x }\n",
+    )
+    .unwrap();
+    let set2 = load_paths(std::slice::from_ref(&dir), &no_plugins());
+    let uses = set2
+        .files
+        .iter()
+        .find(|f| f.name.as_deref() == Some("uses-broken"))
+        .unwrap();
+    assert!(!uses.is_valid() && uses.pipeline.is_none());
+    assert!(
+        uses.diagnostics.iter().any(
+            |d| d.message.contains("template 'broken-tpl'") && d.message.contains("has errors")
+        ),
+        "{:#?}",
+        uses.diagnostics
+    );
     let missing: Vec<_> = by_name("missing")
         .diagnostics
         .iter()

@@ -31,7 +31,7 @@ pub struct ValidateArgs {
     /// Pipeline files or directories of them.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Plugins directory holding sluice-node-<kind> executables (repeatable).
+    /// Plugins directory holding sluice-node-<kind> executables.
     #[arg(long = "plugins", env = "SLUICE_PLUGINS")]
     pub plugins: Option<PathBuf>,
     /// Machine-readable output.

@@ -25,7 +25,10 @@ fn valid_examples_exit_zero_and_print_node_order() {
     let out = sluice(&["validate", dir.to_str().unwrap()]);
     let stdout = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("ok: pipeline 'hello', 3 nodes\n  order: greet -> count -> summary"), "{stdout}");
+    assert!(
+        stdout.contains("ok: pipeline 'hello', 3 nodes\n  order: greet -> count -> summary"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok: template 'nightly-backup'"), "{stdout}");
     assert!(stdout.ends_with("7 files valid\n"), "{stdout}");
 }
@@ -41,21 +44,35 @@ fn invalid_file_prints_compiler_style_errors_and_exits_one() {
         file.display()
     );
     assert!(stdout.starts_with(&expected), "{stdout}");
-    assert!(stdout.ends_with("1 of 1 file invalid: 1 error(s), 0 warning(s)\n"), "{stdout}");
+    assert!(
+        stdout.ends_with("1 of 1 file invalid: 1 error(s), 0 warning(s)\n"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn json_output_parses_back_with_locations() {
     let good = repo("config/pipelines/hello.yaml");
     let bad = repo("shared/tests/corpus/invalid/cycle.toml");
-    let out = sluice(&["validate", "--json", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    let out = sluice(&[
+        "validate",
+        "--json",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["valid"], false);
     let files = report["files"].as_array().unwrap();
     assert_eq!(files[0]["valid"], true);
-    assert_eq!(files[0]["order"], serde_json::json!(["greet", "count", "summary"]));
-    assert_eq!(files[0]["layers"], serde_json::json!([["greet"], ["count"], ["summary"]]));
+    assert_eq!(
+        files[0]["order"],
+        serde_json::json!(["greet", "count", "summary"])
+    );
+    assert_eq!(
+        files[0]["layers"],
+        serde_json::json!([["greet"], ["count"], ["summary"]])
+    );
     let d = &files[1]["diagnostics"][0];
     assert_eq!(files[1]["valid"], false);
     assert_eq!(d["severity"], "error");
@@ -68,7 +85,11 @@ fn json_output_parses_back_with_locations() {
 fn unreadable_path_is_an_error_not_a_crash() {
     let out = sluice(&["validate", "/nonexistent/pipeline.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).starts_with("/nonexistent/pipeline.yaml: error: cannot read file"), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("/nonexistent/pipeline.yaml: error: cannot read file"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -79,7 +100,17 @@ fn missing_arguments_are_a_usage_error() {
 
 #[test]
 fn cron_next_prints_rfc3339_with_offsets_across_dst() {
-    let out = sluice(&["cron", "next", "30 2 * * *", "--tz", "Europe/Berlin", "--after", "2026-03-28T12:00:00Z", "-n", "3"]);
+    let out = sluice(&[
+        "cron",
+        "next",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--after",
+        "2026-03-28T12:00:00Z",
+        "-n",
+        "3",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out),

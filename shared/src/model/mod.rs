@@ -99,6 +99,18 @@ impl InputType {
         }
     }
 
+    /// The name with its article, for messages ("a string", "an integer").
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Self::String => "a string",
+            Self::Number => "a number",
+            Self::Integer => "an integer",
+            Self::Boolean => "a boolean",
+            Self::Object => "an object",
+            Self::Array => "an array",
+        }
+    }
+
     /// The lowercase name used in files.
     pub fn name(self) -> &'static str {
         match self {

@@ -795,7 +795,7 @@ impl JsonSchema for Node {
 }
 
 /// Fields common to all nodes, described for the JSON Schema only.
-#[derive(JsonSchema)]
+#[derive(JsonSchema, Deserialize)]
 #[allow(dead_code)]
 pub(crate) struct CommonFieldsSchema {
     /// Unique id within the pipeline.
@@ -803,6 +803,7 @@ pub(crate) struct CommonFieldsSchema {
     /// What the node is for.
     description: Option<String>,
     /// Ids of the nodes that must finish first.
+    #[serde(default)]
     needs: Vec<String>,
     /// Expression (no braces); when false the node is skipped.
     when: Option<String>,

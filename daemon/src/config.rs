@@ -1,0 +1,301 @@
+//! `sluiced.toml`: paths, engine, retention (and sections later issues read).
+//! Every key is optional; command-line flags override the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sluice_shared::Duration;
+
+use crate::store::Durability;
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where things live.
+    #[serde(default)]
+    pub paths: Paths,
+    /// The HTTP listener (webhooks, metrics).
+    #[serde(default)]
+    pub http: Http,
+    /// Execution settings.
+    #[serde(default)]
+    pub engine: Engine,
+    /// How long finished runs are kept.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Access roles (read by the socket API).
+    #[serde(default)]
+    pub access: Option<toml::Table>,
+    /// Limits (read by the limits module).
+    #[serde(default)]
+    pub limits: Option<toml::Table>,
+    /// LLM providers (read by the llm node).
+    #[serde(default)]
+    pub llm: Option<toml::Table>,
+    /// Email delivery (read by notifications).
+    #[serde(default)]
+    pub smtp: Option<toml::Table>,
+}
+
+/// `[paths]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// Database and state.
+    pub state_dir: Option<PathBuf>,
+    /// Pipeline files.
+    pub pipelines: Option<PathBuf>,
+    /// The control socket.
+    pub socket: Option<PathBuf>,
+    /// `sluice-node-<kind>` executables.
+    pub plugins: Option<PathBuf>,
+    /// A TOML file of `name = "value"` secrets (mode 0600).
+    pub secrets: Option<PathBuf>,
+}
+
+/// `[http]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body, e.g. "1MiB".
+    #[serde(default)]
+    pub max_body: Option<String>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8677".into()
+}
+
+/// `[engine]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Engine {
+    /// Node attempts executing at once across all runs.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// `full` (default) or `normal`.
+    #[serde(default)]
+    pub durability: Durability,
+    /// How long running nodes may finish after SIGTERM before they are stopped.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            durability: Durability::default(),
+            shutdown_grace: default_grace(),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    16
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[retention]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Finished runs older than this are deleted.
+    #[serde(default = "default_max_age")]
+    pub max_age: Duration,
+    /// At most this many runs are kept per pipeline.
+    #[serde(default = "default_max_runs")]
+    pub max_runs_per_pipeline: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: default_max_age(),
+            max_runs_per_pipeline: default_max_runs(),
+        }
+    }
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+fn default_max_runs() -> u32 {
+    10_000
+}
+
+impl Config {
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` is used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}: ")
+            });
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!("{}{}", at.unwrap_or_default(), e.message()),
+            }
+        })
+    }
+}
+
+/// Resolved paths: the file's values, else defaults for root, systemd or a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedPaths {
+    /// Database and state.
+    pub state_dir: PathBuf,
+    /// Pipeline files.
+    pub pipelines: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Plugin executables.
+    pub plugins: PathBuf,
+    /// Secrets file.
+    pub secrets: PathBuf,
+    /// systemd's credentials directory, when set.
+    pub credentials: Option<PathBuf>,
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name).filter(|v| !v.is_empty()).map(|v| {
+        // systemd may list several directories separated by ':'; the first is ours.
+        let s = v.to_string_lossy().into_owned();
+        PathBuf::from(s.split(':').next().unwrap_or_default())
+    })
+}
+
+impl Paths {
+    /// Fills unset paths with the defaults for this process.
+    pub fn resolve(&self) -> ResolvedPaths {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let home = env_path("HOME").unwrap_or_else(|| PathBuf::from("/tmp"));
+        let xdg = |var: &str, fallback: &str| env_path(var).unwrap_or_else(|| home.join(fallback));
+        let state_dir = self.state_dir.clone().or_else(|| env_path("STATE_DIRECTORY")).unwrap_or_else(|| {
+            if root {
+                PathBuf::from("/var/lib/sluice")
+            } else {
+                xdg("XDG_STATE_HOME", ".local/state").join("sluice")
+            }
+        });
+        let config_dir = env_path("CONFIGURATION_DIRECTORY").unwrap_or_else(|| {
+            if root {
+                PathBuf::from("/etc/sluice")
+            } else {
+                xdg("XDG_CONFIG_HOME", ".config").join("sluice")
+            }
+        });
+        let socket = self
+            .socket
+            .clone()
+            .or_else(|| env_path("SLUICE_SOCKET"))
+            .or_else(|| env_path("RUNTIME_DIRECTORY").map(|d| d.join("sluice.sock")))
+            .unwrap_or_else(|| {
+                if root {
+                    PathBuf::from("/run/sluice/sluice.sock")
+                } else {
+                    env_path("XDG_RUNTIME_DIR")
+                        .map_or_else(|| state_dir.join("sluice.sock"), |d| d.join("sluice/sluice.sock"))
+                }
+            });
+        let plugins = self.plugins.clone().unwrap_or_else(|| {
+            if root {
+                PathBuf::from("/usr/lib/sluice/plugins")
+            } else {
+                xdg("XDG_DATA_HOME", ".local/share").join("sluice/plugins")
+            }
+        });
+        ResolvedPaths {
+            pipelines: self.pipelines.clone().unwrap_or_else(|| config_dir.join("pipelines")),
+            secrets: self.secrets.clone().unwrap_or_else(|| config_dir.join("secrets.toml")),
+            credentials: env_path("CREDENTIALS_DIRECTORY"),
+            state_dir,
+            socket,
+            plugins,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_design_sketch_parses() {
+        let text = r#"
+[paths]
+state_dir = "/var/lib/sluice"
+pipelines = "/etc/sluice/pipelines"
+
+[engine]
+workers = 4
+durability = "normal"
+
+[retention]
+max_age = "30d"
+
+[limits.default]
+rate = "60/min"
+"#;
+        let c = Config::parse(text, Path::new("sluiced.toml")).unwrap();
+        assert_eq!(c.engine.workers, 4);
+        assert_eq!(c.engine.durability, Durability::Normal);
+        assert_eq!(c.retention.max_age.std().as_secs(), 30 * 24 * 3600);
+        assert!(c.limits.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let err = Config::parse("[engine]\nworkerz = 3\n", Path::new("s.toml")).unwrap_err().to_string();
+        assert!(err.contains("s.toml: line 2") && err.contains("workerz"), "{err}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Node kinds: one type per kind implementing [`Execute`], dispatched by
+//! [`execute`]. Nodes know nothing of the store, the socket or the HTTP
+//! listener; they get a [`NodeContext`] to render templates, log lines,
+//! notice cancellation and return a JSON output.
+
+pub mod delay;
+pub mod filter;
+pub mod http;
+pub mod log;
+pub mod plugin;
+pub mod shell;
+pub mod transform;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_shared::model::NodeKind;
+use sluice_shared::model::node::RetryIf;
+use sluice_shared::run::RunId;
+use sluice_shared::template::{Context, TemplateEngine};
+use tokio_util::sync::CancellationToken;
+
+use crate::secrets::Redactor;
+pub use log::LogSink;
+
+/// Largest stdout or stderr kept in a node's output (the log keeps every line up to its cap).
+pub const MAX_CAPTURE: usize = 64 * 1024;
+
+/// Everything a node needs to execute one attempt.
+#[derive(Clone)]
+pub struct NodeContext {
+    /// The run.
+    pub run: RunId,
+    /// The node's id.
+    pub node: String,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// Template data: inputs, upstream outputs, trigger, run, pipeline, secrets, params.
+    pub template: Context,
+    /// The same data as JSON, without secrets (handed to exec plugins).
+    pub context_json: Value,
+    /// The template engine.
+    pub templates: Arc<TemplateEngine>,
+    /// Where log lines go.
+    pub log: LogSink,
+    /// Cancelled when the attempt must stop (cancel, timeout, shutdown).
+    pub cancel: CancellationToken,
+    /// Hides secret values.
+    pub redactor: Arc<Redactor>,
+    /// Shared HTTP client.
+    pub http: reqwest::Client,
+    /// Where `sluice-node-<kind>` executables live.
+    pub plugins_dir: PathBuf,
+    /// Extra failures that are retried.
+    pub retry_if: RetryIf,
+    /// The attempt's time limit, if any (the engine also enforces it).
+    pub timeout: Option<Duration>,
+    /// Environment variables passed through to child processes by default.
+    pub base_env: Vec<(String, String)>,
+}
+
+/// How an attempt ended when it did not fail.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Finished with this output.
+    Done(Value),
+    /// A filter whose condition was false: the run ends successfully, dependents skipped.
+    Stop(Value),
+    /// Come back at this time (durable waits); the node then succeeds with the value.
+    WaitUntil(jiff::Timestamp, Value),
+}
+
+/// Why an attempt failed, and whether trying again may help.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct NodeError {
+    /// What went wrong (secrets redacted).
+    pub message: String,
+    /// Whether the retry policy applies.
+    pub retryable: bool,
+    /// A wait the other side asked for (HTTP Retry-After).
+    pub retry_after: Option<Duration>,
+    /// Partial output worth keeping (exit code, stderr, status).
+    pub output: Option<Value>,
+}
+
+impl NodeError {
+    /// A failure that retrying will not fix.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+            retry_after: None,
+            output: None,
+        }
+    }
+
+    /// A failure that may pass on another attempt.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            ..Self::fatal(message)
+        }
+    }
+
+    /// Attaches partial output.
+    pub fn with_output(mut self, output: Value) -> Self {
+        self.output = Some(output);
+        self
+    }
+}
+
+/// One node kind's behaviour.
+pub trait Execute {
+    /// Runs one attempt.
+    fn execute(
+        &self,
+        ctx: &NodeContext,
+    ) -> impl std::future::Future<Output = Result<Outcome, NodeError>> + Send;
+}
+
+/// Runs one attempt of a node of any kind.
+pub async fn execute(kind: &NodeKind, ctx: &NodeContext) -> Result<Outcome, NodeError> {
+    match kind {
+        NodeKind::Filter(n) => n.execute(ctx).await,
+        NodeKind::Transform(n) => n.execute(ctx).await,
+        NodeKind::Delay(n) => n.execute(ctx).await,
+        NodeKind::Shell(_)
+        | NodeKind::Http(_)
+        | NodeKind::Plugin(_)
+        | NodeKind::Llm(_)
+        | NodeKind::Approval(_)
+        | NodeKind::Notify(_) => Err(NodeError::fatal(format!(
+            "'{}' nodes are not supported by this version of sluiced",
+            kind.name()
+        ))),
+    }
+}
+
+/// Whether a kind completes instantly in-process (no worker slot, no separate start record).
+pub fn is_instant(kind: &NodeKind) -> bool {
+    matches!(
+        kind,
+        NodeKind::Filter(_) | NodeKind::Transform(_) | NodeKind::Delay(_)
+    )
+}
+
+/// Renders a template field, mapping template errors to a node error naming the field.
+pub fn render(
+    ctx: &NodeContext,
+    field: &str,
+    source: &str,
+    escape: sluice_shared::template::Escape,
+) -> Result<String, NodeError> {
+    ctx.templates
+        .render_str(source, &ctx.template, escape)
+        .map_err(|e| {
+            NodeError::fatal(format!(
+                "cannot render `{field}`: {}",
+                ctx.redactor.redact(&e.message)
+            ))
+        })
+}
+
+/// Renders every string of a JSON structure, naming the field in errors.
+pub fn render_json(ctx: &NodeContext, field: &str, value: &Value) -> Result<Value, NodeError> {
+    ctx.templates
+        .render_json(value, &ctx.template)
+        .map_err(|e| {
+            NodeError::fatal(format!(
+                "cannot render `{field}`: {}",
+                ctx.redactor.redact(&e.message)
+            ))
+        })
+}

@@ -1,0 +1,537 @@
+//! The store: every pipeline version, run, node state, attempt and log line,
+//! in SQLite (WAL). This module is the whole interface the engine sees, kept
+//! narrow so another backend (PostgreSQL, for several daemons sharing one
+//! database) can stand behind the same methods.
+//!
+//! Writes go through one writer task that commits in small batches; reads use
+//! a separate read-only pool so they never wait behind a commit.
+
+pub mod records;
+mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_shared::Pipeline;
+use sluice_shared::run::{AttemptState, LogLine, RunId, RunState, TriggerInfo};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+pub use records::{
+    AttemptRecord, NewNode, NewRun, NodeChange, NodeRecord, RunChange, RunRecord, VersionId,
+};
+use writer::{Reply, Write, Written};
+
+/// How hard commits are pushed to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync on every commit (`synchronous = FULL`): nothing committed is lost on power failure.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: a power failure may lose the last commits, never corrupt.
+    Normal,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A record does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Stored data could not be read back.
+    #[error("corrupt stored data: {0}")]
+    Data(String),
+    /// The writer task is gone (the daemon is stopping).
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => Self::NotFound("row".into()),
+            other => Self::Database(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Database(format!("migration failed: {e}"))
+    }
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    writes: mpsc::Sender<(Write, Reply)>,
+    reads: SqlitePool,
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
+    pub async fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Database(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let sync = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("journal_size_limit", "67108864")
+            .pragma("cache_size", "-4000");
+        let mut write_conn = base.clone().create_if_missing(true).connect().await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut write_conn)
+            .await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .connect_with(base.read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer::run(write_conn, rx));
+        Ok(Self { writes: tx, reads })
+    }
+
+    async fn write(&self, w: Write) -> Result<Written, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send((w, Some(tx)))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a write without waiting for its commit (log lines).
+    async fn write_detached(&self, w: Write) -> Result<(), StoreError> {
+        self.writes
+            .send((w, None))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Waits until everything queued before this call is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(Write::All(Vec::new())).await.map(|_| ())
+    }
+
+    /// Stores `pipeline` as its newest version unless it equals the newest already stored.
+    pub async fn save_version(
+        &self,
+        pipeline: &Pipeline,
+        source_path: Option<&Path>,
+    ) -> Result<VersionId, StoreError> {
+        let definition =
+            serde_json::to_string(pipeline).map_err(|e| StoreError::Data(e.to_string()))?;
+        let hash = content_hash(&definition);
+        match self
+            .write(Write::SaveVersion {
+                pipeline: pipeline.name.clone(),
+                hash,
+                definition,
+                source_path: source_path.map(|p| p.display().to_string()),
+                at: now_ms(),
+            })
+            .await?
+        {
+            Written::Id(id) => Ok(VersionId(id)),
+            other => Err(StoreError::Data(format!(
+                "unexpected write result {other:?}"
+            ))),
+        }
+    }
+
+    /// Commits a new queued run; the returned id is durable once this returns.
+    pub async fn create_run(&self, run: NewRun) -> Result<RunId, StoreError> {
+        match self
+            .write(Write::CreateRun(Box::new(run), now_ms()))
+            .await?
+        {
+            Written::Id(id) => Ok(RunId(id)),
+            other => Err(StoreError::Data(format!(
+                "unexpected write result {other:?}"
+            ))),
+        }
+    }
+
+    /// Applies several changes atomically.
+    pub async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let writes = changes.into_iter().map(Change::into_write).collect();
+        self.write(Write::All(writes)).await.map(|_| ())
+    }
+
+    /// Appends log lines (committed with the next batch; not waited for).
+    pub async fn append_logs(&self, lines: Vec<LogLine>) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.write_detached(Write::Logs(lines)).await
+    }
+
+    /// Deletes finished runs that finished before `before_ms` or beyond the newest
+    /// `keep_per_pipeline` of their pipeline; returns how many were deleted.
+    pub async fn prune(&self, before_ms: i64, keep_per_pipeline: i64) -> Result<u64, StoreError> {
+        match self
+            .write(Write::Prune {
+                finished_before: before_ms,
+                keep_per_pipeline,
+            })
+            .await?
+        {
+            Written::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
+    /// A stored pipeline version.
+    pub async fn version(&self, id: VersionId) -> Result<(Pipeline, i64), StoreError> {
+        let row = sqlx::query("SELECT definition, version FROM pipeline_versions WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.reads)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("pipeline version {}", id.0)))?;
+        let text: String = row.try_get("definition")?;
+        let version: i64 = row.try_get("version")?;
+        let pipeline = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Data(format!("pipeline version {}: {e}", id.0)))?;
+        Ok((pipeline, version))
+    }
+
+    /// One run.
+    pub async fn run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.reads)
+            .await?;
+        row.map(|r| run_record(&r)).transpose()
+    }
+
+    /// Runs not yet finished (queued, running, waiting), oldest first.
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE state IN ('queued', 'running', 'waiting') ORDER BY id",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(run_record).collect()
+    }
+
+    /// Queued runs with an id above `after`, oldest first (runs submitted by other processes).
+    pub async fn queued_after(&self, after: RunId, limit: i64) -> Result<Vec<RunId>, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE state = 'queued' AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after.0)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(ids.into_iter().map(RunId).collect())
+    }
+
+    /// Runs of any state, newest first (optionally of one pipeline).
+    pub async fn runs(
+        &self,
+        pipeline: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(pipeline)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(run_record).collect()
+    }
+
+    /// The nodes of a run, in pipeline order.
+    pub async fn nodes(&self, run: RunId) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM run_nodes WHERE run_id = ? ORDER BY position")
+            .bind(run.0)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeRecord {
+                    node_id: r.try_get("node_id")?,
+                    position: r.try_get("position")?,
+                    state: parse(r.try_get::<String, _>("state")?)?,
+                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                    output: json_opt(r.try_get("output")?)?,
+                    error: r.try_get("error")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    wake_at: r.try_get("wake_at")?,
+                    reused_from: r.try_get::<Option<i64>, _>("reused_from")?.map(RunId),
+                })
+            })
+            .collect()
+    }
+
+    /// Every attempt of every node of a run.
+    pub async fn attempts(&self, run: RunId) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY node_id, attempt")
+            .bind(run.0)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    node_id: r.try_get("node_id")?,
+                    attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+                    state: parse(r.try_get::<String, _>("state")?)?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Log lines of a run (optionally one node), in order.
+    pub async fn logs(&self, run: RunId, node: Option<&str>) -> Result<Vec<LogLine>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM logs WHERE run_id = ?1 AND (?2 IS NULL OR node_id = ?2) ORDER BY node_id, attempt, seq",
+        )
+        .bind(run.0)
+        .bind(node)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogLine {
+                    run,
+                    node: r.try_get("node_id")?,
+                    attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+                    seq: u32::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+                    at_ms: r.try_get("at")?,
+                    stream: r.try_get("stream")?,
+                    line: r.try_get("line")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One change applied by [`Store::apply`].
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Change a run.
+    Run(RunId, RunChange),
+    /// Change a node of a run.
+    Node(RunId, String, NodeChange),
+    /// An attempt started.
+    AttemptStart(RunId, String, u32),
+    /// An attempt ended.
+    AttemptEnd(RunId, String, u32, AttemptState, Option<String>),
+}
+
+impl Change {
+    fn into_write(self) -> Write {
+        let at = now_ms();
+        match self {
+            Self::Run(run, c) => Write::Run(run, c),
+            Self::Node(run, node, c) => Write::Node(run, node, c),
+            Self::AttemptStart(run, node, attempt) => Write::AttemptStart {
+                run,
+                node,
+                attempt,
+                at,
+            },
+            Self::AttemptEnd(run, node, attempt, state, error) => Write::AttemptEnd {
+                run,
+                node,
+                attempt,
+                state,
+                at,
+                error,
+            },
+        }
+    }
+}
+
+fn parse<T: FromStr>(s: String) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e: T::Err| StoreError::Data(e.to_string()))
+}
+
+fn json_opt(text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Data(e.to_string())))
+        .transpose()
+}
+
+fn run_record(r: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StoreError> {
+    let trigger: String = r.try_get("trigger")?;
+    let trigger: TriggerInfo =
+        serde_json::from_str(&trigger).map_err(|e| StoreError::Data(e.to_string()))?;
+    Ok(RunRecord {
+        id: RunId(r.try_get("id")?),
+        pipeline: r.try_get("pipeline")?,
+        version_id: VersionId(r.try_get("version_id")?),
+        state: parse::<RunState>(r.try_get("state")?)?,
+        trigger,
+        user: r.try_get("user")?,
+        inputs: json_opt(r.try_get("inputs")?)?.unwrap_or(Value::Null),
+        retry_of: r.try_get::<Option<i64>, _>("retry_of")?.map(RunId),
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        deadline: r.try_get("deadline")?,
+        wake_at: r.try_get("wake_at")?,
+        error: r.try_get("error")?,
+    })
+}
+
+/// A short stable hash of a definition (FNV-1a, 64-bit): enough to tell versions apart.
+fn content_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(name: &str, run: &str) -> Pipeline {
+        let src = format!("nodes:\n  - id: a\n    kind: shell\n    run: {run}\n");
+        let f = sluice_shared::load_source(
+            Path::new(&format!("{name}.yaml")),
+            &src,
+            &Default::default(),
+        );
+        f.pipeline.expect("valid")
+    }
+
+    #[tokio::test]
+    async fn versions_runs_nodes_and_logs_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Durability::Full)
+            .await
+            .unwrap();
+        let v1 = store
+            .save_version(&pipeline("p", "echo 1"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .save_version(&pipeline("p", "echo 1"), None)
+                .await
+                .unwrap(),
+            v1,
+            "same content, same version"
+        );
+        let v2 = store
+            .save_version(&pipeline("p", "echo 2"), None)
+            .await
+            .unwrap();
+        assert_ne!(v1, v2);
+        assert_eq!(store.version(v2).await.unwrap().1, 2);
+
+        let run = store
+            .create_run(NewRun {
+                pipeline: "p".into(),
+                version_id: v1,
+                trigger: TriggerInfo::manual(Some("alice".into())),
+                inputs: serde_json::json!({"x": 1}),
+                retry_of: None,
+                deadline: None,
+                nodes: vec![NewNode {
+                    id: "a".into(),
+                    reused: None,
+                }],
+            })
+            .await
+            .unwrap();
+        store
+            .apply(vec![
+                Change::AttemptStart(run, "a".into(), 1),
+                Change::Node(
+                    run,
+                    "a".into(),
+                    NodeChange {
+                        state: Some(sluice_shared::run::NodeState::Running),
+                        attempts: Some(1),
+                        ..Default::default()
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        store
+            .append_logs(vec![LogLine {
+                run,
+                node: "a".into(),
+                attempt: 1,
+                seq: 1,
+                at_ms: 0,
+                stream: "stdout".into(),
+                line: "hi".into(),
+            }])
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let r = store.run(run).await.unwrap().unwrap();
+        assert_eq!(r.state, RunState::Queued);
+        assert_eq!(r.user.as_deref(), Some("alice"));
+        let nodes = store.nodes(run).await.unwrap();
+        assert_eq!(nodes[0].attempts, 1);
+        assert_eq!(
+            store.attempts(run).await.unwrap()[0].state,
+            AttemptState::Running
+        );
+        assert_eq!(store.logs(run, Some("a")).await.unwrap()[0].line, "hi");
+        assert_eq!(store.unfinished_runs().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Durability::Normal)
+            .await
+            .unwrap();
+        let v = store
+            .save_version(&pipeline("p", "echo"), None)
+            .await
+            .unwrap();
+        let bad = store.apply(vec![Change::Node(
+            RunId(999),
+            "a".into(),
+            NodeChange::default(),
+        )]);
+        let q = pipeline("q", "echo");
+        let good = store.save_version(&q, None);
+        let (bad, good) = tokio::join!(bad, good);
+        assert!(matches!(bad, Err(StoreError::NotFound(_))));
+        assert!(good.is_ok());
+        assert!(store.version(v).await.is_ok());
+    }
+}

@@ -1,0 +1,146 @@
+//! What the store hands back: plain records of runs, nodes, attempts and logs.
+
+use serde::Serialize;
+use serde_json::Value;
+use sluice_shared::run::{AttemptState, NodeState, RunId, RunState, TriggerInfo};
+
+/// Identifies a stored pipeline version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct VersionId(pub i64);
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: RunId,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// The pipeline version the run executes.
+    pub version_id: VersionId,
+    /// Current state.
+    pub state: RunState,
+    /// What started it.
+    pub trigger: TriggerInfo,
+    /// The user it belongs to.
+    pub user: Option<String>,
+    /// Input values.
+    pub inputs: Value,
+    /// The run this one retries.
+    pub retry_of: Option<RunId>,
+    /// Accepted at (ms).
+    pub created_at: i64,
+    /// First node started at (ms).
+    pub started_at: Option<i64>,
+    /// Finished at (ms).
+    pub finished_at: Option<i64>,
+    /// Run time limit (ms).
+    pub deadline: Option<i64>,
+    /// When a waiting run must be looked at again (ms).
+    pub wake_at: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One node of a run as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub node_id: String,
+    /// Position in the pipeline's node list.
+    pub position: i64,
+    /// Current state.
+    pub state: NodeState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Output of the successful attempt (or partial output of a failed one).
+    pub output: Option<Value>,
+    /// Error of the last failed attempt.
+    pub error: Option<String>,
+    /// First attempt started at (ms).
+    pub started_at: Option<i64>,
+    /// Finished at (ms).
+    pub finished_at: Option<i64>,
+    /// Deadline of a wait (delay, backoff) (ms).
+    pub wake_at: Option<i64>,
+    /// For a retried run: the run whose output was reused.
+    pub reused_from: Option<RunId>,
+}
+
+/// One attempt of one node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    /// Node id.
+    pub node_id: String,
+    /// Attempt number from 1.
+    pub attempt: u32,
+    /// How it ended (or running).
+    pub state: AttemptState,
+    /// Started at (ms).
+    pub started_at: i64,
+    /// Ended at (ms).
+    pub finished_at: Option<i64>,
+    /// Its error.
+    pub error: Option<String>,
+}
+
+/// A run to create, with its nodes' initial states.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Version to execute.
+    pub version_id: VersionId,
+    /// What started it.
+    pub trigger: TriggerInfo,
+    /// Input values (defaults applied).
+    pub inputs: Value,
+    /// The run this retries.
+    pub retry_of: Option<RunId>,
+    /// Time limit (ms since epoch), if any.
+    pub deadline: Option<i64>,
+    /// Nodes in pipeline order: id, and for reused nodes the output and source run.
+    pub nodes: Vec<NewNode>,
+}
+
+/// A node of a new run.
+#[derive(Clone, Debug)]
+pub struct NewNode {
+    /// Node id.
+    pub id: String,
+    /// Reused output from an earlier run (the node starts succeeded).
+    pub reused: Option<(RunId, Value)>,
+}
+
+/// A change to a node of a run.
+#[derive(Clone, Debug, Default)]
+pub struct NodeChange {
+    /// New state.
+    pub state: Option<NodeState>,
+    /// New attempts count.
+    pub attempts: Option<u32>,
+    /// New output (`Some(None)` clears it).
+    pub output: Option<Option<Value>>,
+    /// New error (`Some(None)` clears it).
+    pub error: Option<Option<String>>,
+    /// Set started_at if not set.
+    pub started_at: Option<i64>,
+    /// Set finished_at.
+    pub finished_at: Option<Option<i64>>,
+    /// New wake time (`Some(None)` clears it).
+    pub wake_at: Option<Option<i64>>,
+}
+
+/// A change to a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunChange {
+    /// New state.
+    pub state: Option<RunState>,
+    /// Set started_at if not set.
+    pub started_at: Option<i64>,
+    /// Set finished_at.
+    pub finished_at: Option<i64>,
+    /// New wake time (`Some(None)` clears it).
+    pub wake_at: Option<Option<i64>>,
+    /// New error.
+    pub error: Option<Option<String>>,
+}

@@ -1,0 +1,65 @@
+//! Events the daemon announces as runs progress: the console's live feed and
+//! the socket's subscription stream carry these.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::run::{NodeState, RunId, RunState};
+
+/// One change in the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A run was accepted (committed).
+    RunCreated {
+        /// The run.
+        run: RunId,
+        /// Its pipeline.
+        pipeline: String,
+    },
+    /// A run changed state.
+    RunState {
+        /// The run.
+        run: RunId,
+        /// Its new state.
+        state: RunState,
+        /// Why it failed, when it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A node changed state.
+    NodeState {
+        /// The run.
+        run: RunId,
+        /// The node id.
+        node: String,
+        /// Its new state.
+        state: NodeState,
+        /// The attempt number (1-based).
+        attempt: u32,
+        /// The error of a failed attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A node wrote a log line.
+    Log {
+        /// The run.
+        run: RunId,
+        /// The node id.
+        node: String,
+        /// The attempt number.
+        attempt: u32,
+        /// Which stream: stdout, stderr or sluice (the daemon's own notes).
+        stream: String,
+        /// The line, secrets redacted.
+        line: String,
+    },
+    /// Something else, as data.
+    Other {
+        /// What happened.
+        what: String,
+        /// Details.
+        #[serde(default)]
+        details: Value,
+    },
+}
