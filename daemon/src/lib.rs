@@ -1,6 +1,9 @@
 //! sluiced as a library: the binary is a thin `main` over this, and tests start
 //! the same pieces in-process.
 
+pub mod config;
+pub mod engine;
 pub mod nodes;
 pub mod secrets;
+pub mod statedir;
 pub mod store;

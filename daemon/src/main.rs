@@ -1,16 +1,306 @@
-//! `sluiced`: the sluice daemon. Only a placeholder until the engine lands.
+//! `sluiced`: the sluice daemon.
 
-use clap::Parser;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+use sluice_daemon::config::Config;
+use sluice_daemon::engine::{Engine, EngineOptions, default_base_env};
+use sluice_daemon::secrets::Secrets;
+use sluice_daemon::statedir::StateLock;
+use sluice_daemon::store::Store;
+use sluice_shared::Pipeline;
+use sluice_shared::run::{RunState, TriggerInfo};
+use sluice_shared::validate::ValidateOptions;
 
 /// sluiced: runs sluice pipelines.
 #[derive(Debug, Parser)]
 #[command(name = "sluiced", version, about)]
-struct Args {}
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() {
-    let _args = Args::parse();
-    println!(
-        "sluiced {} (the engine is not built yet)",
-        env!("CARGO_PKG_VERSION")
-    );
+#[derive(Debug, Args)]
+struct Common {
+    /// Configuration file (sluiced.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Directory for the database and state (overrides the file).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    /// Directory of pipeline files (overrides the file).
+    #[arg(long, global = true)]
+    pipelines: Option<PathBuf>,
+    /// Control socket path (overrides the file and SLUICE_SOCKET).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// HTTP listen address (overrides the file).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Directory of `sluice-node-<kind>` plugins (overrides the file).
+    #[arg(long, global = true)]
+    plugins: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one pipeline file to the end in this process and print the result.
+    RunOnce(RunArgs),
+    /// Queue a run of a pipeline file for the daemon serving this state directory.
+    Submit(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The pipeline file.
+    file: PathBuf,
+    /// An input value, `name=value` (JSON values are parsed: n=3, flag=true).
+    #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+    inputs: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluiced: error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluiced: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Settings {
+    config: Config,
+    paths: sluice_daemon::config::ResolvedPaths,
+}
+
+fn settings(common: &Common) -> anyhow::Result<Settings> {
+    let mut config = match &common.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &common.state_dir {
+        config.paths.state_dir = Some(d.clone());
+    }
+    if let Some(d) = &common.pipelines {
+        config.paths.pipelines = Some(d.clone());
+    }
+    if let Some(s) = &common.socket {
+        config.paths.socket = Some(s.clone());
+    }
+    if let Some(p) = &common.plugins {
+        config.paths.plugins = Some(p.clone());
+    }
+    if let Some(l) = &common.listen {
+        config.http.listen = l.clone();
+    }
+    let paths = config.paths.resolve();
+    Ok(Settings { config, paths })
+}
+
+fn engine_options(s: &Settings, poll: bool) -> EngineOptions {
+    EngineOptions {
+        workers: s.config.engine.workers,
+        plugins_dir: s.paths.plugins.clone(),
+        base_env: default_base_env(),
+        shutdown_grace: s.config.engine.shutdown_grace.std(),
+        poll_interval: poll.then(|| std::time::Duration::from_millis(250)),
+    }
+}
+
+async fn open_store(s: &Settings) -> anyhow::Result<Store> {
+    let db = s.paths.state_dir.join("sluice.db");
+    Store::open(&db, s.config.engine.durability)
+        .await
+        .with_context(|| format!("opening the store at {}", db.display()))
+}
+
+fn load_secrets(s: &Settings) -> anyhow::Result<Secrets> {
+    Ok(Secrets::load(s.paths.credentials.as_deref(), Some(&s.paths.secrets))?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let s = settings(&cli.common)?;
+    match cli.command {
+        None => serve(&s).await,
+        Some(Command::RunOnce(args)) => run_once(&s, &args).await,
+        Some(Command::Submit(args)) => submit(&s, &args).await,
+    }
+}
+
+async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&s.paths.state_dir).with_context(|| format!("creating {}", s.paths.state_dir.display()))?;
+    let _lock = StateLock::acquire(&s.paths.state_dir)?;
+    let store = open_store(s).await?;
+    let secrets = load_secrets(s)?;
+    let engine = Engine::start(store, &secrets, engine_options(s, true))?;
+    let recovered = engine.recover().await?;
+    tracing::info!(state_dir = %s.paths.state_dir.display(), recovered, "sluiced ready");
+    // Announce readiness to whoever started us (tests wait for this line).
+    eprintln!("sluiced: ready (state {})", s.paths.state_dir.display());
+    wait_for_stop().await?;
+    tracing::info!("stopping: letting running nodes finish");
+    engine.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn parse_inputs(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').ok_or_else(|| anyhow!("--input '{pair}': expected NAME=VALUE"))?;
+        let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        map.insert(k.to_owned(), value);
+    }
+    Ok(map)
+}
+
+fn load_pipeline(s: &Settings, file: &Path) -> anyhow::Result<Option<Pipeline>> {
+    let opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
+    // Load the file's directory too, so a `template:` can be resolved.
+    let mut paths = vec![file.to_owned()];
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && d.is_dir()) {
+        paths = vec![dir.to_owned()];
+    }
+    let set = sluice_shared::load_paths(&paths, &opts);
+    let canonical = std::fs::canonicalize(file).ok();
+    let entry = set
+        .files
+        .into_iter()
+        .find(|f| std::fs::canonicalize(&f.path).ok() == canonical)
+        .or_else(|| {
+            let single = sluice_shared::load_paths(&[file.to_owned()], &opts);
+            single.files.into_iter().next()
+        });
+    let Some(entry) = entry else {
+        bail!("{}: not a pipeline file", file.display());
+    };
+    if !entry.is_valid() {
+        for d in &entry.diagnostics {
+            eprintln!("{d}");
+        }
+        return Ok(None);
+    }
+    if entry.kind == sluice_shared::loader::FileKind::Template {
+        bail!("{} is a template; run a file that instantiates it", file.display());
+    }
+    Ok(entry.pipeline)
+}
+
+fn current_user() -> Option<String> {
+    std::env::var("USER").ok().filter(|u| !u.is_empty())
+}
+
+async fn submit(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let Some(pipeline) = load_pipeline(s, &args.file)? else {
+        return Ok(ExitCode::from(2));
+    };
+    let inputs = parse_inputs(&args.inputs)?;
+    let store = open_store(s).await?;
+    let run = sluice_daemon::engine::enqueue(&store, &pipeline, Some(&args.file), &inputs, TriggerInfo::manual(current_user())).await?;
+    store.flush().await?;
+    if args.json {
+        println!("{}", serde_json::json!({ "run": run.0, "state": "queued" }));
+    } else {
+        println!("{run} queued");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let Some(pipeline) = load_pipeline(s, &args.file)? else {
+        return Ok(ExitCode::from(2));
+    };
+    let inputs = parse_inputs(&args.inputs)?;
+    std::fs::create_dir_all(&s.paths.state_dir).with_context(|| format!("creating {}", s.paths.state_dir.display()))?;
+    let _lock = StateLock::acquire(&s.paths.state_dir)?;
+    let store = open_store(s).await?;
+    let secrets = load_secrets(s)?;
+    let engine = Engine::start(store.clone(), &secrets, engine_options(s, false))?;
+    let run = engine.submit(&pipeline, Some(&args.file), &inputs, TriggerInfo::manual(current_user())).await?;
+    let record = tokio::select! {
+        r = engine.wait(run) => r?,
+        r = wait_for_stop() => {
+            r?;
+            engine.cancel(run).await?;
+            engine.wait(run).await?
+        }
+    };
+    let nodes = store.nodes(run).await?;
+    if args.json {
+        let doc = serde_json::json!({
+            "run": run.0,
+            "pipeline": record.pipeline,
+            "state": record.state,
+            "error": record.error,
+            "nodes": nodes.iter().map(|n| serde_json::json!({
+                "id": n.node_id,
+                "state": n.state,
+                "attempts": n.attempts,
+                "output": n.output,
+                "error": n.error,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{run} {} {}", record.pipeline, record.state);
+        let mut widths = BTreeMap::new();
+        widths.insert("id", nodes.iter().map(|n| n.node_id.len()).max().unwrap_or(2).max(4));
+        for n in &nodes {
+            let output = n.output.as_ref().map(|o| truncate(&o.to_string(), 60)).unwrap_or_default();
+            println!("  {:<w$}  {:<9}  {:>2}  {}", n.node_id, n.state.as_str(), n.attempts, output, w = widths["id"]);
+            if let Some(e) = &n.error
+                && n.state != sluice_shared::run::NodeState::Succeeded
+            {
+                println!("  {:<w$}  {}", "", truncate(e, 70), w = widths["id"]);
+            }
+        }
+        if let Some(e) = &record.error {
+            println!("error: {e}");
+        }
+    }
+    engine.shutdown().await;
+    Ok(if record.state == RunState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }

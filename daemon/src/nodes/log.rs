@@ -79,6 +79,13 @@ impl LogSink {
         self.line("sluice", text).await;
     }
 
+    /// A note from the engine after the attempt ended (e.g. "retrying in 2s"):
+    /// placed after every line the attempt could have written.
+    pub async fn closing_note(&self, text: &str) {
+        let text = self.redactor.redact(text).into_owned();
+        self.send(self.max_lines.saturating_add(2), "sluice", text).await;
+    }
+
     /// Ends the attempt's log, adding a visible marker if lines were dropped.
     pub async fn finish(&self) {
         let dropped = self.dropped.swap(0, Ordering::Relaxed);

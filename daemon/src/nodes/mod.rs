@@ -8,6 +8,7 @@ pub mod filter;
 pub mod http;
 pub mod log;
 pub mod plugin;
+pub mod process;
 pub mod shell;
 pub mod transform;
 
@@ -127,12 +128,10 @@ pub async fn execute(kind: &NodeKind, ctx: &NodeContext) -> Result<Outcome, Node
         NodeKind::Filter(n) => n.execute(ctx).await,
         NodeKind::Transform(n) => n.execute(ctx).await,
         NodeKind::Delay(n) => n.execute(ctx).await,
-        NodeKind::Shell(_)
-        | NodeKind::Http(_)
-        | NodeKind::Plugin(_)
-        | NodeKind::Llm(_)
-        | NodeKind::Approval(_)
-        | NodeKind::Notify(_) => Err(NodeError::fatal(format!(
+        NodeKind::Shell(n) => n.execute(ctx).await,
+        NodeKind::Http(n) => n.execute(ctx).await,
+        NodeKind::Plugin(n) => n.execute(ctx).await,
+        NodeKind::Llm(_) | NodeKind::Approval(_) | NodeKind::Notify(_) => Err(NodeError::fatal(format!(
             "'{}' nodes are not supported by this version of sluiced",
             kind.name()
         ))),
@@ -174,4 +173,70 @@ pub fn render_json(ctx: &NodeContext, field: &str, value: &Value) -> Result<Valu
                 ctx.redactor.redact(&e.message)
             ))
         })
+}
+
+/// Contexts for node tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+    use sluice_shared::run::LogLine;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::secrets::Secrets;
+
+    /// A context for attempt 1 of node `n` in run #1. Templates see `template`
+    /// plus `secrets`; plugins get `template` alone; PATH is the only base variable.
+    pub(crate) fn context(template: Value, secrets: &[(&str, &str)]) -> (NodeContext, mpsc::Receiver<LogLine>) {
+        let secrets = Secrets::from_map(
+            secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        let redactor = Arc::new(secrets.redactor());
+        let mut data = template.clone();
+        if let Value::Object(map) = &mut data {
+            map.insert("secrets".into(), secrets.as_json());
+        }
+        // Roomy enough that tests can read the log after the attempt ends.
+        let (tx, rx) = mpsc::channel(100_000);
+        let run = RunId(1);
+        let ctx = NodeContext {
+            run,
+            node: "n".into(),
+            attempt: 1,
+            template: Context::from_json(&data),
+            context_json: template,
+            templates: Arc::new(TemplateEngine::new()),
+            log: LogSink::new(run, "n", 1, tx, redactor.clone()),
+            cancel: CancellationToken::new(),
+            redactor,
+            http: reqwest::Client::new(),
+            plugins_dir: PathBuf::from("/nonexistent/plugins"),
+            retry_if: RetryIf::default(),
+            timeout: None,
+            base_env: vec![(
+                "PATH".into(),
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )],
+        };
+        (ctx, rx)
+    }
+
+    /// The log lines received so far.
+    pub(crate) fn drain(rx: &mut mpsc::Receiver<LogLine>) -> Vec<LogLine> {
+        let mut lines = Vec::new();
+        while let Ok(line) = rx.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// The text of the lines of one stream received so far.
+    pub(crate) fn lines_of(rx: &mut mpsc::Receiver<LogLine>, stream: &str) -> Vec<String> {
+        drain(rx).into_iter().filter(|l| l.stream == stream).map(|l| l.line).collect()
+    }
 }

@@ -1,0 +1,534 @@
+//! One run's driver: starts ready nodes, records completions, retries with
+//! backoff, skips what cannot run, and stops when nothing is left to do now
+//! (the run finished, or every remaining node waits for a time or a person).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_shared::event::Event;
+use sluice_shared::model::{Node, NodeKind};
+use sluice_shared::run::{AttemptState, NodeState, Resolution, RunId, RunState};
+use sluice_shared::template::Context;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::context::{self, RunFacts};
+use super::{Command, DriverExit, EngineError, Inner, LoadedVersion, backoff, now_ms};
+use crate::nodes::{self, LogSink, NodeContext, NodeError, Outcome};
+use crate::store::{Change, NodeChange, RunChange, RunRecord};
+
+struct NodeRt {
+    state: NodeState,
+    attempts: u32,
+    output: Option<Value>,
+    error: Option<String>,
+    wake_at: Option<i64>,
+    /// A filter whose condition was false: dependents are skipped.
+    stopped: bool,
+}
+
+struct Run {
+    id: RunId,
+    record: RunRecord,
+    version: Arc<LoadedVersion>,
+    nodes: Vec<NodeRt>,
+    changes: Vec<Change>,
+    events: Vec<Event>,
+}
+
+type Finished = (usize, u32, Result<Outcome, NodeError>);
+
+impl Run {
+    fn node(&self, i: usize) -> &Node {
+        &self.version.pipeline.nodes[i]
+    }
+
+    fn set(&mut self, i: usize, change: NodeChange) {
+        let id = self.node(i).id.clone();
+        let rt = &mut self.nodes[i];
+        if let Some(s) = change.state {
+            rt.state = s;
+        }
+        if let Some(a) = change.attempts {
+            rt.attempts = a;
+        }
+        if let Some(o) = &change.output {
+            rt.output = o.clone();
+        }
+        if let Some(e) = &change.error {
+            rt.error = e.clone();
+        }
+        if let Some(w) = change.wake_at {
+            rt.wake_at = w;
+        }
+        if let Some(state) = change.state {
+            self.events.push(Event::NodeState {
+                run: self.id,
+                node: id.clone(),
+                state,
+                attempt: rt.attempts,
+                error: if state == NodeState::Failed { rt.error.clone() } else { None },
+            });
+        }
+        self.changes.push(Change::Node(self.id, id, change));
+    }
+
+    fn attempt_start(&mut self, i: usize, attempt: u32) {
+        self.changes.push(Change::AttemptStart(self.id, self.node(i).id.clone(), attempt));
+    }
+
+    fn attempt_end(&mut self, i: usize, attempt: u32, state: AttemptState, error: Option<String>) {
+        self.changes.push(Change::AttemptEnd(self.id, self.node(i).id.clone(), attempt, state, error));
+    }
+
+    fn set_run(&mut self, change: RunChange) {
+        if let Some(state) = change.state {
+            self.record.state = state;
+            let error = change.error.clone().flatten();
+            self.events.push(Event::RunState { run: self.id, state, error });
+        }
+        self.changes.push(Change::Run(self.id, change));
+    }
+
+    /// Commits the pending changes, then announces them.
+    async fn flush(&mut self, inner: &Inner) -> Result<(), EngineError> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        inner.store.apply(std::mem::take(&mut self.changes)).await?;
+        for e in self.events.drain(..) {
+            inner.publish(e);
+        }
+        Ok(())
+    }
+
+    fn facts(&self) -> RunFacts<'_> {
+        RunFacts {
+            id: self.id.0,
+            started_at: self.record.started_at,
+            retry_of: self.record.retry_of.map(|r| r.0),
+            trigger: &self.record.trigger,
+            inputs: &self.record.inputs,
+            pipeline: &self.version.pipeline,
+            version: self.version.version,
+        }
+    }
+
+    fn node_context(&self, inner: &Inner, i: usize, attempt: u32, cancel: CancellationToken) -> NodeContext {
+        let upstream: Vec<(String, Value)> = (0..self.nodes.len())
+            .filter(|&j| self.version.upstream[i].contains(j))
+            .filter(|&j| self.nodes[j].state == NodeState::Succeeded)
+            .map(|j| (self.node(j).id.clone(), self.nodes[j].output.clone().unwrap_or(Value::Null)))
+            .collect();
+        let plain = context::build(&self.facts(), upstream);
+        let with_secrets = context::with_secrets(plain.clone(), inner.secrets_json.clone());
+        let node = self.node(i);
+        NodeContext {
+            run: self.id,
+            node: node.id.clone(),
+            attempt,
+            template: Context::from_json(&with_secrets),
+            context_json: plain,
+            templates: Arc::clone(&inner.templates),
+            log: LogSink::new(self.id, &node.id, attempt, inner.logs.clone(), Arc::clone(&inner.redactor)),
+            cancel,
+            redactor: Arc::clone(&inner.redactor),
+            http: inner.http.clone(),
+            plugins_dir: inner.opts.plugins_dir.clone(),
+            retry_if: node.retry_if.clone().unwrap_or_default(),
+            timeout: node.timeout.map(|t| t.std()),
+            base_env: inner.opts.base_env.clone(),
+        }
+    }
+
+    /// Marks pending nodes whose needs did not all succeed as skipped, and
+    /// returns the nodes that can start now. Waiting nodes past their deadline
+    /// become ready (backoff) or succeed (delay).
+    fn ready(&mut self, inner: &Inner, now: i64) -> Vec<usize> {
+        let mut ready = Vec::new();
+        let order = self.version.order.clone();
+        for i in order {
+            match self.nodes[i].state {
+                NodeState::Pending => {
+                    let deps = self.version.graph.deps(i).to_vec();
+                    if deps.iter().any(|&d| !self.nodes[d].state.is_finished()) {
+                        continue;
+                    }
+                    if let Some(&d) = deps.iter().find(|&&d| self.nodes[d].state != NodeState::Succeeded || self.nodes[d].stopped) {
+                        let why = if self.nodes[d].stopped {
+                            format!("filter '{}' stopped the run here", self.node(d).id)
+                        } else {
+                            format!("needs '{}', which {}", self.node(d).id, self.nodes[d].state)
+                        };
+                        self.set(i, NodeChange { state: Some(NodeState::Skipped), error: Some(Some(why)), finished_at: Some(Some(now)), ..Default::default() });
+                        continue;
+                    }
+                    if let Some(expr) = self.node(i).when.clone() {
+                        let attempt = self.nodes[i].attempts + 1;
+                        let ctx = self.node_context(inner, i, attempt, CancellationToken::new());
+                        match inner.templates.eval_condition(&expr, &ctx.template) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                self.set(i, NodeChange { state: Some(NodeState::Skipped), error: Some(Some("`when` was false".into())), finished_at: Some(Some(now)), ..Default::default() });
+                                continue;
+                            }
+                            Err(e) => {
+                                let msg = format!("cannot evaluate `when`: {}", inner.redactor.redact(&e.message));
+                                self.attempt_end(i, attempt, AttemptState::Failed, Some(msg.clone()));
+                                self.set(i, NodeChange { state: Some(NodeState::Failed), attempts: Some(attempt), error: Some(Some(msg)), finished_at: Some(Some(now)), ..Default::default() });
+                                continue;
+                            }
+                        }
+                    }
+                    ready.push(i);
+                }
+                NodeState::Waiting if self.nodes[i].wake_at.is_some_and(|w| w <= now) => {
+                    let is_delay = matches!(self.node(i).kind, NodeKind::Delay(_));
+                    if is_delay && self.nodes[i].output.is_some() {
+                        let attempt = self.nodes[i].attempts;
+                        self.attempt_end(i, attempt, AttemptState::Succeeded, None);
+                        self.set(i, NodeChange { state: Some(NodeState::Succeeded), wake_at: Some(None), finished_at: Some(Some(now)), ..Default::default() });
+                    } else {
+                        ready.push(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        ready
+    }
+
+    /// Records how an attempt ended: success, wait, retry after backoff, or failure.
+    fn complete(&mut self, inner: &Inner, i: usize, attempt: u32, result: Result<Outcome, NodeError>, cancelled: bool) {
+        let now = now_ms();
+        match result {
+            Ok(Outcome::Done(out)) | Ok(Outcome::Stop(out)) if !cancelled => {
+                let stop = matches!(out.get("passed"), Some(Value::Bool(false))) && matches!(self.node(i).kind, NodeKind::Filter(_));
+                let out = inner.redactor.redact_json(out);
+                self.attempt_end(i, attempt, AttemptState::Succeeded, None);
+                self.nodes[i].stopped = stop;
+                self.set(i, NodeChange { state: Some(NodeState::Succeeded), output: Some(Some(out)), error: Some(None), finished_at: Some(Some(now)), wake_at: Some(None), ..Default::default() });
+            }
+            Ok(Outcome::WaitUntil(until, out)) if !cancelled => {
+                let at = until.as_millisecond();
+                self.set(i, NodeChange { state: Some(NodeState::Waiting), output: Some(Some(out)), wake_at: Some(Some(at)), ..Default::default() });
+            }
+            Ok(_) => {
+                self.attempt_end(i, attempt, AttemptState::Cancelled, Some("cancelled".into()));
+                self.set(i, NodeChange { state: Some(NodeState::Cancelled), finished_at: Some(Some(now)), ..Default::default() });
+            }
+            Err(_) if cancelled => {
+                self.attempt_end(i, attempt, AttemptState::Cancelled, Some("cancelled".into()));
+                self.set(i, NodeChange { state: Some(NodeState::Cancelled), error: Some(Some("cancelled".into())), finished_at: Some(Some(now)), ..Default::default() });
+            }
+            Err(e) => {
+                let message = inner.redactor.redact(&e.message).into_owned();
+                let output = e.output.clone().map(|o| inner.redactor.redact_json(o));
+                self.attempt_end(i, attempt, AttemptState::Failed, Some(message.clone()));
+                let policy = self.version.pipeline.retry_for(self.node(i));
+                if e.retryable && attempt < policy.attempts {
+                    let wait = backoff::delay(&policy, attempt + 1, e.retry_after);
+                    let wake = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                    let note = format!("attempt {attempt} failed: {message}; retrying in {} (attempt {} of {})", sluice_shared::Duration(wait), attempt + 1, policy.attempts);
+                    self.log_note(inner, i, attempt, note);
+                    self.set(i, NodeChange { state: Some(NodeState::Waiting), output: Some(output), error: Some(Some(message)), wake_at: Some(Some(wake)), ..Default::default() });
+                } else {
+                    self.set(i, NodeChange { state: Some(NodeState::Failed), output: Some(output), error: Some(Some(message)), finished_at: Some(Some(now)), wake_at: Some(None), ..Default::default() });
+                }
+            }
+        }
+    }
+
+    fn log_note(&self, inner: &Inner, i: usize, attempt: u32, note: String) {
+        let sink = LogSink::new(self.id, &self.node(i).id, attempt, inner.logs.clone(), Arc::clone(&inner.redactor));
+        tokio::spawn(async move {
+            sink.closing_note(&note).await;
+        });
+    }
+
+    fn apply_command(&mut self, cmd: Command) {
+        let Command::Resolve(node_id, resolution, reply) = cmd;
+        let Some(i) = self.version.pipeline.nodes.iter().position(|n| n.id == node_id) else {
+            let _ = reply.send(Err(EngineError::Conflict(format!("run {} has no node '{node_id}'", self.id))));
+            return;
+        };
+        if self.nodes[i].state != NodeState::NeedsDecision {
+            let _ = reply.send(Err(EngineError::Conflict(format!("node '{node_id}' of run {} is {}, not needs_decision", self.id, self.nodes[i].state))));
+            return;
+        }
+        let now = now_ms();
+        match resolution {
+            Resolution::Retry => self.set(i, NodeChange { state: Some(NodeState::Pending), ..Default::default() }),
+            Resolution::Succeed { output } => self.set(i, NodeChange { state: Some(NodeState::Succeeded), output: Some(Some(output)), error: Some(None), finished_at: Some(Some(now)), ..Default::default() }),
+            Resolution::Fail { reason } => self.set(i, NodeChange {
+                state: Some(NodeState::Failed),
+                error: Some(Some(reason.unwrap_or_else(|| "failed by an operator after a crash".into()))),
+                finished_at: Some(Some(now)),
+                ..Default::default()
+            }),
+        }
+        let _ = reply.send(Ok(()));
+    }
+
+    fn next_wake(&self) -> Option<i64> {
+        let nodes = self.nodes.iter().filter(|n| n.state == NodeState::Waiting).filter_map(|n| n.wake_at).min();
+        match (nodes, self.record.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn finish(&mut self, state: RunState, error: Option<String>) {
+        let now = now_ms();
+        if state != RunState::Succeeded {
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].state.is_finished() {
+                    if matches!(self.nodes[i].state, NodeState::Waiting) && matches!(self.node(i).kind, NodeKind::Delay(_)) {
+                        let attempt = self.nodes[i].attempts;
+                        self.attempt_end(i, attempt, AttemptState::Cancelled, error.clone());
+                    }
+                    let s = if state == RunState::Cancelled { NodeState::Cancelled } else { NodeState::Skipped };
+                    self.set(i, NodeChange { state: Some(s), error: Some(error.clone()), wake_at: Some(None), finished_at: Some(Some(now)), ..Default::default() });
+                }
+            }
+        }
+        self.set_run(RunChange { state: Some(state), finished_at: Some(now), wake_at: Some(None), error: Some(error), ..Default::default() });
+    }
+}
+
+async fn load(inner: &Inner, id: RunId) -> Result<Option<Run>, EngineError> {
+    let Some(record) = inner.store.run(id).await? else {
+        return Ok(None);
+    };
+    let version = inner.version(record.version_id).await?;
+    let stored = inner.store.nodes(id).await?;
+    let nodes = version
+        .pipeline
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = stored.iter().find(|r| r.node_id == n.id);
+            let output = s.and_then(|r| r.output.clone());
+            let stopped = matches!(n.kind, NodeKind::Filter(_)) && matches!(output.as_ref().and_then(|o| o.get("passed")), Some(Value::Bool(false)));
+            NodeRt {
+                state: s.map_or(NodeState::Pending, |r| r.state),
+                attempts: s.map_or(0, |r| r.attempts),
+                error: s.and_then(|r| r.error.clone()),
+                wake_at: s.and_then(|r| r.wake_at),
+                output,
+                stopped,
+            }
+        })
+        .collect();
+    Ok(Some(Run { id, record, version, nodes, changes: Vec::new(), events: Vec::new() }))
+}
+
+async fn run_attempt(kind: NodeKind, ctx: NodeContext, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    let cancel = ctx.cancel.clone();
+    let fut = nodes::execute(&kind, &ctx);
+    tokio::pin!(fut);
+    let Some(limit) = timeout else {
+        return fut.await;
+    };
+    tokio::select! {
+        r = &mut fut => r,
+        () = tokio::time::sleep(limit) => {
+            ctx.log.note(&format!("timed out after {}; stopping", sluice_shared::Duration(limit))).await;
+            cancel.cancel();
+            // Let the node clean up (kill its process group) before reporting.
+            let _ = fut.await;
+            Err(NodeError::retryable(format!("timed out after {}", sluice_shared::Duration(limit))))
+        }
+    }
+}
+
+/// Drives one run until it finishes or has nothing to do for now.
+pub(crate) async fn drive(
+    inner: &Arc<Inner>,
+    id: RunId,
+    cancel: CancellationToken,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> DriverExit {
+    match drive_inner(inner, id, &cancel, commands).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            tracing::error!(run = %id, error = %e, "run driver failed; the run is left for the next start");
+            DriverExit::Done
+        }
+    }
+}
+
+async fn drive_inner(
+    inner: &Arc<Inner>,
+    id: RunId,
+    cancel: &CancellationToken,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Result<DriverExit, EngineError> {
+    let Some(mut run) = load(inner, id).await? else {
+        return Ok(DriverExit::Done);
+    };
+    if run.record.state.is_finished() {
+        return Ok(DriverExit::Done);
+    }
+    // Node attempts are stopped through this token: by a cancel, a timeout of the run, or shutdown.
+    let kill = CancellationToken::new();
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let max_active = run.version.pipeline.max_active_nodes.map_or(usize::MAX, |m| m as usize);
+    let mut grace_deadline: Option<tokio::time::Instant> = None;
+
+    if run.record.state == RunState::Queued {
+        run.set_run(RunChange { state: Some(RunState::Running), started_at: Some(now_ms()), ..Default::default() });
+        run.record.started_at = Some(now_ms());
+    } else if run.record.state == RunState::Waiting {
+        run.set_run(RunChange { state: Some(RunState::Running), wake_at: Some(None), ..Default::default() });
+    }
+
+    loop {
+        while let Ok(cmd) = commands.try_recv() {
+            run.apply_command(cmd);
+        }
+        let now = now_ms();
+        if cancel.is_cancelled() {
+            kill.cancel();
+            while let Some(done) = running.join_next().await {
+                if let Ok((i, attempt, result)) = done {
+                    run.complete(inner, i, attempt, result, true);
+                }
+            }
+            run.finish(RunState::Cancelled, Some("cancelled".into()));
+            run.flush(inner).await?;
+            return Ok(DriverExit::Done);
+        }
+        if run.record.deadline.is_some_and(|d| d <= now) {
+            kill.cancel();
+            while let Some(done) = running.join_next().await {
+                if let Ok((i, attempt, result)) = done {
+                    run.complete(inner, i, attempt, result, true);
+                }
+            }
+            let limit = run.version.pipeline.timeout.map_or_else(String::new, |t| format!(" after {t}"));
+            run.finish(RunState::Failed, Some(format!("run timed out{limit}")));
+            run.flush(inner).await?;
+            return Ok(DriverExit::Done);
+        }
+        let stopping = inner.shutdown.is_cancelled();
+        if stopping && grace_deadline.is_none() {
+            grace_deadline = Some(tokio::time::Instant::now() + inner.opts.shutdown_grace);
+        }
+
+        // Start what can start (instant kinds complete right here). An attempt
+        // is committed as started before its work begins, so a crash can never
+        // hide an execution from the next start.
+        let mut to_spawn: Vec<(usize, u32, Node, NodeContext)> = Vec::new();
+        if !stopping {
+            loop {
+                let ready = run.ready(inner, now_ms());
+                let mut progressed = false;
+                for i in ready {
+                    if running.len() + to_spawn.len() >= max_active {
+                        break;
+                    }
+                    let attempt = run.nodes[i].attempts + 1;
+                    let node = run.node(i).clone();
+                    if nodes::is_instant(&node.kind) {
+                        let ctx = run.node_context(inner, i, attempt, kill.child_token());
+                        run.set(i, NodeChange { attempts: Some(attempt), started_at: Some(now_ms()), ..Default::default() });
+                        if matches!(node.kind, NodeKind::Delay(_)) {
+                            run.attempt_start(i, attempt);
+                        }
+                        let result = nodes::execute(&node.kind, &ctx).await;
+                        run.complete(inner, i, attempt, result, false);
+                        progressed = true;
+                    } else {
+                        run.attempt_start(i, attempt);
+                        run.set(i, NodeChange { state: Some(NodeState::Running), attempts: Some(attempt), started_at: Some(now_ms()), wake_at: Some(None), ..Default::default() });
+                        let ctx = run.node_context(inner, i, attempt, kill.child_token());
+                        to_spawn.push((i, attempt, node, ctx));
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+        run.flush(inner).await?;
+        for (i, attempt, node, ctx) in to_spawn {
+            let workers = Arc::clone(&inner.workers);
+            let timeout = node.timeout.map(|t| t.std());
+            running.spawn(async move {
+                let Ok(_permit) = workers.acquire_owned().await else {
+                    return (i, attempt, Err(NodeError::fatal("the engine is stopping")));
+                };
+                let result = run_attempt(node.kind, ctx, timeout).await;
+                (i, attempt, result)
+            });
+        }
+
+        if running.is_empty() {
+            if stopping {
+                return Ok(DriverExit::Stopped);
+            }
+            if run.nodes.iter().all(|n| n.state.is_finished()) {
+                let failed = run.version.order.iter().copied().find(|&i| run.nodes[i].state == NodeState::Failed);
+                match failed {
+                    Some(i) => {
+                        let err = format!("node '{}' failed: {}", run.node(i).id, run.nodes[i].error.clone().unwrap_or_default());
+                        run.finish(RunState::Failed, Some(err));
+                    }
+                    None => run.finish(RunState::Succeeded, None),
+                }
+                run.flush(inner).await?;
+                return Ok(DriverExit::Done);
+            }
+            let waiting = run.nodes.iter().any(|n| matches!(n.state, NodeState::Waiting | NodeState::NeedsDecision));
+            if waiting {
+                let wake = run.next_wake();
+                if wake.is_none_or(|w| w > now_ms()) && commands.is_empty() {
+                    run.set_run(RunChange { state: Some(RunState::Waiting), wake_at: Some(wake), ..Default::default() });
+                    run.flush(inner).await?;
+                    return Ok(DriverExit::Waiting(wake));
+                }
+                continue;
+            }
+            // Pending nodes with nothing running and nothing waiting cannot happen in a DAG;
+            // refuse to spin.
+            run.finish(RunState::Failed, Some("internal error: run cannot make progress".into()));
+            run.flush(inner).await?;
+            return Ok(DriverExit::Done);
+        }
+
+        // Wait for a completion, a command, a cancel, a wake-up or the end of the grace period.
+        let wake_in = run
+            .next_wake()
+            .map(|w| Duration::from_millis(u64::try_from(w - now_ms()).unwrap_or(0)));
+        let sleep = tokio::time::sleep(wake_in.unwrap_or(Duration::from_secs(3600)));
+        let grace = async {
+            match grace_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = running.join_next() => {
+                if let Some(Ok((i, attempt, result))) = done {
+                    if inner.shutdown.is_cancelled() && kill.is_cancelled() {
+                        // Stopped by shutdown: leave the attempt recorded as running for the next start.
+                        continue;
+                    }
+                    run.complete(inner, i, attempt, result, false);
+                }
+            }
+            Some(cmd) = commands.recv() => run.apply_command(cmd),
+            () = cancel.cancelled() => {}
+            () = sleep => {}
+            () = inner.shutdown.cancelled(), if grace_deadline.is_none() => {}
+            () = grace => {
+                kill.cancel();
+                while running.join_next().await.is_some() {}
+                return Ok(DriverExit::Stopped);
+            }
+        }
+    }
+}

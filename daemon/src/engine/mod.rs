@@ -1,0 +1,545 @@
+//! The engine: turns accepted triggers into committed runs and drives each
+//! run's DAG to the end. Ready nodes go to a bounded pool of workers; a run
+//! whose nodes all wait (delays, backoffs, decisions) holds no task — its next
+//! deadline sits in a timer map and is rebuilt from the store at start.
+
+mod backoff;
+mod context;
+mod driver;
+mod recovery;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sluice_shared::Pipeline;
+use sluice_shared::event::Event;
+use sluice_shared::graph::{Graph, Upstream};
+use sluice_shared::run::{LogLine, Resolution, RetryMode, RunId, RunState, TriggerInfo, TriggerKind};
+use sluice_shared::template::TemplateEngine;
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::secrets::{Redactor, Secrets};
+use crate::store::{NewNode, NewRun, RunRecord, Store, StoreError, VersionId};
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Node attempts executing at once across all runs.
+    pub workers: usize,
+    /// Where `sluice-node-<kind>` executables live.
+    pub plugins_dir: PathBuf,
+    /// Environment every child process starts with (PATH and the like).
+    pub base_env: Vec<(String, String)>,
+    /// How long running nodes may finish after a stop is asked for.
+    pub shutdown_grace: Duration,
+    /// How often to look for runs queued by other processes (`sluiced submit`); `None`: never.
+    pub poll_interval: Option<Duration>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            workers: 16,
+            plugins_dir: PathBuf::from("/usr/lib/sluice/plugins"),
+            base_env: default_base_env(),
+            shutdown_grace: Duration::from_secs(30),
+            poll_interval: None,
+        }
+    }
+}
+
+/// PATH, LANG and HOME from the daemon's environment; nothing else.
+pub fn default_base_env() -> Vec<(String, String)> {
+    let mut env = vec![(
+        "PATH".to_owned(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
+    )];
+    for name in ["LANG", "HOME", "TZ"] {
+        if let Ok(v) = std::env::var(name) {
+            env.push((name.to_owned(), v));
+        }
+    }
+    env
+}
+
+/// Why the engine refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Inputs do not fit the pipeline.
+    #[error("invalid inputs: {0}")]
+    Input(String),
+    /// No such run.
+    #[error("run {0} not found")]
+    NotFound(RunId),
+    /// The request does not fit the run's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine is shutting down.
+    #[error("the engine is stopping")]
+    Stopping,
+    /// Setting up failed.
+    #[error("cannot start the engine: {0}")]
+    Setup(String),
+}
+
+pub(crate) enum Command {
+    Resolve(String, Resolution, oneshot::Sender<Result<(), EngineError>>),
+}
+
+struct DriverHandle {
+    cancel: CancellationToken,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// How a driver stopped.
+pub(crate) enum DriverExit {
+    /// The run finished (or cannot be driven).
+    Done,
+    /// Nothing to do until `wake_at` (or a command, when `None`).
+    Waiting(Option<i64>),
+    /// The daemon is stopping; in-flight attempts stay recorded as running.
+    Stopped,
+}
+
+/// A pipeline version with its graph, shared by every run of that version.
+pub(crate) struct LoadedVersion {
+    pub pipeline: Pipeline,
+    pub version: i64,
+    pub graph: Graph,
+    pub upstream: Vec<Upstream>,
+    pub order: Vec<usize>,
+}
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub events: broadcast::Sender<Event>,
+    pub templates: Arc<TemplateEngine>,
+    pub secrets_json: Value,
+    pub redactor: Arc<Redactor>,
+    pub http: reqwest::Client,
+    pub workers: Arc<Semaphore>,
+    pub logs: mpsc::Sender<LogLine>,
+    pub opts: EngineOptions,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    drivers: Mutex<HashMap<RunId, DriverHandle>>,
+    timers: mpsc::UnboundedSender<(i64, RunId)>,
+    versions: Mutex<HashMap<VersionId, Arc<LoadedVersion>>>,
+}
+
+/// Handle to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Checks `given` inputs against the pipeline's declarations and fills defaults.
+pub fn resolve_inputs(pipeline: &Pipeline, given: &Map<String, Value>) -> Result<Value, EngineError> {
+    let mut out = Map::new();
+    for (name, value) in given {
+        let Some(spec) = pipeline.inputs.get(name) else {
+            let declared: Vec<&str> = pipeline.inputs.keys().map(String::as_str).collect();
+            let hint = sluice_shared::suggest::did_you_mean(name, declared.iter().copied())
+                .map_or_else(|| format!(" (declared: {})", if declared.is_empty() { "none".into() } else { declared.join(", ") }), |h| format!(" ({h})"));
+            return Err(EngineError::Input(format!("unknown input '{name}'{hint}")));
+        };
+        if !spec.ty.accepts(value) {
+            return Err(EngineError::Input(format!("input '{name}' must be {}", spec.ty.with_article())));
+        }
+        if !spec.choices.is_empty() && !spec.choices.contains(value) {
+            return Err(EngineError::Input(format!("input '{name}' is not one of its choices")));
+        }
+        out.insert(name.clone(), value.clone());
+    }
+    for (name, spec) in &pipeline.inputs {
+        if !out.contains_key(name) {
+            match &spec.default {
+                Some(d) => {
+                    out.insert(name.clone(), d.clone());
+                }
+                None => return Err(EngineError::Input(format!("required input '{name}' is missing"))),
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// Commits a queued run of `pipeline` without executing it (a running daemon
+/// on the same store picks it up). Returns once the run is durable.
+pub async fn enqueue(
+    store: &Store,
+    pipeline: &Pipeline,
+    source: Option<&Path>,
+    inputs: &Map<String, Value>,
+    trigger: TriggerInfo,
+) -> Result<RunId, EngineError> {
+    let inputs = resolve_inputs(pipeline, inputs)?;
+    let version_id = store.save_version(pipeline, source).await?;
+    let deadline = pipeline.timeout.map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
+    let run = store
+        .create_run(NewRun {
+            pipeline: pipeline.name.clone(),
+            version_id,
+            trigger,
+            inputs,
+            retry_of: None,
+            deadline,
+            nodes: pipeline.nodes.iter().map(|n| NewNode { id: n.id.clone(), reused: None }).collect(),
+        })
+        .await?;
+    Ok(run)
+}
+
+impl Engine {
+    /// Starts the engine's background tasks (log writer, timers, queue poller).
+    pub fn start(store: Store, secrets: &Secrets, opts: EngineOptions) -> Result<Self, EngineError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| EngineError::Setup(format!("HTTP client: {e}")))?;
+        let (events, _) = broadcast::channel(4096);
+        let (log_tx, log_rx) = mpsc::channel(8192);
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let inner = Arc::new(Inner {
+            store,
+            events,
+            templates: Arc::new(TemplateEngine::new()),
+            secrets_json: secrets.as_json(),
+            redactor: Arc::new(secrets.redactor()),
+            http,
+            workers: Arc::new(Semaphore::new(opts.workers.max(1))),
+            logs: log_tx,
+            opts,
+            shutdown: shutdown.clone(),
+            tracker,
+            drivers: Mutex::new(HashMap::new()),
+            timers: timer_tx,
+            versions: Mutex::new(HashMap::new()),
+        });
+        // Background tasks run outside the tracker: they must outlive the drivers' drain.
+        tokio::spawn(log_pump(inner.store.clone(), inner.events.clone(), log_rx));
+        tokio::spawn(timer_loop(Arc::downgrade(&inner), timer_rx, shutdown.clone()));
+        if let Some(every) = inner.opts.poll_interval {
+            tokio::spawn(poll_queued(Arc::downgrade(&inner), every, shutdown));
+        }
+        Ok(Self { inner })
+    }
+
+    /// The store the engine writes to.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Receives every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Picks up unfinished runs after a start: queued runs start, waiting runs
+    /// keep their deadlines, interrupted attempts are retried or held for a decision.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        recovery::recover(&self.inner).await
+    }
+
+    /// Accepts a run: commits it, then starts it. The id is durable on return.
+    pub async fn submit(
+        &self,
+        pipeline: &Pipeline,
+        source: Option<&Path>,
+        inputs: &Map<String, Value>,
+        trigger: TriggerInfo,
+    ) -> Result<RunId, EngineError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(EngineError::Stopping);
+        }
+        let run = enqueue(&self.inner.store, pipeline, source, inputs, trigger).await?;
+        let _ = self.inner.events.send(Event::RunCreated { run, pipeline: pipeline.name.clone() });
+        self.inner.spawn_driver(run, false);
+        Ok(run)
+    }
+
+    /// Cancels a run: running nodes are stopped (process groups killed), the rest marked cancelled.
+    pub async fn cancel(&self, run: RunId) -> Result<(), EngineError> {
+        let record = self.inner.store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+        if record.state.is_finished() {
+            return Err(EngineError::Conflict(format!("run {run} already {}", record.state)));
+        }
+        self.inner.spawn_driver(run, true);
+        Ok(())
+    }
+
+    /// Retries a finished run as a new run linked to it. `Failed` reuses the
+    /// outputs of nodes that succeeded; `All` runs everything again.
+    pub async fn retry(&self, run: RunId, mode: RetryMode, user: Option<String>) -> Result<RunId, EngineError> {
+        let record = self.inner.store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+        if !record.state.is_finished() {
+            return Err(EngineError::Conflict(format!("run {run} is still {}; cancel it first", record.state)));
+        }
+        let nodes = self.inner.store.nodes(run).await?;
+        let version = self.inner.version(record.version_id).await?;
+        let reused: HashMap<String, Value> = match mode {
+            RetryMode::All => HashMap::new(),
+            RetryMode::Failed => nodes
+                .into_iter()
+                .filter(|n| n.state == sluice_shared::run::NodeState::Succeeded)
+                .map(|n| (n.node_id, n.output.unwrap_or(Value::Null)))
+                .collect(),
+        };
+        let deadline = version.pipeline.timeout.map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
+        let trigger = TriggerInfo {
+            kind: TriggerKind::Retry,
+            user: user.or(record.trigger.user.clone()),
+            details: serde_json::json!({ "retry_of": run.0, "mode": mode, "original": record.trigger }),
+        };
+        let new = self
+            .inner
+            .store
+            .create_run(NewRun {
+                pipeline: record.pipeline.clone(),
+                version_id: record.version_id,
+                trigger,
+                inputs: record.inputs.clone(),
+                retry_of: Some(run),
+                deadline,
+                nodes: version
+                    .pipeline
+                    .nodes
+                    .iter()
+                    .map(|n| NewNode {
+                        id: n.id.clone(),
+                        reused: reused.get(&n.id).map(|o| (run, o.clone())),
+                    })
+                    .collect(),
+            })
+            .await?;
+        let _ = self.inner.events.send(Event::RunCreated { run: new, pipeline: record.pipeline });
+        self.inner.spawn_driver(new, false);
+        Ok(new)
+    }
+
+    /// Resolves a node held in `needs_decision` after a crash.
+    pub async fn resolve(&self, run: RunId, node: &str, resolution: Resolution) -> Result<(), EngineError> {
+        let record = self.inner.store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+        if record.state.is_finished() {
+            return Err(EngineError::Conflict(format!("run {run} already {}", record.state)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let handle = self.inner.spawn_driver(run, false).ok_or(EngineError::Stopping)?;
+        handle
+            .send(Command::Resolve(node.to_owned(), resolution, tx))
+            .map_err(|_| EngineError::Stopping)?;
+        rx.await.map_err(|_| EngineError::Stopping)?
+    }
+
+    /// Waits until `run` has finished and returns its record.
+    pub async fn wait(&self, run: RunId) -> Result<RunRecord, EngineError> {
+        let mut events = self.inner.events.subscribe();
+        loop {
+            let record = self.inner.store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+            if record.state.is_finished() {
+                return Ok(record);
+            }
+            loop {
+                match events.recv().await {
+                    Ok(Event::RunState { run: r, state, .. }) if r == run && state.is_finished() => break,
+                    Ok(_) => {}
+                    // Missed events: look at the store again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Err(EngineError::Stopping),
+                }
+            }
+        }
+    }
+
+    /// Stops: no new work; running nodes get the grace period, then are stopped
+    /// and left to be retried on the next start. Everything committed stays.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        let grace = self.inner.opts.shutdown_grace + Duration::from_secs(5);
+        let _ = tokio::time::timeout(grace, self.inner.tracker.wait()).await;
+        let _ = self.inner.store.flush().await;
+    }
+
+    /// Runs currently driven by a task (not waiting).
+    pub fn active_runs(&self) -> usize {
+        self.inner.drivers.lock().map_or(0, |d| d.len())
+    }
+}
+
+impl Inner {
+    /// Starts a driver for `run` unless one is active; returns its command channel.
+    pub(crate) fn spawn_driver(self: &Arc<Self>, run: RunId, cancel: bool) -> Option<mpsc::UnboundedSender<Command>> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        let mut drivers = self.drivers.lock().ok()?;
+        if let Some(h) = drivers.get(&run) {
+            if cancel {
+                h.cancel.cancel();
+            }
+            return Some(h.commands.clone());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let token = CancellationToken::new();
+        if cancel {
+            token.cancel();
+        }
+        drivers.insert(run, DriverHandle { cancel: token.clone(), commands: tx.clone() });
+        drop(drivers);
+        let inner = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let mut rx = rx;
+            let exit = driver::drive(&inner, run, token, &mut rx).await;
+            inner.driver_exited(run, rx, exit);
+        });
+        Some(tx)
+    }
+
+    fn driver_exited(self: &Arc<Self>, run: RunId, mut rx: mpsc::UnboundedReceiver<Command>, exit: DriverExit) {
+        if let Ok(mut drivers) = self.drivers.lock() {
+            drivers.remove(&run);
+        }
+        rx.close();
+        let mut pending = Vec::new();
+        while let Ok(cmd) = rx.try_recv() {
+            pending.push(cmd);
+        }
+        match exit {
+            DriverExit::Waiting(wake) => {
+                if let Some(at) = wake {
+                    let _ = self.timers.send((at, run));
+                }
+                // Commands that arrived while the driver decided to stop go to a new one.
+                if !pending.is_empty()
+                    && let Some(tx) = self.spawn_driver(run, false)
+                {
+                    for cmd in pending {
+                        let _ = tx.send(cmd);
+                    }
+                    return;
+                }
+            }
+            DriverExit::Done | DriverExit::Stopped => {}
+        }
+        for Command::Resolve(node, _, reply) in pending {
+            let _ = reply.send(Err(EngineError::Conflict(format!("node '{node}' of run {run} cannot be resolved now"))));
+        }
+    }
+
+    /// The stored version with its graph (cached).
+    pub(crate) async fn version(&self, id: VersionId) -> Result<Arc<LoadedVersion>, EngineError> {
+        if let Some(v) = self.versions.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(v);
+        }
+        let (pipeline, version) = self.store.version(id).await?;
+        let graph = Graph::new(pipeline.nodes.iter().map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))));
+        let order = graph
+            .topo_order()
+            .map_err(|cycle| EngineError::Conflict(format!("stored pipeline has a cycle: {}", cycle.join(" -> "))))?;
+        let upstream = graph.upstream_sets();
+        let loaded = Arc::new(LoadedVersion { pipeline, version, graph, upstream, order });
+        if let Ok(mut m) = self.versions.lock() {
+            m.insert(id, Arc::clone(&loaded));
+        }
+        Ok(loaded)
+    }
+
+    pub(crate) fn publish(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+}
+
+/// Stores log lines in batches and announces each one.
+async fn log_pump(store: Store, events: broadcast::Sender<Event>, mut rx: mpsc::Receiver<LogLine>) {
+    let mut batch = Vec::with_capacity(512);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(l) => batch.push(l),
+                Err(_) => break,
+            }
+        }
+        for l in &batch {
+            let _ = events.send(Event::Log {
+                run: l.run,
+                node: l.node.clone(),
+                attempt: l.attempt,
+                stream: l.stream.clone(),
+                line: l.line.clone(),
+            });
+        }
+        if let Err(e) = store.append_logs(std::mem::take(&mut batch)).await {
+            tracing::error!(error = %e, "cannot store log lines");
+        }
+    }
+}
+
+/// Wakes waiting runs at their deadlines. Sleeps at most a minute at a time so
+/// a wall-clock jump is noticed.
+async fn timer_loop(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<(i64, RunId)>, shutdown: CancellationToken) {
+    let mut due: BTreeSet<(i64, RunId)> = BTreeSet::new();
+    loop {
+        let now = now_ms();
+        while let Some(&(at, run)) = due.first() {
+            if at > now {
+                break;
+            }
+            due.pop_first();
+            let Some(inner) = inner.upgrade() else { return };
+            inner.spawn_driver(run, false);
+        }
+        let wait_ms = due.first().map_or(60_000, |(at, _)| (at - now).clamp(0, 60_000));
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(entry) => { due.insert(entry); }
+                None => return,
+            },
+            () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Starts runs that other processes queued in the store.
+async fn poll_queued(inner: Weak<Inner>, every: Duration, shutdown: CancellationToken) {
+    let mut last = RunId(0);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        match inner.store.queued_after(last, 1000).await {
+            Ok(ids) => {
+                for id in ids {
+                    last = last.max(id);
+                    inner.spawn_driver(id, false);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for queued runs"),
+        }
+    }
+}
+
+/// Whether a run state means a driver has work.
+pub(crate) fn needs_driver(state: RunState) -> bool {
+    matches!(state, RunState::Queued | RunState::Running)
+}

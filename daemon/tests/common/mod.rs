@@ -1,0 +1,116 @@
+//! Test fixture: a real engine on a temp SQLite file, and helpers to wait on
+//! conditions with a deadline (never sleeps as synchronisation).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sluice_daemon::engine::{Engine, EngineOptions};
+use sluice_daemon::secrets::Secrets;
+use sluice_daemon::store::{Durability, Store};
+use sluice_shared::Pipeline;
+use sluice_shared::event::Event;
+use sluice_shared::run::{RunId, TriggerInfo};
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub engine: Engine,
+    pub store: Store,
+    pub secrets: Secrets,
+}
+
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join("sluice.db")
+}
+
+pub fn options(dir: &Path) -> EngineOptions {
+    EngineOptions {
+        workers: 8,
+        plugins_dir: dir.join("plugins"),
+        shutdown_grace: Duration::from_millis(0),
+        ..EngineOptions::default()
+    }
+}
+
+impl Fixture {
+    pub async fn new() -> Self {
+        Self::with_secrets(BTreeMap::new()).await
+    }
+
+    pub async fn with_secrets(secrets: BTreeMap<String, String>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&db_path(dir.path()), Durability::Full).await.expect("store");
+        let secrets = Secrets::from_map(secrets);
+        let engine = Engine::start(store.clone(), &secrets, options(dir.path())).expect("engine");
+        Self { dir, engine, store, secrets }
+    }
+
+    /// A new engine on the same state directory, as after a restart.
+    pub async fn restart(&mut self) {
+        self.engine.shutdown().await;
+        let store = Store::open(&db_path(self.dir.path()), Durability::Full).await.expect("store");
+        self.engine = Engine::start(store.clone(), &self.secrets, options(self.dir.path())).expect("engine");
+        self.store = store;
+        self.engine.recover().await.expect("recover");
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub async fn submit(&self, pipeline: &Pipeline, inputs: Value) -> RunId {
+        let inputs: Map<String, Value> = inputs.as_object().cloned().unwrap_or_default();
+        self.engine
+            .submit(pipeline, None, &inputs, TriggerInfo::manual(Some("tester".into())))
+            .await
+            .expect("submit")
+    }
+}
+
+pub fn pipeline(name: &str, yaml: &str) -> Pipeline {
+    let f = sluice_shared::load_source(Path::new(&format!("{name}.yaml")), yaml, &Default::default());
+    assert!(f.is_valid(), "{:#?}", f.diagnostics);
+    f.pipeline.expect("pipeline")
+}
+
+/// Polls `check` until it returns `Some`, failing after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for an event matching `pred` on `rx`, failing after `secs` seconds.
+pub async fn next_event<F>(rx: &mut tokio::sync::broadcast::Receiver<Event>, secs: u64, mut pred: F) -> Event
+where
+    F: FnMut(&Event) -> bool,
+{
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(secs), wait).await.expect("timed out waiting for an event")
+}
+
+/// Whether a process exists.
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
