@@ -220,13 +220,17 @@ impl Paths {
         let root = unsafe { libc::geteuid() } == 0;
         let home = env_path("HOME").unwrap_or_else(|| PathBuf::from("/tmp"));
         let xdg = |var: &str, fallback: &str| env_path(var).unwrap_or_else(|| home.join(fallback));
-        let state_dir = self.state_dir.clone().or_else(|| env_path("STATE_DIRECTORY")).unwrap_or_else(|| {
-            if root {
-                PathBuf::from("/var/lib/sluice")
-            } else {
-                xdg("XDG_STATE_HOME", ".local/state").join("sluice")
-            }
-        });
+        let state_dir = self
+            .state_dir
+            .clone()
+            .or_else(|| env_path("STATE_DIRECTORY"))
+            .unwrap_or_else(|| {
+                if root {
+                    PathBuf::from("/var/lib/sluice")
+                } else {
+                    xdg("XDG_STATE_HOME", ".local/state").join("sluice")
+                }
+            });
         let config_dir = env_path("CONFIGURATION_DIRECTORY").unwrap_or_else(|| {
             if root {
                 PathBuf::from("/etc/sluice")
@@ -243,8 +247,10 @@ impl Paths {
                 if root {
                     PathBuf::from("/run/sluice/sluice.sock")
                 } else {
-                    env_path("XDG_RUNTIME_DIR")
-                        .map_or_else(|| state_dir.join("sluice.sock"), |d| d.join("sluice/sluice.sock"))
+                    env_path("XDG_RUNTIME_DIR").map_or_else(
+                        || state_dir.join("sluice.sock"),
+                        |d| d.join("sluice/sluice.sock"),
+                    )
                 }
             });
         let plugins = self.plugins.clone().unwrap_or_else(|| {
@@ -255,8 +261,14 @@ impl Paths {
             }
         });
         ResolvedPaths {
-            pipelines: self.pipelines.clone().unwrap_or_else(|| config_dir.join("pipelines")),
-            secrets: self.secrets.clone().unwrap_or_else(|| config_dir.join("secrets.toml")),
+            pipelines: self
+                .pipelines
+                .clone()
+                .unwrap_or_else(|| config_dir.join("pipelines")),
+            secrets: self
+                .secrets
+                .clone()
+                .unwrap_or_else(|| config_dir.join("secrets.toml")),
             credentials: env_path("CREDENTIALS_DIRECTORY"),
             state_dir,
             socket,
@@ -295,7 +307,12 @@ rate = "60/min"
 
     #[test]
     fn unknown_keys_are_errors_with_a_line() {
-        let err = Config::parse("[engine]\nworkerz = 3\n", Path::new("s.toml")).unwrap_err().to_string();
-        assert!(err.contains("s.toml: line 2") && err.contains("workerz"), "{err}");
+        let err = Config::parse("[engine]\nworkerz = 3\n", Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("s.toml: line 2") && err.contains("workerz"),
+            "{err}"
+        );
     }
 }

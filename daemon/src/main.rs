@@ -73,10 +73,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluiced: error: cannot start the runtime: {e}");
@@ -139,7 +144,10 @@ async fn open_store(s: &Settings) -> anyhow::Result<Store> {
 }
 
 fn load_secrets(s: &Settings) -> anyhow::Result<Secrets> {
-    Ok(Secrets::load(s.paths.credentials.as_deref(), Some(&s.paths.secrets))?)
+    Ok(Secrets::load(
+        s.paths.credentials.as_deref(),
+        Some(&s.paths.secrets),
+    )?)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -152,7 +160,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&s.paths.state_dir).with_context(|| format!("creating {}", s.paths.state_dir.display()))?;
+    std::fs::create_dir_all(&s.paths.state_dir)
+        .with_context(|| format!("creating {}", s.paths.state_dir.display()))?;
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = open_store(s).await?;
     let secrets = load_secrets(s)?;
@@ -181,8 +190,11 @@ async fn wait_for_stop() -> anyhow::Result<()> {
 fn parse_inputs(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut map = Map::new();
     for pair in pairs {
-        let (k, v) = pair.split_once('=').ok_or_else(|| anyhow!("--input '{pair}': expected NAME=VALUE"))?;
-        let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input '{pair}': expected NAME=VALUE"))?;
+        let value =
+            serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_owned()));
         map.insert(k.to_owned(), value);
     }
     Ok(map)
@@ -192,7 +204,10 @@ fn load_pipeline(s: &Settings, file: &Path) -> anyhow::Result<Option<Pipeline>> 
     let opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
     // Load the file's directory too, so a `template:` can be resolved.
     let mut paths = vec![file.to_owned()];
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && d.is_dir()) {
+    if let Some(dir) = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && d.is_dir())
+    {
         paths = vec![dir.to_owned()];
     }
     let set = sluice_shared::load_paths(&paths, &opts);
@@ -215,7 +230,10 @@ fn load_pipeline(s: &Settings, file: &Path) -> anyhow::Result<Option<Pipeline>> 
         return Ok(None);
     }
     if entry.kind == sluice_shared::loader::FileKind::Template {
-        bail!("{} is a template; run a file that instantiates it", file.display());
+        bail!(
+            "{} is a template; run a file that instantiates it",
+            file.display()
+        );
     }
     Ok(entry.pipeline)
 }
@@ -230,7 +248,14 @@ async fn submit(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let inputs = parse_inputs(&args.inputs)?;
     let store = open_store(s).await?;
-    let run = sluice_daemon::engine::enqueue(&store, &pipeline, Some(&args.file), &inputs, TriggerInfo::manual(current_user())).await?;
+    let run = sluice_daemon::engine::enqueue(
+        &store,
+        &pipeline,
+        Some(&args.file),
+        &inputs,
+        TriggerInfo::manual(current_user()),
+    )
+    .await?;
     store.flush().await?;
     if args.json {
         println!("{}", serde_json::json!({ "run": run.0, "state": "queued" }));
@@ -245,12 +270,20 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     };
     let inputs = parse_inputs(&args.inputs)?;
-    std::fs::create_dir_all(&s.paths.state_dir).with_context(|| format!("creating {}", s.paths.state_dir.display()))?;
+    std::fs::create_dir_all(&s.paths.state_dir)
+        .with_context(|| format!("creating {}", s.paths.state_dir.display()))?;
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = open_store(s).await?;
     let secrets = load_secrets(s)?;
     let engine = Engine::start(store.clone(), &secrets, engine_options(s, false))?;
-    let run = engine.submit(&pipeline, Some(&args.file), &inputs, TriggerInfo::manual(current_user())).await?;
+    let run = engine
+        .submit(
+            &pipeline,
+            Some(&args.file),
+            &inputs,
+            TriggerInfo::manual(current_user()),
+        )
+        .await?;
     let record = tokio::select! {
         r = engine.wait(run) => r?,
         r = wait_for_stop() => {
@@ -278,10 +311,29 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{run} {} {}", record.pipeline, record.state);
         let mut widths = BTreeMap::new();
-        widths.insert("id", nodes.iter().map(|n| n.node_id.len()).max().unwrap_or(2).max(4));
+        widths.insert(
+            "id",
+            nodes
+                .iter()
+                .map(|n| n.node_id.len())
+                .max()
+                .unwrap_or(2)
+                .max(4),
+        );
         for n in &nodes {
-            let output = n.output.as_ref().map(|o| truncate(&o.to_string(), 60)).unwrap_or_default();
-            println!("  {:<w$}  {:<9}  {:>2}  {}", n.node_id, n.state.as_str(), n.attempts, output, w = widths["id"]);
+            let output = n
+                .output
+                .as_ref()
+                .map(|o| truncate(&o.to_string(), 60))
+                .unwrap_or_default();
+            println!(
+                "  {:<w$}  {:<9}  {:>2}  {}",
+                n.node_id,
+                n.state.as_str(),
+                n.attempts,
+                output,
+                w = widths["id"]
+            );
             if let Some(e) = &n.error
                 && n.state != sluice_shared::run::NodeState::Succeeded
             {
@@ -293,7 +345,11 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     engine.shutdown().await;
-    Ok(if record.state == RunState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if record.state == RunState::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds it.
-    #[error("the state directory {path} is in use by another sluiced (pid {pid}); stop it first, or use `sluiced submit` to queue work for it")]
+    #[error(
+        "the state directory {path} is in use by another sluiced (pid {pid}); stop it first, or use `sluiced submit` to queue work for it"
+    )]
     Busy {
         /// The directory.
         path: PathBuf,
@@ -44,13 +46,19 @@ impl StateLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|source| LockError::Io { path: path.clone(), source })?;
+            .map_err(|source| LockError::Io {
+                path: path.clone(),
+                source,
+            })?;
         // SAFETY: flock on a valid open descriptor; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
-            return Err(LockError::Busy { path: state_dir.to_owned(), pid: pid.trim().to_owned() });
+            return Err(LockError::Busy {
+                path: state_dir.to_owned(),
+                pid: pid.trim().to_owned(),
+            });
         }
         let _ = file.set_len(0);
         let _ = file.rewind();

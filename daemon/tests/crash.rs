@@ -16,14 +16,21 @@ use sluice_shared::run::{AttemptState, NodeState, RunState};
 
 fn sluiced(state: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluiced"));
-    cmd.arg("--state-dir").arg(state).arg("--socket").arg(state.join("sluice.sock"));
+    cmd.arg("--state-dir")
+        .arg(state)
+        .arg("--socket")
+        .arg(state.join("sluice.sock"));
     cmd.env("SLUICE_LOG", "warn");
     cmd
 }
 
 /// Starts the daemon and waits for its ready line.
 fn start(state: &Path) -> Child {
-    let mut child = sluiced(state).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn sluiced");
+    let mut child = sluiced(state)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn sluiced");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     loop {
@@ -39,8 +46,18 @@ fn start(state: &Path) -> Child {
 }
 
 fn submit(state: &Path, file: &Path, n: u32) {
-    let out = sluiced(state).arg("submit").arg(file).arg("-i").arg(format!("n={n}")).output().expect("submit");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sluiced(state)
+        .arg("submit")
+        .arg(file)
+        .arg("-i")
+        .arg(format!("n={n}"))
+        .output()
+        .expect("submit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +67,12 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
     std::fs::create_dir_all(&state).unwrap();
     let ledger = dir.path().join("ledger");
     let file = dir.path().join("work.yaml");
-    let append = |node: &str, pause: &str| format!("echo \\\"{{{{ run.id }}}} {node}\\\" >> {}; sleep {pause}", ledger.display());
+    let append = |node: &str, pause: &str| {
+        format!(
+            "echo \\\"{{{{ run.id }}}} {node}\\\" >> {}; sleep {pause}",
+            ledger.display()
+        )
+    };
     std::fs::write(
         &file,
         format!(
@@ -66,13 +88,21 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
         submit(&state, &file, n);
     }
     let mut daemon = start(&state);
-    let store = Store::open(&state.join("sluice.db"), Durability::Full).await.unwrap();
+    let store = Store::open(&state.join("sluice.db"), Durability::Full)
+        .await
+        .unwrap();
     // Wait until work is in flight: some node running and some run waiting on its delay.
     eventually(60, "nodes running and delays waiting", || async {
         let runs = store.runs(None, 100).await.unwrap();
         let mut running = 0;
         for r in &runs {
-            running += store.nodes(r.id).await.unwrap().iter().filter(|n| n.state == NodeState::Running).count();
+            running += store
+                .nodes(r.id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|n| n.state == NodeState::Running)
+                .count();
         }
         let waiting = runs.iter().filter(|r| r.state == RunState::Waiting).count();
         (running > 0 && waiting > 0).then_some(())
@@ -104,15 +134,42 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
         let nodes = store.nodes(r.id).await.unwrap();
         let attempts = store.attempts(r.id).await.unwrap();
         for n in &nodes {
-            assert_eq!(n.state, NodeState::Succeeded, "run {} node {}", r.id, n.node_id);
+            assert_eq!(
+                n.state,
+                NodeState::Succeeded,
+                "run {} node {}",
+                r.id,
+                n.node_id
+            );
             let mine: Vec<_> = attempts.iter().filter(|a| a.node_id == n.node_id).collect();
-            assert_eq!(mine.len() as u32, n.attempts, "every attempt of {} in run {} is recorded", n.node_id, r.id);
+            assert_eq!(
+                mine.len() as u32,
+                n.attempts,
+                "every attempt of {} in run {} is recorded",
+                n.node_id,
+                r.id
+            );
             assert_eq!(mine.last().map(|a| a.state), Some(AttemptState::Succeeded));
-            assert!(mine.iter().all(|a| a.finished_at.is_some()), "no attempt left open");
-            interrupted += mine.iter().filter(|a| a.state == AttemptState::Interrupted).count();
+            assert!(
+                mine.iter().all(|a| a.finished_at.is_some()),
+                "no attempt left open"
+            );
+            interrupted += mine
+                .iter()
+                .filter(|a| a.state == AttemptState::Interrupted)
+                .count();
             if ["first", "second", "side"].contains(&n.node_id.as_str()) {
-                let executed = ledger.lines().filter(|l| *l == format!("{} {}", r.id.0, n.node_id)).count();
-                assert!(executed >= 1 && executed <= mine.len(), "{} of run {} executed {executed} times in {} attempts", n.node_id, r.id, mine.len());
+                let executed = ledger
+                    .lines()
+                    .filter(|l| *l == format!("{} {}", r.id.0, n.node_id))
+                    .count();
+                assert!(
+                    executed >= 1 && executed <= mine.len(),
+                    "{} of run {} executed {executed} times in {} attempts",
+                    n.node_id,
+                    r.id,
+                    mine.len()
+                );
             }
         }
     }
@@ -121,7 +178,10 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
     // SIGTERM stops it cleanly.
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || daemon.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
     let _ = Duration::ZERO;
 }

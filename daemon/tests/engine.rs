@@ -20,11 +20,19 @@ async fn parallel_branches_really_overlap() {
     let dir = sq(f.dir.path());
     // Each branch marks its start, then waits (bounded) for the other's mark: only
     // concurrent execution lets both finish.
-    let wait_for = |me: &str, other: &str| format!("touch {dir}/{me}; for i in $(seq 1 200); do [ -e {dir}/{other} ] && exit 0; sleep 0.05; done; exit 1");
-    let p = pipeline("par", &format!(
-        "nodes:\n  - id: a\n    kind: shell\n    run: \"{}\"\n  - id: b\n    kind: shell\n    run: \"{}\"\n  - id: join\n    kind: transform\n    needs: [a, b]\n    output: {{ ok: true }}\n",
-        wait_for("a", "b"), wait_for("b", "a")
-    ));
+    let wait_for = |me: &str, other: &str| {
+        format!(
+            "touch {dir}/{me}; for i in $(seq 1 200); do [ -e {dir}/{other} ] && exit 0; sleep 0.05; done; exit 1"
+        )
+    };
+    let p = pipeline(
+        "par",
+        &format!(
+            "nodes:\n  - id: a\n    kind: shell\n    run: \"{}\"\n  - id: b\n    kind: shell\n    run: \"{}\"\n  - id: join\n    kind: transform\n    needs: [a, b]\n    output: {{ ok: true }}\n",
+            wait_for("a", "b"),
+            wait_for("b", "a")
+        ),
+    );
     let run = f.submit(&p, json!({})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
@@ -35,18 +43,39 @@ async fn parallel_branches_really_overlap() {
 #[tokio::test]
 async fn retries_back_off_and_stop() {
     let f = Fixture::new().await;
-    let p = pipeline("retry", "nodes:\n  - id: flaky\n    kind: shell\n    run: echo trying; exit 3\n    retry: { attempts: 3, backoff: 200ms, max_backoff: 1s, jitter: false }\n");
+    let p = pipeline(
+        "retry",
+        "nodes:\n  - id: flaky\n    kind: shell\n    run: echo trying; exit 3\n    retry: { attempts: 3, backoff: 200ms, max_backoff: 1s, jitter: false }\n",
+    );
     let run = f.submit(&p, json!({})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Failed);
-    assert!(record.error.as_deref().unwrap_or_default().contains("node 'flaky' failed"), "{:?}", record.error);
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("node 'flaky' failed"),
+        "{:?}",
+        record.error
+    );
     let attempts = f.store.attempts(run).await.unwrap();
     assert_eq!(attempts.len(), 3, "{attempts:#?}");
     assert!(attempts.iter().all(|a| a.state == AttemptState::Failed));
-    let gaps: Vec<i64> = attempts.windows(2).map(|w| w[1].started_at - w[0].finished_at.unwrap_or(0)).collect();
-    assert!(gaps[0] >= 200 && gaps[1] >= 400, "backoff doubles: {gaps:?}");
+    let gaps: Vec<i64> = attempts
+        .windows(2)
+        .map(|w| w[1].started_at - w[0].finished_at.unwrap_or(0))
+        .collect();
+    assert!(
+        gaps[0] >= 200 && gaps[1] >= 400,
+        "backoff doubles: {gaps:?}"
+    );
     let logs = f.store.logs(run, Some("flaky")).await.unwrap();
-    assert!(logs.iter().any(|l| l.stream == "sluice" && l.line.contains("retrying in")), "{logs:#?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.stream == "sluice" && l.line.contains("retrying in")),
+        "{logs:#?}"
+    );
     assert_eq!(logs.iter().filter(|l| l.line == "trying").count(), 3);
 }
 
@@ -54,23 +83,44 @@ async fn retries_back_off_and_stop() {
 async fn a_timeout_kills_the_whole_process_group() {
     let f = Fixture::new().await;
     let pidfile = f.path("child.pid");
-    let p = pipeline("timeout", &format!(
-        "nodes:\n  - id: slow\n    kind: shell\n    timeout: 500ms\n    run: \"sleep 1000 & echo $! > {}; wait\"\n",
-        sq(&pidfile)
-    ));
+    let p = pipeline(
+        "timeout",
+        &format!(
+            "nodes:\n  - id: slow\n    kind: shell\n    timeout: 500ms\n    run: \"sleep 1000 & echo $! > {}; wait\"\n",
+            sq(&pidfile)
+        ),
+    );
     let run = f.submit(&p, json!({})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Failed);
     let nodes = f.store.nodes(run).await.unwrap();
-    assert!(nodes[0].error.as_deref().unwrap_or_default().contains("timed out after"), "{:?}", nodes[0].error);
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    eventually(10, "the background child to be gone", || async { (!alive(pid)).then_some(()) }).await;
+    assert!(
+        nodes[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out after"),
+        "{:?}",
+        nodes[0].error
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually(10, "the background child to be gone", || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_failed_node_skips_its_dependents_and_fails_the_run() {
     let f = Fixture::new().await;
-    let p = pipeline("fail", "nodes:\n  - id: a\n    kind: shell\n    run: echo before the failure; exit 1\n  - id: b\n    kind: shell\n    needs: [a]\n    run: echo never\n  - id: c\n    kind: transform\n    needs: [b]\n    output: {}\n  - id: other\n    kind: shell\n    run: echo independent\n");
+    let p = pipeline(
+        "fail",
+        "nodes:\n  - id: a\n    kind: shell\n    run: echo before the failure; exit 1\n  - id: b\n    kind: shell\n    needs: [a]\n    run: echo never\n  - id: c\n    kind: transform\n    needs: [b]\n    output: {}\n  - id: other\n    kind: shell\n    run: echo independent\n",
+    );
     let run = f.submit(&p, json!({})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Failed);
@@ -88,22 +138,40 @@ async fn a_failed_node_skips_its_dependents_and_fails_the_run() {
 async fn cancel_stops_a_run_mid_flight() {
     let f = Fixture::new().await;
     let pidfile = f.path("sleeper.pid");
-    let p = pipeline("cancel", &format!(
-        "nodes:\n  - id: long\n    kind: shell\n    run: \"echo $$ > {}; echo started; sleep 1000\"\n  - id: after\n    kind: shell\n    needs: [long]\n    run: echo never\n",
-        sq(&pidfile)
-    ));
+    let p = pipeline(
+        "cancel",
+        &format!(
+            "nodes:\n  - id: long\n    kind: shell\n    run: \"echo $$ > {}; echo started; sleep 1000\"\n  - id: after\n    kind: shell\n    needs: [long]\n    run: echo never\n",
+            sq(&pidfile)
+        ),
+    );
     let mut events = f.engine.subscribe();
     let run = f.submit(&p, json!({})).await;
-    next_event(&mut events, 10, |e| matches!(e, Event::Log { line, .. } if line == "started")).await;
+    next_event(
+        &mut events,
+        10,
+        |e| matches!(e, Event::Log { line, .. } if line == "started"),
+    )
+    .await;
     f.engine.cancel(run).await.unwrap();
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Cancelled);
     let nodes = f.store.nodes(run).await.unwrap();
     assert_eq!(nodes[0].state, NodeState::Cancelled);
     assert_eq!(nodes[1].state, NodeState::Cancelled);
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    eventually(10, "the shell to be killed", || async { (!alive(pid)).then_some(()) }).await;
-    assert!(f.engine.cancel(run).await.is_err(), "a finished run cannot be cancelled");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually(10, "the shell to be killed", || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    assert!(
+        f.engine.cancel(run).await.is_err(),
+        "a finished run cannot be cancelled"
+    );
 }
 
 #[tokio::test]
@@ -111,42 +179,72 @@ async fn retry_from_failed_reuses_outputs_and_reruns_the_rest() {
     let f = Fixture::new().await;
     let counter = f.path("count");
     let marker = f.path("fixed");
-    let p = pipeline("redo", &format!(
-        "nodes:\n  - id: expensive\n    kind: shell\n    run: \"echo x >> {c}; echo computed\"\n  - id: fragile\n    kind: shell\n    needs: [expensive]\n    run: \"test -e {m} && echo got {{{{ nodes.expensive.output.stdout | trim }}}}\"\n",
-        c = sq(&counter), m = sq(&marker)
-    ));
+    let p = pipeline(
+        "redo",
+        &format!(
+            "nodes:\n  - id: expensive\n    kind: shell\n    run: \"echo x >> {c}; echo computed\"\n  - id: fragile\n    kind: shell\n    needs: [expensive]\n    run: \"test -e {m} && echo got {{{{ nodes.expensive.output.stdout | trim }}}}\"\n",
+            c = sq(&counter),
+            m = sq(&marker)
+        ),
+    );
     let first = f.submit(&p, json!({})).await;
     assert_eq!(f.engine.wait(first).await.unwrap().state, RunState::Failed);
     std::fs::write(&marker, "").unwrap();
-    let second = f.engine.retry(first, RetryMode::Failed, None).await.unwrap();
+    let second = f
+        .engine
+        .retry(first, RetryMode::Failed, None)
+        .await
+        .unwrap();
     let record = f.engine.wait(second).await.unwrap();
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     assert_eq!(record.retry_of, Some(first));
-    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 1, "expensive ran once");
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        1,
+        "expensive ran once"
+    );
     let nodes = f.store.nodes(second).await.unwrap();
     assert_eq!(nodes[0].reused_from, Some(first));
-    assert_eq!(nodes[1].output.as_ref().unwrap()["stdout"], "got computed\n");
+    assert_eq!(
+        nodes[1].output.as_ref().unwrap()["stdout"],
+        "got computed\n"
+    );
     // Retry all runs everything again.
     let third = f.engine.retry(second, RetryMode::All, None).await.unwrap();
-    assert_eq!(f.engine.wait(third).await.unwrap().state, RunState::Succeeded);
-    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 2);
+    assert_eq!(
+        f.engine.wait(third).await.unwrap().state,
+        RunState::Succeeded
+    );
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn templates_pass_outputs_between_nodes() {
     let f = Fixture::new().await;
-    let p = pipeline("tmpl", "inputs:\n  who: { type: string, default: world }\nnodes:\n  - id: make\n    kind: transform\n    output: { greeting: \"hello {{ inputs.who }}\", n: \"{{ 20 + 1 }}\" }\n  - id: gate\n    kind: filter\n    needs: [make]\n    condition: nodes.make.output.n == 21\n  - id: say\n    kind: shell\n    needs: [gate]\n    run: echo {{ nodes.make.output.greeting }} {{ run.id }}\n");
+    let p = pipeline(
+        "tmpl",
+        "inputs:\n  who: { type: string, default: world }\nnodes:\n  - id: make\n    kind: transform\n    output: { greeting: \"hello {{ inputs.who }}\", n: \"{{ 20 + 1 }}\" }\n  - id: gate\n    kind: filter\n    needs: [make]\n    condition: nodes.make.output.n == 21\n  - id: say\n    kind: shell\n    needs: [gate]\n    run: echo {{ nodes.make.output.greeting }} {{ run.id }}\n",
+    );
     let run = f.submit(&p, json!({"who": "sluice; rm -rf /"})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     let nodes = f.store.nodes(run).await.unwrap();
-    assert_eq!(nodes[2].output.as_ref().unwrap()["stdout"], format!("hello sluice; rm -rf / {}\n", run.0));
+    assert_eq!(
+        nodes[2].output.as_ref().unwrap()["stdout"],
+        format!("hello sluice; rm -rf / {}\n", run.0)
+    );
 }
 
 #[tokio::test]
 async fn a_false_filter_ends_the_run_successfully_and_skips_downstream() {
     let f = Fixture::new().await;
-    let p = pipeline("filt", "nodes:\n  - id: check\n    kind: filter\n    condition: 1 > 2\n  - id: after\n    kind: shell\n    needs: [check]\n    run: echo never\n  - id: maybe\n    kind: shell\n    when: \"false\"\n    run: echo never\n");
+    let p = pipeline(
+        "filt",
+        "nodes:\n  - id: check\n    kind: filter\n    condition: 1 > 2\n  - id: after\n    kind: shell\n    needs: [check]\n    run: echo never\n  - id: maybe\n    kind: shell\n    when: \"false\"\n    run: echo never\n",
+    );
     let run = f.submit(&p, json!({})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Succeeded);
@@ -159,8 +257,15 @@ async fn a_false_filter_ends_the_run_successfully_and_skips_downstream() {
 #[tokio::test]
 async fn secrets_never_reach_the_store() {
     let secret = "s3cr3t-Value-9f8e7d";
-    let f = Fixture::with_secrets(BTreeMap::from([("api_token".to_owned(), secret.to_owned())])).await;
-    let p = pipeline("sec", "nodes:\n  - id: leak\n    kind: shell\n    env: { TOKEN: \"{{ secrets.api_token }}\" }\n    run: echo token=$TOKEN; echo {{ secrets.api_token }} >&2; exit 1\n  - id: shape\n    kind: transform\n    output: { t: \"{{ secrets.api_token }}\" }\n");
+    let f = Fixture::with_secrets(BTreeMap::from([(
+        "api_token".to_owned(),
+        secret.to_owned(),
+    )]))
+    .await;
+    let p = pipeline(
+        "sec",
+        "nodes:\n  - id: leak\n    kind: shell\n    env: { TOKEN: \"{{ secrets.api_token }}\" }\n    run: echo token=$TOKEN; echo {{ secrets.api_token }} >&2; exit 1\n  - id: shape\n    kind: transform\n    output: { t: \"{{ secrets.api_token }}\" }\n",
+    );
     let run = f.submit(&p, json!({})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Failed);
@@ -181,9 +286,12 @@ async fn on_crash_ask_holds_the_node_for_each_resolution() {
     let mut f = Fixture::new().await;
     let dir = sq(f.dir.path());
     // Each run's node blocks until its release file exists, so the crash lands mid-attempt.
-    let p = pipeline("pay", &format!(
-        "inputs:\n  k: {{ type: string }}\nnodes:\n  - id: charge\n    kind: shell\n    on_crash: ask\n    run: \"echo charging {{{{ inputs.k }}}}; while [ ! -e {dir}/release-{{{{ inputs.k }}}} ]; do sleep 0.05; done; echo charged\"\n  - id: receipt\n    kind: transform\n    needs: [charge]\n    output: {{ paid: \"{{{{ nodes.charge.output.stdout }}}}\" }}\n"
-    ));
+    let p = pipeline(
+        "pay",
+        &format!(
+            "inputs:\n  k: {{ type: string }}\nnodes:\n  - id: charge\n    kind: shell\n    on_crash: ask\n    run: \"echo charging {{{{ inputs.k }}}}; while [ ! -e {dir}/release-{{{{ inputs.k }}}} ]; do sleep 0.05; done; echo charged\"\n  - id: receipt\n    kind: transform\n    needs: [charge]\n    output: {{ paid: \"{{{{ nodes.charge.output.stdout }}}}\" }}\n"
+        ),
+    );
     let mut events = f.engine.subscribe();
     let mut runs = Vec::new();
     for k in ["retry", "succeed", "fail"] {
@@ -206,16 +314,41 @@ async fn on_crash_ask_holds_the_node_for_each_resolution() {
     for k in ["retry", "succeed", "fail"] {
         std::fs::write(f.path(&format!("release-{k}")), "").unwrap();
     }
-    f.engine.resolve(runs[0], "charge", Resolution::Retry).await.unwrap();
     f.engine
-        .resolve(runs[1], "charge", Resolution::Succeed { output: json!({"stdout": "settled by hand"}) })
+        .resolve(runs[0], "charge", Resolution::Retry)
         .await
         .unwrap();
-    f.engine.resolve(runs[2], "charge", Resolution::Fail { reason: Some("refunded".into()) }).await.unwrap();
+    f.engine
+        .resolve(
+            runs[1],
+            "charge",
+            Resolution::Succeed {
+                output: json!({"stdout": "settled by hand"}),
+            },
+        )
+        .await
+        .unwrap();
+    f.engine
+        .resolve(
+            runs[2],
+            "charge",
+            Resolution::Fail {
+                reason: Some("refunded".into()),
+            },
+        )
+        .await
+        .unwrap();
 
     let r0 = f.engine.wait(runs[0]).await.unwrap();
     assert_eq!(r0.state, RunState::Succeeded, "{:?}", r0.error);
-    let a0: Vec<_> = f.store.attempts(runs[0]).await.unwrap().into_iter().filter(|a| a.node_id == "charge").collect();
+    let a0: Vec<_> = f
+        .store
+        .attempts(runs[0])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.node_id == "charge")
+        .collect();
     assert_eq!(a0.len(), 2, "{a0:#?}");
     assert_eq!(a0[1].state, AttemptState::Succeeded);
     let r1 = f.engine.wait(runs[1]).await.unwrap();
@@ -226,13 +359,21 @@ async fn on_crash_ask_holds_the_node_for_each_resolution() {
     assert_eq!(r2.state, RunState::Failed);
     assert!(r2.error.unwrap_or_default().contains("refunded"));
     // A resolved node cannot be resolved again.
-    assert!(f.engine.resolve(runs[0], "charge", Resolution::Retry).await.is_err());
+    assert!(
+        f.engine
+            .resolve(runs[0], "charge", Resolution::Retry)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn delays_wait_without_a_task_and_survive_a_restart() {
     let mut f = Fixture::new().await;
-    let p = pipeline("wait", "nodes:\n  - id: pause\n    kind: delay\n    for: 1s\n  - id: after\n    kind: transform\n    needs: [pause]\n    output: { done: true }\n");
+    let p = pipeline(
+        "wait",
+        "nodes:\n  - id: pause\n    kind: delay\n    for: 1s\n  - id: after\n    kind: transform\n    needs: [pause]\n    output: { done: true }\n",
+    );
     let run = f.submit(&p, json!({})).await;
     eventually(10, "the run to wait", || async {
         let r = f.store.run(run).await.unwrap().unwrap();
@@ -249,16 +390,37 @@ async fn delays_wait_without_a_task_and_survive_a_restart() {
 #[tokio::test]
 async fn inputs_are_checked_before_a_run_is_created() {
     let f = Fixture::new().await;
-    let p = pipeline("inp", "inputs:\n  n: { type: integer }\nnodes:\n  - id: a\n    kind: transform\n    output: { n: \"{{ inputs.n }}\" }\n");
+    let p = pipeline(
+        "inp",
+        "inputs:\n  n: { type: integer }\nnodes:\n  - id: a\n    kind: transform\n    output: { n: \"{{ inputs.n }}\" }\n",
+    );
     let inputs = json!({"m": 1});
     let err = f
         .engine
-        .submit(&p, None, inputs.as_object().unwrap(), sluice_shared::run::TriggerInfo::manual(None))
+        .submit(
+            &p,
+            None,
+            inputs.as_object().unwrap(),
+            sluice_shared::run::TriggerInfo::manual(None),
+        )
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("unknown input 'm'") && err.contains("did you mean 'n'?"), "{err}");
-    let err = f.engine.submit(&p, None, &serde_json::Map::new(), sluice_shared::run::TriggerInfo::manual(None)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("unknown input 'm'") && err.contains("did you mean 'n'?"),
+        "{err}"
+    );
+    let err = f
+        .engine
+        .submit(
+            &p,
+            None,
+            &serde_json::Map::new(),
+            sluice_shared::run::TriggerInfo::manual(None),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("required input 'n' is missing"), "{err}");
     assert!(f.store.runs(None, 10).await.unwrap().is_empty());
     let _ = Duration::from_secs(0);

@@ -14,7 +14,9 @@ pub fn delay(policy: &RetryPolicy, next_attempt: u32, asked: Option<Duration>) -
     let capped = base.min(policy.max_backoff.std());
     let jittered = if policy.jitter && !capped.is_zero() {
         let half = capped / 2;
-        half + Duration::from_nanos(fastrand::u64(0..=u64::try_from((capped - half).as_nanos()).unwrap_or(u64::MAX)))
+        half + Duration::from_nanos(fastrand::u64(
+            0..=u64::try_from((capped - half).as_nanos()).unwrap_or(u64::MAX),
+        ))
     } else {
         capped
     };
@@ -50,12 +52,18 @@ mod tests {
         let p = policy(true);
         for _ in 0..200 {
             let d = delay(&p, 3, None);
-            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(2) && d <= Duration::from_secs(4),
+                "{d:?}"
+            );
         }
     }
 
     #[test]
     fn retry_after_is_honoured() {
-        assert_eq!(delay(&policy(false), 2, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(
+            delay(&policy(false), 2, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
     }
 }

@@ -35,8 +35,18 @@ pub fn build(facts: &RunFacts<'_>, upstream: Vec<(String, Value)>) -> Value {
         nodes.insert(id, json!({ "output": output }));
     }
     let mut trigger = Map::new();
-    trigger.insert("kind".into(), Value::String(facts.trigger.kind.as_str().into()));
-    trigger.insert("user".into(), facts.trigger.user.clone().map_or(Value::Null, Value::String));
+    trigger.insert(
+        "kind".into(),
+        Value::String(facts.trigger.kind.as_str().into()),
+    );
+    trigger.insert(
+        "user".into(),
+        facts
+            .trigger
+            .user
+            .clone()
+            .map_or(Value::Null, Value::String),
+    );
     if let Value::Object(details) = &facts.trigger.details {
         for (k, v) in details {
             trigger.entry(k.clone()).or_insert_with(|| v.clone());

@@ -69,25 +69,43 @@ impl Run {
                 node: id.clone(),
                 state,
                 attempt: rt.attempts,
-                error: if state == NodeState::Failed { rt.error.clone() } else { None },
+                error: if state == NodeState::Failed {
+                    rt.error.clone()
+                } else {
+                    None
+                },
             });
         }
         self.changes.push(Change::Node(self.id, id, change));
     }
 
     fn attempt_start(&mut self, i: usize, attempt: u32) {
-        self.changes.push(Change::AttemptStart(self.id, self.node(i).id.clone(), attempt));
+        self.changes.push(Change::AttemptStart(
+            self.id,
+            self.node(i).id.clone(),
+            attempt,
+        ));
     }
 
     fn attempt_end(&mut self, i: usize, attempt: u32, state: AttemptState, error: Option<String>) {
-        self.changes.push(Change::AttemptEnd(self.id, self.node(i).id.clone(), attempt, state, error));
+        self.changes.push(Change::AttemptEnd(
+            self.id,
+            self.node(i).id.clone(),
+            attempt,
+            state,
+            error,
+        ));
     }
 
     fn set_run(&mut self, change: RunChange) {
         if let Some(state) = change.state {
             self.record.state = state;
             let error = change.error.clone().flatten();
-            self.events.push(Event::RunState { run: self.id, state, error });
+            self.events.push(Event::RunState {
+                run: self.id,
+                state,
+                error,
+            });
         }
         self.changes.push(Change::Run(self.id, change));
     }
@@ -116,11 +134,22 @@ impl Run {
         }
     }
 
-    fn node_context(&self, inner: &Inner, i: usize, attempt: u32, cancel: CancellationToken) -> NodeContext {
+    fn node_context(
+        &self,
+        inner: &Inner,
+        i: usize,
+        attempt: u32,
+        cancel: CancellationToken,
+    ) -> NodeContext {
         let upstream: Vec<(String, Value)> = (0..self.nodes.len())
             .filter(|&j| self.version.upstream[i].contains(j))
             .filter(|&j| self.nodes[j].state == NodeState::Succeeded)
-            .map(|j| (self.node(j).id.clone(), self.nodes[j].output.clone().unwrap_or(Value::Null)))
+            .map(|j| {
+                (
+                    self.node(j).id.clone(),
+                    self.nodes[j].output.clone().unwrap_or(Value::Null),
+                )
+            })
             .collect();
         let plain = context::build(&self.facts(), upstream);
         let with_secrets = context::with_secrets(plain.clone(), inner.secrets_json.clone());
@@ -132,7 +161,13 @@ impl Run {
             template: Context::from_json(&with_secrets),
             context_json: plain,
             templates: Arc::clone(&inner.templates),
-            log: LogSink::new(self.id, &node.id, attempt, inner.logs.clone(), Arc::clone(&inner.redactor)),
+            log: LogSink::new(
+                self.id,
+                &node.id,
+                attempt,
+                inner.logs.clone(),
+                Arc::clone(&inner.redactor),
+            ),
             cancel,
             redactor: Arc::clone(&inner.redactor),
             http: inner.http.clone(),
@@ -156,13 +191,23 @@ impl Run {
                     if deps.iter().any(|&d| !self.nodes[d].state.is_finished()) {
                         continue;
                     }
-                    if let Some(&d) = deps.iter().find(|&&d| self.nodes[d].state != NodeState::Succeeded || self.nodes[d].stopped) {
+                    if let Some(&d) = deps.iter().find(|&&d| {
+                        self.nodes[d].state != NodeState::Succeeded || self.nodes[d].stopped
+                    }) {
                         let why = if self.nodes[d].stopped {
                             format!("filter '{}' stopped the run here", self.node(d).id)
                         } else {
                             format!("needs '{}', which {}", self.node(d).id, self.nodes[d].state)
                         };
-                        self.set(i, NodeChange { state: Some(NodeState::Skipped), error: Some(Some(why)), finished_at: Some(Some(now)), ..Default::default() });
+                        self.set(
+                            i,
+                            NodeChange {
+                                state: Some(NodeState::Skipped),
+                                error: Some(Some(why)),
+                                finished_at: Some(Some(now)),
+                                ..Default::default()
+                            },
+                        );
                         continue;
                     }
                     if let Some(expr) = self.node(i).when.clone() {
@@ -171,13 +216,38 @@ impl Run {
                         match inner.templates.eval_condition(&expr, &ctx.template) {
                             Ok(true) => {}
                             Ok(false) => {
-                                self.set(i, NodeChange { state: Some(NodeState::Skipped), error: Some(Some("`when` was false".into())), finished_at: Some(Some(now)), ..Default::default() });
+                                self.set(
+                                    i,
+                                    NodeChange {
+                                        state: Some(NodeState::Skipped),
+                                        error: Some(Some("`when` was false".into())),
+                                        finished_at: Some(Some(now)),
+                                        ..Default::default()
+                                    },
+                                );
                                 continue;
                             }
                             Err(e) => {
-                                let msg = format!("cannot evaluate `when`: {}", inner.redactor.redact(&e.message));
-                                self.attempt_end(i, attempt, AttemptState::Failed, Some(msg.clone()));
-                                self.set(i, NodeChange { state: Some(NodeState::Failed), attempts: Some(attempt), error: Some(Some(msg)), finished_at: Some(Some(now)), ..Default::default() });
+                                let msg = format!(
+                                    "cannot evaluate `when`: {}",
+                                    inner.redactor.redact(&e.message)
+                                );
+                                self.attempt_end(
+                                    i,
+                                    attempt,
+                                    AttemptState::Failed,
+                                    Some(msg.clone()),
+                                );
+                                self.set(
+                                    i,
+                                    NodeChange {
+                                        state: Some(NodeState::Failed),
+                                        attempts: Some(attempt),
+                                        error: Some(Some(msg)),
+                                        finished_at: Some(Some(now)),
+                                        ..Default::default()
+                                    },
+                                );
                                 continue;
                             }
                         }
@@ -189,7 +259,15 @@ impl Run {
                     if is_delay && self.nodes[i].output.is_some() {
                         let attempt = self.nodes[i].attempts;
                         self.attempt_end(i, attempt, AttemptState::Succeeded, None);
-                        self.set(i, NodeChange { state: Some(NodeState::Succeeded), wake_at: Some(None), finished_at: Some(Some(now)), ..Default::default() });
+                        self.set(
+                            i,
+                            NodeChange {
+                                state: Some(NodeState::Succeeded),
+                                wake_at: Some(None),
+                                finished_at: Some(Some(now)),
+                                ..Default::default()
+                            },
+                        );
                     } else {
                         ready.push(i);
                     }
@@ -201,27 +279,78 @@ impl Run {
     }
 
     /// Records how an attempt ended: success, wait, retry after backoff, or failure.
-    fn complete(&mut self, inner: &Inner, i: usize, attempt: u32, result: Result<Outcome, NodeError>, cancelled: bool) {
+    fn complete(
+        &mut self,
+        inner: &Inner,
+        i: usize,
+        attempt: u32,
+        result: Result<Outcome, NodeError>,
+        cancelled: bool,
+    ) {
         let now = now_ms();
         match result {
             Ok(Outcome::Done(out)) | Ok(Outcome::Stop(out)) if !cancelled => {
-                let stop = matches!(out.get("passed"), Some(Value::Bool(false))) && matches!(self.node(i).kind, NodeKind::Filter(_));
+                let stop = matches!(out.get("passed"), Some(Value::Bool(false)))
+                    && matches!(self.node(i).kind, NodeKind::Filter(_));
                 let out = inner.redactor.redact_json(out);
                 self.attempt_end(i, attempt, AttemptState::Succeeded, None);
                 self.nodes[i].stopped = stop;
-                self.set(i, NodeChange { state: Some(NodeState::Succeeded), output: Some(Some(out)), error: Some(None), finished_at: Some(Some(now)), wake_at: Some(None), ..Default::default() });
+                self.set(
+                    i,
+                    NodeChange {
+                        state: Some(NodeState::Succeeded),
+                        output: Some(Some(out)),
+                        error: Some(None),
+                        finished_at: Some(Some(now)),
+                        wake_at: Some(None),
+                        ..Default::default()
+                    },
+                );
             }
             Ok(Outcome::WaitUntil(until, out)) if !cancelled => {
                 let at = until.as_millisecond();
-                self.set(i, NodeChange { state: Some(NodeState::Waiting), output: Some(Some(out)), wake_at: Some(Some(at)), ..Default::default() });
+                self.set(
+                    i,
+                    NodeChange {
+                        state: Some(NodeState::Waiting),
+                        output: Some(Some(out)),
+                        wake_at: Some(Some(at)),
+                        ..Default::default()
+                    },
+                );
             }
             Ok(_) => {
-                self.attempt_end(i, attempt, AttemptState::Cancelled, Some("cancelled".into()));
-                self.set(i, NodeChange { state: Some(NodeState::Cancelled), finished_at: Some(Some(now)), ..Default::default() });
+                self.attempt_end(
+                    i,
+                    attempt,
+                    AttemptState::Cancelled,
+                    Some("cancelled".into()),
+                );
+                self.set(
+                    i,
+                    NodeChange {
+                        state: Some(NodeState::Cancelled),
+                        finished_at: Some(Some(now)),
+                        ..Default::default()
+                    },
+                );
             }
             Err(_) if cancelled => {
-                self.attempt_end(i, attempt, AttemptState::Cancelled, Some("cancelled".into()));
-                self.set(i, NodeChange { state: Some(NodeState::Cancelled), error: Some(Some("cancelled".into())), finished_at: Some(Some(now)), ..Default::default() });
+                self.attempt_end(
+                    i,
+                    attempt,
+                    AttemptState::Cancelled,
+                    Some("cancelled".into()),
+                );
+                self.set(
+                    i,
+                    NodeChange {
+                        state: Some(NodeState::Cancelled),
+                        error: Some(Some("cancelled".into())),
+                        finished_at: Some(Some(now)),
+                        ..Default::default()
+                    },
+                );
             }
             Err(e) => {
                 let message = inner.redactor.redact(&e.message).into_owned();
@@ -231,18 +360,48 @@ impl Run {
                 if e.retryable && attempt < policy.attempts {
                     let wait = backoff::delay(&policy, attempt + 1, e.retry_after);
                     let wake = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
-                    let note = format!("attempt {attempt} failed: {message}; retrying in {} (attempt {} of {})", sluice_shared::Duration(wait), attempt + 1, policy.attempts);
+                    let note = format!(
+                        "attempt {attempt} failed: {message}; retrying in {} (attempt {} of {})",
+                        sluice_shared::Duration(wait),
+                        attempt + 1,
+                        policy.attempts
+                    );
                     self.log_note(inner, i, attempt, note);
-                    self.set(i, NodeChange { state: Some(NodeState::Waiting), output: Some(output), error: Some(Some(message)), wake_at: Some(Some(wake)), ..Default::default() });
+                    self.set(
+                        i,
+                        NodeChange {
+                            state: Some(NodeState::Waiting),
+                            output: Some(output),
+                            error: Some(Some(message)),
+                            wake_at: Some(Some(wake)),
+                            ..Default::default()
+                        },
+                    );
                 } else {
-                    self.set(i, NodeChange { state: Some(NodeState::Failed), output: Some(output), error: Some(Some(message)), finished_at: Some(Some(now)), wake_at: Some(None), ..Default::default() });
+                    self.set(
+                        i,
+                        NodeChange {
+                            state: Some(NodeState::Failed),
+                            output: Some(output),
+                            error: Some(Some(message)),
+                            finished_at: Some(Some(now)),
+                            wake_at: Some(None),
+                            ..Default::default()
+                        },
+                    );
                 }
             }
         }
     }
 
     fn log_note(&self, inner: &Inner, i: usize, attempt: u32, note: String) {
-        let sink = LogSink::new(self.id, &self.node(i).id, attempt, inner.logs.clone(), Arc::clone(&inner.redactor));
+        let sink = LogSink::new(
+            self.id,
+            &self.node(i).id,
+            attempt,
+            inner.logs.clone(),
+            Arc::clone(&inner.redactor),
+        );
         tokio::spawn(async move {
             sink.closing_note(&note).await;
         });
@@ -250,30 +409,67 @@ impl Run {
 
     fn apply_command(&mut self, cmd: Command) {
         let Command::Resolve(node_id, resolution, reply) = cmd;
-        let Some(i) = self.version.pipeline.nodes.iter().position(|n| n.id == node_id) else {
-            let _ = reply.send(Err(EngineError::Conflict(format!("run {} has no node '{node_id}'", self.id))));
+        let Some(i) = self
+            .version
+            .pipeline
+            .nodes
+            .iter()
+            .position(|n| n.id == node_id)
+        else {
+            let _ = reply.send(Err(EngineError::Conflict(format!(
+                "run {} has no node '{node_id}'",
+                self.id
+            ))));
             return;
         };
         if self.nodes[i].state != NodeState::NeedsDecision {
-            let _ = reply.send(Err(EngineError::Conflict(format!("node '{node_id}' of run {} is {}, not needs_decision", self.id, self.nodes[i].state))));
+            let _ = reply.send(Err(EngineError::Conflict(format!(
+                "node '{node_id}' of run {} is {}, not needs_decision",
+                self.id, self.nodes[i].state
+            ))));
             return;
         }
         let now = now_ms();
         match resolution {
-            Resolution::Retry => self.set(i, NodeChange { state: Some(NodeState::Pending), ..Default::default() }),
-            Resolution::Succeed { output } => self.set(i, NodeChange { state: Some(NodeState::Succeeded), output: Some(Some(output)), error: Some(None), finished_at: Some(Some(now)), ..Default::default() }),
-            Resolution::Fail { reason } => self.set(i, NodeChange {
-                state: Some(NodeState::Failed),
-                error: Some(Some(reason.unwrap_or_else(|| "failed by an operator after a crash".into()))),
-                finished_at: Some(Some(now)),
-                ..Default::default()
-            }),
+            Resolution::Retry => self.set(
+                i,
+                NodeChange {
+                    state: Some(NodeState::Pending),
+                    ..Default::default()
+                },
+            ),
+            Resolution::Succeed { output } => self.set(
+                i,
+                NodeChange {
+                    state: Some(NodeState::Succeeded),
+                    output: Some(Some(output)),
+                    error: Some(None),
+                    finished_at: Some(Some(now)),
+                    ..Default::default()
+                },
+            ),
+            Resolution::Fail { reason } => self.set(
+                i,
+                NodeChange {
+                    state: Some(NodeState::Failed),
+                    error: Some(Some(
+                        reason.unwrap_or_else(|| "failed by an operator after a crash".into()),
+                    )),
+                    finished_at: Some(Some(now)),
+                    ..Default::default()
+                },
+            ),
         }
         let _ = reply.send(Ok(()));
     }
 
     fn next_wake(&self) -> Option<i64> {
-        let nodes = self.nodes.iter().filter(|n| n.state == NodeState::Waiting).filter_map(|n| n.wake_at).min();
+        let nodes = self
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Waiting)
+            .filter_map(|n| n.wake_at)
+            .min();
         match (nodes, self.record.deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -285,16 +481,37 @@ impl Run {
         if state != RunState::Succeeded {
             for i in 0..self.nodes.len() {
                 if !self.nodes[i].state.is_finished() {
-                    if matches!(self.nodes[i].state, NodeState::Waiting) && matches!(self.node(i).kind, NodeKind::Delay(_)) {
+                    if matches!(self.nodes[i].state, NodeState::Waiting)
+                        && matches!(self.node(i).kind, NodeKind::Delay(_))
+                    {
                         let attempt = self.nodes[i].attempts;
                         self.attempt_end(i, attempt, AttemptState::Cancelled, error.clone());
                     }
-                    let s = if state == RunState::Cancelled { NodeState::Cancelled } else { NodeState::Skipped };
-                    self.set(i, NodeChange { state: Some(s), error: Some(error.clone()), wake_at: Some(None), finished_at: Some(Some(now)), ..Default::default() });
+                    let s = if state == RunState::Cancelled {
+                        NodeState::Cancelled
+                    } else {
+                        NodeState::Skipped
+                    };
+                    self.set(
+                        i,
+                        NodeChange {
+                            state: Some(s),
+                            error: Some(error.clone()),
+                            wake_at: Some(None),
+                            finished_at: Some(Some(now)),
+                            ..Default::default()
+                        },
+                    );
                 }
             }
         }
-        self.set_run(RunChange { state: Some(state), finished_at: Some(now), wake_at: Some(None), error: Some(error), ..Default::default() });
+        self.set_run(RunChange {
+            state: Some(state),
+            finished_at: Some(now),
+            wake_at: Some(None),
+            error: Some(error),
+            ..Default::default()
+        });
     }
 }
 
@@ -311,7 +528,11 @@ async fn load(inner: &Inner, id: RunId) -> Result<Option<Run>, EngineError> {
         .map(|n| {
             let s = stored.iter().find(|r| r.node_id == n.id);
             let output = s.and_then(|r| r.output.clone());
-            let stopped = matches!(n.kind, NodeKind::Filter(_)) && matches!(output.as_ref().and_then(|o| o.get("passed")), Some(Value::Bool(false)));
+            let stopped = matches!(n.kind, NodeKind::Filter(_))
+                && matches!(
+                    output.as_ref().and_then(|o| o.get("passed")),
+                    Some(Value::Bool(false))
+                );
             NodeRt {
                 state: s.map_or(NodeState::Pending, |r| r.state),
                 attempts: s.map_or(0, |r| r.attempts),
@@ -322,10 +543,21 @@ async fn load(inner: &Inner, id: RunId) -> Result<Option<Run>, EngineError> {
             }
         })
         .collect();
-    Ok(Some(Run { id, record, version, nodes, changes: Vec::new(), events: Vec::new() }))
+    Ok(Some(Run {
+        id,
+        record,
+        version,
+        nodes,
+        changes: Vec::new(),
+        events: Vec::new(),
+    }))
 }
 
-async fn run_attempt(kind: NodeKind, ctx: NodeContext, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+async fn run_attempt(
+    kind: NodeKind,
+    ctx: NodeContext,
+    timeout: Option<Duration>,
+) -> Result<Outcome, NodeError> {
     let cancel = ctx.cancel.clone();
     let fut = nodes::execute(&kind, &ctx);
     tokio::pin!(fut);
@@ -375,14 +607,26 @@ async fn drive_inner(
     // Node attempts are stopped through this token: by a cancel, a timeout of the run, or shutdown.
     let kill = CancellationToken::new();
     let mut running: JoinSet<Finished> = JoinSet::new();
-    let max_active = run.version.pipeline.max_active_nodes.map_or(usize::MAX, |m| m as usize);
+    let max_active = run
+        .version
+        .pipeline
+        .max_active_nodes
+        .map_or(usize::MAX, |m| m as usize);
     let mut grace_deadline: Option<tokio::time::Instant> = None;
 
     if run.record.state == RunState::Queued {
-        run.set_run(RunChange { state: Some(RunState::Running), started_at: Some(now_ms()), ..Default::default() });
+        run.set_run(RunChange {
+            state: Some(RunState::Running),
+            started_at: Some(now_ms()),
+            ..Default::default()
+        });
         run.record.started_at = Some(now_ms());
     } else if run.record.state == RunState::Waiting {
-        run.set_run(RunChange { state: Some(RunState::Running), wake_at: Some(None), ..Default::default() });
+        run.set_run(RunChange {
+            state: Some(RunState::Running),
+            wake_at: Some(None),
+            ..Default::default()
+        });
     }
 
     loop {
@@ -408,7 +652,11 @@ async fn drive_inner(
                     run.complete(inner, i, attempt, result, true);
                 }
             }
-            let limit = run.version.pipeline.timeout.map_or_else(String::new, |t| format!(" after {t}"));
+            let limit = run
+                .version
+                .pipeline
+                .timeout
+                .map_or_else(String::new, |t| format!(" after {t}"));
             run.finish(RunState::Failed, Some(format!("run timed out{limit}")));
             run.flush(inner).await?;
             return Ok(DriverExit::Done);
@@ -434,7 +682,14 @@ async fn drive_inner(
                     let node = run.node(i).clone();
                     if nodes::is_instant(&node.kind) {
                         let ctx = run.node_context(inner, i, attempt, kill.child_token());
-                        run.set(i, NodeChange { attempts: Some(attempt), started_at: Some(now_ms()), ..Default::default() });
+                        run.set(
+                            i,
+                            NodeChange {
+                                attempts: Some(attempt),
+                                started_at: Some(now_ms()),
+                                ..Default::default()
+                            },
+                        );
                         if matches!(node.kind, NodeKind::Delay(_)) {
                             run.attempt_start(i, attempt);
                         }
@@ -443,7 +698,16 @@ async fn drive_inner(
                         progressed = true;
                     } else {
                         run.attempt_start(i, attempt);
-                        run.set(i, NodeChange { state: Some(NodeState::Running), attempts: Some(attempt), started_at: Some(now_ms()), wake_at: Some(None), ..Default::default() });
+                        run.set(
+                            i,
+                            NodeChange {
+                                state: Some(NodeState::Running),
+                                attempts: Some(attempt),
+                                started_at: Some(now_ms()),
+                                wake_at: Some(None),
+                                ..Default::default()
+                            },
+                        );
                         let ctx = run.node_context(inner, i, attempt, kill.child_token());
                         to_spawn.push((i, attempt, node, ctx));
                     }
@@ -471,10 +735,19 @@ async fn drive_inner(
                 return Ok(DriverExit::Stopped);
             }
             if run.nodes.iter().all(|n| n.state.is_finished()) {
-                let failed = run.version.order.iter().copied().find(|&i| run.nodes[i].state == NodeState::Failed);
+                let failed = run
+                    .version
+                    .order
+                    .iter()
+                    .copied()
+                    .find(|&i| run.nodes[i].state == NodeState::Failed);
                 match failed {
                     Some(i) => {
-                        let err = format!("node '{}' failed: {}", run.node(i).id, run.nodes[i].error.clone().unwrap_or_default());
+                        let err = format!(
+                            "node '{}' failed: {}",
+                            run.node(i).id,
+                            run.nodes[i].error.clone().unwrap_or_default()
+                        );
                         run.finish(RunState::Failed, Some(err));
                     }
                     None => run.finish(RunState::Succeeded, None),
@@ -482,11 +755,18 @@ async fn drive_inner(
                 run.flush(inner).await?;
                 return Ok(DriverExit::Done);
             }
-            let waiting = run.nodes.iter().any(|n| matches!(n.state, NodeState::Waiting | NodeState::NeedsDecision));
+            let waiting = run
+                .nodes
+                .iter()
+                .any(|n| matches!(n.state, NodeState::Waiting | NodeState::NeedsDecision));
             if waiting {
                 let wake = run.next_wake();
                 if wake.is_none_or(|w| w > now_ms()) && commands.is_empty() {
-                    run.set_run(RunChange { state: Some(RunState::Waiting), wake_at: Some(wake), ..Default::default() });
+                    run.set_run(RunChange {
+                        state: Some(RunState::Waiting),
+                        wake_at: Some(wake),
+                        ..Default::default()
+                    });
                     run.flush(inner).await?;
                     return Ok(DriverExit::Waiting(wake));
                 }
@@ -494,7 +774,10 @@ async fn drive_inner(
             }
             // Pending nodes with nothing running and nothing waiting cannot happen in a DAG;
             // refuse to spin.
-            run.finish(RunState::Failed, Some("internal error: run cannot make progress".into()));
+            run.finish(
+                RunState::Failed,
+                Some("internal error: run cannot make progress".into()),
+            );
             run.flush(inner).await?;
             return Ok(DriverExit::Done);
         }

@@ -17,7 +17,9 @@ use serde_json::{Map, Value};
 use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::graph::{Graph, Upstream};
-use sluice_shared::run::{LogLine, Resolution, RetryMode, RunId, RunState, TriggerInfo, TriggerKind};
+use sluice_shared::run::{
+    LogLine, Resolution, RetryMode, RunId, RunState, TriggerInfo, TriggerKind,
+};
 use sluice_shared::template::TemplateEngine;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -146,20 +148,40 @@ fn now_ms() -> i64 {
 }
 
 /// Checks `given` inputs against the pipeline's declarations and fills defaults.
-pub fn resolve_inputs(pipeline: &Pipeline, given: &Map<String, Value>) -> Result<Value, EngineError> {
+pub fn resolve_inputs(
+    pipeline: &Pipeline,
+    given: &Map<String, Value>,
+) -> Result<Value, EngineError> {
     let mut out = Map::new();
     for (name, value) in given {
         let Some(spec) = pipeline.inputs.get(name) else {
             let declared: Vec<&str> = pipeline.inputs.keys().map(String::as_str).collect();
             let hint = sluice_shared::suggest::did_you_mean(name, declared.iter().copied())
-                .map_or_else(|| format!(" (declared: {})", if declared.is_empty() { "none".into() } else { declared.join(", ") }), |h| format!(" ({h})"));
+                .map_or_else(
+                    || {
+                        format!(
+                            " (declared: {})",
+                            if declared.is_empty() {
+                                "none".into()
+                            } else {
+                                declared.join(", ")
+                            }
+                        )
+                    },
+                    |h| format!(" ({h})"),
+                );
             return Err(EngineError::Input(format!("unknown input '{name}'{hint}")));
         };
         if !spec.ty.accepts(value) {
-            return Err(EngineError::Input(format!("input '{name}' must be {}", spec.ty.with_article())));
+            return Err(EngineError::Input(format!(
+                "input '{name}' must be {}",
+                spec.ty.with_article()
+            )));
         }
         if !spec.choices.is_empty() && !spec.choices.contains(value) {
-            return Err(EngineError::Input(format!("input '{name}' is not one of its choices")));
+            return Err(EngineError::Input(format!(
+                "input '{name}' is not one of its choices"
+            )));
         }
         out.insert(name.clone(), value.clone());
     }
@@ -169,7 +191,11 @@ pub fn resolve_inputs(pipeline: &Pipeline, given: &Map<String, Value>) -> Result
                 Some(d) => {
                     out.insert(name.clone(), d.clone());
                 }
-                None => return Err(EngineError::Input(format!("required input '{name}' is missing"))),
+                None => {
+                    return Err(EngineError::Input(format!(
+                        "required input '{name}' is missing"
+                    )));
+                }
             }
         }
     }
@@ -187,7 +213,9 @@ pub async fn enqueue(
 ) -> Result<RunId, EngineError> {
     let inputs = resolve_inputs(pipeline, inputs)?;
     let version_id = store.save_version(pipeline, source).await?;
-    let deadline = pipeline.timeout.map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
+    let deadline = pipeline
+        .timeout
+        .map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
     let run = store
         .create_run(NewRun {
             pipeline: pipeline.name.clone(),
@@ -196,7 +224,14 @@ pub async fn enqueue(
             inputs,
             retry_of: None,
             deadline,
-            nodes: pipeline.nodes.iter().map(|n| NewNode { id: n.id.clone(), reused: None }).collect(),
+            nodes: pipeline
+                .nodes
+                .iter()
+                .map(|n| NewNode {
+                    id: n.id.clone(),
+                    reused: None,
+                })
+                .collect(),
         })
         .await?;
     Ok(run)
@@ -204,7 +239,11 @@ pub async fn enqueue(
 
 impl Engine {
     /// Starts the engine's background tasks (log writer, timers, queue poller).
-    pub fn start(store: Store, secrets: &Secrets, opts: EngineOptions) -> Result<Self, EngineError> {
+    pub fn start(
+        store: Store,
+        secrets: &Secrets,
+        opts: EngineOptions,
+    ) -> Result<Self, EngineError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::limited(10))
@@ -234,7 +273,11 @@ impl Engine {
         });
         // Background tasks run outside the tracker: they must outlive the drivers' drain.
         tokio::spawn(log_pump(inner.store.clone(), inner.events.clone(), log_rx));
-        tokio::spawn(timer_loop(Arc::downgrade(&inner), timer_rx, shutdown.clone()));
+        tokio::spawn(timer_loop(
+            Arc::downgrade(&inner),
+            timer_rx,
+            shutdown.clone(),
+        ));
         if let Some(every) = inner.opts.poll_interval {
             tokio::spawn(poll_queued(Arc::downgrade(&inner), every, shutdown));
         }
@@ -269,16 +312,27 @@ impl Engine {
             return Err(EngineError::Stopping);
         }
         let run = enqueue(&self.inner.store, pipeline, source, inputs, trigger).await?;
-        let _ = self.inner.events.send(Event::RunCreated { run, pipeline: pipeline.name.clone() });
+        let _ = self.inner.events.send(Event::RunCreated {
+            run,
+            pipeline: pipeline.name.clone(),
+        });
         self.inner.spawn_driver(run, false);
         Ok(run)
     }
 
     /// Cancels a run: running nodes are stopped (process groups killed), the rest marked cancelled.
     pub async fn cancel(&self, run: RunId) -> Result<(), EngineError> {
-        let record = self.inner.store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+        let record = self
+            .inner
+            .store
+            .run(run)
+            .await?
+            .ok_or(EngineError::NotFound(run))?;
         if record.state.is_finished() {
-            return Err(EngineError::Conflict(format!("run {run} already {}", record.state)));
+            return Err(EngineError::Conflict(format!(
+                "run {run} already {}",
+                record.state
+            )));
         }
         self.inner.spawn_driver(run, true);
         Ok(())
@@ -286,10 +340,23 @@ impl Engine {
 
     /// Retries a finished run as a new run linked to it. `Failed` reuses the
     /// outputs of nodes that succeeded; `All` runs everything again.
-    pub async fn retry(&self, run: RunId, mode: RetryMode, user: Option<String>) -> Result<RunId, EngineError> {
-        let record = self.inner.store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+    pub async fn retry(
+        &self,
+        run: RunId,
+        mode: RetryMode,
+        user: Option<String>,
+    ) -> Result<RunId, EngineError> {
+        let record = self
+            .inner
+            .store
+            .run(run)
+            .await?
+            .ok_or(EngineError::NotFound(run))?;
         if !record.state.is_finished() {
-            return Err(EngineError::Conflict(format!("run {run} is still {}; cancel it first", record.state)));
+            return Err(EngineError::Conflict(format!(
+                "run {run} is still {}; cancel it first",
+                record.state
+            )));
         }
         let nodes = self.inner.store.nodes(run).await?;
         let version = self.inner.version(record.version_id).await?;
@@ -301,7 +368,10 @@ impl Engine {
                 .map(|n| (n.node_id, n.output.unwrap_or(Value::Null)))
                 .collect(),
         };
-        let deadline = version.pipeline.timeout.map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
+        let deadline = version
+            .pipeline
+            .timeout
+            .map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
         let trigger = TriggerInfo {
             kind: TriggerKind::Retry,
             user: user.or(record.trigger.user.clone()),
@@ -328,19 +398,38 @@ impl Engine {
                     .collect(),
             })
             .await?;
-        let _ = self.inner.events.send(Event::RunCreated { run: new, pipeline: record.pipeline });
+        let _ = self.inner.events.send(Event::RunCreated {
+            run: new,
+            pipeline: record.pipeline,
+        });
         self.inner.spawn_driver(new, false);
         Ok(new)
     }
 
     /// Resolves a node held in `needs_decision` after a crash.
-    pub async fn resolve(&self, run: RunId, node: &str, resolution: Resolution) -> Result<(), EngineError> {
-        let record = self.inner.store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+    pub async fn resolve(
+        &self,
+        run: RunId,
+        node: &str,
+        resolution: Resolution,
+    ) -> Result<(), EngineError> {
+        let record = self
+            .inner
+            .store
+            .run(run)
+            .await?
+            .ok_or(EngineError::NotFound(run))?;
         if record.state.is_finished() {
-            return Err(EngineError::Conflict(format!("run {run} already {}", record.state)));
+            return Err(EngineError::Conflict(format!(
+                "run {run} already {}",
+                record.state
+            )));
         }
         let (tx, rx) = oneshot::channel();
-        let handle = self.inner.spawn_driver(run, false).ok_or(EngineError::Stopping)?;
+        let handle = self
+            .inner
+            .spawn_driver(run, false)
+            .ok_or(EngineError::Stopping)?;
         handle
             .send(Command::Resolve(node.to_owned(), resolution, tx))
             .map_err(|_| EngineError::Stopping)?;
@@ -351,13 +440,22 @@ impl Engine {
     pub async fn wait(&self, run: RunId) -> Result<RunRecord, EngineError> {
         let mut events = self.inner.events.subscribe();
         loop {
-            let record = self.inner.store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+            let record = self
+                .inner
+                .store
+                .run(run)
+                .await?
+                .ok_or(EngineError::NotFound(run))?;
             if record.state.is_finished() {
                 return Ok(record);
             }
             loop {
                 match events.recv().await {
-                    Ok(Event::RunState { run: r, state, .. }) if r == run && state.is_finished() => break,
+                    Ok(Event::RunState { run: r, state, .. })
+                        if r == run && state.is_finished() =>
+                    {
+                        break;
+                    }
                     Ok(_) => {}
                     // Missed events: look at the store again.
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
@@ -385,7 +483,11 @@ impl Engine {
 
 impl Inner {
     /// Starts a driver for `run` unless one is active; returns its command channel.
-    pub(crate) fn spawn_driver(self: &Arc<Self>, run: RunId, cancel: bool) -> Option<mpsc::UnboundedSender<Command>> {
+    pub(crate) fn spawn_driver(
+        self: &Arc<Self>,
+        run: RunId,
+        cancel: bool,
+    ) -> Option<mpsc::UnboundedSender<Command>> {
         if self.shutdown.is_cancelled() {
             return None;
         }
@@ -401,7 +503,13 @@ impl Inner {
         if cancel {
             token.cancel();
         }
-        drivers.insert(run, DriverHandle { cancel: token.clone(), commands: tx.clone() });
+        drivers.insert(
+            run,
+            DriverHandle {
+                cancel: token.clone(),
+                commands: tx.clone(),
+            },
+        );
         drop(drivers);
         let inner = Arc::clone(self);
         self.tracker.spawn(async move {
@@ -412,7 +520,12 @@ impl Inner {
         Some(tx)
     }
 
-    fn driver_exited(self: &Arc<Self>, run: RunId, mut rx: mpsc::UnboundedReceiver<Command>, exit: DriverExit) {
+    fn driver_exited(
+        self: &Arc<Self>,
+        run: RunId,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        exit: DriverExit,
+    ) {
         if let Ok(mut drivers) = self.drivers.lock() {
             drivers.remove(&run);
         }
@@ -439,7 +552,9 @@ impl Inner {
             DriverExit::Done | DriverExit::Stopped => {}
         }
         for Command::Resolve(node, _, reply) in pending {
-            let _ = reply.send(Err(EngineError::Conflict(format!("node '{node}' of run {run} cannot be resolved now"))));
+            let _ = reply.send(Err(EngineError::Conflict(format!(
+                "node '{node}' of run {run} cannot be resolved now"
+            ))));
         }
     }
 
@@ -449,12 +564,26 @@ impl Inner {
             return Ok(v);
         }
         let (pipeline, version) = self.store.version(id).await?;
-        let graph = Graph::new(pipeline.nodes.iter().map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))));
-        let order = graph
-            .topo_order()
-            .map_err(|cycle| EngineError::Conflict(format!("stored pipeline has a cycle: {}", cycle.join(" -> "))))?;
+        let graph = Graph::new(
+            pipeline
+                .nodes
+                .iter()
+                .map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))),
+        );
+        let order = graph.topo_order().map_err(|cycle| {
+            EngineError::Conflict(format!(
+                "stored pipeline has a cycle: {}",
+                cycle.join(" -> ")
+            ))
+        })?;
         let upstream = graph.upstream_sets();
-        let loaded = Arc::new(LoadedVersion { pipeline, version, graph, upstream, order });
+        let loaded = Arc::new(LoadedVersion {
+            pipeline,
+            version,
+            graph,
+            upstream,
+            order,
+        });
         if let Ok(mut m) = self.versions.lock() {
             m.insert(id, Arc::clone(&loaded));
         }
@@ -494,7 +623,11 @@ async fn log_pump(store: Store, events: broadcast::Sender<Event>, mut rx: mpsc::
 
 /// Wakes waiting runs at their deadlines. Sleeps at most a minute at a time so
 /// a wall-clock jump is noticed.
-async fn timer_loop(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<(i64, RunId)>, shutdown: CancellationToken) {
+async fn timer_loop(
+    inner: Weak<Inner>,
+    mut rx: mpsc::UnboundedReceiver<(i64, RunId)>,
+    shutdown: CancellationToken,
+) {
     let mut due: BTreeSet<(i64, RunId)> = BTreeSet::new();
     loop {
         let now = now_ms();
@@ -506,7 +639,9 @@ async fn timer_loop(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<(i64, Ru
             let Some(inner) = inner.upgrade() else { return };
             inner.spawn_driver(run, false);
         }
-        let wait_ms = due.first().map_or(60_000, |(at, _)| (at - now).clamp(0, 60_000));
+        let wait_ms = due
+            .first()
+            .map_or(60_000, |(at, _)| (at - now).clamp(0, 60_000));
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(entry) => { due.insert(entry); }

@@ -25,12 +25,15 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
                 tracing::error!(run = %run.id, error = %e, "cannot load the run's pipeline version");
                 inner
                     .store
-                    .apply(vec![Change::Run(run.id, RunChange {
-                        state: Some(RunState::Failed),
-                        finished_at: Some(jiff::Timestamp::now().as_millisecond()),
-                        error: Some(Some(format!("cannot load pipeline version: {e}"))),
-                        ..Default::default()
-                    })])
+                    .apply(vec![Change::Run(
+                        run.id,
+                        RunChange {
+                            state: Some(RunState::Failed),
+                            finished_at: Some(jiff::Timestamp::now().as_millisecond()),
+                            error: Some(Some(format!("cannot load pipeline version: {e}"))),
+                            ..Default::default()
+                        },
+                    )])
                     .await?;
                 continue;
             }
@@ -40,20 +43,37 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
         let mut changes = Vec::new();
         let mut needs_work = needs_driver(run.state);
         for n in nodes.iter().filter(|n| n.state == NodeState::Running) {
-            let Some(node) = version.pipeline.node(&n.node_id) else { continue };
-            changes.push(Change::AttemptEnd(run.id, n.node_id.clone(), n.attempts, AttemptState::Interrupted, Some("interrupted: the daemon stopped during this attempt".into())));
-            let interrupted = attempts.iter().filter(|a| a.node_id == n.node_id && a.state == AttemptState::Interrupted).count() + 1;
+            let Some(node) = version.pipeline.node(&n.node_id) else {
+                continue;
+            };
+            changes.push(Change::AttemptEnd(
+                run.id,
+                n.node_id.clone(),
+                n.attempts,
+                AttemptState::Interrupted,
+                Some("interrupted: the daemon stopped during this attempt".into()),
+            ));
+            let interrupted = attempts
+                .iter()
+                .filter(|a| a.node_id == n.node_id && a.state == AttemptState::Interrupted)
+                .count()
+                + 1;
             let change = if node.effective_on_crash() == OnCrash::Ask {
                 NodeChange { state: Some(NodeState::NeedsDecision), error: Some(Some("interrupted by a daemon stop; not safe to repeat without a decision (retry, succeed or fail it)".into())), ..Default::default() }
             } else if interrupted >= MAX_INTERRUPTIONS {
                 NodeChange {
                     state: Some(NodeState::Failed),
-                    error: Some(Some(format!("interrupted {interrupted} times by daemon stops; not retried again"))),
+                    error: Some(Some(format!(
+                        "interrupted {interrupted} times by daemon stops; not retried again"
+                    ))),
                     finished_at: Some(Some(jiff::Timestamp::now().as_millisecond())),
                     ..Default::default()
                 }
             } else {
-                NodeChange { state: Some(NodeState::Pending), ..Default::default() }
+                NodeChange {
+                    state: Some(NodeState::Pending),
+                    ..Default::default()
+                }
             };
             changes.push(Change::Node(run.id, n.node_id.clone(), change));
             needs_work = true;

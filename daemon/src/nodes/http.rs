@@ -58,14 +58,23 @@ enum Failure {
 async fn request(node: &HttpNode, ctx: &NodeContext) -> Result<Outcome, NodeError> {
     let url_text = render(ctx, "url", &node.url, Escape::Text)?;
     let mut url = Url::parse(url_text.trim()).map_err(|e| {
-        NodeError::fatal(format!("`url` is not a valid URL ('{}'): {e}", ctx.redactor.redact(&url_text)))
+        NodeError::fatal(format!(
+            "`url` is not a valid URL ('{}'): {e}",
+            ctx.redactor.redact(&url_text)
+        ))
     })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(NodeError::fatal(format!("`url` must use http or https, not '{}'", url.scheme())));
+        return Err(NodeError::fatal(format!(
+            "`url` must use http or https, not '{}'",
+            url.scheme()
+        )));
     }
     let mut query = Vec::with_capacity(node.query.len());
     for (name, value) in &node.query {
-        query.push((name.as_str(), render(ctx, &format!("query.{name}"), value, Escape::Text)?));
+        query.push((
+            name.as_str(),
+            render(ctx, &format!("query.{name}"), value, Escape::Text)?,
+        ));
     }
     let shown = shown_url(ctx, &url, &query);
     if !query.is_empty() {
@@ -78,7 +87,9 @@ async fn request(node: &HttpNode, ctx: &NodeContext) -> Result<Outcome, NodeErro
         .request(method.clone(), url)
         .timeout(timeout);
     builder = match (&node.json, &node.body) {
-        (Some(_), Some(_)) => return Err(NodeError::fatal("give either `json` or `body`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(NodeError::fatal("give either `json` or `body`, not both"));
+        }
         (Some(value), None) => builder.json(&render_json(ctx, "json", value)?),
         (None, Some(body)) => builder.body(render(ctx, "body", body, Escape::Text)?),
         (None, None) => builder,
@@ -103,7 +114,9 @@ async fn request(node: &HttpNode, ctx: &NodeContext) -> Result<Outcome, NodeErro
                 MAX_BODY / (1024 * 1024)
             )));
         }
-        Err(Failure::Transport(error)) => return Err(transport_error(ctx, &method, &shown, timeout, error)),
+        Err(Failure::Transport(error)) => {
+            return Err(transport_error(ctx, &method, &shown, timeout, error));
+        }
     };
 
     let status = exchange.status;
@@ -112,7 +125,10 @@ async fn request(node: &HttpNode, ctx: &NodeContext) -> Result<Outcome, NodeErro
         None => status.as_u16().to_string(),
     };
     ctx.log
-        .note(&format!("{method} {shown} → {status_text} in {} ms", started.elapsed().as_millis()))
+        .note(&format!(
+            "{method} {shown} → {status_text} in {} ms",
+            started.elapsed().as_millis()
+        ))
         .await;
     let output = ctx.redactor.redact_json(output_of(&exchange));
 
@@ -169,7 +185,11 @@ fn client_for(follow_redirects: bool, ctx: &NodeContext) -> Result<reqwest::Clie
         })
         .clone()
         // Never fall back to the following client: that would quietly ignore the setting.
-        .map_err(|e| NodeError::fatal(format!("cannot create an HTTP client that does not follow redirects: {e}")))
+        .map_err(|e| {
+            NodeError::fatal(format!(
+                "cannot create an HTTP client that does not follow redirects: {e}"
+            ))
+        })
 }
 
 fn headers(node: &HttpNode, ctx: &NodeContext) -> Result<HeaderMap, NodeError> {
@@ -180,7 +200,9 @@ fn headers(node: &HttpNode, ctx: &NodeContext) -> Result<HeaderMap, NodeError> {
         let rendered = render(ctx, &format!("headers.{name}"), value, Escape::Text)?;
         // The value is not quoted: it may hold a secret.
         let mut value = HeaderValue::from_str(&rendered).map_err(|_| {
-            NodeError::fatal(format!("header '{name}' has an invalid value (control characters or non-ASCII text)"))
+            NodeError::fatal(format!(
+                "header '{name}' has an invalid value (control characters or non-ASCII text)"
+            ))
         })?;
         if ctx.redactor.redact(&rendered) != rendered {
             // Kept out of HTTP/2 header compression tables and debug output.
@@ -212,7 +234,11 @@ async fn exchange(builder: reqwest::RequestBuilder, method: &Method) -> Result<E
     let mut response = builder.send().await.map_err(Failure::Transport)?;
     let status = response.status();
     let headers = std::mem::take(response.headers_mut());
-    if *method != Method::HEAD && response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+    if *method != Method::HEAD
+        && response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY as u64)
+    {
         return Err(Failure::TooLarge);
     }
     let mut body = Vec::new();
@@ -222,7 +248,11 @@ async fn exchange(builder: reqwest::RequestBuilder, method: &Method) -> Result<E
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Exchange { status, headers, body })
+    Ok(Exchange {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn output_of(exchange: &Exchange) -> Value {
@@ -258,7 +288,12 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -287,7 +322,9 @@ fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
         Ok(seconds) => Duration::from_secs(seconds),
         Err(_) => {
             // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is RFC 2822 syntax.
-            let at = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(value).ok()?;
+            let at = jiff::fmt::rfc2822::DateTimeParser::new()
+                .parse_timestamp(value)
+                .ok()?;
             let seconds = at.as_second().saturating_sub(now.as_second());
             Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
         }
@@ -295,14 +332,22 @@ fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-fn transport_error(ctx: &NodeContext, method: &Method, shown: &str, timeout: Duration, error: reqwest::Error) -> NodeError {
+fn transport_error(
+    ctx: &NodeContext,
+    method: &Method,
+    shown: &str,
+    timeout: Duration,
+    error: reqwest::Error,
+) -> NodeError {
     // reqwest puts the full URL in its messages; ours shows the masked one.
     let error = error.without_url();
     let detail = ctx.redactor.redact(&error_chain(&error)).into_owned();
     if error.is_timeout() {
         NodeError::retryable(format!("{method} {shown} timed out after {timeout:?}"))
     } else if error.is_builder() {
-        NodeError::fatal(format!("cannot build the request {method} {shown}: {detail}"))
+        NodeError::fatal(format!(
+            "cannot build the request {method} {shown}: {detail}"
+        ))
     } else if error.is_redirect() {
         NodeError::fatal(format!("{method} {shown}: {detail}"))
     } else if error.is_connect() {
@@ -350,16 +395,28 @@ mod tests {
     }
 
     async fn status(Path(code): Path<u16>) -> Response {
-        let mut response = (AxumStatus::from_u16(code).unwrap(), format!("status {code} body")).into_response();
+        let mut response = (
+            AxumStatus::from_u16(code).unwrap(),
+            format!("status {code} body"),
+        )
+            .into_response();
         if code == 429 {
-            response.headers_mut().insert("retry-after", "7".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("retry-after", "7".parse().unwrap());
         }
         response
     }
 
-    async fn echo(State(seen): State<Arc<Seen>>, headers: AxumHeaders, Json(body): Json<Value>) -> Json<Value> {
+    async fn echo(
+        State(seen): State<Arc<Seen>>,
+        headers: AxumHeaders,
+        Json(body): Json<Value>,
+    ) -> Json<Value> {
         seen.bodies.lock().unwrap().push(body.clone());
-        let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
         Json(json!({ "got": body, "authorization": auth }))
     }
 
@@ -373,9 +430,15 @@ mod tests {
     async fn server() -> (String, Arc<Seen>) {
         let seen = Arc::new(Seen::default());
         let app = Router::new()
-            .route("/json", get(|| async { ([("x-Custom", "yes")], Json(json!({ "items": [1, 2] }))) }))
+            .route(
+                "/json",
+                get(|| async { ([("x-Custom", "yes")], Json(json!({ "items": [1, 2] }))) }),
+            )
             .route("/text", get(|| async { "plain text" }))
-            .route("/query", get(|uri: Uri| async move { uri.query().unwrap_or_default().to_owned() }))
+            .route(
+                "/query",
+                get(|uri: Uri| async move { uri.query().unwrap_or_default().to_owned() }),
+            )
             .route("/echo", post(echo))
             .route("/status/{code}", get(status))
             .route("/hang", get(hang))
@@ -414,7 +477,10 @@ mod tests {
         assert_eq!(out["headers"]["x-custom"], "yes");
         assert_eq!(out["headers"]["content-type"], "application/json");
         let notes = lines_of(&mut rx, "sluice");
-        assert!(notes[0].starts_with(&format!("GET {base}/json → 200 OK in ")), "{notes:?}");
+        assert!(
+            notes[0].starts_with(&format!("GET {base}/json → 200 OK in ")),
+            "{notes:?}"
+        );
     }
 
     #[tokio::test]
@@ -424,7 +490,9 @@ mod tests {
         let out = done(get_node(format!("{base}/text")).execute(&ctx).await);
         assert_eq!(out["body"], "plain text");
         let node = HttpNode {
-            query: [("q".to_owned(), "{{ inputs.q }}".to_owned())].into_iter().collect(),
+            query: [("q".to_owned(), "{{ inputs.q }}".to_owned())]
+                .into_iter()
+                .collect(),
             ..get_node(format!("{base}/query?fixed=1"))
         };
         assert_eq!(done(node.execute(&ctx).await)["body"], "fixed=1&q=a+b%26c");
@@ -436,12 +504,20 @@ mod tests {
         let (ctx, _rx) = context(json!({ "inputs": { "n": 3 } }), &[("token", "t0ken-value")]);
         let node = HttpNode {
             method: HttpMethod::Post,
-            headers: [("Authorization".to_owned(), "Bearer {{ secrets.token }}".to_owned())].into_iter().collect(),
+            headers: [(
+                "Authorization".to_owned(),
+                "Bearer {{ secrets.token }}".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
             json: Some(json!({ "n": "{{ inputs.n }}", "text": "n is {{ inputs.n }}" })),
             ..get_node(format!("{base}/echo"))
         };
         let out = done(node.execute(&ctx).await);
-        assert_eq!(seen.bodies.lock().unwrap().as_slice(), [json!({ "n": 3, "text": "n is 3" })]);
+        assert_eq!(
+            seen.bodies.lock().unwrap().as_slice(),
+            [json!({ "n": 3, "text": "n is 3" })]
+        );
         assert_eq!(out["body"]["got"]["n"], 3);
         assert_eq!(out["body"]["authorization"], "Bearer ***");
     }
@@ -450,10 +526,16 @@ mod tests {
     async fn server_errors_are_retryable_with_the_output_attached() {
         let (base, _) = server().await;
         let (ctx, _rx) = context(json!({}), &[]);
-        let err = get_node(format!("{base}/status/500")).execute(&ctx).await.unwrap_err();
+        let err = get_node(format!("{base}/status/500"))
+            .execute(&ctx)
+            .await
+            .unwrap_err();
         assert!(err.retryable);
         assert_eq!(err.retry_after, None);
-        assert_eq!(err.message, format!("GET {base}/status/500 returned 500 Internal Server Error: status 500 body"));
+        assert_eq!(
+            err.message,
+            format!("GET {base}/status/500 returned 500 Internal Server Error: status 500 body")
+        );
         assert_eq!(err.output.unwrap()["status"], 500);
     }
 
@@ -461,7 +543,10 @@ mod tests {
     async fn too_many_requests_honours_retry_after() {
         let (base, _) = server().await;
         let (ctx, _rx) = context(json!({}), &[]);
-        let err = get_node(format!("{base}/status/429")).execute(&ctx).await.unwrap_err();
+        let err = get_node(format!("{base}/status/429"))
+            .execute(&ctx)
+            .await
+            .unwrap_err();
         assert!(err.retryable);
         assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
     }
@@ -470,12 +555,30 @@ mod tests {
     async fn client_errors_are_fatal_unless_listed() {
         let (base, _) = server().await;
         let (mut ctx, _rx) = context(json!({}), &[]);
-        let err = get_node(format!("{base}/status/404")).execute(&ctx).await.unwrap_err();
+        let err = get_node(format!("{base}/status/404"))
+            .execute(&ctx)
+            .await
+            .unwrap_err();
         assert!(!err.retryable);
         assert_eq!(err.output.unwrap()["body"], "status 404 body");
-        ctx.retry_if = RetryIf { exit_codes: vec![], statuses: vec![404, 202] };
-        assert!(get_node(format!("{base}/status/404")).execute(&ctx).await.unwrap_err().retryable);
-        assert!(get_node(format!("{base}/status/202")).execute(&ctx).await.unwrap_err().retryable);
+        ctx.retry_if = RetryIf {
+            exit_codes: vec![],
+            statuses: vec![404, 202],
+        };
+        assert!(
+            get_node(format!("{base}/status/404"))
+                .execute(&ctx)
+                .await
+                .unwrap_err()
+                .retryable
+        );
+        assert!(
+            get_node(format!("{base}/status/202"))
+                .execute(&ctx)
+                .await
+                .unwrap_err()
+                .retryable
+        );
     }
 
     #[tokio::test]
@@ -494,7 +597,10 @@ mod tests {
     async fn redirects_are_followed_unless_disabled() {
         let (base, _) = server().await;
         let (ctx, _rx) = context(json!({}), &[]);
-        assert_eq!(done(get_node(format!("{base}/redirect")).execute(&ctx).await)["status"], 200);
+        assert_eq!(
+            done(get_node(format!("{base}/redirect")).execute(&ctx).await)["status"],
+            200
+        );
         let node = HttpNode {
             follow_redirects: false,
             ..get_node(format!("{base}/redirect"))
@@ -509,9 +615,15 @@ mod tests {
         let (base, _) = server().await;
         let (mut ctx, _rx) = context(json!({}), &[]);
         ctx.timeout = Some(Duration::from_millis(300));
-        let err = get_node(format!("{base}/hang")).execute(&ctx).await.unwrap_err();
+        let err = get_node(format!("{base}/hang"))
+            .execute(&ctx)
+            .await
+            .unwrap_err();
         assert!(err.retryable);
-        assert_eq!(err.message, format!("GET {base}/hang timed out after 300ms"));
+        assert_eq!(
+            err.message,
+            format!("GET {base}/hang timed out after 300ms")
+        );
     }
 
     #[tokio::test]
@@ -539,22 +651,43 @@ mod tests {
         drop(listener);
         let (ctx, _rx) = context(json!({}), &[("hook", "hook-s3cret")]);
         let node = HttpNode {
-            query: [("key".to_owned(), "{{ secrets.hook }}/+=".to_owned())].into_iter().collect(),
-            ..get_node(format!("http://user:pa55word@{addr}/hooks/{{{{ secrets.hook }}}}"))
+            query: [("key".to_owned(), "{{ secrets.hook }}/+=".to_owned())]
+                .into_iter()
+                .collect(),
+            ..get_node(format!(
+                "http://user:pa55word@{addr}/hooks/{{{{ secrets.hook }}}}"
+            ))
         };
         let err = node.execute(&ctx).await.unwrap_err();
         assert!(err.retryable);
-        assert!(err.message.starts_with(&format!("cannot connect for GET http://user:***@{addr}/hooks/***?key=")), "{}", err.message);
-        assert!(!err.message.contains("s3cret") && !err.message.contains("pa55word"), "{}", err.message);
+        assert!(
+            err.message.starts_with(&format!(
+                "cannot connect for GET http://user:***@{addr}/hooks/***?key="
+            )),
+            "{}",
+            err.message
+        );
+        assert!(
+            !err.message.contains("s3cret") && !err.message.contains("pa55word"),
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
     async fn oversized_bodies_are_refused() {
         let (base, _) = server().await;
         let (ctx, _rx) = context(json!({}), &[]);
-        let err = get_node(format!("{base}/big")).execute(&ctx).await.unwrap_err();
+        let err = get_node(format!("{base}/big"))
+            .execute(&ctx)
+            .await
+            .unwrap_err();
         assert!(!err.retryable);
-        assert!(err.message.ends_with("is larger than 10 MiB"), "{}", err.message);
+        assert!(
+            err.message.ends_with("is larger than 10 MiB"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -566,7 +699,10 @@ mod tests {
             retry_after(&headers, now)
         };
         assert_eq!(with("7"), Some(Duration::from_secs(7)));
-        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            with("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(with("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(with("99999999"), Some(MAX_RETRY_AFTER));
         assert_eq!(with("soon"), None);

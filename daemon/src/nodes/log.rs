@@ -83,7 +83,8 @@ impl LogSink {
     /// placed after every line the attempt could have written.
     pub async fn closing_note(&self, text: &str) {
         let text = self.redactor.redact(text).into_owned();
-        self.send(self.max_lines.saturating_add(2), "sluice", text).await;
+        self.send(self.max_lines.saturating_add(2), "sluice", text)
+            .await;
     }
 
     /// Ends the attempt's log, adding a visible marker if lines were dropped.

@@ -131,10 +131,12 @@ pub async fn execute(kind: &NodeKind, ctx: &NodeContext) -> Result<Outcome, Node
         NodeKind::Shell(n) => n.execute(ctx).await,
         NodeKind::Http(n) => n.execute(ctx).await,
         NodeKind::Plugin(n) => n.execute(ctx).await,
-        NodeKind::Llm(_) | NodeKind::Approval(_) | NodeKind::Notify(_) => Err(NodeError::fatal(format!(
-            "'{}' nodes are not supported by this version of sluiced",
-            kind.name()
-        ))),
+        NodeKind::Llm(_) | NodeKind::Approval(_) | NodeKind::Notify(_) => {
+            Err(NodeError::fatal(format!(
+                "'{}' nodes are not supported by this version of sluiced",
+                kind.name()
+            )))
+        }
     }
 }
 
@@ -189,7 +191,10 @@ pub(crate) mod test_support {
 
     /// A context for attempt 1 of node `n` in run #1. Templates see `template`
     /// plus `secrets`; plugins get `template` alone; PATH is the only base variable.
-    pub(crate) fn context(template: Value, secrets: &[(&str, &str)]) -> (NodeContext, mpsc::Receiver<LogLine>) {
+    pub(crate) fn context(
+        template: Value,
+        secrets: &[(&str, &str)],
+    ) -> (NodeContext, mpsc::Receiver<LogLine>) {
         let secrets = Secrets::from_map(
             secrets
                 .iter()
@@ -237,6 +242,10 @@ pub(crate) mod test_support {
 
     /// The text of the lines of one stream received so far.
     pub(crate) fn lines_of(rx: &mut mpsc::Receiver<LogLine>, stream: &str) -> Vec<String> {
-        drain(rx).into_iter().filter(|l| l.stream == stream).map(|l| l.line).collect()
+        drain(rx)
+            .into_iter()
+            .filter(|l| l.stream == stream)
+            .map(|l| l.line)
+            .collect()
     }
 }

@@ -38,7 +38,12 @@ impl Execute for PluginNode {
 
 async fn run(node: &PluginNode, ctx: &NodeContext) -> Result<Outcome, NodeError> {
     // The kind becomes a file name: keep it from walking out of the directory.
-    if node.kind.is_empty() || !node.kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if node.kind.is_empty()
+        || !node
+            .kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(NodeError::fatal(format!(
             "invalid plugin kind '{}': only letters, digits, '-' and '_' are allowed",
             node.kind
@@ -72,7 +77,10 @@ async fn run(node: &PluginNode, ctx: &NodeContext) -> Result<Outcome, NodeError>
         .map_err(|e| NodeError::fatal(format!("cannot start plugin {}: {e}", path.display())))?;
 
     let stderr = finished.stderr.text(&ctx.redactor);
-    let last_stderr = finished.stderr.last_line().map(|l| ctx.redactor.redact(l).into_owned());
+    let last_stderr = finished
+        .stderr
+        .last_line()
+        .map(|l| ctx.redactor.redact(l).into_owned());
     match finished.end {
         End::Exited(0) => {
             let Some(bytes) = finished.stdout.complete_bytes() else {
@@ -81,12 +89,16 @@ async fn run(node: &PluginNode, ctx: &NodeContext) -> Result<Outcome, NodeError>
                     MAX_PLUGIN_OUTPUT / (1024 * 1024)
                 )));
             };
-            let output: Value = serde_json::from_slice(bytes)
-                .map_err(|e| NodeError::fatal(format!("plugin {name} printed invalid JSON: {e}")))?;
+            let output: Value = serde_json::from_slice(bytes).map_err(|e| {
+                NodeError::fatal(format!("plugin {name} printed invalid JSON: {e}"))
+            })?;
             Ok(Outcome::Done(ctx.redactor.redact_json(output)))
         }
         End::Exited(code) => {
-            let message = with_detail(format!("plugin {name} failed with exit code {code}"), last_stderr);
+            let message = with_detail(
+                format!("plugin {name} failed with exit code {code}"),
+                last_stderr,
+            );
             let error = if exit_code_retryable(&ctx.retry_if, code) {
                 NodeError::retryable(message)
             } else {
@@ -96,11 +108,16 @@ async fn run(node: &PluginNode, ctx: &NodeContext) -> Result<Outcome, NodeError>
         }
         End::Signalled(signal) => {
             let name_of_signal = signal_name(signal);
-            let message = with_detail(format!("plugin {name} was killed by {name_of_signal}"), last_stderr);
-            Err(NodeError::retryable(message)
-                .with_output(json!({ "exit_code": Value::Null, "signal": name_of_signal, "stderr": stderr })))
+            let message = with_detail(
+                format!("plugin {name} was killed by {name_of_signal}"),
+                last_stderr,
+            );
+            Err(NodeError::retryable(message).with_output(
+                json!({ "exit_code": Value::Null, "signal": name_of_signal, "stderr": stderr }),
+            ))
         }
-        End::Cancelled => Err(NodeError::fatal("cancelled").with_output(json!({ "exit_code": Value::Null, "stderr": stderr }))),
+        End::Cancelled => Err(NodeError::fatal("cancelled")
+            .with_output(json!({ "exit_code": Value::Null, "stderr": stderr }))),
     }
 }
 
@@ -108,14 +125,16 @@ async fn run(node: &PluginNode, ctx: &NodeContext) -> Result<Outcome, NodeError>
 async fn check_executable(path: &Path) -> Result<(), NodeError> {
     let shown = path.display();
     match tokio::fs::metadata(path).await {
-        Ok(meta) if !meta.is_file() => Err(NodeError::fatal(format!("plugin {shown} is not a regular file"))),
+        Ok(meta) if !meta.is_file() => Err(NodeError::fatal(format!(
+            "plugin {shown} is not a regular file"
+        ))),
         Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Err(NodeError::fatal(format!(
             "plugin {shown} is not executable (chmod +x it)"
         ))),
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(NodeError::fatal(format!("plugin {shown} does not exist (no executable for this node kind)")))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NodeError::fatal(format!(
+            "plugin {shown} does not exist (no executable for this node kind)"
+        ))),
         Err(e) => Err(NodeError::fatal(format!("cannot use plugin {shown}: {e}"))),
     }
 }
@@ -168,10 +187,20 @@ mod tests {
     #[tokio::test]
     async fn echoes_its_input_which_becomes_the_output() {
         let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "echo", "#!/bin/sh\necho 'reading input' >&2\ncat\n");
-        let (mut ctx, mut rx) = context(json!({ "inputs": { "topic": "rust" } }), &[("key", "k3y-value")]);
+        install(
+            dir.path(),
+            "echo",
+            "#!/bin/sh\necho 'reading input' >&2\ncat\n",
+        );
+        let (mut ctx, mut rx) = context(
+            json!({ "inputs": { "topic": "rust" } }),
+            &[("key", "k3y-value")],
+        );
         ctx.plugins_dir = dir.path().to_owned();
-        let node = plugin("echo", json!({ "q": "about {{ inputs.topic }}", "n": 2, "key": "{{ secrets.key }}" }));
+        let node = plugin(
+            "echo",
+            json!({ "q": "about {{ inputs.topic }}", "n": 2, "key": "{{ secrets.key }}" }),
+        );
         let out = match execute(&node, &ctx).await {
             Ok(Outcome::Done(v)) => v,
             other => panic!("{other:?}"),
@@ -189,25 +218,53 @@ mod tests {
     #[tokio::test]
     async fn a_failing_plugin_reports_its_code_and_last_stderr_line() {
         let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "fail", "#!/bin/sh\necho 'step one' >&2\necho 'quota exceeded' >&2\nexit 3\n");
+        install(
+            dir.path(),
+            "fail",
+            "#!/bin/sh\necho 'step one' >&2\necho 'quota exceeded' >&2\nexit 3\n",
+        );
         let (mut ctx, _rx) = context(json!({}), &[]);
         ctx.plugins_dir = dir.path().to_owned();
-        let err = execute(&plugin("fail", Value::Null), &ctx).await.unwrap_err();
-        assert_eq!(err.message, "plugin sluice-node-fail failed with exit code 3: quota exceeded");
+        let err = execute(&plugin("fail", Value::Null), &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "plugin sluice-node-fail failed with exit code 3: quota exceeded"
+        );
         assert!(err.retryable);
         assert_eq!(err.output.unwrap()["exit_code"], 3);
-        ctx.retry_if = RetryIf { exit_codes: vec![75], statuses: vec![] };
-        assert!(!execute(&plugin("fail", Value::Null), &ctx).await.unwrap_err().retryable);
+        ctx.retry_if = RetryIf {
+            exit_codes: vec![75],
+            statuses: vec![],
+        };
+        assert!(
+            !execute(&plugin("fail", Value::Null), &ctx)
+                .await
+                .unwrap_err()
+                .retryable
+        );
     }
 
     #[tokio::test]
     async fn garbage_on_stdout_is_a_fatal_error() {
         let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "garbage", "#!/bin/sh\necho 'this is not json'\n");
+        install(
+            dir.path(),
+            "garbage",
+            "#!/bin/sh\necho 'this is not json'\n",
+        );
         let (mut ctx, _rx) = context(json!({}), &[]);
         ctx.plugins_dir = dir.path().to_owned();
-        let err = execute(&plugin("garbage", Value::Null), &ctx).await.unwrap_err();
-        assert!(err.message.starts_with("plugin sluice-node-garbage printed invalid JSON: "), "{}", err.message);
+        let err = execute(&plugin("garbage", Value::Null), &ctx)
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("plugin sluice-node-garbage printed invalid JSON: "),
+            "{}",
+            err.message
+        );
         assert!(!err.retryable);
     }
 
@@ -216,25 +273,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut ctx, _rx) = context(json!({}), &[]);
         ctx.plugins_dir = dir.path().to_owned();
-        let err = execute(&plugin("absent", Value::Null), &ctx).await.unwrap_err();
+        let err = execute(&plugin("absent", Value::Null), &ctx)
+            .await
+            .unwrap_err();
         let path = executable_path(dir.path(), "absent");
-        assert_eq!(err.message, format!("plugin {} does not exist (no executable for this node kind)", path.display()));
+        assert_eq!(
+            err.message,
+            format!(
+                "plugin {} does not exist (no executable for this node kind)",
+                path.display()
+            )
+        );
         assert!(!err.retryable);
 
         install(dir.path(), "plain", "#!/bin/sh\necho '{}'\n");
         let path = executable_path(dir.path(), "plain");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = execute(&plugin("plain", Value::Null), &ctx).await.unwrap_err();
-        assert_eq!(err.message, format!("plugin {} is not executable (chmod +x it)", path.display()));
+        let err = execute(&plugin("plain", Value::Null), &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            format!("plugin {} is not executable (chmod +x it)", path.display())
+        );
 
-        let err = execute(&plugin("../bin/sh", Value::Null), &ctx).await.unwrap_err();
-        assert!(err.message.starts_with("invalid plugin kind"), "{}", err.message);
+        let err = execute(&plugin("../bin/sh", Value::Null), &ctx)
+            .await
+            .unwrap_err();
+        assert!(
+            err.message.starts_with("invalid plugin kind"),
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
     async fn cancel_stops_a_plugin_that_never_finishes() {
         let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "hang", "#!/bin/sh\necho ready >&2\nexec sleep 1000\n");
+        install(
+            dir.path(),
+            "hang",
+            "#!/bin/sh\necho ready >&2\nexec sleep 1000\n",
+        );
         let (mut ctx, mut rx) = context(json!({}), &[]);
         ctx.plugins_dir = dir.path().to_owned();
         let node = plugin("hang", Value::Null);

@@ -121,7 +121,8 @@ impl Captured {
     fn push(&mut self, chunk: &[u8]) {
         self.total += chunk.len() as u64;
         let room = (self.cap + REDACT_SLACK).saturating_sub(self.bytes.len());
-        self.bytes.extend_from_slice(&chunk[..room.min(chunk.len())]);
+        self.bytes
+            .extend_from_slice(&chunk[..room.min(chunk.len())]);
     }
 
     fn note_line(&mut self, line: &str) {
@@ -256,7 +257,8 @@ pub async fn run(ctx: &NodeContext, spec: Spec) -> io::Result<Finished> {
                 .note("cancelled: stopping the process group (SIGTERM, then SIGKILL after 2 s)")
                 .await;
         }
-        let (status, leftovers) = pumping(&mut io, &mut io_done, stop_group(&mut child, pgid, reaped)).await;
+        let (status, leftovers) =
+            pumping(&mut io, &mut io_done, stop_group(&mut child, pgid, reaped)).await;
         guard.armed = false;
         if leftovers && !cancelled {
             ctx.log
@@ -275,7 +277,11 @@ pub async fn run(ctx: &NodeContext, spec: Spec) -> io::Result<Finished> {
     };
 
     Ok(Finished {
-        end: if cancelled { End::Cancelled } else { end_of(status) },
+        end: if cancelled {
+            End::Cancelled
+        } else {
+            end_of(status)
+        },
         stdout: stdout_cap,
         stderr: stderr_cap,
     })
@@ -372,7 +378,7 @@ fn signal_group(pgid: i32, signal: libc::c_int) -> bool {
     sent || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Whether any live (non-zombie) process is left in the group.
+/// Whether any process is left in the group (an unreaped zombie counts).
 fn group_alive(pgid: i32) -> bool {
     signal_group(pgid, 0)
 }
@@ -432,7 +438,11 @@ impl Drop for GroupGuard {
 }
 
 /// Drives `fut` to completion while also driving the output pumps.
-async fn pumping<F: Future>(io: &mut Pin<&mut impl Future<Output = ()>>, io_done: &mut bool, fut: F) -> F::Output {
+async fn pumping<F: Future>(
+    io: &mut Pin<&mut impl Future<Output = ()>>,
+    io_done: &mut bool,
+    fut: F,
+) -> F::Output {
     tokio::pin!(fut);
     loop {
         tokio::select! {
@@ -492,7 +502,12 @@ impl LineBuf {
 
 /// Reads a stream to its end: each line to the log (when given) as it
 /// arrives, every byte into the capture up to its cap.
-async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: &str, log: Option<&LogSink>, capture: &mut Captured) {
+async fn pump<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    stream: &str,
+    log: Option<&LogSink>,
+    capture: &mut Captured,
+) {
     let Some(mut reader) = reader else {
         return;
     };
@@ -544,14 +559,20 @@ mod tests {
         let input: &[u8] = b"one\r\ntwo\n\nthree without newline";
         let mut capture = Captured::new(8);
         pump(Some(input), "stdout", Some(&ctx.log), &mut capture).await;
-        let lines: Vec<String> = test_support::drain(&mut rx).into_iter().map(|l| l.line).collect();
+        let lines: Vec<String> = test_support::drain(&mut rx)
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
         assert_eq!(lines, ["one", "two", "", "three without newline"]);
         assert_eq!(capture.last_line(), Some("three without newline"));
         assert!(capture.truncated());
         assert!(capture.complete_bytes().is_none());
         let text = capture.text(&Redactor::default());
         assert!(text.starts_with("one\r\ntwo"), "{text}");
-        assert!(text.ends_with("[truncated: 31 bytes in all, the first 8 kept]"), "{text}");
+        assert!(
+            text.ends_with("[truncated: 31 bytes in all, the first 8 kept]"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -41,17 +41,27 @@ impl Fixture {
 
     pub async fn with_secrets(secrets: BTreeMap<String, String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&db_path(dir.path()), Durability::Full).await.expect("store");
+        let store = Store::open(&db_path(dir.path()), Durability::Full)
+            .await
+            .expect("store");
         let secrets = Secrets::from_map(secrets);
         let engine = Engine::start(store.clone(), &secrets, options(dir.path())).expect("engine");
-        Self { dir, engine, store, secrets }
+        Self {
+            dir,
+            engine,
+            store,
+            secrets,
+        }
     }
 
     /// A new engine on the same state directory, as after a restart.
     pub async fn restart(&mut self) {
         self.engine.shutdown().await;
-        let store = Store::open(&db_path(self.dir.path()), Durability::Full).await.expect("store");
-        self.engine = Engine::start(store.clone(), &self.secrets, options(self.dir.path())).expect("engine");
+        let store = Store::open(&db_path(self.dir.path()), Durability::Full)
+            .await
+            .expect("store");
+        self.engine =
+            Engine::start(store.clone(), &self.secrets, options(self.dir.path())).expect("engine");
         self.store = store;
         self.engine.recover().await.expect("recover");
     }
@@ -63,14 +73,23 @@ impl Fixture {
     pub async fn submit(&self, pipeline: &Pipeline, inputs: Value) -> RunId {
         let inputs: Map<String, Value> = inputs.as_object().cloned().unwrap_or_default();
         self.engine
-            .submit(pipeline, None, &inputs, TriggerInfo::manual(Some("tester".into())))
+            .submit(
+                pipeline,
+                None,
+                &inputs,
+                TriggerInfo::manual(Some("tester".into())),
+            )
             .await
             .expect("submit")
     }
 }
 
 pub fn pipeline(name: &str, yaml: &str) -> Pipeline {
-    let f = sluice_shared::load_source(Path::new(&format!("{name}.yaml")), yaml, &Default::default());
+    let f = sluice_shared::load_source(
+        Path::new(&format!("{name}.yaml")),
+        yaml,
+        &Default::default(),
+    );
     assert!(f.is_valid(), "{:#?}", f.diagnostics);
     f.pipeline.expect("pipeline")
 }
@@ -86,13 +105,20 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Waits for an event matching `pred` on `rx`, failing after `secs` seconds.
-pub async fn next_event<F>(rx: &mut tokio::sync::broadcast::Receiver<Event>, secs: u64, mut pred: F) -> Event
+pub async fn next_event<F>(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    secs: u64,
+    mut pred: F,
+) -> Event
 where
     F: FnMut(&Event) -> bool,
 {
@@ -106,7 +132,9 @@ where
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(secs), wait).await.expect("timed out waiting for an event")
+    tokio::time::timeout(Duration::from_secs(secs), wait)
+        .await
+        .expect("timed out waiting for an event")
 }
 
 /// Whether a process exists.

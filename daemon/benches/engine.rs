@@ -1,0 +1,193 @@
+//! Prints engine throughput and daemon memory on this machine:
+//! - runs/s and node executions/s for a 5-node transform-only DAG, durability full
+//!   (target: 500 runs/s, 2,500 node executions/s);
+//! - idle RSS of the real `sluiced` (target: under 20 MiB);
+//! - RSS with 10,000 runs waiting on delay nodes (target: under 150 MiB).
+//!
+//! Run with `cargo bench -p sluice-daemon --bench engine`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Map;
+use sluice_daemon::engine::{Engine, EngineOptions, enqueue};
+use sluice_daemon::secrets::Secrets;
+use sluice_daemon::store::{Durability, Store};
+use sluice_shared::Pipeline;
+use sluice_shared::event::Event;
+use sluice_shared::run::{RunState, TriggerInfo};
+
+fn pipeline(name: &str, yaml: &str) -> Pipeline {
+    sluice_shared::load_source(
+        Path::new(&format!("{name}.yaml")),
+        yaml,
+        &Default::default(),
+    )
+    .pipeline
+    .expect("valid benchmark pipeline")
+}
+
+const DAG: &str = "inputs:\n  n: { type: integer, default: 0 }\nnodes:\n  - id: a\n    kind: transform\n    output: { n: \"{{ inputs.n }}\" }\n  - id: b\n    kind: transform\n    needs: [a]\n    output: { x: \"{{ nodes.a.output.n + 1 }}\" }\n  - id: c\n    kind: transform\n    needs: [a]\n    output: { y: \"{{ nodes.a.output.n * 2 }}\" }\n  - id: d\n    kind: transform\n    needs: [b, c]\n    output: { z: \"{{ nodes.b.output.x + nodes.c.output.y }}\" }\n  - id: e\n    kind: transform\n    needs: [d]\n    output: { done: true }\n";
+
+async fn throughput(runs: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("sluice.db"), Durability::Full)
+        .await
+        .expect("store");
+    let engine = Engine::start(store.clone(), &Secrets::default(), EngineOptions::default())
+        .expect("engine");
+    let p = Arc::new(pipeline("dag", DAG));
+    let mut events = engine.subscribe();
+    let started = Instant::now();
+    let submitters = 64;
+    let mut tasks = Vec::new();
+    for s in 0..submitters {
+        let engine = engine.clone();
+        let p = Arc::clone(&p);
+        tasks.push(tokio::spawn(async move {
+            for n in (s..runs).step_by(submitters) {
+                let mut inputs = Map::new();
+                inputs.insert("n".into(), serde_json::json!(n));
+                engine
+                    .submit(&p, None, &inputs, TriggerInfo::manual(None))
+                    .await
+                    .expect("submit");
+            }
+        }));
+    }
+    let mut finished = 0;
+    let mut succeeded = 0;
+    while finished < runs {
+        match events.recv().await {
+            Ok(Event::RunState { state, .. }) if state.is_finished() => {
+                finished += 1;
+                if state == RunState::Succeeded {
+                    succeeded += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Count from the store instead.
+                let all = store
+                    .runs(None, i64::try_from(runs).unwrap_or(i64::MAX))
+                    .await
+                    .expect("runs");
+                finished = all.iter().filter(|r| r.state.is_finished()).count();
+                succeeded = all
+                    .iter()
+                    .filter(|r| r.state == RunState::Succeeded)
+                    .count();
+            }
+            Err(_) => break,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.expect("submitter");
+    }
+    assert_eq!(succeeded, runs, "every run succeeds");
+    println!(
+        "engine: {runs} runs of a 5-node transform DAG in {elapsed:.2} s: {:.0} runs/s, {:.0} node executions/s (durability full)",
+        runs as f64 / elapsed,
+        (runs * 5) as f64 / elapsed
+    );
+    engine.shutdown().await;
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_daemon(state: &Path) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
+        .arg("--state-dir")
+        .arg(state)
+        .env("SLUICE_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn sluiced");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.expect("stderr line").starts_with("sluiced: ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+async fn memory(waiting: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let mut daemon = start_daemon(&state);
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "daemon: idle RSS {:.1} MiB",
+        rss_kib(daemon.id()) as f64 / 1024.0
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+
+    let store = Store::open(&state.join("sluice.db"), Durability::Normal)
+        .await
+        .expect("store");
+    let p = pipeline(
+        "sleepy",
+        "nodes:\n  - id: pause\n    kind: delay\n    for: 1h\n  - id: after\n    kind: transform\n    needs: [pause]\n    output: {}\n",
+    );
+    for _ in 0..waiting {
+        enqueue(&store, &p, None, &Map::new(), TriggerInfo::manual(None))
+            .await
+            .expect("enqueue");
+    }
+    store.flush().await.expect("flush");
+    let started = Instant::now();
+    let mut daemon = start_daemon(&state);
+    loop {
+        let unfinished = store.unfinished_runs().await.expect("runs");
+        if unfinished
+            .iter()
+            .filter(|r| r.state == RunState::Waiting)
+            .count()
+            == waiting
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "runs did not all reach their delay"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "daemon: RSS {:.1} MiB with {waiting} runs waiting on delays (all started in {:.1} s)",
+        rss_kib(daemon.id()) as f64 / 1024.0,
+        started.elapsed().as_secs_f64()
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        throughput(2000).await;
+        memory(10_000).await;
+    });
+}
