@@ -167,11 +167,14 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     let secrets = load_secrets(s)?;
     let engine = Engine::start(store, &secrets, engine_options(s, true))?;
     let recovered = engine.recover().await?;
+    let stop_retention = tokio_util::sync::CancellationToken::new();
+    sluice_daemon::retention::spawn(engine.store().clone(), s.config.retention.clone(), stop_retention.clone());
     tracing::info!(state_dir = %s.paths.state_dir.display(), recovered, "sluiced ready");
     // Announce readiness to whoever started us (tests wait for this line).
     eprintln!("sluiced: ready (state {})", s.paths.state_dir.display());
     wait_for_stop().await?;
     tracing::info!("stopping: letting running nodes finish");
+    stop_retention.cancel();
     engine.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
