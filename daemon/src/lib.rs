@@ -4,6 +4,7 @@
 pub mod config;
 pub mod engine;
 pub mod nodes;
+pub mod registry;
 pub mod retention;
 pub mod secrets;
 pub mod statedir;

@@ -168,7 +168,11 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     let engine = Engine::start(store, &secrets, engine_options(s, true))?;
     let recovered = engine.recover().await?;
     let stop_retention = tokio_util::sync::CancellationToken::new();
-    sluice_daemon::retention::spawn(engine.store().clone(), s.config.retention.clone(), stop_retention.clone());
+    sluice_daemon::retention::spawn(
+        engine.store().clone(),
+        s.config.retention.clone(),
+        stop_retention.clone(),
+    );
     tracing::info!(state_dir = %s.paths.state_dir.display(), recovered, "sluiced ready");
     // Announce readiness to whoever started us (tests wait for this line).
     eprintln!("sluiced: ready (state {})", s.paths.state_dir.display());

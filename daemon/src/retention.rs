@@ -15,8 +15,12 @@ pub const EVERY: Duration = Duration::from_secs(3600);
 /// Prunes once; returns how many runs were deleted.
 pub async fn prune_once(store: &Store, policy: &Retention) -> Result<u64, StoreError> {
     let age_ms = i64::try_from(policy.max_age.std().as_millis()).unwrap_or(i64::MAX);
-    let before = jiff::Timestamp::now().as_millisecond().saturating_sub(age_ms);
-    store.prune(before, i64::from(policy.max_runs_per_pipeline)).await
+    let before = jiff::Timestamp::now()
+        .as_millisecond()
+        .saturating_sub(age_ms);
+    store
+        .prune(before, i64::from(policy.max_runs_per_pipeline))
+        .await
 }
 
 /// Prunes now and then every [`EVERY`] until `stop` is cancelled.

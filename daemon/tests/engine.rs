@@ -431,31 +431,54 @@ async fn max_active_nodes_bounds_parallelism_within_a_run() {
     let f = Fixture::new().await;
     let dir = sq(f.dir.path());
     // Each node fails if another node of the run is active at the same time.
-    let step = |me: &str| format!("mkdir {dir}/active || exit 9; sleep 0.2; echo {me} >> {dir}/order; rmdir {dir}/active");
-    let p = pipeline("narrow", &format!(
-        "max_active_nodes: 1\nnodes:\n  - id: a\n    kind: shell\n    run: \"{}\"\n  - id: b\n    kind: shell\n    run: \"{}\"\n  - id: c\n    kind: shell\n    run: \"{}\"\n",
-        step("a"), step("b"), step("c")
-    ));
+    let step = |me: &str| {
+        format!(
+            "mkdir {dir}/active || exit 9; sleep 0.2; echo {me} >> {dir}/order; rmdir {dir}/active"
+        )
+    };
+    let p = pipeline(
+        "narrow",
+        &format!(
+            "max_active_nodes: 1\nnodes:\n  - id: a\n    kind: shell\n    run: \"{}\"\n  - id: b\n    kind: shell\n    run: \"{}\"\n  - id: c\n    kind: shell\n    run: \"{}\"\n",
+            step("a"),
+            step("b"),
+            step("c")
+        ),
+    );
     let run = f.submit(&p, json!({})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
-    assert_eq!(std::fs::read_to_string(f.path("order")).unwrap().lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(f.path("order"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
 }
 
 #[tokio::test]
 async fn long_logs_are_capped_with_a_visible_marker() {
     let f = Fixture::new().await;
-    let p = pipeline("chatty", "nodes:\n  - id: talk\n    kind: shell\n    run: seq 1 10050\n");
+    let p = pipeline(
+        "chatty",
+        "nodes:\n  - id: talk\n    kind: shell\n    run: seq 1 10050\n",
+    );
     let run = f.submit(&p, json!({})).await;
     assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
     f.store.flush().await.unwrap();
     let logs = eventually(10, "the log to be stored", || async {
         let logs = f.store.logs(run, Some("talk")).await.unwrap();
-        logs.iter().any(|l| l.line.starts_with("[log truncated")).then_some(logs)
+        logs.iter()
+            .any(|l| l.line.starts_with("[log truncated"))
+            .then_some(logs)
     })
     .await;
     assert_eq!(logs.iter().filter(|l| l.stream == "stdout").count(), 10_000);
-    let marker = logs.iter().find(|l| l.line.starts_with("[log truncated")).unwrap();
+    let marker = logs
+        .iter()
+        .find(|l| l.line.starts_with("[log truncated"))
+        .unwrap();
     assert!(marker.line.contains("50 more line(s)"), "{}", marker.line);
 }
 
@@ -464,7 +487,10 @@ async fn retention_prunes_old_and_excess_finished_runs_only() {
     use sluice_daemon::config::Retention;
     use sluice_daemon::store::{Change, RunChange};
     let f = Fixture::new().await;
-    let p = pipeline("keep", "nodes:\n  - id: a\n    kind: transform\n    output: {}\n");
+    let p = pipeline(
+        "keep",
+        "nodes:\n  - id: a\n    kind: transform\n    output: {}\n",
+    );
     let mut runs = Vec::new();
     for _ in 0..4 {
         let run = f.submit(&p, json!({})).await;
@@ -475,11 +501,35 @@ async fn retention_prunes_old_and_excess_finished_runs_only() {
     let unfinished = f.submit(&waiting, json!({})).await;
     // The oldest run finished 40 days ago.
     let old = jiff::Timestamp::now().as_millisecond() - 40 * 24 * 3600 * 1000;
-    f.store.apply(vec![Change::Run(runs[0], RunChange { finished_at: Some(old), ..Default::default() })]).await.unwrap();
-    let policy = Retention { max_age: "30d".parse().unwrap(), max_runs_per_pipeline: 2 };
-    let deleted = sluice_daemon::retention::prune_once(&f.store, &policy).await.unwrap();
+    f.store
+        .apply(vec![Change::Run(
+            runs[0],
+            RunChange {
+                finished_at: Some(old),
+                ..Default::default()
+            },
+        )])
+        .await
+        .unwrap();
+    let policy = Retention {
+        max_age: "30d".parse().unwrap(),
+        max_runs_per_pipeline: 2,
+    };
+    let deleted = sluice_daemon::retention::prune_once(&f.store, &policy)
+        .await
+        .unwrap();
     assert_eq!(deleted, 2, "one by age, one by count");
-    let left: Vec<_> = f.store.runs(None, 10).await.unwrap().into_iter().map(|r| r.id).collect();
+    let left: Vec<_> = f
+        .store
+        .runs(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(left, vec![unfinished, runs[3], runs[2]]);
-    assert!(f.store.nodes(runs[0]).await.unwrap().is_empty(), "nodes go with their run");
+    assert!(
+        f.store.nodes(runs[0]).await.unwrap().is_empty(),
+        "nodes go with their run"
+    );
 }

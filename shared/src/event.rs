@@ -54,6 +54,25 @@ pub enum Event {
         /// The line, secrets redacted.
         line: String,
     },
+    /// A pipeline was added, changed, enabled, disabled or removed.
+    PipelineChanged {
+        /// Its name.
+        name: String,
+        /// Its newest stored version number.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<i64>,
+        /// Whether triggers may start it.
+        enabled: bool,
+        /// What happened: added, updated, enabled, disabled, removed.
+        change: String,
+    },
+    /// A pipeline file was rejected; the previous version (if any) stays active.
+    ConfigError {
+        /// The file.
+        file: String,
+        /// The problems, as `sluice validate` prints them.
+        diagnostics: Vec<crate::diagnostic::Diagnostic>,
+    },
     /// Something else, as data.
     Other {
         /// What happened.

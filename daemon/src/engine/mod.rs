@@ -289,6 +289,11 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The event bus (for components that announce their own events).
+    pub fn events(&self) -> broadcast::Sender<Event> {
+        self.inner.events.clone()
+    }
+
     /// Receives every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()

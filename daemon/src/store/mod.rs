@@ -6,6 +6,7 @@
 //! Writes go through one writer task that commits in small batches; reads use
 //! a separate read-only pool so they never wait behind a commit.
 
+pub mod pipelines;
 pub mod records;
 mod writer;
 
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use records::{
     AttemptRecord, NewNode, NewRun, NodeChange, NodeRecord, RunChange, RunRecord, VersionId,
 };
+pub use writer::SqlArg;
 use writer::{Reply, Write, Written};
 
 /// How hard commits are pushed to disk.
@@ -203,6 +205,24 @@ impl Store {
             Written::Count(n) => Ok(n),
             _ => Ok(0),
         }
+    }
+
+    /// Runs store-submodule statements atomically (through the single writer).
+    /// Returns the last statement's `RETURNING` value or affected row count.
+    pub(crate) async fn exec(
+        &self,
+        statements: Vec<(String, Vec<SqlArg>)>,
+    ) -> Result<i64, StoreError> {
+        match self.write(Write::Exec(statements)).await? {
+            Written::Id(id) => Ok(id),
+            Written::Count(n) => Ok(i64::try_from(n).unwrap_or(i64::MAX)),
+            Written::Nothing => Ok(0),
+        }
+    }
+
+    /// The read pool, for store submodules' queries.
+    pub(crate) fn reads(&self) -> &SqlitePool {
+        &self.reads
     }
 
     /// A stored pipeline version.

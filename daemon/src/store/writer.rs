@@ -47,6 +47,22 @@ pub(crate) enum Write {
         finished_before: i64,
         keep_per_pipeline: i64,
     },
+    /// Statements of a store submodule, applied together; the last one's
+    /// `RETURNING` value (if any) or its affected rows is the result.
+    Exec(Vec<(String, Vec<SqlArg>)>),
+}
+
+/// A value bound to a statement of [`Write::Exec`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlArg {
+    /// NULL.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Real(f64),
+    /// Text.
+    Text(String),
 }
 
 /// What a write returns.
@@ -330,6 +346,30 @@ fn apply<'a>(
                     q.build().execute(&mut *conn).await?;
                 }
                 Ok(Written::Count(lines.len() as u64))
+            }
+            Write::Exec(statements) => {
+                let mut last = Written::Nothing;
+                for (sql, args) in statements {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                    for a in args {
+                        q = match a {
+                            SqlArg::Null => q.bind(None::<i64>),
+                            SqlArg::Int(i) => q.bind(*i),
+                            SqlArg::Real(f) => q.bind(*f),
+                            SqlArg::Text(t) => q.bind(t.clone()),
+                        };
+                    }
+                    if sql.to_ascii_uppercase().contains("RETURNING") {
+                        let row = q.fetch_optional(&mut *conn).await?;
+                        last = match row {
+                            Some(r) => Written::Id(sqlx::Row::try_get::<i64, _>(&r, 0)?),
+                            None => Written::Nothing,
+                        };
+                    } else {
+                        last = Written::Count(q.execute(&mut *conn).await?.rows_affected());
+                    }
+                }
+                Ok(last)
             }
             Write::All(writes) => {
                 for w in writes {

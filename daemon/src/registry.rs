@@ -1,0 +1,381 @@
+//! The pipelines the daemon knows: loaded from the pipelines directory, each
+//! valid file stored as a version, each invalid one reported while the
+//! previous version stays active. Triggers and the socket API read from here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use sluice_shared::Diagnostic;
+use sluice_shared::Pipeline;
+use sluice_shared::document::DocPath;
+use sluice_shared::event::Event;
+use sluice_shared::loader::{FileKind, list_pipeline_files, load_set, read_pipeline_file};
+use sluice_shared::validate::ValidateOptions;
+use tokio::sync::broadcast;
+
+use crate::store::{Store, StoreError, VersionId};
+
+/// One known pipeline.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The active definition.
+    pub pipeline: Arc<Pipeline>,
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Its stored version.
+    pub version_id: VersionId,
+    /// Its version number (1, 2, ...).
+    pub version: i64,
+    /// Not disabled by an operator.
+    pub enabled: bool,
+    /// Its file still exists (a deleted file disables the pipeline).
+    pub present: bool,
+}
+
+impl Entry {
+    /// Whether triggers may start runs of it.
+    pub fn runnable(&self) -> bool {
+        self.enabled && self.present
+    }
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Pipelines added or changed (new versions).
+    pub updated: Vec<String>,
+    /// Pipelines whose file disappeared.
+    pub removed: Vec<String>,
+    /// Files rejected, with their problems.
+    pub rejected: Vec<PathBuf>,
+}
+
+#[derive(Default)]
+struct State {
+    pipelines: BTreeMap<String, Entry>,
+    errors: BTreeMap<PathBuf, Vec<Diagnostic>>,
+    disabled: BTreeSet<String>,
+}
+
+/// The registry; cheap to share behind an `Arc`.
+pub struct Registry {
+    state: RwLock<State>,
+    store: Store,
+    events: broadcast::Sender<Event>,
+}
+
+/// Why a file may not be loaded even though it parses: someone else could change it.
+fn unsafe_permissions(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "refusing to load: the file is writable by {} (mode {mode:o}); run `chmod go-w {}`",
+            if mode & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            path.display()
+        ));
+    }
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!(
+            "refusing to load: the file belongs to uid {}, not to the daemon's user (uid {me}) or root",
+            meta.uid()
+        ));
+    }
+    None
+}
+
+impl Registry {
+    /// An empty registry; operator choices are read from the store.
+    pub async fn new(store: Store, events: broadcast::Sender<Event>) -> Result<Self, StoreError> {
+        let disabled = store.disabled_pipelines().await?;
+        Ok(Self {
+            state: RwLock::new(State {
+                disabled,
+                ..State::default()
+            }),
+            store,
+            events,
+        })
+    }
+
+    /// Reads every pipeline file in `dir` and applies the result.
+    pub async fn reload(
+        &self,
+        dir: &Path,
+        opts: &ValidateOptions,
+    ) -> Result<ReloadReport, StoreError> {
+        let files = list_pipeline_files(dir).unwrap_or_default();
+        let mut sources = Vec::with_capacity(files.len());
+        let mut refused: Vec<Diagnostic> = Vec::new();
+        for f in files {
+            match unsafe_permissions(&f) {
+                Some(why) => {
+                    let mut d = Diagnostic::error(&DocPath::root(), why);
+                    d.file = f.clone();
+                    refused.push(d);
+                }
+                None => {
+                    let text = read_pipeline_file(&f);
+                    sources.push((f, text));
+                }
+            }
+        }
+        let set = load_set(&sources, opts);
+        let mut report = ReloadReport::default();
+        let mut seen_files: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut new_errors: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
+        for d in refused {
+            seen_files.insert(d.file.clone());
+            new_errors.entry(d.file.clone()).or_default().push(d);
+        }
+        let mut valid: Vec<(PathBuf, Pipeline)> = Vec::new();
+        for f in set.files {
+            seen_files.insert(f.path.clone());
+            if !f.is_valid() {
+                new_errors.insert(f.path.clone(), f.diagnostics.clone());
+                continue;
+            }
+            if f.kind == FileKind::Pipeline
+                && let Some(p) = f.pipeline
+            {
+                valid.push((f.path, p));
+            }
+        }
+        // Store new versions before switching, so an entry always names a stored version.
+        let mut stored = Vec::with_capacity(valid.len());
+        for (path, p) in valid {
+            let id = self.store.save_version(&p, Some(&path)).await?;
+            let number = self
+                .store
+                .latest_version_number(&p.name)
+                .await?
+                .unwrap_or(1);
+            stored.push((path, p, id, number));
+        }
+        let mut events = Vec::new();
+        {
+            let Ok(mut state) = self.state.write() else {
+                return Ok(report);
+            };
+            let present: BTreeSet<String> =
+                stored.iter().map(|(_, p, _, _)| p.name.clone()).collect();
+            for (path, p, id, number) in stored {
+                let name = p.name.clone();
+                let enabled = !state.disabled.contains(&name);
+                let changed = state
+                    .pipelines
+                    .get(&name)
+                    .is_none_or(|e| e.version_id != id || !e.present);
+                let added = !state.pipelines.contains_key(&name);
+                state.pipelines.insert(
+                    name.clone(),
+                    Entry {
+                        pipeline: Arc::new(p),
+                        source: path,
+                        version_id: id,
+                        version: number,
+                        enabled,
+                        present: true,
+                    },
+                );
+                if changed {
+                    report.updated.push(name.clone());
+                    events.push(Event::PipelineChanged {
+                        name,
+                        version: Some(number),
+                        enabled,
+                        change: if added { "added" } else { "updated" }.into(),
+                    });
+                }
+            }
+            // A pipeline whose file is gone is disabled; one whose file is now invalid keeps its version.
+            for (name, entry) in state.pipelines.iter_mut() {
+                if present.contains(name) || !entry.present {
+                    continue;
+                }
+                if seen_files.contains(&entry.source) && entry.source.exists() {
+                    continue;
+                }
+                entry.present = false;
+                report.removed.push(name.clone());
+                events.push(Event::PipelineChanged {
+                    name: name.clone(),
+                    version: Some(entry.version),
+                    enabled: false,
+                    change: "removed".into(),
+                });
+            }
+            for (file, diagnostics) in &new_errors {
+                if state.errors.get(file) != Some(diagnostics) {
+                    events.push(Event::ConfigError {
+                        file: file.display().to_string(),
+                        diagnostics: diagnostics.clone(),
+                    });
+                }
+                report.rejected.push(file.clone());
+            }
+            state.errors = new_errors;
+        }
+        for e in events {
+            let _ = self.events.send(e);
+        }
+        Ok(report)
+    }
+
+    /// A pipeline by name.
+    pub fn get(&self, name: &str) -> Option<Entry> {
+        self.state.read().ok()?.pipelines.get(name).cloned()
+    }
+
+    /// Every known pipeline, by name.
+    pub fn list(&self) -> Vec<Entry> {
+        self.state
+            .read()
+            .map(|s| s.pipelines.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Files currently rejected, with their problems.
+    pub fn errors(&self) -> Vec<Diagnostic> {
+        self.state
+            .read()
+            .map(|s| s.errors.values().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Enables or disables a pipeline (remembered across restarts).
+    pub async fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        by: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        if self.get(name).is_none() {
+            return Ok(false);
+        }
+        self.store.set_pipeline_enabled(name, enabled, by).await?;
+        let version = {
+            let Ok(mut state) = self.state.write() else {
+                return Ok(false);
+            };
+            if enabled {
+                state.disabled.remove(name);
+            } else {
+                state.disabled.insert(name.to_owned());
+            }
+            state.pipelines.get_mut(name).map(|e| {
+                e.enabled = enabled;
+                e.version
+            })
+        };
+        let _ = self.events.send(Event::PipelineChanged {
+            name: name.to_owned(),
+            version,
+            enabled,
+            change: if enabled { "enabled" } else { "disabled" }.into(),
+        });
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    async fn registry(dir: &Path) -> (Registry, broadcast::Receiver<Event>) {
+        let store = Store::open(&dir.join("s.db"), crate::store::Durability::Normal)
+            .await
+            .unwrap();
+        let (tx, rx) = broadcast::channel(64);
+        (Registry::new(store, tx).await.unwrap(), rx)
+    }
+
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn valid_changes_become_versions_and_invalid_ones_keep_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("p");
+        std::fs::create_dir(&pdir).unwrap();
+        let (reg, _rx) = registry(dir.path()).await;
+        let opts = ValidateOptions::default();
+        let file = pdir.join("hello.yaml");
+        write(
+            &file,
+            "nodes:\n  - id: a\n    kind: shell\n    run: echo 1\n",
+        );
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert_eq!(r.updated, vec!["hello"]);
+        assert_eq!(reg.get("hello").unwrap().version, 1);
+        write(
+            &file,
+            "nodes:\n  - id: a\n    kind: shell\n    run: echo 2\n",
+        );
+        reg.reload(&pdir, &opts).await.unwrap();
+        assert_eq!(reg.get("hello").unwrap().version, 2);
+        write(&file, "nodes:\n  - id: a\n    kind: shel\n");
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert_eq!(r.rejected, vec![file.clone()]);
+        assert_eq!(
+            reg.get("hello").unwrap().version,
+            2,
+            "the previous version keeps running"
+        );
+        assert!(reg.errors()[0].message.contains("unknown node kind 'shel'"));
+        std::fs::remove_file(&file).unwrap();
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert_eq!(r.removed, vec!["hello"]);
+        assert!(!reg.get("hello").unwrap().runnable());
+        assert!(reg.errors().is_empty());
+    }
+
+    #[tokio::test]
+    async fn files_others_can_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, _rx) = registry(dir.path()).await;
+        let file = dir.path().join("open.yaml");
+        write(&file, "nodes:\n  - id: a\n    kind: shell\n    run: echo\n");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        reg.reload(dir.path(), &ValidateOptions::default())
+            .await
+            .unwrap();
+        assert!(reg.get("open").is_none());
+        assert!(
+            reg.errors()[0].message.contains("writable by every user"),
+            "{:?}",
+            reg.errors()
+        );
+    }
+
+    #[tokio::test]
+    async fn disabling_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("job.yaml");
+        write(&file, "nodes:\n  - id: a\n    kind: shell\n    run: echo\n");
+        {
+            let (reg, _rx) = registry(dir.path()).await;
+            reg.reload(dir.path(), &ValidateOptions::default())
+                .await
+                .unwrap();
+            assert!(reg.set_enabled("job", false, Some("alice")).await.unwrap());
+            assert!(!reg.set_enabled("nope", false, None).await.unwrap());
+        }
+        let (reg, _rx) = registry(dir.path()).await;
+        reg.reload(dir.path(), &ValidateOptions::default())
+            .await
+            .unwrap();
+        assert!(!reg.get("job").unwrap().enabled);
+    }
+}
