@@ -46,6 +46,9 @@ pub struct Config {
     /// How long finished runs are kept.
     #[serde(default)]
     pub retention: Retention,
+    /// The control socket.
+    #[serde(default)]
+    pub socket: SocketConfig,
     /// Access roles (read by the socket API).
     #[serde(default)]
     pub access: Option<toml::Table>,
@@ -134,6 +137,14 @@ fn default_grace() -> Duration {
     Duration::from_secs(30)
 }
 
+/// `[socket]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketConfig {
+    /// Largest request frame in bytes (default 1 MiB).
+    pub max_frame: Option<usize>,
+}
+
 /// `[retention]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,53 +225,32 @@ fn env_path(name: &str) -> Option<PathBuf> {
 }
 
 impl Paths {
-    /// Fills unset paths with the defaults for this process.
+    /// Fills unset paths with the defaults for this process (shared with the
+    /// `sluice` client, so both find the same socket).
     pub fn resolve(&self) -> ResolvedPaths {
+        use sluice_shared::paths;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
-        let home = env_path("HOME").unwrap_or_else(|| PathBuf::from("/tmp"));
-        let xdg = |var: &str, fallback: &str| env_path(var).unwrap_or_else(|| home.join(fallback));
-        let state_dir = self
-            .state_dir
-            .clone()
-            .or_else(|| env_path("STATE_DIRECTORY"))
-            .unwrap_or_else(|| {
-                if root {
-                    PathBuf::from("/var/lib/sluice")
-                } else {
-                    xdg("XDG_STATE_HOME", ".local/state").join("sluice")
-                }
-            });
-        let config_dir = env_path("CONFIGURATION_DIRECTORY").unwrap_or_else(|| {
-            if root {
-                PathBuf::from("/etc/sluice")
-            } else {
-                xdg("XDG_CONFIG_HOME", ".config").join("sluice")
-            }
-        });
-        let socket = self
-            .socket
-            .clone()
-            .or_else(|| env_path("SLUICE_SOCKET"))
-            .or_else(|| env_path("RUNTIME_DIRECTORY").map(|d| d.join("sluice.sock")))
-            .unwrap_or_else(|| {
-                if root {
-                    PathBuf::from("/run/sluice/sluice.sock")
-                } else {
-                    env_path("XDG_RUNTIME_DIR").map_or_else(
-                        || state_dir.join("sluice.sock"),
-                        |d| d.join("sluice/sluice.sock"),
-                    )
-                }
-            });
+        let config_dir = paths::default_config_dir();
         let plugins = self.plugins.clone().unwrap_or_else(|| {
             if root {
                 PathBuf::from("/usr/lib/sluice/plugins")
             } else {
-                xdg("XDG_DATA_HOME", ".local/share").join("sluice/plugins")
+                env_path("XDG_DATA_HOME")
+                    .unwrap_or_else(|| {
+                        env_path("HOME")
+                            .unwrap_or_else(|| PathBuf::from("/tmp"))
+                            .join(".local/share")
+                    })
+                    .join("sluice/plugins")
             }
         });
         ResolvedPaths {
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(paths::default_state_dir),
+            socket: self.socket.clone().unwrap_or_else(paths::default_socket),
             pipelines: self
                 .pipelines
                 .clone()
@@ -270,8 +260,6 @@ impl Paths {
                 .clone()
                 .unwrap_or_else(|| config_dir.join("secrets.toml")),
             credentials: env_path("CREDENTIALS_DIRECTORY"),
-            state_dir,
-            socket,
             plugins,
         }
     }

@@ -7,8 +7,15 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use sluice_daemon::api::ApiContext;
+use sluice_daemon::api::identity::Access;
+use sluice_daemon::audit::Audit;
 use sluice_daemon::config::Config;
 use sluice_daemon::engine::{Engine, EngineOptions, default_base_env};
+use sluice_daemon::metrics::Metrics;
+use sluice_daemon::registry::Registry;
 use sluice_daemon::secrets::Secrets;
 use sluice_daemon::statedir::StateLock;
 use sluice_daemon::store::Store;
@@ -72,6 +79,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -167,6 +175,37 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     let secrets = load_secrets(s)?;
     let engine = Engine::start(store, &secrets, engine_options(s, true))?;
     let recovered = engine.recover().await?;
+
+    // The pipeline registry, shared by the triggers and the socket API.
+    let registry = Arc::new(Registry::new(engine.store().clone(), engine.events()).await?);
+    let validate_opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
+    let report = registry.reload(&s.paths.pipelines, &validate_opts).await?;
+    tracing::info!(pipelines = registry.list().len(), rejected = report.rejected.len(), dir = %s.paths.pipelines.display(), "pipelines loaded");
+
+    // --- socket API ---
+    let stop_api = tokio_util::sync::CancellationToken::new();
+    let access = Access::from_config(s.config.access.as_ref())?;
+    let audit = Arc::new(Audit::open(engine.store().clone()).await?);
+    let metrics = Arc::new(Metrics::default());
+    metrics.seed(engine.store()).await?;
+    let api = ApiContext::new(
+        engine.clone(),
+        Arc::clone(&registry),
+        access,
+        audit,
+        metrics,
+        s.paths.pipelines.clone(),
+        validate_opts.clone(),
+        s.paths.state_dir.clone(),
+        s.config
+            .socket
+            .max_frame
+            .unwrap_or(sluice_shared::protocol::DEFAULT_MAX_FRAME),
+    );
+    let listener = sluice_daemon::api::bind(&s.paths.socket)?;
+    tokio::spawn(sluice_daemon::api::serve(listener, api, stop_api.clone()));
+    // --- end socket API ---
+
     let stop_retention = tokio_util::sync::CancellationToken::new();
     sluice_daemon::retention::spawn(
         engine.store().clone(),
@@ -175,9 +214,15 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     );
     tracing::info!(state_dir = %s.paths.state_dir.display(), recovered, "sluiced ready");
     // Announce readiness to whoever started us (tests wait for this line).
-    eprintln!("sluiced: ready (state {})", s.paths.state_dir.display());
+    eprintln!(
+        "sluiced: ready (state {}, socket {})",
+        s.paths.state_dir.display(),
+        s.paths.socket.display()
+    );
     wait_for_stop().await?;
     tracing::info!("stopping: letting running nodes finish");
+    stop_api.cancel();
+    let _ = std::fs::remove_file(&s.paths.socket);
     stop_retention.cancel();
     engine.shutdown().await;
     Ok(ExitCode::SUCCESS)

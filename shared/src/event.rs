@@ -49,6 +49,8 @@ pub enum Event {
         node: String,
         /// The attempt number.
         attempt: u32,
+        /// Position in the attempt's log (dedupe against `logs.get`).
+        seq: u32,
         /// Which stream: stdout, stderr or sluice (the daemon's own notes).
         stream: String,
         /// The line, secrets redacted.

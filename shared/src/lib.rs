@@ -10,6 +10,8 @@ pub mod event;
 pub mod graph;
 pub mod loader;
 pub mod model;
+pub mod paths;
+pub mod protocol;
 pub mod run;
 pub mod schema;
 pub mod suggest;

@@ -2,12 +2,18 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// sluice: pipeline automation for a single server.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about)]
 pub struct Cli {
+    /// The daemon's socket (default: SLUICE_SOCKET, then the standard locations).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -16,6 +22,107 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Daemon status: version, uptime, runs by state.
+    Status,
+    /// Pipelines with their triggers, next fire time and last result.
+    Pipelines,
+    /// Runs, newest first.
+    Runs(RunsArgs),
+    /// One run: its nodes, attempts, outputs and errors.
+    Run {
+        /// Run id (`12` or `#12`).
+        id: String,
+    },
+    /// A run's log lines; `-f` follows until the run ends.
+    Logs {
+        /// Run id.
+        id: String,
+        /// Only this node.
+        node: Option<String>,
+        /// Keep printing new lines until the run finishes.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Start a run of a pipeline.
+    Trigger {
+        /// Pipeline name.
+        name: String,
+        /// Input value `name=value` (JSON values are parsed: n=3, flag=true).
+        #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Wait for the run to finish; exit 1 if it did not succeed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a run.
+    Cancel {
+        /// Run id.
+        id: String,
+    },
+    /// Retry a finished run (reusing what succeeded, or `--all`).
+    Retry {
+        /// Run id.
+        id: String,
+        /// Run every node again.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approvals waiting for a decision.
+    Approvals {
+        /// Include decided ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a pending approval.
+    Approve {
+        /// Approval id.
+        id: i64,
+        /// Why.
+        #[arg(short = 'm', long = "message")]
+        reason: Option<String>,
+    },
+    /// Reject a pending approval (a reason is required).
+    Reject {
+        /// Approval id.
+        id: i64,
+        /// Why.
+        #[arg(short = 'm', long = "message", required = true)]
+        reason: String,
+    },
+    /// Let triggers start a pipeline again.
+    Enable {
+        /// Pipeline name.
+        name: String,
+    },
+    /// Stop triggers from starting a pipeline.
+    Disable {
+        /// Pipeline name.
+        name: String,
+    },
+    /// The audit trail, or `audit verify` to check its hash chain.
+    Audit {
+        /// `verify` checks the chain.
+        #[arg(value_parser = ["verify"])]
+        action: Option<String>,
+        /// Rows to show.
+        #[arg(short = 'n', default_value_t = 20)]
+        limit: u32,
+    },
+    /// Resolve a node left in needs_decision by a crash.
+    Resolve {
+        /// Run id.
+        id: String,
+        /// Node id.
+        node: String,
+        /// What to do.
+        action: ResolveAction,
+        /// With `succeed`: the node's output as JSON.
+        #[arg(long)]
+        output: Option<String>,
+        /// With `fail`: why.
+        #[arg(short = 'm', long = "message")]
+        reason: Option<String>,
+    },
     /// Check pipeline files offline and print each valid file's node order.
     Validate(ValidateArgs),
     /// Cron helpers.
@@ -23,6 +130,40 @@ pub enum Command {
     Cron(CronCommand),
     /// Print the JSON Schema of pipeline files.
     Schema,
+}
+
+/// How to resolve a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResolveAction {
+    /// Attempt it again.
+    Retry,
+    /// Mark it succeeded.
+    Succeed,
+    /// Fail it.
+    Fail,
+}
+
+/// `sluice runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only this pipeline.
+    #[arg(long, short)]
+    pub pipeline: Option<String>,
+    /// Only this state (repeatable).
+    #[arg(long, short)]
+    pub state: Vec<String>,
+    /// Only this trigger kind (manual, cron, webhook, retry).
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Only runs of this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Runs older than this id (paging).
+    #[arg(long)]
+    pub before: Option<String>,
+    /// How many.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub limit: u32,
 }
 
 /// `sluice validate`.
@@ -34,9 +175,6 @@ pub struct ValidateArgs {
     /// Plugins directory holding sluice-node-<kind> executables.
     #[arg(long = "plugins", env = "SLUICE_PLUGINS")]
     pub plugins: Option<PathBuf>,
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `sluice cron ...`.
@@ -63,7 +201,4 @@ pub struct CronNextArgs {
     /// Accept a sixth, leading seconds field.
     #[arg(long)]
     pub seconds: bool,
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
 }

@@ -59,7 +59,9 @@ CREATE TABLE attempts (
     PRIMARY KEY (run_id, node_id, attempt)
 ) WITHOUT ROWID;
 
+-- `id` orders lines as they were stored, so readers can resume from a cursor.
 CREATE TABLE logs (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id  INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     node_id TEXT    NOT NULL,
     attempt INTEGER NOT NULL,
@@ -67,8 +69,8 @@ CREATE TABLE logs (
     at      INTEGER NOT NULL,
     stream  TEXT    NOT NULL,
     line    TEXT    NOT NULL,
-    PRIMARY KEY (run_id, node_id, attempt, seq)
-) WITHOUT ROWID;
+    UNIQUE (run_id, node_id, attempt, seq)
+);
 
 -- Ready for approval gates: one row per approval node activation.
 CREATE TABLE approvals (

@@ -614,7 +614,16 @@ async fn drive_inner(
         .map_or(usize::MAX, |m| m as usize);
     let mut grace_deadline: Option<tokio::time::Instant> = None;
 
-    if run.record.state == RunState::Queued {
+    // A run of a concurrency-limited pipeline waits for a slot first (admission.rs).
+    if run.record.state == RunState::Queued
+        && !cancel.is_cancelled()
+        && !super::admission::wait_for_slot(inner, &mut run.record, &run.version.pipeline, cancel)
+            .await?
+        && !cancel.is_cancelled()
+    {
+        return Ok(DriverExit::Stopped);
+    }
+    if run.record.state == RunState::Queued && !cancel.is_cancelled() {
         run.set_run(RunChange {
             state: Some(RunState::Running),
             started_at: Some(now_ms()),

@@ -3,6 +3,7 @@
 //! whose nodes all wait (delays, backoffs, decisions) holds no task — its next
 //! deadline sits in a timer map and is rebuilt from the store at start.
 
+pub(crate) mod admission;
 mod backoff;
 mod context;
 mod driver;
@@ -135,6 +136,8 @@ pub(crate) struct Inner {
     drivers: Mutex<HashMap<RunId, DriverHandle>>,
     timers: mpsc::UnboundedSender<(i64, RunId)>,
     versions: Mutex<HashMap<VersionId, Arc<LoadedVersion>>>,
+    /// Queued runs of concurrency-limited pipelines wait here for a slot.
+    pub(crate) admission: admission::Admission,
 }
 
 /// Handle to the engine; cheap to clone.
@@ -270,12 +273,18 @@ impl Engine {
             drivers: Mutex::new(HashMap::new()),
             timers: timer_tx,
             versions: Mutex::new(HashMap::new()),
+            admission: admission::Admission::default(),
         });
         // Background tasks run outside the tracker: they must outlive the drivers' drain.
         tokio::spawn(log_pump(inner.store.clone(), inner.events.clone(), log_rx));
         tokio::spawn(timer_loop(
             Arc::downgrade(&inner),
             timer_rx,
+            shutdown.clone(),
+        ));
+        tokio::spawn(admission::wake_on_finish(
+            Arc::downgrade(&inner),
+            inner.events.subscribe(),
             shutdown.clone(),
         ));
         if let Some(every) = inner.opts.poll_interval {
@@ -323,6 +332,20 @@ impl Engine {
         });
         self.inner.spawn_driver(run, false);
         Ok(run)
+    }
+
+    /// Starts a run that a trigger committed itself (e.g. with a delivery key);
+    /// the run must be queued in this engine's store.
+    pub fn start_committed(&self, run: RunId, pipeline: &str) -> Result<(), EngineError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(EngineError::Stopping);
+        }
+        let _ = self.inner.events.send(Event::RunCreated {
+            run,
+            pipeline: pipeline.to_owned(),
+        });
+        self.inner.spawn_driver(run, false);
+        Ok(())
     }
 
     /// Cancels a run: running nodes are stopped (process groups killed), the rest marked cancelled.
@@ -616,6 +639,7 @@ async fn log_pump(store: Store, events: broadcast::Sender<Event>, mut rx: mpsc::
                 run: l.run,
                 node: l.node.clone(),
                 attempt: l.attempt,
+                seq: l.seq,
                 stream: l.stream.clone(),
                 line: l.line.clone(),
             });

@@ -6,8 +6,10 @@
 //! Writes go through one writer task that commits in small batches; reads use
 //! a separate read-only pool so they never wait behind a commit.
 
+pub mod audit;
 pub mod pipelines;
 pub mod records;
+pub mod triggers;
 mod writer;
 
 use std::path::Path;
@@ -214,7 +216,7 @@ impl Store {
         statements: Vec<(String, Vec<SqlArg>)>,
     ) -> Result<i64, StoreError> {
         match self.write(Write::Exec(statements)).await? {
-            Written::Id(id) => Ok(id),
+            Written::Id(id) | Written::Existing(id) => Ok(id),
             Written::Count(n) => Ok(i64::try_from(n).unwrap_or(i64::MAX)),
             Written::Nothing => Ok(0),
         }
@@ -405,7 +407,7 @@ fn json_opt(text: Option<String>) -> Result<Option<Value>, StoreError> {
         .transpose()
 }
 
-fn run_record(r: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StoreError> {
+pub(crate) fn run_record(r: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StoreError> {
     let trigger: String = r.try_get("trigger")?;
     let trigger: TriggerInfo =
         serde_json::from_str(&trigger).map_err(|e| StoreError::Data(e.to_string()))?;

@@ -50,6 +50,15 @@ pub(crate) enum Write {
     /// Statements of a store submodule, applied together; the last one's
     /// `RETURNING` value (if any) or its affected rows is the result.
     Exec(Vec<(String, Vec<SqlArg>)>),
+    /// Creates a run unless `key` already names an unexpired run of the same
+    /// pipeline (one atomic insert-or-get, so concurrent redeliveries of one
+    /// trigger make one run). Result: `Id` for a new run, `Existing` for the old one.
+    CreateRunOnce {
+        run: Box<NewRun>,
+        key: String,
+        expires_at: i64,
+        at: i64,
+    },
 }
 
 /// A value bound to a statement of [`Write::Exec`].
@@ -71,6 +80,8 @@ pub(crate) enum Written {
     Nothing,
     Id(i64),
     Count(u64),
+    /// The id of a row that already existed (see [`Write::CreateRunOnce`]).
+    Existing(i64),
 }
 
 pub(crate) type Reply = Option<oneshot::Sender<Result<Written, StoreError>>>;
@@ -370,6 +381,40 @@ fn apply<'a>(
                     }
                 }
                 Ok(last)
+            }
+            Write::CreateRunOnce {
+                run,
+                key,
+                expires_at,
+                at,
+            } => {
+                let existing: Option<i64> = sqlx::query_scalar(
+                    "SELECT run_id FROM trigger_keys WHERE pipeline = ? AND key = ? AND expires_at > ?",
+                )
+                .bind(&run.pipeline)
+                .bind(key)
+                .bind(at)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if let Some(id) = existing {
+                    return Ok(Written::Existing(id));
+                }
+                let Written::Id(id) = apply(conn, &Write::CreateRun(run.clone(), *at)).await?
+                else {
+                    return Err(StoreError::Data("creating a run returned no id".into()));
+                };
+                sqlx::query(
+                    "INSERT INTO trigger_keys (pipeline, key, run_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (pipeline, key) DO UPDATE SET run_id = ?3, created_at = ?4, expires_at = ?5",
+                )
+                .bind(&run.pipeline)
+                .bind(key)
+                .bind(id)
+                .bind(at)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(Written::Id(id))
             }
             Write::All(writes) => {
                 for w in writes {

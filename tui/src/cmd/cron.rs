@@ -8,7 +8,7 @@ use crate::cli::CronNextArgs;
 use crate::exit::Exit;
 
 /// Prints the next fire times, one RFC 3339 timestamp with offset per line.
-pub fn next(args: &CronNextArgs) -> anyhow::Result<Exit> {
+pub fn next(args: &CronNextArgs, json: bool) -> anyhow::Result<Exit> {
     let schedule = match Schedule::new(&args.expr, args.tz.as_deref(), args.seconds) {
         Ok(s) => s,
         Err(e) => {
@@ -28,7 +28,7 @@ pub fn next(args: &CronNextArgs) -> anyhow::Result<Exit> {
         .iter()
         .map(|z| z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
         .collect();
-    let text = if args.json {
+    let text = if json {
         format!("{}\n", serde_json::to_string(&times)?)
     } else {
         times.iter().map(|t| format!("{t}\n")).collect()

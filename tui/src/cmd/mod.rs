@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
 pub mod cron;
+pub mod remote;
 pub mod validate;

@@ -43,11 +43,11 @@ struct Report<'a> {
 }
 
 /// Runs the command.
-pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
+pub fn run(args: &ValidateArgs, json: bool) -> anyhow::Result<Exit> {
     let plugin_dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
     let opts = ValidateOptions::with_plugin_dir(&plugin_dir);
     let set: PipelineSet = load_paths(&args.paths, &opts);
-    if args.json {
+    if json {
         let files = set.files.iter().map(file_report).collect();
         let report = Report {
             valid: set.is_valid(),

@@ -1,0 +1,395 @@
+//! One client connection: bounded frames in, a bounded queue of frames out
+//! written with a timeout, subscriptions that drop (and report) events rather
+//! than wait for a slow reader.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_shared::protocol::{
+    ErrorCode, EventNotice, HelloParams, HelloResult, LaggedNotice, Notification, PROTOCOL_MAJOR,
+    Request, Response, Role, RpcError, SubscribeParams, SubscribeResult, protocol_version,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::identity::Caller;
+use super::{ApiContext, handlers};
+
+/// Frames queued for a client before events are dropped for it.
+const OUT_QUEUE: usize = 1024;
+/// A client that does not take a frame for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection's identity, once known.
+pub(crate) struct Session {
+    pub caller: Caller,
+    pub role: Option<Role>,
+}
+
+enum Frame {
+    Line(Vec<u8>),
+    TooLarge,
+    Eof,
+}
+
+async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> std::io::Result<Frame> {
+    let mut buf = Vec::new();
+    let mut too_large = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if buf.is_empty() && !too_large {
+                Frame::Eof
+            } else if too_large {
+                Frame::TooLarge
+            } else {
+                Frame::Line(buf)
+            });
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if !too_large {
+            if buf.len() + chunk.len() > max {
+                // Keep reading to the end of the line, but drop what we read.
+                too_large = true;
+                buf = Vec::new();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let used = done.unwrap_or(available.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(if too_large {
+                Frame::TooLarge
+            } else {
+                Frame::Line(buf)
+            });
+        }
+    }
+}
+
+fn encode<T: serde::Serialize>(msg: &T) -> String {
+    serde_json::to_string(msg).unwrap_or_else(|e| {
+        format!("{{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":-32603,\"message\":\"cannot encode reply: {e}\"}}}}")
+    })
+}
+
+pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: CancellationToken) {
+    let (uid, gid) = match stream.peer_cred() {
+        Ok(c) => (c.uid(), c.gid()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; closing");
+            return;
+        }
+    };
+    let caller = Caller::from_uid(uid, gid);
+    let role = ctx.access.role(&caller);
+    let session = Arc::new(Session { caller, role });
+    let (read, mut write) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(OUT_QUEUE);
+    let conn_stop = stop.child_token();
+
+    let writer_stop = conn_stop.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(mut frame) = out_rx.recv().await {
+            frame.push('\n');
+            match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(frame.as_bytes())).await {
+                Ok(Ok(())) => {}
+                // A client that stopped reading (or left) loses its connection.
+                _ => break,
+            }
+        }
+        writer_stop.cancel();
+    });
+
+    let mut reader = BufReader::new(read);
+    let mut greeted = false;
+    let mut subscriptions: HashMap<u64, CancellationToken> = HashMap::new();
+    let mut next_sub = 1u64;
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut reader, ctx.max_frame) => f,
+            () = conn_stop.cancelled() => break,
+        };
+        let line = match frame {
+            Ok(Frame::Line(l)) => l,
+            Ok(Frame::Eof) | Err(_) => break,
+            Ok(Frame::TooLarge) => {
+                let e = RpcError::new(
+                    ErrorCode::FrameTooLarge,
+                    format!(
+                        "frame larger than {} bytes; it was discarded",
+                        ctx.max_frame
+                    ),
+                );
+                if !send(&out_tx, encode(&Response::err(Value::Null, e))).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let request: Request = match serde_json::from_slice::<Value>(&line) {
+            Err(e) => {
+                let err = RpcError::new(ErrorCode::ParseError, format!("invalid JSON: {e}"));
+                if !send(&out_tx, encode(&Response::err(Value::Null, err))).await {
+                    break;
+                }
+                continue;
+            }
+            Ok(v) => {
+                let id = v.get("id").cloned().unwrap_or(Value::Null);
+                match serde_json::from_value::<Request>(v) {
+                    Ok(r) if r.jsonrpc == "2.0" => r,
+                    Ok(_) | Err(_) => {
+                        let err = RpcError::new(
+                            ErrorCode::InvalidRequest,
+                            "not a JSON-RPC 2.0 request (needs \"jsonrpc\": \"2.0\" and \"method\")",
+                        );
+                        if !send(&out_tx, encode(&Response::err(id, err))).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let id = request.id.clone().unwrap_or(Value::Null);
+        let reply = move |result: Result<Value, RpcError>| match result {
+            Ok(v) => encode(&Response::ok(id.clone(), v)),
+            Err(e) => encode(&Response::err(id.clone(), e)),
+        };
+        match request.method.as_str() {
+            "hello" => {
+                let result = hello(&session, request.params);
+                let fatal = result.is_err();
+                greeted = !fatal;
+                if !send(&out_tx, reply(result)).await || fatal {
+                    break;
+                }
+                continue;
+            }
+            _ if !greeted => {
+                let e = RpcError::new(
+                    ErrorCode::Handshake,
+                    "send `hello` with your protocol version first",
+                );
+                if !send(&out_tx, reply(Err(e))).await {
+                    break;
+                }
+                continue;
+            }
+            _ if session.role.is_none() => {
+                let e = RpcError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("user '{}' has no role in [access]", session.caller.user),
+                );
+                if !send(&out_tx, reply(Err(e))).await {
+                    break;
+                }
+                continue;
+            }
+            "subscribe" => {
+                let params: SubscribeParams = match parse(request.params) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if !send(&out_tx, reply(Err(e))).await {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let id_sub = next_sub;
+                next_sub += 1;
+                let (rx, seq) = ctx.subscribe_feed();
+                let token = conn_stop.child_token();
+                subscriptions.insert(id_sub, token.clone());
+                // The reply goes first so the client knows the id before events arrive.
+                if !send(
+                    &out_tx,
+                    reply(Ok(serde_json::to_value(SubscribeResult {
+                        subscription: id_sub,
+                        seq,
+                    })
+                    .unwrap_or_default())),
+                )
+                .await
+                {
+                    break;
+                }
+                tokio::spawn(forward(rx, out_tx.clone(), id_sub, params, token));
+                continue;
+            }
+            "unsubscribe" => {
+                let sub = request.params.get("subscription").and_then(Value::as_u64);
+                let result = match sub.and_then(|s| subscriptions.remove(&s)) {
+                    Some(token) => {
+                        token.cancel();
+                        Ok(Value::Bool(true))
+                    }
+                    None => Err(RpcError::new(
+                        ErrorCode::NotFound,
+                        "no such subscription on this connection",
+                    )),
+                };
+                if !send(&out_tx, reply(result)).await {
+                    break;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        // Other requests run concurrently; replies carry their ids.
+        let ctx = Arc::clone(&ctx);
+        let session = Arc::clone(&session);
+        let out = out_tx.clone();
+        let token = conn_stop.clone();
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                r = handlers::dispatch(&ctx, &session, &request.method, request.params) => r,
+                () = token.cancelled() => return,
+            };
+            let text = reply(result);
+            let _ = send(&out, text).await;
+        });
+    }
+    conn_stop.cancel();
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+/// Queues a reply, waiting (bounded) for room; false when the client is gone or stuck.
+async fn send(out: &mpsc::Sender<String>, frame: String) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, out.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn parse<T: serde::de::DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+    let params = if params.is_null() {
+        Value::Object(Default::default())
+    } else {
+        params
+    };
+    serde_json::from_value(params)
+        .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))
+}
+
+fn hello(session: &Session, params: Value) -> Result<Value, RpcError> {
+    let p: HelloParams = parse(params)?;
+    let major = p
+        .protocol
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    if major != Some(PROTOCOL_MAJOR) {
+        return Err(RpcError::new(
+            ErrorCode::Handshake,
+            format!("this daemon speaks protocol {}, not {}; use a sluice client of the same major version", protocol_version(), p.protocol),
+        )
+        .with_data(serde_json::json!({ "protocol": protocol_version() })));
+    }
+    let role = session.role.ok_or_else(|| {
+        RpcError::new(
+            ErrorCode::PermissionDenied,
+            format!("user '{}' has no role in [access]", session.caller.user),
+        )
+    })?;
+    serde_json::to_value(HelloResult {
+        protocol: protocol_version(),
+        daemon_version: env!("CARGO_PKG_VERSION").into(),
+        user: session.caller.user.clone(),
+        role,
+    })
+    .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// Passes events to the client without ever waiting for it: a full queue
+/// drops events and a `lagged` notice tells the client to resynchronise.
+async fn forward(
+    mut rx: broadcast::Receiver<super::Sequenced>,
+    out: mpsc::Sender<String>,
+    subscription: u64,
+    params: SubscribeParams,
+    stop: CancellationToken,
+) {
+    let mut missed: u64 = 0;
+    loop {
+        let item = tokio::select! {
+            i = rx.recv() => i,
+            () = stop.cancelled() => return,
+        };
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                missed += n;
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let (seq, event) = (&ev.0, &ev.1);
+        if let Some(run) = params.run
+            && event_run(event) != Some(run)
+        {
+            continue;
+        }
+        if missed > 0 {
+            let notice = Notification {
+                jsonrpc: "2.0".into(),
+                method: "lagged".into(),
+                params: serde_json::to_value(LaggedNotice {
+                    subscription,
+                    missed,
+                })
+                .unwrap_or_default(),
+            };
+            match out.try_send(encode(&notice)) {
+                Ok(()) => missed = 0,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    missed += 1;
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+        let notice = Notification {
+            jsonrpc: "2.0".into(),
+            method: "event".into(),
+            params: serde_json::to_value(EventNotice {
+                subscription,
+                seq: *seq,
+                event: event.clone(),
+            })
+            .unwrap_or_default(),
+        };
+        match out.try_send(encode(&notice)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => missed += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+fn event_run(e: &sluice_shared::event::Event) -> Option<sluice_shared::run::RunId> {
+    use sluice_shared::event::Event;
+    match e {
+        Event::RunCreated { run, .. }
+        | Event::RunState { run, .. }
+        | Event::NodeState { run, .. }
+        | Event::Log { run, .. } => Some(*run),
+        _ => None,
+    }
+}

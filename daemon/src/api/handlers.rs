@@ -1,0 +1,549 @@
+//! One function per method; `dispatch` checks the caller's role, runs the
+//! handler and audits state-changing calls. Handlers return errors as values:
+//! bad input never takes the daemon down.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sluice_shared::graph::Graph;
+use sluice_shared::model::Trigger;
+use sluice_shared::protocol::{
+    AttemptInfo, AuditListParams, ConfigErrors, DecideParams, ErrorCode, LogsPage, LogsParams,
+    NodeInfo, PipelineDetail, PipelineRef, PipelineSummary, ResolveParams, RetryParams, Role,
+    RpcError, RunDetail, RunRef, RunSummary, RunsListParams, RunsPage, StatusResult, TriggerParams,
+    TriggerResult,
+};
+use sluice_shared::run::{RunId, TriggerInfo, TriggerKind};
+
+use super::ApiContext;
+use super::conn::Session;
+use crate::audit::Audit;
+use crate::engine::EngineError;
+use crate::registry::Entry;
+use crate::store::audit::RunFilter;
+use crate::store::{RunRecord, StoreError};
+
+fn required_role(method: &str) -> Option<Role> {
+    Some(match method {
+        "status" | "pipelines.list" | "pipelines.get" | "runs.list" | "runs.get" | "logs.get"
+        | "approvals.list" | "metrics" | "audit.list" | "audit.verify" | "config.errors" => {
+            Role::Viewer
+        }
+        "pipelines.trigger" | "runs.cancel" | "runs.retry" | "runs.resolve"
+        | "approvals.decide" => Role::Operator,
+        "pipelines.enable" | "pipelines.disable" | "config.reload" => Role::Admin,
+        _ => return None,
+    })
+}
+
+fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+    let params = if params.is_null() {
+        Value::Object(Default::default())
+    } else {
+        params
+    };
+    serde_json::from_value(params)
+        .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))
+}
+
+fn to_value<T: Serialize>(v: T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
+}
+
+fn store_err(e: StoreError) -> RpcError {
+    match e {
+        StoreError::NotFound(what) => {
+            RpcError::new(ErrorCode::NotFound, format!("not found: {what}"))
+        }
+        other => RpcError::new(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+fn engine_err(e: EngineError) -> RpcError {
+    match e {
+        EngineError::Input(m) => {
+            RpcError::new(ErrorCode::InvalidParams, format!("invalid inputs: {m}"))
+        }
+        EngineError::NotFound(run) => {
+            RpcError::new(ErrorCode::NotFound, format!("run {run} not found"))
+        }
+        EngineError::Conflict(m) => RpcError::new(ErrorCode::Conflict, m),
+        EngineError::Store(s) => store_err(s),
+        other => RpcError::new(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+/// Runs a method for a caller.
+pub(crate) async fn dispatch(
+    ctx: &ApiContext,
+    session: &Session,
+    method: &str,
+    params: Value,
+) -> Result<Value, RpcError> {
+    let Some(needed) = required_role(method) else {
+        return Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("no method '{method}'; see docs/protocol.md"),
+        ));
+    };
+    let role = session.role.unwrap_or(Role::Viewer);
+    if role < needed {
+        return Err(RpcError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "'{method}' needs the {} role; user '{}' is {}",
+                needed.as_str(),
+                session.caller.user,
+                role.as_str()
+            ),
+        ));
+    }
+    let user = session.caller.user.as_str();
+    let audited = needed > Role::Viewer;
+    let detail = params.clone();
+    let result = match method {
+        "status" => status(ctx).await,
+        "pipelines.list" => Ok(to_value(pipelines(ctx).await?)?),
+        "pipelines.get" => pipeline_get(ctx, parse(params)?).await,
+        "pipelines.enable" | "pipelines.disable" => {
+            set_enabled(ctx, parse(params)?, method == "pipelines.enable", user).await
+        }
+        "pipelines.trigger" => trigger(ctx, parse(params)?, user).await,
+        "runs.list" => runs_list(ctx, parse(params)?).await,
+        "runs.get" => {
+            let r: RunRef = parse(params)?;
+            to_value(run_detail(ctx, r.id).await?)
+        }
+        "runs.cancel" => {
+            let r: RunRef = parse(params)?;
+            ctx.engine
+                .cancel(r.id)
+                .await
+                .map_err(engine_err)
+                .map(|()| json!({ "run": r.id, "cancelled": true }))
+        }
+        "runs.retry" => {
+            let r: RetryParams = parse(params)?;
+            ctx.engine
+                .retry(r.id, r.mode, Some(user.to_owned()))
+                .await
+                .map_err(engine_err)
+                .map(|new| json!({ "run": new, "retry_of": r.id }))
+        }
+        "runs.resolve" => {
+            let r: ResolveParams = parse(params)?;
+            ctx.engine
+                .resolve(r.id, &r.node, r.resolution)
+                .await
+                .map_err(engine_err)
+                .map(|()| json!({ "run": r.id, "node": r.node }))
+        }
+        "logs.get" => logs(ctx, parse(params)?).await,
+        "approvals.list" => {
+            let pending = params
+                .get("pending")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            let list = ctx
+                .engine
+                .store()
+                .approvals(pending, 500)
+                .await
+                .map_err(store_err)?;
+            to_value(list)
+        }
+        "approvals.decide" => decide(ctx, parse(params)?).await,
+        "metrics" => {
+            let (queued, running, waiting) =
+                ctx.engine.store().state_counts().await.map_err(store_err)?;
+            let pending = ctx
+                .engine
+                .store()
+                .pending_approvals()
+                .await
+                .map_err(store_err)?;
+            to_value(ctx.metrics.snapshot(queued, running, waiting, pending))
+        }
+        "audit.list" => {
+            let p: AuditListParams = parse(params)?;
+            let rows = ctx
+                .engine
+                .store()
+                .audit_page(p.before, p.limit.unwrap_or(100).min(1000))
+                .await
+                .map_err(store_err)?;
+            to_value(rows)
+        }
+        "audit.verify" => to_value(Audit::verify(ctx.engine.store()).await.map_err(store_err)?),
+        "config.errors" => to_value(ConfigErrors {
+            diagnostics: ctx.registry.errors(),
+        }),
+        "config.reload" => {
+            let r = ctx
+                .registry
+                .reload(&ctx.pipelines_dir, &ctx.validate)
+                .await
+                .map_err(store_err)?;
+            Ok(json!({ "updated": r.updated, "removed": r.removed, "rejected": r.rejected }))
+        }
+        _ => Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("no method '{method}'"),
+        )),
+    };
+    if audited && result.is_ok() {
+        let target = target_of(method, &detail);
+        if let Err(e) = ctx.audit.record(user, method, target, detail).await {
+            tracing::error!(error = %e, method, "cannot write the audit trail");
+        }
+    }
+    result
+}
+
+fn target_of(method: &str, params: &Value) -> Option<String> {
+    if method.starts_with("pipelines.") {
+        params
+            .get("name")
+            .and_then(Value::as_str)
+            .map(|n| format!("pipeline {n}"))
+    } else if method.starts_with("runs.") {
+        params
+            .get("id")
+            .and_then(Value::as_i64)
+            .map(|id| format!("run #{id}"))
+    } else if method.starts_with("approvals.") {
+        params
+            .get("id")
+            .and_then(Value::as_i64)
+            .map(|id| format!("approval #{id}"))
+    } else {
+        None
+    }
+}
+
+async fn status(ctx: &ApiContext) -> Result<Value, RpcError> {
+    let store = ctx.engine.store();
+    let (queued, running, waiting) = store.state_counts().await.map_err(store_err)?;
+    to_value(StatusResult {
+        daemon_version: env!("CARGO_PKG_VERSION").into(),
+        uptime_s: ctx.started.elapsed().as_secs(),
+        pipelines: ctx.registry.list().len(),
+        config_errors: ctx.registry.errors().len(),
+        queued,
+        running,
+        waiting,
+        approvals_pending: store.pending_approvals().await.map_err(store_err)?,
+        state_dir: ctx.state_dir.display().to_string(),
+    })
+}
+
+fn trigger_text(t: &Trigger) -> String {
+    match t {
+        Trigger::Cron(c) => format!(
+            "cron {}{}",
+            c.cron,
+            c.timezone
+                .as_ref()
+                .map_or(String::new(), |z| format!(" {z}"))
+        ),
+        Trigger::Webhook(w) => format!(
+            "webhook {}",
+            serde_json::to_value(w.webhook.auth)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn next_fire(e: &Entry) -> Option<String> {
+    let now = jiff::Timestamp::now();
+    e.pipeline
+        .triggers
+        .iter()
+        .filter_map(|t| match t {
+            Trigger::Cron(c) if !c.paused => {
+                sluice_shared::cron::Schedule::new(&c.cron, c.timezone.as_deref(), c.seconds)
+                    .ok()?
+                    .next_after(now)
+            }
+            _ => None,
+        })
+        .min_by_key(jiff::Zoned::timestamp)
+        .map(|z| z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
+}
+
+async fn summary(ctx: &ApiContext, e: &Entry) -> Result<PipelineSummary, RpcError> {
+    let last = ctx
+        .engine
+        .store()
+        .runs_page(&RunFilter {
+            pipeline: Some(e.pipeline.name.clone()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .next();
+    Ok(PipelineSummary {
+        name: e.pipeline.name.clone(),
+        description: e.pipeline.description.clone(),
+        version: e.version,
+        enabled: e.enabled,
+        present: e.present,
+        source: e.source.display().to_string(),
+        triggers: e.pipeline.triggers.iter().map(trigger_text).collect(),
+        next_fire: if e.runnable() { next_fire(e) } else { None },
+        last_state: last.as_ref().map(|r| r.state),
+        last_run: last.map(|r| r.id),
+    })
+}
+
+async fn pipelines(ctx: &ApiContext) -> Result<Vec<PipelineSummary>, RpcError> {
+    let mut out = Vec::new();
+    for e in ctx.registry.list() {
+        out.push(summary(ctx, &e).await?);
+    }
+    Ok(out)
+}
+
+fn unknown_pipeline(ctx: &ApiContext, name: &str) -> RpcError {
+    let names: Vec<String> = ctx
+        .registry
+        .list()
+        .into_iter()
+        .map(|e| e.pipeline.name.clone())
+        .collect();
+    let hint = sluice_shared::suggest::did_you_mean(name, names.iter().map(String::as_str))
+        .map_or(String::new(), |h| format!("; {h}"));
+    RpcError::new(ErrorCode::NotFound, format!("no pipeline '{name}'{hint}"))
+}
+
+async fn pipeline_get(ctx: &ApiContext, p: PipelineRef) -> Result<Value, RpcError> {
+    let e = ctx
+        .registry
+        .get(&p.name)
+        .ok_or_else(|| unknown_pipeline(ctx, &p.name))?;
+    to_value(PipelineDetail {
+        summary: summary(ctx, &e).await?,
+        definition: to_value(&*e.pipeline)?,
+    })
+}
+
+async fn set_enabled(
+    ctx: &ApiContext,
+    p: PipelineRef,
+    enabled: bool,
+    user: &str,
+) -> Result<Value, RpcError> {
+    if !ctx
+        .registry
+        .set_enabled(&p.name, enabled, Some(user))
+        .await
+        .map_err(store_err)?
+    {
+        return Err(unknown_pipeline(ctx, &p.name));
+    }
+    Ok(json!({ "name": p.name, "enabled": enabled }))
+}
+
+async fn trigger(ctx: &ApiContext, p: TriggerParams, user: &str) -> Result<Value, RpcError> {
+    let e = ctx
+        .registry
+        .get(&p.name)
+        .ok_or_else(|| unknown_pipeline(ctx, &p.name))?;
+    if !e.present {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!("pipeline '{}' was removed (its file is gone)", p.name),
+        ));
+    }
+    if !e.enabled {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!(
+                "pipeline '{}' is disabled; `sluice enable {}` first",
+                p.name, p.name
+            ),
+        ));
+    }
+    let trigger = TriggerInfo {
+        kind: TriggerKind::Manual,
+        user: Some(user.to_owned()),
+        details: json!({ "via": "socket" }),
+    };
+    let run = ctx
+        .engine
+        .submit(&e.pipeline, Some(&e.source), &p.inputs, trigger)
+        .await
+        .map_err(engine_err)?;
+    let detail = if p.wait {
+        ctx.engine.wait(run).await.map_err(engine_err)?;
+        Some(run_detail(ctx, run).await?)
+    } else {
+        None
+    };
+    to_value(TriggerResult { run, detail })
+}
+
+async fn summary_of(ctx: &ApiContext, r: RunRecord) -> RunSummary {
+    let version = ctx
+        .engine
+        .store()
+        .version(r.version_id)
+        .await
+        .ok()
+        .map(|(_, v)| v);
+    RunSummary {
+        id: r.id,
+        pipeline: r.pipeline,
+        version,
+        state: r.state,
+        trigger: r.trigger,
+        user: r.user,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        retry_of: r.retry_of,
+        error: r.error,
+    }
+}
+
+async fn runs_list(ctx: &ApiContext, p: RunsListParams) -> Result<Value, RpcError> {
+    let limit = i64::from(p.limit.unwrap_or(50).clamp(1, 1000));
+    let filter = RunFilter {
+        pipeline: p.pipeline,
+        states: p.states.iter().map(|s| s.as_str().to_owned()).collect(),
+        trigger: p.trigger,
+        user: p.user,
+        since: p.since,
+        until: p.until,
+        before: p.before.map(|b| b.0),
+        // One more than asked tells whether there is a next page.
+        limit: limit + 1,
+    };
+    let mut rows = ctx
+        .engine
+        .store()
+        .runs_page(&filter)
+        .await
+        .map_err(store_err)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(50));
+    let next = if more {
+        rows.last().map(|r| r.id)
+    } else {
+        None
+    };
+    let mut runs = Vec::with_capacity(rows.len());
+    for r in rows {
+        runs.push(summary_of(ctx, r).await);
+    }
+    to_value(RunsPage { runs, next })
+}
+
+pub(crate) async fn run_detail(ctx: &ApiContext, id: RunId) -> Result<RunDetail, RpcError> {
+    let store = ctx.engine.store();
+    let record = store
+        .run(id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("run {id} not found")))?;
+    let (pipeline, _) = store.version(record.version_id).await.map_err(store_err)?;
+    let stored = store.nodes(id).await.map_err(store_err)?;
+    let attempts = store.attempts(id).await.map_err(store_err)?;
+    let graph = Graph::new(
+        pipeline
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))),
+    );
+    let order = graph
+        .topo_order()
+        .unwrap_or_else(|_| (0..pipeline.nodes.len()).collect());
+    let nodes = order
+        .into_iter()
+        .filter_map(|i| {
+            let n = &pipeline.nodes[i];
+            let s = stored.iter().find(|s| s.node_id == n.id)?;
+            Some(NodeInfo {
+                id: n.id.clone(),
+                kind: n.kind.name().to_owned(),
+                needs: n.needs.clone(),
+                state: s.state,
+                attempts: attempts
+                    .iter()
+                    .filter(|a| a.node_id == n.id)
+                    .map(|a| AttemptInfo {
+                        attempt: a.attempt,
+                        state: a.state,
+                        started_at: a.started_at,
+                        finished_at: a.finished_at,
+                        error: a.error.clone(),
+                    })
+                    .collect(),
+                output: s.output.clone(),
+                error: s.error.clone(),
+                started_at: s.started_at,
+                finished_at: s.finished_at,
+                wake_at: s.wake_at,
+                reused_from: s.reused_from,
+            })
+        })
+        .collect();
+    let inputs = record.inputs.clone();
+    Ok(RunDetail {
+        run: summary_of(ctx, record).await,
+        inputs,
+        nodes,
+    })
+}
+
+async fn logs(ctx: &ApiContext, p: LogsParams) -> Result<Value, RpcError> {
+    let store = ctx.engine.store();
+    let record =
+        store.run(p.run).await.map_err(store_err)?.ok_or_else(|| {
+            RpcError::new(ErrorCode::NotFound, format!("run {} not found", p.run))
+        })?;
+    let limit = i64::from(p.limit.unwrap_or(1000).clamp(1, 10_000));
+    let after = i64::try_from(p.after.unwrap_or(0)).unwrap_or(0);
+    let rows = store
+        .logs_after(p.run, p.node.as_deref(), p.attempt, after, limit)
+        .await
+        .map_err(store_err)?;
+    let next = rows.last().map_or(after, |(id, _)| *id);
+    to_value(LogsPage {
+        lines: rows.into_iter().map(|(_, l)| l).collect(),
+        next: u64::try_from(next).unwrap_or(0),
+        finished: record.state.is_finished(),
+    })
+}
+
+async fn decide(ctx: &ApiContext, p: DecideParams) -> Result<Value, RpcError> {
+    if !p.approve && p.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(RpcError::new(
+            ErrorCode::InvalidParams,
+            "a rejection needs a reason",
+        ));
+    }
+    let all = ctx
+        .engine
+        .store()
+        .approvals(false, 100_000)
+        .await
+        .map_err(store_err)?;
+    match all.into_iter().find(|a| a.id == p.id) {
+        None => Err(RpcError::new(
+            ErrorCode::NotFound,
+            format!("approval #{} not found", p.id),
+        )),
+        Some(a) => Err(RpcError::new(
+            ErrorCode::Conflict,
+            format!(
+                "approval #{} is {}; this daemon does not run approval nodes yet",
+                a.id, a.state
+            ),
+        )),
+    }
+}

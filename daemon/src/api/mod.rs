@@ -1,0 +1,184 @@
+//! The local socket API: newline-delimited JSON-RPC 2.0 over a Unix stream
+//! socket (docs/protocol.md). Callers are identified by the socket's peer
+//! credentials; roles come from `[access]`; every state-changing call is
+//! audited. Slow subscribers are told they lagged and never slow the engine.
+
+mod conn;
+mod handlers;
+pub mod identity;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use sluice_shared::event::Event;
+use sluice_shared::validate::ValidateOptions;
+use tokio::net::UnixListener;
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Audit;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use identity::Access;
+
+/// Most connections served at once.
+const MAX_CONNECTIONS: usize = 512;
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A live daemon already listens there.
+    #[error("another sluiced is already listening on {0}")]
+    InUse(PathBuf),
+    /// Binding or preparing the socket failed.
+    #[error("cannot listen on {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the socket: a stale file from a crashed daemon is replaced, a live
+/// socket never; the socket is made group-accessible (0660).
+pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| ApiError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(ApiError::InUse(path.to_owned())),
+            // Nobody answers: a leftover from a daemon that did not clean up.
+            Err(_) => std::fs::remove_file(path).map_err(io)?,
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Numbered events for subscribers.
+pub(crate) type Sequenced = Arc<(u64, Event)>;
+
+/// Everything handlers need.
+pub struct ApiContext {
+    /// The engine.
+    pub engine: Engine,
+    /// Known pipelines.
+    pub registry: Arc<Registry>,
+    /// Roles.
+    pub access: Access,
+    /// The audit trail.
+    pub audit: Arc<Audit>,
+    /// Charts.
+    pub metrics: Arc<Metrics>,
+    /// Where pipelines are read from (for `config.reload`).
+    pub pipelines_dir: PathBuf,
+    /// Validation settings (plugin kinds) for reloads.
+    pub validate: ValidateOptions,
+    /// Shown by `status`.
+    pub state_dir: PathBuf,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+    pub(crate) started: Instant,
+    feed: broadcast::Sender<Sequenced>,
+    seq: Arc<AtomicU64>,
+}
+
+impl ApiContext {
+    /// Builds the context and starts numbering the engine's events (which also feeds the metrics).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        engine: Engine,
+        registry: Arc<Registry>,
+        access: Access,
+        audit: Arc<Audit>,
+        metrics: Arc<Metrics>,
+        pipelines_dir: PathBuf,
+        validate: ValidateOptions,
+        state_dir: PathBuf,
+        max_frame: usize,
+    ) -> Arc<Self> {
+        let (feed, _) = broadcast::channel(16_384);
+        let seq = Arc::new(AtomicU64::new(0));
+        let mut events = engine.subscribe();
+        let tx = feed.clone();
+        let counter = Arc::clone(&seq);
+        let m = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        m.observe(&e);
+                        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                        let _ = tx.send(Arc::new((n, e)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "event numbering fell behind the engine");
+                        counter.fetch_add(missed, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Arc::new(Self {
+            engine,
+            registry,
+            access,
+            audit,
+            metrics,
+            pipelines_dir,
+            validate,
+            state_dir,
+            max_frame,
+            started: Instant::now(),
+            feed,
+            seq,
+        })
+    }
+
+    pub(crate) fn subscribe_feed(&self) -> (broadcast::Receiver<Sequenced>, u64) {
+        let rx = self.feed.subscribe();
+        (rx, self.seq.load(Ordering::Relaxed))
+    }
+}
+
+/// Serves connections until `shutdown` is cancelled.
+pub async fn serve(listener: UnixListener, ctx: Arc<ApiContext>, shutdown: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let ctx = Arc::clone(&ctx);
+                let stop = shutdown.child_token();
+                tokio::spawn(async move {
+                    conn::serve(stream, ctx, stop).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

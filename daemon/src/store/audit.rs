@@ -1,0 +1,250 @@
+//! The audit trail's rows. Hashing and verification live in `crate::audit`.
+
+use serde_json::Value;
+use sluice_shared::protocol::AuditEntry;
+use sqlx::Row;
+
+use super::{SqlArg, Store, StoreError};
+
+/// An audit row to append.
+#[derive(Clone, Debug)]
+pub struct NewAudit {
+    /// When (ms).
+    pub at: i64,
+    /// Who.
+    pub user: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: Option<String>,
+    /// Details (JSON text, as hashed).
+    pub detail: String,
+    /// The previous row's hash.
+    pub prev_hash: String,
+    /// This row's hash.
+    pub hash: String,
+}
+
+fn entry(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEntry, StoreError> {
+    let detail: String = r.try_get("detail")?;
+    Ok(AuditEntry {
+        id: r.try_get("id")?,
+        at: r.try_get("at")?,
+        user: r.try_get("user")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+impl Store {
+    /// Appends an audit row; returns its id.
+    pub async fn append_audit(&self, row: NewAudit) -> Result<i64, StoreError> {
+        self.exec(vec![(
+            "INSERT INTO audit (at, user, action, target, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id".into(),
+            vec![
+                SqlArg::Int(row.at),
+                SqlArg::Text(row.user),
+                SqlArg::Text(row.action),
+                row.target.map_or(SqlArg::Null, SqlArg::Text),
+                SqlArg::Text(row.detail),
+                SqlArg::Text(row.prev_hash),
+                SqlArg::Text(row.hash),
+            ],
+        )])
+        .await
+    }
+
+    /// The newest row's hash and id.
+    pub async fn last_audit(&self) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+                .fetch_optional(self.reads())
+                .await?,
+        )
+    }
+
+    /// Rows newest first, below `before`.
+    pub async fn audit_page(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(self.reads())
+        .await?;
+        rows.iter().map(entry).collect()
+    }
+
+    /// Every row in order, for verification (with the raw detail text as hashed).
+    pub async fn audit_all(&self) -> Result<Vec<(AuditEntry, String)>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit ORDER BY id")
+            .fetch_all(self.reads())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((entry(r)?, r.try_get::<String, _>("detail")?)))
+            .collect()
+    }
+
+    /// How many approvals wait for a decision.
+    pub async fn pending_approvals(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE state = 'pending'")
+            .fetch_one(self.reads())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl Store {
+    /// Runs created since `since_ms` (for seeding metrics).
+    pub async fn runs_since(&self, since_ms: i64) -> Result<Vec<super::RunRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE created_at >= ? ORDER BY id")
+            .bind(since_ms)
+            .fetch_all(self.reads())
+            .await?;
+        rows.iter().map(super::run_record).collect()
+    }
+
+    /// Unfinished runs by state: (queued, running, waiting).
+    pub async fn state_counts(&self) -> Result<(u64, u64, u64), StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM runs WHERE state IN ('queued', 'running', 'waiting') GROUP BY state")
+            .fetch_all(self.reads())
+            .await?;
+        let get = |s: &str| {
+            rows.iter()
+                .find(|(k, _)| k == s)
+                .map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0))
+        };
+        Ok((get("queued"), get("running"), get("waiting")))
+    }
+}
+
+/// Filters for [`Store::runs_page`].
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    /// Pipeline name.
+    pub pipeline: Option<String>,
+    /// States.
+    pub states: Vec<String>,
+    /// Trigger kind.
+    pub trigger: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    /// Created before (ms).
+    pub until: Option<i64>,
+    /// Ids below this.
+    pub before: Option<i64>,
+    /// Page size.
+    pub limit: i64,
+}
+
+impl Store {
+    /// A page of runs, newest first (keyset paging on id).
+    pub async fn runs_page(&self, f: &RunFilter) -> Result<Vec<super::RunRecord>, StoreError> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM runs WHERE 1 = 1");
+        if let Some(p) = &f.pipeline {
+            q.push(" AND pipeline = ").push_bind(p.clone());
+        }
+        if !f.states.is_empty() {
+            q.push(" AND state IN (");
+            let mut sep = q.separated(", ");
+            for s in &f.states {
+                sep.push_bind(s.clone());
+            }
+            q.push(")");
+        }
+        if let Some(t) = &f.trigger {
+            q.push(" AND trigger_kind = ").push_bind(t.clone());
+        }
+        if let Some(u) = &f.user {
+            q.push(" AND user = ").push_bind(u.clone());
+        }
+        if let Some(s) = f.since {
+            q.push(" AND created_at >= ").push_bind(s);
+        }
+        if let Some(u) = f.until {
+            q.push(" AND created_at < ").push_bind(u);
+        }
+        if let Some(b) = f.before {
+            q.push(" AND id < ").push_bind(b);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+        let rows = q.build().fetch_all(self.reads()).await?;
+        rows.iter().map(super::run_record).collect()
+    }
+
+    /// Log lines after cursor `after`, in storage order, with their cursor.
+    pub async fn logs_after(
+        &self,
+        run: sluice_shared::run::RunId,
+        node: Option<&str>,
+        attempt: Option<u32>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, sluice_shared::run::LogLine)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM logs WHERE run_id = ?1 AND (?2 IS NULL OR node_id = ?2) AND (?3 IS NULL OR attempt = ?3) AND id > ?4 ORDER BY id LIMIT ?5",
+        )
+        .bind(run.0)
+        .bind(node)
+        .bind(attempt.map(i64::from))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.reads())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    sluice_shared::run::LogLine {
+                        run,
+                        node: r.try_get("node_id")?,
+                        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+                        seq: u32::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+                        at_ms: r.try_get("at")?,
+                        stream: r.try_get("stream")?,
+                        line: r.try_get("line")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Approvals, newest first (`pending_only` for the queue).
+    pub async fn approvals(
+        &self,
+        pending_only: bool,
+        limit: i64,
+    ) -> Result<Vec<sluice_shared::protocol::ApprovalInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM approvals WHERE (?1 = 0 OR state = 'pending') ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(i64::from(pending_only))
+        .bind(limit)
+        .fetch_all(self.reads())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(sluice_shared::protocol::ApprovalInfo {
+                    id: r.try_get("id")?,
+                    run: sluice_shared::run::RunId(r.try_get("run_id")?),
+                    node: r.try_get("node_id")?,
+                    state: r.try_get("state")?,
+                    message: r.try_get("message")?,
+                    requested_at: r.try_get("requested_at")?,
+                    deadline: r.try_get("deadline")?,
+                    decided_by: r.try_get("decided_by")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}

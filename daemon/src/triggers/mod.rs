@@ -1,0 +1,327 @@
+//! Triggers: what starts runs besides the engine's own recovery. Cron
+//! schedules ([`cron`]), webhooks ([`webhook`]) and manual requests all end in
+//! [`Triggers::fire`], which applies the pipeline's overlap policy, commits the
+//! run (deduplicated by a delivery key when there is one) and starts it.
+
+pub mod cron;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sluice_shared::model::OverlapPolicy;
+use sluice_shared::run::{RunId, TriggerInfo, TriggerKind};
+
+use crate::engine::{Engine, EngineError, resolve_inputs};
+use crate::registry::{Entry, Registry};
+use crate::store::{NewNode, NewRun, StoreError};
+
+/// How long a delivery key names its run (redeliveries within it get the same run).
+pub const KEY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// Why a trigger did not start a run.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// No pipeline of that name.
+    #[error("unknown pipeline '{0}'")]
+    UnknownPipeline(String),
+    /// The pipeline is disabled or its file was removed.
+    #[error("pipeline '{name}' is {why}")]
+    Disabled {
+        /// The pipeline.
+        name: String,
+        /// "disabled" or "removed (its file was deleted)".
+        why: String,
+    },
+    /// Inputs do not fit the pipeline.
+    #[error("{0}")]
+    Input(String),
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a trigger did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Fired {
+    /// A run was committed and started (or already existed for this delivery key).
+    Started {
+        /// The run.
+        run: RunId,
+        /// False when the delivery key named an earlier run.
+        created: bool,
+    },
+    /// The overlap policy `skip` dropped the trigger.
+    Skipped {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Counters for metrics; read with [`Counters::snapshot`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Cron fires that started a run.
+    pub cron_fires: AtomicU64,
+    /// Cron fires that did not run as scheduled (each missed fire counts once).
+    pub misfires: AtomicU64,
+    /// Triggers dropped by `on_overlap: skip`.
+    pub overlap_skipped: AtomicU64,
+    /// Webhook deliveries that created a run.
+    pub webhook_accepted: AtomicU64,
+    /// Webhook deliveries answered with an earlier run (same delivery key).
+    pub webhook_duplicates: AtomicU64,
+    /// Webhook requests refused (4xx/5xx).
+    pub webhook_rejected: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CountersSnapshot {
+    /// See [`Counters::cron_fires`].
+    pub cron_fires: u64,
+    /// See [`Counters::misfires`].
+    pub misfires: u64,
+    /// See [`Counters::overlap_skipped`].
+    pub overlap_skipped: u64,
+    /// See [`Counters::webhook_accepted`].
+    pub webhook_accepted: u64,
+    /// See [`Counters::webhook_duplicates`].
+    pub webhook_duplicates: u64,
+    /// See [`Counters::webhook_rejected`].
+    pub webhook_rejected: u64,
+}
+
+impl Counters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            cron_fires: r(&self.cron_fires),
+            misfires: r(&self.misfires),
+            overlap_skipped: r(&self.overlap_skipped),
+            webhook_accepted: r(&self.webhook_accepted),
+            webhook_duplicates: r(&self.webhook_duplicates),
+            webhook_rejected: r(&self.webhook_rejected),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Shared by every trigger source; cheap to clone.
+#[derive(Clone)]
+pub struct Triggers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    registry: Arc<Registry>,
+    /// Serialises overlap decisions of one pipeline (count, then commit).
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    counters: Counters,
+}
+
+impl Triggers {
+    /// Trigger handling over an engine and the registry it runs pipelines from.
+    pub fn new(engine: Engine, registry: Arc<Registry>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                registry,
+                gates: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// Counters for metrics.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The pipeline named `name` if triggers may start it.
+    pub fn runnable(&self, name: &str) -> Result<Entry, TriggerError> {
+        let entry = self
+            .inner
+            .registry
+            .get(name)
+            .ok_or_else(|| TriggerError::UnknownPipeline(name.to_owned()))?;
+        if !entry.present {
+            return Err(TriggerError::Disabled {
+                name: name.to_owned(),
+                why: "removed (its file was deleted)".into(),
+            });
+        }
+        if !entry.enabled {
+            return Err(TriggerError::Disabled {
+                name: name.to_owned(),
+                why: "disabled".into(),
+            });
+        }
+        Ok(entry)
+    }
+
+    /// A manual run of `name` by `user`, through the overlap policy.
+    pub async fn manual(
+        &self,
+        name: &str,
+        inputs: &Map<String, Value>,
+        user: Option<String>,
+    ) -> Result<Fired, TriggerError> {
+        let entry = self.runnable(name)?;
+        let trigger = TriggerInfo {
+            kind: TriggerKind::Manual,
+            details: json!({ "user": user }),
+            user,
+        };
+        self.fire(&entry, inputs, trigger, None).await
+    }
+
+    /// Applies the overlap policy, commits the run and starts it. With a `key`
+    /// (pipeline-scoped), a key seen in the last 24 h returns its run instead.
+    pub async fn fire(
+        &self,
+        entry: &Entry,
+        inputs: &Map<String, Value>,
+        trigger: TriggerInfo,
+        key: Option<&str>,
+    ) -> Result<Fired, TriggerError> {
+        let resolved = resolve_inputs(&entry.pipeline, inputs).map_err(|e| match e {
+            EngineError::Input(m) => TriggerError::Input(m),
+            other => TriggerError::Engine(other),
+        })?;
+        let concurrency = entry.pipeline.concurrency;
+        let decides = concurrency.max_runs.is_some()
+            && matches!(
+                concurrency.on_overlap,
+                OverlapPolicy::Skip | OverlapPolicy::CancelPrevious
+            );
+        if !decides {
+            // `queue` needs no decision here: admission holds the run queued until a slot frees.
+            return self.commit(entry, resolved, trigger, key).await;
+        }
+        let gate = self.gate(&entry.pipeline.name);
+        let _held = gate.lock().await;
+        if let Some(k) = key
+            && let Some(run) = self
+                .inner
+                .engine
+                .store()
+                .run_for_key(&entry.pipeline.name, k)
+                .await?
+        {
+            return Ok(Fired::Started {
+                run,
+                created: false,
+            });
+        }
+        let max = concurrency
+            .max_runs
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        let active = self
+            .inner
+            .engine
+            .store()
+            .active_runs(&entry.pipeline.name)
+            .await?;
+        if active.len() >= max {
+            match concurrency.on_overlap {
+                OverlapPolicy::Skip => {
+                    Counters::add(&self.inner.counters.overlap_skipped, 1);
+                    return Ok(Fired::Skipped {
+                        reason: format!(
+                            "{} run(s) in flight (max_runs {max}, on_overlap: skip)",
+                            active.len()
+                        ),
+                    });
+                }
+                _ => {
+                    // Cancel the oldest so that the new run makes `max`; admission starts
+                    // it once the cancelled runs have finished.
+                    for (run, _) in active.iter().take(active.len() + 1 - max) {
+                        if let Err(e) = self.inner.engine.cancel(*run).await {
+                            tracing::warn!(%run, error = %e, "cancel_previous: cannot cancel");
+                        }
+                    }
+                }
+            }
+        }
+        self.commit(entry, resolved, trigger, key).await
+    }
+
+    async fn commit(
+        &self,
+        entry: &Entry,
+        inputs: Value,
+        trigger: TriggerInfo,
+        key: Option<&str>,
+    ) -> Result<Fired, TriggerError> {
+        let run = new_run(entry, inputs, trigger);
+        let store = self.inner.engine.store();
+        let (id, created) = match key {
+            Some(k) => store.create_run_once(run, k, KEY_TTL_MS).await?,
+            None => (store.create_run(run).await?, true),
+        };
+        if created {
+            self.inner
+                .engine
+                .start_committed(id, &entry.pipeline.name)?;
+        }
+        Ok(Fired::Started { run: id, created })
+    }
+
+    fn gate(&self, pipeline: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.inner.gates.lock() {
+            Ok(mut g) => Arc::clone(g.entry(pipeline.to_owned()).or_default()),
+            // A poisoned map only loses serialisation; admission still bounds runs.
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+/// A new queued run of the entry's active version.
+fn new_run(entry: &Entry, inputs: Value, trigger: TriggerInfo) -> NewRun {
+    let p = &entry.pipeline;
+    let deadline = p.timeout.map(|t| {
+        jiff::Timestamp::now()
+            .as_millisecond()
+            .saturating_add(i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2))
+    });
+    NewRun {
+        pipeline: p.name.clone(),
+        version_id: entry.version_id,
+        trigger,
+        inputs,
+        retry_of: None,
+        deadline,
+        nodes: p
+            .nodes
+            .iter()
+            .map(|n| NewNode {
+                id: n.id.clone(),
+                reused: None,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,560 @@
+//! Subcommands that talk to the daemon over its socket.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value, json};
+use sluice_shared::event::Event;
+use sluice_shared::protocol::{
+    ApprovalInfo, AuditEntry, AuditVerifyResult, EventNotice, LogsPage, PipelineSummary, RunDetail,
+    RunsPage, StatusResult, SubscribeResult, TriggerResult,
+};
+use sluice_shared::run::{RunId, RunState};
+
+use crate::cli::{Command, ResolveAction, RunsArgs};
+use crate::client::{Client, ClientError};
+use crate::exit::Exit;
+use crate::output::emit;
+use crate::table;
+
+/// What went wrong, and the exit code it maps to.
+pub struct Failure {
+    /// Exit code.
+    pub exit: Exit,
+    /// Message for stderr.
+    pub message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Self {
+            exit: Exit::of(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        exit: Exit::Usage,
+        message: message.into(),
+    }
+}
+
+fn io(e: std::io::Error) -> Failure {
+    Failure {
+        exit: Exit::Failure,
+        message: e.to_string(),
+    }
+}
+
+fn run_id(text: &str) -> Result<RunId, Failure> {
+    text.parse()
+        .map_err(|_| usage(format!("'{text}' is not a run id (write 12 or #12)")))
+}
+
+fn inputs(pairs: &[String]) -> Result<Map<String, Value>, Failure> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--input '{pair}': expected NAME=VALUE")))?;
+        map.insert(
+            k.to_owned(),
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
+        );
+    }
+    Ok(map)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Failure {
+        exit: Exit::Failure,
+        message: e.to_string(),
+    })?;
+    emit(&format!("{text}\n")).map_err(io)
+}
+
+fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(80)
+}
+
+fn state_word(s: RunState) -> String {
+    let symbol = match s {
+        RunState::Queued => "·",
+        RunState::Running => "▶",
+        RunState::Waiting => "…",
+        RunState::Succeeded => "✓",
+        RunState::Failed => "✗",
+        RunState::Cancelled => "⊘",
+    };
+    format!("{symbol} {s}")
+}
+
+/// Runs one socket subcommand.
+pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, Failure> {
+    let mut client = Client::connect(&socket).await?;
+    match command {
+        Command::Status => {
+            let s: StatusResult = client.call("status", json!({})).await?;
+            if json {
+                print_json(&s)?;
+            } else {
+                emit(&format!(
+                    "sluiced {} up {}s as seen by {} ({})\npipelines {} (config errors {})\nruns: {} queued, {} running, {} waiting; approvals pending {}\nstate {}\n",
+                    s.daemon_version, s.uptime_s, client.hello.user, client.hello.role.as_str(), s.pipelines, s.config_errors, s.queued, s.running, s.waiting, s.approvals_pending, s.state_dir
+                ))
+                .map_err(io)?;
+            }
+        }
+        Command::Pipelines => {
+            let list: Vec<PipelineSummary> = client.call("pipelines.list", json!({})).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            if !p.present {
+                                "removed".into()
+                            } else if p.enabled {
+                                "yes".into()
+                            } else {
+                                "no".into()
+                            },
+                            format!("v{}", p.version),
+                            p.last_state.map_or("-".into(), state_word),
+                            p.next_fire.clone().unwrap_or_else(|| "-".into()),
+                            p.triggers.join(", "),
+                        ]
+                    })
+                    .collect();
+                emit(&table::render(
+                    &["NAME", "ENABLED", "VER", "LAST", "NEXT FIRE", "TRIGGERS"],
+                    &rows,
+                    width(),
+                ))
+                .map_err(io)?;
+            }
+        }
+        Command::Runs(args) => runs(&mut client, args, json).await?,
+        Command::Run { id } => {
+            let d: RunDetail = client
+                .call("runs.get", json!({ "id": run_id(&id)? }))
+                .await?;
+            if json {
+                print_json(&d)?;
+            } else {
+                print_run(&d)?;
+            }
+        }
+        Command::Logs { id, node, follow } => {
+            logs(&mut client, run_id(&id)?, node, follow, json).await?
+        }
+        Command::Trigger {
+            name,
+            inputs: pairs,
+            wait,
+        } => {
+            let r: TriggerResult = client
+                .call(
+                    "pipelines.trigger",
+                    json!({ "name": name, "inputs": inputs(&pairs)?, "wait": wait }),
+                )
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                match &r.detail {
+                    Some(d) => print_run(d)?,
+                    None => emit(&format!("{} started\n", r.run)).map_err(io)?,
+                }
+            }
+            if let Some(d) = &r.detail
+                && d.run.state != RunState::Succeeded
+            {
+                return Ok(Exit::Failure);
+            }
+        }
+        Command::Cancel { id } => {
+            let v: Value = client
+                .call("runs.cancel", json!({ "id": run_id(&id)? }))
+                .await?;
+            if json {
+                print_json(&v)?
+            } else {
+                emit(&format!("{} cancelled\n", run_id(&id)?)).map_err(io)?
+            }
+        }
+        Command::Retry { id, all } => {
+            let v: Value = client
+                .call(
+                    "runs.retry",
+                    json!({ "id": run_id(&id)?, "mode": if all { "all" } else { "failed" } }),
+                )
+                .await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                emit(&format!(
+                    "#{} started (retry of {})\n",
+                    v["run"],
+                    run_id(&id)?
+                ))
+                .map_err(io)?;
+            }
+        }
+        Command::Approvals { all } => {
+            let list: Vec<ApprovalInfo> = client
+                .call("approvals.list", json!({ "pending": !all }))
+                .await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.to_string(),
+                            a.run.to_string(),
+                            a.node.clone(),
+                            a.state.clone(),
+                            table::time(a.deadline),
+                            a.message.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                emit(&table::render(
+                    &["ID", "RUN", "NODE", "STATE", "DEADLINE", "MESSAGE"],
+                    &rows,
+                    width(),
+                ))
+                .map_err(io)?;
+            }
+        }
+        Command::Approve { id, reason } => {
+            let v: Value = client
+                .call(
+                    "approvals.decide",
+                    json!({ "id": id, "approve": true, "reason": reason }),
+                )
+                .await?;
+            if json {
+                print_json(&v)?
+            } else {
+                emit(&format!("approval #{id} approved\n")).map_err(io)?
+            }
+        }
+        Command::Reject { id, reason } => {
+            let v: Value = client
+                .call(
+                    "approvals.decide",
+                    json!({ "id": id, "approve": false, "reason": reason }),
+                )
+                .await?;
+            if json {
+                print_json(&v)?
+            } else {
+                emit(&format!("approval #{id} rejected\n")).map_err(io)?
+            }
+        }
+        Command::Enable { name } => {
+            let v: Value = client
+                .call("pipelines.enable", json!({ "name": name }))
+                .await?;
+            if json {
+                print_json(&v)?
+            } else {
+                emit(&format!("{name} enabled\n")).map_err(io)?
+            }
+        }
+        Command::Disable { name } => {
+            let v: Value = client
+                .call("pipelines.disable", json!({ "name": name }))
+                .await?;
+            if json {
+                print_json(&v)?
+            } else {
+                emit(&format!("{name} disabled\n")).map_err(io)?
+            }
+        }
+        Command::Audit {
+            action: Some(_), ..
+        } => {
+            let r: AuditVerifyResult = client.call("audit.verify", json!({})).await?;
+            if json {
+                print_json(&r)?;
+            } else if r.ok {
+                emit(&format!("audit trail intact: {} rows\n", r.rows)).map_err(io)?;
+            } else {
+                emit(&format!(
+                    "audit trail BROKEN at row {}: {}\n",
+                    r.first_bad.unwrap_or(0),
+                    r.problem.clone().unwrap_or_default()
+                ))
+                .map_err(io)?;
+            }
+            if !r.ok {
+                return Ok(Exit::Failure);
+            }
+        }
+        Command::Audit {
+            action: None,
+            limit,
+        } => {
+            let rows: Vec<AuditEntry> =
+                client.call("audit.list", json!({ "limit": limit })).await?;
+            if json {
+                print_json(&rows)?;
+            } else {
+                let cells: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.to_string(),
+                            table::time(Some(a.at)),
+                            a.user.clone(),
+                            a.action.clone(),
+                            a.target.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                emit(&table::render(
+                    &["ID", "AT", "USER", "ACTION", "TARGET"],
+                    &cells,
+                    width(),
+                ))
+                .map_err(io)?;
+            }
+        }
+        Command::Resolve {
+            id,
+            node,
+            action,
+            output,
+            reason,
+        } => {
+            let resolution = match action {
+                ResolveAction::Retry => json!({ "action": "retry" }),
+                ResolveAction::Succeed => {
+                    let out: Value = match output {
+                        Some(text) => serde_json::from_str(&text)
+                            .map_err(|e| usage(format!("--output is not JSON: {e}")))?,
+                        None => Value::Null,
+                    };
+                    json!({ "action": "succeed", "output": out })
+                }
+                ResolveAction::Fail => json!({ "action": "fail", "reason": reason }),
+            };
+            let v: Value = client
+                .call(
+                    "runs.resolve",
+                    json!({ "id": run_id(&id)?, "node": node, "resolution": resolution }),
+                )
+                .await?;
+            if json {
+                print_json(&v)?
+            } else {
+                emit(&format!("node {node} of {} resolved\n", run_id(&id)?)).map_err(io)?
+            }
+        }
+        Command::Validate(_) | Command::Cron(_) | Command::Schema => {
+            return Err(usage("offline command"));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+async fn runs(client: &mut Client, args: RunsArgs, json: bool) -> Result<(), Failure> {
+    let before = args.before.as_deref().map(run_id).transpose()?;
+    let page: RunsPage = client
+        .call(
+            "runs.list",
+            json!({ "pipeline": args.pipeline, "states": args.state, "trigger": args.trigger, "user": args.user, "before": before, "limit": args.limit }),
+        )
+        .await?;
+    if json {
+        return print_json(&page);
+    }
+    let rows: Vec<Vec<String>> = page
+        .runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.pipeline.clone(),
+                state_word(r.state),
+                r.trigger.kind.to_string(),
+                r.user.clone().unwrap_or_else(|| "-".into()),
+                table::time(Some(r.created_at)),
+                table::duration(
+                    r.started_at,
+                    r.finished_at.or_else(|| {
+                        r.started_at
+                            .map(|_| jiff::Timestamp::now().as_millisecond())
+                    }),
+                ),
+            ]
+        })
+        .collect();
+    let mut text = table::render(
+        &[
+            "ID", "PIPELINE", "STATE", "TRIGGER", "USER", "STARTED", "TOOK",
+        ],
+        &rows,
+        width(),
+    );
+    if let Some(next) = page.next {
+        text.push_str(&format!("more: sluice runs --before {}\n", next.0));
+    }
+    emit(&text).map_err(io)
+}
+
+fn print_run(d: &RunDetail) -> Result<(), Failure> {
+    let mut text = format!(
+        "{} {} v{} {}  trigger {} by {}\n",
+        d.run.id,
+        d.run.pipeline,
+        d.run.version.unwrap_or(0),
+        state_word(d.run.state),
+        d.run.trigger.kind,
+        d.run.user.clone().unwrap_or_else(|| "-".into())
+    );
+    if let Some(e) = &d.run.error {
+        text.push_str(&format!("error: {e}\n"));
+    }
+    let rows: Vec<Vec<String>> = d
+        .nodes
+        .iter()
+        .map(|n| {
+            let last = n.attempts.last();
+            vec![
+                n.id.clone(),
+                n.kind.clone(),
+                n.state.to_string(),
+                n.attempts.len().to_string(),
+                table::duration(n.started_at, n.finished_at),
+                n.error
+                    .clone()
+                    .or_else(|| n.output.as_ref().map(|o| o.to_string()))
+                    .or_else(|| last.and_then(|a| a.error.clone()))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    text.push_str(&table::render(
+        &["NODE", "KIND", "STATE", "TRIES", "TOOK", "OUTPUT / ERROR"],
+        &rows,
+        width(),
+    ));
+    emit(&text).map_err(io)
+}
+
+async fn logs(
+    client: &mut Client,
+    run: RunId,
+    node: Option<String>,
+    follow: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    // Subscribe before reading, so no line falls between the two.
+    let sub: Option<SubscribeResult> = if follow {
+        Some(client.call("subscribe", json!({ "run": run })).await?)
+    } else {
+        None
+    };
+    let mut seen: HashMap<(String, u32), u32> = HashMap::new();
+    let mut after = 0u64;
+    let mut finished;
+    loop {
+        let page: LogsPage = client
+            .call(
+                "logs.get",
+                json!({ "run": run, "node": node, "after": after, "limit": 10_000 }),
+            )
+            .await?;
+        finished = page.finished;
+        for l in &page.lines {
+            let last = seen.entry((l.node.clone(), l.attempt)).or_insert(0);
+            *last = (*last).max(l.seq);
+            print_line(l.node.as_str(), l.attempt, &l.stream, &l.line, json)?;
+        }
+        if page.lines.is_empty() || page.next == after {
+            break;
+        }
+        after = page.next;
+    }
+    if sub.is_none() || finished {
+        return Ok(());
+    }
+    loop {
+        let n = client.notification().await?;
+        if n.method == "lagged" {
+            // Missed live lines: read what is stored instead.
+            let page: LogsPage = client
+                .call(
+                    "logs.get",
+                    json!({ "run": run, "node": node, "after": after, "limit": 10_000 }),
+                )
+                .await?;
+            for l in &page.lines {
+                let last = seen.entry((l.node.clone(), l.attempt)).or_insert(0);
+                if l.seq > *last {
+                    *last = l.seq;
+                    print_line(&l.node, l.attempt, &l.stream, &l.line, json)?;
+                }
+            }
+            after = page.next;
+            continue;
+        }
+        let Ok(notice) = serde_json::from_value::<EventNotice>(n.params) else {
+            continue;
+        };
+        match notice.event {
+            Event::Log {
+                node: n2,
+                attempt,
+                seq,
+                stream,
+                line,
+                ..
+            } => {
+                if node.as_ref().is_some_and(|want| *want != n2) {
+                    continue;
+                }
+                let last = seen.entry((n2.clone(), attempt)).or_insert(0);
+                if seq > *last {
+                    *last = seq;
+                    print_line(&n2, attempt, &stream, &line, json)?;
+                }
+            }
+            Event::RunState { state, .. } if state.is_finished() => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+fn print_line(
+    node: &str,
+    attempt: u32,
+    stream: &str,
+    line: &str,
+    json: bool,
+) -> Result<(), Failure> {
+    let text = if json {
+        format!(
+            "{}\n",
+            json!({ "node": node, "attempt": attempt, "stream": stream, "line": line })
+        )
+    } else if stream == "stdout" {
+        format!("{node}#{attempt} | {line}\n")
+    } else {
+        format!("{node}#{attempt} {stream} | {line}\n")
+    };
+    emit(&text).map_err(io)
+}
