@@ -1,0 +1,164 @@
+//! The real `sluiced` binary on a temp directory, and a raw JSON-RPC client
+//! speaking to its socket (the protocol types come from `sluice_shared`).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_shared::protocol::{Request, RpcError, ServerMessage, Notification};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts sluiced with `config` (sluiced.toml text) and pipeline files.
+    pub fn start(config: &str, pipelines: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pdir = dir.path().join("pipelines");
+        std::fs::create_dir_all(&pdir).expect("mkdir");
+        for (name, text) in pipelines {
+            let path = pdir.join(name);
+            std::fs::write(&path, text).expect("write pipeline");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        std::fs::write(dir.path().join("sluiced.toml"), config).expect("write config");
+        let socket = dir.path().join("sluice.sock");
+        let mut d = Self { dir, child: None, socket };
+        d.spawn();
+        d
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Starts (or restarts) the process and waits for its ready line.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
+            .arg("--config")
+            .arg(self.path("sluiced.toml"))
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .arg("--pipelines")
+            .arg(self.path("pipelines"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("SLUICE_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn sluiced");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("sluiced: ready") => break,
+                Some(Ok(line)) => seen.push(line),
+                other => panic!("sluiced did not become ready: {other:?}\n{}", seen.join("\n")),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        let mut c = Client::connect(&self.socket).await;
+        c.hello().await.expect("hello");
+        c
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Client {
+    reader: TokioBufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+    next: u64,
+    pub notifications: std::collections::VecDeque<Notification>,
+}
+
+impl Client {
+    pub async fn connect(path: &Path) -> Self {
+        let stream = UnixStream::connect(path).await.expect("connect");
+        let (r, w) = stream.into_split();
+        Self { reader: TokioBufReader::new(r), writer: w, next: 1, notifications: Default::default() }
+    }
+
+    pub async fn hello(&mut self) -> Result<Value, RpcError> {
+        self.call("hello", json!({ "protocol": sluice_shared::protocol::protocol_version(), "client": "test" })).await
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn read(&mut self) -> ServerMessage {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line)).await.expect("reply in time").expect("read");
+        assert!(n > 0, "connection closed");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad message {line}: {e}"))
+    }
+
+    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let id = self.next;
+        self.next += 1;
+        let mut frame = serde_json::to_string(&Request::new(id, method, params)).expect("encode");
+        frame.push('\n');
+        self.send_raw(frame.as_bytes()).await;
+        loop {
+            match self.read().await {
+                ServerMessage::Response(r) if r.id == json!(id) => {
+                    return match r.error {
+                        Some(e) => Err(e),
+                        None => Ok(r.result.unwrap_or(Value::Null)),
+                    };
+                }
+                ServerMessage::Response(r) => panic!("unexpected response {r:?}"),
+                ServerMessage::Notification(n) => self.notifications.push_back(n),
+            }
+        }
+    }
+
+    pub async fn notification(&mut self) -> Notification {
+        if let Some(n) = self.notifications.pop_front() {
+            return n;
+        }
+        loop {
+            if let ServerMessage::Notification(n) = self.read().await {
+                return n;
+            }
+        }
+    }
+}
