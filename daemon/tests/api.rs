@@ -22,7 +22,11 @@ fn me() -> String {
     // Same lookup as the daemon, via the passwd file.
     std::fs::read_to_string("/etc/passwd")
         .ok()
-        .and_then(|p| p.lines().find(|l| l.split(':').nth(2) == Some(&uid.to_string())).and_then(|l| l.split(':').next().map(str::to_owned)))
+        .and_then(|p| {
+            p.lines()
+                .find(|l| l.split(':').nth(2) == Some(&uid.to_string()))
+                .and_then(|l| l.split(':').next().map(str::to_owned))
+        })
         .unwrap_or_else(|| uid.to_string())
 }
 
@@ -31,7 +35,12 @@ fn config(role: &str) -> String {
 }
 
 fn pipelines() -> Vec<(&'static str, &'static str)> {
-    vec![("hello.yaml", HELLO), ("fails.yaml", FAILS), ("slow.yaml", SLOW), ("chatty.yaml", CHATTY)]
+    vec![
+        ("hello.yaml", HELLO),
+        ("fails.yaml", FAILS),
+        ("slow.yaml", SLOW),
+        ("chatty.yaml", CHATTY),
+    ]
 }
 
 fn code(e: &sluice_shared::protocol::RpcError) -> i64 {
@@ -47,83 +56,224 @@ async fn every_method_works_for_an_admin() {
     assert_eq!(status["pipelines"], 4);
     let list = c.call("pipelines.list", json!({})).await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 4);
-    let get = c.call("pipelines.get", json!({ "name": "hello" })).await.unwrap();
+    let get = c
+        .call("pipelines.get", json!({ "name": "hello" }))
+        .await
+        .unwrap();
     assert_eq!(get["definition"]["nodes"][0]["id"], "greet");
-    let err = c.call("pipelines.get", json!({ "name": "helo" })).await.unwrap_err();
+    let err = c
+        .call("pipelines.get", json!({ "name": "helo" }))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), ErrorCode::NotFound as i64);
-    assert!(err.message.contains("did you mean 'hello'?"), "{}", err.message);
+    assert!(
+        err.message.contains("did you mean 'hello'?"),
+        "{}",
+        err.message
+    );
 
-    let done = c.call("pipelines.trigger", json!({ "name": "hello", "inputs": { "who": "api" }, "wait": true })).await.unwrap();
+    let done = c
+        .call(
+            "pipelines.trigger",
+            json!({ "name": "hello", "inputs": { "who": "api" }, "wait": true }),
+        )
+        .await
+        .unwrap();
     let run = done["run"].as_i64().unwrap();
     assert_eq!(done["detail"]["state"], "succeeded");
-    assert_eq!(done["detail"]["nodes"][0]["output"]["stdout"], "hello api\n");
-    let bad = c.call("pipelines.trigger", json!({ "name": "hello", "inputs": { "whom": 1 } })).await.unwrap_err();
+    assert_eq!(
+        done["detail"]["nodes"][0]["output"]["stdout"],
+        "hello api\n"
+    );
+    let bad = c
+        .call(
+            "pipelines.trigger",
+            json!({ "name": "hello", "inputs": { "whom": 1 } }),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(code(&bad), ErrorCode::InvalidParams as i64);
-    let failed = c.call("pipelines.trigger", json!({ "name": "fails", "wait": true })).await.unwrap();
+    let failed = c
+        .call(
+            "pipelines.trigger",
+            json!({ "name": "fails", "wait": true }),
+        )
+        .await
+        .unwrap();
     assert_eq!(failed["detail"]["state"], "failed");
     let failed_id = failed["run"].as_i64().unwrap();
 
     let got = c.call("runs.get", json!({ "id": run })).await.unwrap();
     assert_eq!(got["nodes"][0]["attempts"][0]["state"], "succeeded");
-    let logs = c.call("logs.get", json!({ "run": failed_id })).await.unwrap();
+    let logs = c
+        .call("logs.get", json!({ "run": failed_id }))
+        .await
+        .unwrap();
     assert_eq!(logs["lines"][0]["line"], "about to fail");
     assert_eq!(logs["finished"], true);
-    let more = c.call("logs.get", json!({ "run": failed_id, "after": logs["next"] })).await.unwrap();
+    let more = c
+        .call(
+            "logs.get",
+            json!({ "run": failed_id, "after": logs["next"] }),
+        )
+        .await
+        .unwrap();
     assert!(more["lines"].as_array().unwrap().is_empty());
 
     // Filters and keyset paging.
     for _ in 0..3 {
-        c.call("pipelines.trigger", json!({ "name": "hello", "wait": true })).await.unwrap();
+        c.call(
+            "pipelines.trigger",
+            json!({ "name": "hello", "wait": true }),
+        )
+        .await
+        .unwrap();
     }
-    let page1 = c.call("runs.list", json!({ "pipeline": "hello", "limit": 2 })).await.unwrap();
+    let page1 = c
+        .call("runs.list", json!({ "pipeline": "hello", "limit": 2 }))
+        .await
+        .unwrap();
     assert_eq!(page1["runs"].as_array().unwrap().len(), 2);
     let next = page1["next"].clone();
-    let page2 = c.call("runs.list", json!({ "pipeline": "hello", "limit": 2, "before": next })).await.unwrap();
+    let page2 = c
+        .call(
+            "runs.list",
+            json!({ "pipeline": "hello", "limit": 2, "before": next }),
+        )
+        .await
+        .unwrap();
     assert_eq!(page2["runs"].as_array().unwrap().len(), 2);
     assert!(page2["next"].is_null(), "4 hello runs in 2 pages");
     assert!(page2["runs"][0]["id"].as_i64() < page1["runs"][1]["id"].as_i64());
-    let failed_only = c.call("runs.list", json!({ "states": ["failed"] })).await.unwrap();
+    let failed_only = c
+        .call("runs.list", json!({ "states": ["failed"] }))
+        .await
+        .unwrap();
     assert_eq!(failed_only["runs"].as_array().unwrap().len(), 1);
-    let by_trigger = c.call("runs.list", json!({ "trigger": "manual", "user": daemon_user() })).await.unwrap();
+    let by_trigger = c
+        .call(
+            "runs.list",
+            json!({ "trigger": "manual", "user": daemon_user() }),
+        )
+        .await
+        .unwrap();
     assert_eq!(by_trigger["runs"].as_array().unwrap().len(), 5);
-    let none = c.call("runs.list", json!({ "since": 4_000_000_000_000i64 })).await.unwrap();
+    let none = c
+        .call("runs.list", json!({ "since": 4_000_000_000_000i64 }))
+        .await
+        .unwrap();
     assert!(none["runs"].as_array().unwrap().is_empty());
 
     // Cancel, retry, resolve.
-    let slow = c.call("pipelines.trigger", json!({ "name": "slow" })).await.unwrap()["run"].as_i64().unwrap();
+    let slow = c
+        .call("pipelines.trigger", json!({ "name": "slow" }))
+        .await
+        .unwrap()["run"]
+        .as_i64()
+        .unwrap();
     let cancelled = c.call("runs.cancel", json!({ "id": slow })).await.unwrap();
     assert_eq!(cancelled["cancelled"], true);
-    let retried = c.call("runs.retry", json!({ "id": failed_id, "mode": "all" })).await.unwrap();
+    let retried = c
+        .call("runs.retry", json!({ "id": failed_id, "mode": "all" }))
+        .await
+        .unwrap();
     assert_eq!(retried["retry_of"], failed_id);
-    let unfinished = c.call("runs.retry", json!({ "id": 999_999 })).await.unwrap_err();
+    let unfinished = c
+        .call("runs.retry", json!({ "id": 999_999 }))
+        .await
+        .unwrap_err();
     assert_eq!(code(&unfinished), ErrorCode::NotFound as i64);
-    let resolve = c.call("runs.resolve", json!({ "id": failed_id, "node": "boom", "resolution": { "action": "retry" } })).await.unwrap_err();
+    let resolve = c
+        .call(
+            "runs.resolve",
+            json!({ "id": failed_id, "node": "boom", "resolution": { "action": "retry" } }),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(code(&resolve), ErrorCode::Conflict as i64);
 
     // Approvals (none exist yet), metrics, config, audit.
-    assert_eq!(c.call("approvals.list", json!({})).await.unwrap(), json!([]));
-    let decide = c.call("approvals.decide", json!({ "id": 1, "approve": false })).await.unwrap_err();
-    assert_eq!(code(&decide), ErrorCode::InvalidParams as i64, "a rejection needs a reason");
-    let decide = c.call("approvals.decide", json!({ "id": 1, "approve": true })).await.unwrap_err();
+    assert_eq!(
+        c.call("approvals.list", json!({})).await.unwrap(),
+        json!([])
+    );
+    let decide = c
+        .call("approvals.decide", json!({ "id": 1, "approve": false }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&decide),
+        ErrorCode::InvalidParams as i64,
+        "a rejection needs a reason"
+    );
+    let decide = c
+        .call("approvals.decide", json!({ "id": 1, "approve": true }))
+        .await
+        .unwrap_err();
     assert_eq!(code(&decide), ErrorCode::NotFound as i64);
     let metrics = c.call("metrics", json!({})).await.unwrap();
     assert_eq!(metrics["started_per_minute"].as_array().unwrap().len(), 60);
-    assert!(metrics["finished_per_minute"].as_array().unwrap().iter().filter_map(Value::as_u64).sum::<u64>() >= 6);
-    assert!(metrics["durations"].as_array().unwrap().iter().any(|d| d["pipeline"] == "hello"));
-    assert_eq!(c.call("config.errors", json!({})).await.unwrap()["diagnostics"], json!([]));
-    std::fs::write(d.path("pipelines/broken.yaml"), "nodes:\n  - id: x\n    kind: nope\n").unwrap();
+    assert!(
+        metrics["finished_per_minute"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum::<u64>()
+            >= 6
+    );
+    assert!(
+        metrics["durations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["pipeline"] == "hello")
+    );
+    assert_eq!(
+        c.call("config.errors", json!({})).await.unwrap()["diagnostics"],
+        json!([])
+    );
+    std::fs::write(
+        d.path("pipelines/broken.yaml"),
+        "nodes:\n  - id: x\n    kind: nope\n",
+    )
+    .unwrap();
     let reload = c.call("config.reload", json!({})).await.unwrap();
     assert_eq!(reload["rejected"].as_array().unwrap().len(), 1);
     let errors = c.call("config.errors", json!({})).await.unwrap();
-    assert!(errors["diagnostics"][0]["message"].as_str().unwrap().contains("unknown node kind 'nope'"));
-    c.call("pipelines.disable", json!({ "name": "hello" })).await.unwrap();
-    let refused = c.call("pipelines.trigger", json!({ "name": "hello" })).await.unwrap_err();
+    assert!(
+        errors["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown node kind 'nope'")
+    );
+    c.call("pipelines.disable", json!({ "name": "hello" }))
+        .await
+        .unwrap();
+    let refused = c
+        .call("pipelines.trigger", json!({ "name": "hello" }))
+        .await
+        .unwrap_err();
     assert_eq!(code(&refused), ErrorCode::Conflict as i64);
-    c.call("pipelines.enable", json!({ "name": "hello" })).await.unwrap();
+    c.call("pipelines.enable", json!({ "name": "hello" }))
+        .await
+        .unwrap();
 
     let audit = c.call("audit.list", json!({ "limit": 100 })).await.unwrap();
-    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|a| a["action"].as_str()).collect();
-    for wanted in ["pipelines.trigger", "runs.cancel", "runs.retry", "config.reload", "pipelines.disable", "pipelines.enable"] {
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    for wanted in [
+        "pipelines.trigger",
+        "runs.cancel",
+        "runs.retry",
+        "config.reload",
+        "pipelines.disable",
+        "pipelines.enable",
+    ] {
         assert!(actions.contains(&wanted), "{wanted} audited: {actions:?}");
     }
     assert!(!actions.contains(&"status"), "reads are not audited");
@@ -142,17 +292,40 @@ async fn roles_decide_what_a_caller_may_do() {
     let mut c = viewer.client().await;
     assert!(c.call("status", json!({})).await.is_ok());
     assert!(c.call("runs.list", json!({})).await.is_ok());
-    let e = c.call("pipelines.trigger", json!({ "name": "hello" })).await.unwrap_err();
+    let e = c
+        .call("pipelines.trigger", json!({ "name": "hello" }))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), ErrorCode::PermissionDenied as i64);
-    assert!(e.message.contains("needs the operator role"), "{}", e.message);
-    assert_eq!(code(&c.call("runs.cancel", json!({ "id": 1 })).await.unwrap_err()), ErrorCode::PermissionDenied as i64);
+    assert!(
+        e.message.contains("needs the operator role"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        code(&c.call("runs.cancel", json!({ "id": 1 })).await.unwrap_err()),
+        ErrorCode::PermissionDenied as i64
+    );
 
     let operator = Daemon::start(&config("operator"), &pipelines());
     let mut c = operator.client().await;
-    assert!(c.call("pipelines.trigger", json!({ "name": "hello", "wait": true })).await.is_ok());
-    let e = c.call("pipelines.disable", json!({ "name": "hello" })).await.unwrap_err();
+    assert!(
+        c.call(
+            "pipelines.trigger",
+            json!({ "name": "hello", "wait": true })
+        )
+        .await
+        .is_ok()
+    );
+    let e = c
+        .call("pipelines.disable", json!({ "name": "hello" }))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), ErrorCode::PermissionDenied as i64);
-    assert_eq!(code(&c.call("config.reload", json!({})).await.unwrap_err()), ErrorCode::PermissionDenied as i64);
+    assert_eq!(
+        code(&c.call("config.reload", json!({})).await.unwrap_err()),
+        ErrorCode::PermissionDenied as i64
+    );
 
     let nobody = Daemon::start("[access]\nadmin = [\"somebody-else\"]\n", &pipelines());
     let mut c = Client::connect(&nobody.socket).await;
@@ -170,7 +343,9 @@ async fn bad_frames_get_errors_and_the_connection_survives() {
     c.hello().await.unwrap();
     c.send_raw(b"{this is not json\n").await;
     match c.read().await {
-        ServerMessage::Response(r) => assert_eq!(r.error.unwrap().code, ErrorCode::ParseError as i64),
+        ServerMessage::Response(r) => {
+            assert_eq!(r.error.unwrap().code, ErrorCode::ParseError as i64)
+        }
         other => panic!("{other:?}"),
     }
     c.send_raw(b"{\"id\": 7, \"params\": {}}\n").await;
@@ -185,19 +360,31 @@ async fn bad_frames_get_errors_and_the_connection_survives() {
     big.push(b'\n');
     c.send_raw(&big).await;
     match c.read().await {
-        ServerMessage::Response(r) => assert_eq!(r.error.unwrap().code, ErrorCode::FrameTooLarge as i64),
+        ServerMessage::Response(r) => {
+            assert_eq!(r.error.unwrap().code, ErrorCode::FrameTooLarge as i64)
+        }
         other => panic!("{other:?}"),
     }
-    assert!(c.call("status", json!({})).await.is_ok(), "the connection still works");
+    assert!(
+        c.call("status", json!({})).await.is_ok(),
+        "the connection still works"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_protocol_major_is_refused_clearly() {
     let d = Daemon::start(&config("admin"), &pipelines());
     let mut c = Client::connect(&d.socket).await;
-    let e = c.call("hello", json!({ "protocol": "2.0", "client": "future" })).await.unwrap_err();
+    let e = c
+        .call("hello", json!({ "protocol": "2.0", "client": "future" }))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), ErrorCode::Handshake as i64);
-    assert!(e.message.contains("speaks protocol 1.0, not 2.0"), "{}", e.message);
+    assert!(
+        e.message.contains("speaks protocol 1.0, not 2.0"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +395,12 @@ async fn subscriptions_stream_events_and_a_reader_that_stops_cannot_stall_the_da
     stuck.call("subscribe", json!({})).await.unwrap();
     // A subscriber of one run that does read.
     let mut c = d.client().await;
-    let run = c.call("pipelines.trigger", json!({ "name": "chatty" })).await.unwrap()["run"].as_i64().unwrap();
+    let run = c
+        .call("pipelines.trigger", json!({ "name": "chatty" }))
+        .await
+        .unwrap()["run"]
+        .as_i64()
+        .unwrap();
     let sub = c.call("subscribe", json!({ "run": run })).await.unwrap();
     assert!(sub["subscription"].as_u64().is_some());
     // 10,000 log events flow; the daemon keeps answering another client quickly.
@@ -220,7 +412,10 @@ async fn subscriptions_stream_events_and_a_reader_that_stops_cannot_stall_the_da
         if detail["state"] == "succeeded" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "run did not finish: {s}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "run did not finish: {s}"
+        );
     }
     // The reading subscriber sees the run finish (or is told it lagged).
     let mut finished = false;
@@ -231,22 +426,41 @@ async fn subscriptions_stream_events_and_a_reader_that_stops_cannot_stall_the_da
         match n.method.as_str() {
             "lagged" => lagged = true,
             "event" => {
-                if n.params["event"]["type"] == "run_state" && n.params["event"]["state"] == "succeeded" {
+                if n.params["event"]["type"] == "run_state"
+                    && n.params["event"]["state"] == "succeeded"
+                {
                     finished = true;
                 }
             }
             other => panic!("unexpected notification {other}"),
         }
     }
-    assert!(finished || lagged, "the subscriber saw the end or was told to resynchronise");
-    assert!(c.call("unsubscribe", json!({ "subscription": sub["subscription"] })).await.unwrap().as_bool().unwrap());
+    assert!(
+        finished || lagged,
+        "the subscriber saw the end or was told to resynchronise"
+    );
+    assert!(
+        c.call(
+            "unsubscribe",
+            json!({ "subscription": sub["subscription"] })
+        )
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_reconnect_after_a_restart_and_stale_sockets_are_replaced() {
     let mut d = Daemon::start(&config("admin"), &pipelines());
     let mut c = d.client().await;
-    c.call("pipelines.trigger", json!({ "name": "hello", "wait": true })).await.unwrap();
+    c.call(
+        "pipelines.trigger",
+        json!({ "name": "hello", "wait": true }),
+    )
+    .await
+    .unwrap();
     d.kill();
     assert!(d.socket.exists(), "SIGKILL leaves the socket file behind");
     d.spawn();
@@ -264,8 +478,15 @@ async fn clients_reconnect_after_a_restart_and_stale_sockets_are_replaced() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already listening"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(c.call("status", json!({})).await.is_ok());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777, 0o660);
+    assert_eq!(
+        std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
 }

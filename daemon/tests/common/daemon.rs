@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_shared::protocol::{Request, RpcError, ServerMessage, Notification};
+use sluice_shared::protocol::{Notification, Request, RpcError, ServerMessage};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -33,7 +33,11 @@ impl Daemon {
         }
         std::fs::write(dir.path().join("sluiced.toml"), config).expect("write config");
         let socket = dir.path().join("sluice.sock");
-        let mut d = Self { dir, child: None, socket };
+        let mut d = Self {
+            dir,
+            child: None,
+            socket,
+        };
         d.spawn();
         d
     }
@@ -67,7 +71,10 @@ impl Daemon {
             match lines.next() {
                 Some(Ok(line)) if line.starts_with("sluiced: ready") => break,
                 Some(Ok(line)) => seen.push(line),
-                other => panic!("sluiced did not become ready: {other:?}\n{}", seen.join("\n")),
+                other => panic!(
+                    "sluiced did not become ready: {other:?}\n{}",
+                    seen.join("\n")
+                ),
             }
         }
         std::thread::spawn(move || for _ in lines {});
@@ -113,11 +120,20 @@ impl Client {
     pub async fn connect(path: &Path) -> Self {
         let stream = UnixStream::connect(path).await.expect("connect");
         let (r, w) = stream.into_split();
-        Self { reader: TokioBufReader::new(r), writer: w, next: 1, notifications: Default::default() }
+        Self {
+            reader: TokioBufReader::new(r),
+            writer: w,
+            next: 1,
+            notifications: Default::default(),
+        }
     }
 
     pub async fn hello(&mut self) -> Result<Value, RpcError> {
-        self.call("hello", json!({ "protocol": sluice_shared::protocol::protocol_version(), "client": "test" })).await
+        self.call(
+            "hello",
+            json!({ "protocol": sluice_shared::protocol::protocol_version(), "client": "test" }),
+        )
+        .await
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
@@ -126,7 +142,10 @@ impl Client {
 
     pub async fn read(&mut self) -> ServerMessage {
         let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line)).await.expect("reply in time").expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .expect("read");
         assert!(n > 0, "connection closed");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad message {line}: {e}"))
     }

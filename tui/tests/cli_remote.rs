@@ -1,0 +1,201 @@
+//! The real `sluice` binary against a real `sluiced`: output, `--json` parsed
+//! back, and exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The daemon binary next to ours (built on demand: the console never links the daemon).
+fn sluiced() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
+    let path = exe.with_file_name("sluiced");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "sluice-daemon", "--bin", "sluiced"])
+            .status()
+            .expect("cargo build sluiced");
+        assert!(status.success());
+    }
+    path
+}
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Daemon {
+    fn start(access: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pipelines");
+        std::fs::create_dir_all(&p).unwrap();
+        for (name, text) in [
+            (
+                "hello.yaml",
+                "inputs:\n  who: { type: string, default: world }\nnodes:\n  - id: greet\n    kind: shell\n    run: echo hello {{ inputs.who }}\n",
+            ),
+            (
+                "fails.yaml",
+                "nodes:\n  - id: boom\n    kind: shell\n    run: echo bad; exit 1\n",
+            ),
+            (
+                "count.yaml",
+                "nodes:\n  - id: c\n    kind: shell\n    run: for i in 1 2 3; do echo line $i; sleep 0.2; done\n",
+            ),
+        ] {
+            std::fs::write(p.join(name), text).unwrap();
+            std::fs::set_permissions(p.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::write(dir.path().join("sluiced.toml"), access).unwrap();
+        let mut child = Command::new(sluiced())
+            .arg("--config")
+            .arg(dir.path().join("sluiced.toml"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--pipelines")
+            .arg(&p)
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("SLUICE_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.unwrap().starts_with("sluiced: ready") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self { dir, child }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("s.sock")
+    }
+
+    fn sluice(&self, args: &[&str]) -> Output {
+        sluice_at(&self.socket(), args)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sluice_at(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_SOCKET", socket)
+        .env("COLUMNS", "80")
+        .output()
+        .unwrap()
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn status_pipelines_trigger_runs_and_run_work_with_tables_and_json() {
+    let d = Daemon::start("");
+    let s = d.sluice(&["status"]);
+    assert_eq!(s.status.code(), Some(0), "{}", err(&s));
+    assert!(out(&s).contains("pipelines 3"), "{}", out(&s));
+    let s = d.sluice(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(v["pipelines"], 3);
+
+    let p = d.sluice(&["pipelines"]);
+    assert!(out(&p).starts_with("NAME"), "{}", out(&p));
+    assert!(out(&p).lines().all(|l| l.chars().count() <= 80));
+
+    let t = d.sluice(&["trigger", "hello", "-i", "who=cli", "--wait"]);
+    assert_eq!(t.status.code(), Some(0), "{}{}", out(&t), err(&t));
+    assert!(
+        out(&t).contains("succeeded") && out(&t).contains("greet"),
+        "{}",
+        out(&t)
+    );
+    let t = d.sluice(&["trigger", "fails", "--wait", "--json"]);
+    assert_eq!(t.status.code(), Some(1), "a failed run exits 1");
+    let v: serde_json::Value = serde_json::from_slice(&t.stdout).unwrap();
+    assert_eq!(v["detail"]["state"], "failed");
+    let failed = v["run"].as_i64().unwrap();
+
+    let r = d.sluice(&["runs"]);
+    let text = out(&r);
+    assert!(text.starts_with("ID  PIPELINE"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let r = d.sluice(&["runs", "--json", "--state", "failed"]);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1);
+
+    let r = d.sluice(&["run", &format!("#{failed}")]);
+    assert!(
+        out(&r).contains("boom") && out(&r).contains("failed"),
+        "{}",
+        out(&r)
+    );
+    let l = d.sluice(&["logs", &failed.to_string()]);
+    assert_eq!(out(&l), "boom#1 | bad\n");
+
+    let retry = d.sluice(&["retry", &failed.to_string(), "--json"]);
+    assert_eq!(retry.status.code(), Some(0), "{}", err(&retry));
+    let a = d.sluice(&["audit", "verify"]);
+    assert_eq!(a.status.code(), Some(0));
+    assert!(out(&a).contains("intact"));
+}
+
+#[test]
+fn logs_follow_streams_until_the_run_ends() {
+    let d = Daemon::start("");
+    let t = d.sluice(&["trigger", "count", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&t.stdout).unwrap();
+    let run = v["run"].as_i64().unwrap().to_string();
+    let l = d.sluice(&["logs", &run, "-f"]);
+    assert_eq!(l.status.code(), Some(0), "{}", err(&l));
+    assert_eq!(out(&l), "c#1 | line 1\nc#1 | line 2\nc#1 | line 3\n");
+}
+
+#[test]
+fn exit_codes_tell_outcomes_apart() {
+    let d = Daemon::start("");
+    let nf = d.sluice(&["run", "999"]);
+    assert_eq!(nf.status.code(), Some(3), "not found: {}", err(&nf));
+    let nf = d.sluice(&["trigger", "nope"]);
+    assert_eq!(nf.status.code(), Some(3));
+    let usage = d.sluice(&["run", "abc"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let usage = d.sluice(&["reject", "1"]);
+    assert_eq!(usage.status.code(), Some(2), "reject needs -m");
+    let gone = sluice_at(Path::new("/nonexistent/sluice.sock"), &["status"]);
+    assert_eq!(gone.status.code(), Some(6));
+    assert!(
+        err(&gone).contains("/nonexistent/sluice.sock"),
+        "{}",
+        err(&gone)
+    );
+
+    // SAFETY: no preconditions.
+    let uid = unsafe { libc_geteuid() };
+    let viewer = Daemon::start(&format!("[access]\nviewer = [\"uid:{uid}\"]\n"));
+    let denied = viewer.sluice(&["trigger", "hello"]);
+    assert_eq!(denied.status.code(), Some(4), "{}", err(&denied));
+    assert!(err(&denied).contains("needs the operator role"));
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
