@@ -206,6 +206,107 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     tokio::spawn(sluice_daemon::api::serve(listener, api, stop_api.clone()));
     // --- end socket API ---
 
+    // --- triggers: pipeline directory watcher, cron scheduler, webhook listener, SIGHUP ---
+    let stop_triggers = tokio_util::sync::CancellationToken::new();
+    let triggers = sluice_daemon::triggers::Triggers::new(engine.clone(), Arc::clone(&registry));
+    let watcher = match sluice_daemon::watcher::Watcher::start(
+        Arc::clone(&registry),
+        &s.paths.pipelines,
+        validate_opts.clone(),
+        sluice_daemon::watcher::WatchOptions::default(),
+        stop_triggers.clone(),
+    )
+    .await
+    {
+        Ok((w, _)) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "pipeline files are not watched; SIGHUP still rescans");
+            None
+        }
+    };
+    let _scheduler = sluice_daemon::triggers::cron::Scheduler::spawn(
+        triggers.clone(),
+        Arc::new(sluice_daemon::triggers::cron::SystemClock),
+        stop_triggers.clone(),
+    );
+    let mut webhook_opts = sluice_daemon::triggers::webhook::WebhookOptions::default();
+    if let Some(text) = &s.config.http.max_body {
+        webhook_opts.max_body =
+            sluice_daemon::triggers::webhook::parse_size(text).context("[http] max_body")?;
+    }
+    let webhook_state = sluice_daemon::triggers::webhook::WebhookState::new(
+        triggers.clone(),
+        secrets.clone(),
+        webhook_opts,
+        stop_triggers.clone(),
+    );
+    let http_listener = tokio::net::TcpListener::bind(&s.config.http.listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener to {}", s.config.http.listen))?;
+    match http_listener.local_addr() {
+        Ok(addr) => tracing::info!(listen = %addr, "webhook listener ready"),
+        Err(e) => tracing::warn!(error = %e, "webhook listener address unknown"),
+    }
+    let http_done = tokio::spawn(sluice_daemon::triggers::webhook::serve(
+        http_listener,
+        webhook_state.clone(),
+        stop_triggers.clone(),
+    ));
+    webhook_state.set_ready(true);
+    {
+        // SIGHUP: re-read sluiced.toml (with the same flags), then rescan the pipelines directory.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let (registry, dir, validate, stop, webhook_state) = (
+            Arc::clone(&registry),
+            s.paths.pipelines.clone(),
+            validate_opts.clone(),
+            stop_triggers.clone(),
+            webhook_state.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = hup.recv() => if r.is_none() { return },
+                    () = stop.cancelled() => return,
+                }
+                tracing::info!("SIGHUP: reloading sluiced.toml and the pipelines directory");
+                let mut new_validate = None;
+                match Cli::try_parse()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|cli| settings(&cli.common))
+                {
+                    Ok(new) => {
+                        match load_secrets(&new) {
+                            // Node templates keep the secrets the engine started with.
+                            Ok(secrets) => webhook_state.set_secrets(secrets),
+                            Err(e) => {
+                                tracing::error!(error = %format!("{e:#}"), "secrets not reloaded; keeping the previous ones")
+                            }
+                        }
+                        if new.paths.pipelines != dir {
+                            tracing::warn!(dir = %new.paths.pipelines.display(), "the pipelines directory changed; restart sluiced to use it");
+                        }
+                        new_validate = Some(ValidateOptions::with_plugin_dir(&new.paths.plugins));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "sluiced.toml not reloaded; keeping the previous configuration")
+                    }
+                }
+                let rescanned = match &watcher {
+                    Some(w) => w.rescan(new_validate).await.map_err(anyhow::Error::from),
+                    None => registry
+                        .reload(&dir, new_validate.as_ref().unwrap_or(&validate))
+                        .await
+                        .map_err(anyhow::Error::from),
+                };
+                if let Err(e) = rescanned {
+                    tracing::error!(error = %format!("{e:#}"), "rescanning the pipelines directory failed");
+                }
+            }
+        });
+    }
+    // --- end triggers ---
+
     let stop_retention = tokio_util::sync::CancellationToken::new();
     sluice_daemon::retention::spawn(
         engine.store().clone(),
@@ -221,6 +322,9 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     );
     wait_for_stop().await?;
     tracing::info!("stopping: letting running nodes finish");
+    // --- triggers: stop intake first (no new runs), then the rest below ---
+    stop_triggers.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), http_done).await;
     stop_api.cancel();
     let _ = std::fs::remove_file(&s.paths.socket);
     stop_retention.cancel();

@@ -19,7 +19,10 @@ fn sluiced(state: &Path) -> Command {
     cmd.arg("--state-dir")
         .arg(state)
         .arg("--socket")
-        .arg(state.join("sluice.sock"));
+        .arg(state.join("sluice.sock"))
+        // Any free port: the default 8677 may be taken by another test's daemon.
+        .arg("--listen")
+        .arg("127.0.0.1:0");
     cmd.env("SLUICE_LOG", "warn");
     cmd
 }

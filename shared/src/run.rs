@@ -171,12 +171,12 @@ pub struct TriggerInfo {
 }
 
 impl TriggerInfo {
-    /// A manual trigger by `user`.
+    /// A manual trigger by `user` (recorded in `details` too, as every trigger records its source).
     pub fn manual(user: Option<String>) -> Self {
         Self {
             kind: TriggerKind::Manual,
+            details: serde_json::json!({ "user": user }),
             user,
-            details: Value::Null,
         }
     }
 }

@@ -122,7 +122,7 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         loop {
             match self.read_message().await? {
-                ServerMessage::Response(r) if r.id == Value::from(id) => {
+                ServerMessage::Response(r) if r.id == id => {
                     if let Some(e) = r.error {
                         return Err(ClientError::Rpc(e));
                     }

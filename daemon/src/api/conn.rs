@@ -328,9 +328,36 @@ async fn forward(
 ) {
     let mut missed: u64 = 0;
     loop {
+        // With events owed, retry the `lagged` notice soon even if no new event comes,
+        // so a client is never left waiting for events it will not get.
+        let retry = async {
+            if missed > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         let item = tokio::select! {
-            i = rx.recv() => i,
+            i = rx.recv() => Some(i),
+            () = retry => None,
             () = stop.cancelled() => return,
+        };
+        let Some(item) = item else {
+            let notice = Notification {
+                jsonrpc: "2.0".into(),
+                method: "lagged".into(),
+                params: serde_json::to_value(LaggedNotice {
+                    subscription,
+                    missed,
+                })
+                .unwrap_or_default(),
+            };
+            match out.try_send(encode(&notice)) {
+                Ok(()) => missed = 0,
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+            continue;
         };
         let ev = match item {
             Ok(ev) => ev,
@@ -340,7 +367,13 @@ async fn forward(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let (seq, event) = (&ev.0, &ev.1);
+        let (seq, event) = match &ev.1 {
+            Some(event) => (&ev.0, event),
+            None => {
+                missed += ev.0;
+                continue;
+            }
+        };
         if let Some(run) = params.run
             && event_run(event) != Some(run)
         {

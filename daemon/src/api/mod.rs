@@ -69,8 +69,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
     Ok(listener)
 }
 
-/// Numbered events for subscribers.
-pub(crate) type Sequenced = Arc<(u64, Event)>;
+/// Numbered events for subscribers; `(n, None)` says `n` events were lost before numbering.
+pub(crate) type Sequenced = Arc<(u64, Option<Event>)>;
 
 /// Everything handlers need.
 pub struct ApiContext {
@@ -123,11 +123,13 @@ impl ApiContext {
                     Ok(e) => {
                         m.observe(&e);
                         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                        let _ = tx.send(Arc::new((n, e)));
+                        let _ = tx.send(Arc::new((n, Some(e))));
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "event numbering fell behind the engine");
                         counter.fetch_add(missed, Ordering::Relaxed);
+                        // Subscribers must learn about the gap, or they would wait for events that never come.
+                        let _ = tx.send(Arc::new((missed, None)));
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }

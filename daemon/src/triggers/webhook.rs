@@ -1,1 +1,908 @@
-//! placeholder
+//! The webhook listener: `POST /hooks/<pipeline>` starts a run, `GET /healthz`
+//! and `GET /readyz` answer probes.
+//!
+//! A delivery is checked in this order, so nothing is parsed or stored before
+//! it is authenticated: pipeline known (404), content type (415), body size
+//! and read time (413, 408), signature or token on the raw bytes (401, 403),
+//! pipeline enabled (409), JSON and inputs (400). The reply (202 with the run
+//! id) is sent only after the run is committed; `?wait=30s` instead waits for
+//! the run to finish and replies with its state and outputs.
+//!
+//! Connections are served by hyper directly (not `axum::serve`) so that a
+//! header read timeout applies: a client that trickles headers, or holds an
+//! idle keep-alive connection, is cut off and cannot starve real deliveries.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use hmac::digest::CtOutput;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use sluice_shared::model::Trigger;
+use sluice_shared::model::trigger::{WebhookAuth, WebhookTrigger};
+use sluice_shared::run::{RunId, TriggerInfo, TriggerKind};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+use super::cron::{Clock, SystemClock};
+use super::{Counters, Fired, TriggerError, Triggers};
+use crate::engine::EngineError;
+use crate::secrets::Secrets;
+
+/// Signatures older or newer than this (seconds) are refused, against replay.
+pub const TIMESTAMP_TOLERANCE_SECS: i64 = 300;
+
+/// The longest `?wait=` accepted.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Longest delivery key accepted (as Stripe's idempotency keys).
+const MAX_KEY_LEN: usize = 255;
+
+/// Request headers never copied into `trigger.headers` (credentials).
+const HIDDEN_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "webhook-signature",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "stripe-signature",
+];
+
+/// Listener settings.
+#[derive(Clone, Debug)]
+pub struct WebhookOptions {
+    /// Largest request body in bytes (413 beyond).
+    pub max_body: usize,
+    /// Time a client has to send a request's headers (also the keep-alive idle limit).
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body (408 beyond).
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self {
+            max_body: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Why a size such as "1MiB" could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid size '{0}': use bytes or a unit, e.g. 1048576, 512KiB, 1MiB, 10MB")]
+pub struct SizeError(String);
+
+/// Reads a byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB).
+pub fn parse_size(text: &str) -> Result<usize, SizeError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| SizeError(text.to_owned()))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1000 * 1000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        _ => return Err(SizeError(text.to_owned())),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| SizeError(text.to_owned()))
+}
+
+/// What the listener's handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct WebhookState {
+    triggers: Triggers,
+    secrets: Arc<RwLock<Arc<Secrets>>>,
+    opts: WebhookOptions,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+}
+
+impl WebhookState {
+    /// State for a listener; `ready` starts false (see [`WebhookState::set_ready`]).
+    pub fn new(
+        triggers: Triggers,
+        secrets: Secrets,
+        opts: WebhookOptions,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            triggers,
+            secrets: Arc::new(RwLock::new(Arc::new(secrets))),
+            opts,
+            ready: Arc::new(AtomicBool::new(false)),
+            shutdown,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses `clock` for signature timestamps (tests check published vectors at their own time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Marks the daemon ready (pipelines loaded) for `GET /readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready
+            .store(ready, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Replaces the secrets (after a reload).
+    pub fn set_secrets(&self, secrets: Secrets) {
+        if let Ok(mut s) = self.secrets.write() {
+            *s = Arc::new(secrets);
+        }
+    }
+
+    fn secrets(&self) -> Arc<Secrets> {
+        self.secrets
+            .read()
+            .map_or_else(|_| Arc::new(Secrets::default()), |s| Arc::clone(&s))
+    }
+}
+
+/// The routes, for serving or for tests.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/hooks/{pipeline}", post(hook))
+        .with_state(state)
+}
+
+/// Serves `listener` until `shutdown`: stops accepting, lets requests in
+/// progress finish (a `?wait` answers at once with the run's current state).
+pub async fn serve(listener: TcpListener, state: WebhookState, shutdown: CancellationToken) {
+    let app = router(state.clone());
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(state.opts.max_connections.max(1)));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "webhook listener: accept failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let header_timeout = state.opts.header_timeout;
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(req.map(Body::new))
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "webhook connection ended");
+                    }
+                }
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn readyz(State(st): State<WebhookState>) -> Response {
+    let ready = st.ready.load(std::sync::atomic::Ordering::Acquire) && !st.shutdown.is_cancelled();
+    if ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// An error reply: status plus a JSON body saying what is wrong.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            axum::Json(json!({ "error": self.message, "status": self.status.as_u16() })),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer, Standard-Webhooks"),
+            );
+        }
+        r
+    }
+}
+
+async fn hook(
+    State(st): State<WebhookState>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    match intake(&st, &name, peer, req).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            Counters::add(&st.triggers.counters().webhook_rejected, 1);
+            if refusal.status.is_server_error() {
+                tracing::error!(pipeline = %name, %peer, status = %refusal.status, error = %refusal.message, "webhook refused");
+            } else {
+                tracing::info!(pipeline = %name, %peer, status = %refusal.status, error = %refusal.message, "webhook refused");
+            }
+            refusal.into_response()
+        }
+    }
+}
+
+async fn intake(
+    st: &WebhookState,
+    name: &str,
+    peer: SocketAddr,
+    req: Request,
+) -> Result<Response, Refusal> {
+    let entry =
+        st.triggers.registry().get(name).ok_or_else(|| {
+            Refusal::new(StatusCode::NOT_FOUND, format!("unknown pipeline '{name}'"))
+        })?;
+    let hooks: Vec<&WebhookTrigger> = entry
+        .pipeline
+        .triggers
+        .iter()
+        .filter_map(|t| match t {
+            Trigger::Webhook(w) => Some(&w.webhook),
+            Trigger::Cron(_) => None,
+        })
+        .collect();
+    if hooks.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            format!("pipeline '{name}' has no webhook trigger"),
+        ));
+    }
+    let wait = wait_param(req.uri().query())?;
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    if let Some(ct) = &content_type
+        && !is_json(ct)
+    {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type '{ct}' is not JSON; send application/json"),
+        ));
+    }
+    let max = st.opts.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
+    }
+    let read = tokio::time::timeout(st.opts.body_timeout, Limited::new(body, max).collect()).await;
+    let bytes = match read {
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body was not received within {}",
+                    sluice_shared::Duration(st.opts.body_timeout)
+                ),
+            ));
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(max)),
+        Ok(Err(e)) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            ));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    if content_type.is_none() && !bytes.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body has no content type; send application/json",
+        ));
+    }
+
+    // Authenticate on the raw bytes before anything is parsed or stored.
+    let secrets = st.secrets();
+    let now = st.clock.now().as_second();
+    let hook =
+        authenticate(&hooks, &secrets, &headers, &bytes, now).map_err(|f| f.refusal(name))?;
+
+    if !entry.runnable() {
+        let why = if entry.present {
+            "disabled"
+        } else {
+            "removed (its file was deleted)"
+        };
+        return Err(Refusal::new(
+            StatusCode::CONFLICT,
+            format!("pipeline '{name}' is {why}"),
+        ));
+    }
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Refusal::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}"))
+        })?
+    };
+    let inputs: Map<String, Value> = match &body {
+        Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| entry.pipeline.inputs.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        _ => Map::new(),
+    };
+    let key = delivery_key(&headers)?;
+    let request_id = header_text(&headers, "webhook-id")
+        .or_else(|| header_text(&headers, "x-request-id"))
+        .map_or_else(
+            || format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            str::to_owned,
+        );
+    let mut details = json!({
+        "request_id": request_id,
+        "source": peer.to_string(),
+        "body": body,
+        "headers": visible_headers(&headers),
+    });
+    if let (Some(k), Value::Object(m)) = (&key, &mut details) {
+        m.insert("delivery_key".into(), Value::String(k.clone()));
+    }
+    let trigger = TriggerInfo {
+        kind: TriggerKind::Webhook,
+        user: hook.user.clone().or_else(|| entry.pipeline.owner.clone()),
+        details,
+    };
+    let scoped = key.as_ref().map(|k| format!("hook:{k}"));
+    let fired = st
+        .triggers
+        .fire(&entry, &inputs, trigger, scoped.as_deref())
+        .await
+        .map_err(|e| match e {
+            TriggerError::Input(m) => Refusal::new(StatusCode::BAD_REQUEST, m),
+            TriggerError::UnknownPipeline(_) => Refusal::new(StatusCode::NOT_FOUND, e.to_string()),
+            TriggerError::Disabled { .. } => Refusal::new(StatusCode::CONFLICT, e.to_string()),
+            TriggerError::Engine(EngineError::Stopping) => {
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping")
+            }
+            other => Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the run could not be committed: {other}"),
+            ),
+        })?;
+    let (run, created) = match fired {
+        Fired::Started { run, created } => (run, created),
+        Fired::Skipped { reason } => {
+            // Handled as the pipeline asks: a retry would not help, so this is a success.
+            return Ok((
+                StatusCode::OK,
+                axum::Json(json!({ "run": null, "skipped": true, "reason": reason, "request_id": request_id })),
+            )
+                .into_response());
+        }
+    };
+    let counters = st.triggers.counters();
+    Counters::add(
+        if created {
+            &counters.webhook_accepted
+        } else {
+            &counters.webhook_duplicates
+        },
+        1,
+    );
+    match wait {
+        None => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({
+                "run": run.0,
+                "pipeline": name,
+                "duplicate": !created,
+                "request_id": request_id,
+            })),
+        )
+            .into_response()),
+        Some(limit) => Ok(wait_for(st, run, name, limit, created).await),
+    }
+}
+
+async fn wait_for(
+    st: &WebhookState,
+    run: RunId,
+    name: &str,
+    limit: Duration,
+    created: bool,
+) -> Response {
+    let engine = st.triggers.engine();
+    let finished = tokio::select! {
+        r = tokio::time::timeout(limit, engine.wait(run)) => r.ok().and_then(Result::ok),
+        () = st.shutdown.cancelled() => None,
+    };
+    let store = engine.store();
+    let Some(record) = finished else {
+        let state = store
+            .run(run)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.state.as_str());
+        return (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({
+                "run": run.0,
+                "pipeline": name,
+                "duplicate": !created,
+                "finished": false,
+                "state": state,
+                "waited": sluice_shared::Duration(limit).to_string(),
+            })),
+        )
+            .into_response();
+    };
+    let outputs: Map<String, Value> = store
+        .nodes(run)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.node_id, n.output.unwrap_or(Value::Null)))
+        .collect();
+    (
+        StatusCode::OK,
+        axum::Json(json!({
+            "run": run.0,
+            "pipeline": name,
+            "duplicate": !created,
+            "finished": true,
+            "state": record.state.as_str(),
+            "error": record.error,
+            "outputs": outputs,
+        })),
+    )
+        .into_response()
+}
+
+fn too_large(max: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than the limit of {max} bytes ([http] max_body)"),
+    )
+}
+
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn wait_param(query: Option<&str>) -> Result<Option<Duration>, Refusal> {
+    let Some(q) = query else { return Ok(None) };
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "wait" {
+            continue;
+        }
+        let d: sluice_shared::Duration = serde_json::from_value(Value::String(v.to_owned()))
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait: '{v}' is not a duration (e.g. 30s, 2m)"),
+                )
+            })?;
+        if d.std() > MAX_WAIT {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("wait: {v} is longer than the maximum of 5m"),
+            ));
+        }
+        return Ok(Some(d.std()));
+    }
+    Ok(None)
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// The delivery key: `Idempotency-Key`, else `webhook-id`.
+fn delivery_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    let Some(k) =
+        header_text(headers, "idempotency-key").or_else(|| header_text(headers, "webhook-id"))
+    else {
+        return Ok(None);
+    };
+    if k.len() > MAX_KEY_LEN || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "delivery key (Idempotency-Key or webhook-id) must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+            ),
+        ));
+    }
+    Ok(Some(k.to_owned()))
+}
+
+fn visible_headers(headers: &HeaderMap) -> Value {
+    let mut out = Map::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if HIDDEN_HEADERS.contains(&n) {
+            continue;
+        }
+        out.insert(
+            n.to_owned(),
+            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        );
+    }
+    Value::Object(out)
+}
+
+/// Why a delivery was not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credentials were presented (401).
+    Missing(String),
+    /// Credentials were presented and are wrong, stale or malformed (403).
+    Wrong(String),
+    /// The server cannot check: a secret is not configured (500).
+    Config(String),
+}
+
+impl AuthFailure {
+    fn refusal(self, pipeline: &str) -> Refusal {
+        match self {
+            Self::Missing(m) => Refusal::new(StatusCode::UNAUTHORIZED, m),
+            Self::Wrong(m) => Refusal::new(StatusCode::FORBIDDEN, m),
+            Self::Config(m) => Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("webhook of pipeline '{pipeline}' cannot be verified: {m}"),
+            ),
+        }
+    }
+}
+
+/// Finds the webhook trigger the request authenticates for.
+fn authenticate<'a>(
+    hooks: &[&'a WebhookTrigger],
+    secrets: &Secrets,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_secs: i64,
+) -> Result<&'a WebhookTrigger, AuthFailure> {
+    let mut failure: Option<AuthFailure> = None;
+    for hook in hooks {
+        let result = match hook.auth {
+            WebhookAuth::None => Ok(()),
+            WebhookAuth::Bearer => check_bearer(hook, secrets, headers),
+            WebhookAuth::Hmac => {
+                let keys = secret_values(hook, secrets).and_then(|vals| {
+                    vals.iter()
+                        .map(|v| hmac_key(v))
+                        .collect::<Result<Vec<_>, _>>()
+                });
+                keys.and_then(|keys| {
+                    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                    verify_standard_webhook(&refs, headers, body, now_secs)
+                })
+            }
+        };
+        match result {
+            Ok(()) => return Ok(hook),
+            // Keep the most telling failure: wrong credentials beat missing ones.
+            Err(f) => {
+                let rank = |f: &AuthFailure| match f {
+                    AuthFailure::Missing(_) => 0,
+                    AuthFailure::Wrong(_) => 1,
+                    AuthFailure::Config(_) => 2,
+                };
+                if failure.as_ref().is_none_or(|old| rank(&f) > rank(old)) {
+                    failure = Some(f);
+                }
+            }
+        }
+    }
+    Err(failure
+        .unwrap_or_else(|| AuthFailure::Missing("no webhook trigger accepts this request".into())))
+}
+
+fn secret_values<'s>(
+    hook: &WebhookTrigger,
+    secrets: &'s Secrets,
+) -> Result<Vec<&'s str>, AuthFailure> {
+    let names = hook.secret.as_ref().map(|s| s.names()).unwrap_or_default();
+    if names.is_empty() {
+        return Err(AuthFailure::Config("no secret is named".into()));
+    }
+    names
+        .iter()
+        .map(|n| {
+            secrets
+                .get(n)
+                .ok_or_else(|| AuthFailure::Config(format!("secret '{n}' is not configured")))
+        })
+        .collect()
+}
+
+fn check_bearer(
+    hook: &WebhookTrigger,
+    secrets: &Secrets,
+    headers: &HeaderMap,
+) -> Result<(), AuthFailure> {
+    let Some(auth) = header_text(headers, "authorization") else {
+        return Err(AuthFailure::Missing(
+            "missing Authorization: Bearer <token>".into(),
+        ));
+    };
+    let Some(token) = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+    else {
+        return Err(AuthFailure::Wrong(
+            "the Authorization header is not a bearer token".into(),
+        ));
+    };
+    // Compare digests in constant time, so neither content nor length leaks.
+    let given = CtOutput::<Sha256>::new(Sha256::digest(token.trim().as_bytes()));
+    let mut ok = false;
+    for value in secret_values(hook, secrets)? {
+        let expected = CtOutput::<Sha256>::new(Sha256::digest(value.as_bytes()));
+        ok |= given == expected;
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthFailure::Wrong("the bearer token is not valid".into()))
+    }
+}
+
+/// The HMAC key of a secret: `whsec_<base64>` decodes; anything else is used as is.
+pub fn hmac_key(secret: &str) -> Result<Vec<u8>, AuthFailure> {
+    match secret.strip_prefix("whsec_") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| AuthFailure::Config("a whsec_ secret is not valid base64".into())),
+        None => Ok(secret.as_bytes().to_vec()),
+    }
+}
+
+/// Verifies a Standard Webhooks signature: `webhook-signature` holds one or
+/// more space-separated `v1,<base64 HMAC-SHA256>` over `id.timestamp.body`;
+/// any of `keys` may match (key rotation); the timestamp must be within
+/// [`TIMESTAMP_TOLERANCE_SECS`] of `now_secs`.
+pub fn verify_standard_webhook(
+    keys: &[&[u8]],
+    headers: &HeaderMap,
+    body: &[u8],
+    now_secs: i64,
+) -> Result<(), AuthFailure> {
+    let (Some(id), Some(ts), Some(sigs)) = (
+        header_text(headers, "webhook-id"),
+        header_text(headers, "webhook-timestamp"),
+        header_text(headers, "webhook-signature"),
+    ) else {
+        return Err(AuthFailure::Missing(
+            "missing webhook-id, webhook-timestamp or webhook-signature header".into(),
+        ));
+    };
+    let stamp: i64 = ts.parse().map_err(|_| {
+        AuthFailure::Wrong("webhook-timestamp is not a Unix time in seconds".into())
+    })?;
+    let skew = now_secs.saturating_sub(stamp);
+    if skew.abs() > TIMESTAMP_TOLERANCE_SECS {
+        return Err(AuthFailure::Wrong(format!(
+            "webhook-timestamp is {}s {} the server's time (tolerance {TIMESTAMP_TOLERANCE_SECS}s)",
+            skew.abs(),
+            if skew > 0 { "behind" } else { "ahead of" }
+        )));
+    }
+    let candidates: Vec<Vec<u8>> = sigs
+        .split_whitespace()
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .filter(|sig| sig.len() == 32)
+        .collect();
+    if candidates.is_empty() {
+        return Err(AuthFailure::Wrong(
+            "webhook-signature has no v1 signature".into(),
+        ));
+    }
+    let mut ok = false;
+    for key in keys {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+            continue;
+        };
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        for sig in &candidates {
+            // verify_slice compares in constant time.
+            ok |= mac.clone().verify_slice(sig).is_ok();
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthFailure::Wrong("the signature does not match".into()))
+    }
+}
+
+/// Signs like a Standard Webhooks sender: `v1,<base64>` (tests and benchmarks).
+pub fn sign_standard_webhook(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(id: &str, ts: &str, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", id.parse().unwrap());
+        h.insert("webhook-timestamp", ts.parse().unwrap());
+        h.insert("webhook-signature", sig.parse().unwrap());
+        h
+    }
+
+    /// The published Standard Webhooks test vector (standard-webhooks repo, libraries' tests).
+    #[test]
+    fn standard_webhooks_published_vector_verifies() {
+        let key = hmac_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let sig = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        assert_eq!(
+            sign_standard_webhook(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            sig
+        );
+        let h = headers("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", sig);
+        assert_eq!(
+            verify_standard_webhook(&[&key], &h, body, 1614265330),
+            Ok(())
+        );
+        // One changed bit anywhere fails.
+        assert!(
+            verify_standard_webhook(&[&key], &h, br#"{"test": 2432232315}"#, 1614265330).is_err()
+        );
+        let h2 = headers("msg_p5jXN8AQM9LWM0D4loKWxJeK", "1614265330", sig);
+        assert!(verify_standard_webhook(&[&key], &h2, body, 1614265330).is_err());
+        let mut other = key.clone();
+        other[0] ^= 1;
+        assert!(verify_standard_webhook(&[&other], &h, body, 1614265330).is_err());
+        // Either of two keys (rotation), and several signatures in the header.
+        assert_eq!(
+            verify_standard_webhook(&[&other, &key], &h, body, 1614265330),
+            Ok(())
+        );
+        let multi = headers(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            &format!("v1,AAAA v1a,xyz {sig}"),
+        );
+        assert_eq!(
+            verify_standard_webhook(&[&key], &multi, body, 1614265330),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn timestamps_within_five_minutes_only() {
+        let key = b"secret-key-bytes".to_vec();
+        let body = b"{}";
+        for (offset, ok) in [
+            (299, true),
+            (-299, true),
+            (300, true),
+            (301, false),
+            (-301, false),
+        ] {
+            let ts = 1_700_000_000 + offset;
+            let sig = sign_standard_webhook(&key, "msg_1", ts, body);
+            let h = headers("msg_1", &ts.to_string(), &sig);
+            assert_eq!(
+                verify_standard_webhook(&[&key], &h, body, 1_700_000_000).is_ok(),
+                ok,
+                "offset {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("2000").unwrap(), 2000);
+        assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
+        assert!(parse_size("lots").is_err());
+    }
+}

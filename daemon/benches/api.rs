@@ -1,0 +1,284 @@
+//! Prints socket API latency and event fan-out on this machine:
+//! - `runs.get` round trip p50/p99 on a store holding 100,000 runs (target p99 < 2 ms);
+//! - events delivered per second to 10 subscribers.
+//!
+//! Run with `cargo bench -p sluice-daemon --bench api`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_daemon::api::identity::Access;
+use sluice_daemon::api::{self, ApiContext};
+use sluice_daemon::audit::Audit;
+use sluice_daemon::engine::{Engine, EngineOptions};
+use sluice_daemon::metrics::Metrics;
+use sluice_daemon::registry::Registry;
+use sluice_daemon::secrets::Secrets;
+use sluice_daemon::store::{Durability, NewNode, NewRun, Store};
+use sluice_shared::event::Event;
+use sluice_shared::protocol::Request;
+use sluice_shared::run::TriggerInfo;
+use sqlx::{Connection, SqliteConnection};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+const RUNS: i64 = 100_000;
+
+struct Conn {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+    next: u64,
+}
+
+impl Conn {
+    async fn open(path: &std::path::Path) -> Self {
+        let s = UnixStream::connect(path).await.expect("connect");
+        let (r, w) = s.into_split();
+        let mut c = Self {
+            reader: BufReader::new(r),
+            writer: w,
+            next: 1,
+        };
+        c.call(
+            "hello",
+            json!({ "protocol": sluice_shared::protocol::protocol_version() }),
+        )
+        .await;
+        c
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        let mut frame = serde_json::to_string(&Request::new(id, method, params)).expect("encode");
+        frame.push('\n');
+        self.writer
+            .write_all(frame.as_bytes())
+            .await
+            .expect("write");
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).await.expect("read");
+            let v: Value = serde_json::from_str(&line).expect("json");
+            if v["id"] == json!(id) {
+                assert!(v.get("error").is_none(), "{v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    async fn line(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).await.expect("read");
+        serde_json::from_str(&line).expect("json")
+    }
+}
+
+fn pct(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0
+}
+
+async fn setup(dir: &std::path::Path) -> (Engine, std::path::PathBuf) {
+    let db = dir.join("sluice.db");
+    let store = Store::open(&db, Durability::Full).await.expect("store");
+    let p = sluice_shared::load_source(std::path::Path::new("bench.yaml"), "nodes:\n  - id: a\n    kind: transform\n    output: { x: 1 }\n  - id: b\n    kind: transform\n    needs: [a]\n    output: { y: 2 }\n", &Default::default())
+        .pipeline
+        .expect("pipeline");
+    let version = store.save_version(&p, None).await.expect("version");
+    // One seed run through the store, the rest copied in bulk (fast setup, same shape).
+    store
+        .create_run(NewRun {
+            pipeline: "bench".into(),
+            version_id: version,
+            trigger: TriggerInfo::manual(Some("bench".into())),
+            inputs: json!({}),
+            retry_of: None,
+            deadline: None,
+            nodes: vec![
+                NewNode {
+                    id: "a".into(),
+                    reused: None,
+                },
+                NewNode {
+                    id: "b".into(),
+                    reused: None,
+                },
+            ],
+        })
+        .await
+        .expect("run");
+    store.flush().await.expect("flush");
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("conn");
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO runs (id, pipeline, version_id, state, trigger, trigger_kind, user, inputs, created_at, started_at, finished_at)
+         SELECT i, pipeline, version_id, 'succeeded', trigger, trigger_kind, user, inputs, created_at + i, created_at + i, created_at + i + 5 FROM n, runs WHERE runs.id = 1",
+    )
+    .bind(RUNS)
+    .execute(&mut conn)
+    .await
+    .expect("runs");
+    sqlx::query(
+        "INSERT INTO run_nodes (run_id, node_id, position, state, attempts, output, started_at, finished_at)
+         SELECT r.id, n.node_id, n.position, 'succeeded', 1, '{\"x\":1}', r.started_at, r.finished_at FROM runs r, run_nodes n WHERE n.run_id = 1 AND r.id > 1",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("nodes");
+    sqlx::query(
+        "INSERT INTO attempts (run_id, node_id, attempt, state, started_at, finished_at)
+         SELECT run_id, node_id, 1, 'succeeded', started_at, finished_at FROM run_nodes WHERE run_id > 1",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("attempts");
+    sqlx::query("COMMIT")
+        .execute(&mut conn)
+        .await
+        .expect("commit");
+    conn.close().await.expect("close");
+
+    let engine = Engine::start(store.clone(), &Secrets::default(), EngineOptions::default())
+        .expect("engine");
+    let registry = Arc::new(
+        Registry::new(store.clone(), engine.events())
+            .await
+            .expect("registry"),
+    );
+    let audit = Arc::new(Audit::open(store.clone()).await.expect("audit"));
+    let ctx = ApiContext::new(
+        engine.clone(),
+        registry,
+        Access::from_config(None).expect("access"),
+        audit,
+        Arc::new(Metrics::default()),
+        dir.join("pipelines"),
+        Default::default(),
+        dir.to_owned(),
+        sluice_shared::protocol::DEFAULT_MAX_FRAME,
+    );
+    let socket = dir.join("s.sock");
+    let listener = api::bind(&socket).expect("bind");
+    tokio::spawn(api::serve(
+        listener,
+        ctx,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    (engine, socket)
+}
+
+async fn latency(socket: &std::path::Path) {
+    let mut c = Conn::open(socket).await;
+    for i in 0..200 {
+        c.call("runs.get", json!({ "id": 1 + (i * 7919) % RUNS }))
+            .await;
+    }
+    let mut times = Vec::with_capacity(5000);
+    for i in 0..5000i64 {
+        let id = 1 + (i * 104_729) % RUNS;
+        let t = Instant::now();
+        let r = c.call("runs.get", json!({ "id": id })).await;
+        times.push(t.elapsed());
+        assert_eq!(r["id"], id);
+    }
+    times.sort();
+    println!(
+        "api: runs.get round trip on {RUNS} runs: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} calls)",
+        pct(&times, 0.5),
+        pct(&times, 0.99),
+        pct(&times, 1.0),
+        times.len()
+    );
+    let mut times = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let t = Instant::now();
+        c.call("status", json!({})).await;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "api: status round trip: p50 {:.3} ms, p99 {:.3} ms",
+        pct(&times, 0.5),
+        pct(&times, 0.99)
+    );
+}
+
+async fn fan_out(engine: &Engine, socket: &std::path::Path) {
+    const EVENTS: u64 = 20_000;
+    const SUBSCRIBERS: usize = 10;
+    let mut subs = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut c = Conn::open(socket).await;
+        c.call("subscribe", json!({})).await;
+        subs.push(c);
+    }
+    let started = Instant::now();
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut c| {
+            let progress = Arc::clone(&progress);
+            tokio::spawn(async move {
+                let mut got = 0u64;
+                let mut missed = 0u64;
+                while got + missed < EVENTS {
+                    let v = c.line().await;
+                    match v["method"].as_str() {
+                        Some("event") => got += 1,
+                        Some("lagged") => missed += v["params"]["missed"].as_u64().unwrap_or(0),
+                        _ => {}
+                    }
+                    progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                (got, missed)
+            })
+        })
+        .collect();
+    let tx = engine.events();
+    // Publish as fast as the slowest subscriber keeps up (at most 1,000 events ahead):
+    // the figure is sustained fan-out, not how fast a burst can be dropped.
+    for i in 0..EVENTS {
+        let _ = tx.send(Event::Other {
+            what: "bench".into(),
+            details: json!(i),
+        });
+        while (i + 1) * SUBSCRIBERS as u64
+            > progress.load(std::sync::atomic::Ordering::Relaxed) + 1000 * SUBSCRIBERS as u64
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut delivered = 0;
+    let mut dropped = 0;
+    for r in readers {
+        let (g, m) = r.await.expect("reader");
+        delivered += g;
+        dropped += m;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "api: fan-out of {EVENTS} events to {SUBSCRIBERS} subscribers in {secs:.2} s: {:.0} events/s delivered ({dropped} dropped as lagged)",
+        delivered as f64 / secs
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, socket) = setup(dir.path()).await;
+        latency(&socket).await;
+        fan_out(&engine, &socket).await;
+    });
+}
