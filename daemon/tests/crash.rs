@@ -97,17 +97,16 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
     // Wait until work is in flight: some node running and some run waiting on its delay.
     eventually(60, "nodes running and delays waiting", || async {
         let runs = store.runs(None, 100).await.unwrap();
-        let mut running = 0;
+        let (mut running, mut waiting) = (0, 0);
         for r in &runs {
-            running += store
-                .nodes(r.id)
-                .await
-                .unwrap()
-                .iter()
-                .filter(|n| n.state == NodeState::Running)
-                .count();
+            for n in store.nodes(r.id).await.unwrap() {
+                match n.state {
+                    NodeState::Running => running += 1,
+                    NodeState::Waiting => waiting += 1,
+                    _ => {}
+                }
+            }
         }
-        let waiting = runs.iter().filter(|r| r.state == RunState::Waiting).count();
         (running > 0 && waiting > 0).then_some(())
     })
     .await;
