@@ -153,9 +153,12 @@ async fn setup(dir: &std::path::Path) -> (Engine, std::path::PathBuf) {
             .expect("registry"),
     );
     let audit = Arc::new(Audit::open(store.clone()).await.expect("audit"));
+    let triggers = sluice_daemon::triggers::Triggers::new(engine.clone(), Arc::clone(&registry));
     let ctx = ApiContext::new(
         engine.clone(),
         registry,
+        triggers,
+        None,
         Access::from_config(None).expect("access"),
         audit,
         Arc::new(Metrics::default()),

@@ -182,30 +182,6 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     let report = registry.reload(&s.paths.pipelines, &validate_opts).await?;
     tracing::info!(pipelines = registry.list().len(), rejected = report.rejected.len(), dir = %s.paths.pipelines.display(), "pipelines loaded");
 
-    // --- socket API ---
-    let stop_api = tokio_util::sync::CancellationToken::new();
-    let access = Access::from_config(s.config.access.as_ref())?;
-    let audit = Arc::new(Audit::open(engine.store().clone()).await?);
-    let metrics = Arc::new(Metrics::default());
-    metrics.seed(engine.store()).await?;
-    let api = ApiContext::new(
-        engine.clone(),
-        Arc::clone(&registry),
-        access,
-        audit,
-        metrics,
-        s.paths.pipelines.clone(),
-        validate_opts.clone(),
-        s.paths.state_dir.clone(),
-        s.config
-            .socket
-            .max_frame
-            .unwrap_or(sluice_shared::protocol::DEFAULT_MAX_FRAME),
-    );
-    let listener = sluice_daemon::api::bind(&s.paths.socket)?;
-    tokio::spawn(sluice_daemon::api::serve(listener, api, stop_api.clone()));
-    // --- end socket API ---
-
     // --- triggers: pipeline directory watcher, cron scheduler, webhook listener, SIGHUP ---
     let stop_triggers = tokio_util::sync::CancellationToken::new();
     let triggers = sluice_daemon::triggers::Triggers::new(engine.clone(), Arc::clone(&registry));
@@ -224,11 +200,38 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let _scheduler = sluice_daemon::triggers::cron::Scheduler::spawn(
+    let scheduler = sluice_daemon::triggers::cron::Scheduler::spawn(
         triggers.clone(),
         Arc::new(sluice_daemon::triggers::cron::SystemClock),
         stop_triggers.clone(),
     );
+
+    // --- socket API ---
+    let stop_api = tokio_util::sync::CancellationToken::new();
+    let access = Access::from_config(s.config.access.as_ref())?;
+    let audit = Arc::new(Audit::open(engine.store().clone()).await?);
+    let metrics = Arc::new(Metrics::default());
+    metrics.seed(engine.store()).await?;
+    let api = ApiContext::new(
+        engine.clone(),
+        Arc::clone(&registry),
+        triggers.clone(),
+        Some(scheduler.clone()),
+        access,
+        audit,
+        metrics,
+        s.paths.pipelines.clone(),
+        validate_opts.clone(),
+        s.paths.state_dir.clone(),
+        s.config
+            .socket
+            .max_frame
+            .unwrap_or(sluice_shared::protocol::DEFAULT_MAX_FRAME),
+    );
+    let listener = sluice_daemon::api::bind(&s.paths.socket)?;
+    tokio::spawn(sluice_daemon::api::serve(listener, api, stop_api.clone()));
+    // --- end socket API ---
+
     let mut webhook_opts = sluice_daemon::triggers::webhook::WebhookOptions::default();
     if let Some(text) = &s.config.http.max_body {
         webhook_opts.max_body =

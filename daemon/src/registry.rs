@@ -62,6 +62,9 @@ struct State {
 /// The registry; cheap to share behind an `Arc`.
 pub struct Registry {
     state: RwLock<State>,
+    // One reload at a time: a slow reload holding older file contents must not
+    // finish after a newer one and roll a pipeline back.
+    reloading: tokio::sync::Mutex<()>,
     store: Store,
     events: broadcast::Sender<Event>,
 }
@@ -101,6 +104,7 @@ impl Registry {
                 disabled,
                 ..State::default()
             }),
+            reloading: tokio::sync::Mutex::new(()),
             store,
             events,
         })
@@ -112,6 +116,7 @@ impl Registry {
         dir: &Path,
         opts: &ValidateOptions,
     ) -> Result<ReloadReport, StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let files = list_pipeline_files(dir).unwrap_or_default();
         let mut sources = Vec::with_capacity(files.len());
         let mut refused: Vec<Diagnostic> = Vec::new();

@@ -490,3 +490,72 @@ async fn clients_reconnect_after_a_restart_and_stale_sockets_are_replaced() {
         0o660
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_triggers_follow_the_overlap_policy_and_schedules_can_be_paused() {
+    let single = "concurrency: { max_runs: 1, on_overlap: skip }\nnodes:\n  - id: wait\n    kind: shell\n    run: sleep 1000\n";
+    let nightly = "triggers:\n  - cron: \"0 3 * * *\"\n    timezone: Europe/Berlin\nnodes:\n  - id: a\n    kind: shell\n    run: echo\n";
+    let d = Daemon::start(
+        &config("admin"),
+        &[("single.yaml", single), ("nightly.yaml", nightly)],
+    );
+    let mut c = d.client().await;
+    let first = c
+        .call("pipelines.trigger", json!({ "name": "single" }))
+        .await
+        .unwrap();
+    let second = c
+        .call("pipelines.trigger", json!({ "name": "single" }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&second), ErrorCode::Conflict as i64);
+    assert!(
+        second.message.contains("on_overlap: skip"),
+        "{}",
+        second.message
+    );
+    c.call("runs.cancel", json!({ "id": first["run"] }))
+        .await
+        .unwrap();
+
+    let list = c.call("schedules.list", json!({})).await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["pipeline"], "nightly");
+    assert_eq!(list[0]["paused"], false);
+    assert!(
+        list[0]["next"]
+            .as_str()
+            .unwrap()
+            .contains("T03:00:00+01:00")
+            || list[0]["next"]
+                .as_str()
+                .unwrap()
+                .contains("T03:00:00+02:00")
+    );
+    let paused = c
+        .call("schedules.pause", json!({ "pipeline": "nightly" }))
+        .await
+        .unwrap();
+    assert_eq!(paused["paused"], true);
+    let list = c.call("schedules.list", json!({})).await.unwrap();
+    assert_eq!(list[0]["paused"], true);
+    c.call("schedules.resume", json!({ "pipeline": "nightly" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.call("schedules.list", json!({})).await.unwrap()[0]["paused"],
+        false
+    );
+    let none = c
+        .call("schedules.pause", json!({ "pipeline": "single" }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&none), ErrorCode::NotFound as i64);
+    assert!(
+        c.call("misfires.list", json!({}))
+            .await
+            .unwrap()
+            .as_array()
+            .is_some()
+    );
+}

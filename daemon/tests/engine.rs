@@ -533,3 +533,18 @@ async fn retention_prunes_old_and_excess_finished_runs_only() {
         "nodes go with their run"
     );
 }
+
+#[tokio::test]
+async fn a_cancel_racing_a_run_going_to_sleep_is_never_lost() {
+    let f = Fixture::new().await;
+    let p = pipeline(
+        "nap",
+        "nodes:\n  - id: pause\n    kind: delay\n    for: 1h\n",
+    );
+    for _ in 0..40 {
+        let run = f.submit(&p, json!({})).await;
+        f.engine.cancel(run).await.unwrap();
+        let record = f.engine.wait(run).await.unwrap();
+        assert_eq!(record.state, RunState::Cancelled);
+    }
+}

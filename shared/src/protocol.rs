@@ -676,3 +676,57 @@ pub struct DecideParams {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// One cron schedule in `schedules.list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleSummary {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Schedule id within the pipeline (`<expression>@<zone>`).
+    pub id: String,
+    /// The cron expression.
+    pub cron: String,
+    /// The zone it is read in.
+    pub timezone: String,
+    /// Paused by the file or an operator.
+    pub paused: bool,
+    /// Next fire, RFC 3339 with offset.
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// `schedules.pause` / `schedules.resume` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRef {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// One schedule; all of the pipeline's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// One misfire ledger entry in `misfires.list`: fires that were due and did not run as scheduled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MisfireEntry {
+    /// Entry id.
+    pub id: i64,
+    /// Recorded at (ms).
+    pub recorded_at: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Schedule id.
+    pub schedule: String,
+    /// First missed fire (ms).
+    pub due_first: i64,
+    /// Last missed fire (ms).
+    pub due_last: i64,
+    /// How many fires.
+    pub missed: i64,
+    /// Why they did not run.
+    pub reason: String,
+    /// What was done.
+    pub action: String,
+    /// The run started instead.
+    #[serde(default)]
+    pub run: Option<RunId>,
+}

@@ -123,6 +123,27 @@ pub enum Command {
         #[arg(short = 'm', long = "message")]
         reason: Option<String>,
     },
+    /// Cron schedules with their next fire time.
+    Schedules,
+    /// Pause a pipeline's cron schedules (all, or one by id) without editing its file.
+    Pause {
+        /// Pipeline name.
+        pipeline: String,
+        /// Schedule id (see `sluice schedules`).
+        id: Option<String>,
+    },
+    /// Resume paused cron schedules.
+    Resume {
+        /// Pipeline name.
+        pipeline: String,
+        /// Schedule id.
+        id: Option<String>,
+    },
+    /// Cron fires that were due and did not run as scheduled (the misfire ledger).
+    Misfires {
+        /// Only this pipeline.
+        pipeline: Option<String>,
+    },
     /// Check pipeline files offline and print each valid file's node order.
     Validate(ValidateArgs),
     /// Cron helpers.

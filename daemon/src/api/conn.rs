@@ -92,7 +92,11 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: Cancel
             return;
         }
     };
-    let caller = Caller::from_uid(uid, gid);
+    // User database lookups may hit NSS (LDAP, sssd): keep them off the runtime threads.
+    let caller = match tokio::task::spawn_blocking(move || Caller::from_uid(uid, gid)).await {
+        Ok(c) => c,
+        Err(_) => return,
+    };
     let role = ctx.access.role(&caller);
     let session = Arc::new(Session { caller, role });
     let (read, mut write) = stream.into_split();
@@ -251,16 +255,14 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: Cancel
             }
             _ => {}
         }
-        // Other requests run concurrently; replies carry their ids.
+        // Other requests run concurrently; replies carry their ids. A request runs to
+        // its end even if the client leaves: stopping it halfway could leave a store
+        // write without its audit row (or the registry without its flag).
         let ctx = Arc::clone(&ctx);
         let session = Arc::clone(&session);
         let out = out_tx.clone();
-        let token = conn_stop.clone();
         tokio::spawn(async move {
-            let result = tokio::select! {
-                r = handlers::dispatch(&ctx, &session, &request.method, request.params) => r,
-                () = token.cancelled() => return,
-            };
+            let result = handlers::dispatch(&ctx, &session, &request.method, request.params).await;
             let text = reply(result);
             let _ = send(&out, text).await;
         });

@@ -9,11 +9,11 @@ use sluice_shared::graph::Graph;
 use sluice_shared::model::Trigger;
 use sluice_shared::protocol::{
     AttemptInfo, AuditListParams, ConfigErrors, DecideParams, ErrorCode, LogsPage, LogsParams,
-    NodeInfo, PipelineDetail, PipelineRef, PipelineSummary, ResolveParams, RetryParams, Role,
-    RpcError, RunDetail, RunRef, RunSummary, RunsListParams, RunsPage, StatusResult, TriggerParams,
-    TriggerResult,
+    MisfireEntry, NodeInfo, PipelineDetail, PipelineRef, PipelineSummary, ResolveParams,
+    RetryParams, Role, RpcError, RunDetail, RunRef, RunSummary, RunsListParams, RunsPage,
+    ScheduleRef, ScheduleSummary, StatusResult, TriggerParams, TriggerResult,
 };
-use sluice_shared::run::{RunId, TriggerInfo, TriggerKind};
+use sluice_shared::run::RunId;
 
 use super::ApiContext;
 use super::conn::Session;
@@ -22,15 +22,15 @@ use crate::engine::EngineError;
 use crate::registry::Entry;
 use crate::store::audit::RunFilter;
 use crate::store::{RunRecord, StoreError};
+use crate::triggers::{Fired, TriggerError};
 
 fn required_role(method: &str) -> Option<Role> {
     Some(match method {
         "status" | "pipelines.list" | "pipelines.get" | "runs.list" | "runs.get" | "logs.get"
-        | "approvals.list" | "metrics" | "audit.list" | "audit.verify" | "config.errors" => {
-            Role::Viewer
-        }
+        | "approvals.list" | "metrics" | "audit.list" | "audit.verify" | "config.errors"
+        | "schedules.list" | "misfires.list" => Role::Viewer,
         "pipelines.trigger" | "runs.cancel" | "runs.retry" | "runs.resolve"
-        | "approvals.decide" => Role::Operator,
+        | "approvals.decide" | "schedules.pause" | "schedules.resume" => Role::Operator,
         "pipelines.enable" | "pipelines.disable" | "config.reload" => Role::Admin,
         _ => return None,
     })
@@ -178,6 +178,40 @@ pub(crate) async fn dispatch(
         "config.errors" => to_value(ConfigErrors {
             diagnostics: ctx.registry.errors(),
         }),
+        "schedules.list" => schedules(ctx).await,
+        "schedules.pause" | "schedules.resume" => {
+            pause(ctx, parse(params)?, method == "schedules.pause", user).await
+        }
+        "misfires.list" => {
+            let pipeline = params.get("pipeline").and_then(Value::as_str);
+            let limit = params
+                .get("limit")
+                .and_then(Value::as_i64)
+                .unwrap_or(100)
+                .clamp(1, 1000);
+            let rows = ctx
+                .engine
+                .store()
+                .misfires(pipeline, limit)
+                .await
+                .map_err(store_err)?;
+            let entries: Vec<MisfireEntry> = rows
+                .into_iter()
+                .map(|r| MisfireEntry {
+                    id: r.id,
+                    recorded_at: r.recorded_at,
+                    pipeline: r.misfire.pipeline,
+                    schedule: r.misfire.schedule,
+                    due_first: r.misfire.due_first,
+                    due_last: r.misfire.due_last,
+                    missed: r.misfire.missed,
+                    reason: r.misfire.reason,
+                    action: r.misfire.action,
+                    run: r.misfire.run,
+                })
+                .collect();
+            to_value(entries)
+        }
         "config.reload" => {
             let r = ctx
                 .registry
@@ -368,16 +402,21 @@ async fn trigger(ctx: &ApiContext, p: TriggerParams, user: &str) -> Result<Value
             ),
         ));
     }
-    let trigger = TriggerInfo {
-        kind: TriggerKind::Manual,
-        user: Some(user.to_owned()),
-        details: json!({ "via": "socket" }),
-    };
-    let run = ctx
-        .engine
-        .submit(&e.pipeline, Some(&e.source), &p.inputs, trigger)
+    // Through the trigger layer, so the pipeline's overlap policy applies as for cron and webhooks.
+    let fired = ctx
+        .triggers
+        .manual(&p.name, &p.inputs, Some(user.to_owned()))
         .await
-        .map_err(engine_err)?;
+        .map_err(trigger_err)?;
+    let run = match fired {
+        Fired::Started { run, .. } => run,
+        Fired::Skipped { reason } => {
+            return Err(
+                RpcError::new(ErrorCode::Conflict, format!("not started: {reason}"))
+                    .with_data(json!({ "skipped": true })),
+            );
+        }
+    };
     let detail = if p.wait {
         ctx.engine.wait(run).await.map_err(engine_err)?;
         Some(run_detail(ctx, run).await?)
@@ -385,6 +424,87 @@ async fn trigger(ctx: &ApiContext, p: TriggerParams, user: &str) -> Result<Value
         None
     };
     to_value(TriggerResult { run, detail })
+}
+
+fn trigger_err(e: TriggerError) -> RpcError {
+    match e {
+        TriggerError::UnknownPipeline(name) => {
+            RpcError::new(ErrorCode::NotFound, format!("no pipeline '{name}'"))
+        }
+        TriggerError::Disabled { name, why } => {
+            RpcError::new(ErrorCode::Conflict, format!("pipeline '{name}' is {why}"))
+        }
+        TriggerError::Input(m) => {
+            RpcError::new(ErrorCode::InvalidParams, format!("invalid inputs: {m}"))
+        }
+        TriggerError::Engine(e) => engine_err(e),
+        TriggerError::Store(e) => store_err(e),
+    }
+}
+
+async fn schedules(ctx: &ApiContext) -> Result<Value, RpcError> {
+    let Some(s) = &ctx.scheduler else {
+        return to_value(Vec::<ScheduleSummary>::new());
+    };
+    let list = s
+        .list()
+        .await
+        .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+    to_value(
+        list.into_iter()
+            .map(|i| ScheduleSummary {
+                pipeline: i.pipeline,
+                id: i.id,
+                cron: i.cron,
+                timezone: i.timezone,
+                paused: i.paused,
+                next: i.next,
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+async fn pause(
+    ctx: &ApiContext,
+    p: ScheduleRef,
+    paused: bool,
+    user: &str,
+) -> Result<Value, RpcError> {
+    let Some(s) = &ctx.scheduler else {
+        return Err(RpcError::new(
+            ErrorCode::Conflict,
+            "the scheduler is not running",
+        ));
+    };
+    let all = s
+        .list()
+        .await
+        .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+    let ids: Vec<String> = match &p.id {
+        Some(id) => vec![id.clone()],
+        None => all
+            .iter()
+            .filter(|i| i.pipeline == p.pipeline)
+            .map(|i| i.id.clone())
+            .collect(),
+    };
+    if ids.is_empty() {
+        return Err(RpcError::new(
+            ErrorCode::NotFound,
+            format!("pipeline '{}' has no cron schedule", p.pipeline),
+        ));
+    }
+    for id in &ids {
+        s.set_paused(&p.pipeline, id, paused, Some(user))
+            .await
+            .map_err(|e| match e {
+                crate::triggers::cron::ScheduleError::NotFound { .. } => {
+                    RpcError::new(ErrorCode::NotFound, e.to_string())
+                }
+                other => RpcError::new(ErrorCode::Internal, other.to_string()),
+            })?;
+    }
+    Ok(json!({ "pipeline": p.pipeline, "schedules": ids, "paused": paused }))
 }
 
 async fn summary_of(ctx: &ApiContext, r: RunRecord) -> RunSummary {

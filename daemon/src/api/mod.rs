@@ -22,6 +22,8 @@ use crate::audit::Audit;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::triggers::Triggers;
+use crate::triggers::cron::Scheduler;
 use identity::Access;
 
 /// Most connections served at once.
@@ -78,6 +80,10 @@ pub struct ApiContext {
     pub engine: Engine,
     /// Known pipelines.
     pub registry: Arc<Registry>,
+    /// Trigger handling (overlap policies apply to manual triggers too).
+    pub triggers: Triggers,
+    /// The cron scheduler (pause, resume, list).
+    pub scheduler: Option<Scheduler>,
     /// Roles.
     pub access: Access,
     /// The audit trail.
@@ -103,6 +109,8 @@ impl ApiContext {
     pub fn new(
         engine: Engine,
         registry: Arc<Registry>,
+        triggers: Triggers,
+        scheduler: Option<Scheduler>,
         access: Access,
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
@@ -138,6 +146,8 @@ impl ApiContext {
         Arc::new(Self {
             engine,
             registry,
+            triggers,
+            scheduler,
             access,
             audit,
             metrics,

@@ -90,7 +90,7 @@ pub(crate) async fn wait_for_slot(
         let freed = gate.freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        if try_start(inner, &gate, record, max).await? {
+        if try_start(inner, &gate, record, max, pipeline).await? {
             return Ok(true);
         }
         tokio::select! {
@@ -107,6 +107,7 @@ async fn try_start(
     gate: &Gate,
     record: &mut RunRecord,
     max: usize,
+    pipeline: &sluice_shared::Pipeline,
 ) -> Result<bool, EngineError> {
     let _held = gate.lock.lock().await;
     let active = inner.store.active_runs(&record.pipeline).await?;
@@ -131,6 +132,7 @@ async fn try_start(
         return Ok(false);
     }
     let now = now_ms();
+    let deadline = super::run_deadline(pipeline, now);
     inner
         .store
         .apply(vec![Change::Run(
@@ -138,12 +140,14 @@ async fn try_start(
             RunChange {
                 state: Some(RunState::Running),
                 started_at: Some(now),
+                deadline: Some(deadline),
                 ..Default::default()
             },
         )])
         .await?;
     record.state = RunState::Running;
     record.started_at = Some(now);
+    record.deadline = deadline;
     inner.publish(Event::RunState {
         run: record.id,
         state: RunState::Running,

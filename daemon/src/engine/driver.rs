@@ -586,8 +586,10 @@ pub(crate) async fn drive(
     match drive_inner(inner, id, &cancel, commands).await {
         Ok(exit) => exit,
         Err(e) => {
-            tracing::error!(run = %id, error = %e, "run driver failed; the run is left for the next start");
-            DriverExit::Done
+            // Most likely the store is briefly unavailable: look at the run again soon
+            // rather than leaving it without a driver until the next start.
+            tracing::error!(run = %id, error = %e, "run driver failed; retrying in 5 s");
+            DriverExit::Waiting(Some(now_ms() + 5_000))
         }
     }
 }
@@ -624,12 +626,15 @@ async fn drive_inner(
         return Ok(DriverExit::Stopped);
     }
     if run.record.state == RunState::Queued && !cancel.is_cancelled() {
+        let deadline = super::run_deadline(&run.version.pipeline, now_ms());
         run.set_run(RunChange {
             state: Some(RunState::Running),
             started_at: Some(now_ms()),
+            deadline: Some(deadline),
             ..Default::default()
         });
         run.record.started_at = Some(now_ms());
+        run.record.deadline = deadline;
     } else if run.record.state == RunState::Waiting {
         run.set_run(RunChange {
             state: Some(RunState::Running),
@@ -726,7 +731,11 @@ async fn drive_inner(
                 }
             }
         }
-        run.flush(inner).await?;
+        // When nothing runs now, the decision below (finish or wait) commits in the
+        // same transaction as the completions: one write instead of two per run.
+        if !to_spawn.is_empty() || !running.is_empty() || stopping {
+            run.flush(inner).await?;
+        }
         for (i, attempt, node, ctx) in to_spawn {
             let workers = Arc::clone(&inner.workers);
             let timeout = node.timeout.map(|t| t.std());

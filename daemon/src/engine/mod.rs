@@ -136,6 +136,8 @@ pub(crate) struct Inner {
     drivers: Mutex<HashMap<RunId, DriverHandle>>,
     timers: mpsc::UnboundedSender<(i64, RunId)>,
     versions: Mutex<HashMap<VersionId, Arc<LoadedVersion>>>,
+    /// True while the log pump holds lines not yet handed to the store.
+    log_busy: Arc<std::sync::atomic::AtomicBool>,
     /// Queued runs of concurrency-limited pipelines wait here for a slot.
     pub(crate) admission: admission::Admission,
 }
@@ -216,7 +218,9 @@ pub async fn enqueue(
 ) -> Result<RunId, EngineError> {
     let inputs = resolve_inputs(pipeline, inputs)?;
     let version_id = store.save_version(pipeline, source).await?;
-    let deadline = pipeline
+    // The run's time limit starts when it starts running, not while it waits in the queue.
+    let deadline: Option<i64> = None;
+    let _ = pipeline
         .timeout
         .map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
     let run = store
@@ -273,10 +277,16 @@ impl Engine {
             drivers: Mutex::new(HashMap::new()),
             timers: timer_tx,
             versions: Mutex::new(HashMap::new()),
+            log_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             admission: admission::Admission::default(),
         });
         // Background tasks run outside the tracker: they must outlive the drivers' drain.
-        tokio::spawn(log_pump(inner.store.clone(), inner.events.clone(), log_rx));
+        tokio::spawn(log_pump(
+            inner.store.clone(),
+            inner.events.clone(),
+            log_rx,
+            Arc::clone(&inner.log_busy),
+        ));
         tokio::spawn(timer_loop(
             Arc::downgrade(&inner),
             timer_rx,
@@ -396,7 +406,8 @@ impl Engine {
                 .map(|n| (n.node_id, n.output.unwrap_or(Value::Null)))
                 .collect(),
         };
-        let deadline = version
+        let deadline: Option<i64> = None;
+        let _ = version
             .pipeline
             .timeout
             .map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
@@ -500,6 +511,18 @@ impl Engine {
         self.inner.tracker.close();
         let grace = self.inner.opts.shutdown_grace + Duration::from_secs(5);
         let _ = tokio::time::timeout(grace, self.inner.tracker.wait()).await;
+        // Every line the nodes wrote reaches the store before the final flush.
+        let drained = async {
+            while self.inner.logs.capacity() < self.inner.logs.max_capacity()
+                || self
+                    .inner
+                    .log_busy
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
         let _ = self.inner.store.flush().await;
     }
 
@@ -554,15 +577,28 @@ impl Inner {
         mut rx: mpsc::UnboundedReceiver<Command>,
         exit: DriverExit,
     ) {
-        if let Ok(mut drivers) = self.drivers.lock() {
-            drivers.remove(&run);
-        }
+        let cancelled = self
+            .drivers
+            .lock()
+            .ok()
+            .and_then(|mut d| d.remove(&run))
+            .is_some_and(|h| h.cancel.is_cancelled());
         rx.close();
         let mut pending = Vec::new();
         while let Ok(cmd) = rx.try_recv() {
             pending.push(cmd);
         }
         match exit {
+            // A cancel that arrived while the driver was saving its wait would be lost:
+            // hand it to a new driver.
+            DriverExit::Waiting(_) if cancelled => {
+                if let Some(tx) = self.spawn_driver(run, true) {
+                    for cmd in pending {
+                        let _ = tx.send(cmd);
+                    }
+                    return;
+                }
+            }
             DriverExit::Waiting(wake) => {
                 if let Some(at) = wake {
                     let _ = self.timers.send((at, run));
@@ -624,9 +660,15 @@ impl Inner {
 }
 
 /// Stores log lines in batches and announces each one.
-async fn log_pump(store: Store, events: broadcast::Sender<Event>, mut rx: mpsc::Receiver<LogLine>) {
+async fn log_pump(
+    store: Store,
+    events: broadcast::Sender<Event>,
+    mut rx: mpsc::Receiver<LogLine>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut batch = Vec::with_capacity(512);
     while let Some(first) = rx.recv().await {
+        busy.store(true, std::sync::atomic::Ordering::SeqCst);
         batch.push(first);
         while batch.len() < 512 {
             match rx.try_recv() {
@@ -647,6 +689,7 @@ async fn log_pump(store: Store, events: broadcast::Sender<Event>, mut rx: mpsc::
         if let Err(e) = store.append_logs(std::mem::take(&mut batch)).await {
             tracing::error!(error = %e, "cannot store log lines");
         }
+        busy.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -701,6 +744,13 @@ async fn poll_queued(inner: Weak<Inner>, every: Duration, shutdown: Cancellation
             Err(e) => tracing::warn!(error = %e, "cannot look for queued runs"),
         }
     }
+}
+
+/// The deadline of a run of `pipeline` that starts running at `now` (ms).
+pub(crate) fn run_deadline(pipeline: &Pipeline, now: i64) -> Option<i64> {
+    pipeline
+        .timeout
+        .map(|t| now.saturating_add(i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2)))
 }
 
 /// Whether a run state means a driver has work.

@@ -143,4 +143,6 @@ pub struct RunChange {
     pub wake_at: Option<Option<i64>>,
     /// New error.
     pub error: Option<Option<String>>,
+    /// New run deadline (ms; `Some(None)` clears it).
+    pub deadline: Option<Option<i64>>,
 }

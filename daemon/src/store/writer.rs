@@ -114,9 +114,37 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<(Write, Reply
         }
         return;
     }
+    // Optimistic pass without savepoints (half the statements); almost no batch
+    // has a failing write. If one fails, start over with a savepoint per write
+    // so the failure stays its own.
+    let mut failed = false;
     for (write, _) in batch.iter() {
-        let r = apply_in_savepoint(conn, write).await;
-        results.push(r);
+        match apply(conn, write).await {
+            Ok(w) => results.push(Ok(w)),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if failed {
+        results.clear();
+        let restarted = match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            Ok(_) => sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = restarted {
+            let err = StoreError::from(e);
+            for (_, reply) in batch.drain(..) {
+                if let Some(tx) = reply {
+                    let _ = tx.send(Err(err.clone()));
+                }
+            }
+            return;
+        }
+        for (write, _) in batch.iter() {
+            results.push(apply_in_savepoint(conn, write).await);
+        }
     }
     if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
         let err = StoreError::from(e);
@@ -212,26 +240,28 @@ fn apply<'a>(
                 .bind(new.deadline)
                 .fetch_one(&mut *conn)
                 .await?;
-                for (position, node) in new.nodes.iter().enumerate() {
-                    let (state, output, reused_from) = match &node.reused {
-                        Some((from, output)) => {
-                            ("succeeded", Some(json_text(output)), Some(from.0))
-                        }
-                        None => ("pending", None, None),
-                    };
-                    sqlx::query(
-                        "INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(id)
-                    .bind(&node.id)
-                    .bind(position as i64)
-                    .bind(state)
-                    .bind(output)
-                    .bind(reused_from)
-                    .bind(reused_from.map(|_| *at))
-                    .execute(&mut *conn)
-                    .await?;
+                // One multi-row insert: statements, not rows, are what the writer pays for.
+                let rows: Vec<(usize, &super::NewNode)> = new.nodes.iter().enumerate().collect();
+                for chunk in rows.chunks(100) {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                        "INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at) ",
+                    );
+                    q.push_values(chunk, |mut b, (position, node)| {
+                        let (state, output, reused_from) = match &node.reused {
+                            Some((from, output)) => {
+                                ("succeeded", Some(json_text(output)), Some(from.0))
+                            }
+                            None => ("pending", None, None),
+                        };
+                        b.push_bind(id)
+                            .push_bind(node.id.clone())
+                            .push_bind(*position as i64)
+                            .push_bind(state)
+                            .push_bind(output)
+                            .push_bind(reused_from)
+                            .push_bind(reused_from.map(|_| *at));
+                    });
+                    q.build().execute(&mut *conn).await?;
                 }
                 Ok(Written::Id(id))
             }
@@ -253,6 +283,9 @@ fn apply<'a>(
                 }
                 if let Some(error) = &change.error {
                     q.push(", error = ").push_bind(error.clone());
+                }
+                if let Some(deadline) = change.deadline {
+                    q.push(", deadline = ").push_bind(deadline);
                 }
                 q.push(" WHERE id = ").push_bind(run.0);
                 let done = q.build().execute(&mut *conn).await?;
@@ -427,7 +460,9 @@ fn apply<'a>(
                 keep_per_pipeline,
             } => {
                 let by_age = sqlx::query(
-                    "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?",
+                    // Bounded per write so a first prune of a big store does not hold the
+                    // single writer for long; the caller repeats until nothing is left.
+                    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 500)",
                 )
                 .bind(finished_before)
                 .execute(&mut *conn)
@@ -437,7 +472,7 @@ fn apply<'a>(
                     "DELETE FROM runs WHERE id IN (
                         SELECT id FROM (
                             SELECT id, finished_at, ROW_NUMBER() OVER (PARTITION BY pipeline ORDER BY id DESC) AS n FROM runs
-                        ) WHERE n > ? AND finished_at IS NOT NULL
+                        ) WHERE n > ? AND finished_at IS NOT NULL LIMIT 500
                     )",
                 )
                 .bind(keep_per_pipeline)

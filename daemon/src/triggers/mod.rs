@@ -283,10 +283,10 @@ impl Triggers {
             Some(k) => store.create_run_once(run, k, KEY_TTL_MS).await?,
             None => (store.create_run(run).await?, true),
         };
-        if created {
-            self.inner
-                .engine
-                .start_committed(id, &entry.pipeline.name)?;
+        // Once committed the run exists: if the engine is stopping, the next start
+        // picks it up, so the caller must still hear "started" (or it would retry).
+        if created && let Err(e) = self.inner.engine.start_committed(id, &entry.pipeline.name) {
+            tracing::info!(run = %id, error = %e, "run committed; it starts when the daemon starts again");
         }
         Ok(Fired::Started { run: id, created })
     }
@@ -303,11 +303,8 @@ impl Triggers {
 /// A new queued run of the entry's active version.
 fn new_run(entry: &Entry, inputs: Value, trigger: TriggerInfo) -> NewRun {
     let p = &entry.pipeline;
-    let deadline = p.timeout.map(|t| {
-        jiff::Timestamp::now()
-            .as_millisecond()
-            .saturating_add(i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2))
-    });
+    // The time limit starts when the run starts running (see the engine's driver).
+    let deadline = None;
     NewRun {
         pipeline: p.name.clone(),
         version_id: entry.version_id,

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 use sluice_shared::event::Event;
 use sluice_shared::protocol::{
-    ApprovalInfo, AuditEntry, AuditVerifyResult, EventNotice, LogsPage, PipelineSummary, RunDetail,
-    RunsPage, StatusResult, SubscribeResult, TriggerResult,
+    ApprovalInfo, AuditEntry, AuditVerifyResult, EventNotice, LogsPage, MisfireEntry,
+    PipelineSummary, RunDetail, RunsPage, ScheduleSummary, StatusResult, SubscribeResult,
+    TriggerResult,
 };
 use sluice_shared::run::{RunId, RunState};
 
@@ -361,6 +362,85 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
                 print_json(&v)?
             } else {
                 emit(&format!("node {node} of {} resolved\n", run_id(&id)?)).map_err(io)?
+            }
+        }
+        Command::Schedules => {
+            let list: Vec<ScheduleSummary> = client.call("schedules.list", json!({})).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.pipeline.clone(),
+                            format!("{} {}", s.cron, s.timezone),
+                            if s.paused {
+                                "paused".into()
+                            } else {
+                                "active".into()
+                            },
+                            s.next.clone().unwrap_or_else(|| "-".into()),
+                            s.id.clone(),
+                        ]
+                    })
+                    .collect();
+                emit(&table::render(
+                    &["PIPELINE", "SCHEDULE", "STATE", "NEXT FIRE", "ID"],
+                    &rows,
+                    width(),
+                ))
+                .map_err(io)?;
+            }
+        }
+        Command::Pause { pipeline, id } => {
+            let v: Value = client
+                .call("schedules.pause", json!({ "pipeline": pipeline, "id": id }))
+                .await?;
+            if json {
+                print_json(&v)?
+            } else {
+                emit(&format!("{pipeline}: paused {}\n", v["schedules"])).map_err(io)?
+            }
+        }
+        Command::Resume { pipeline, id } => {
+            let v: Value = client
+                .call(
+                    "schedules.resume",
+                    json!({ "pipeline": pipeline, "id": id }),
+                )
+                .await?;
+            if json {
+                print_json(&v)?
+            } else {
+                emit(&format!("{pipeline}: resumed {}\n", v["schedules"])).map_err(io)?
+            }
+        }
+        Command::Misfires { pipeline } => {
+            let list: Vec<MisfireEntry> = client
+                .call("misfires.list", json!({ "pipeline": pipeline }))
+                .await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.pipeline.clone(),
+                            table::time(Some(m.due_first)),
+                            m.missed.to_string(),
+                            m.action.clone(),
+                            m.reason.clone(),
+                        ]
+                    })
+                    .collect();
+                emit(&table::render(
+                    &["PIPELINE", "DUE", "MISSED", "ACTION", "WHY"],
+                    &rows,
+                    width(),
+                ))
+                .map_err(io)?;
             }
         }
         Command::Validate(_) | Command::Cron(_) | Command::Schema => {
