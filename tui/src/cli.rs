@@ -22,6 +22,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a private daemon with demo pipelines and watch runs live.
+    Demo,
     /// Daemon status: version, uptime, runs by state.
     Status,
     /// Pipelines with their triggers, next fire time and last result.

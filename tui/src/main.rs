@@ -21,6 +21,13 @@ fn main() -> std::process::ExitCode {
         Command::Schema => output::emit(&sluice_shared::schema::pipeline_schema_json())
             .map(|()| Exit::Success)
             .map_err(Into::into),
+        Command::Demo => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(cmd::demo::run()),
+            Err(e) => Err(e.into()),
+        },
         remote => {
             let socket = cli
                 .socket

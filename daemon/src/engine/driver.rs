@@ -362,7 +362,9 @@ impl Run {
                     let wake = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
                     let note = format!(
                         "attempt {attempt} failed: {message}; retrying in {} (attempt {} of {})",
-                        sluice_shared::Duration(wait),
+                        sluice_shared::Duration(std::time::Duration::from_millis(
+                            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+                        )),
                         attempt + 1,
                         policy.attempts
                     );

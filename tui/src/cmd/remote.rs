@@ -443,7 +443,7 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
                 .map_err(io)?;
             }
         }
-        Command::Validate(_) | Command::Cron(_) | Command::Schema => {
+        Command::Validate(_) | Command::Cron(_) | Command::Schema | Command::Demo => {
             return Err(usage("offline command"));
         }
     }

@@ -1,0 +1,228 @@
+//! `sluice demo`: a private daemon with the demo pipelines, a few runs started,
+//! and their progress shown live until Ctrl-C. Nothing outside a temporary
+//! directory is touched.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use sluice_shared::event::Event;
+use sluice_shared::protocol::{EventNotice, PipelineSummary};
+
+use crate::client::Client;
+use crate::exit::Exit;
+use crate::output::emit;
+use crate::table;
+
+const PIPELINES: &[(&str, &str)] = &[
+    (
+        "hello.yaml",
+        include_str!("../../../config/demo/hello.yaml"),
+    ),
+    (
+        "heartbeat.yaml",
+        include_str!("../../../config/demo/heartbeat.yaml"),
+    ),
+    (
+        "flaky.yaml",
+        include_str!("../../../config/demo/flaky.yaml"),
+    ),
+    (
+        "nightly-wait.yaml",
+        include_str!("../../../config/demo/nightly-wait.yaml"),
+    ),
+];
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let _ = self.0.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn sluiced_path() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("finding the sluice binary")?;
+    let path = me.with_file_name("sluiced");
+    if !path.exists() {
+        bail!(
+            "sluiced is not next to sluice ({}); build both with `cargo build --release`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn start(dir: &Path) -> anyhow::Result<(Daemon, PathBuf)> {
+    let pipelines = dir.join("pipelines");
+    std::fs::create_dir_all(&pipelines)
+        .with_context(|| format!("creating {}", pipelines.display()))?;
+    for (name, text) in PIPELINES {
+        let path = pipelines.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    let socket = dir.join("sluice.sock");
+    let mut child = Command::new(sluiced_path()?)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--pipelines")
+        .arg(&pipelines)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env("SLUICE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting sluiced")?;
+    let stderr = child.stderr.take().context("sluiced's stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let daemon = Daemon(child);
+    let mut seen = Vec::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("sluiced: ready") => break,
+            Some(Ok(line)) => seen.push(line),
+            _ => bail!("sluiced stopped before it was ready:\n{}", seen.join("\n")),
+        }
+    }
+    // The daemon's later messages go to a log file in the demo directory.
+    let log = dir.join("sluiced.log");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::File::create(log) {
+            for line in lines.map_while(Result::ok) {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+    Ok((daemon, socket))
+}
+
+fn clock() -> String {
+    jiff::Zoned::now().strftime("%H:%M:%S").to_string()
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run() -> anyhow::Result<Exit> {
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
+    let (_daemon, socket) = start(&dir)?;
+    let mut client = Client::connect(&socket).await?;
+    let pipelines: Vec<PipelineSummary> = client.call("pipelines.list", json!({})).await?;
+    let rows: Vec<Vec<String>> = pipelines
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.triggers.join(", "),
+                p.next_fire.clone().unwrap_or_else(|| "-".into()),
+                p.description.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    emit(&format!(
+        "sluice demo: a private sluiced is running\n  state   {}\n  socket  {}\n\n{}\n",
+        dir.join("state").display(),
+        socket.display(),
+        table::render(
+            &["PIPELINE", "TRIGGERS", "NEXT FIRE", "DESCRIPTION"],
+            &rows,
+            100
+        )
+    ))?;
+    emit(&format!(
+        "In another terminal:\n  export SLUICE_SOCKET={}\n  sluice runs\n  sluice trigger hello -i who=you --wait\n  sluice logs <run> -f\n\nLive events (Ctrl-C stops the demo and the daemon):\n",
+        socket.display()
+    ))?;
+    client.call::<Value>("subscribe", json!({})).await?;
+    let mut control = Client::connect(&socket).await?;
+    for (name, inputs) in [
+        ("hello", json!({ "who": "demo" })),
+        ("flaky", json!({})),
+        ("nightly-wait", json!({})),
+    ] {
+        control
+            .call::<Value>(
+                "pipelines.trigger",
+                json!({ "name": name, "inputs": inputs }),
+            )
+            .await?;
+    }
+    let mut names = std::collections::HashMap::new();
+    loop {
+        let n = tokio::select! {
+            n = client.notification() => n?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        if n.method == "lagged" {
+            emit(&format!("{} (some events skipped)\n", clock()))?;
+            continue;
+        }
+        let Ok(notice) = serde_json::from_value::<EventNotice>(n.params) else {
+            continue;
+        };
+        let line = match notice.event {
+            Event::RunCreated { run, pipeline } => {
+                names.insert(run, pipeline.clone());
+                Some(format!("{:<6} {pipeline:<14} accepted", run.to_string()))
+            }
+            Event::RunState { run, state, error } => Some(format!(
+                "{:<6} {:<14} {state}{}",
+                run.to_string(),
+                names.get(&run).cloned().unwrap_or_default(),
+                error.map_or(String::new(), |e| format!(": {e}"))
+            )),
+            Event::NodeState {
+                run,
+                node,
+                state,
+                attempt,
+                error,
+            } => Some(format!(
+                "{:<6}   {node:<12} {state} (attempt {attempt}){}",
+                run.to_string(),
+                error.map_or(String::new(), |e| format!(": {e}"))
+            )),
+            Event::Log {
+                run,
+                node,
+                line,
+                stream,
+                ..
+            } => Some(format!(
+                "{:<6}   {node:<12} {stream} | {line}",
+                run.to_string()
+            )),
+            Event::PipelineChanged { name, change, .. } => {
+                Some(format!("pipeline {name} {change}"))
+            }
+            Event::ConfigError { file, .. } => {
+                Some(format!("rejected {file} (see `sluice` validate)"))
+            }
+            Event::Other { .. } => None,
+        };
+        if let Some(line) = line {
+            emit(&format!("{} {line}\n", clock()))?;
+        }
+    }
+    emit(&format!(
+        "\nstopping the demo daemon; its state stays in {}\n",
+        dir.display()
+    ))?;
+    let _ = Duration::ZERO;
+    Ok(Exit::Success)
+}
