@@ -16,6 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::handlers::parse;
 use super::identity::Caller;
 use super::{ApiContext, handlers};
 
@@ -280,16 +281,6 @@ async fn send(out: &mpsc::Sender<String>, frame: String) -> bool {
     )
 }
 
-fn parse<T: serde::de::DeserializeOwned>(params: Value) -> Result<T, RpcError> {
-    let params = if params.is_null() {
-        Value::Object(Default::default())
-    } else {
-        params
-    };
-    serde_json::from_value(params)
-        .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))
-}
-
 fn hello(session: &Session, params: Value) -> Result<Value, RpcError> {
     let p: HelloParams = parse(params)?;
     let major = p
@@ -319,6 +310,18 @@ fn hello(session: &Session, params: Value) -> Result<Value, RpcError> {
     .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
 }
 
+fn lagged(subscription: u64, missed: u64) -> String {
+    encode(&Notification {
+        jsonrpc: "2.0".into(),
+        method: "lagged".into(),
+        params: serde_json::to_value(LaggedNotice {
+            subscription,
+            missed,
+        })
+        .unwrap_or_default(),
+    })
+}
+
 /// Passes events to the client without ever waiting for it: a full queue
 /// drops events and a `lagged` notice tells the client to resynchronise.
 async fn forward(
@@ -345,16 +348,7 @@ async fn forward(
             () = stop.cancelled() => return,
         };
         let Some(item) = item else {
-            let notice = Notification {
-                jsonrpc: "2.0".into(),
-                method: "lagged".into(),
-                params: serde_json::to_value(LaggedNotice {
-                    subscription,
-                    missed,
-                })
-                .unwrap_or_default(),
-            };
-            match out.try_send(encode(&notice)) {
+            match out.try_send(lagged(subscription, missed)) {
                 Ok(()) => missed = 0,
                 Err(mpsc::error::TrySendError::Full(_)) => {}
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
@@ -382,16 +376,7 @@ async fn forward(
             continue;
         }
         if missed > 0 {
-            let notice = Notification {
-                jsonrpc: "2.0".into(),
-                method: "lagged".into(),
-                params: serde_json::to_value(LaggedNotice {
-                    subscription,
-                    missed,
-                })
-                .unwrap_or_default(),
-            };
-            match out.try_send(encode(&notice)) {
+            match out.try_send(lagged(subscription, missed)) {
                 Ok(()) => missed = 0,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     missed += 1;

@@ -36,7 +36,7 @@ fn required_role(method: &str) -> Option<Role> {
     })
 }
 
-fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+pub(crate) fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     let params = if params.is_null() {
         Value::Object(Default::default())
     } else {

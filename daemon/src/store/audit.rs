@@ -201,20 +201,7 @@ impl Store {
         .fetch_all(self.reads())
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    sluice_shared::run::LogLine {
-                        run,
-                        node: r.try_get("node_id")?,
-                        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-                        seq: u32::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
-                        at_ms: r.try_get("at")?,
-                        stream: r.try_get("stream")?,
-                        line: r.try_get("line")?,
-                    },
-                ))
-            })
+            .map(|r| Ok((r.try_get("id")?, super::log_line(r, run)?)))
             .collect()
     }
 

@@ -341,20 +341,21 @@ impl Store {
         .bind(node)
         .fetch_all(&self.reads)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LogLine {
-                    run,
-                    node: r.try_get("node_id")?,
-                    attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-                    seq: u32::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
-                    at_ms: r.try_get("at")?,
-                    stream: r.try_get("stream")?,
-                    line: r.try_get("line")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| log_line(r, run)).collect()
     }
+}
+
+/// A `logs` row as a line.
+pub(crate) fn log_line(r: &sqlx::sqlite::SqliteRow, run: RunId) -> Result<LogLine, StoreError> {
+    Ok(LogLine {
+        run,
+        node: r.try_get("node_id")?,
+        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+        seq: u32::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+        at_ms: r.try_get("at")?,
+        stream: r.try_get("stream")?,
+        line: r.try_get("line")?,
+    })
 }
 
 /// One change applied by [`Store::apply`].
