@@ -548,3 +548,48 @@ async fn a_cancel_racing_a_run_going_to_sleep_is_never_lost() {
         assert_eq!(record.state, RunState::Cancelled);
     }
 }
+
+#[tokio::test]
+async fn a_node_without_a_free_worker_stays_pending_until_one_frees() {
+    let f = Fixture::with_workers(1).await;
+    let gate = f.path("go");
+    let p = pipeline(
+        "one",
+        &format!(
+            "nodes:\n  - id: hold\n    kind: shell\n    run: \"echo holding; while [ ! -e {} ]; do sleep 0.05; done\"\n",
+            sq(&gate)
+        ),
+    );
+    let mut events = f.engine.subscribe();
+    let first = f.submit(&p, json!({})).await;
+    next_event(
+        &mut events,
+        10,
+        |e| matches!(e, Event::Log { run, line, .. } if *run == first && line == "holding"),
+    )
+    .await;
+    let second = f.submit(&p, json!({})).await;
+    // The second run's driver is up, but its node is not recorded as started
+    // while the only worker is busy (a crash now must not count an attempt).
+    eventually(10, "the second run's driver", || async {
+        (f.engine.active_runs() == 2).then_some(())
+    })
+    .await;
+    f.store.flush().await.unwrap();
+    assert_eq!(
+        f.store.run(second).await.unwrap().unwrap().state,
+        RunState::Queued
+    );
+    let nodes = f.store.nodes(second).await.unwrap();
+    assert_eq!(nodes[0].state, NodeState::Pending);
+    assert_eq!(nodes[0].attempts, 0);
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(
+        f.engine.wait(first).await.unwrap().state,
+        RunState::Succeeded
+    );
+    assert_eq!(
+        f.engine.wait(second).await.unwrap().state,
+        RunState::Succeeded
+    );
+}

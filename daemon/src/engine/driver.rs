@@ -685,7 +685,16 @@ async fn drive_inner(
         // Start what can start (instant kinds complete right here). An attempt
         // is committed as started before its work begins, so a crash can never
         // hide an execution from the next start.
-        let mut to_spawn: Vec<(usize, u32, Node, NodeContext)> = Vec::new();
+        let mut to_spawn: Vec<(
+            usize,
+            u32,
+            Node,
+            NodeContext,
+            tokio::sync::OwnedSemaphorePermit,
+        )> = Vec::new();
+        // Set when a ready node found no free worker: it stays pending (nothing is
+        // recorded as started) until a worker frees up.
+        let mut starved = false;
         if !stopping {
             loop {
                 let ready = run.ready(inner, now_ms());
@@ -713,6 +722,10 @@ async fn drive_inner(
                         run.complete(inner, i, attempt, result, false);
                         progressed = true;
                     } else {
+                        let Ok(permit) = Arc::clone(&inner.workers).try_acquire_owned() else {
+                            starved = true;
+                            break;
+                        };
                         run.attempt_start(i, attempt);
                         run.set(
                             i,
@@ -725,7 +738,7 @@ async fn drive_inner(
                             },
                         );
                         let ctx = run.node_context(inner, i, attempt, kill.child_token());
-                        to_spawn.push((i, attempt, node, ctx));
+                        to_spawn.push((i, attempt, node, ctx, permit));
                     }
                 }
                 if !progressed {
@@ -738,13 +751,10 @@ async fn drive_inner(
         if !to_spawn.is_empty() || !running.is_empty() || stopping {
             run.flush(inner).await?;
         }
-        for (i, attempt, node, ctx) in to_spawn {
-            let workers = Arc::clone(&inner.workers);
+        for (i, attempt, node, ctx, permit) in to_spawn {
             let timeout = node.timeout.map(|t| t.std());
             running.spawn(async move {
-                let Ok(_permit) = workers.acquire_owned().await else {
-                    return (i, attempt, Err(NodeError::fatal("the engine is stopping")));
-                };
+                let _permit = permit;
                 let result = run_attempt(node.kind, ctx, timeout).await;
                 (i, attempt, result)
             });
@@ -753,6 +763,20 @@ async fn drive_inner(
         if running.is_empty() {
             if stopping {
                 return Ok(DriverExit::Stopped);
+            }
+            if starved {
+                // Every worker is busy with other runs: wait for one (or the run's
+                // deadline, a cancel, a stop), then try again.
+                let until_deadline = run.record.deadline.map_or(Duration::from_secs(3600), |d| {
+                    Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0))
+                });
+                tokio::select! {
+                    p = Arc::clone(&inner.workers).acquire_owned() => drop(p),
+                    () = tokio::time::sleep(until_deadline) => {}
+                    () = cancel.cancelled() => {}
+                    () = inner.shutdown.cancelled() => {}
+                }
+                continue;
             }
             if run.nodes.iter().all(|n| n.state.is_finished()) {
                 let failed = run
@@ -806,7 +830,18 @@ async fn drive_inner(
         let wake_in = run
             .next_wake()
             .map(|w| Duration::from_millis(u64::try_from(w - now_ms()).unwrap_or(0)));
+        // A starved driver waits for a worker instead; due waits would only spin it.
+        let wake_in = if starved { None } else { wake_in };
         let sleep = tokio::time::sleep(wake_in.unwrap_or(Duration::from_secs(3600)));
+        let worker_freed = async {
+            if starved {
+                if let Ok(p) = Arc::clone(&inner.workers).acquire_owned().await {
+                    drop(p);
+                }
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         let grace = async {
             match grace_deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -826,6 +861,7 @@ async fn drive_inner(
             Some(cmd) = commands.recv() => run.apply_command(cmd),
             () = cancel.cancelled() => {}
             () = sleep => {}
+            () = worker_freed => {}
             () = inner.shutdown.cancelled(), if grace_deadline.is_none() => {}
             () = grace => {
                 kill.cancel();

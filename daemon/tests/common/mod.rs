@@ -40,12 +40,24 @@ impl Fixture {
     }
 
     pub async fn with_secrets(secrets: BTreeMap<String, String>) -> Self {
+        Self::build(secrets, 8).await
+    }
+
+    pub async fn with_workers(workers: usize) -> Self {
+        Self::build(BTreeMap::new(), workers).await
+    }
+
+    async fn build(secrets: BTreeMap<String, String>, workers: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&db_path(dir.path()), Durability::Full)
             .await
             .expect("store");
         let secrets = Secrets::from_map(secrets);
-        let engine = Engine::start(store.clone(), &secrets, options(dir.path())).expect("engine");
+        let opts = EngineOptions {
+            workers,
+            ..options(dir.path())
+        };
+        let engine = Engine::start(store.clone(), &secrets, opts).expect("engine");
         Self {
             dir,
             engine,
