@@ -622,6 +622,11 @@ impl Inner {
         }
     }
 
+    /// How many runs have an active driver.
+    pub(crate) fn driver_count(&self) -> usize {
+        self.drivers.lock().map_or(0, |d| d.len())
+    }
+
     /// The stored version with its graph (cached).
     pub(crate) async fn version(&self, id: VersionId) -> Result<Arc<LoadedVersion>, EngineError> {
         if let Some(v) = self.versions.lock().ok().and_then(|m| m.get(&id).cloned()) {
@@ -734,8 +739,23 @@ async fn poll_queued(inner: Weak<Inner>, every: Duration, shutdown: Cancellation
             () = shutdown.cancelled() => return,
         }
         let Some(inner) = inner.upgrade() else { return };
-        match inner.store.queued_after(last, 1000).await {
+        // Start queued runs a bounded number at a time, so a backlog of thousands
+        // (after downtime) does not load every run into memory at once.
+        let room = MAX_STARTING.saturating_sub(inner.driver_count());
+        if room == 0 {
+            continue;
+        }
+        match inner
+            .store
+            .queued_after(last, i64::try_from(room).unwrap_or(0))
+            .await
+        {
             Ok(ids) => {
+                if ids.is_empty() {
+                    // Runs older than the cursor may have been left behind (a full
+                    // pass ended); look from the start again next time.
+                    last = RunId(0);
+                }
                 for id in ids {
                     last = last.max(id);
                     inner.spawn_driver(id, false);
@@ -745,6 +765,9 @@ async fn poll_queued(inner: Weak<Inner>, every: Duration, shutdown: Cancellation
         }
     }
 }
+
+/// Drivers the queue poller keeps going at once.
+const MAX_STARTING: usize = 256;
 
 /// The deadline of a run of `pipeline` that starts running at `now` (ms).
 pub(crate) fn run_deadline(pipeline: &Pipeline, now: i64) -> Option<i64> {

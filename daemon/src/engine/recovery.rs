@@ -81,6 +81,14 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
         if !changes.is_empty() {
             inner.store.apply(changes).await?;
         }
+        // A backlog of queued runs is left to the queue poller (when there is one),
+        // which starts them a bounded number at a time.
+        let leave_to_poller = run.state == RunState::Queued
+            && inner.opts.poll_interval.is_some()
+            && inner.driver_count() >= 256;
+        if leave_to_poller {
+            continue;
+        }
         if needs_work || run.state == RunState::Running {
             inner.spawn_driver(run.id, false);
         } else if let Some(at) = run.wake_at.or(run.deadline) {
