@@ -220,6 +220,10 @@ impl Registry {
             }
             for (file, diagnostics) in &new_errors {
                 if state.errors.get(file) != Some(diagnostics) {
+                    // The same lines `sluice validate` prints, so the journal says why.
+                    for d in diagnostics {
+                        tracing::warn!("{d}");
+                    }
                     events.push(Event::ConfigError {
                         file: file.display().to_string(),
                         diagnostics: diagnostics.clone(),

@@ -181,7 +181,7 @@ fn log_report(report: &ReloadReport) {
         tracing::info!(pipeline = %name, "pipeline file removed; pipeline disabled");
     }
     for file in &report.rejected {
-        tracing::warn!(file = %file.display(), "pipeline file rejected; the previous version stays active");
+        tracing::warn!(file = %file.display(), "pipeline file rejected; `sluice errors` shows why");
     }
 }
 

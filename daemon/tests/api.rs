@@ -559,3 +559,32 @@ async fn manual_triggers_follow_the_overlap_policy_and_schedules_can_be_paused()
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_calls_name_their_target_and_unknown_pipelines() {
+    let nightly =
+        "triggers:\n  - cron: \"0 3 * * *\"\nnodes:\n  - id: a\n    kind: shell\n    run: echo\n";
+    let d = Daemon::start(&config("admin"), &[("nightly.yaml", nightly)]);
+    let mut c = d.client().await;
+    let e = c
+        .call("schedules.pause", json!({ "pipeline": "nightlly" }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ErrorCode::NotFound as i64);
+    assert!(
+        e.message.contains("did you mean 'nightly'?"),
+        "{}",
+        e.message
+    );
+    c.call("schedules.pause", json!({ "pipeline": "nightly" }))
+        .await
+        .unwrap();
+    let list = c.call("pipelines.list", json!({})).await.unwrap();
+    assert!(
+        list[0]["next_fire"].is_null(),
+        "a paused schedule has no next fire: {list}"
+    );
+    let audit = c.call("audit.list", json!({ "limit": 1 })).await.unwrap();
+    assert_eq!(audit[0]["action"], "schedules.pause");
+    assert_eq!(audit[0]["target"], "pipeline nightly");
+}

@@ -125,6 +125,10 @@ pub enum Command {
         #[arg(short = 'm', long = "message")]
         reason: Option<String>,
     },
+    /// Pipeline files the daemon rejected, with why (as `sluice validate` prints it).
+    Errors,
+    /// Make the daemon re-read its pipelines directory now.
+    Reload,
     /// Cron schedules with their next fire time.
     Schedules,
     /// Pause a pipeline's cron schedules (all, or one by id) without editing its file.

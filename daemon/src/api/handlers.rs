@@ -245,6 +245,13 @@ fn target_of(method: &str, params: &Value) -> Option<String> {
             .get("id")
             .and_then(Value::as_i64)
             .map(|id| format!("run #{id}"))
+    } else if method.starts_with("schedules.") {
+        params.get("pipeline").and_then(Value::as_str).map(|n| {
+            match params.get("id").and_then(Value::as_str) {
+                Some(id) => format!("pipeline {n} schedule {id}"),
+                None => format!("pipeline {n}"),
+            }
+        })
     } else if method.starts_with("approvals.") {
         params
             .get("id")
@@ -307,6 +314,21 @@ fn next_fire(e: &Entry) -> Option<String> {
         .map(|z| z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
 }
 
+/// The next fire as the scheduler sees it (operator pauses included), else from the file.
+async fn scheduled_next(ctx: &ApiContext, e: &Entry) -> Option<String> {
+    match &ctx.scheduler {
+        Some(s) => s
+            .list()
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|i| i.pipeline == e.pipeline.name && !i.paused)
+            .filter_map(|i| i.next)
+            .min(),
+        None => next_fire(e),
+    }
+}
+
 async fn summary(ctx: &ApiContext, e: &Entry) -> Result<PipelineSummary, RpcError> {
     let last = ctx
         .engine
@@ -328,7 +350,11 @@ async fn summary(ctx: &ApiContext, e: &Entry) -> Result<PipelineSummary, RpcErro
         present: e.present,
         source: e.source.display().to_string(),
         triggers: e.pipeline.triggers.iter().map(trigger_text).collect(),
-        next_fire: if e.runnable() { next_fire(e) } else { None },
+        next_fire: if e.runnable() {
+            scheduled_next(ctx, e).await
+        } else {
+            None
+        },
         last_state: last.as_ref().map(|r| r.state),
         last_run: last.map(|r| r.id),
     })
@@ -470,6 +496,9 @@ async fn pause(
     paused: bool,
     user: &str,
 ) -> Result<Value, RpcError> {
+    if ctx.registry.get(&p.pipeline).is_none() {
+        return Err(unknown_pipeline(ctx, &p.pipeline));
+    }
     let Some(s) = &ctx.scheduler else {
         return Err(RpcError::new(
             ErrorCode::Conflict,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 use sluice_shared::event::Event;
 use sluice_shared::protocol::{
-    ApprovalInfo, AuditEntry, AuditVerifyResult, EventNotice, LogsPage, MisfireEntry,
+    ApprovalInfo, AuditEntry, AuditVerifyResult, ConfigErrors, EventNotice, LogsPage, MisfireEntry,
     PipelineSummary, RunDetail, RunsPage, ScheduleSummary, StatusResult, SubscribeResult,
     TriggerResult,
 };
@@ -364,6 +364,32 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
                 emit(&format!("node {node} of {} resolved\n", run_id(&id)?)).map_err(io)?
             }
         }
+        Command::Errors => {
+            let v: ConfigErrors = client.call("config.errors", json!({})).await?;
+            if json {
+                print_json(&v)?;
+            } else if v.diagnostics.is_empty() {
+                emit("no pipeline file is rejected\n").map_err(io)?;
+            } else {
+                let text: String = v.diagnostics.iter().map(|d| format!("{d}\n")).collect();
+                emit(&text).map_err(io)?;
+                return Ok(Exit::Failure);
+            }
+        }
+        Command::Reload => {
+            let v: Value = client.call("config.reload", json!({})).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                emit(&format!(
+                    "updated {}, removed {}, rejected {}\n",
+                    v["updated"].as_array().map_or(0, Vec::len),
+                    v["removed"].as_array().map_or(0, Vec::len),
+                    v["rejected"].as_array().map_or(0, Vec::len)
+                ))
+                .map_err(io)?;
+            }
+        }
         Command::Schedules => {
             let list: Vec<ScheduleSummary> = client.call("schedules.list", json!({})).await?;
             if json {
@@ -451,6 +477,13 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
 }
 
 async fn runs(client: &mut Client, args: RunsArgs, json: bool) -> Result<(), Failure> {
+    for s in &args.state {
+        if s.parse::<RunState>().is_err() {
+            return Err(usage(format!(
+                "unknown state '{s}' (queued, running, waiting, succeeded, failed, cancelled)"
+            )));
+        }
+    }
     let before = args.before.as_deref().map(run_id).transpose()?;
     let page: RunsPage = client
         .call(
