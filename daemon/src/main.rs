@@ -121,8 +121,11 @@ fn settings(common: &Common) -> anyhow::Result<Settings> {
     if let Some(d) = &common.pipelines {
         config.paths.pipelines = Some(d.clone());
     }
+    // The flag wins, then SLUICE_SOCKET, then the file.
     if let Some(s) = &common.socket {
         config.paths.socket = Some(s.clone());
+    } else if let Some(env) = std::env::var_os("SLUICE_SOCKET").filter(|v| !v.is_empty()) {
+        config.paths.socket = Some(PathBuf::from(env));
     }
     if let Some(p) = &common.plugins {
         config.paths.plugins = Some(p.clone());
