@@ -830,8 +830,15 @@ async fn drive_inner(
         let wake_in = run
             .next_wake()
             .map(|w| Duration::from_millis(u64::try_from(w - now_ms()).unwrap_or(0)));
-        // A starved driver waits for a worker instead; due waits would only spin it.
-        let wake_in = if starved { None } else { wake_in };
+        // A starved driver waits for a worker instead (due waits would only spin it),
+        // but still wakes for the run's deadline.
+        let wake_in = if starved {
+            run.record
+                .deadline
+                .map(|d| Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)))
+        } else {
+            wake_in
+        };
         let sleep = tokio::time::sleep(wake_in.unwrap_or(Duration::from_secs(3600)));
         let worker_freed = async {
             if starved {
