@@ -22,6 +22,8 @@ use super::{ApiContext, handlers};
 
 /// Frames queued for a client before events are dropped for it.
 const OUT_QUEUE: usize = 1024;
+/// Requests of one connection handled at the same time.
+const MAX_IN_FLIGHT: usize = 64;
 /// A client that does not take a frame for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -118,6 +120,7 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: Cancel
     });
 
     let mut reader = BufReader::new(read);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut greeted = false;
     let mut subscriptions: HashMap<u64, CancellationToken> = HashMap::new();
     let mut next_sub = 1u64;
@@ -259,10 +262,16 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: Cancel
         // Other requests run concurrently; replies carry their ids. A request runs to
         // its end even if the client leaves: stopping it halfway could leave a store
         // write without its audit row (or the registry without its flag).
+        // At most MAX_IN_FLIGHT requests of one connection run at once; reading
+        // waits beyond that, so one client cannot pile up unbounded work.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break;
+        };
         let ctx = Arc::clone(&ctx);
         let session = Arc::clone(&session);
         let out = out_tx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let result = handlers::dispatch(&ctx, &session, &request.method, request.params).await;
             let text = reply(result);
             let _ = send(&out, text).await;
