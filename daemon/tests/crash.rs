@@ -8,7 +8,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::eventually;
 use sluice_daemon::store::{Durability, Store};
@@ -185,5 +184,4 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let _ = Duration::ZERO;
 }

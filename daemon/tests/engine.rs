@@ -3,7 +3,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::{Fixture, alive, eventually, next_event, pipeline};
 use serde_json::json;
@@ -423,7 +422,6 @@ async fn inputs_are_checked_before_a_run_is_created() {
         .to_string();
     assert!(err.contains("required input 'n' is missing"), "{err}");
     assert!(f.store.runs(None, 10).await.unwrap().is_empty());
-    let _ = Duration::from_secs(0);
 }
 
 #[tokio::test]

@@ -289,7 +289,25 @@ impl Run {
     ) {
         let now = now_ms();
         match result {
-            Ok(Outcome::Done(out)) | Ok(Outcome::Stop(out)) if !cancelled => {
+            // A cancelled attempt is cancelled whatever it returned.
+            _ if cancelled => {
+                self.attempt_end(
+                    i,
+                    attempt,
+                    AttemptState::Cancelled,
+                    Some("cancelled".into()),
+                );
+                self.set(
+                    i,
+                    NodeChange {
+                        state: Some(NodeState::Cancelled),
+                        error: Some(Some("cancelled".into())),
+                        finished_at: Some(Some(now)),
+                        ..Default::default()
+                    },
+                );
+            }
+            Ok(Outcome::Done(out)) | Ok(Outcome::Stop(out)) => {
                 let stop = matches!(out.get("passed"), Some(Value::Bool(false)))
                     && matches!(self.node(i).kind, NodeKind::Filter(_));
                 let out = inner.redactor.redact_json(out);
@@ -307,7 +325,7 @@ impl Run {
                     },
                 );
             }
-            Ok(Outcome::WaitUntil(until, out)) if !cancelled => {
+            Ok(Outcome::WaitUntil(until, out)) => {
                 let at = until.as_millisecond();
                 self.set(
                     i,
@@ -315,39 +333,6 @@ impl Run {
                         state: Some(NodeState::Waiting),
                         output: Some(Some(out)),
                         wake_at: Some(Some(at)),
-                        ..Default::default()
-                    },
-                );
-            }
-            Ok(_) => {
-                self.attempt_end(
-                    i,
-                    attempt,
-                    AttemptState::Cancelled,
-                    Some("cancelled".into()),
-                );
-                self.set(
-                    i,
-                    NodeChange {
-                        state: Some(NodeState::Cancelled),
-                        finished_at: Some(Some(now)),
-                        ..Default::default()
-                    },
-                );
-            }
-            Err(_) if cancelled => {
-                self.attempt_end(
-                    i,
-                    attempt,
-                    AttemptState::Cancelled,
-                    Some("cancelled".into()),
-                );
-                self.set(
-                    i,
-                    NodeChange {
-                        state: Some(NodeState::Cancelled),
-                        error: Some(Some("cancelled".into())),
-                        finished_at: Some(Some(now)),
                         ..Default::default()
                     },
                 );

@@ -358,8 +358,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Cancels a run: running nodes are stopped (process groups killed), the rest marked cancelled.
-    pub async fn cancel(&self, run: RunId) -> Result<(), EngineError> {
+    /// Fails unless `run` exists and has not finished.
+    async fn unfinished(&self, run: RunId) -> Result<(), EngineError> {
         let record = self
             .inner
             .store
@@ -372,6 +372,12 @@ impl Engine {
                 record.state
             )));
         }
+        Ok(())
+    }
+
+    /// Cancels a run: running nodes are stopped (process groups killed), the rest marked cancelled.
+    pub async fn cancel(&self, run: RunId) -> Result<(), EngineError> {
+        self.unfinished(run).await?;
         self.inner.spawn_driver(run, true);
         Ok(())
     }
@@ -452,18 +458,7 @@ impl Engine {
         node: &str,
         resolution: Resolution,
     ) -> Result<(), EngineError> {
-        let record = self
-            .inner
-            .store
-            .run(run)
-            .await?
-            .ok_or(EngineError::NotFound(run))?;
-        if record.state.is_finished() {
-            return Err(EngineError::Conflict(format!(
-                "run {run} already {}",
-                record.state
-            )));
-        }
+        self.unfinished(run).await?;
         let (tx, rx) = oneshot::channel();
         let handle = self
             .inner

@@ -183,32 +183,23 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
             }
         }
         Command::Cancel { id } => {
-            let v: Value = client
-                .call("runs.cancel", json!({ "id": run_id(&id)? }))
-                .await?;
-            if json {
-                print_json(&v)?
-            } else {
-                emit(&format!("{} cancelled\n", run_id(&id)?)).map_err(io)?
-            }
+            let run = run_id(&id)?;
+            act(
+                &mut client,
+                "runs.cancel",
+                json!({ "id": run }),
+                json,
+                |_| format!("{run} cancelled"),
+            )
+            .await?;
         }
         Command::Retry { id, all } => {
-            let v: Value = client
-                .call(
-                    "runs.retry",
-                    json!({ "id": run_id(&id)?, "mode": if all { "all" } else { "failed" } }),
-                )
-                .await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                emit(&format!(
-                    "#{} started (retry of {})\n",
-                    v["run"],
-                    run_id(&id)?
-                ))
-                .map_err(io)?;
-            }
+            let run = run_id(&id)?;
+            let params = json!({ "id": run, "mode": if all { "all" } else { "failed" } });
+            act(&mut client, "runs.retry", params, json, |v| {
+                format!("#{} started (retry of {run})", v["run"])
+            })
+            .await?;
         }
         Command::Approvals { all } => {
             let list: Vec<ApprovalInfo> = client
@@ -239,50 +230,38 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
             }
         }
         Command::Approve { id, reason } => {
-            let v: Value = client
-                .call(
-                    "approvals.decide",
-                    json!({ "id": id, "approve": true, "reason": reason }),
-                )
-                .await?;
-            if json {
-                print_json(&v)?
-            } else {
-                emit(&format!("approval #{id} approved\n")).map_err(io)?
-            }
+            let params = json!({ "id": id, "approve": true, "reason": reason });
+            act(&mut client, "approvals.decide", params, json, |_| {
+                format!("approval #{id} approved")
+            })
+            .await?;
         }
         Command::Reject { id, reason } => {
-            let v: Value = client
-                .call(
-                    "approvals.decide",
-                    json!({ "id": id, "approve": false, "reason": reason }),
-                )
-                .await?;
-            if json {
-                print_json(&v)?
-            } else {
-                emit(&format!("approval #{id} rejected\n")).map_err(io)?
-            }
+            let params = json!({ "id": id, "approve": false, "reason": reason });
+            act(&mut client, "approvals.decide", params, json, |_| {
+                format!("approval #{id} rejected")
+            })
+            .await?;
         }
         Command::Enable { name } => {
-            let v: Value = client
-                .call("pipelines.enable", json!({ "name": name }))
-                .await?;
-            if json {
-                print_json(&v)?
-            } else {
-                emit(&format!("{name} enabled\n")).map_err(io)?
-            }
+            act(
+                &mut client,
+                "pipelines.enable",
+                json!({ "name": name }),
+                json,
+                |_| format!("{name} enabled"),
+            )
+            .await?;
         }
         Command::Disable { name } => {
-            let v: Value = client
-                .call("pipelines.disable", json!({ "name": name }))
-                .await?;
-            if json {
-                print_json(&v)?
-            } else {
-                emit(&format!("{name} disabled\n")).map_err(io)?
-            }
+            act(
+                &mut client,
+                "pipelines.disable",
+                json!({ "name": name }),
+                json,
+                |_| format!("{name} disabled"),
+            )
+            .await?;
         }
         Command::Audit {
             action: Some(_), ..
@@ -352,17 +331,12 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
                 }
                 ResolveAction::Fail => json!({ "action": "fail", "reason": reason }),
             };
-            let v: Value = client
-                .call(
-                    "runs.resolve",
-                    json!({ "id": run_id(&id)?, "node": node, "resolution": resolution }),
-                )
-                .await?;
-            if json {
-                print_json(&v)?
-            } else {
-                emit(&format!("node {node} of {} resolved\n", run_id(&id)?)).map_err(io)?
-            }
+            let run = run_id(&id)?;
+            let params = json!({ "id": run, "node": node, "resolution": resolution });
+            act(&mut client, "runs.resolve", params, json, |_| {
+                format!("node {node} of {run} resolved")
+            })
+            .await?;
         }
         Command::Errors => {
             let v: ConfigErrors = client.call("config.errors", json!({})).await?;
@@ -420,27 +394,18 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
             }
         }
         Command::Pause { pipeline, id } => {
-            let v: Value = client
-                .call("schedules.pause", json!({ "pipeline": pipeline, "id": id }))
-                .await?;
-            if json {
-                print_json(&v)?
-            } else {
-                emit(&format!("{pipeline}: paused {}\n", v["schedules"])).map_err(io)?
-            }
+            let params = json!({ "pipeline": pipeline, "id": id });
+            act(&mut client, "schedules.pause", params, json, |v| {
+                format!("{pipeline}: paused {}", v["schedules"])
+            })
+            .await?;
         }
         Command::Resume { pipeline, id } => {
-            let v: Value = client
-                .call(
-                    "schedules.resume",
-                    json!({ "pipeline": pipeline, "id": id }),
-                )
-                .await?;
-            if json {
-                print_json(&v)?
-            } else {
-                emit(&format!("{pipeline}: resumed {}\n", v["schedules"])).map_err(io)?
-            }
+            let params = json!({ "pipeline": pipeline, "id": id });
+            act(&mut client, "schedules.resume", params, json, |v| {
+                format!("{pipeline}: resumed {}", v["schedules"])
+            })
+            .await?;
         }
         Command::Misfires { pipeline } => {
             let list: Vec<MisfireEntry> = client
@@ -474,6 +439,22 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
         }
     }
     Ok(Exit::Success)
+}
+
+/// Calls a state-changing method and prints its result: the JSON, or one line.
+async fn act(
+    client: &mut Client,
+    method: &str,
+    params: Value,
+    json: bool,
+    said: impl FnOnce(&Value) -> String,
+) -> Result<(), Failure> {
+    let v: Value = client.call(method, params).await?;
+    if json {
+        print_json(&v)
+    } else {
+        emit(&format!("{}\n", said(&v))).map_err(io)
+    }
 }
 
 async fn runs(client: &mut Client, args: RunsArgs, json: bool) -> Result<(), Failure> {
