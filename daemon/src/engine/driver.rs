@@ -116,6 +116,14 @@ impl Run {
             return Ok(());
         }
         inner.store.apply(std::mem::take(&mut self.changes)).await?;
+        let ends_run = self
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::RunState { state, .. } if state.is_finished()));
+        if ends_run {
+            // Followers stop at the run's end: its last lines must be out first.
+            inner.logs_settled().await;
+        }
         for e in self.events.drain(..) {
             inner.publish(e);
         }

@@ -18,14 +18,13 @@ use serde_json::{Map, Value};
 use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::graph::{Graph, Upstream};
-use sluice_shared::run::{
-    LogLine, Resolution, RetryMode, RunId, RunState, TriggerInfo, TriggerKind,
-};
+use sluice_shared::run::{Resolution, RetryMode, RunId, RunState, TriggerInfo, TriggerKind};
 use sluice_shared::template::TemplateEngine;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::nodes::LogMsg;
 use crate::secrets::{Redactor, Secrets};
 use crate::store::{NewNode, NewRun, RunRecord, Store, StoreError, VersionId};
 
@@ -129,7 +128,7 @@ pub(crate) struct Inner {
     pub redactor: Arc<Redactor>,
     pub http: reqwest::Client,
     pub workers: Arc<Semaphore>,
-    pub logs: mpsc::Sender<LogLine>,
+    pub logs: mpsc::Sender<LogMsg>,
     pub opts: EngineOptions,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -654,40 +653,63 @@ impl Inner {
         Ok(loaded)
     }
 
+    /// Waits until every log line sent so far is stored and announced.
+    pub(crate) async fn logs_settled(&self) {
+        let (done, settled) = oneshot::channel();
+        if self.logs.send(LogMsg::Barrier(done)).await.is_ok() {
+            let _ = settled.await;
+        }
+    }
+
     pub(crate) fn publish(&self, event: Event) {
         let _ = self.events.send(event);
     }
 }
 
-/// Stores log lines in batches and announces each one.
+/// Stores log lines in batches, then announces each one: a line anyone hears
+/// about is already readable with `logs.get`.
 async fn log_pump(
     store: Store,
     events: broadcast::Sender<Event>,
-    mut rx: mpsc::Receiver<LogLine>,
+    mut rx: mpsc::Receiver<LogMsg>,
     busy: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(512);
+    let mut barriers = Vec::new();
     while let Some(first) = rx.recv().await {
         busy.store(true, std::sync::atomic::Ordering::SeqCst);
-        batch.push(first);
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(l) => batch.push(l),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                LogMsg::Line(l) => batch.push(l),
+                LogMsg::Barrier(done) => barriers.push(done),
+            }
+            if batch.len() < 512 {
+                next = rx.try_recv().ok();
             }
         }
-        for l in &batch {
-            let _ = events.send(Event::Log {
-                run: l.run,
-                node: l.node.clone(),
-                attempt: l.attempt,
-                seq: l.seq,
-                stream: l.stream.clone(),
-                line: l.line.clone(),
-            });
+        if !batch.is_empty() {
+            let lines = std::mem::take(&mut batch);
+            let events_of: Vec<Event> = lines
+                .iter()
+                .map(|l| Event::Log {
+                    run: l.run,
+                    node: l.node.clone(),
+                    attempt: l.attempt,
+                    seq: l.seq,
+                    stream: l.stream.clone(),
+                    line: l.line.clone(),
+                })
+                .collect();
+            if let Err(e) = store.append_logs(lines).await {
+                tracing::error!(error = %e, "cannot store log lines");
+            }
+            for e in events_of {
+                let _ = events.send(e);
+            }
         }
-        if let Err(e) = store.append_logs(std::mem::take(&mut batch)).await {
-            tracing::error!(error = %e, "cannot store log lines");
+        for done in barriers.drain(..) {
+            let _ = done.send(());
         }
         busy.store(false, std::sync::atomic::Ordering::SeqCst);
     }

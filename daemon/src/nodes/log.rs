@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use sluice_shared::run::{LogLine, RunId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::secrets::Redactor;
 
@@ -14,13 +14,22 @@ pub const MAX_LINES: u32 = 10_000;
 /// Longest single line kept; longer lines are cut with a marker.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
+/// What travels to the engine's log pump.
+pub enum LogMsg {
+    /// One line to store and announce.
+    Line(LogLine),
+    /// Answered once every line sent before it is stored and announced, so a
+    /// run's end is never announced ahead of its last lines.
+    Barrier(oneshot::Sender<()>),
+}
+
 /// Where one attempt's log lines go. Cheap to clone.
 #[derive(Clone)]
 pub struct LogSink {
     run: RunId,
     node: Arc<str>,
     attempt: u32,
-    tx: mpsc::Sender<LogLine>,
+    tx: mpsc::Sender<LogMsg>,
     redactor: Arc<Redactor>,
     seq: Arc<AtomicU32>,
     dropped: Arc<AtomicU64>,
@@ -33,7 +42,7 @@ impl LogSink {
         run: RunId,
         node: &str,
         attempt: u32,
-        tx: mpsc::Sender<LogLine>,
+        tx: mpsc::Sender<LogMsg>,
         redactor: Arc<Redactor>,
     ) -> Self {
         Self {
@@ -108,6 +117,6 @@ impl LogSink {
             line,
         };
         // A closed channel means the daemon is stopping; the line has nowhere to go.
-        let _ = self.tx.send(record).await;
+        let _ = self.tx.send(LogMsg::Line(record)).await;
     }
 }

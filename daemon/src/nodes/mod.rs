@@ -24,7 +24,7 @@ use sluice_shared::template::{Context, TemplateEngine};
 use tokio_util::sync::CancellationToken;
 
 use crate::secrets::Redactor;
-pub use log::LogSink;
+pub use log::{LogMsg, LogSink};
 
 /// Largest stdout or stderr kept in a node's output (the log keeps every line up to its cap).
 pub const MAX_CAPTURE: usize = 64 * 1024;
@@ -194,7 +194,7 @@ pub(crate) mod test_support {
     pub(crate) fn context(
         template: Value,
         secrets: &[(&str, &str)],
-    ) -> (NodeContext, mpsc::Receiver<LogLine>) {
+    ) -> (NodeContext, mpsc::Receiver<LogMsg>) {
         let secrets = Secrets::from_map(
             secrets
                 .iter()
@@ -232,16 +232,18 @@ pub(crate) mod test_support {
     }
 
     /// The log lines received so far.
-    pub(crate) fn drain(rx: &mut mpsc::Receiver<LogLine>) -> Vec<LogLine> {
+    pub(crate) fn drain(rx: &mut mpsc::Receiver<LogMsg>) -> Vec<LogLine> {
         let mut lines = Vec::new();
-        while let Ok(line) = rx.try_recv() {
-            lines.push(line);
+        while let Ok(msg) = rx.try_recv() {
+            if let LogMsg::Line(line) = msg {
+                lines.push(line);
+            }
         }
         lines
     }
 
     /// The text of the lines of one stream received so far.
-    pub(crate) fn lines_of(rx: &mut mpsc::Receiver<LogLine>, stream: &str) -> Vec<String> {
+    pub(crate) fn lines_of(rx: &mut mpsc::Receiver<LogMsg>, stream: &str) -> Vec<String> {
         drain(rx)
             .into_iter()
             .filter(|l| l.stream == stream)

@@ -320,8 +320,8 @@ mod tests {
         let node = plugin("hang", Value::Null);
         let (result, ()) = tokio::time::timeout(Duration::from_secs(30), async {
             tokio::join!(execute(&node, &ctx), async {
-                while let Some(line) = rx.recv().await {
-                    if line.line == "ready" {
+                while let Some(msg) = rx.recv().await {
+                    if matches!(&msg, crate::nodes::LogMsg::Line(l) if l.line == "ready") {
                         break;
                     }
                 }

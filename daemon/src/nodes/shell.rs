@@ -185,14 +185,17 @@ mod tests {
 
     /// Reads log lines until one starts with `prefix`; returns the rest of it.
     async fn wait_for_line(
-        rx: &mut tokio::sync::mpsc::Receiver<sluice_shared::run::LogLine>,
+        rx: &mut tokio::sync::mpsc::Receiver<crate::nodes::LogMsg>,
         prefix: &str,
     ) -> String {
         loop {
-            let line = rx
+            let msg = rx
                 .recv()
                 .await
                 .expect("the log stays open while the node runs");
+            let crate::nodes::LogMsg::Line(line) = msg else {
+                continue;
+            };
             if let Some(rest) = line.line.strip_prefix(prefix) {
                 return rest.to_owned();
             }
