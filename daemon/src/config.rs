@@ -52,15 +52,15 @@ pub struct Config {
     /// Access roles (read by the socket API).
     #[serde(default)]
     pub access: Option<toml::Table>,
-    /// Limits (read by the limits module).
+    /// Limits: trigger rates, concurrency and daily caps (see [`crate::limits`]).
     #[serde(default)]
-    pub limits: Option<toml::Table>,
-    /// LLM providers (read by the llm node).
+    pub limits: crate::limits::LimitsConfig,
+    /// LLM providers (resolved by `crate::llm` for the llm node).
     #[serde(default)]
-    pub llm: Option<toml::Table>,
-    /// Email delivery (read by notifications).
+    pub llm: crate::llm::LlmConfig,
+    /// Email delivery for notifications (see [`crate::notify::SmtpConfig`]).
     #[serde(default)]
-    pub smtp: Option<toml::Table>,
+    pub smtp: Option<crate::notify::SmtpConfig>,
 }
 
 /// `[paths]`.
@@ -290,7 +290,10 @@ rate = "60/min"
         assert_eq!(c.engine.workers, 4);
         assert_eq!(c.engine.durability, Durability::Normal);
         assert_eq!(c.retention.max_age.std().as_secs(), 30 * 24 * 3600);
-        assert!(c.limits.is_some());
+        assert_eq!(
+            c.limits.default.rate.map(|r| r.to_string()),
+            Some("60/min".into())
+        );
     }
 
     #[test]

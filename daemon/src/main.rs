@@ -14,6 +14,8 @@ use sluice_daemon::api::identity::Access;
 use sluice_daemon::audit::Audit;
 use sluice_daemon::config::Config;
 use sluice_daemon::engine::{Engine, EngineOptions, default_base_env};
+use sluice_daemon::llm::LlmProviders;
+use sluice_daemon::notify::Notifier;
 use sluice_daemon::metrics::Metrics;
 use sluice_daemon::registry::Registry;
 use sluice_daemon::secrets::Secrets;
@@ -144,7 +146,22 @@ fn engine_options(s: &Settings, poll: bool) -> EngineOptions {
         base_env: default_base_env(),
         shutdown_grace: s.config.engine.shutdown_grace.std(),
         poll_interval: poll.then(|| std::time::Duration::from_millis(250)),
+        limits: Arc::new(sluice_daemon::limits::Limits::new(s.config.limits.clone())),
+        // `llm` and `notifier` need the secrets: the callers set them.
+        ..EngineOptions::default()
     }
+}
+
+/// The `[llm]` providers, API keys read from their secrets (fixed until restart,
+/// like the secrets node templates see).
+fn llm_providers(s: &Settings, secrets: &Secrets) -> anyhow::Result<Arc<LlmProviders>> {
+    Ok(Arc::new(LlmProviders::from_config(&s.config.llm, secrets)?))
+}
+
+/// Webhook and `[smtp]` email delivery; the SMTP password is read from its
+/// secret now, so a missing one stops the start with a clear error.
+fn notifier(s: &Settings, secrets: &Secrets) -> anyhow::Result<Arc<Notifier>> {
+    Ok(Arc::new(Notifier::new(s.config.smtp.as_ref(), secrets)?))
 }
 
 async fn open_store(s: &Settings) -> anyhow::Result<Store> {
@@ -176,7 +193,10 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = open_store(s).await?;
     let secrets = load_secrets(s)?;
-    let engine = Engine::start(store, &secrets, engine_options(s, true))?;
+    let mut opts = engine_options(s, true);
+    opts.llm = llm_providers(s, &secrets)?;
+    opts.notifier = notifier(s, &secrets)?;
+    let engine = Engine::start(store, &secrets, opts)?;
     let recovered = engine.recover().await?;
 
     // The pipeline registry, shared by the triggers and the socket API.
@@ -437,7 +457,10 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = open_store(s).await?;
     let secrets = load_secrets(s)?;
-    let engine = Engine::start(store.clone(), &secrets, engine_options(s, false))?;
+    let mut opts = engine_options(s, false);
+    opts.llm = llm_providers(s, &secrets)?;
+    opts.notifier = notifier(s, &secrets)?;
+    let engine = Engine::start(store.clone(), &secrets, opts)?;
     let run = engine
         .submit(
             &pipeline,

@@ -56,6 +56,44 @@ pub enum Event {
         /// The line, secrets redacted.
         line: String,
     },
+    /// A run waits for a person's decision.
+    ApprovalRequested {
+        /// Approval id.
+        approval: i64,
+        /// The run.
+        run: RunId,
+        /// The approval node.
+        node: String,
+        /// The pipeline.
+        pipeline: String,
+        /// Deadline (ms since the epoch), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<i64>,
+    },
+    /// An approval got a vote, or was decided.
+    ApprovalDecided {
+        /// Approval id.
+        approval: i64,
+        /// The run.
+        run: RunId,
+        /// The approval node.
+        node: String,
+        /// `approved`, `rejected`, or `pending` while more approvals are needed.
+        state: String,
+        /// Who voted.
+        by: String,
+    },
+    /// An approval's deadline passed undecided.
+    ApprovalExpired {
+        /// Approval id.
+        approval: i64,
+        /// The run.
+        run: RunId,
+        /// The approval node.
+        node: String,
+        /// What the node's `on_timeout` made of it: reject, approve or fail.
+        outcome: String,
+    },
     /// A pipeline was added, changed, enabled, disabled or removed.
     PipelineChanged {
         /// Its name.

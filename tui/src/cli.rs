@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use sluice_tui::console::ColorChoice;
 
 /// sluice: pipeline automation for a single server.
 #[derive(Debug, Parser)]
@@ -14,16 +15,32 @@ pub struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
-    /// What to do.
+    /// Console: colours (auto honours NO_COLOR).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Console: ASCII symbols for terminals without Unicode.
+    #[arg(long, global = true)]
+    pub ascii: bool,
+    /// Console: disable every state-changing key.
+    #[arg(long, global = true)]
+    pub readonly: bool,
+    /// Console: keys file (default ~/.config/sluice/console.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub keys: Option<PathBuf>,
+    /// What to do; without a subcommand the console opens.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a private daemon with demo pipelines and watch runs live.
-    Demo,
+    /// Start a private daemon with demo pipelines, start some runs and open the console.
+    Demo {
+        /// Print a live event feed instead of opening the console.
+        #[arg(long)]
+        no_console: bool,
+    },
     /// Daemon status: version, uptime, runs by state.
     Status,
     /// Pipelines with their triggers, next fire time and last result.

@@ -1,42 +1,68 @@
 //! `sluice`: the operations console and command-line client for sluiced.
 
 mod cli;
-mod client;
 mod cmd;
 mod exit;
 mod output;
 mod table;
 
+// The socket client lives in the library (the console uses it too).
+use sluice_tui::client;
+
 use clap::Parser;
 
 use cli::Command;
 use exit::Exit;
+use sluice_tui::console::{self, ConsoleOptions};
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let json = cli.json;
-    let result = match cli.command {
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(sluice_shared::paths::default_socket);
+    let console_opts = |socket| ConsoleOptions {
+        socket,
+        readonly: cli.readonly,
+        color: cli.color,
+        ascii: cli.ascii,
+        keys: cli.keys.clone(),
+    };
+    let Some(command) = cli.command else {
+        // No subcommand: the console. It starts even when the daemon is down.
+        let result = runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(console::run(console_opts(socket))));
+        return match result {
+            Ok(()) => Exit::Success.into(),
+            Err(err) => {
+                eprintln!("sluice: error: {err:#}");
+                Exit::Failure.into()
+            }
+        };
+    };
+    let result = match command {
         Command::Validate(args) => cmd::validate::run(&args, json),
         Command::Cron(cli::CronCommand::Next(args)) => cmd::cron::next(&args, json),
         Command::Schema => output::emit(&sluice_shared::schema::pipeline_schema_json())
             .map(|()| Exit::Success)
             .map_err(Into::into),
-        Command::Demo => match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(cmd::demo::run()),
+        Command::Demo { no_console } => match runtime() {
+            Ok(rt) => rt.block_on(cmd::demo::run(
+                no_console,
+                console_opts(std::path::PathBuf::new()),
+            )),
             Err(e) => Err(e.into()),
         },
         remote => {
-            let socket = cli
-                .socket
-                .clone()
-                .unwrap_or_else(sluice_shared::paths::default_socket);
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("sluice: error: cannot start: {e}");

@@ -23,7 +23,7 @@ unsafe extern "C" {
 fn demo_runs_pipelines_live_and_stops_on_ctrl_c() {
     ensure_sluiced();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("demo")
+        .args(["demo", "--no-console"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -418,7 +418,10 @@ fn event_run(e: &sluice_shared::event::Event) -> Option<sluice_shared::run::RunI
         Event::RunCreated { run, .. }
         | Event::RunState { run, .. }
         | Event::NodeState { run, .. }
-        | Event::Log { run, .. } => Some(*run),
+        | Event::Log { run, .. }
+        | Event::ApprovalRequested { run, .. }
+        | Event::ApprovalDecided { run, .. }
+        | Event::ApprovalExpired { run, .. } => Some(*run),
         _ => None,
     }
 }

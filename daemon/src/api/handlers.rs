@@ -18,7 +18,7 @@ use sluice_shared::run::RunId;
 use super::ApiContext;
 use super::conn::Session;
 use crate::audit::Audit;
-use crate::engine::EngineError;
+use crate::engine::{Decider, EngineError};
 use crate::registry::Entry;
 use crate::store::audit::RunFilter;
 use crate::store::{RunRecord, StoreError};
@@ -28,10 +28,11 @@ fn required_role(method: &str) -> Option<Role> {
     Some(match method {
         "status" | "pipelines.list" | "pipelines.get" | "runs.list" | "runs.get" | "logs.get"
         | "approvals.list" | "metrics" | "audit.list" | "audit.verify" | "config.errors"
-        | "schedules.list" | "misfires.list" => Role::Viewer,
+        | "schedules.list" | "misfires.list" | "limits.usage" | "limits.explain" => Role::Viewer,
         "pipelines.trigger" | "runs.cancel" | "runs.retry" | "runs.resolve"
         | "approvals.decide" | "schedules.pause" | "schedules.resume" => Role::Operator,
-        "pipelines.enable" | "pipelines.disable" | "config.reload" => Role::Admin,
+        "pipelines.enable" | "pipelines.disable" | "config.reload" | "tokens.create"
+        | "tokens.list" | "tokens.revoke" => Role::Admin,
         _ => return None,
     })
 }
@@ -46,11 +47,11 @@ pub(crate) fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
         .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))
 }
 
-fn to_value<T: Serialize>(v: T) -> Result<Value, RpcError> {
+pub(crate) fn to_value<T: Serialize>(v: T) -> Result<Value, RpcError> {
     serde_json::to_value(v).map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
 }
 
-fn store_err(e: StoreError) -> RpcError {
+pub(crate) fn store_err(e: StoreError) -> RpcError {
     match e {
         StoreError::NotFound(what) => {
             RpcError::new(ErrorCode::NotFound, format!("not found: {what}"))
@@ -68,6 +69,8 @@ fn engine_err(e: EngineError) -> RpcError {
             RpcError::new(ErrorCode::NotFound, format!("run {run} not found"))
         }
         EngineError::Conflict(m) => RpcError::new(ErrorCode::Conflict, m),
+        EngineError::Missing(what) => RpcError::new(ErrorCode::NotFound, format!("{what} not found")),
+        EngineError::Denied(m) => RpcError::new(ErrorCode::PermissionDenied, m),
         EngineError::Store(s) => store_err(s),
         other => RpcError::new(ErrorCode::Internal, other.to_string()),
     }
@@ -152,7 +155,7 @@ pub(crate) async fn dispatch(
                 .map_err(store_err)?;
             to_value(list)
         }
-        "approvals.decide" => decide(ctx, parse(params)?).await,
+        "approvals.decide" => decide(ctx, session, parse(params)?).await,
         "metrics" => {
             let (queued, running, waiting) =
                 ctx.engine.store().state_counts().await.map_err(store_err)?;
@@ -162,7 +165,9 @@ pub(crate) async fn dispatch(
                 .pending_approvals()
                 .await
                 .map_err(store_err)?;
-            to_value(ctx.metrics.snapshot(queued, running, waiting, pending))
+            let mut snapshot = ctx.metrics.snapshot(queued, running, waiting, pending);
+            snapshot.limit_refusals += ctx.engine.limits().refusals_total();
+            to_value(snapshot)
         }
         "audit.list" => {
             let p: AuditListParams = parse(params)?;
@@ -179,6 +184,11 @@ pub(crate) async fn dispatch(
             diagnostics: ctx.registry.errors(),
         }),
         "schedules.list" => schedules(ctx).await,
+        "limits.usage" => super::limits::usage(ctx, params).await,
+        "limits.explain" => super::limits::explain(ctx, params).await,
+        "tokens.create" => super::limits::token_create(ctx, params, user).await,
+        "tokens.list" => super::limits::token_list(ctx).await,
+        "tokens.revoke" => super::limits::token_revoke(ctx, params).await,
         "schedules.pause" | "schedules.resume" => {
             pause(ctx, parse(params)?, method == "schedules.pause", user).await
         }
@@ -465,6 +475,10 @@ fn trigger_err(e: TriggerError) -> RpcError {
         }
         TriggerError::Engine(e) => engine_err(e),
         TriggerError::Store(e) => store_err(e),
+        TriggerError::Limited(r) => {
+            let data = r.data();
+            RpcError::new(ErrorCode::Refused, r.message).with_data(data)
+        }
     }
 }
 
@@ -669,30 +683,15 @@ async fn logs(ctx: &ApiContext, p: LogsParams) -> Result<Value, RpcError> {
     })
 }
 
-async fn decide(ctx: &ApiContext, p: DecideParams) -> Result<Value, RpcError> {
-    if !p.approve && p.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return Err(RpcError::new(
-            ErrorCode::InvalidParams,
-            "a rejection needs a reason",
-        ));
-    }
-    let all = ctx
+async fn decide(ctx: &ApiContext, session: &Session, p: DecideParams) -> Result<Value, RpcError> {
+    let who = Decider {
+        user: session.caller.user.clone(),
+        groups: session.caller.groups.clone(),
+    };
+    let result = ctx
         .engine
-        .store()
-        .approvals(false, 100_000)
+        .decide(p.id, &who, p.approve, p.reason)
         .await
-        .map_err(store_err)?;
-    match all.into_iter().find(|a| a.id == p.id) {
-        None => Err(RpcError::new(
-            ErrorCode::NotFound,
-            format!("approval #{} not found", p.id),
-        )),
-        Some(a) => Err(RpcError::new(
-            ErrorCode::Conflict,
-            format!(
-                "approval #{} is {}; this daemon does not run approval nodes yet",
-                a.id, a.state
-            ),
-        )),
-    }
+        .map_err(engine_err)?;
+    to_value(result)
 }

@@ -5,6 +5,9 @@
 
 mod conn;
 mod handlers;
+mod limits;
+
+pub use limits::{TOKEN_PREFIX, token_hash};
 pub mod identity;
 
 use std::path::{Path, PathBuf};

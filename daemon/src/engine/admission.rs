@@ -1,10 +1,29 @@
-//! Admission: a queued run of a pipeline with `concurrency.max_runs` (and an
-//! overlap policy other than `allow`) starts only while fewer than `max_runs`
-//! runs of that pipeline are running or waiting. Until then its driver parks
-//! here, holding no worker, and looks again whenever a run of the pipeline
-//! finishes. Older queued runs go first.
+//! Admission: when a queued run may start. A run starts only while it fits
+//! under every concurrency cap: global (`[limits.global] max_concurrent`), its
+//! pipeline's (`concurrency.max_runs`, unless `on_overlap: allow`) and its
+//! user's (`max_concurrent`). Until then its driver parks here, holding no
+//! worker.
+//!
+//! Slots are leases tied to live runs: a run holds one exactly while it is
+//! `running` and its driver lives. A driver takes the lease when admission
+//! grants it (queued → running), or at once when it picks up a run that is
+//! already running (after a restart) or resumes a waiting one; the lease goes
+//! back whenever the driver ends (finished, waiting, cancelled, stopped, even
+//! panicked). Runs waiting on a delay, backoff or approval hold no slot, and
+//! resume without queueing again — they were admitted once, and making an
+//! approved run wait behind newer triggers would surprise its approver — so a
+//! cap can be exceeded briefly by resuming runs; new runs then wait until the
+//! count is under the cap again. After a crash the leases are rebuilt from the
+//! runs that are running, and a periodic check makes held slots equal running
+//! runs again should anything have drifted, so a queue never freezes behind a
+//! leaked slot.
+//!
+//! Order: runs start fairly across users — round-robin between the users with
+//! waiting runs, oldest first within a user. A user's run that only its
+//! pipeline's cap holds back does not block that user's runs of other pipelines.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -12,54 +31,318 @@ use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::model::OverlapPolicy;
 use sluice_shared::run::{RunId, RunState};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{EngineError, Inner, now_ms};
+use crate::limits::{Limits, user_key};
 use crate::store::{Change, RunChange, RunRecord};
 
-/// A parked run looks again this often even without a wake-up, in case one was missed.
-const RECHECK: Duration = Duration::from_secs(30);
+/// How often held slots are compared with running runs.
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
-/// One pipeline's admission state.
-#[derive(Default)]
-struct Gate {
-    /// Held while counting slots and committing a start, so two runs cannot take one slot.
-    lock: tokio::sync::Mutex<()>,
-    /// Signalled when a run of the pipeline finishes.
-    freed: Notify,
+struct Lease {
+    user: String,
+    pipeline: String,
 }
 
-/// Per-pipeline gates; created on first use.
+struct Waiter {
+    pipeline: String,
+    pipeline_max: Option<usize>,
+    grant: oneshot::Sender<()>,
+}
+
 #[derive(Default)]
+struct State {
+    held: HashMap<RunId, Lease>,
+    /// Waiting runs per user, oldest first.
+    queue: BTreeMap<String, BTreeMap<RunId, Waiter>>,
+    /// The user served last (round-robin cursor).
+    cursor: Option<String>,
+    /// Leases whose run was not running at the last check.
+    stale: HashSet<RunId>,
+    /// Running runs without a lease at the last check.
+    orphans: HashSet<RunId>,
+    /// Slots taken back by the check since the start.
+    reclaimed: u64,
+}
+
+/// Concurrency slots and the queue of runs waiting for one.
 pub(crate) struct Admission {
-    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    limits: Arc<Limits>,
+    state: Mutex<State>,
+}
+
+/// A copy of admission's state, for `limits.usage` and `limits.explain`.
+#[derive(Clone, Debug, Default)]
+pub struct AdmissionView {
+    /// Runs holding a slot: (run, user, pipeline).
+    pub held: Vec<(RunId, String, String)>,
+    /// Runs waiting for a slot, per user oldest first: (run, user, pipeline, pipeline cap).
+    pub queued: Vec<(RunId, String, String, Option<usize>)>,
+    /// Slots the periodic check took back since the start.
+    pub reclaimed: u64,
+}
+
+/// Why a queued run has not started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// The cap that holds it back: `global`, `user`, `pipeline`, or `none`.
+    pub cap: &'static str,
+    /// In words.
+    pub reason: String,
+    /// Runs that start before it.
+    pub ahead: u64,
+    /// Of those, runs of the same user.
+    pub ahead_same_user: u64,
+}
+
+impl AdmissionView {
+    fn running_where(&self, f: impl Fn(&str, &str) -> bool) -> usize {
+        self.held.iter().filter(|(_, u, p)| f(u, p)).count()
+    }
+
+    /// Why queued `run` waits, or `None` when it is not waiting here.
+    pub fn explain(&self, run: RunId, limits: &crate::limits::LimitsConfig) -> Option<Explanation> {
+        let (_, user, pipeline, pipeline_max) = self.queued.iter().find(|q| q.0 == run)?.clone();
+        let mine: Vec<RunId> = self
+            .queued
+            .iter()
+            .filter(|q| q.1 == user)
+            .map(|q| q.0)
+            .collect();
+        let position = mine.iter().filter(|id| **id < run).count();
+        // Round-robin: every other user gets up to one start per start of this user.
+        let mut per_user: BTreeMap<&str, usize> = BTreeMap::new();
+        for q in &self.queued {
+            if q.1 != user {
+                *per_user.entry(q.1.as_str()).or_default() += 1;
+            }
+        }
+        let others: usize = per_user.values().map(|n| (*n).min(position + 1)).sum();
+        let ahead = (position + others) as u64;
+        let user_max = limits.for_user(&user).max_concurrent;
+        let user_running = self.running_where(|u, _| u == user);
+        let pipeline_running = self.running_where(|_, p| p == pipeline);
+        let (cap, reason) = if let Some(g) = limits.global.max_concurrent
+            && self.held.len() >= g as usize
+        {
+            (
+                "global",
+                format!(
+                    "the global cap is reached: {} of max_concurrent {g} runs are running",
+                    self.held.len()
+                ),
+            )
+        } else if let Some(m) = user_max
+            && user_running >= m as usize
+        {
+            (
+                "user",
+                format!(
+                    "user '{user}' is at its cap: {user_running} of max_concurrent {m} runs are running"
+                ),
+            )
+        } else if let Some(m) = pipeline_max
+            && pipeline_running >= m
+        {
+            (
+                "pipeline",
+                format!(
+                    "pipeline '{pipeline}' is at its cap: {pipeline_running} of concurrency.max_runs {m} runs are running"
+                ),
+            )
+        } else if position > 0 {
+            (
+                "none",
+                format!("older runs of user '{user}' start first ({position} ahead)"),
+            )
+        } else {
+            (
+                "none",
+                "no cap holds it back; it starts at the next admission pass".to_owned(),
+            )
+        };
+        Some(Explanation {
+            cap,
+            reason,
+            ahead,
+            ahead_same_user: position as u64,
+        })
+    }
 }
 
 impl Admission {
-    fn gate(&self, pipeline: &str) -> Option<Arc<Gate>> {
-        let mut gates = self.gates.lock().ok()?;
-        Some(Arc::clone(gates.entry(pipeline.to_owned()).or_default()))
+    pub(crate) fn new(limits: Arc<Limits>) -> Self {
+        Self {
+            limits,
+            state: Mutex::new(State::default()),
+        }
     }
 
-    fn existing(&self, pipeline: &str) -> Option<Arc<Gate>> {
-        self.gates.lock().ok()?.get(pipeline).cloned()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.gates.lock().map_or(true, |g| g.is_empty())
-    }
-
-    fn wake_all(&self) {
-        if let Ok(gates) = self.gates.lock() {
-            for g in gates.values() {
-                g.freed.notify_waiters();
+    /// Starts waiting runs while they fit, round-robin across users.
+    fn pump(&self, s: &mut State) {
+        let config = self.limits.config();
+        let global = config.global.max_concurrent.map(|m| m as usize);
+        loop {
+            if global.is_some_and(|g| s.held.len() >= g) || s.queue.is_empty() {
+                return;
             }
+            let users: Vec<String> = match &s.cursor {
+                Some(c) => s
+                    .queue
+                    .range::<String, _>((Bound::Excluded(c.clone()), Bound::Unbounded))
+                    .chain(s.queue.range::<String, _>(..=c.clone()))
+                    .map(|(u, _)| u.clone())
+                    .collect(),
+                None => s.queue.keys().cloned().collect(),
+            };
+            let mut progressed = false;
+            for user in users {
+                let cap = config.for_user(&user).max_concurrent.map(|m| m as usize);
+                if cap.is_some_and(|c| s.held.values().filter(|l| l.user == user).count() >= c) {
+                    continue;
+                }
+                let Some(waiters) = s.queue.get(&user) else {
+                    continue;
+                };
+                let pick = waiters
+                    .iter()
+                    .find(|(_, w)| {
+                        w.pipeline_max.is_none_or(|m| {
+                            s.held.values().filter(|l| l.pipeline == w.pipeline).count() < m
+                        })
+                    })
+                    .map(|(id, _)| *id);
+                let Some(id) = pick else { continue };
+                let Some(waiter) = s.queue.get_mut(&user).and_then(|w| w.remove(&id)) else {
+                    continue;
+                };
+                if s.queue.get(&user).is_some_and(BTreeMap::is_empty) {
+                    s.queue.remove(&user);
+                }
+                progressed = true;
+                // A driver that stopped waiting (cancelled, stopping) takes no slot.
+                if waiter.grant.send(()).is_ok() {
+                    s.held.insert(
+                        id,
+                        Lease {
+                            user: user.clone(),
+                            pipeline: waiter.pipeline,
+                        },
+                    );
+                    s.cursor = Some(user);
+                }
+                break;
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, State>> {
+        // A poisoned lock means a panic mid-update; the state is still usable.
+        Some(self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn enqueue(
+        &self,
+        run: RunId,
+        user: String,
+        pipeline: String,
+        pipeline_max: Option<usize>,
+    ) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(mut s) = self.lock() {
+            s.queue.entry(user).or_default().insert(
+                run,
+                Waiter {
+                    pipeline,
+                    pipeline_max,
+                    grant: tx,
+                },
+            );
+            self.pump(&mut s);
+        }
+        rx
+    }
+
+    /// Forgets a waiting run (its driver stopped waiting); frees its slot if it
+    /// was granted one it will not use.
+    fn withdraw(&self, run: RunId) {
+        if let Some(mut s) = self.lock() {
+            let mut emptied = None;
+            for (user, waiters) in &mut s.queue {
+                if waiters.remove(&run).is_some() && waiters.is_empty() {
+                    emptied = Some(user.clone());
+                }
+            }
+            if let Some(u) = emptied {
+                s.queue.remove(&u);
+            }
+            if s.held.remove(&run).is_some() {
+                self.pump(&mut s);
+            }
+        }
+    }
+
+    /// Gives `record` a slot without queueing: it is running already (picked
+    /// up after a restart) or resumes after a wait.
+    pub(crate) fn hold(&self, record: &RunRecord) {
+        if let Some(mut s) = self.lock() {
+            s.held.insert(
+                record.id,
+                Lease {
+                    user: user_key(record.trigger.user.as_deref()).to_owned(),
+                    pipeline: record.pipeline.clone(),
+                },
+            );
+        }
+    }
+
+    /// Frees `run`'s slot, if it holds one, and starts whoever fits now.
+    pub(crate) fn release(&self, run: RunId) {
+        if let Some(mut s) = self.lock()
+            && s.held.remove(&run).is_some()
+        {
+            self.pump(&mut s);
+        }
+    }
+
+    /// Starts whoever fits (after a change of the limits).
+    pub(crate) fn wake(&self) {
+        if let Some(mut s) = self.lock() {
+            self.pump(&mut s);
+        }
+    }
+
+    pub(crate) fn view(&self) -> AdmissionView {
+        let Some(s) = self.lock() else {
+            return AdmissionView::default();
+        };
+        let mut held: Vec<_> = s
+            .held
+            .iter()
+            .map(|(id, l)| (*id, l.user.clone(), l.pipeline.clone()))
+            .collect();
+        held.sort_by_key(|h| h.0);
+        AdmissionView {
+            held,
+            queued: s
+                .queue
+                .iter()
+                .flat_map(|(u, ws)| {
+                    ws.iter()
+                        .map(|(id, w)| (*id, u.clone(), w.pipeline.clone(), w.pipeline_max))
+                })
+                .collect(),
+            reclaimed: s.reclaimed,
         }
     }
 }
 
-/// The number of runs `pipeline` may have in flight, when admission limits it.
+/// The number of runs `pipeline` may have running, when its own cap limits it.
 pub fn slot_limit(pipeline: &Pipeline) -> Option<usize> {
     match pipeline.concurrency.on_overlap {
         OverlapPolicy::Allow => None,
@@ -70,67 +353,49 @@ pub fn slot_limit(pipeline: &Pipeline) -> Option<usize> {
     }
 }
 
-/// Waits until queued `record` may start, then commits it as running and
-/// returns true. Returns false, leaving it queued, when `cancel` fires or the
-/// engine stops. Pipelines without a limit return true at once, committing nothing.
+/// Withdraws a parked run from the queue however its wait ends.
+struct Parked<'a> {
+    admission: &'a Admission,
+    run: RunId,
+    granted: bool,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if !self.granted {
+            self.admission.withdraw(self.run);
+        }
+    }
+}
+
+/// Waits until queued `record` may start under every cap, then commits it as
+/// running and returns true. Returns false, leaving it queued, when `cancel`
+/// fires or the engine stops.
 pub(crate) async fn wait_for_slot(
     inner: &Arc<Inner>,
     record: &mut RunRecord,
     pipeline: &Pipeline,
     cancel: &CancellationToken,
 ) -> Result<bool, EngineError> {
-    let Some(max) = slot_limit(pipeline) else {
-        return Ok(true);
+    let user = user_key(record.trigger.user.as_deref()).to_owned();
+    let granted = inner.admission.enqueue(
+        record.id,
+        user,
+        record.pipeline.clone(),
+        slot_limit(pipeline),
+    );
+    let mut parked = Parked {
+        admission: &inner.admission,
+        run: record.id,
+        granted: false,
     };
-    let Some(gate) = inner.admission.gate(&record.pipeline) else {
-        return Ok(true);
-    };
-    loop {
-        // Registered before looking, so a finish between the look and the wait is not missed.
-        let freed = gate.freed.notified();
-        tokio::pin!(freed);
-        freed.as_mut().enable();
-        if try_start(inner, &gate, record, max, pipeline).await? {
-            return Ok(true);
-        }
-        tokio::select! {
-            () = &mut freed => {}
-            () = tokio::time::sleep(RECHECK) => {}
-            () = cancel.cancelled() => return Ok(false),
-            () = inner.shutdown.cancelled() => return Ok(false),
-        }
+    tokio::select! {
+        r = granted => if r.is_err() { return Ok(false) },
+        () = cancel.cancelled() => return Ok(false),
+        () = inner.shutdown.cancelled() => return Ok(false),
     }
-}
-
-async fn try_start(
-    inner: &Arc<Inner>,
-    gate: &Gate,
-    record: &mut RunRecord,
-    max: usize,
-    pipeline: &sluice_shared::Pipeline,
-) -> Result<bool, EngineError> {
-    let _held = gate.lock.lock().await;
-    let active = inner.store.active_runs(&record.pipeline).await?;
-    let in_flight = active
-        .iter()
-        .filter(|(id, s)| *id != record.id && *s != RunState::Queued)
-        .count();
-    let free = max.saturating_sub(in_flight);
-    let queued: Vec<RunId> = active
-        .iter()
-        .filter(|(_, s)| *s == RunState::Queued)
-        .map(|(id, _)| *id)
-        .collect();
-    let ahead = queued.iter().filter(|id| **id < record.id).count();
-    // Older queued runs get the free slots first; make sure each has a driver to take it.
-    for id in queued.iter().take(free) {
-        if *id != record.id {
-            inner.spawn_driver(*id, false);
-        }
-    }
-    if ahead >= free {
-        return Ok(false);
-    }
+    // From here the slot is the run's; the driver's end releases it.
+    parked.granted = true;
     let now = now_ms();
     let deadline = super::run_deadline(pipeline, now);
     inner
@@ -156,41 +421,129 @@ async fn try_start(
     Ok(true)
 }
 
-/// Wakes parked runs when a run of their pipeline finishes. Runs until the
-/// engine is dropped or stops.
+/// Frees a driver's slot and entry if the driver panics (normal ends go
+/// through `driver_exited`), so the periodic check can drive the run again.
+pub(crate) struct PanicGuard {
+    inner: Arc<Inner>,
+    run: RunId,
+    armed: bool,
+}
+
+impl PanicGuard {
+    pub(crate) fn new(inner: &Arc<Inner>, run: RunId) -> Self {
+        Self {
+            inner: Arc::clone(inner),
+            run,
+            armed: true,
+        }
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::error!(run = %self.run, "run driver ended abnormally; its slot is freed");
+            self.inner.admission.release(self.run);
+            if let Ok(mut d) = self.inner.drivers.lock() {
+                d.remove(&self.run);
+            }
+        }
+    }
+}
+
+/// Compares held slots with running runs and repairs what has drifted: a
+/// slot whose run is not running (seen twice in a row, so a run between its
+/// commit and its driver's end is left alone) is taken back; a running run
+/// without a slot gets one (and a driver, if it has none).
+pub(crate) async fn check_slots(inner: &Arc<Inner>) -> Result<(), EngineError> {
+    let runs = inner.store.unfinished_briefs().await?;
+    let running: HashMap<RunId, _> = runs
+        .into_iter()
+        .filter(|r| r.state == RunState::Running)
+        .map(|r| (r.id, r))
+        .collect();
+    let drivers: HashSet<RunId> = inner
+        .drivers
+        .lock()
+        .map(|d| d.keys().copied().collect())
+        .unwrap_or_default();
+    let mut respawn = Vec::new();
+    if let Some(mut guard) = inner.admission.lock() {
+        let s: &mut State = &mut guard;
+        let stale_now: HashSet<RunId> = s
+            .held
+            .keys()
+            .filter(|id| !running.contains_key(id))
+            .copied()
+            .collect();
+        let reclaim: Vec<RunId> = stale_now.intersection(&s.stale).copied().collect();
+        for id in &reclaim {
+            s.held.remove(id);
+            tracing::warn!(run = %id, "reclaimed a concurrency slot held by a run that is not running");
+        }
+        s.reclaimed += reclaim.len() as u64;
+        s.stale = stale_now.difference(&reclaim.iter().copied().collect()).copied().collect();
+        let orphans_now: HashSet<RunId> = running
+            .keys()
+            .filter(|id| !s.held.contains_key(id))
+            .copied()
+            .collect();
+        for id in orphans_now.intersection(&s.orphans) {
+            let Some(r) = running.get(id) else { continue };
+            tracing::warn!(run = %id, "a running run held no concurrency slot; it holds one now");
+            s.held.insert(
+                *id,
+                Lease {
+                    user: user_key(r.user.as_deref()).to_owned(),
+                    pipeline: r.pipeline.clone(),
+                },
+            );
+            if !drivers.contains(id) {
+                respawn.push(*id);
+            }
+        }
+        s.orphans = orphans_now
+            .into_iter()
+            .filter(|id| !s.held.contains_key(id))
+            .collect();
+        inner.admission.pump(s);
+    }
+    for id in respawn {
+        inner.spawn_driver(id, false);
+    }
+    Ok(())
+}
+
+/// Admission's housekeeping: starts queued runs when the limits change and
+/// checks the slots every [`CHECK_EVERY`]. Runs until the engine is dropped or stops.
 pub(crate) async fn wake_on_finish(
     inner: Weak<Inner>,
-    mut events: broadcast::Receiver<Event>,
+    events: broadcast::Receiver<Event>,
     shutdown: CancellationToken,
 ) {
+    // Slots are released by drivers directly; events are not needed here.
+    drop(events);
+    let Some(limits) = inner.upgrade().map(|i| Arc::clone(&i.opts.limits)) else {
+        return;
+    };
     loop {
-        let event = tokio::select! {
-            e = events.recv() => e,
+        let changed = limits.changed().notified();
+        let check = tokio::select! {
+            () = changed => false,
+            () = tokio::time::sleep(CHECK_EVERY) => true,
             () = shutdown.cancelled() => return,
         };
         let Some(inner) = inner.upgrade() else { return };
-        match event {
-            Ok(Event::RunState { run, state, .. }) if state.is_finished() => {
-                if inner.admission.is_empty() {
-                    continue;
-                }
-                match inner.store.run(run).await {
-                    Ok(Some(record)) => {
-                        if let Some(gate) = inner.admission.existing(&record.pipeline) {
-                            gate.freed.notify_waiters();
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(%run, error = %e, "cannot look up a finished run; waking every queue");
-                        inner.admission.wake_all();
-                    }
-                }
+        if check {
+            if let Err(e) = check_slots(&inner).await {
+                tracing::warn!(error = %e, "cannot check concurrency slots");
             }
-            Ok(_) => {}
-            // Missed events may include finishes: let every parked run look again.
-            Err(broadcast::error::RecvError::Lagged(_)) => inner.admission.wake_all(),
-            Err(broadcast::error::RecvError::Closed) => return,
+        } else {
+            inner.admission.wake();
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_shared::event::Event;
+use sluice_shared::model::node::ApprovalNode;
 use sluice_shared::model::{Node, NodeKind};
 use sluice_shared::run::{AttemptState, NodeState, Resolution, RunId, RunState};
 use sluice_shared::template::Context;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::approval::{self, Step};
 use super::context::{self, RunFacts};
 use super::{Command, DriverExit, EngineError, Inner, LoadedVersion, backoff, now_ms};
 use crate::nodes::{self, LogSink, NodeContext, NodeError, Outcome};
@@ -27,6 +29,8 @@ struct NodeRt {
     wake_at: Option<i64>,
     /// A filter whose condition was false: dependents are skipped.
     stopped: bool,
+    /// An approval node to look at now (decided, or a fresh driver).
+    recheck: bool,
 }
 
 struct Run {
@@ -183,6 +187,8 @@ impl Run {
             retry_if: node.retry_if.clone().unwrap_or_default(),
             timeout: node.timeout.map(|t| t.std()),
             base_env: inner.opts.base_env.clone(),
+            llm: Arc::clone(&inner.opts.llm),
+            notifier: Arc::clone(&inner.opts.notifier),
         }
     }
 
@@ -262,7 +268,9 @@ impl Run {
                     }
                     ready.push(i);
                 }
-                NodeState::Waiting if self.nodes[i].wake_at.is_some_and(|w| w <= now) => {
+                NodeState::Waiting
+                    if self.nodes[i].recheck || self.nodes[i].wake_at.is_some_and(|w| w <= now) =>
+                {
                     let is_delay = matches!(self.node(i).kind, NodeKind::Delay(_));
                     if is_delay && self.nodes[i].output.is_some() {
                         let attempt = self.nodes[i].attempts;
@@ -286,6 +294,31 @@ impl Run {
         ready
     }
 
+    /// Charges the tokens an `llm` attempt spent (even a failed one) to the
+    /// run's user and pipeline, committed with the attempt's end.
+    fn charge_llm(&mut self, inner: &Inner, result: &Result<Outcome, NodeError>) {
+        let Some(usage) = nodes::llm::usage_of(result) else {
+            return;
+        };
+        let user = self
+            .record
+            .trigger
+            .user
+            .clone()
+            .or_else(|| self.version.pipeline.owner.clone());
+        let user = crate::limits::user_key(user.as_deref()).to_owned();
+        let (day, _) = inner.opts.limits.daily(&user, jiff::Timestamp::now());
+        let charge = crate::store::llm_usage::LlmCharge {
+            user,
+            day: day.day,
+            pipeline: self.record.pipeline.clone(),
+            tokens_in: usage.tokens_in,
+            tokens_out: usage.tokens_out,
+            estimated: usage.estimated,
+        };
+        self.changes.push(charge.into_change());
+    }
+
     /// Records how an attempt ended: success, wait, retry after backoff, or failure.
     fn complete(
         &mut self,
@@ -296,6 +329,9 @@ impl Run {
         cancelled: bool,
     ) {
         let now = now_ms();
+        if matches!(self.node(i).kind, NodeKind::Llm(_)) {
+            self.charge_llm(inner, &result);
+        }
         match result {
             // A cancelled attempt is cancelled whatever it returned.
             _ if cancelled => {
@@ -389,6 +425,114 @@ impl Run {
         }
     }
 
+    fn log_sink(&self, inner: &Inner, i: usize, attempt: u32) -> LogSink {
+        LogSink::new(
+            self.id,
+            &self.node(i).id,
+            attempt,
+            inner.logs.clone(),
+            Arc::clone(&inner.redactor),
+        )
+    }
+
+    /// Opens or looks at approval node `i`; true when it finished or must be opened again.
+    async fn approval_step(
+        &mut self,
+        inner: &Inner,
+        i: usize,
+        a: &ApprovalNode,
+    ) -> Result<bool, EngineError> {
+        let node_id = self.node(i).id.clone();
+        if self.nodes[i].state == NodeState::Pending {
+            let attempt = self.nodes[i].attempts + 1;
+            let ctx = self.node_context(inner, i, attempt, CancellationToken::new());
+            let opening = approval::Opening {
+                run: self.id,
+                pipeline: &self.record.pipeline,
+                user: self.record.trigger.user.as_deref(),
+                node_id: &node_id,
+                attempt,
+                timeout: self.node(i).timeout,
+            };
+            let (id, step) = approval::open(inner, &opening, a, &ctx).await?;
+            self.attempt_start(i, attempt);
+            return Ok(match step {
+                Step::Wait(wake) => {
+                    self.set(i, approval::waiting(attempt, wake, true));
+                    self.events.push(Event::ApprovalRequested {
+                        approval: id,
+                        run: self.id,
+                        node: node_id,
+                        pipeline: self.record.pipeline.clone(),
+                        deadline: self.node(i).timeout.map(|t| {
+                            now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 4)
+                        }),
+                    });
+                    false
+                }
+                Step::Done(result) => {
+                    self.nodes[i].attempts = attempt;
+                    self.complete(inner, i, attempt, result, false);
+                    true
+                }
+                Step::TimedOut(msg) => {
+                    self.nodes[i].attempts = attempt;
+                    self.complete(inner, i, attempt, Err(NodeError::fatal(msg)), false);
+                    true
+                }
+            });
+        }
+        let attempt = self.nodes[i].attempts;
+        let reminder_due = self.nodes[i].wake_at.is_some_and(|w| w <= now_ms());
+        self.nodes[i].recheck = false;
+        let log = self.log_sink(inner, i, attempt);
+        let (step, events, _remind) =
+            approval::check(inner, self.id, &node_id, attempt, reminder_due, &log).await?;
+        self.events.extend(events);
+        Ok(match step {
+            Step::Wait(wake) => {
+                if wake != self.nodes[i].wake_at {
+                    self.set(
+                        i,
+                        NodeChange {
+                            wake_at: Some(wake),
+                            ..Default::default()
+                        },
+                    );
+                }
+                false
+            }
+            Step::Done(result) => {
+                self.complete(inner, i, attempt, result, false);
+                true
+            }
+            Step::TimedOut(msg) => {
+                self.attempt_end(i, attempt, AttemptState::Failed, Some(msg.clone()));
+                let policy = self.version.pipeline.retry_for(self.node(i));
+                let again = attempt < policy.attempts;
+                if again {
+                    self.log_note(
+                        inner,
+                        i,
+                        attempt,
+                        format!("{msg}; asking again (attempt {} of {})", attempt + 1, policy.attempts),
+                    );
+                }
+                self.set(
+                    i,
+                    NodeChange {
+                        state: Some(if again { NodeState::Pending } else { NodeState::Failed }),
+                        error: Some(Some(msg)),
+                        wake_at: Some(None),
+                        finished_at: Some((!again).then(now_ms)),
+                        ..Default::default()
+                    },
+                );
+                true
+            }
+        })
+    }
+
     fn log_note(&self, inner: &Inner, i: usize, attempt: u32, note: String) {
         let sink = LogSink::new(
             self.id,
@@ -403,7 +547,22 @@ impl Run {
     }
 
     fn apply_command(&mut self, cmd: Command) {
-        let Command::Resolve(node_id, resolution, reply) = cmd;
+        let (node_id, resolution, reply) = match cmd {
+            Command::Resolve(node_id, resolution, reply) => (node_id, resolution, reply),
+            Command::Recheck(node_id) => {
+                if let Some(rt) = self
+                    .version
+                    .pipeline
+                    .nodes
+                    .iter()
+                    .position(|n| n.id == node_id)
+                    .and_then(|i| self.nodes.get_mut(i))
+                {
+                    rt.recheck = true;
+                }
+                return;
+            }
+        };
         let Some(i) = self
             .version
             .pipeline
@@ -473,11 +632,24 @@ impl Run {
 
     fn finish(&mut self, state: RunState, error: Option<String>) {
         let now = now_ms();
+        if self
+            .version
+            .pipeline
+            .nodes
+            .iter()
+            .any(|n| matches!(n.kind, NodeKind::Approval(_)))
+        {
+            // A run that ends takes its undecided approvals with it.
+            self.changes
+                .push(Change::Sql(vec![crate::store::Store::cancel_approvals_sql(
+                    self.id, now,
+                )]));
+        }
         if state != RunState::Succeeded {
             for i in 0..self.nodes.len() {
                 if !self.nodes[i].state.is_finished() {
                     if matches!(self.nodes[i].state, NodeState::Waiting)
-                        && matches!(self.node(i).kind, NodeKind::Delay(_))
+                        && matches!(self.node(i).kind, NodeKind::Delay(_) | NodeKind::Approval(_))
                     {
                         let attempt = self.nodes[i].attempts;
                         self.attempt_end(i, attempt, AttemptState::Cancelled, error.clone());
@@ -533,6 +705,8 @@ async fn load(inner: &Inner, id: RunId) -> Result<Option<Run>, EngineError> {
                 attempts: s.map_or(0, |r| r.attempts),
                 error: s.and_then(|r| r.error.clone()),
                 wake_at: s.and_then(|r| r.wake_at),
+                recheck: matches!(n.kind, NodeKind::Approval(_))
+                    && s.is_some_and(|r| r.state == NodeState::Waiting),
                 output,
                 stopped,
             }
@@ -611,7 +785,11 @@ async fn drive_inner(
         .map_or(usize::MAX, |m| m as usize);
     let mut grace_deadline: Option<tokio::time::Instant> = None;
 
-    // A run of a concurrency-limited pipeline waits for a slot first (admission.rs).
+    // A queued run waits for a concurrency slot first; a run already running (picked
+    // up after a restart) or resuming from a wait takes its slot at once (admission.rs).
+    if matches!(run.record.state, RunState::Running | RunState::Waiting) {
+        inner.admission.hold(&run.record);
+    }
     if run.record.state == RunState::Queued
         && !cancel.is_cancelled()
         && !super::admission::wait_for_slot(inner, &mut run.record, &run.version.pipeline, cancel)
@@ -698,6 +876,10 @@ async fn drive_inner(
                     }
                     let attempt = run.nodes[i].attempts + 1;
                     let node = run.node(i).clone();
+                    if let NodeKind::Approval(a) = &node.kind {
+                        progressed |= run.approval_step(inner, i, a).await?;
+                        continue;
+                    }
                     if nodes::is_instant(&node.kind) {
                         let ctx = run.node_context(inner, i, attempt, kill.child_token());
                         run.set(

@@ -4,10 +4,13 @@
 //! deadline sits in a timer map and is rebuilt from the store at start.
 
 pub(crate) mod admission;
-mod backoff;
+mod approval;
+pub(crate) mod backoff;
 mod context;
 mod driver;
 mod recovery;
+
+pub use approval::Decider;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,6 +44,12 @@ pub struct EngineOptions {
     pub shutdown_grace: Duration,
     /// How often to look for runs queued by other processes (`sluiced submit`); `None`: never.
     pub poll_interval: Option<Duration>,
+    /// Concurrency caps applied when queued runs start (and the rest of the limits).
+    pub limits: Arc<crate::limits::Limits>,
+    /// LLM providers for `llm` nodes (none by default).
+    pub llm: Arc<crate::llm::LlmProviders>,
+    /// Delivers `notify` nodes and approval notifications (webhooks only by default).
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +60,9 @@ impl Default for EngineOptions {
             base_env: default_base_env(),
             shutdown_grace: Duration::from_secs(30),
             poll_interval: None,
+            limits: Arc::default(),
+            llm: Arc::default(),
+            notifier: Arc::default(),
         }
     }
 }
@@ -81,6 +93,12 @@ pub enum EngineError {
     /// The request does not fit the run's state.
     #[error("{0}")]
     Conflict(String),
+    /// Something other than a run is not there (an approval).
+    #[error("{0} not found")]
+    Missing(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Denied(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -94,6 +112,8 @@ pub enum EngineError {
 
 pub(crate) enum Command {
     Resolve(String, Resolution, oneshot::Sender<Result<(), EngineError>>),
+    /// An approval of this node was decided: look at it now.
+    Recheck(String),
 }
 
 struct DriverHandle {
@@ -261,6 +281,7 @@ impl Engine {
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let opts_limits = Arc::clone(&opts.limits);
         let inner = Arc::new(Inner {
             store,
             events,
@@ -277,7 +298,7 @@ impl Engine {
             timers: timer_tx,
             versions: Mutex::new(HashMap::new()),
             log_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            admission: admission::Admission::default(),
+            admission: admission::Admission::new(Arc::clone(&opts_limits)),
         });
         // Background tasks run outside the tracker: they must outlive the drivers' drain.
         tokio::spawn(log_pump(
@@ -305,6 +326,16 @@ impl Engine {
     /// The store the engine writes to.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The limits in force (trigger rates, concurrency and daily caps).
+    pub fn limits(&self) -> &Arc<crate::limits::Limits> {
+        &self.inner.opts.limits
+    }
+
+    /// Concurrency slots and queued runs as admission sees them (`limits.usage`, `limits.explain`).
+    pub fn admission(&self) -> admission::AdmissionView {
+        self.inner.admission.view()
     }
 
     /// The event bus (for components that announce their own events).
@@ -559,7 +590,10 @@ impl Inner {
         let inner = Arc::clone(self);
         self.tracker.spawn(async move {
             let mut rx = rx;
+            // Frees the run's concurrency slot and driver entry should the driver panic.
+            let guard = admission::PanicGuard::new(&inner, run);
             let exit = driver::drive(&inner, run, token, &mut rx).await;
+            guard.disarm();
             inner.driver_exited(run, rx, exit);
         });
         Some(tx)
@@ -571,6 +605,8 @@ impl Inner {
         mut rx: mpsc::UnboundedReceiver<Command>,
         exit: DriverExit,
     ) {
+        // However the driver ended, the run no longer runs here: its concurrency slot is free.
+        self.admission.release(run);
         let cancelled = self
             .drivers
             .lock()
@@ -609,10 +645,12 @@ impl Inner {
             }
             DriverExit::Done | DriverExit::Stopped => {}
         }
-        for Command::Resolve(node, _, reply) in pending {
-            let _ = reply.send(Err(EngineError::Conflict(format!(
-                "node '{node}' of run {run} cannot be resolved now"
-            ))));
+        for cmd in pending {
+            if let Command::Resolve(node, _, reply) = cmd {
+                let _ = reply.send(Err(EngineError::Conflict(format!(
+                    "node '{node}' of run {run} cannot be resolved now"
+                ))));
+            }
         }
     }
 

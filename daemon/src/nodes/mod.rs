@@ -6,7 +6,9 @@
 pub mod delay;
 pub mod filter;
 pub mod http;
+pub mod llm;
 pub mod log;
+pub mod notify;
 pub mod plugin;
 pub mod process;
 pub mod shell;
@@ -60,6 +62,10 @@ pub struct NodeContext {
     pub timeout: Option<Duration>,
     /// Environment variables passed through to child processes by default.
     pub base_env: Vec<(String, String)>,
+    /// LLM providers from sluiced.toml (for `llm` nodes).
+    pub llm: Arc<crate::llm::LlmProviders>,
+    /// Webhook and email delivery (for `notify` nodes and approval notifications).
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// How an attempt ended when it did not fail.
@@ -131,7 +137,9 @@ pub async fn execute(kind: &NodeKind, ctx: &NodeContext) -> Result<Outcome, Node
         NodeKind::Shell(n) => n.execute(ctx).await,
         NodeKind::Http(n) => n.execute(ctx).await,
         NodeKind::Plugin(n) => n.execute(ctx).await,
-        NodeKind::Llm(_) | NodeKind::Approval(_) | NodeKind::Notify(_) => {
+        NodeKind::Llm(n) => n.execute(ctx).await,
+        NodeKind::Notify(n) => n.execute(ctx).await,
+        NodeKind::Approval(_) => {
             Err(NodeError::fatal(format!(
                 "'{}' nodes are not supported by this version of sluiced",
                 kind.name()
@@ -227,6 +235,8 @@ pub(crate) mod test_support {
                 "PATH".into(),
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             )],
+            llm: Arc::new(crate::llm::LlmProviders::default()),
+            notifier: Arc::new(crate::notify::Notifier::disabled()),
         };
         (ctx, rx)
     }

@@ -91,14 +91,6 @@ impl Store {
             .map(|r| Ok((entry(r)?, r.try_get::<String, _>("detail")?)))
             .collect()
     }
-
-    /// How many approvals wait for a decision.
-    pub async fn pending_approvals(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE state = 'pending'")
-            .fetch_one(self.reads())
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
 }
 
 impl Store {
@@ -202,36 +194,6 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, super::log_line(r, run)?)))
-            .collect()
-    }
-
-    /// Approvals, newest first (`pending_only` for the queue).
-    pub async fn approvals(
-        &self,
-        pending_only: bool,
-        limit: i64,
-    ) -> Result<Vec<sluice_shared::protocol::ApprovalInfo>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM approvals WHERE (?1 = 0 OR state = 'pending') ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(i64::from(pending_only))
-        .bind(limit)
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(sluice_shared::protocol::ApprovalInfo {
-                    id: r.try_get("id")?,
-                    run: sluice_shared::run::RunId(r.try_get("run_id")?),
-                    node: r.try_get("node_id")?,
-                    state: r.try_get("state")?,
-                    message: r.try_get("message")?,
-                    requested_at: r.try_get("requested_at")?,
-                    deadline: r.try_get("deadline")?,
-                    decided_by: r.try_get("decided_by")?,
-                    reason: r.try_get("reason")?,
-                })
-            })
             .collect()
     }
 }

@@ -6,10 +6,13 @@
 //! Writes go through one writer task that commits in small batches; reads use
 //! a separate read-only pool so they never wait behind a commit.
 
+pub mod approvals;
 pub mod audit;
+pub mod llm_usage;
 pub mod pipelines;
 pub mod records;
 pub mod triggers;
+pub mod usage;
 mod writer;
 
 use std::path::Path;
@@ -218,7 +221,7 @@ impl Store {
         match self.write(Write::Exec(statements)).await? {
             Written::Id(id) | Written::Existing(id) => Ok(id),
             Written::Count(n) => Ok(i64::try_from(n).unwrap_or(i64::MAX)),
-            Written::Nothing => Ok(0),
+            Written::Nothing | Written::OverCap(_) => Ok(0),
         }
     }
 
@@ -369,6 +372,8 @@ pub enum Change {
     AttemptStart(RunId, String, u32),
     /// An attempt ended.
     AttemptEnd(RunId, String, u32, AttemptState, Option<String>),
+    /// Store-submodule statements that must commit with the rest.
+    Sql(Vec<(String, Vec<SqlArg>)>),
 }
 
 impl Change {
@@ -391,6 +396,7 @@ impl Change {
                 at,
                 error,
             },
+            Self::Sql(statements) => Write::Exec(statements),
         }
     }
 }

@@ -59,6 +59,16 @@ pub(crate) enum Write {
         expires_at: i64,
         at: i64,
     },
+    /// A run creation (`then`) charged to `user`'s run count of `day`, refused
+    /// (`OverCap`, nothing written) once the count has reached `cap`. A creation
+    /// that finds an earlier run (`Existing`) is not charged. Check and charge are
+    /// one write in the single writer, so concurrent triggers cannot overshoot.
+    Charged {
+        user: String,
+        day: String,
+        cap: i64,
+        then: Box<Write>,
+    },
 }
 
 /// A value bound to a statement of [`Write::Exec`].
@@ -82,6 +92,8 @@ pub(crate) enum Written {
     Count(u64),
     /// The id of a row that already existed (see [`Write::CreateRunOnce`]).
     Existing(i64),
+    /// A daily cap refused the write; the count already used (see [`Write::Charged`]).
+    OverCap(i64),
 }
 
 pub(crate) type Reply = Option<oneshot::Sender<Result<Written, StoreError>>>;
@@ -448,6 +460,35 @@ fn apply<'a>(
                 .execute(&mut *conn)
                 .await?;
                 Ok(Written::Id(id))
+            }
+            Write::Charged {
+                user,
+                day,
+                cap,
+                then,
+            } => {
+                let used: i64 =
+                    sqlx::query_scalar("SELECT runs FROM usage WHERE user = ? AND day = ?")
+                        .bind(user)
+                        .bind(day)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .unwrap_or(0);
+                if used >= *cap {
+                    return Ok(Written::OverCap(used));
+                }
+                let result = apply(conn, then).await?;
+                if let Written::Id(_) = result {
+                    sqlx::query(
+                        "INSERT INTO usage (user, day, runs) VALUES (?, ?, 1)
+                         ON CONFLICT (user, day) DO UPDATE SET runs = runs + 1",
+                    )
+                    .bind(user)
+                    .bind(day)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(result)
             }
             Write::All(writes) => {
                 for w in writes {

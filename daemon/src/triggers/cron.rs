@@ -831,6 +831,14 @@ impl FireJob {
                         .misfires
                         .push(self.single(t, reason, "skipped (on_overlap: skip)"));
                 }
+                Err(TriggerError::Limited(r)) => {
+                    // A fire refused by a limit is recorded as such, with the limit's words.
+                    Counters::add(&counters.misfires, 1);
+                    tracing::warn!(pipeline = %self.key.0, schedule = %self.key.1, limit = r.limit.as_str(), "cron fire refused by a limit");
+                    progress
+                        .misfires
+                        .push(self.single(t, r.message, "refused (limits)"));
+                }
                 Err(e) => {
                     Counters::add(&counters.misfires, 1);
                     tracing::error!(pipeline = %self.key.0, schedule = %self.key.1, error = %e, "cron fire failed");

@@ -16,6 +16,8 @@ use sluice_shared::model::OverlapPolicy;
 use sluice_shared::run::{RunId, TriggerInfo, TriggerKind};
 
 use crate::engine::{Engine, EngineError, resolve_inputs};
+use crate::limits::LimitKind;
+use crate::store::usage::Charged;
 use crate::registry::{Entry, Registry};
 use crate::store::{NewNode, NewRun, StoreError};
 
@@ -45,6 +47,9 @@ pub enum TriggerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A limit refused the trigger (rate or daily cap); it says when to retry.
+    #[error(transparent)]
+    Limited(#[from] crate::limits::Refusal),
 }
 
 /// What a trigger did.
@@ -211,6 +216,9 @@ impl Triggers {
             EngineError::Input(m) => TriggerError::Input(m),
             other => TriggerError::Engine(other),
         })?;
+        // Every trigger passes the limits before a run is created (the daily run
+        // cap is charged with the run itself, in `commit`).
+        self.check_limits(entry, &trigger).await?;
         let concurrency = entry.pipeline.concurrency;
         let decides = concurrency.max_runs.is_some()
             && matches!(
@@ -277,11 +285,30 @@ impl Triggers {
         trigger: TriggerInfo,
         key: Option<&str>,
     ) -> Result<Fired, TriggerError> {
+        let limits = self.inner.engine.limits();
+        let user = crate::limits::user_key(trigger.user.as_deref()).to_owned();
+        let now = jiff::Timestamp::now();
+        let (charge, next_day) = limits.daily(&user, now);
         let run = new_run(entry, inputs, trigger);
         let store = self.inner.engine.store();
-        let (id, created) = match key {
-            Some(k) => store.create_run_once(run, k, KEY_TTL_MS).await?,
-            None => (store.create_run(run).await?, true),
+        // The daily count is checked and charged in the write that creates the run.
+        let (id, created) = match store
+            .create_run_charged(run, key.map(|k| (k, KEY_TTL_MS)), &charge)
+            .await?
+        {
+            Charged::Created(id) => (id, true),
+            Charged::Existing(id) => (id, false),
+            Charged::OverCap(used) => {
+                return Err(TriggerError::Limited(limits.daily_refusal(
+                    LimitKind::DailyRuns,
+                    &user,
+                    &entry.pipeline.name,
+                    used,
+                    u64::try_from(charge.cap).unwrap_or(0),
+                    now,
+                    next_day,
+                )));
+            }
         };
         // Once committed the run exists: if the engine is stopping, the next start
         // picks it up, so the caller must still hear "started" (or it would retry).
@@ -289,6 +316,42 @@ impl Triggers {
             tracing::info!(run = %id, error = %e, "run committed; it starts when the daemon starts again");
         }
         Ok(Fired::Started { run: id, created })
+    }
+
+    /// The trigger rates (user and pipeline) and, for pipelines with an LLM
+    /// node, the user's daily LLM token budget.
+    async fn check_limits(&self, entry: &Entry, trigger: &TriggerInfo) -> Result<(), TriggerError> {
+        let limits = self.inner.engine.limits();
+        let user = crate::limits::user_key(trigger.user.as_deref());
+        limits.check_rate(user, &entry.pipeline.name)?;
+        let uses_llm = entry
+            .pipeline
+            .nodes
+            .iter()
+            .any(|n| matches!(n.kind, sluice_shared::model::NodeKind::Llm(_)));
+        if uses_llm && let Some(cap) = limits.config().for_user(user).daily_llm_tokens {
+            let now = jiff::Timestamp::now();
+            let (charge, next_day) = limits.daily(user, now);
+            let used = self
+                .inner
+                .engine
+                .store()
+                .usage(user, &charge.day)
+                .await?
+                .llm_tokens;
+            if u64::try_from(used).unwrap_or(0) >= cap {
+                return Err(TriggerError::Limited(limits.daily_refusal(
+                    LimitKind::DailyLlmTokens,
+                    user,
+                    &entry.pipeline.name,
+                    used,
+                    cap,
+                    now,
+                    next_day,
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn gate(&self, pipeline: &str) -> Arc<tokio::sync::Mutex<()>> {

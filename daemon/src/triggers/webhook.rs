@@ -254,6 +254,8 @@ async fn readyz(State(st): State<WebhookState>) -> Response {
 struct Refusal {
     status: StatusCode,
     message: String,
+    /// A limit's refusal: 429 with `Retry-After` and the IETF RateLimit headers.
+    limit: Option<crate::limits::Refusal>,
 }
 
 impl Refusal {
@@ -261,17 +263,52 @@ impl Refusal {
         Self {
             status,
             message: message.into(),
+            limit: None,
+        }
+    }
+
+    fn limited(refusal: crate::limits::Refusal) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: refusal.message.clone(),
+            limit: Some(refusal),
+        }
+    }
+}
+
+/// Adds `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) for `user`'s rate.
+fn rate_headers(r: &mut Response, limits: &crate::limits::Limits, user: &str) {
+    if let Some((quota, remaining)) = limits.rate_remaining(user) {
+        let state = crate::limits::RateState { quota, remaining };
+        if let (Ok(p), Ok(v)) = (
+            HeaderValue::from_str(&state.policy_header()),
+            HeaderValue::from_str(&state.state_header()),
+        ) {
+            r.headers_mut().insert("ratelimit-policy", p);
+            r.headers_mut().insert("ratelimit", v);
         }
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            axum::Json(json!({ "error": self.message, "status": self.status.as_u16() })),
-        )
-            .into_response();
+        let mut body = json!({ "error": self.message, "status": self.status.as_u16() });
+        if let (Some(l), Value::Object(m)) = (&self.limit, &mut body) {
+            m.insert("limit".into(), Value::String(l.limit.as_str().into()));
+            m.insert("retry_after_s".into(), l.retry_after_secs().into());
+        }
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if let Some(l) = &self.limit {
+            let headers = r.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(l.retry_after_secs()));
+            if let (Ok(p), Ok(v)) = (
+                HeaderValue::from_str(&l.policy_header()),
+                HeaderValue::from_str(&l.state_header()),
+            ) {
+                headers.insert("ratelimit-policy", p);
+                headers.insert("ratelimit", v);
+            }
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -379,8 +416,15 @@ async fn intake(
     // Authenticate on the raw bytes before anything is parsed or stored.
     let secrets = st.secrets();
     let now = st.clock.now().as_second();
-    let hook =
-        authenticate(&hooks, &secrets, &headers, &bytes, now).map_err(|f| f.refusal(name))?;
+    // A user's token (`sluice token create`) authenticates as that user; otherwise the
+    // webhook trigger's own credentials decide, and its configured user (or the owner) applies.
+    let hook_user = match user_token(st, name, &headers).await? {
+        Some(user) => Some(user),
+        None => authenticate(&hooks, &secrets, &headers, &bytes, now)
+            .map_err(|f| f.refusal(name))?
+            .user
+            .clone(),
+    };
 
     if !entry.runnable() {
         let why = if entry.present {
@@ -426,9 +470,10 @@ async fn intake(
     }
     let trigger = TriggerInfo {
         kind: TriggerKind::Webhook,
-        user: hook.user.clone().or_else(|| entry.pipeline.owner.clone()),
+        user: hook_user.or_else(|| entry.pipeline.owner.clone()),
         details,
     };
+    let limits_user = crate::limits::user_key(trigger.user.as_deref()).to_owned();
     let scoped = key.as_ref().map(|k| format!("hook:{k}"));
     let fired = st
         .triggers
@@ -441,6 +486,7 @@ async fn intake(
             TriggerError::Engine(EngineError::Stopping) => {
                 Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping")
             }
+            TriggerError::Limited(r) => Refusal::limited(r),
             other => Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the run could not be committed: {other}"),
@@ -466,8 +512,8 @@ async fn intake(
         },
         1,
     );
-    match wait {
-        None => Ok((
+    let mut response = match wait {
+        None => (
             StatusCode::ACCEPTED,
             axum::Json(json!({
                 "run": run.0,
@@ -476,9 +522,11 @@ async fn intake(
                 "request_id": request_id,
             })),
         )
-            .into_response()),
-        Some(limit) => Ok(wait_for(st, run, name, limit, created).await),
-    }
+            .into_response(),
+        Some(limit) => wait_for(st, run, name, limit, created).await,
+    };
+    rate_headers(&mut response, st.triggers.engine().limits(), &limits_user);
+    Ok(response)
 }
 
 async fn wait_for(
@@ -640,6 +688,45 @@ impl AuthFailure {
                 format!("webhook of pipeline '{pipeline}' cannot be verified: {m}"),
             ),
         }
+    }
+}
+
+/// The user of a `slk_` bearer token, if the request presents one: unknown,
+/// revoked or out-of-scope tokens are refused (403), not passed on to other checks.
+async fn user_token(
+    st: &WebhookState,
+    pipeline: &str,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Refusal> {
+    let Some(token) = header_text(headers, "authorization")
+        .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| t.starts_with(crate::api::TOKEN_PREFIX))
+    else {
+        return Ok(None);
+    };
+    let row = st
+        .triggers
+        .engine()
+        .store()
+        .token_by_hash(&crate::api::token_hash(token))
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot check the token: {e}"),
+            )
+        })?;
+    match row {
+        None => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "the token is not valid (unknown or revoked)",
+        )),
+        Some(t) if t.pipeline.as_deref().is_some_and(|p| p != pipeline) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            format!("the token may not trigger pipeline '{pipeline}'"),
+        )),
+        Some(t) => Ok(Some(t.user)),
     }
 }
 

@@ -359,7 +359,7 @@ pub enum OnTimeout {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifyFormat {
-    /// `{"title", "message", ...}` (the default).
+    /// `{"title", "text", ...fields}` (the default).
     #[default]
     Generic,
     /// Slack incoming-webhook payload.

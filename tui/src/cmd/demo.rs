@@ -1,6 +1,8 @@
-//! `sluice demo`: a private daemon with the demo pipelines, a few runs started,
-//! and their progress shown live until Ctrl-C. Nothing outside a temporary
-//! directory is touched.
+//! `sluice demo`: a private daemon with the demo pipelines on a temporary
+//! socket and state directory, a few runs started (one waits for an approval,
+//! one fails), and the console opened on it. Quitting stops the daemon and
+//! removes the directory. `--no-console` prints a live event feed instead,
+//! until Ctrl-C.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -13,6 +15,7 @@ use sluice_shared::event::Event;
 use sluice_shared::protocol::{EventNotice, PipelineSummary};
 
 use crate::client::Client;
+use sluice_tui::console::{self, ConsoleOptions};
 use crate::exit::Exit;
 use crate::output::emit;
 use crate::table;
@@ -34,7 +37,63 @@ const PIPELINES: &[(&str, &str)] = &[
         "nightly-wait.yaml",
         include_str!("../../../config/demo/nightly-wait.yaml"),
     ),
+    (
+        "deploy.yaml",
+        include_str!("../../../config/demo/deploy.yaml"),
+    ),
+    (
+        "backup.yaml",
+        include_str!("../../../config/demo/backup.yaml"),
+    ),
 ];
+
+/// The demo's temporary directory, removed when the demo ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the demo: the console, or with `no_console` the event feed.
+pub async fn run(no_console: bool, console: ConsoleOptions) -> anyhow::Result<Exit> {
+    let dir = TempDir(std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id())));
+    let (daemon, socket) = start(&dir.0)?;
+    let result = if no_console {
+        feed(&dir.0, &socket).await
+    } else {
+        start_runs(&socket).await?;
+        console::run(ConsoleOptions { socket, ..console })
+            .await
+            .map(|()| Exit::Success)
+    };
+    // The daemon stops before its directory goes.
+    drop(daemon);
+    drop(dir);
+    result
+}
+
+/// Starts the demo runs: a greeting, a retried step, a durable wait, one
+/// waiting for approval and one that fails.
+async fn start_runs(socket: &Path) -> anyhow::Result<()> {
+    let mut control = Client::connect(socket).await?;
+    for (name, inputs) in [
+        ("hello", json!({ "who": "demo" })),
+        ("flaky", json!({})),
+        ("nightly-wait", json!({})),
+        ("deploy", json!({})),
+        ("backup", json!({})),
+    ] {
+        control
+            .call::<Value>(
+                "pipelines.trigger",
+                json!({ "name": name, "inputs": inputs }),
+            )
+            .await?;
+    }
+    Ok(())
+}
 
 struct Daemon(Child);
 
@@ -116,10 +175,9 @@ fn clock() -> String {
     jiff::Zoned::now().strftime("%H:%M:%S").to_string()
 }
 
-/// Runs the demo until Ctrl-C.
-pub async fn run() -> anyhow::Result<Exit> {
-    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
-    let (_daemon, socket) = start(&dir)?;
+/// Prints the demo's events until Ctrl-C.
+async fn feed(dir: &Path, socket: &Path) -> anyhow::Result<Exit> {
+    let socket = socket.to_path_buf();
     let mut client = Client::connect(&socket).await?;
     let pipelines: Vec<PipelineSummary> = client.call("pipelines.list", json!({})).await?;
     let rows: Vec<Vec<String>> = pipelines
@@ -148,19 +206,7 @@ pub async fn run() -> anyhow::Result<Exit> {
         socket.display()
     ))?;
     client.call::<Value>("subscribe", json!({})).await?;
-    let mut control = Client::connect(&socket).await?;
-    for (name, inputs) in [
-        ("hello", json!({ "who": "demo" })),
-        ("flaky", json!({})),
-        ("nightly-wait", json!({})),
-    ] {
-        control
-            .call::<Value>(
-                "pipelines.trigger",
-                json!({ "name": name, "inputs": inputs }),
-            )
-            .await?;
-    }
+    start_runs(&socket).await?;
     let mut names = std::collections::HashMap::new();
     loop {
         let n = tokio::select! {
@@ -212,14 +258,18 @@ pub async fn run() -> anyhow::Result<Exit> {
             Event::ConfigError { file, .. } => {
                 Some(format!("rejected {file} (see `sluice` validate)"))
             }
-            Event::Other { .. } => None,
+            Event::ApprovalRequested { run, node, .. } => Some(format!(
+                "{:<6}   {node:<12} waits for approval (sluice approvals)",
+                run.to_string()
+            )),
+            _ => None,
         };
         if let Some(line) = line {
             emit(&format!("{} {line}\n", clock()))?;
         }
     }
     emit(&format!(
-        "\nstopping the demo daemon; its state stays in {}\n",
+        "\nstopping the demo daemon and removing {}\n",
         dir.display()
     ))?;
     Ok(Exit::Success)

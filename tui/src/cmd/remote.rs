@@ -231,8 +231,16 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
         }
         Command::Approve { id, reason } => {
             let params = json!({ "id": id, "approve": true, "reason": reason });
-            act(&mut client, "approvals.decide", params, json, |_| {
-                format!("approval #{id} approved")
+            act(&mut client, "approvals.decide", params, json, |v| {
+                if v["decided"] == json!(false) {
+                    let votes = v["approval"]["votes"].as_array().map_or(0, Vec::len);
+                    format!(
+                        "approval #{id}: {votes} of {} approvals; waiting for another approver",
+                        v["approval"]["min_approvals"]
+                    )
+                } else {
+                    format!("approval #{id} approved")
+                }
             })
             .await?;
         }
@@ -434,7 +442,7 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
                 .map_err(io)?;
             }
         }
-        Command::Validate(_) | Command::Cron(_) | Command::Schema | Command::Demo => {
+        Command::Validate(_) | Command::Cron(_) | Command::Schema | Command::Demo { .. } => {
             return Err(usage("offline command"));
         }
     }

@@ -1,0 +1,357 @@
+//! Approval nodes. Opening one records a pending row and leaves the node
+//! `waiting` with a wake-up at its next reminder or deadline; the run then
+//! holds no task. A decision is a compare-and-set on that row (store/approvals.rs)
+//! followed by a nudge to the run; the expiry is the same compare-and-set made
+//! by the driver when the deadline wakes it. Whichever lands first wins.
+
+use serde_json::{Value, json};
+use sluice_shared::event::Event;
+use sluice_shared::model::node::{ApprovalNode, OnTimeout};
+use sluice_shared::protocol::{ApprovalInfo, DecideResult};
+use sluice_shared::run::{NodeState, RunId};
+use sluice_shared::template::Escape;
+
+use super::{Command, Engine, EngineError, Inner, now_ms};
+use crate::nodes::{self, NodeError, Outcome};
+use crate::store::NodeChange;
+use crate::store::approvals::{NewApproval, Vote};
+
+/// Who decides, as the socket identified them.
+#[derive(Clone, Debug)]
+pub struct Decider {
+    /// User name.
+    pub user: String,
+    /// The user's groups.
+    pub groups: Vec<String>,
+}
+
+fn ms(d: sluice_shared::Duration) -> i64 {
+    i64::try_from(d.std().as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn when(at_ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(at_ms).map_or_else(|_| at_ms.to_string(), |t| t.to_string())
+}
+
+/// Says why an approval can no longer be decided.
+fn settled(a: &ApprovalInfo) -> String {
+    let at = a.decided_at.map(when).unwrap_or_default();
+    match a.state.as_str() {
+        "approved" | "rejected" => format!(
+            "approval #{} is already {} by {} at {at}",
+            a.id,
+            a.state,
+            a.decided_by.as_deref().unwrap_or("?")
+        ),
+        "expired" => format!(
+            "approval #{} expired at {at} with no decision (on_timeout made it {})",
+            a.id,
+            a.decision.as_deref().unwrap_or("a failure")
+        ),
+        "cancelled" => format!("approval #{} was cancelled at {at}: its run ended", a.id),
+        other => format!("approval #{} is {other}", a.id),
+    }
+}
+
+/// Whether `who` is named by the approvers list (users and `@groups`).
+fn listed(approvers: &[String], who: &Decider) -> bool {
+    approvers.iter().any(|a| match a.strip_prefix('@') {
+        Some(group) => who.groups.iter().any(|g| g == group),
+        None => *a == who.user,
+    })
+}
+
+impl Engine {
+    /// Approves or rejects approval `id` for `who` (whose role the caller checked).
+    pub async fn decide(
+        &self,
+        id: i64,
+        who: &Decider,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<DecideResult, EngineError> {
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        if !approve && reason.is_none() {
+            return Err(EngineError::Input("a rejection needs a reason".into()));
+        }
+        let store = &self.inner.store;
+        let a = store
+            .approval(id)
+            .await?
+            .ok_or_else(|| EngineError::Missing(format!("approval #{id}")))?;
+        let now = now_ms();
+        if a.state != "pending" {
+            return Err(EngineError::Conflict(settled(&a)));
+        }
+        if let Some(d) = a.deadline.filter(|&d| d <= now) {
+            return Err(EngineError::Conflict(format!(
+                "approval #{id} expired at {}",
+                when(d)
+            )));
+        }
+        if !a.approvers.is_empty() && !listed(&a.approvers, who) {
+            return Err(EngineError::Denied(format!(
+                "user '{}' may not decide approval #{id}; its approvers are {}",
+                who.user,
+                a.approvers.join(", ")
+            )));
+        }
+        if approve && !a.allow_self_approval && a.requested_by.as_deref() == Some(&who.user) {
+            return Err(EngineError::Denied(format!(
+                "user '{}' triggered run {} and may not approve it (the node does not set allow_self_approval)",
+                who.user, a.run
+            )));
+        }
+        if approve && a.votes.iter().any(|v| v.user == who.user) {
+            return Err(EngineError::Conflict(format!(
+                "user '{}' already approved #{id}; it needs {} approval(s) from other people",
+                who.user,
+                a.min_approvals as usize - a.votes.len()
+            )));
+        }
+        let state = store
+            .vote(Vote {
+                id,
+                user: who.user.clone(),
+                approve,
+                reason,
+                at: now,
+            })
+            .await?;
+        let after = store
+            .approval(id)
+            .await?
+            .ok_or_else(|| EngineError::Missing(format!("approval #{id}")))?;
+        let Some(state) = state else {
+            // Lost the race: someone else (or the deadline) decided first.
+            return Err(EngineError::Conflict(settled(&after)));
+        };
+        self.inner.publish(Event::ApprovalDecided {
+            approval: id,
+            run: a.run,
+            node: a.node.clone(),
+            state: state.clone(),
+            by: who.user.clone(),
+        });
+        let decided = state != "pending";
+        if decided {
+            self.inner.recheck(a.run, &a.node);
+        }
+        Ok(DecideResult {
+            approval: after,
+            decided,
+        })
+    }
+}
+
+impl Inner {
+    /// Makes the run look at its approval node now.
+    pub(crate) fn recheck(self: &std::sync::Arc<Self>, run: RunId, node: &str) {
+        if let Some(tx) = self.spawn_driver(run, false) {
+            let _ = tx.send(Command::Recheck(node.to_owned()));
+        }
+    }
+}
+
+/// The node's output once decided.
+fn output(a: &ApprovalInfo, decision: &str) -> Value {
+    json!({
+        "approval": a.id,
+        "decision": decision,
+        "by": a.votes.iter().map(|v| v.user.clone()).chain(
+            (decision == "rejected").then(|| a.decided_by.clone()).flatten()
+        ).collect::<Vec<_>>(),
+        "reason": a.reason,
+        "at": a.decided_at.map(when),
+    })
+}
+
+/// What one look at an approval node found.
+pub(super) enum Step {
+    /// Opened or still waiting: the node waits until this time (or a nudge).
+    Wait(Option<i64>),
+    /// Decided: the attempt ends with this result.
+    Done(Result<Outcome, NodeError>),
+    /// Timed out with `on_timeout: fail`: the attempt failed; try a new request
+    /// if the retry policy allows.
+    TimedOut(String),
+}
+
+/// The next wake-up: the next reminder before the deadline, else the deadline.
+fn next_wake(requested_at: i64, deadline: Option<i64>, remind: Option<i64>, now: i64) -> Option<i64> {
+    let reminder = remind.filter(|&r| r > 0).map(|r| {
+        let k = (now - requested_at).max(0) / r + 1;
+        requested_at + k * r
+    });
+    match (reminder, deadline) {
+        (Some(r), Some(d)) => Some(r.min(d)),
+        (r, d) => r.or(d),
+    }
+}
+
+/// Which approval request to open.
+pub(super) struct Opening<'a> {
+    /// The run.
+    pub run: RunId,
+    /// Its pipeline.
+    pub pipeline: &'a str,
+    /// The user who triggered it.
+    pub user: Option<&'a str>,
+    /// The approval node.
+    pub node_id: &'a str,
+    /// The attempt the request belongs to.
+    pub attempt: u32,
+    /// The node's `timeout`: the deadline.
+    pub timeout: Option<sluice_shared::Duration>,
+}
+
+/// Records a request and notes it on the node's log. Returns the approval id
+/// and what to do next.
+pub(super) async fn open(
+    inner: &Inner,
+    o: &Opening<'_>,
+    node: &ApprovalNode,
+    template: &nodes::NodeContext,
+) -> Result<(i64, Step), EngineError> {
+    let now = now_ms();
+    let message = match &node.message {
+        Some(m) => match nodes::render(template, "message", m, Escape::Text) {
+            Ok(m) => Some(m),
+            Err(e) => return Ok((0, Step::Done(Err(e)))),
+        },
+        None => None,
+    };
+    let deadline = o.timeout.map(|t| now + ms(t));
+    let remind = node.remind_every.map(ms);
+    let id = inner
+        .store
+        .open_approval(NewApproval {
+            run: o.run,
+            node: o.node_id.to_owned(),
+            attempt: o.attempt,
+            pipeline: o.pipeline.to_owned(),
+            message: message.clone(),
+            approvers: node.approvers.clone(),
+            min_approvals: node.min_approvals,
+            requested_by: o.user.map(str::to_owned),
+            allow_self: node.allow_self_approval,
+            on_timeout: on_timeout_name(node.on_timeout).into(),
+            remind_every: remind,
+            requested_at: now,
+            deadline,
+        })
+        .await?;
+    let who = if node.approvers.is_empty() {
+        "any operator".to_owned()
+    } else {
+        node.approvers.join(", ")
+    };
+    let until = deadline.map_or_else(String::new, |d| format!(" until {}", when(d)));
+    template
+        .log
+        .note(&format!(
+            "waiting for approval #{id} by {who}{until}; decide with `sluice approve {id}` or `sluice reject {id} --reason ...`"
+        ))
+        .await;
+    let wake = next_wake(now, deadline, remind, now);
+    Ok((id, Step::Wait(wake)))
+}
+
+fn on_timeout_name(t: OnTimeout) -> &'static str {
+    match t {
+        OnTimeout::Reject => "reject",
+        OnTimeout::Approve => "approve",
+        OnTimeout::Fail => "fail",
+    }
+}
+
+/// Looks at a waiting approval: decided, expired (making the expiry if the
+/// deadline passed), due a reminder, or still waiting.
+pub(super) async fn check(
+    inner: &Inner,
+    run: RunId,
+    node_id: &str,
+    attempt: u32,
+    reminder_due: bool,
+    log: &nodes::LogSink,
+) -> Result<(Step, Vec<Event>, Option<ApprovalInfo>), EngineError> {
+    let Some((mut a, timeout)) = inner.store.approval_of(run, node_id, attempt).await? else {
+        return Ok((
+            Step::Done(Err(NodeError::fatal(format!(
+                "approval record of attempt {attempt} is missing"
+            )))),
+            Vec::new(),
+            None,
+        ));
+    };
+    let now = now_ms();
+    let mut events = Vec::new();
+    let mut reminded = None;
+    if a.state == "pending" {
+        if a.deadline.is_some_and(|d| d <= now) {
+            let decision = match timeout.on_timeout.as_str() {
+                "approve" => Some("approved"),
+                "fail" => None,
+                _ => Some("rejected"),
+            };
+            if inner.store.expire_approval(a.id, decision, now).await? {
+                events.push(Event::ApprovalExpired {
+                    approval: a.id,
+                    run,
+                    node: node_id.to_owned(),
+                    outcome: timeout.on_timeout.clone(),
+                });
+                log.note(&format!(
+                    "approval #{} expired with no decision; on_timeout: {}",
+                    a.id, timeout.on_timeout
+                ))
+                .await;
+            }
+            // Either way the row is final now: read what won.
+            if let Some(fresh) = inner.store.approval(a.id).await? {
+                a = fresh;
+            }
+        } else {
+            if reminder_due {
+                reminded = Some(a.clone());
+            }
+            let wake = next_wake(a.requested_at, a.deadline, timeout.remind_every, now);
+            return Ok((Step::Wait(wake), events, reminded));
+        }
+    }
+    let step = match (a.state.as_str(), a.decision.as_deref()) {
+        ("approved", _) | ("expired", Some("approved")) => {
+            Step::Done(Ok(Outcome::Done(output(&a, "approved"))))
+        }
+        ("rejected", _) => Step::Done(Err(NodeError::fatal(format!(
+            "rejected by {}: {}",
+            a.decided_by.as_deref().unwrap_or("?"),
+            a.reason.as_deref().unwrap_or("no reason given")
+        ))
+        .with_output(output(&a, "rejected")))),
+        ("expired", Some("rejected")) => Step::Done(Err(NodeError::fatal(format!(
+            "approval #{} expired with no decision; on_timeout: reject",
+            a.id
+        ))
+        .with_output(output(&a, "rejected")))),
+        ("expired", _) => Step::TimedOut(format!("approval #{} timed out with no decision", a.id)),
+        ("cancelled", _) => Step::Done(Err(NodeError::fatal(format!(
+            "approval #{} was cancelled",
+            a.id
+        )))),
+        // Still pending after a lost expiry race cannot happen; look again in a second.
+        _ => Step::Wait(Some(now + 1000)),
+    };
+    Ok((step, events, reminded))
+}
+
+/// The node change that puts an approval node to wait.
+pub(super) fn waiting(attempt: u32, wake: Option<i64>, started: bool) -> NodeChange {
+    NodeChange {
+        state: Some(NodeState::Waiting),
+        attempts: Some(attempt),
+        started_at: started.then(now_ms),
+        wake_at: Some(wake),
+        ..Default::default()
+    }
+}

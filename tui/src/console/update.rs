@@ -1,0 +1,1457 @@
+//! `update`: the only place state changes. Pure apart from the effects it
+//! returns (calls to send, text to copy, quit), so it can be tested without a
+//! terminal or a daemon.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
+use serde_json::{Value, json};
+use sluice_shared::event::Event;
+use sluice_shared::protocol::{
+    ApprovalInfo, AttemptInfo, AuditEntry, ConfigErrors, EventNotice, LogsPage, MetricsResult,
+    PipelineDetail, PipelineSummary, RunDetail, RunsPage, StatusResult,
+};
+use sluice_shared::run::{AttemptState, NodeState, RunId, RunState};
+
+use super::app::{
+    App, Conn, DetailFocus, DetailState, Dialog, DialogFocus, Flash, Overlay, PendingAction,
+    Prompt, PromptKind, View, server_filter,
+};
+use super::keymap::{Action, Key};
+use super::logbuf::LogEntry;
+use super::msg::{CallError, ConnEvent, Effect, Msg, Tag};
+
+/// Runs fetched per page.
+pub const RUNS_PAGE: u32 = 200;
+/// Log lines fetched per `logs.get`.
+pub const LOG_PAGE: u32 = 10_000;
+/// How often status and the current view are polled (ms).
+const POLL_MS: i64 = 5_000;
+
+/// Applies one message; returns what the run loop must do.
+pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
+    match msg {
+        Msg::Key(ev) => key(app, ev),
+        Msg::Paste(text) => {
+            paste(app, &text);
+            Vec::new()
+        }
+        Msg::Resize(w, h) => {
+            app.size = (w, h);
+            Vec::new()
+        }
+        Msg::Tick(now) => tick(app, now),
+        Msg::Conn(ev) => conn(app, ev),
+        Msg::Reply(tag, result) => reply(app, tag, result),
+        Msg::Notice(n) => match n.method.as_str() {
+            // Events were dropped for us: fetch what is on screen again, quietly.
+            "lagged" => resync(app),
+            "event" => event(app, n.params),
+            _ => Vec::new(),
+        },
+    }
+}
+
+fn flash(app: &mut App, text: impl Into<String>, error: bool) {
+    app.flash = Some(Flash {
+        text: text.into(),
+        error,
+        until_ms: app.now_ms + if error { 8_000 } else { 4_000 },
+    });
+}
+
+fn call(tag: Tag, method: &'static str, params: Value) -> Effect {
+    Effect::Call {
+        tag,
+        method,
+        params,
+    }
+}
+
+fn synced(app: &App) -> bool {
+    matches!(app.conn, Conn::Connected { synced: true, .. })
+}
+
+// ---------------------------------------------------------------- connection
+
+fn conn(app: &mut App, ev: ConnEvent) -> Vec<Effect> {
+    match ev {
+        ConnEvent::Connecting => {
+            // Keep showing how long we have been down while the next attempt runs.
+            if !matches!(app.conn, Conn::Disconnected { .. }) {
+                app.conn = Conn::Connecting;
+            }
+            Vec::new()
+        }
+        ConnEvent::Connected(hello) => {
+            app.conn = Conn::Connected {
+                hello,
+                synced: false,
+            };
+            Vec::new()
+        }
+        ConnEvent::Synced => {
+            if let Conn::Connected { synced, .. } = &mut app.conn {
+                *synced = true;
+            }
+            app.last_seq = None;
+            resync(app)
+        }
+        ConnEvent::Disconnected { error, retry_at_ms } => {
+            let since_ms = match &app.conn {
+                Conn::Disconnected { since_ms, .. } => *since_ms,
+                _ => app.now_ms,
+            };
+            app.conn = Conn::Disconnected {
+                since_ms,
+                retry_at_ms,
+                error,
+            };
+            app.stale = true;
+            app.runs.loading = false;
+            if let Some(d) = &mut app.detail {
+                d.log_loading = false;
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// Everything on screen, fetched again (after a reconnect or a lag).
+fn resync(app: &mut App) -> Vec<Effect> {
+    if !synced(app) {
+        return Vec::new();
+    }
+    app.stale = false;
+    app.polled_ms = app.now_ms;
+    let mut fx = vec![
+        call(Tag::Status, "status", json!({})),
+        runs_request(app, false),
+        call(Tag::Pipelines, "pipelines.list", json!({})),
+        call(Tag::ConfigErrors, "config.errors", json!({})),
+        call(Tag::Approvals { pending: true }, "approvals.list", json!({ "pending": true })),
+    ];
+    if app.approvals.show_history {
+        fx.push(call(
+            Tag::Approvals { pending: false },
+            "approvals.list",
+            json!({ "pending": false }),
+        ));
+    }
+    if let Some(d) = &mut app.detail {
+        d.dirty = false;
+        fx.push(call(Tag::Detail(d.id), "runs.get", json!({ "id": d.id })));
+        // Lines written while we were away come from logs.get; the buffer drops repeats.
+        if let Some(node) = d.log_node.clone() {
+            d.log_loading = true;
+            let after = 0;
+            fx.push(logs_request(d.id, &node, d.log_generation, after));
+        }
+    }
+    fx.extend(view_poll(app));
+    fx
+}
+
+fn view_poll(app: &App) -> Vec<Effect> {
+    match app.view {
+        View::Metrics => vec![call(Tag::Metrics, "metrics", json!({}))],
+        View::Audit => vec![call(Tag::Audit, "audit.list", json!({ "limit": 500 }))],
+        _ => Vec::new(),
+    }
+}
+
+fn tick(app: &mut App, now: i64) -> Vec<Effect> {
+    app.now_ms = now;
+    if app.flash.as_ref().is_some_and(|f| f.until_ms <= now) {
+        app.flash = None;
+    }
+    if !synced(app) {
+        return Vec::new();
+    }
+    let mut fx = Vec::new();
+    if app.runs.dirty && !app.runs.loading {
+        app.runs.dirty = false;
+        fx.push(runs_request(app, false));
+    }
+    if let Some(d) = &mut app.detail
+        && d.dirty
+    {
+        d.dirty = false;
+        fx.push(call(Tag::Detail(d.id), "runs.get", json!({ "id": d.id })));
+    }
+    if app.approvals.dirty {
+        app.approvals.dirty = false;
+        fx.push(call(Tag::Approvals { pending: true }, "approvals.list", json!({ "pending": true })));
+        if app.approvals.show_history {
+            fx.push(call(
+                Tag::Approvals { pending: false },
+                "approvals.list",
+                json!({ "pending": false }),
+            ));
+        }
+    }
+    if app.pipelines.dirty {
+        app.pipelines.dirty = false;
+        fx.push(call(Tag::Pipelines, "pipelines.list", json!({})));
+        fx.push(call(Tag::ConfigErrors, "config.errors", json!({})));
+    }
+    if now - app.polled_ms >= POLL_MS {
+        app.polled_ms = now;
+        fx.push(call(Tag::Status, "status", json!({})));
+        fx.extend(view_poll(app));
+    }
+    fx
+}
+
+// ---------------------------------------------------------------- requests
+
+fn runs_request(app: &mut App, append: bool) -> Effect {
+    let (pipeline, states) = server_filter(&app.runs.filter);
+    let mut params = json!({ "limit": RUNS_PAGE });
+    if let Some(p) = pipeline {
+        params["pipeline"] = json!(p);
+    }
+    if !states.is_empty() {
+        params["states"] = json!(states);
+    }
+    if append && let Some(before) = app.runs.next {
+        params["before"] = json!(before);
+    }
+    app.runs.loading = true;
+    call(
+        Tag::Runs {
+            append,
+            generation: app.runs.generation,
+        },
+        "runs.list",
+        params,
+    )
+}
+
+fn logs_request(run: RunId, node: &str, generation: u64, after: u64) -> Effect {
+    call(
+        Tag::Logs {
+            run,
+            node: node.to_string(),
+            generation,
+        },
+        "logs.get",
+        json!({ "run": run, "node": node, "after": after, "limit": LOG_PAGE }),
+    )
+}
+
+fn open_run(app: &mut App, id: RunId) -> Vec<Effect> {
+    if app.view != View::Detail {
+        app.back.push(app.view);
+    }
+    app.view = View::Detail;
+    app.detail = Some(DetailState::new(id, app.opts.log_cap));
+    vec![call(Tag::Detail(id), "runs.get", json!({ "id": id }))]
+}
+
+fn load_log(d: &mut DetailState) -> Vec<Effect> {
+    let Some(node) = d.selected_node().map(str::to_string) else {
+        return Vec::new();
+    };
+    d.log = super::logbuf::LogBuf::with_capacity(d.log.capacity());
+    d.log_generation += 1;
+    d.log_node = Some(node.clone());
+    d.log_loading = true;
+    d.pending.clear();
+    d.log_cursor = 0;
+    d.follow = true;
+    d.unseen = 0;
+    d.hscroll = 0;
+    vec![logs_request(d.id, &node, d.log_generation, 0)]
+}
+
+fn switch_view(app: &mut App, view: View) -> Vec<Effect> {
+    app.back.clear();
+    app.view = view;
+    let mut fx = Vec::new();
+    if synced(app) {
+        match view {
+            View::Approvals => {
+                fx.push(call(Tag::Approvals { pending: true }, "approvals.list", json!({ "pending": true })));
+                if app.approvals.show_history {
+                    fx.push(call(
+                        Tag::Approvals { pending: false },
+                        "approvals.list",
+                        json!({ "pending": false }),
+                    ));
+                }
+            }
+            View::Pipelines => {
+                fx.push(call(Tag::Pipelines, "pipelines.list", json!({})));
+                fx.push(call(Tag::ConfigErrors, "config.errors", json!({})));
+            }
+            _ => fx.extend(view_poll(app)),
+        }
+    }
+    fx
+}
+
+// ---------------------------------------------------------------- replies
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Option<T> {
+    serde_json::from_value(v).ok()
+}
+
+fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effect> {
+    let value = match result {
+        Ok(v) => v,
+        Err(e) => return failed(app, tag, e),
+    };
+    match tag {
+        Tag::Status => app.status = decode::<StatusResult>(value).or(app.status.take()),
+        Tag::Runs { append, generation } => {
+            if generation != app.runs.generation {
+                return Vec::new();
+            }
+            app.runs.loading = false;
+            let Some(page) = decode::<RunsPage>(value) else {
+                return Vec::new();
+            };
+            merge_runs(app, page, append);
+        }
+        Tag::Detail(id) => {
+            let Some(run) = decode::<RunDetail>(value) else {
+                return Vec::new();
+            };
+            let Some(d) = app.detail.as_mut().filter(|d| d.id == id) else {
+                return Vec::new();
+            };
+            let first = d.run.is_none();
+            if first {
+                // Land on what the operator most likely came for: the first failed node.
+                d.nodes.selected = run
+                    .nodes
+                    .iter()
+                    .position(|n| n.state == NodeState::Failed)
+                    .or_else(|| run.nodes.iter().position(|n| !n.state.is_finished()))
+                    .unwrap_or(0);
+            }
+            d.nodes.clamp(run.nodes.len());
+            d.run = Some(run);
+            if d.log_node.as_deref() != d.selected_node() {
+                return load_log(d);
+            }
+        }
+        Tag::Logs {
+            run,
+            node,
+            generation,
+        } => {
+            let Some(d) = app.detail.as_mut().filter(|d| {
+                d.id == run && d.log_generation == generation && d.log_node.as_deref() == Some(&node)
+            }) else {
+                return Vec::new();
+            };
+            let Some(page) = decode::<LogsPage>(value) else {
+                d.log_loading = false;
+                return Vec::new();
+            };
+            let got = page.lines.len();
+            for l in page.lines {
+                push_log(
+                    d,
+                    LogEntry {
+                        attempt: l.attempt,
+                        seq: l.seq,
+                        at_ms: l.at_ms,
+                        stream: l.stream,
+                        line: l.line,
+                    },
+                );
+            }
+            if got as u32 >= LOG_PAGE {
+                return vec![logs_request(run, &node, generation, page.next)];
+            }
+            d.log_loading = false;
+            for e in std::mem::take(&mut d.pending) {
+                push_log(d, e);
+            }
+        }
+        Tag::Pipelines => {
+            if let Some(rows) = decode::<Vec<PipelineSummary>>(value) {
+                app.pipelines.rows = rows;
+                app.pipelines.cursor.clamp(app.pipelines.rows.len());
+            }
+        }
+        Tag::ConfigErrors => {
+            if let Some(e) = decode::<ConfigErrors>(value) {
+                app.pipelines.errors = e.diagnostics;
+            }
+        }
+        Tag::TriggerForm(name) => {
+            let inputs = decode::<PipelineDetail>(value)
+                .map(|p| default_inputs(&p.definition))
+                .unwrap_or_default();
+            if let Some(reason) = app.disabled_reason(Action::Trigger) {
+                flash(app, format!("trigger: {reason}"), true);
+                return Vec::new();
+            }
+            let key = idempotency_key(app);
+            app.overlay = Some(Overlay::Dialog(Dialog {
+                title: format!("Trigger {name} now?"),
+                body: vec![
+                    "Inputs as name=value, separated by spaces (quote values with spaces).".into(),
+                ],
+                confirm: "Trigger".into(),
+                field: Some(("inputs".into(), inputs)),
+                required: false,
+                focus: DialogFocus::Field,
+                action: PendingAction::Trigger(name),
+                idempotency_key: key,
+                error: None,
+            }));
+        }
+        Tag::Approvals { pending } => {
+            if let Some(rows) = decode::<Vec<ApprovalInfo>>(value) {
+                if pending {
+                    app.approvals.pending = rows;
+                    app.approvals.loaded = true;
+                } else {
+                    app.approvals.history = rows.into_iter().filter(|a| a.state != "pending").collect();
+                }
+                let len = app.approvals.rows().len();
+                app.approvals.cursor.clamp(len);
+                return approval_context(app);
+            }
+        }
+        Tag::ApprovalContext(run) => {
+            if app.approvals.selected().is_some_and(|a| a.run == run) {
+                app.approvals.context = decode::<RunDetail>(value);
+            }
+        }
+        Tag::Metrics => app.metrics = decode::<MetricsResult>(value).or(app.metrics.take()),
+        Tag::Audit => {
+            if let Some(rows) = decode::<Vec<AuditEntry>>(value) {
+                app.audit = rows;
+                app.audit_cursor.clamp(app.audit.len());
+            }
+        }
+        Tag::Action { what, open_new_run } => {
+            flash(app, format!("{what}: done"), false);
+            app.runs.dirty = true;
+            app.approvals.dirty = true;
+            app.pipelines.dirty = true;
+            if let Some(d) = &mut app.detail {
+                d.dirty = true;
+            }
+            if open_new_run && let Some(id) = value.get("run").and_then(Value::as_i64) {
+                return open_run(app, RunId(id));
+            }
+        }
+    }
+    Vec::new()
+}
+
+fn failed(app: &mut App, tag: Tag, e: CallError) -> Vec<Effect> {
+    match tag {
+        Tag::Action { what, .. } => {
+            // Never re-sent: the daemon may have applied it before the line broke.
+            flash(app, format!("{what} failed: {}", e.message), true);
+        }
+        Tag::Runs { .. } => app.runs.loading = false,
+        Tag::Logs { .. } => {
+            if let Some(d) = &mut app.detail {
+                d.log_loading = false;
+            }
+        }
+        Tag::TriggerForm(name) => flash(app, format!("trigger {name}: {}", e.message), true),
+        Tag::Detail(_) if e.code == Some(-32001) => flash(app, e.message, true),
+        // Read calls fail quietly: the header shows the connection, the data stays marked stale.
+        _ => {}
+    }
+    Vec::new()
+}
+
+fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
+    let selected_id = app.visible_runs().get(app.runs.cursor.selected).map(|r| r.id);
+    let runs = &mut app.runs;
+    if append {
+        let last = runs.rows.last().map(|r| r.id);
+        runs.rows
+            .extend(page.runs.into_iter().filter(|r| last.is_none_or(|l| r.id < l)));
+        runs.next = page.next;
+    } else {
+        let oldest = page.runs.last().map(|r| r.id);
+        let older: Vec<_> = match oldest {
+            Some(o) => runs.rows.drain(..).filter(|r| r.id < o).collect(),
+            None => Vec::new(),
+        };
+        if older.is_empty() {
+            runs.next = page.next;
+        }
+        runs.rows = page.runs;
+        runs.rows.extend(older);
+    }
+    if let Some(id) = selected_id
+        && let Some(i) = app.visible_runs().iter().position(|r| r.id == id)
+    {
+        app.runs.cursor.selected = i;
+    }
+    let len = app.visible_runs().len();
+    app.runs.cursor.clamp(len);
+}
+
+/// `who=world n=3` from a pipeline definition's `inputs` and their defaults.
+fn default_inputs(definition: &Value) -> String {
+    let Some(inputs) = definition.get("inputs").and_then(Value::as_object) else {
+        return String::new();
+    };
+    inputs
+        .iter()
+        .map(|(name, spec)| {
+            let value = match spec.get("default") {
+                Some(Value::String(s)) if s.contains(char::is_whitespace) || s.is_empty() => {
+                    format!("\"{s}\"")
+                }
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            format!("{name}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parses `a=1 b="two words" c=true` into inputs (JSON values where they parse).
+pub fn parse_inputs(text: &str) -> Result<serde_json::Map<String, Value>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any || !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    if any || !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut map = serde_json::Map::new();
+    for w in words {
+        let Some((k, v)) = w.split_once('=') else {
+            return Err(format!("'{w}' is not name=value"));
+        };
+        let value = serde_json::from_str::<Value>(v)
+            .ok()
+            .filter(|v| !v.is_string() || v.as_str().is_some())
+            .unwrap_or_else(|| Value::String(v.to_string()));
+        if v.is_empty() {
+            continue;
+        }
+        map.insert(k.to_string(), value);
+    }
+    Ok(map)
+}
+
+fn approval_context(app: &mut App) -> Vec<Effect> {
+    let Some(run) = app.approvals.selected().map(|a| a.run) else {
+        app.approvals.context = None;
+        return Vec::new();
+    };
+    if app.approvals.context.as_ref().is_some_and(|c| c.run.id == run) {
+        return Vec::new();
+    }
+    if !synced(app) {
+        return Vec::new();
+    }
+    vec![call(Tag::ApprovalContext(run), "runs.get", json!({ "id": run }))]
+}
+
+// ---------------------------------------------------------------- events
+
+fn push_log(d: &mut DetailState, e: LogEntry) {
+    let full = d.log.len() == d.log.capacity();
+    if d.log.push(e) {
+        if d.follow {
+            d.log_cursor = d.log.len() - 1;
+        } else {
+            if full {
+                // The oldest line fell off: the selected line moved up by one.
+                d.log_cursor = d.log_cursor.saturating_sub(1);
+            }
+            d.unseen += 1;
+        }
+    }
+}
+
+fn event(app: &mut App, params: Value) -> Vec<Effect> {
+    let seq = params.get("seq").and_then(Value::as_u64);
+    let mut fx = Vec::new();
+    if let Some(seq) = seq {
+        if let Some(last) = app.last_seq
+            && seq > last + 1
+        {
+            fx.extend(resync(app));
+        }
+        app.last_seq = Some(seq);
+    }
+    let notice = match serde_json::from_value::<EventNotice>(params.clone()) {
+        Ok(n) => n,
+        Err(_) => {
+            // An event this console does not know (newer daemon): approvals are the
+            // likely ones, so look again; anything else is ignored.
+            let kind = params
+                .pointer("/event/type")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if kind.contains("approval") {
+                app.approvals.dirty = true;
+            }
+            return fx;
+        }
+    };
+    match notice.event {
+        Event::RunCreated { run, pipeline } => {
+            app.run_pipelines.insert(run, pipeline);
+            app.runs.dirty = true;
+        }
+        Event::RunState { run, state, error } => {
+            let now = app.now_ms;
+            if let Some(r) = app.runs.rows.iter_mut().find(|r| r.id == run) {
+                r.state = state;
+                if state == RunState::Running && r.started_at.is_none() {
+                    r.started_at = Some(now);
+                }
+                if state.is_finished() && r.finished_at.is_none() {
+                    r.finished_at = Some(now);
+                }
+                if error.is_some() {
+                    r.error = error.clone();
+                }
+            }
+            app.runs.dirty = true;
+            if let Some(d) = &mut app.detail
+                && d.id == run
+            {
+                if let Some(r) = &mut d.run {
+                    r.run.state = state;
+                    if error.is_some() {
+                        r.run.error = error;
+                    }
+                }
+                d.dirty = true;
+            }
+            if state == RunState::Waiting || state.is_finished() {
+                app.approvals.dirty = true;
+            }
+        }
+        Event::NodeState {
+            run,
+            node,
+            state,
+            attempt,
+            error,
+        } => {
+            let now = app.now_ms;
+            if let Some(d) = &mut app.detail
+                && d.id == run
+            {
+                if let Some(n) = d
+                    .run
+                    .as_mut()
+                    .and_then(|r| r.nodes.iter_mut().find(|n| n.id == node))
+                {
+                    n.state = state;
+                    if error.is_some() {
+                        n.error = error;
+                    }
+                    if state == NodeState::Running && (n.attempts.len() as u32) < attempt {
+                        n.attempts.push(AttemptInfo {
+                            attempt,
+                            state: AttemptState::Running,
+                            started_at: now,
+                            finished_at: None,
+                            error: None,
+                        });
+                        n.started_at.get_or_insert(now);
+                    }
+                    if state.is_finished() {
+                        n.finished_at.get_or_insert(now);
+                    }
+                }
+                d.dirty = true;
+            }
+            if state == NodeState::Waiting {
+                app.approvals.dirty = true;
+            }
+        }
+        Event::Log {
+            run,
+            node,
+            attempt,
+            seq,
+            stream,
+            line,
+        } => {
+            if let Some(d) = &mut app.detail
+                && d.id == run
+                && d.log_node.as_deref() == Some(&node)
+            {
+                let e = LogEntry {
+                    attempt,
+                    seq,
+                    at_ms: app.now_ms,
+                    stream,
+                    line,
+                };
+                if d.log_loading {
+                    d.pending.push(e);
+                } else {
+                    push_log(d, e);
+                }
+            }
+        }
+        Event::ApprovalRequested { run, pipeline, .. } => {
+            app.run_pipelines.insert(run, pipeline);
+            app.approvals.dirty = true;
+        }
+        Event::ApprovalDecided { run, .. } | Event::ApprovalExpired { run, .. } => {
+            app.approvals.dirty = true;
+            if let Some(d) = &mut app.detail
+                && d.id == run
+            {
+                d.dirty = true;
+            }
+        }
+        Event::PipelineChanged { .. } | Event::ConfigError { .. } => app.pipelines.dirty = true,
+        Event::Other { what, .. } => {
+            if what.contains("approval") {
+                app.approvals.dirty = true;
+            }
+        }
+    }
+    fx
+}
+
+// ---------------------------------------------------------------- keys
+
+fn page(app: &App) -> isize {
+    (app.size.1 as isize - 8).max(1)
+}
+
+fn key(app: &mut App, ev: KeyEvent) -> Vec<Effect> {
+    if ev.kind == KeyEventKind::Release {
+        return Vec::new();
+    }
+    if let Some(overlay) = app.overlay.take() {
+        return overlay_key(app, overlay, ev);
+    }
+    let Some(k) = Key::from_event(&ev) else {
+        return Vec::new();
+    };
+    let Some(action) = app.keymap.lookup(app.view.scope(), k) else {
+        return Vec::new();
+    };
+    act(app, action, k)
+}
+
+fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
+    if action.changes_state()
+        && let Some(reason) = app.disabled_reason(action)
+    {
+        flash(app, format!("{}: {reason}", action.name().replace('_', " ")), true);
+        return Vec::new();
+    }
+    match action {
+        Action::Quit => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        Action::Back => {
+            if app.view == View::Runs && !app.runs.filter.is_empty() && app.back.is_empty() {
+                return set_filter(app, String::new());
+            }
+            if let Some(v) = app.back.pop() {
+                app.view = v;
+                if v != View::Detail {
+                    app.detail = None;
+                }
+                Vec::new()
+            } else if k.code == KeyCode::Esc {
+                Vec::new()
+            } else {
+                app.quit = true;
+                vec![Effect::Quit]
+            }
+        }
+        Action::Help => {
+            app.overlay = Some(Overlay::Help(0));
+            Vec::new()
+        }
+        Action::Command => {
+            app.overlay = Some(Overlay::Command(String::new()));
+            Vec::new()
+        }
+        Action::ViewRuns => switch_view(app, View::Runs),
+        Action::ViewPipelines => switch_view(app, View::Pipelines),
+        Action::ViewApprovals => switch_view(app, View::Approvals),
+        Action::ViewMetrics => switch_view(app, View::Metrics),
+        Action::ViewAudit => switch_view(app, View::Audit),
+        Action::Up => move_by(app, -1),
+        Action::Down => move_by(app, 1),
+        Action::PageUp => move_by(app, -page(app)),
+        Action::PageDown => move_by(app, page(app)),
+        Action::Top => move_by(app, isize::MIN / 2),
+        Action::Bottom => move_by(app, isize::MAX / 2),
+        Action::Refresh => resync(app),
+        Action::Open => match app.view {
+            View::Runs => match app.visible_runs().get(app.runs.cursor.selected) {
+                Some(r) => {
+                    let id = r.id;
+                    open_run(app, id)
+                }
+                None => Vec::new(),
+            },
+            View::Approvals => match app.approvals.selected() {
+                Some(a) => {
+                    let id = a.run;
+                    open_run(app, id)
+                }
+                None => Vec::new(),
+            },
+            View::Pipelines => match app.pipelines.rows.get(app.pipelines.cursor.selected) {
+                Some(p) => {
+                    let filter = format!("p:{}", p.name);
+                    app.back.clear();
+                    app.back.push(View::Pipelines);
+                    app.view = View::Runs;
+                    set_filter(app, filter)
+                }
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        },
+        Action::Filter => {
+            app.overlay = Some(Overlay::Prompt(Prompt {
+                kind: PromptKind::Filter,
+                text: app.runs.filter.clone(),
+            }));
+            Vec::new()
+        }
+        Action::Retry | Action::RetryAll | Action::Cancel => run_action(app, action),
+        Action::FocusNext => {
+            if let Some(d) = &mut app.detail {
+                d.focus = match d.focus {
+                    DetailFocus::Nodes => DetailFocus::Log,
+                    DetailFocus::Log => DetailFocus::Nodes,
+                };
+            }
+            Vec::new()
+        }
+        Action::Left | Action::Right => {
+            let half = (app.size.0 as usize / 2).max(1);
+            if let Some(d) = &mut app.detail {
+                d.hscroll = if action == Action::Left {
+                    d.hscroll.saturating_sub(half)
+                } else {
+                    d.hscroll + half
+                };
+            }
+            Vec::new()
+        }
+        Action::Follow => {
+            if let Some(d) = &mut app.detail {
+                d.follow = !d.follow;
+                if d.follow {
+                    d.log_cursor = d.log.len().saturating_sub(1);
+                    d.unseen = 0;
+                }
+            }
+            Vec::new()
+        }
+        Action::Search => {
+            app.overlay = Some(Overlay::Prompt(Prompt {
+                kind: PromptKind::Search,
+                text: app
+                    .detail
+                    .as_ref()
+                    .and_then(|d| d.search.clone())
+                    .unwrap_or_default(),
+            }));
+            Vec::new()
+        }
+        Action::NextMatch | Action::PrevMatch => {
+            search(app, action == Action::NextMatch, true);
+            Vec::new()
+        }
+        Action::Wrap => {
+            if let Some(d) = &mut app.detail {
+                d.wrap = !d.wrap;
+            }
+            Vec::new()
+        }
+        Action::Timestamps => {
+            if let Some(d) = &mut app.detail {
+                d.timestamps = !d.timestamps;
+            }
+            Vec::new()
+        }
+        Action::Copy => copy(app),
+        Action::Approve | Action::Reject => {
+            if app.approvals.show_history {
+                flash(app, "only pending approvals can be decided (Tab: pending)", true);
+                return Vec::new();
+            }
+            let Some(a) = app.approvals.selected().cloned() else {
+                flash(app, "no pending approval selected", true);
+                return Vec::new();
+            };
+            let approve = action == Action::Approve;
+            let key = idempotency_key(app);
+            app.overlay = Some(Overlay::Dialog(Dialog {
+                title: format!(
+                    "{} approval #{} (run {} node {})?",
+                    if approve { "Approve" } else { "Reject" },
+                    a.id,
+                    a.run,
+                    a.node
+                ),
+                body: a.message.iter().cloned().collect(),
+                confirm: if approve { "Approve" } else { "Reject" }.into(),
+                field: Some((
+                    if approve { "reason (optional)" } else { "reason (required)" }.into(),
+                    String::new(),
+                )),
+                required: !approve,
+                focus: DialogFocus::Field,
+                action: PendingAction::Decide { id: a.id, approve },
+                idempotency_key: key,
+                error: None,
+            }));
+            Vec::new()
+        }
+        Action::HistoryTab => {
+            app.approvals.show_history = !app.approvals.show_history;
+            app.approvals.cursor = Default::default();
+            app.approvals.context = None;
+            let mut fx = Vec::new();
+            if app.approvals.show_history && synced(app) {
+                fx.push(call(
+                    Tag::Approvals { pending: false },
+                    "approvals.list",
+                    json!({ "pending": false }),
+                ));
+            }
+            fx.extend(approval_context(app));
+            fx
+        }
+        Action::Trigger => match app.pipelines.rows.get(app.pipelines.cursor.selected) {
+            Some(p) => {
+                let name = p.name.clone();
+                vec![call(
+                    Tag::TriggerForm(name.clone()),
+                    "pipelines.get",
+                    json!({ "name": name }),
+                )]
+            }
+            None => Vec::new(),
+        },
+        Action::Enable | Action::Disable => {
+            let Some(p) = app.pipelines.rows.get(app.pipelines.cursor.selected) else {
+                return Vec::new();
+            };
+            let enabled = action == Action::Enable;
+            let name = p.name.clone();
+            let key = idempotency_key(app);
+            app.overlay = Some(Overlay::Dialog(Dialog {
+                title: format!("{} pipeline {name}?", if enabled { "Enable" } else { "Disable" }),
+                body: vec![if enabled {
+                    "Its triggers may start runs again.".into()
+                } else {
+                    "Cron, webhooks and manual triggers stop starting runs; runs in flight continue."
+                        .into()
+                }],
+                confirm: if enabled { "Enable" } else { "Disable" }.into(),
+                field: None,
+                required: false,
+                focus: DialogFocus::Cancel,
+                action: PendingAction::SetEnabled { name, enabled },
+                idempotency_key: key,
+                error: None,
+            }));
+            Vec::new()
+        }
+    }
+}
+
+fn idempotency_key(app: &mut App) -> String {
+    app.action_counter += 1;
+    format!(
+        "sluice-console-{}-{}-{}",
+        std::process::id(),
+        app.now_ms,
+        app.action_counter
+    )
+}
+
+fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
+    let target = match app.view {
+        View::Detail => app
+            .detail
+            .as_ref()
+            .map(|d| (d.id, d.run.as_ref().map(|r| r.run.state))),
+        View::Runs => app
+            .visible_runs()
+            .get(app.runs.cursor.selected)
+            .map(|r| (r.id, Some(r.state))),
+        _ => None,
+    };
+    let Some((run, state)) = target else {
+        return Vec::new();
+    };
+    let finished = state.is_some_and(RunState::is_finished);
+    let key = idempotency_key(app);
+    let dialog = match action {
+        Action::Cancel => {
+            if finished {
+                flash(app, format!("run {run} has already finished"), true);
+                return Vec::new();
+            }
+            Dialog {
+                title: format!("Cancel run {run}?"),
+                body: vec!["Running nodes are stopped; the rest are marked cancelled.".into()],
+                confirm: "Cancel run".into(),
+                field: None,
+                required: false,
+                focus: DialogFocus::Cancel,
+                action: PendingAction::Cancel(run),
+                idempotency_key: key,
+                error: None,
+            }
+        }
+        _ => {
+            if !finished {
+                flash(app, format!("run {run} has not finished; only finished runs can be retried"), true);
+                return Vec::new();
+            }
+            let all = action == Action::RetryAll;
+            Dialog {
+                title: format!("Retry run {run}{}?", if all { " (all nodes)" } else { "" }),
+                body: vec![if all {
+                    "A new run executes every node again.".into()
+                } else {
+                    "A new run reuses what succeeded and runs the failed nodes and what follows.".into()
+                }],
+                confirm: "Retry".into(),
+                field: None,
+                required: false,
+                focus: DialogFocus::Cancel,
+                action: PendingAction::Retry { run, all },
+                idempotency_key: key,
+                error: None,
+            }
+        }
+    };
+    app.overlay = Some(Overlay::Dialog(dialog));
+    Vec::new()
+}
+
+fn copy(app: &mut App) -> Vec<Effect> {
+    let Some(d) = &app.detail else {
+        return Vec::new();
+    };
+    let text = match d.focus {
+        DetailFocus::Log => d.log.get(d.log_cursor).map(|e| e.line.clone()),
+        DetailFocus::Nodes => d
+            .run
+            .as_ref()
+            .and_then(|r| r.nodes.get(d.nodes.selected))
+            .and_then(|n| {
+                n.output
+                    .as_ref()
+                    .map(|o| serde_json::to_string_pretty(o).unwrap_or_default())
+                    .or_else(|| n.error.clone())
+            }),
+    };
+    match text {
+        Some(t) => {
+            flash(app, format!("copied {} bytes (OSC 52)", t.len()), false);
+            vec![Effect::Copy(t)]
+        }
+        None => {
+            flash(app, "nothing to copy here", true);
+            Vec::new()
+        }
+    }
+}
+
+fn search(app: &mut App, forward: bool, step: bool) {
+    let Some(d) = &mut app.detail else {
+        return;
+    };
+    let Some(needle) = d.search.clone() else {
+        flash(app, "no search yet: press /", true);
+        return;
+    };
+    let from = if !step {
+        d.log_cursor
+    } else if forward {
+        d.log_cursor + 1
+    } else {
+        (d.log_cursor + d.log.len()).saturating_sub(1)
+    };
+    match d.log.find(&needle, from, forward) {
+        Some(i) => {
+            d.log_cursor = i;
+            d.follow = false;
+            d.focus = DetailFocus::Log;
+        }
+        None => flash(app, format!("'{needle}' not found"), true),
+    }
+}
+
+fn move_by(app: &mut App, delta: isize) -> Vec<Effect> {
+    match app.view {
+        View::Runs => {
+            let len = app.visible_runs().len();
+            app.runs.cursor.step(delta, len);
+            // Keyset paging: fetch the next page before the operator reaches the end.
+            if app.runs.cursor.selected + 50 >= len
+                && app.runs.next.is_some()
+                && !app.runs.loading
+                && synced(app)
+            {
+                return vec![runs_request(app, true)];
+            }
+            Vec::new()
+        }
+        View::Detail => {
+            let Some(d) = &mut app.detail else {
+                return Vec::new();
+            };
+            match d.focus {
+                DetailFocus::Nodes => {
+                    let len = d.run.as_ref().map_or(0, |r| r.nodes.len());
+                    let before = d.nodes.selected;
+                    d.nodes.step(delta, len);
+                    if d.nodes.selected != before {
+                        return load_log(d);
+                    }
+                }
+                DetailFocus::Log => {
+                    let len = d.log.len();
+                    let mut c = super::app::Cursor {
+                        selected: d.log_cursor,
+                        offset: 0,
+                    };
+                    c.step(delta, len);
+                    d.log_cursor = c.selected;
+                    d.follow = delta > 0 && len > 0 && d.log_cursor == len - 1;
+                    if d.follow {
+                        d.unseen = 0;
+                    }
+                }
+            }
+            Vec::new()
+        }
+        View::Approvals => {
+            let len = app.approvals.rows().len();
+            app.approvals.cursor.step(delta, len);
+            approval_context(app)
+        }
+        View::Pipelines => {
+            let len = app.pipelines.rows.len();
+            app.pipelines.cursor.step(delta, len);
+            Vec::new()
+        }
+        View::Audit => {
+            let len = app.audit.len();
+            app.audit_cursor.step(delta, len);
+            Vec::new()
+        }
+        View::Metrics => Vec::new(),
+    }
+}
+
+fn set_filter(app: &mut App, filter: String) -> Vec<Effect> {
+    app.runs.filter = filter;
+    app.runs.generation += 1;
+    app.runs.rows.clear();
+    app.runs.next = None;
+    app.runs.cursor = Default::default();
+    if synced(app) {
+        vec![runs_request(app, false)]
+    } else {
+        app.runs.loading = false;
+        Vec::new()
+    }
+}
+
+fn paste(app: &mut App, text: &str) {
+    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    match &mut app.overlay {
+        Some(Overlay::Command(s)) => s.push_str(&clean),
+        Some(Overlay::Prompt(p)) => p.text.push_str(&clean),
+        Some(Overlay::Dialog(d)) if d.focus == DialogFocus::Field => {
+            if let Some((_, v)) = &mut d.field {
+                v.push_str(&clean);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
+    let ctrl_c = ev.code == KeyCode::Char('c')
+        && ev
+            .modifiers
+            .contains(ratatui::crossterm::event::KeyModifiers::CONTROL);
+    if ctrl_c {
+        // Ctrl-C closes a modal rather than quitting from under it.
+        return Vec::new();
+    }
+    match overlay {
+        Overlay::Help(scroll) => {
+            let next = match ev.code {
+                KeyCode::Down | KeyCode::Char('j') => Some(scroll + 1),
+                KeyCode::Up | KeyCode::Char('k') => Some(scroll.saturating_sub(1)),
+                KeyCode::PageDown | KeyCode::Char(' ') => Some(scroll + 10),
+                KeyCode::PageUp => Some(scroll.saturating_sub(10)),
+                _ => None,
+            };
+            if let Some(s) = next {
+                app.overlay = Some(Overlay::Help(s));
+            }
+            Vec::new()
+        }
+        Overlay::Command(mut text) => match ev.code {
+            KeyCode::Esc => Vec::new(),
+            KeyCode::Enter => command(app, text.trim()),
+            KeyCode::Backspace => {
+                if text.pop().is_some() {
+                    app.overlay = Some(Overlay::Command(text));
+                }
+                Vec::new()
+            }
+            KeyCode::Char(c) => {
+                text.push(c);
+                app.overlay = Some(Overlay::Command(text));
+                Vec::new()
+            }
+            _ => {
+                app.overlay = Some(Overlay::Command(text));
+                Vec::new()
+            }
+        },
+        Overlay::Prompt(mut p) => match ev.code {
+            KeyCode::Esc => Vec::new(),
+            KeyCode::Enter => match p.kind {
+                PromptKind::Filter => set_filter(app, p.text.trim().to_string()),
+                PromptKind::Search => {
+                    if let Some(d) = &mut app.detail {
+                        d.search = Some(p.text.clone()).filter(|s| !s.is_empty());
+                    }
+                    search(app, true, false);
+                    Vec::new()
+                }
+            },
+            KeyCode::Backspace => {
+                p.text.pop();
+                app.overlay = Some(Overlay::Prompt(p));
+                Vec::new()
+            }
+            KeyCode::Char(c) => {
+                p.text.push(c);
+                app.overlay = Some(Overlay::Prompt(p));
+                Vec::new()
+            }
+            _ => {
+                app.overlay = Some(Overlay::Prompt(p));
+                Vec::new()
+            }
+        },
+        Overlay::Dialog(d) => dialog_key(app, d, ev),
+    }
+}
+
+fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
+    let has_field = d.field.is_some();
+    let cycle = |f: DialogFocus, fwd: bool| match (f, fwd) {
+        (DialogFocus::Field, true) => DialogFocus::Cancel,
+        (DialogFocus::Cancel, true) => DialogFocus::Confirm,
+        (DialogFocus::Confirm, true) if has_field => DialogFocus::Field,
+        (DialogFocus::Confirm, true) => DialogFocus::Cancel,
+        (DialogFocus::Field, false) => DialogFocus::Confirm,
+        (DialogFocus::Confirm, false) => DialogFocus::Cancel,
+        (DialogFocus::Cancel, false) if has_field => DialogFocus::Field,
+        (DialogFocus::Cancel, false) => DialogFocus::Confirm,
+    };
+    match (ev.code, d.focus) {
+        (KeyCode::Esc, _) => return Vec::new(),
+        (KeyCode::Tab | KeyCode::Right, f) if f != DialogFocus::Field || ev.code == KeyCode::Tab => {
+            d.focus = cycle(f, true)
+        }
+        (KeyCode::BackTab | KeyCode::Left, f)
+            if f != DialogFocus::Field || ev.code == KeyCode::BackTab =>
+        {
+            d.focus = cycle(f, false)
+        }
+        (KeyCode::Enter, DialogFocus::Field) => d.focus = DialogFocus::Cancel,
+        (KeyCode::Enter, DialogFocus::Cancel) | (KeyCode::Char('n'), DialogFocus::Cancel | DialogFocus::Confirm) => {
+            return Vec::new();
+        }
+        (KeyCode::Enter, DialogFocus::Confirm)
+        | (KeyCode::Char('y'), DialogFocus::Cancel | DialogFocus::Confirm) => {
+            return confirm(app, d);
+        }
+        (KeyCode::Backspace, DialogFocus::Field) => {
+            if let Some((_, v)) = &mut d.field {
+                v.pop();
+            }
+        }
+        (KeyCode::Char(c), DialogFocus::Field) => {
+            if let Some((_, v)) = &mut d.field {
+                v.push(c);
+            }
+        }
+        _ => {}
+    }
+    app.overlay = Some(Overlay::Dialog(d));
+    Vec::new()
+}
+
+fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
+    let action = match &d.action {
+        PendingAction::Retry { all: false, .. } => Action::Retry,
+        PendingAction::Retry { all: true, .. } => Action::RetryAll,
+        PendingAction::Cancel(_) => Action::Cancel,
+        PendingAction::Decide { approve: true, .. } => Action::Approve,
+        PendingAction::Decide { approve: false, .. } => Action::Reject,
+        PendingAction::Trigger(_) => Action::Trigger,
+        PendingAction::SetEnabled { enabled: true, .. } => Action::Enable,
+        PendingAction::SetEnabled { enabled: false, .. } => Action::Disable,
+    };
+    if let Some(reason) = app.disabled_reason(action) {
+        flash(app, format!("not sent: {reason}"), true);
+        return Vec::new();
+    }
+    let text = d.field.as_ref().map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    if d.required && text.is_empty() {
+        d.error = Some("a reason is required".into());
+        d.focus = DialogFocus::Field;
+        app.overlay = Some(Overlay::Dialog(d));
+        return Vec::new();
+    }
+    let key = d.idempotency_key.clone();
+    let (what, method, mut params, open_new_run) = match d.action {
+        PendingAction::Retry { run, all } => (
+            format!("retry {run}"),
+            "runs.retry",
+            json!({ "id": run, "mode": if all { "all" } else { "failed" } }),
+            true,
+        ),
+        PendingAction::Cancel(run) => (format!("cancel {run}"), "runs.cancel", json!({ "id": run }), false),
+        PendingAction::Decide { id, approve } => (
+            format!("{} approval #{id}", if approve { "approve" } else { "reject" }),
+            "approvals.decide",
+            json!({ "id": id, "approve": approve, "reason": Some(text).filter(|t| !t.is_empty()) }),
+            false,
+        ),
+        PendingAction::Trigger(name) => {
+            let inputs = match parse_inputs(&text) {
+                Ok(i) => i,
+                Err(e) => {
+                    d.error = Some(e);
+                    d.focus = DialogFocus::Field;
+                    d.action = PendingAction::Trigger(name);
+                    app.overlay = Some(Overlay::Dialog(d));
+                    return Vec::new();
+                }
+            };
+            (
+                format!("trigger {name}"),
+                "pipelines.trigger",
+                json!({ "name": name, "inputs": inputs }),
+                true,
+            )
+        }
+        PendingAction::SetEnabled { name, enabled } => (
+            format!("{} {name}", if enabled { "enable" } else { "disable" }),
+            if enabled { "pipelines.enable" } else { "pipelines.disable" },
+            json!({ "name": name }),
+            false,
+        ),
+    };
+    params["idempotency_key"] = json!(key);
+    flash(app, format!("{what}: sent"), false);
+    vec![call(Tag::Action { what, open_new_run }, method, params)]
+}
+
+fn command(app: &mut App, text: &str) -> Vec<Effect> {
+    let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match word {
+        "runs" | "r" => switch_view(app, View::Runs),
+        "pipelines" | "p" => switch_view(app, View::Pipelines),
+        "approvals" | "a" => switch_view(app, View::Approvals),
+        "metrics" | "m" => switch_view(app, View::Metrics),
+        "audit" => switch_view(app, View::Audit),
+        "help" | "h" => {
+            app.overlay = Some(Overlay::Help(0));
+            Vec::new()
+        }
+        "q" | "quit" => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        "run" | "open" => match rest.parse::<RunId>() {
+            Ok(id) => open_run(app, id),
+            Err(_) => {
+                flash(app, format!(":{word} needs a run id, e.g. :run 12"), true);
+                Vec::new()
+            }
+        },
+        "filter" => {
+            app.back.clear();
+            app.view = View::Runs;
+            set_filter(app, rest.trim().to_string())
+        }
+        "" => Vec::new(),
+        other => {
+            flash(
+                app,
+                format!("unknown command :{other} (runs, pipelines, approvals, metrics, audit, run N, filter ..., help, quit)"),
+                true,
+            );
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_parse_with_quotes_and_json_values() {
+        let m = parse_inputs(r#"who="two words" n=3 ok=true s=plain"#).unwrap();
+        assert_eq!(m["who"], json!("two words"));
+        assert_eq!(m["n"], json!(3));
+        assert_eq!(m["ok"], json!(true));
+        assert_eq!(m["s"], json!("plain"));
+        assert!(parse_inputs("oops").is_err());
+        assert!(parse_inputs("a=\"x").is_err());
+    }
+
+    #[test]
+    fn defaults_fill_the_trigger_form() {
+        let def = json!({ "inputs": { "who": { "type": "string", "default": "world" }, "n": { "default": 3 } } });
+        assert_eq!(default_inputs(&def), "n=3 who=world");
+    }
+}

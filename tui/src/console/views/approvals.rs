@@ -1,0 +1,146 @@
+//! Approvals: the pending queue (or the decided history) and the selected
+//! approval's run for context.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
+
+use super::{Tier, block, clock, fit, list_and_detail, theme};
+use crate::console::app::App;
+
+/// Draws the approvals view.
+pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
+    let t = theme(app);
+    let (list, side) = list_and_detail(area, tier, 52);
+    let a = &app.approvals;
+    let title = if a.show_history {
+        format!("Approvals: history {} · Tab: pending ({})", a.history.len(), a.pending.len())
+    } else {
+        format!("Approvals: pending {} · Tab: history", a.pending.len())
+    };
+    let outer = block(app, title);
+    let inner = outer.inner(list);
+    frame.render_widget(outer, list);
+    let rows = a.rows();
+    if rows.is_empty() {
+        let text = if !a.loaded {
+            "loading approvals…"
+        } else if a.show_history {
+            "no decided approvals yet"
+        } else {
+            "nothing waiting for a decision"
+        };
+        frame.render_widget(Paragraph::new(Line::styled(text, t.dim())), inner);
+    } else {
+        let height = inner.height.saturating_sub(1) as usize;
+        let start = a.cursor.window(height, rows.len());
+        let body: Vec<Row> = rows
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(height)
+            .map(|(i, ap)| {
+                let pipeline = app
+                    .run_pipelines
+                    .get(&ap.run)
+                    .cloned()
+                    .or_else(|| {
+                        app.runs
+                            .rows
+                            .iter()
+                            .find(|r| r.id == ap.run)
+                            .map(|r| r.pipeline.clone())
+                    })
+                    .unwrap_or_default();
+                let last = if a.show_history {
+                    format!("{} by {}", ap.state, ap.decided_by.as_deref().unwrap_or("-"))
+                } else {
+                    ap.deadline
+                        .map(|d| format!("until {}", clock(app, d)))
+                        .unwrap_or_else(|| "no deadline".into())
+                };
+                let state_style = match ap.state.as_str() {
+                    "approved" => t.ok(),
+                    "rejected" | "expired" => t.error(),
+                    "pending" => t.run_state(sluice_shared::run::RunState::Waiting),
+                    _ => t.dim(),
+                };
+                let row = Row::new(vec![
+                    Cell::from(format!("#{}", ap.id)),
+                    Cell::from(ap.run.to_string()),
+                    Cell::from(pipeline),
+                    Cell::from(ap.node.clone()),
+                    Cell::from(clock(app, ap.requested_at)),
+                    Cell::from(Span::styled(last, state_style)),
+                ]);
+                if i == a.cursor.selected {
+                    row.style(t.selected())
+                } else {
+                    row
+                }
+            })
+            .collect();
+        let header = Row::new(["ID", "RUN", "PIPELINE", "NODE", "REQUESTED", "STATE"]).style(t.heading());
+        let widths = [
+            Constraint::Length(5),
+            Constraint::Length(7),
+            Constraint::Min(10),
+            Constraint::Length(10),
+            Constraint::Length(14),
+            Constraint::Length(22),
+        ];
+        frame.render_widget(Table::new(body, widths).header(header), inner);
+    }
+    if let Some(side) = side {
+        draw_context(frame, app, side);
+    }
+}
+
+fn draw_context(frame: &mut Frame, app: &App, area: Rect) {
+    let t = theme(app);
+    let Some(ap) = app.approvals.selected() else {
+        frame.render_widget(block(app, "Approval".into()), area);
+        return;
+    };
+    let width = area.width.saturating_sub(2) as usize;
+    let mut lines = vec![Line::from(vec![
+        Span::styled(format!("#{} ", ap.id), t.heading()),
+        Span::raw(format!("run {} node {} · {}", ap.run, ap.node, ap.state)),
+    ])];
+    if let Some(m) = &ap.message {
+        lines.push(Line::raw(m.clone()));
+    }
+    if let Some(r) = &ap.reason {
+        lines.push(Line::raw(format!("reason: {r}")));
+    }
+    match &app.approvals.context {
+        Some(ctx) if ctx.run.id == ap.run => {
+            let r = &ctx.run;
+            lines.push(Line::from(vec![
+                Span::raw(format!("{} ", r.pipeline)),
+                Span::styled(format!("{} {}", t.run_symbol(r.state), r.state), t.run_state(r.state)),
+                Span::raw(format!(" · {} by {}", r.trigger.kind, r.user.as_deref().unwrap_or("-"))),
+            ]));
+            lines.push(Line::raw(fit(&format!("inputs {}", ctx.inputs), width, t.ascii)));
+            let nodes: Vec<Span> = ctx
+                .nodes
+                .iter()
+                .flat_map(|n| {
+                    [
+                        Span::styled(format!("{} {}", t.node_symbol(n.state), n.id), t.node_state(n.state)),
+                        Span::raw("  "),
+                    ]
+                })
+                .collect();
+            lines.push(Line::from(nodes));
+        }
+        _ => lines.push(Line::styled("loading the run…", t.dim())),
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block(app, format!("Approval #{}", ap.id))),
+        area,
+    );
+}

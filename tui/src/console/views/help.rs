@@ -1,0 +1,108 @@
+//! Overlays: the `?` help listing every key from the keymap, and the
+//! confirmation dialog (Cancel focused unless a text field is).
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+
+use super::theme;
+use crate::console::app::{App, Dialog, DialogFocus};
+use crate::console::keymap::Scope;
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+/// The help overlay, scrolled by `scroll` lines.
+pub fn draw_help(frame: &mut Frame, app: &App, area: Rect, scroll: usize) {
+    let t = theme(app);
+    let mut lines = Vec::new();
+    for scope in Scope::ALL {
+        let bindings: Vec<_> = app.keymap.scope(scope).collect();
+        if bindings.is_empty() {
+            continue;
+        }
+        lines.push(Line::styled(scope.name().to_string(), t.heading()));
+        for b in bindings {
+            let keys: Vec<String> = b.keys.iter().map(|k| k.label(app.opts.ascii)).collect();
+            let disabled = app.disabled_reason(b.action);
+            let mut spans = vec![
+                Span::styled(format!("  {:<14}", keys.join(" ")), t.key()),
+                Span::raw(b.desc.to_string()),
+            ];
+            if let Some(why) = disabled {
+                spans.push(Span::styled(format!(" (off: {why})"), t.dim()));
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    let rect = centered(area, 78, area.height);
+    let visible = rect.height.saturating_sub(2) as usize;
+    let scroll = scroll.min(lines.len().saturating_sub(visible));
+    let title = format!(" Keys ({}/{}) · ↑↓ scroll · Esc close ", scroll + 1, lines.len());
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines.into_iter().skip(scroll).take(visible).collect::<Vec<_>>())
+            .block(Block::bordered().title(title)),
+        rect,
+    );
+}
+
+/// A confirmation dialog.
+pub fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, d: &Dialog) {
+    let t = theme(app);
+    let mut lines: Vec<Line> = d.body.iter().map(|b| Line::raw(b.clone())).collect();
+    lines.push(Line::raw(""));
+    if let Some((label, value)) = &d.field {
+        lines.push(Line::raw(format!("{label}:")));
+        let field_style = if d.focus == DialogFocus::Field {
+            t.selected()
+        } else {
+            Style::new().add_modifier(ratatui::style::Modifier::UNDERLINED)
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{value}_"), field_style),
+        ]));
+        lines.push(Line::raw(""));
+    }
+    if let Some(e) = &d.error {
+        lines.push(Line::styled(e.clone(), t.error()));
+    }
+    let button = |label: &str, focus: DialogFocus| {
+        let text = format!("[ {label} ]");
+        if d.focus == focus {
+            Span::styled(text, t.selected())
+        } else {
+            Span::raw(text)
+        }
+    };
+    lines.push(Line::from(vec![
+        button("Cancel", DialogFocus::Cancel),
+        Span::raw("  "),
+        button(&d.confirm, DialogFocus::Confirm),
+    ]));
+    let hint = if d.field.is_some() {
+        "type, then Enter · y confirm · n/Esc cancel · Tab move"
+    } else {
+        "y confirm · n/Esc/Enter cancel · Tab move"
+    };
+    lines.push(Line::styled(hint, t.dim()));
+    let height = lines.len() as u16 + 4;
+    let rect = centered(area, 70, height);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(format!(" {} ", d.title))),
+        rect,
+    );
+}

@@ -1,0 +1,307 @@
+//! Pure view functions: each draws a part of the screen from `&App` and
+//! nothing else (no clock, no I/O), so snapshots are reproducible.
+
+mod approvals;
+mod audit;
+mod help;
+mod metrics;
+mod pipelines;
+mod run_detail;
+mod runs;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+
+use super::app::{App, Conn, Overlay, PromptKind, View};
+use super::keymap::{Action, Scope};
+use super::theme::Theme;
+
+/// The smallest screen drawn normally.
+pub const MIN_SIZE: (u16, u16) = (40, 12);
+
+/// How much room there is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// 120×40 and up: side-by-side panes.
+    Split,
+    /// 80×24 and up: one pane over another.
+    Full,
+    /// Smaller: columns dropped by priority.
+    Compact,
+}
+
+impl Tier {
+    /// The tier of an area.
+    pub fn of(area: Rect) -> Self {
+        if area.width >= 120 && area.height >= 40 {
+            Tier::Split
+        } else if area.width >= 80 && area.height >= 24 {
+            Tier::Full
+        } else {
+            Tier::Compact
+        }
+    }
+}
+
+/// The theme of an app.
+pub fn theme(app: &App) -> Theme {
+    Theme {
+        mono: app.opts.mono,
+        ascii: app.opts.ascii,
+    }
+}
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    let t = theme(app);
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let text = vec![
+            Line::styled("sluice: terminal too small", t.warn()),
+            Line::raw(format!("need {}×{}", MIN_SIZE.0, MIN_SIZE.1)),
+            Line::raw(format!("have {}×{}", area.width, area.height)),
+        ];
+        frame.render_widget(Paragraph::new(text), area);
+        return;
+    }
+    let [header, tabs, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(frame, app, header);
+    draw_tabs(frame, app, tabs);
+    let tier = Tier::of(area);
+    match app.view {
+        View::Runs => runs::draw(frame, app, body, tier),
+        View::Detail => run_detail::draw(frame, app, body, tier),
+        View::Approvals => approvals::draw(frame, app, body, tier),
+        View::Pipelines => pipelines::draw(frame, app, body, tier),
+        View::Metrics => metrics::draw(frame, app, body, tier),
+        View::Audit => audit::draw(frame, app, body, tier),
+    }
+    draw_footer(frame, app, footer);
+    match &app.overlay {
+        Some(Overlay::Help(scroll)) => help::draw_help(frame, app, body, *scroll),
+        Some(Overlay::Dialog(d)) => help::draw_dialog(frame, app, body, d),
+        _ => {}
+    }
+}
+
+fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
+    let t = theme(app);
+    let dot = t.dot();
+    let mut spans = vec![Span::styled("sluice", t.heading()), Span::raw(dot)];
+    let daemon = match &app.conn {
+        Conn::Connected { hello, .. } => format!("sluiced {} @ {}", hello.daemon_version, app.opts.daemon),
+        _ => app.opts.daemon.clone(),
+    };
+    spans.push(Span::raw(daemon));
+    spans.push(Span::raw(dot));
+    match &app.conn {
+        Conn::Connecting => spans.push(Span::styled("CONNECTING", t.warn())),
+        Conn::Connected { synced: false, .. } => spans.push(Span::styled("SYNCING", t.warn())),
+        Conn::Connected { synced: true, .. } => spans.push(Span::styled(
+            if t.ascii { "connected" } else { "● connected" },
+            t.ok(),
+        )),
+        Conn::Disconnected {
+            since_ms,
+            retry_at_ms,
+            ..
+        } => {
+            let down = (app.now_ms - since_ms).max(0) / 1000;
+            let retry = ((retry_at_ms - app.now_ms).max(0) + 999) / 1000;
+            let text = if retry > 0 {
+                format!("DISCONNECTED {down}s{dot}retry in {retry}s")
+            } else {
+                format!("DISCONNECTED {down}s{dot}retrying")
+            };
+            spans.push(Span::styled(text, t.warn()));
+        }
+    }
+    if app.stale {
+        spans.push(Span::raw(dot));
+        spans.push(Span::styled("data stale", t.warn()));
+    }
+    if let Conn::Connected { hello, .. } = &app.conn {
+        spans.push(Span::raw(dot));
+        spans.push(Span::raw(format!("{} ({})", hello.user, hello.role.as_str())));
+    }
+    if app.opts.readonly {
+        spans.push(Span::raw(dot));
+        spans.push(Span::styled("read-only", t.warn()));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
+    let t = theme(app);
+    let current = match app.view {
+        View::Detail => app.back.first().copied().unwrap_or(View::Runs),
+        v => v,
+    };
+    let mut spans = Vec::new();
+    for (n, v) in [
+        (1, View::Runs),
+        (2, View::Pipelines),
+        (3, View::Approvals),
+        (4, View::Metrics),
+        (5, View::Audit),
+    ] {
+        let style = if v == current { t.selected() } else { Style::new() };
+        spans.push(Span::styled(format!(" {n} {} ", v.title()), style));
+        if v == View::Approvals {
+            let count = app.approvals_badge();
+            if count > 0 {
+                spans.push(Span::styled(format!(" {count} "), t.badge()));
+            }
+        }
+        spans.push(Span::raw(" "));
+    }
+    if app.view == View::Detail
+        && let Some(d) = &app.detail
+    {
+        spans.push(Span::styled(format!("› run {} ", d.id), t.selected()));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The footer: a prompt, a flash message, or the keys that matter here.
+fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
+    let t = theme(app);
+    let line = match &app.overlay {
+        Some(Overlay::Command(text)) => Line::from(vec![
+            Span::styled(":", t.key()),
+            Span::raw(text.clone()),
+            Span::styled("_", t.selected()),
+        ]),
+        Some(Overlay::Prompt(p)) => {
+            let label = match p.kind {
+                PromptKind::Filter => "filter (pipeline:NAME, a state, or text): ",
+                PromptKind::Search => "search log: ",
+            };
+            Line::from(vec![
+                Span::styled(format!("/ {label}"), t.key()),
+                Span::raw(p.text.clone()),
+                Span::styled("_", t.selected()),
+            ])
+        }
+        _ => match &app.flash {
+            Some(f) => Line::styled(f.text.clone(), if f.error { t.error() } else { t.ok() }),
+            None => hints(app),
+        },
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// Key hints for the current view from the keymap; forbidden actions are struck through.
+fn hints(app: &App) -> Line<'static> {
+    let t = theme(app);
+    let scope = app.view.scope();
+    let mut spans = Vec::new();
+    let mut add = |key: String, desc: &str, action: Action| {
+        let disabled = app.disabled_reason(action).is_some();
+        spans.push(Span::styled(key, if disabled { t.disabled() } else { t.key() }));
+        spans.push(Span::styled(
+            format!(" {desc}  "),
+            if disabled { t.disabled() } else { Style::new() },
+        ));
+    };
+    for b in app.keymap.scope(scope).filter(|b| b.footer) {
+        if let Some(k) = b.keys.first() {
+            let desc = b.desc.split(':').next().unwrap_or(b.desc);
+            add(k.label(app.opts.ascii), desc, b.action);
+        }
+    }
+    for b in app.keymap.scope(Scope::Global).filter(|b| b.footer) {
+        if let Some(k) = b.keys.first() {
+            let desc = if b.action == Action::Back {
+                if app.back.is_empty() { "quit" } else { "back" }
+            } else {
+                "help"
+            };
+            add(k.label(app.opts.ascii), desc, b.action);
+        }
+    }
+    Line::from(spans)
+}
+
+/// A bordered block with a title; marks stale data.
+pub fn block(app: &App, title: String) -> Block<'static> {
+    let title = if app.stale {
+        format!(" {title} (stale) ")
+    } else {
+        format!(" {title} ")
+    };
+    Block::bordered().title(title)
+}
+
+/// A clock time: `HH:MM:SS` today, `MM-DD HH:MM` on other days.
+pub fn clock(app: &App, ms: i64) -> String {
+    let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
+        return "-".into();
+    };
+    let Ok(now) = jiff::Timestamp::from_millisecond(app.now_ms) else {
+        return "-".into();
+    };
+    let z = ts.to_zoned(app.opts.tz.clone());
+    let n = now.to_zoned(app.opts.tz.clone());
+    if z.date() == n.date() {
+        z.strftime("%H:%M:%S").to_string()
+    } else {
+        z.strftime("%m-%d %H:%M").to_string()
+    }
+}
+
+/// A duration: `840ms`, `3.2s`, `4m05s`, `2h03m`, `3d04h`.
+pub fn duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    let s = ms / 1000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if s < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// Cuts `s` to `width` characters, with an ellipsis when cut.
+pub fn fit(s: &str, width: usize, ascii: bool) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out: String = s.chars().take(width - 1).collect();
+    out.push(if ascii { '~' } else { '…' });
+    out
+}
+
+/// Splits `area` for a list and a detail pane: side by side when split, stacked otherwise.
+pub fn list_and_detail(area: Rect, tier: Tier, detail_size: u16) -> (Rect, Option<Rect>) {
+    match tier {
+        Tier::Split => {
+            let [a, b] =
+                Layout::horizontal([Constraint::Min(40), Constraint::Length(detail_size.max(44))]).areas(area);
+            (a, Some(b))
+        }
+        Tier::Full => {
+            let [a, b] = Layout::vertical([Constraint::Min(5), Constraint::Length(8)]).areas(area);
+            (a, Some(b))
+        }
+        Tier::Compact => (area, None),
+    }
+}
