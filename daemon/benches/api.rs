@@ -23,61 +23,11 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+mod support;
+
+use support::{Conn, pct};
+
 const RUNS: i64 = 100_000;
-
-struct Conn {
-    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
-    writer: tokio::net::unix::OwnedWriteHalf,
-    next: u64,
-}
-
-impl Conn {
-    async fn open(path: &std::path::Path) -> Self {
-        let s = UnixStream::connect(path).await.expect("connect");
-        let (r, w) = s.into_split();
-        let mut c = Self {
-            reader: BufReader::new(r),
-            writer: w,
-            next: 1,
-        };
-        c.call(
-            "hello",
-            json!({ "protocol": sluice_shared::protocol::protocol_version() }),
-        )
-        .await;
-        c
-    }
-
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next;
-        self.next += 1;
-        let mut frame = serde_json::to_string(&Request::new(id, method, params)).expect("encode");
-        frame.push('\n');
-        self.writer
-            .write_all(frame.as_bytes())
-            .await
-            .expect("write");
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).await.expect("read");
-            let v: Value = serde_json::from_str(&line).expect("json");
-            if v["id"] == json!(id) {
-                assert!(v.get("error").is_none(), "{v}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    async fn line(&mut self) -> Value {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).await.expect("read");
-        serde_json::from_str(&line).expect("json")
-    }
-}
-
-fn pct(sorted: &[Duration], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0
-}
 
 async fn setup(dir: &std::path::Path) -> (Engine, std::path::PathBuf) {
     let db = dir.join("sluice.db");

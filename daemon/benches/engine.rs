@@ -20,6 +20,10 @@ use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::run::{RunState, TriggerInfo};
 
+mod support;
+
+use support::{rss_kib, start_daemon};
+
 fn pipeline(name: &str, yaml: &str) -> Pipeline {
     sluice_shared::load_source(
         Path::new(&format!("{name}.yaml")),
@@ -97,39 +101,10 @@ async fn throughput(runs: usize) {
     engine.shutdown().await;
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn start_daemon(state: &Path) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
-        .arg("--state-dir")
-        .arg(state)
-        .env("SLUICE_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn sluiced");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        if line.expect("stderr line").starts_with("sluiced: ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
-}
-
 async fn memory(waiting: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
-    let mut daemon = start_daemon(&state);
+    let mut daemon = start_daemon(&state, None);
     std::thread::sleep(Duration::from_millis(500));
     println!(
         "daemon: idle RSS {:.1} MiB",
@@ -153,7 +128,7 @@ async fn memory(waiting: usize) {
     }
     store.flush().await.expect("flush");
     let started = Instant::now();
-    let mut daemon = start_daemon(&state);
+    let mut daemon = start_daemon(&state, None);
     loop {
         let unfinished = store.unfinished_runs().await.expect("runs");
         if unfinished

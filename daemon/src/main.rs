@@ -233,6 +233,13 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     let stop_api = tokio_util::sync::CancellationToken::new();
     let access = Access::from_config(s.config.access.as_ref())?;
     let audit = Arc::new(Audit::open(engine.store().clone()).await?);
+    // Limit refusals reach the store and the audit trail in aggregate, every few seconds.
+    sluice_daemon::limits::ledger::spawn(
+        Arc::clone(engine.limits()),
+        engine.store().clone(),
+        Some(Arc::clone(&audit)),
+        stop_triggers.clone(),
+    );
     let metrics = Arc::new(Metrics::default());
     metrics.seed(engine.store()).await?;
     let api = ApiContext::new(
@@ -289,6 +296,7 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
             stop_triggers.clone(),
             webhook_state.clone(),
         );
+        let limits = Arc::clone(engine.limits());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -302,6 +310,8 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
                     .and_then(|cli| settings(&cli.common))
                 {
                     Ok(new) => {
+                        // New limits apply at once; usage counters and running runs are kept.
+                        limits.reload(new.config.limits.clone());
                         match load_secrets(&new) {
                             // Node templates keep the secrets the engine started with.
                             Ok(secrets) => webhook_state.set_secrets(secrets),

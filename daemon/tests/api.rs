@@ -7,6 +7,7 @@ mod daemon;
 
 use std::time::Duration;
 
+use common::eventually;
 use daemon::{Client, Daemon};
 use serde_json::{Value, json};
 use sluice_shared::protocol::{ErrorCode, ServerMessage};
@@ -587,4 +588,94 @@ async fn schedule_calls_name_their_target_and_unknown_pipelines() {
     let audit = c.call("audit.list", json!({ "limit": 1 })).await.unwrap();
     assert_eq!(audit[0]["action"], "schedules.pause");
     assert_eq!(audit[0]["target"], "pipeline nightly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_decided_over_the_socket_and_audited() {
+    const GATED: &str = "nodes:\n  - id: gate\n    kind: approval\n    message: Go?\n    allow_self_approval: true\n  - id: after\n    kind: shell\n    needs: [gate]\n    run: echo approved\n";
+    const STRICT: &str = "nodes:\n  - id: gate\n    kind: approval\n    approvers: [somebody-else, \"@nobody\"]\n";
+    let d = Daemon::start(
+        &config("operator"),
+        &[("gated.yaml", GATED), ("strict.yaml", STRICT)],
+    );
+    let mut c = d.client().await;
+    let run = c
+        .call("pipelines.trigger", json!({ "name": "gated" }))
+        .await
+        .unwrap()["run"]
+        .as_i64()
+        .unwrap();
+    let approval = eventually(20, "the approval to be listed", || async {
+        let mut c = d.client().await;
+        let list = c.call("approvals.list", json!({})).await.unwrap();
+        list.as_array()
+            .and_then(|l| l.iter().find(|a| a["run"] == run).cloned())
+    })
+    .await;
+    assert_eq!(approval["state"], "pending");
+    assert_eq!(approval["message"], "Go?");
+    assert_eq!(approval["requested_by"], me());
+    let id = approval["id"].as_i64().unwrap();
+
+    let decided = c
+        .call(
+            "approvals.decide",
+            json!({ "id": id, "approve": true, "reason": "ship it" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided["decided"], true);
+    assert_eq!(decided["approval"]["decided_by"], me());
+    eventually(20, "the approved run to succeed", || async {
+        let mut c = d.client().await;
+        let r = c.call("runs.get", json!({ "id": run })).await.unwrap();
+        (r["state"] == "succeeded").then_some(())
+    })
+    .await;
+    let again = c
+        .call("approvals.decide", json!({ "id": id, "approve": true }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&again), ErrorCode::Conflict as i64);
+    assert!(
+        again.message.contains("already approved by"),
+        "{}",
+        again.message
+    );
+    let audit = c.call("audit.list", json!({ "limit": 10 })).await.unwrap();
+    assert!(
+        audit.as_array().unwrap().iter().any(|a| a["action"]
+            == "approvals.decide"
+            && a["target"] == format!("approval #{id}")
+            && a["user"] == me()),
+        "{audit:#}"
+    );
+
+    // Not on the approvers list: refused with the list named.
+    let strict = c
+        .call("pipelines.trigger", json!({ "name": "strict" }))
+        .await
+        .unwrap()["run"]
+        .as_i64()
+        .unwrap();
+    let approval = eventually(20, "the strict approval to be listed", || async {
+        let mut c = d.client().await;
+        let list = c.call("approvals.list", json!({})).await.unwrap();
+        list.as_array()
+            .and_then(|l| l.iter().find(|a| a["run"] == strict).cloned())
+    })
+    .await;
+    let refused = c
+        .call(
+            "approvals.decide",
+            json!({ "id": approval["id"], "approve": false, "reason": "no" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), ErrorCode::PermissionDenied as i64);
+    assert!(
+        refused.message.contains("somebody-else, @nobody"),
+        "{}",
+        refused.message
+    );
 }

@@ -431,3 +431,96 @@ async fn racing_decisions_and_expiry_decide_each_approval_exactly_once() {
     eprintln!("{approved} approved, {rejected} rejected, {expired} expired");
     assert!(approved + rejected > 0 && expired > 0, "the race covered both sides");
 }
+
+/// A webhook receiver on 127.0.0.1 that hands every body to the test.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+async fn next_body(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> serde_json::Value {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a notification in time")
+        .expect("receiver open")
+}
+
+#[tokio::test]
+async fn requests_reminders_and_expiry_are_announced() {
+    let f = Fixture::new().await;
+    let (url, mut bodies) = receiver().await;
+    let p = pipeline(
+        "ship",
+        &gate(&format!(
+            "    timeout: 1500ms\n    remind_every: 500ms\n    notify: {{ webhook: \"{url}\" }}\n"
+        )),
+    );
+    let run = f.submit(&p, json!({ "what": "v3" })).await;
+    let first = next_body(&mut bodies).await;
+    assert_eq!(first["event"], "requested", "{first:#}");
+    assert_eq!(first["run"], run.0);
+    assert_eq!(first["pipeline"], "ship");
+    assert!(first["text"].as_str().unwrap().starts_with("Ship v3?"), "{first:#}");
+    let id = first["approval"].as_i64().unwrap();
+    let mut reminders = 0;
+    loop {
+        let b = next_body(&mut bodies).await;
+        assert_eq!(b["approval"], id);
+        match b["event"].as_str().unwrap() {
+            "reminder" => reminders += 1,
+            "expired" => break,
+            other => panic!("unexpected notification {other}: {b:#}"),
+        }
+    }
+    assert!((1..=2).contains(&reminders), "{reminders} reminders");
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Failed);
+}
+
+#[tokio::test]
+async fn a_failed_notification_never_blocks_the_approval() {
+    let f = Fixture::new().await;
+    // A port with nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = pipeline(
+        "ship",
+        &gate(&format!(
+            "    notify: {{ webhook: \"http://127.0.0.1:{port}/hook\" }}\n"
+        )),
+    );
+    let run = f.submit(&p, json!({})).await;
+    let a = pending(&f, run).await;
+    eventually(20, "the failed delivery to be logged", || async {
+        let logs = f.store.logs(run, Some("gate")).await.unwrap();
+        logs.iter()
+            .any(|l| l.stream == "sluice" && l.line.starts_with("notify webhook"))
+            .then_some(())
+    })
+    .await;
+    f.engine
+        .decide(a.id, &who("alice"), true, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.engine.wait(run).await.unwrap().state,
+        RunState::Succeeded
+    );
+}

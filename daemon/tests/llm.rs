@@ -900,3 +900,110 @@ nodes:
     );
     assert_eq!(d.daily_tokens("tester").await, 63);
 }
+
+/// A pipeline shipped in config/pipelines/.
+fn example(file: &str) -> sluice_shared::Pipeline {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/pipelines")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let f = sluice_shared::load_source(&path, &text, &Default::default());
+    assert!(f.is_valid(), "{:#?}", f.diagnostics);
+    f.pipeline.unwrap()
+}
+
+#[tokio::test]
+async fn the_blog_drafter_example_runs_its_four_steps() {
+    let (base, mock) = server().await;
+    let d = daemon(&base, "").await;
+    let p = example("blog-drafter.yaml");
+    let inputs = json!({ "topic": "durable timers" });
+    let run = d
+        .engine
+        .submit(
+            &p,
+            None,
+            inputs.as_object().unwrap(),
+            TriggerInfo::manual(Some("alice".into())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.finish(run).await, (RunState::Succeeded, None));
+    let bodies = mock.bodies();
+    assert_eq!(bodies.len(), 4);
+    // revise saw the draft and the critique as two user messages after its system prompt.
+    let revise = &bodies[3]["messages"];
+    assert_eq!(revise[0]["role"], "system");
+    assert!(
+        revise[1]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Here is my draft:\n[llama3.2] Write the post")
+    );
+    assert!(
+        revise[2]["content"]
+            .as_str()
+            .unwrap()
+            .contains("[llama3.2] List the five")
+    );
+    let text = d.output(run, "revise").await["text"].clone();
+    assert!(
+        text.as_str().unwrap().starts_with("[llama3.2] Revise it"),
+        "{text}"
+    );
+    assert_eq!(d.usage_rows().await[0].0, "alice");
+    assert_eq!(d.usage_rows().await[0].4, 4);
+}
+
+#[tokio::test]
+async fn the_resume_refiner_example_checks_and_shapes_the_json_reply() {
+    let (base, mock) = server().await;
+    let d = daemon(&base, "").await;
+    let reply = r#"{"headline": "Solid backend engineer", "strengths": ["Rust", "SQL"], "improvements": ["Quantify impact"], "score": 7}"#;
+    let (a, b) = reply.split_at(40);
+    mock.push(Act::Stream(openai_events(
+        "gpt-4o-mini",
+        &[a, b],
+        Some((310, 42)),
+    )));
+    let p = example("resume-refiner.yaml");
+    let trigger = TriggerInfo {
+        kind: sluice_shared::run::TriggerKind::Webhook,
+        user: Some("careers".into()),
+        details: json!({ "body": { "name": "Ada", "resume": "Ada Lovelace. Rust, SQL." }, "headers": {} }),
+    };
+    let run = d
+        .engine
+        .submit(&p, None, &serde_json::Map::new(), trigger)
+        .await
+        .unwrap();
+    assert_eq!(d.finish(run).await, (RunState::Succeeded, None));
+    assert_eq!(
+        d.output(run, "result").await,
+        json!({
+            "candidate": "Ada",
+            "headline": "Solid backend engineer",
+            "score": 7,
+            "strengths": ["Rust", "SQL"],
+            "top_improvement": "Quantify impact",
+            "model": "gpt-4o-mini",
+            "tokens": 352,
+        })
+    );
+    let body = &mock.bodies()[0];
+    assert_eq!(body["response_format"]["type"], "json_schema");
+    assert_eq!(
+        body["response_format"]["json_schema"]["schema"]["required"][3],
+        "score"
+    );
+    assert!(
+        body["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Candidate: Ada\nRésumé:\nAda Lovelace. Rust, SQL.")
+    );
+    assert_eq!(
+        d.usage_rows().await,
+        [("careers".into(), "resume-refiner".into(), 310, 42, 1, 0)]
+    );
+}

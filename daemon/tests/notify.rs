@@ -749,3 +749,60 @@ async fn a_notify_node_whose_every_channel_fails_fails_without_leaking_the_url()
     }
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn approval_notices_render_their_target_and_never_fail_the_caller() {
+    let (base, mut hits) = receiver(vec![], None).await;
+    let notifier = Notifier::disabled().with_policy(fast());
+    let (log, mut logs) = log_sink();
+    let notice = ApprovalNotice {
+        pipeline: "deploy".into(),
+        run: RunId(12),
+        node: "gate".into(),
+        approval: Some(3),
+        message: None,
+        approvers: vec![],
+        deadline: Some("2026-11-22T05:57:00Z".parse().unwrap()),
+    };
+    let target = NotifyTarget {
+        webhook: Some("{{ hook }}".into()),
+        format: NotifyFormat::Slack,
+        email: None,
+    };
+    // The lead's engine renders with the run's template context; here a map stands in.
+    let hook_url = format!("{base}/hook/{SECRET}");
+    notifier
+        .spawn_approval_notice(
+            &notice,
+            ApprovalEvent::Expired(sluice_shared::model::node::OnTimeout::Reject),
+            &target,
+            |_, source| Ok(source.replace("{{ hook }}", &hook_url)),
+            log.clone(),
+        )
+        .await
+        .unwrap();
+    let hit = next(&mut hits).await;
+    assert_eq!(
+        hit.body["text"],
+        "*Approval expired: deploy #12 (gate)*\nNo decision was made by 2026-11-22 05:57 UTC; it was treated as rejected."
+    );
+    assert_eq!(lines(&mut logs).len(), 1, "one 'delivered' note");
+
+    notifier
+        .spawn_approval_notice(
+            &notice,
+            ApprovalEvent::Reminder,
+            &target,
+            |_, _| Err("undefined value `hook`".into()),
+            log,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(&mut logs),
+        [
+            "approval notification (reminder) not sent: cannot render `webhook`: undefined value `hook`"
+        ]
+    );
+    assert!(hits.try_recv().is_err());
+}

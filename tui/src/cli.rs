@@ -167,6 +167,15 @@ pub enum Command {
         /// Only this pipeline.
         pipeline: Option<String>,
     },
+    /// Each user's usage against the limits; `limits explain RUN` says why a queued run waits.
+    Limits {
+        /// `usage` (the default) or `explain`.
+        #[command(subcommand)]
+        action: Option<LimitsCommand>,
+    },
+    /// Users' webhook tokens (admin): create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Check pipeline files offline and print each valid file's node order.
     Validate(ValidateArgs),
     /// Cron helpers.
@@ -174,6 +183,43 @@ pub enum Command {
     Cron(CronCommand),
     /// Print the JSON Schema of pipeline files.
     Schema,
+}
+
+/// `sluice limits ...`.
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Each user's usage against each limit.
+    Usage {
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Why a queued run has not started: which cap, how many runs ahead of it.
+    Explain {
+        /// Run id.
+        run: String,
+    },
+}
+
+/// `sluice token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a webhook token for a user; it is printed once, only its hash is kept.
+    Create {
+        /// The user the token's triggers belong to.
+        #[arg(long)]
+        user: String,
+        /// The only pipeline it may trigger.
+        #[arg(long)]
+        pipeline: Option<String>,
+    },
+    /// Tokens (never the tokens themselves).
+    List,
+    /// Revoke a token.
+    Revoke {
+        /// Token id.
+        id: i64,
+    },
 }
 
 /// How to resolve a node.

@@ -30,7 +30,7 @@ fn valid_examples_exit_zero_and_print_node_order() {
         "{stdout}"
     );
     assert!(stdout.contains("ok: template 'nightly-backup'"), "{stdout}");
-    assert!(stdout.ends_with("7 files valid\n"), "{stdout}");
+    assert!(stdout.ends_with("10 files valid\n"), "{stdout}");
 }
 
 #[test]

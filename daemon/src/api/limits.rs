@@ -2,10 +2,8 @@
 //! users' webhook tokens (`tokens.create`, `tokens.list`, `tokens.revoke`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use sluice_shared::protocol::{
     ErrorCode, GlobalUsage, LimitsExplainParams, LimitsExplainResult, LimitsUsageParams,
     LimitsUsageResult, RpcError, TokenCreateParams, TokenCreateResult, TokenInfo,
@@ -15,29 +13,12 @@ use sluice_shared::run::RunState;
 
 use super::ApiContext;
 use super::handlers::{parse, store_err, to_value};
+use crate::limits::tokens::{self, TOKEN_PREFIX, token_hash};
 use crate::limits::user_key;
 
-/// How a token starts, so it can be recognised (and found by secret scanners).
-pub const TOKEN_PREFIX: &str = "slk_";
-
-/// The stored form of a token: hex SHA-256.
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.trim().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn new_token() -> Result<String, RpcError> {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("no randomness: {e}")))?;
-    Ok(format!(
-        "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
+    tokens::new_token()
+        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("no randomness: {e}")))
 }
 
 fn num(n: Option<impl TryInto<u64>>) -> Option<u64> {
@@ -198,7 +179,13 @@ pub(crate) async fn token_create(
     let id = ctx
         .engine
         .store()
-        .create_token(&p.user, p.pipeline.as_deref(), &token_hash(&token), &prefix, by)
+        .create_token(
+            &p.user,
+            p.pipeline.as_deref(),
+            &token_hash(&token),
+            &prefix,
+            by,
+        )
         .await
         .map_err(store_err)?;
     to_value(TokenCreateResult {

@@ -5,10 +5,8 @@
 
 mod conn;
 mod handlers;
-mod limits;
-
-pub use limits::{TOKEN_PREFIX, token_hash};
 pub mod identity;
+mod limits;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

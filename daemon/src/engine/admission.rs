@@ -82,6 +82,8 @@ pub struct AdmissionView {
     pub queued: Vec<(RunId, String, String, Option<usize>)>,
     /// Slots the periodic check took back since the start.
     pub reclaimed: u64,
+    /// The user served last (round-robin goes on after it).
+    pub cursor: Option<String>,
 }
 
 /// Why a queued run has not started.
@@ -112,14 +114,31 @@ impl AdmissionView {
             .map(|q| q.0)
             .collect();
         let position = mine.iter().filter(|id| **id < run).count();
-        // Round-robin: every other user gets up to one start per start of this user.
+        // Round-robin: every other user gets up to one start per start of this user,
+        // those served before this user in the round one more.
         let mut per_user: BTreeMap<&str, usize> = BTreeMap::new();
         for q in &self.queued {
             if q.1 != user {
                 *per_user.entry(q.1.as_str()).or_default() += 1;
             }
         }
-        let others: usize = per_user.values().map(|n| (*n).min(position + 1)).sum();
+        let served_first = |other: &str| match self.cursor.as_deref() {
+            // The round starts after the cursor: `other` comes first if it sorts
+            // between the cursor and this user, cyclically.
+            Some(c) => {
+                let after = |u: &str| u > c;
+                match (after(other), after(&user)) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    _ => other < user.as_str(),
+                }
+            }
+            None => other < user.as_str(),
+        };
+        let others: usize = per_user
+            .iter()
+            .map(|(u, n)| (*n).min(position + usize::from(served_first(u))))
+            .sum();
         let ahead = (position + others) as u64;
         let user_max = limits.for_user(&user).max_concurrent;
         let user_running = self.running_where(|u, _| u == user);
@@ -243,7 +262,11 @@ impl Admission {
 
     fn lock(&self) -> Option<std::sync::MutexGuard<'_, State>> {
         // A poisoned lock means a panic mid-update; the state is still usable.
-        Some(self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Some(
+            self.state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn enqueue(
@@ -338,6 +361,7 @@ impl Admission {
                 })
                 .collect(),
             reclaimed: s.reclaimed,
+            cursor: s.cursor.clone(),
         }
     }
 }
@@ -486,7 +510,10 @@ pub(crate) async fn check_slots(inner: &Arc<Inner>) -> Result<(), EngineError> {
             tracing::warn!(run = %id, "reclaimed a concurrency slot held by a run that is not running");
         }
         s.reclaimed += reclaim.len() as u64;
-        s.stale = stale_now.difference(&reclaim.iter().copied().collect()).copied().collect();
+        s.stale = stale_now
+            .difference(&reclaim.iter().copied().collect())
+            .copied()
+            .collect();
         let orphans_now: HashSet<RunId> = running
             .keys()
             .filter(|id| !s.held.contains_key(id))
@@ -545,5 +572,78 @@ pub(crate) async fn wake_on_finish(
         } else {
             inner.admission.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Engine, EngineOptions};
+    use crate::limits::LimitsConfig;
+    use crate::secrets::Secrets;
+    use crate::store::{Durability, Store};
+    use sluice_shared::run::TriggerInfo;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leaked_slot_is_reclaimed_and_the_queue_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Durability::Normal)
+            .await
+            .unwrap();
+        let config: LimitsConfig = toml::from_str("[global]\nmax_concurrent = 1\n").unwrap();
+        let opts = EngineOptions {
+            limits: Arc::new(Limits::new(config)),
+            ..EngineOptions::default()
+        };
+        let engine = Engine::start(store, &Secrets::default(), opts).unwrap();
+        // A slot held by no running run, as a lost release would leave it.
+        engine.inner.admission.lock().unwrap().held.insert(
+            RunId(9999),
+            Lease {
+                user: "ghost".into(),
+                pipeline: "gone".into(),
+            },
+        );
+        let source = "nodes:\n  - id: a\n    kind: transform\n    output: { ok: true }\n";
+        let file =
+            sluice_shared::load_source(std::path::Path::new("p.yaml"), source, &Default::default());
+        let pipeline = file.pipeline.unwrap();
+        let run = engine
+            .submit(
+                &pipeline,
+                None,
+                &Default::default(),
+                TriggerInfo::manual(None),
+            )
+            .await
+            .unwrap();
+        // Queued behind the leaked slot until the check has seen the leak twice.
+        let parked = async {
+            loop {
+                let v = engine.admission();
+                if v.queued.iter().any(|q| q.0 == run) {
+                    return v;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let view = tokio::time::timeout(Duration::from_secs(10), parked)
+            .await
+            .unwrap();
+        assert_eq!(view.held.len(), 1);
+        check_slots(&engine.inner).await.unwrap();
+        assert!(
+            engine.admission().queued.iter().any(|q| q.0 == run),
+            "one sighting is not enough"
+        );
+        check_slots(&engine.inner).await.unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(10), engine.wait(run))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.state, RunState::Succeeded);
+        let view = engine.admission();
+        assert_eq!(view.reclaimed, 1);
+        assert!(view.held.is_empty());
     }
 }

@@ -13,6 +13,8 @@ use sluice_shared::template::Escape;
 
 use super::{Command, Engine, EngineError, Inner, now_ms};
 use crate::nodes::{self, NodeError, Outcome};
+use crate::notify::ResolvedTarget;
+use crate::notify::approval::{ApprovalEvent, ApprovalNotice};
 use crate::store::NodeChange;
 use crate::store::approvals::{NewApproval, Vote};
 
@@ -274,7 +276,7 @@ pub(super) async fn check(
     attempt: u32,
     reminder_due: bool,
     log: &nodes::LogSink,
-) -> Result<(Step, Vec<Event>, Option<ApprovalInfo>), EngineError> {
+) -> Result<(Step, Vec<Event>, Option<(ApprovalInfo, ApprovalEvent)>), EngineError> {
     let Some((mut a, timeout)) = inner.store.approval_of(run, node_id, attempt).await? else {
         return Ok((
             Step::Done(Err(NodeError::fatal(format!(
@@ -286,7 +288,7 @@ pub(super) async fn check(
     };
     let now = now_ms();
     let mut events = Vec::new();
-    let mut reminded = None;
+    let mut notice = None;
     if a.state == "pending" {
         if a.deadline.is_some_and(|d| d <= now) {
             let decision = match timeout.on_timeout.as_str() {
@@ -306,17 +308,23 @@ pub(super) async fn check(
                     a.id, timeout.on_timeout
                 ))
                 .await;
+                let outcome = match timeout.on_timeout.as_str() {
+                    "approve" => OnTimeout::Approve,
+                    "fail" => OnTimeout::Fail,
+                    _ => OnTimeout::Reject,
+                };
+                notice = Some((a.clone(), ApprovalEvent::Expired(outcome)));
             }
             // Either way the row is final now: read what won.
             if let Some(fresh) = inner.store.approval(a.id).await? {
                 a = fresh;
             }
         } else {
-            if reminder_due {
-                reminded = Some(a.clone());
+            if reminder_due && a.deadline.is_none_or(|d| d > now) {
+                notice = Some((a.clone(), ApprovalEvent::Reminder));
             }
             let wake = next_wake(a.requested_at, a.deadline, timeout.remind_every, now);
-            return Ok((Step::Wait(wake), events, reminded));
+            return Ok((Step::Wait(wake), events, notice));
         }
     }
     let step = match (a.state.as_str(), a.decision.as_deref()) {
@@ -342,7 +350,50 @@ pub(super) async fn check(
         // Still pending after a lost expiry race cannot happen; look again in a second.
         _ => Step::Wait(Some(now + 1000)),
     };
-    Ok((step, events, reminded))
+    Ok((step, events, notice))
+}
+
+/// Sends the node's `notify` for an approval event in the background; a
+/// failure is noted on the node's log and never touches the approval.
+pub(super) fn announce(
+    inner: &Inner,
+    node: &ApprovalNode,
+    ctx: &nodes::NodeContext,
+    a: &ApprovalInfo,
+    event: ApprovalEvent,
+) {
+    let Some(target) = &node.notify else {
+        return;
+    };
+    let notice = ApprovalNotice {
+        pipeline: a.pipeline.clone(),
+        run: a.run,
+        node: a.node.clone(),
+        approval: Some(a.id),
+        message: a.message.clone(),
+        approvers: a.approvers.clone(),
+        deadline: a
+            .deadline
+            .and_then(|d| jiff::Timestamp::from_millisecond(d).ok()),
+    };
+    let rendered = ResolvedTarget::render(target, |field, source| {
+        nodes::render(ctx, field, source, Escape::Text).map_err(|e| e.message)
+    });
+    match rendered {
+        Ok(target) => {
+            inner
+                .opts
+                .notifier
+                .spawn_deliver(notice.message(event), target, ctx.log.clone());
+        }
+        Err(e) => {
+            let log = ctx.log.clone();
+            tokio::spawn(async move {
+                log.note(&format!("approval notification not sent: {e}"))
+                    .await;
+            });
+        }
+    }
 }
 
 /// The node change that puts an approval node to wait.

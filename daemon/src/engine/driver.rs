@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::approval::{self, Step};
+use crate::notify::approval::ApprovalEvent;
 use super::context::{self, RunFacts};
 use super::{Command, DriverExit, EngineError, Inner, LoadedVersion, backoff, now_ms};
 use crate::nodes::{self, LogSink, NodeContext, NodeError, Outcome};
@@ -458,6 +459,11 @@ impl Run {
             self.attempt_start(i, attempt);
             return Ok(match step {
                 Step::Wait(wake) => {
+                    if a.notify.is_some()
+                        && let Some(info) = inner.store.approval(id).await?
+                    {
+                        approval::announce(inner, a, &ctx, &info, ApprovalEvent::Requested);
+                    }
                     self.set(i, approval::waiting(attempt, wake, true));
                     self.events.push(Event::ApprovalRequested {
                         approval: id,
@@ -486,9 +492,15 @@ impl Run {
         let reminder_due = self.nodes[i].wake_at.is_some_and(|w| w <= now_ms());
         self.nodes[i].recheck = false;
         let log = self.log_sink(inner, i, attempt);
-        let (step, events, _remind) =
+        let (step, events, notice) =
             approval::check(inner, self.id, &node_id, attempt, reminder_due, &log).await?;
         self.events.extend(events);
+        if let Some((info, event)) = notice
+            && a.notify.is_some()
+        {
+            let ctx = self.node_context(inner, i, attempt, CancellationToken::new());
+            approval::announce(inner, a, &ctx, &info, event);
+        }
         Ok(match step {
             Step::Wait(wake) => {
                 if wake != self.nodes[i].wake_at {

@@ -124,9 +124,14 @@ impl FromStr for Rate {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("invalid rate '{s}': {why} (write it like 60/min, 10/s, 100/h or 5/30s)");
+        let bad = |why: &str| {
+            format!("invalid rate '{s}': {why} (write it like 60/min, 10/s, 100/h or 5/30s)")
+        };
         let (n, unit) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
-        let count: u32 = n.trim().parse().map_err(|_| bad("the count is not a whole number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| bad("the count is not a whole number"))?;
         if count == 0 {
             return Err(bad("the count must be at least 1"));
         }
@@ -191,8 +196,12 @@ impl FromStr for DayStart {
         let (h, m) = time
             .split_once(':')
             .ok_or_else(|| bad("the time is not HH:MM".into()))?;
-        let h: u32 = h.parse().map_err(|_| bad("the hour is not a number".into()))?;
-        let m: u32 = m.parse().map_err(|_| bad("the minute is not a number".into()))?;
+        let h: u32 = h
+            .parse()
+            .map_err(|_| bad("the hour is not a number".into()))?;
+        let m: u32 = m
+            .parse()
+            .map_err(|_| bad("the minute is not a number".into()))?;
         if h > 23 || m > 59 {
             return Err(bad("the time is out of range".into()));
         }

@@ -53,7 +53,12 @@ pub async fn flush(limits: &Limits, store: &Store, audit: Option<&Audit>) -> i64
 }
 
 /// Flushes every [`FLUSH_EVERY`] until `stop`, then once more.
-pub fn spawn(limits: Arc<Limits>, store: Store, audit: Option<Arc<Audit>>, stop: CancellationToken) {
+pub fn spawn(
+    limits: Arc<Limits>,
+    store: Store,
+    audit: Option<Arc<Audit>>,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
         loop {
             let stopping = tokio::select! {

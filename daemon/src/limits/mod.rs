@@ -15,6 +15,7 @@
 pub mod config;
 pub mod ledger;
 pub(crate) mod rate;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

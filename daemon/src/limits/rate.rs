@@ -123,7 +123,10 @@ impl RateLimiters {
         self.buckets
             .read()
             .ok()
-            .and_then(|m| m.get(key).map(|b| (b.quota, b.remaining.load(Ordering::Relaxed))))
+            .and_then(|m| {
+                m.get(key)
+                    .map(|b| (b.quota, b.remaining.load(Ordering::Relaxed)))
+            })
             .filter(|(q, _)| *q == quota)
             .map_or(quota.burst, |(_, r)| r)
     }
@@ -148,7 +151,10 @@ mod tests {
             assert!(limiters.check("u:a", q).is_ok(), "trigger {i}");
         }
         let wait = limiters.check("u:a", q).unwrap_err();
-        assert!(wait <= Duration::from_secs(6) && wait > Duration::from_secs(5), "{wait:?}");
+        assert!(
+            wait <= Duration::from_secs(6) && wait > Duration::from_secs(5),
+            "{wait:?}"
+        );
         // Another key is unaffected.
         assert!(limiters.check("u:b", q).is_ok());
     }

@@ -4,7 +4,10 @@
 use sluice_shared::model::node::OnTimeout;
 use sluice_shared::run::RunId;
 
-use super::Message;
+use sluice_shared::model::node::NotifyTarget;
+
+use super::{Message, Notifier, ResolvedTarget};
+use crate::nodes::LogSink;
 
 /// What happened to an approval request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +128,34 @@ impl ApprovalNotice {
             "any operator".to_owned()
         } else {
             self.approvers.join(", ")
+        }
+    }
+}
+
+impl Notifier {
+    /// Announces `event` of an approval in the background: renders `target`
+    /// with `render(field, source)` (a template engine over the run's
+    /// context), then delivers. Nothing is returned to the caller but a
+    /// handle: a bad target, like a failed delivery, is only noted on `log`,
+    /// so the approval itself never waits on or fails for its notification.
+    pub fn spawn_approval_notice(
+        &self,
+        notice: &ApprovalNotice,
+        event: ApprovalEvent,
+        target: &NotifyTarget,
+        render: impl FnMut(&str, &str) -> Result<String, String>,
+        log: LogSink,
+    ) -> tokio::task::JoinHandle<()> {
+        let msg = notice.message(event);
+        match ResolvedTarget::render(target, render) {
+            Ok(target) => self.spawn_deliver(msg, target, log),
+            Err(e) => tokio::spawn(async move {
+                log.note(&format!(
+                    "approval notification ({}) not sent: {e}",
+                    event.as_str()
+                ))
+                .await;
+            }),
         }
     }
 }

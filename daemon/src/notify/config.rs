@@ -108,6 +108,12 @@ impl TryFrom<RawSmtp> for SmtpConfig {
             // Most likely the password itself was pasted here; do not echo it.
             return Err("[smtp] password must be the name of a secret (a single word such as \"smtp_password\"), not the password itself".into());
         }
+        let local = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]");
+        if raw.tls == SmtpTls::None && raw.username.is_some() && !local {
+            return Err(format!(
+                "[smtp] tls = \"none\" would send the password to {host} unencrypted; use \"starttls\" or \"tls\" (plain SMTP with credentials is allowed only to localhost)"
+            ));
+        }
         let from: Mailbox = raw.from.parse().map_err(|e| {
             format!(
                 "[smtp] from '{}' is not an email address ({e}); write it as \"sluice@example.com\" or \"Sluice <sluice@example.com>\"",
@@ -209,6 +215,15 @@ from = "sluice@example.com"
         assert!(err.contains("ssl"), "{err}");
         let err = parse("[smtp]\nhost = \"h\"\nfrom = \"a@b.c\"\nuser = \"u\"\n").unwrap_err();
         assert!(err.contains("user"), "{err}");
+        let err = parse(
+            "[smtp]\nhost = \"mail.example.com\"\nfrom = \"a@b.c\"\ntls = \"none\"\nusername = \"u\"\npassword = \"pw\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("unencrypted"), "{err}");
+        assert!(
+            parse("[smtp]\nhost = \"localhost\"\nfrom = \"a@b.c\"\ntls = \"none\"\nusername = \"u\"\npassword = \"pw\"\n")
+                .is_ok()
+        );
         let err = parse("[smtp]\nfrom = \"a@b.c\"\n").unwrap_err();
         assert!(err.contains("host"), "{err}");
     }

@@ -215,7 +215,10 @@ impl Store {
     }
 
     /// Refusals per user and limit since `minute` (Unix minutes).
-    pub async fn refusals_since(&self, minute: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+    pub async fn refusals_since(
+        &self,
+        minute: i64,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT user, limit_name, SUM(count) FROM limit_refusals WHERE minute >= ? GROUP BY user, limit_name ORDER BY user, limit_name",
         )

@@ -17,8 +17,8 @@ use sluice_shared::run::{RunId, TriggerInfo, TriggerKind};
 
 use crate::engine::{Engine, EngineError, resolve_inputs};
 use crate::limits::LimitKind;
-use crate::store::usage::Charged;
 use crate::registry::{Entry, Registry};
+use crate::store::usage::Charged;
 use crate::store::{NewNode, NewRun, StoreError};
 
 /// How long a delivery key names its run (redeliveries within it get the same run).

@@ -699,9 +699,12 @@ async fn user_token(
     headers: &HeaderMap,
 ) -> Result<Option<String>, Refusal> {
     let Some(token) = header_text(headers, "authorization")
-        .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        })
         .map(str::trim)
-        .filter(|t| t.starts_with(crate::api::TOKEN_PREFIX))
+        .filter(|t| t.starts_with(crate::limits::tokens::TOKEN_PREFIX))
     else {
         return Ok(None);
     };
@@ -709,7 +712,7 @@ async fn user_token(
         .triggers
         .engine()
         .store()
-        .token_by_hash(&crate::api::token_hash(token))
+        .token_by_hash(&crate::limits::tokens::token_hash(token))
         .await
         .map_err(|e| {
             Refusal::new(

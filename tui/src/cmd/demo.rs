@@ -15,10 +15,10 @@ use sluice_shared::event::Event;
 use sluice_shared::protocol::{EventNotice, PipelineSummary};
 
 use crate::client::Client;
-use sluice_tui::console::{self, ConsoleOptions};
 use crate::exit::Exit;
 use crate::output::emit;
 use crate::table;
+use sluice_tui::console::{self, ConsoleOptions};
 
 const PIPELINES: &[(&str, &str)] = &[
     (

@@ -10,9 +10,13 @@ use sluice_shared::protocol::{
     PipelineSummary, RunDetail, RunsPage, ScheduleSummary, StatusResult, SubscribeResult,
     TriggerResult,
 };
+use sluice_shared::protocol::{
+    LimitsExplainParams, LimitsExplainResult, LimitsUsageParams, LimitsUsageResult,
+    TokenCreateParams, TokenCreateResult, TokenInfo, TokenRevokeParams,
+};
 use sluice_shared::run::{RunId, RunState};
 
-use crate::cli::{Command, ResolveAction, RunsArgs};
+use crate::cli::{Command, LimitsCommand, ResolveAction, RunsArgs, TokenCommand};
 use crate::client::{Client, ClientError};
 use crate::exit::Exit;
 use crate::output::emit;
@@ -442,11 +446,171 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
                 .map_err(io)?;
             }
         }
+        Command::Limits { action } => limits(&mut client, action, json).await?,
+        Command::Token(action) => token(&mut client, action, json).await?,
         Command::Validate(_) | Command::Cron(_) | Command::Schema | Command::Demo { .. } => {
             return Err(usage("offline command"));
         }
     }
     Ok(Exit::Success)
+}
+
+fn opt(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+/// `sluice limits [usage|explain RUN]`.
+async fn limits(
+    client: &mut Client,
+    action: Option<LimitsCommand>,
+    json: bool,
+) -> Result<(), Failure> {
+    match action.unwrap_or(LimitsCommand::Usage { user: None }) {
+        LimitsCommand::Usage { user } => {
+            let u: LimitsUsageResult = client
+                .call("limits.usage", json!(LimitsUsageParams { user }))
+                .await?;
+            if json {
+                return print_json(&u);
+            }
+            let g = &u.global;
+            let mut text = format!(
+                "global: {} running of max {} ({} slots held), {} queued",
+                g.running,
+                opt(g.max_concurrent),
+                g.held,
+                g.queued
+            );
+            if g.reclaimed > 0 {
+                text.push_str(&format!(", {} leaked slots reclaimed", g.reclaimed));
+            }
+            text.push('\n');
+            let rows: Vec<Vec<String>> = u
+                .users
+                .iter()
+                .map(|x| {
+                    let refused: u64 = x.refused_24h.values().sum();
+                    vec![
+                        x.user.clone(),
+                        match (&x.rate, x.rate_remaining) {
+                            (Some(r), Some(left)) => format!("{r} ({left} left)"),
+                            _ => "-".into(),
+                        },
+                        format!(
+                            "{}/{} (+{} queued)",
+                            x.running,
+                            opt(x.max_concurrent),
+                            x.queued
+                        ),
+                        format!("{}/{}", x.daily_runs, opt(x.daily_runs_max)),
+                        format!("{}/{}", x.daily_llm_tokens, opt(x.daily_llm_tokens_max)),
+                        refused.to_string(),
+                    ]
+                })
+                .collect();
+            text.push_str(&table::render(
+                &[
+                    "USER",
+                    "RATE",
+                    "RUNNING",
+                    "RUNS TODAY",
+                    "LLM TOKENS TODAY",
+                    "REFUSED 24H",
+                ],
+                &rows,
+                width(),
+            ));
+            emit(&text).map_err(io)
+        }
+        LimitsCommand::Explain { run } => {
+            let run = run_id(&run)?;
+            let e: LimitsExplainResult = client
+                .call("limits.explain", json!(LimitsExplainParams { run }))
+                .await?;
+            if json {
+                return print_json(&e);
+            }
+            let mut text = format!(
+                "{} {} ({}, user {}): {}\n",
+                e.run,
+                state_word(e.state),
+                e.pipeline,
+                e.user,
+                e.reason
+            );
+            if let Some(cap) = &e.cap {
+                text.push_str(&format!(
+                    "waiting on: {cap} cap; {} run(s) ahead ({} of the same user)\n",
+                    e.ahead, e.ahead_same_user
+                ));
+            }
+            emit(&text).map_err(io)
+        }
+    }
+}
+
+/// `sluice token create|list|revoke`.
+async fn token(client: &mut Client, action: TokenCommand, json: bool) -> Result<(), Failure> {
+    match action {
+        TokenCommand::Create { user, pipeline } => {
+            let t: TokenCreateResult = client
+                .call("tokens.create", json!(TokenCreateParams { user, pipeline }))
+                .await?;
+            if json {
+                return print_json(&t);
+            }
+            emit(&format!(
+                "{}\ntoken #{} for user {}{}; it is shown only this once (send it as Authorization: Bearer)\n",
+                t.token,
+                t.id,
+                t.user,
+                t.pipeline
+                    .as_ref()
+                    .map(|p| format!(", pipeline {p} only"))
+                    .unwrap_or_default()
+            ))
+            .map_err(io)
+        }
+        TokenCommand::List => {
+            let list: Vec<TokenInfo> = client.call("tokens.list", json!({})).await?;
+            if json {
+                return print_json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.user.clone(),
+                        t.pipeline.clone().unwrap_or_else(|| "*".into()),
+                        format!("{}…", t.prefix),
+                        table::time(Some(t.created_at)),
+                        t.created_by.clone(),
+                        t.revoked_at.map_or_else(
+                            || "active".into(),
+                            |r| format!("revoked {}", table::time(Some(r))),
+                        ),
+                    ]
+                })
+                .collect();
+            emit(&table::render(
+                &["ID", "USER", "PIPELINE", "TOKEN", "CREATED", "BY", "STATE"],
+                &rows,
+                width(),
+            ))
+            .map_err(io)
+        }
+        TokenCommand::Revoke { id } => {
+            act(
+                client,
+                "tokens.revoke",
+                json!(TokenRevokeParams { id }),
+                json,
+                |_| format!("token #{id} revoked"),
+            )
+            .await
+        }
+    }
 }
 
 /// Calls a state-changing method and prints its result: the JSON, or one line.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sluice_shared::diagnostic::Diagnostic;
 use sluice_shared::protocol::{
-    ApprovalInfo, AuditEntry, HelloResult, MetricsResult, PipelineSummary, Role, RunDetail,
+    ApprovalInfo, AuditEntry, HelloResult, LimitsUsageResult, MetricsResult, PipelineSummary, Role, RunDetail,
     RunSummary, StatusResult,
 };
 use sluice_shared::run::{RunId, RunState};
@@ -436,6 +436,10 @@ pub struct App {
     pub pipelines: PipelinesState,
     /// Metrics.
     pub metrics: Option<MetricsResult>,
+    /// Per-user usage against the limits (`limits.usage`).
+    pub usage: Option<LimitsUsageResult>,
+    /// The daemon has no `limits.usage` (older daemon).
+    pub usage_unavailable: bool,
     /// Audit rows, newest first.
     pub audit: Vec<AuditEntry>,
     /// Audit selection.
@@ -473,6 +477,8 @@ impl App {
             approvals: ApprovalsState::default(),
             pipelines: PipelinesState::default(),
             metrics: None,
+            usage: None,
+            usage_unavailable: false,
             audit: Vec::new(),
             audit_cursor: Cursor::default(),
             flash: None,

@@ -29,7 +29,9 @@ pub struct Call {
 
 /// Backoff before attempt `n` (from 1): 0.5 s doubling to 10 s, ±25 % jitter.
 pub fn backoff(n: u32) -> Duration {
-    let base = 500u64.saturating_mul(1 << n.saturating_sub(1).min(5)).min(10_000);
+    let base = 500u64
+        .saturating_mul(1 << n.saturating_sub(1).min(5))
+        .min(10_000);
     let jitter = fastrand::u64(0..=base / 2);
     Duration::from_millis(base - base / 4 + jitter)
 }
@@ -45,7 +47,12 @@ struct Session {
     writer: OwnedWriteHalf,
 }
 
-async fn write(writer: &mut OwnedWriteHalf, id: u64, method: &str, params: Value) -> std::io::Result<()> {
+async fn write(
+    writer: &mut OwnedWriteHalf,
+    id: u64,
+    method: &str,
+    params: Value,
+) -> std::io::Result<()> {
     let mut frame = serde_json::to_string(&Request::new(id, method, params))?;
     frame.push('\n');
     writer.write_all(frame.as_bytes()).await
@@ -79,7 +86,11 @@ async fn handshake(socket: &PathBuf) -> Result<(Session, HelloResult), String> {
 }
 
 /// Runs until the console drops its end of `calls`.
-pub async fn run(socket: PathBuf, mut calls: mpsc::UnboundedReceiver<Call>, out: mpsc::UnboundedSender<Msg>) {
+pub async fn run(
+    socket: PathBuf,
+    mut calls: mpsc::UnboundedReceiver<Call>,
+    out: mpsc::UnboundedSender<Msg>,
+) {
     let mut attempt: u32 = 0;
     loop {
         let _ = out.send(Msg::Conn(ConnEvent::Connecting));
@@ -178,7 +189,8 @@ async fn serve(
             tag,
             Err(CallError {
                 code: None,
-                message: "connection lost before the reply (not retried; check before repeating)".into(),
+                message: "connection lost before the reply (not retried; check before repeating)"
+                    .into(),
             }),
         ));
     }

@@ -332,24 +332,72 @@ impl Keymap {
         let c = Key::ch;
         Self {
             bindings: vec![
-                b(S::Global, &[c('q'), p(K::Esc)], A::Back, "back (quit on the top view)", true),
+                b(
+                    S::Global,
+                    &[c('q'), p(K::Esc)],
+                    A::Back,
+                    "back (quit on the top view)",
+                    true,
+                ),
                 b(S::Global, &[Key::ctrl('c')], A::Quit, "quit", false),
                 b(S::Global, &[c('?')], A::Help, "help: every key", true),
-                b(S::Global, &[c(':')], A::Command, "command line (:runs, :run 12, ...)", false),
+                b(
+                    S::Global,
+                    &[c(':')],
+                    A::Command,
+                    "command line (:runs, :run 12, ...)",
+                    false,
+                ),
                 b(S::Global, &[c('1')], A::ViewRuns, "runs", false),
                 b(S::Global, &[c('2')], A::ViewPipelines, "pipelines", false),
                 b(S::Global, &[c('3')], A::ViewApprovals, "approvals", false),
                 b(S::Global, &[c('4')], A::ViewMetrics, "metrics", false),
                 b(S::Global, &[c('5')], A::ViewAudit, "audit trail", false),
                 b(S::Global, &[p(K::Up), c('k')], A::Up, "move up", false),
-                b(S::Global, &[p(K::Down), c('j')], A::Down, "move down", false),
-                b(S::Global, &[p(K::PageUp), Key::ctrl('u')], A::PageUp, "page up", false),
-                b(S::Global, &[p(K::PageDown), Key::ctrl('d')], A::PageDown, "page down", false),
+                b(
+                    S::Global,
+                    &[p(K::Down), c('j')],
+                    A::Down,
+                    "move down",
+                    false,
+                ),
+                b(
+                    S::Global,
+                    &[p(K::PageUp), Key::ctrl('u')],
+                    A::PageUp,
+                    "page up",
+                    false,
+                ),
+                b(
+                    S::Global,
+                    &[p(K::PageDown), Key::ctrl('d')],
+                    A::PageDown,
+                    "page down",
+                    false,
+                ),
                 b(S::Global, &[p(K::Home), c('g')], A::Top, "first row", false),
-                b(S::Global, &[p(K::End), c('G')], A::Bottom, "last row", false),
-                b(S::Global, &[Key::ctrl('l')], A::Refresh, "refresh from the daemon", false),
+                b(
+                    S::Global,
+                    &[p(K::End), c('G')],
+                    A::Bottom,
+                    "last row",
+                    false,
+                ),
+                b(
+                    S::Global,
+                    &[Key::ctrl('l')],
+                    A::Refresh,
+                    "refresh from the daemon",
+                    false,
+                ),
                 b(S::Runs, &[p(K::Enter)], A::Open, "open run", true),
-                b(S::Runs, &[c('/')], A::Filter, "filter: pipeline, state or text", true),
+                b(
+                    S::Runs,
+                    &[c('/')],
+                    A::Filter,
+                    "filter: pipeline, state or text",
+                    true,
+                ),
                 b(S::Runs, &[c('r')], A::Retry, "retry failed nodes", true),
                 b(S::Runs, &[c('R')], A::RetryAll, "retry all nodes", false),
                 b(S::Runs, &[c('c')], A::Cancel, "cancel run", true),
@@ -360,17 +408,47 @@ impl Keymap {
                 b(S::Detail, &[c('N')], A::PrevMatch, "previous match", false),
                 b(S::Detail, &[c('w')], A::Wrap, "wrap lines", false),
                 b(S::Detail, &[c('t')], A::Timestamps, "timestamps", false),
-                b(S::Detail, &[p(K::Left), c('h')], A::Left, "scroll left half a page", false),
-                b(S::Detail, &[p(K::Right), c('l')], A::Right, "scroll right half a page", false),
-                b(S::Detail, &[c('y')], A::Copy, "copy line / node output (OSC 52)", false),
+                b(
+                    S::Detail,
+                    &[p(K::Left), c('h')],
+                    A::Left,
+                    "scroll left half a page",
+                    false,
+                ),
+                b(
+                    S::Detail,
+                    &[p(K::Right), c('l')],
+                    A::Right,
+                    "scroll right half a page",
+                    false,
+                ),
+                b(
+                    S::Detail,
+                    &[c('y')],
+                    A::Copy,
+                    "copy line / node output (OSC 52)",
+                    false,
+                ),
                 b(S::Detail, &[c('r')], A::Retry, "retry failed nodes", true),
                 b(S::Detail, &[c('R')], A::RetryAll, "retry all nodes", true),
                 b(S::Detail, &[c('c')], A::Cancel, "cancel run", true),
-                b(S::Approvals, &[p(K::Tab)], A::HistoryTab, "pending / history", true),
+                b(
+                    S::Approvals,
+                    &[p(K::Tab)],
+                    A::HistoryTab,
+                    "pending / history",
+                    true,
+                ),
                 b(S::Approvals, &[p(K::Enter)], A::Open, "open the run", true),
                 b(S::Approvals, &[c('a')], A::Approve, "approve", true),
                 b(S::Approvals, &[c('x')], A::Reject, "reject", true),
-                b(S::Pipelines, &[p(K::Enter)], A::Open, "runs of pipeline", true),
+                b(
+                    S::Pipelines,
+                    &[p(K::Enter)],
+                    A::Open,
+                    "runs of pipeline",
+                    true,
+                ),
                 b(S::Pipelines, &[c('t')], A::Trigger, "trigger now", true),
                 b(S::Pipelines, &[c('e')], A::Enable, "enable", true),
                 b(S::Pipelines, &[c('d')], A::Disable, "disable", true),
@@ -407,14 +485,17 @@ impl Keymap {
     pub fn check(&self) -> Result<(), KeymapError> {
         for (i, x) in self.bindings.iter().enumerate() {
             for y in &self.bindings[i + 1..] {
-                let overlap = x.scope == y.scope
-                    || x.scope == Scope::Global
-                    || y.scope == Scope::Global;
+                let overlap =
+                    x.scope == y.scope || x.scope == Scope::Global || y.scope == Scope::Global;
                 if !overlap || x.action == y.action {
                     continue;
                 }
                 if let Some(k) = x.keys.iter().find(|k| y.keys.contains(k)) {
-                    let scope = if x.scope == Scope::Global { y.scope } else { x.scope };
+                    let scope = if x.scope == Scope::Global {
+                        y.scope
+                    } else {
+                        x.scope
+                    };
                     return Err(KeymapError::Conflict {
                         key: k.label(true),
                         scope: scope.name(),
@@ -441,7 +522,9 @@ impl Keymap {
             })?;
             for (action_name, value) in actions {
                 let action = Action::from_name(&action_name).ok_or_else(|| {
-                    KeymapError::Unknown(format!("unknown action '{action_name}' in [{scope_name}]"))
+                    KeymapError::Unknown(format!(
+                        "unknown action '{action_name}' in [{scope_name}]"
+                    ))
                 })?;
                 let names: Vec<String> = match value {
                     toml::Value::String(s) => vec![s],
@@ -496,7 +579,11 @@ impl fmt::Display for Keymap {
         writeln!(f, "|---|---|---|---|")?;
         for scope in Scope::ALL {
             for b in self.scope(scope) {
-                let keys: Vec<String> = b.keys.iter().map(|k| format!("`{}`", k.label(true))).collect();
+                let keys: Vec<String> = b
+                    .keys
+                    .iter()
+                    .map(|k| format!("`{}`", k.label(true)))
+                    .collect();
                 writeln!(
                     f,
                     "| {} | {} | {} | {} |",
@@ -554,8 +641,19 @@ mod tests {
         let err = Keymap::defaults()
             .with_overrides("[runs]\nopen = \"q\"\n")
             .unwrap_err();
-        assert!(err.to_string().contains("'back' and 'open' in runs"), "{err}");
-        assert!(Keymap::defaults().with_overrides("[runs]\nfly = \"z\"\n").is_err());
-        assert!(Keymap::defaults().with_overrides("[runs]\nopen = \"ctrl-enter-x\"\n").is_err());
+        assert!(
+            err.to_string().contains("'back' and 'open' in runs"),
+            "{err}"
+        );
+        assert!(
+            Keymap::defaults()
+                .with_overrides("[runs]\nfly = \"z\"\n")
+                .is_err()
+        );
+        assert!(
+            Keymap::defaults()
+                .with_overrides("[runs]\nopen = \"ctrl-enter-x\"\n")
+                .is_err()
+        );
     }
 }

@@ -43,6 +43,8 @@ pub enum Tag {
     ApprovalContext(RunId),
     /// `metrics`.
     Metrics,
+    /// `limits.usage`.
+    Usage,
     /// `audit.list`.
     Audit,
     /// A state-changing call; the text says what for the status line.

@@ -73,7 +73,9 @@ impl Theme {
         if self.mono {
             Style::new().add_modifier(Modifier::CROSSED_OUT)
         } else {
-            Style::new().fg(Color::DarkGray).add_modifier(Modifier::CROSSED_OUT)
+            Style::new()
+                .fg(Color::DarkGray)
+                .add_modifier(Modifier::CROSSED_OUT)
         }
     }
 
@@ -82,7 +84,9 @@ impl Theme {
         if self.mono {
             Style::new().add_modifier(Modifier::REVERSED)
         } else {
-            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD | Modifier::REVERSED)
+            Style::new()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD | Modifier::REVERSED)
         }
     }
 

@@ -6,7 +6,8 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
 use serde_json::{Value, json};
 use sluice_shared::event::Event;
 use sluice_shared::protocol::{
-    ApprovalInfo, AttemptInfo, AuditEntry, ConfigErrors, EventNotice, LogsPage, MetricsResult,
+    ApprovalInfo, AttemptInfo, AuditEntry, ConfigErrors, EventNotice, LimitsUsageResult, LogsPage,
+    MetricsResult,
     PipelineDetail, PipelineSummary, RunDetail, RunsPage, StatusResult,
 };
 use sluice_shared::run::{AttemptState, NodeState, RunId, RunState};
@@ -127,7 +128,11 @@ fn resync(app: &mut App) -> Vec<Effect> {
         runs_request(app, false),
         call(Tag::Pipelines, "pipelines.list", json!({})),
         call(Tag::ConfigErrors, "config.errors", json!({})),
-        call(Tag::Approvals { pending: true }, "approvals.list", json!({ "pending": true })),
+        call(
+            Tag::Approvals { pending: true },
+            "approvals.list",
+            json!({ "pending": true }),
+        ),
     ];
     if app.approvals.show_history {
         fx.push(call(
@@ -152,7 +157,10 @@ fn resync(app: &mut App) -> Vec<Effect> {
 
 fn view_poll(app: &App) -> Vec<Effect> {
     match app.view {
-        View::Metrics => vec![call(Tag::Metrics, "metrics", json!({}))],
+        View::Metrics => vec![
+            call(Tag::Metrics, "metrics", json!({})),
+            call(Tag::Usage, "limits.usage", json!({})),
+        ],
         View::Audit => vec![call(Tag::Audit, "audit.list", json!({ "limit": 500 }))],
         _ => Vec::new(),
     }
@@ -179,7 +187,11 @@ fn tick(app: &mut App, now: i64) -> Vec<Effect> {
     }
     if app.approvals.dirty {
         app.approvals.dirty = false;
-        fx.push(call(Tag::Approvals { pending: true }, "approvals.list", json!({ "pending": true })));
+        fx.push(call(
+            Tag::Approvals { pending: true },
+            "approvals.list",
+            json!({ "pending": true }),
+        ));
         if app.approvals.show_history {
             fx.push(call(
                 Tag::Approvals { pending: false },
@@ -270,7 +282,11 @@ fn switch_view(app: &mut App, view: View) -> Vec<Effect> {
     if synced(app) {
         match view {
             View::Approvals => {
-                fx.push(call(Tag::Approvals { pending: true }, "approvals.list", json!({ "pending": true })));
+                fx.push(call(
+                    Tag::Approvals { pending: true },
+                    "approvals.list",
+                    json!({ "pending": true }),
+                ));
                 if app.approvals.show_history {
                     fx.push(call(
                         Tag::Approvals { pending: false },
@@ -341,7 +357,9 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
             generation,
         } => {
             let Some(d) = app.detail.as_mut().filter(|d| {
-                d.id == run && d.log_generation == generation && d.log_node.as_deref() == Some(&node)
+                d.id == run
+                    && d.log_generation == generation
+                    && d.log_node.as_deref() == Some(&node)
             }) else {
                 return Vec::new();
             };
@@ -410,7 +428,8 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
                     app.approvals.pending = rows;
                     app.approvals.loaded = true;
                 } else {
-                    app.approvals.history = rows.into_iter().filter(|a| a.state != "pending").collect();
+                    app.approvals.history =
+                        rows.into_iter().filter(|a| a.state != "pending").collect();
                 }
                 let len = app.approvals.rows().len();
                 app.approvals.cursor.clamp(len);
@@ -423,6 +442,7 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
             }
         }
         Tag::Metrics => app.metrics = decode::<MetricsResult>(value).or(app.metrics.take()),
+        Tag::Usage => app.usage = decode::<LimitsUsageResult>(value).or(app.usage.take()),
         Tag::Audit => {
             if let Some(rows) = decode::<Vec<AuditEntry>>(value) {
                 app.audit = rows;
@@ -459,6 +479,7 @@ fn failed(app: &mut App, tag: Tag, e: CallError) -> Vec<Effect> {
         }
         Tag::TriggerForm(name) => flash(app, format!("trigger {name}: {}", e.message), true),
         Tag::Detail(_) if e.code == Some(-32001) => flash(app, e.message, true),
+        Tag::Usage if e.code == Some(-32601) => app.usage_unavailable = true,
         // Read calls fail quietly: the header shows the connection, the data stays marked stale.
         _ => {}
     }
@@ -466,12 +487,18 @@ fn failed(app: &mut App, tag: Tag, e: CallError) -> Vec<Effect> {
 }
 
 fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
-    let selected_id = app.visible_runs().get(app.runs.cursor.selected).map(|r| r.id);
+    let selected_id = app
+        .visible_runs()
+        .get(app.runs.cursor.selected)
+        .map(|r| r.id);
     let runs = &mut app.runs;
     if append {
         let last = runs.rows.last().map(|r| r.id);
-        runs.rows
-            .extend(page.runs.into_iter().filter(|r| last.is_none_or(|l| r.id < l)));
+        runs.rows.extend(
+            page.runs
+                .into_iter()
+                .filter(|r| last.is_none_or(|l| r.id < l)),
+        );
         runs.next = page.next;
     } else {
         let oldest = page.runs.last().map(|r| r.id);
@@ -565,13 +592,22 @@ fn approval_context(app: &mut App) -> Vec<Effect> {
         app.approvals.context = None;
         return Vec::new();
     };
-    if app.approvals.context.as_ref().is_some_and(|c| c.run.id == run) {
+    if app
+        .approvals
+        .context
+        .as_ref()
+        .is_some_and(|c| c.run.id == run)
+    {
         return Vec::new();
     }
     if !synced(app) {
         return Vec::new();
     }
-    vec![call(Tag::ApprovalContext(run), "runs.get", json!({ "id": run }))]
+    vec![call(
+        Tag::ApprovalContext(run),
+        "runs.get",
+        json!({ "id": run }),
+    )]
 }
 
 // ---------------------------------------------------------------- events
@@ -766,7 +802,11 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
     if action.changes_state()
         && let Some(reason) = app.disabled_reason(action)
     {
-        flash(app, format!("{}: {reason}", action.name().replace('_', " ")), true);
+        flash(
+            app,
+            format!("{}: {reason}", action.name().replace('_', " ")),
+            true,
+        );
         return Vec::new();
     }
     match action {
@@ -906,7 +946,11 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Copy => copy(app),
         Action::Approve | Action::Reject => {
             if app.approvals.show_history {
-                flash(app, "only pending approvals can be decided (Tab: pending)", true);
+                flash(
+                    app,
+                    "only pending approvals can be decided (Tab: pending)",
+                    true,
+                );
                 return Vec::new();
             }
             let Some(a) = app.approvals.selected().cloned() else {
@@ -926,7 +970,12 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
                 body: a.message.iter().cloned().collect(),
                 confirm: if approve { "Approve" } else { "Reject" }.into(),
                 field: Some((
-                    if approve { "reason (optional)" } else { "reason (required)" }.into(),
+                    if approve {
+                        "reason (optional)"
+                    } else {
+                        "reason (required)"
+                    }
+                    .into(),
                     String::new(),
                 )),
                 required: !approve,
@@ -971,7 +1020,10 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             let name = p.name.clone();
             let key = idempotency_key(app);
             app.overlay = Some(Overlay::Dialog(Dialog {
-                title: format!("{} pipeline {name}?", if enabled { "Enable" } else { "Disable" }),
+                title: format!(
+                    "{} pipeline {name}?",
+                    if enabled { "Enable" } else { "Disable" }
+                ),
                 body: vec![if enabled {
                     "Its triggers may start runs again.".into()
                 } else {
@@ -1038,7 +1090,11 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
         }
         _ => {
             if !finished {
-                flash(app, format!("run {run} has not finished; only finished runs can be retried"), true);
+                flash(
+                    app,
+                    format!("run {run} has not finished; only finished runs can be retried"),
+                    true,
+                );
                 return Vec::new();
             }
             let all = action == Action::RetryAll;
@@ -1047,7 +1103,8 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
                 body: vec![if all {
                     "A new run executes every node again.".into()
                 } else {
-                    "A new run reuses what succeeded and runs the failed nodes and what follows.".into()
+                    "A new run reuses what succeeded and runs the failed nodes and what follows."
+                        .into()
                 }],
                 confirm: "Retry".into(),
                 field: None,
@@ -1295,7 +1352,9 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
     };
     match (ev.code, d.focus) {
         (KeyCode::Esc, _) => return Vec::new(),
-        (KeyCode::Tab | KeyCode::Right, f) if f != DialogFocus::Field || ev.code == KeyCode::Tab => {
+        (KeyCode::Tab | KeyCode::Right, f)
+            if f != DialogFocus::Field || ev.code == KeyCode::Tab =>
+        {
             d.focus = cycle(f, true)
         }
         (KeyCode::BackTab | KeyCode::Left, f)
@@ -1304,7 +1363,8 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
             d.focus = cycle(f, false)
         }
         (KeyCode::Enter, DialogFocus::Field) => d.focus = DialogFocus::Cancel,
-        (KeyCode::Enter, DialogFocus::Cancel) | (KeyCode::Char('n'), DialogFocus::Cancel | DialogFocus::Confirm) => {
+        (KeyCode::Enter, DialogFocus::Cancel)
+        | (KeyCode::Char('n'), DialogFocus::Cancel | DialogFocus::Confirm) => {
             return Vec::new();
         }
         (KeyCode::Enter, DialogFocus::Confirm)
@@ -1342,7 +1402,11 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
         flash(app, format!("not sent: {reason}"), true);
         return Vec::new();
     }
-    let text = d.field.as_ref().map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    let text = d
+        .field
+        .as_ref()
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
     if d.required && text.is_empty() {
         d.error = Some("a reason is required".into());
         d.focus = DialogFocus::Field;
@@ -1357,9 +1421,17 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
             json!({ "id": run, "mode": if all { "all" } else { "failed" } }),
             true,
         ),
-        PendingAction::Cancel(run) => (format!("cancel {run}"), "runs.cancel", json!({ "id": run }), false),
+        PendingAction::Cancel(run) => (
+            format!("cancel {run}"),
+            "runs.cancel",
+            json!({ "id": run }),
+            false,
+        ),
         PendingAction::Decide { id, approve } => (
-            format!("{} approval #{id}", if approve { "approve" } else { "reject" }),
+            format!(
+                "{} approval #{id}",
+                if approve { "approve" } else { "reject" }
+            ),
             "approvals.decide",
             json!({ "id": id, "approve": approve, "reason": Some(text).filter(|t| !t.is_empty()) }),
             false,
@@ -1384,7 +1456,11 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
         }
         PendingAction::SetEnabled { name, enabled } => (
             format!("{} {name}", if enabled { "enable" } else { "disable" }),
-            if enabled { "pipelines.enable" } else { "pipelines.disable" },
+            if enabled {
+                "pipelines.enable"
+            } else {
+                "pipelines.disable"
+            },
             json!({ "name": name }),
             false,
         ),
@@ -1426,7 +1502,9 @@ fn command(app: &mut App, text: &str) -> Vec<Effect> {
         other => {
             flash(
                 app,
-                format!("unknown command :{other} (runs, pipelines, approvals, metrics, audit, run N, filter ..., help, quit)"),
+                format!(
+                    "unknown command :{other} (runs, pipelines, approvals, metrics, audit, run N, filter ..., help, quit)"
+                ),
                 true,
             );
             Vec::new()

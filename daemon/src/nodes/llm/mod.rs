@@ -655,12 +655,16 @@ impl LineBuffer {
                 .line("stdout", line.trim_end_matches(['\n', '\r']))
                 .await;
         }
-        if self.partial.len() > SOFT_LINE_BYTES {
-            // A long paragraph: write it up to its last space.
-            let cut = self
-                .partial
+        while self.partial.len() > SOFT_LINE_BYTES {
+            // A long paragraph: write its first part, up to a space where there is one.
+            let mut limit = SOFT_LINE_BYTES;
+            while !self.partial.is_char_boundary(limit) {
+                limit -= 1;
+            }
+            let cut = self.partial[..limit]
                 .rfind(' ')
-                .map_or(self.partial.len(), |i| i + 1);
+                .filter(|&i| i > 0)
+                .map_or(limit, |i| i + 1);
             let head: String = self.partial.drain(..cut).collect();
             ctx.log.line("stdout", head.trim_end()).await;
         }

@@ -112,13 +112,12 @@ fn check_at(schema: &Value, at: &str) -> Result<(), String> {
                     check_at(sub, &format!("{here}/{name}"))?;
                 }
             }
-            "required" => {
+            "required"
                 if !value
                     .as_array()
-                    .is_some_and(|l| l.iter().all(Value::is_string))
-                {
-                    return Err(format!("`required` at {here} must be a list of names"));
-                }
+                    .is_some_and(|l| l.iter().all(Value::is_string)) =>
+            {
+                return Err(format!("`required` at {here} must be a list of names"));
             }
             "additionalProperties" | "items" | "not" => check_at(value, &here)?,
             "allOf" | "anyOf" | "oneOf" => {
@@ -130,20 +129,18 @@ fn check_at(schema: &Value, at: &str) -> Result<(), String> {
                 }
             }
             "minProperties" | "maxProperties" | "minItems" | "maxItems" | "minLength"
-            | "maxLength" => {
-                if value.as_u64().is_none() {
-                    return Err(format!("`{key}` at {here} must be a whole number"));
-                }
+            | "maxLength"
+                if value.as_u64().is_none() =>
+            {
+                return Err(format!("`{key}` at {here} must be a whole number"));
             }
-            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => {
-                if !value.is_number() {
-                    return Err(format!("`{key}` at {here} must be a number"));
-                }
+            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum"
+                if !value.is_number() =>
+            {
+                return Err(format!("`{key}` at {here} must be a number"));
             }
-            "multipleOf" => {
-                if !value.as_f64().is_some_and(|n| n > 0.0) {
-                    return Err(format!("`multipleOf` at {here} must be a positive number"));
-                }
+            "multipleOf" if !value.as_f64().is_some_and(|n| n > 0.0) => {
+                return Err(format!("`multipleOf` at {here} must be a positive number"));
             }
             "uniqueItems" if !value.is_boolean() => {
                 return Err(format!("`uniqueItems` at {here} must be true or false"));

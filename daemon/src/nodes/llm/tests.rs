@@ -206,6 +206,13 @@ async fn streamed_text_is_logged_line_by_line() {
     let written = lines_of(&mut rx, "stdout");
     assert_eq!(written.len(), 1);
     assert!(written[0].len() <= SOFT_LINE_BYTES && written[0].ends_with("word"));
+    lines.flush(&ctx).await;
+    let rest = lines_of(&mut rx, "stdout");
+    assert_eq!(
+        written[0].len() + 1 + rest[0].len(),
+        long.len(),
+        "nothing lost at the cut"
+    );
 }
 
 #[test]

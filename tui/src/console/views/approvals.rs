@@ -15,7 +15,11 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let (list, side) = list_and_detail(area, tier, 52);
     let a = &app.approvals;
     let title = if a.show_history {
-        format!("Approvals: history {} · Tab: pending ({})", a.history.len(), a.pending.len())
+        format!(
+            "Approvals: history {} · Tab: pending ({})",
+            a.history.len(),
+            a.pending.len()
+        )
     } else {
         format!("Approvals: pending {} · Tab: history", a.pending.len())
     };
@@ -54,7 +58,11 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
                     })
                     .unwrap_or_default();
                 let last = if a.show_history {
-                    format!("{} by {}", ap.state, ap.decided_by.as_deref().unwrap_or("-"))
+                    format!(
+                        "{} by {}",
+                        ap.state,
+                        ap.decided_by.as_deref().unwrap_or("-")
+                    )
                 } else {
                     ap.deadline
                         .map(|d| format!("until {}", clock(app, d)))
@@ -81,7 +89,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
                 }
             })
             .collect();
-        let header = Row::new(["ID", "RUN", "PIPELINE", "NODE", "REQUESTED", "STATE"]).style(t.heading());
+        let header =
+            Row::new(["ID", "RUN", "PIPELINE", "NODE", "REQUESTED", "STATE"]).style(t.heading());
         let widths = [
             Constraint::Length(5),
             Constraint::Length(7),
@@ -119,16 +128,30 @@ fn draw_context(frame: &mut Frame, app: &App, area: Rect) {
             let r = &ctx.run;
             lines.push(Line::from(vec![
                 Span::raw(format!("{} ", r.pipeline)),
-                Span::styled(format!("{} {}", t.run_symbol(r.state), r.state), t.run_state(r.state)),
-                Span::raw(format!(" · {} by {}", r.trigger.kind, r.user.as_deref().unwrap_or("-"))),
+                Span::styled(
+                    format!("{} {}", t.run_symbol(r.state), r.state),
+                    t.run_state(r.state),
+                ),
+                Span::raw(format!(
+                    " · {} by {}",
+                    r.trigger.kind,
+                    r.user.as_deref().unwrap_or("-")
+                )),
             ]));
-            lines.push(Line::raw(fit(&format!("inputs {}", ctx.inputs), width, t.ascii)));
+            lines.push(Line::raw(fit(
+                &format!("inputs {}", ctx.inputs),
+                width,
+                t.ascii,
+            )));
             let nodes: Vec<Span> = ctx
                 .nodes
                 .iter()
                 .flat_map(|n| {
                     [
-                        Span::styled(format!("{} {}", t.node_symbol(n.state), n.id), t.node_state(n.state)),
+                        Span::styled(
+                            format!("{} {}", t.node_symbol(n.state), n.id),
+                            t.node_state(n.state),
+                        ),
                         Span::raw("  "),
                     ]
                 })

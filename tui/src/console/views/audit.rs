@@ -15,7 +15,10 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
     if app.audit.is_empty() {
-        frame.render_widget(Paragraph::new(Line::styled("no audit rows", t.dim())), inner);
+        frame.render_widget(
+            Paragraph::new(Line::styled("no audit rows", t.dim())),
+            inner,
+        );
         return;
     }
     let height = inner.height.saturating_sub(1) as usize;
@@ -58,5 +61,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         header.push("DETAIL");
         widths.push(Constraint::Min(20));
     }
-    frame.render_widget(Table::new(rows, widths).header(Row::new(header).style(t.heading())), inner);
+    frame.render_widget(
+        Table::new(rows, widths).header(Row::new(header).style(t.heading())),
+        inner,
+    );
 }

@@ -48,11 +48,21 @@ pub fn draw_help(frame: &mut Frame, app: &App, area: Rect, scroll: usize) {
     let rect = centered(area, 78, area.height);
     let visible = rect.height.saturating_sub(2) as usize;
     let scroll = scroll.min(lines.len().saturating_sub(visible));
-    let title = format!(" Keys ({}/{}) · ↑↓ scroll · Esc close ", scroll + 1, lines.len());
+    let title = format!(
+        " Keys ({}/{}) · ↑↓ scroll · Esc close ",
+        scroll + 1,
+        lines.len()
+    );
     frame.render_widget(Clear, rect);
     frame.render_widget(
-        Paragraph::new(lines.into_iter().skip(scroll).take(visible).collect::<Vec<_>>())
-            .block(Block::bordered().title(title)),
+        Paragraph::new(
+            lines
+                .into_iter()
+                .skip(scroll)
+                .take(visible)
+                .collect::<Vec<_>>(),
+        )
+        .block(Block::bordered().title(title)),
         rect,
     );
 }
@@ -69,9 +79,10 @@ pub fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, d: &Dialog) {
         } else {
             Style::new().add_modifier(ratatui::style::Modifier::UNDERLINED)
         };
-        lines.push(Line::from(vec![
-            Span::styled(format!("{value}_"), field_style),
-        ]));
+        lines.push(Line::from(vec![Span::styled(
+            format!("{value}_"),
+            field_style,
+        )]));
         lines.push(Line::raw(""));
     }
     if let Some(e) = &d.error {
@@ -96,7 +107,7 @@ pub fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, d: &Dialog) {
         "y confirm · n/Esc/Enter cancel · Tab move"
     };
     lines.push(Line::styled(hint, t.dim()));
-    let height = lines.len() as u16 + 4;
+    let height = lines.len() as u16 + 2;
     let rect = centered(area, 70, height);
     frame.render_widget(Clear, rect);
     frame.render_widget(

@@ -60,7 +60,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     let t = theme(app);
     if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
         let text = vec![
-            Line::styled("sluice: terminal too small", t.warn()),
+            Line::styled("too small:", t.warn()),
             Line::raw(format!("need {}×{}", MIN_SIZE.0, MIN_SIZE.1)),
             Line::raw(format!("have {}×{}", area.width, area.height)),
         ];
@@ -96,18 +96,16 @@ pub fn draw(frame: &mut Frame, app: &App) {
 fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
     let t = theme(app);
     let dot = t.dot();
-    let mut spans = vec![Span::styled("sluice", t.heading()), Span::raw(dot)];
-    let daemon = match &app.conn {
-        Conn::Connected { hello, .. } => format!("sluiced {} @ {}", hello.daemon_version, app.opts.daemon),
-        _ => app.opts.daemon.clone(),
-    };
-    spans.push(Span::raw(daemon));
-    spans.push(Span::raw(dot));
+    let mut state = Vec::new();
     match &app.conn {
-        Conn::Connecting => spans.push(Span::styled("CONNECTING", t.warn())),
-        Conn::Connected { synced: false, .. } => spans.push(Span::styled("SYNCING", t.warn())),
-        Conn::Connected { synced: true, .. } => spans.push(Span::styled(
-            if t.ascii { "connected" } else { "● connected" },
+        Conn::Connecting => state.push(Span::styled("CONNECTING", t.warn())),
+        Conn::Connected { synced: false, .. } => state.push(Span::styled("SYNCING", t.warn())),
+        Conn::Connected { synced: true, .. } => state.push(Span::styled(
+            if t.ascii {
+                "connected"
+            } else {
+                "● connected"
+            },
             t.ok(),
         )),
         Conn::Disconnected {
@@ -122,21 +120,64 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
             } else {
                 format!("DISCONNECTED {down}s{dot}retrying")
             };
-            spans.push(Span::styled(text, t.warn()));
+            state.push(Span::styled(text, t.warn()));
         }
     }
     if app.stale {
-        spans.push(Span::raw(dot));
-        spans.push(Span::styled("data stale", t.warn()));
+        state.push(Span::raw(dot));
+        state.push(Span::styled("data stale", t.warn()));
     }
     if let Conn::Connected { hello, .. } = &app.conn {
-        spans.push(Span::raw(dot));
-        spans.push(Span::raw(format!("{} ({})", hello.user, hello.role.as_str())));
+        state.push(Span::raw(dot));
+        state.push(Span::raw(format!(
+            "{} ({})",
+            hello.user,
+            hello.role.as_str()
+        )));
     }
     if app.opts.readonly {
-        spans.push(Span::raw(dot));
-        spans.push(Span::styled("read-only", t.warn()));
+        state.push(Span::raw(dot));
+        state.push(Span::styled("read-only", t.warn()));
     }
+    // The daemon's name goes first when there is room; the connection state and
+    // the user always fit.
+    let used: usize = state.iter().map(|s| s.width()).sum::<usize>() + 6 + 2 * dot.chars().count();
+    let room = (area.width as usize).saturating_sub(used);
+    let daemon = match &app.conn {
+        Conn::Connected { hello, .. } => {
+            format!("sluiced {} @ {}", hello.daemon_version, app.opts.daemon)
+        }
+        _ => app.opts.daemon.clone(),
+    };
+    let daemon = if daemon.chars().count() <= room {
+        daemon
+    } else if app.opts.daemon.chars().count() <= room {
+        app.opts.daemon.clone()
+    } else {
+        // Keep the end of the path: the socket's name tells daemons apart.
+        let keep = room.saturating_sub(1);
+        let tail: String = app
+            .opts
+            .daemon
+            .chars()
+            .rev()
+            .take(keep)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if keep == 0 {
+            String::new()
+        } else {
+            format!("{}{tail}", if t.ascii { "~" } else { "…" })
+        }
+    };
+    let mut spans = vec![Span::styled("sluice", t.heading()), Span::raw(dot)];
+    if !daemon.is_empty() {
+        spans.push(Span::raw(daemon));
+        spans.push(Span::raw(dot));
+    }
+    spans.extend(state);
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
@@ -154,7 +195,11 @@ fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
         (4, View::Metrics),
         (5, View::Audit),
     ] {
-        let style = if v == current { t.selected() } else { Style::new() };
+        let style = if v == current {
+            t.selected()
+        } else {
+            Style::new()
+        };
         spans.push(Span::styled(format!(" {n} {} ", v.title()), style));
         if v == View::Approvals {
             let count = app.approvals_badge();
@@ -207,18 +252,15 @@ fn hints(app: &App) -> Line<'static> {
     let mut spans = Vec::new();
     let mut add = |key: String, desc: &str, action: Action| {
         let disabled = app.disabled_reason(action).is_some();
-        spans.push(Span::styled(key, if disabled { t.disabled() } else { t.key() }));
+        spans.push(Span::styled(
+            key,
+            if disabled { t.disabled() } else { t.key() },
+        ));
         spans.push(Span::styled(
             format!(" {desc}  "),
             if disabled { t.disabled() } else { Style::new() },
         ));
     };
-    for b in app.keymap.scope(scope).filter(|b| b.footer) {
-        if let Some(k) = b.keys.first() {
-            let desc = b.desc.split(':').next().unwrap_or(b.desc);
-            add(k.label(app.opts.ascii), desc, b.action);
-        }
-    }
     for b in app.keymap.scope(Scope::Global).filter(|b| b.footer) {
         if let Some(k) = b.keys.first() {
             let desc = if b.action == Action::Back {
@@ -227,6 +269,16 @@ fn hints(app: &App) -> Line<'static> {
                 "help"
             };
             add(k.label(app.opts.ascii), desc, b.action);
+        }
+    }
+    for b in app.keymap.scope(scope).filter(|b| b.footer) {
+        if let Some(k) = b.keys.first() {
+            let desc = match b.action {
+                Action::FocusNext => "pane".to_string(),
+                Action::HistoryTab => "pending/history".to_string(),
+                a => a.name().replace('_', " "),
+            };
+            add(k.label(app.opts.ascii), &desc, b.action);
         }
     }
     Line::from(spans)
@@ -294,8 +346,8 @@ pub fn fit(s: &str, width: usize, ascii: bool) -> String {
 pub fn list_and_detail(area: Rect, tier: Tier, detail_size: u16) -> (Rect, Option<Rect>) {
     match tier {
         Tier::Split => {
-            let [a, b] =
-                Layout::horizontal([Constraint::Min(40), Constraint::Length(detail_size.max(44))]).areas(area);
+            let [a, b] = Layout::horizontal([Constraint::Min(40), Constraint::Length(detail_size)])
+                .areas(area);
             (a, Some(b))
         }
         Tier::Full => {

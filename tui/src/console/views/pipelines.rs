@@ -52,16 +52,19 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
                 .map(short_time)
                 .unwrap_or_else(|| "-".into());
             let last = match (p.last_state, p.last_run) {
-                (Some(s), Some(r)) => Span::styled(
-                    format!("{} {s} {r}", t.run_symbol(s)),
-                    t.run_state(s),
-                ),
+                (Some(s), Some(r)) => {
+                    Span::styled(format!("{} {s} {r}", t.run_symbol(s)), t.run_state(s))
+                }
                 _ => Span::styled("never run", t.dim()),
             };
             let mut cells = vec![
                 Cell::from(name),
                 Cell::from(enabled),
-                Cell::from(fit(&p.triggers.join(", "), if wide { 34 } else { 16 }, t.ascii)),
+                Cell::from(fit(
+                    &p.triggers.join(", "),
+                    if wide { 34 } else { 16 },
+                    t.ascii,
+                )),
                 Cell::from(next),
                 Cell::from(last),
             ];

@@ -30,8 +30,16 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let mut head = vec![
         Span::styled(format!("{} ", r.id), t.heading()),
         Span::raw(format!("{} ", r.pipeline)),
-        Span::styled(format!("{} {}", t.run_symbol(r.state), r.state), t.run_state(r.state)),
-        Span::raw(format!("{}{} by {}", t.dot(), r.trigger.kind, r.user.as_deref().unwrap_or("-"))),
+        Span::styled(
+            format!("{} {}", t.run_symbol(r.state), r.state),
+            t.run_state(r.state),
+        ),
+        Span::raw(format!(
+            "{}{} by {}",
+            t.dot(),
+            r.trigger.kind,
+            r.user.as_deref().unwrap_or("-")
+        )),
     ];
     if let Some(s) = r.started_at {
         head.push(Span::raw(format!(
@@ -55,8 +63,11 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         Tier::Split => {
             let [left, right] =
                 Layout::horizontal([Constraint::Length(52), Constraint::Min(30)]).areas(rest);
-            let [n, i] = Layout::vertical([Constraint::Length(node_rows.min(left.height / 2).max(4)), Constraint::Min(4)])
-                .areas(left);
+            let [n, i] = Layout::vertical([
+                Constraint::Length(node_rows.min(left.height / 2).max(4)),
+                Constraint::Min(4),
+            ])
+            .areas(left);
             (n, Some(i), right)
         }
         Tier::Full => {
@@ -70,7 +81,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         }
         Tier::Compact => {
             let [n, l] =
-                Layout::vertical([Constraint::Length(node_rows.min(6)), Constraint::Min(3)]).areas(rest);
+                Layout::vertical([Constraint::Length(node_rows.min(6)), Constraint::Min(3)])
+                    .areas(rest);
             (n, None, l)
         }
     };
@@ -111,7 +123,11 @@ fn draw_nodes(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Them
                 Cell::from(dur),
             ]);
             if i == d.nodes.selected {
-                row.style(if focused { t.selected() } else { Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED) })
+                row.style(if focused {
+                    t.selected()
+                } else {
+                    Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+                })
             } else {
                 row
             }
@@ -151,7 +167,10 @@ fn draw_node_info(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: 
     match &n.output {
         Some(o) => {
             let text = serde_json::to_string(o).unwrap_or_default();
-            lines.push(Line::raw(format!("output: {}", fit(&text, width * 4, t.ascii))));
+            lines.push(Line::raw(format!(
+                "output: {}",
+                fit(&text, width * 4, t.ascii)
+            )));
         }
         None => lines.push(Line::styled("no output", t.dim())),
     }
@@ -173,7 +192,11 @@ fn draw_log(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Theme)
     if d.log_loading {
         title.push_str(&format!("{}loading", t.dot()));
     }
-    title.push_str(&format!("{}{}", t.dot(), if d.follow { "following" } else { "paused" }));
+    title.push_str(&format!(
+        "{}{}",
+        t.dot(),
+        if d.follow { "following" } else { "paused" }
+    ));
     if !d.follow && d.unseen > 0 {
         title.push_str(&format!("{}{} new lines (f)", t.dot(), d.unseen));
     }
@@ -194,7 +217,11 @@ fn draw_log(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Theme)
     frame.render_widget(outer, area);
     let height = inner.height as usize;
     if d.log.is_empty() {
-        let msg = if d.log_loading { "loading log…" } else { "no log lines" };
+        let msg = if d.log_loading {
+            "loading log…"
+        } else {
+            "no log lines"
+        };
         frame.render_widget(Paragraph::new(Line::styled(msg, t.dim())), inner);
         return;
     }
@@ -225,7 +252,11 @@ fn draw_log(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Theme)
             let text: String = if d.wrap {
                 e.line.clone()
             } else {
-                e.line.chars().skip(d.hscroll).take(inner.width as usize + 1).collect()
+                e.line
+                    .chars()
+                    .skip(d.hscroll)
+                    .take(inner.width as usize + 1)
+                    .collect()
             };
             push_highlighted(&mut spans, &text, d.search.as_deref(), t);
             let line = Line::from(spans);
@@ -247,7 +278,9 @@ fn clock_ms(app: &App, ms: i64) -> String {
     let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
         return "-".into();
     };
-    ts.to_zoned(app.opts.tz.clone()).strftime("%H:%M:%S%.3f").to_string()
+    ts.to_zoned(app.opts.tz.clone())
+        .strftime("%H:%M:%S%.3f")
+        .to_string()
 }
 
 /// Underlines every match of the search in `text`.
@@ -270,10 +303,7 @@ fn push_highlighted(spans: &mut Vec<Span<'static>>, text: &str, needle: Option<&
             break;
         }
         spans.push(Span::raw(text[at..s].to_string()));
-        spans.push(Span::styled(
-            text[s..s + n.len()].to_string(),
-            t.heading(),
-        ));
+        spans.push(Span::styled(text[s..s + n.len()].to_string(), t.heading()));
         at = s + n.len();
     }
     spans.push(Span::raw(text[at..].to_string()));

@@ -11,13 +11,13 @@ use crate::console::app::App;
 
 /// Column: title, width, drop priority (higher drops first).
 const COLUMNS: [(&str, u16, u8); 7] = [
-    ("ID", 7, 0),
-    ("STATE", 11, 0),
-    ("PIPELINE", 16, 0),
+    ("ID", 6, 0),
+    ("STATE", 12, 0),
+    ("PIPELINE", 14, 0),
     ("TRIGGER", 8, 3),
-    ("USER", 10, 4),
-    ("STARTED", 14, 2),
-    ("DURATION", 9, 1),
+    ("USER", 8, 4),
+    ("STARTED", 11, 2),
+    ("DURATION", 8, 1),
 ];
 
 /// The columns that fit in `width`, dropping by priority.
@@ -42,7 +42,7 @@ pub fn columns_for(width: u16) -> Vec<usize> {
 /// Draws the runs view.
 pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let t = theme(app);
-    let (list, side) = list_and_detail(area, tier, 48);
+    let (list, side) = list_and_detail(area, tier, 40);
     let rows = app.visible_runs();
     let mut title = format!("Runs {}", rows.len());
     if app.runs.next.is_some() {
@@ -111,7 +111,10 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         };
         frame.render_widget(Paragraph::new(Line::styled(text, t.dim())), inner);
     } else {
-        frame.render_widget(Table::new(body, widths).header(header).column_spacing(1), inner);
+        frame.render_widget(
+            Table::new(body, widths).header(header).column_spacing(1),
+            inner,
+        );
     }
     if let Some(side) = side {
         draw_summary(frame, app, side);

@@ -1,0 +1,339 @@
+//! Every console view at 80×24 and 120×40, with and without colour, drawn
+//! from a recorded session (tests/fixtures/console/session.json: replies as
+//! the daemon sends them) fed through `update` — the same path live data takes.
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use serde_json::Value;
+use sluice_shared::run::RunId;
+use sluice_tui::console::app::{App, Options};
+use sluice_tui::console::keymap::Keymap;
+use sluice_tui::console::msg::{ConnEvent, Msg, Tag};
+use sluice_tui::console::update::update;
+use sluice_tui::console::views::draw;
+
+fn session() -> Value {
+    serde_json::from_str(include_str!("fixtures/console/session.json")).unwrap()
+}
+
+/// The recorded session replayed into a fresh console.
+fn recorded(mono: bool) -> App {
+    let s = session();
+    let now = s["now_ms"].as_i64().unwrap();
+    let opts = Options {
+        daemon: "/run/sluice/sluice.sock".into(),
+        mono,
+        ..Options::default()
+    };
+    let mut app = App::new(opts, Keymap::defaults(), now);
+    let feed = |app: &mut App, msg: Msg| {
+        update(app, msg);
+    };
+    feed(&mut app, Msg::Tick(now));
+    feed(
+        &mut app,
+        Msg::Conn(ConnEvent::Connected(
+            serde_json::from_value(s["hello"].clone()).unwrap(),
+        )),
+    );
+    feed(&mut app, Msg::Conn(ConnEvent::Synced));
+    let reply = |app: &mut App, tag: Tag, key: &str| {
+        update(app, Msg::Reply(tag, Ok(s[key].clone())));
+    };
+    reply(&mut app, Tag::Status, "status");
+    reply(
+        &mut app,
+        Tag::Runs {
+            append: false,
+            generation: 0,
+        },
+        "runs",
+    );
+    reply(&mut app, Tag::Pipelines, "pipelines");
+    reply(&mut app, Tag::ConfigErrors, "config_errors");
+    reply(&mut app, Tag::Approvals { pending: true }, "approvals");
+    reply(
+        &mut app,
+        Tag::Approvals { pending: false },
+        "approval_history",
+    );
+    reply(
+        &mut app,
+        Tag::ApprovalContext(RunId(45)),
+        "approval_context",
+    );
+    reply(&mut app, Tag::Metrics, "metrics");
+    reply(&mut app, Tag::Usage, "usage");
+    reply(&mut app, Tag::Audit, "audit");
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn chars(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+/// Opens run #43 (failed) with its log loaded.
+fn with_detail(mut app: App) -> App {
+    let s = session();
+    update(&mut app, Msg::Tick(s["now_ms"].as_i64().unwrap()));
+    chars(&mut app, ":");
+    chars(&mut app, "run 43");
+    key(&mut app, KeyCode::Enter);
+    update(
+        &mut app,
+        Msg::Reply(Tag::Detail(RunId(43)), Ok(s["detail"].clone())),
+    );
+    let generation = app.detail.as_ref().unwrap().log_generation;
+    update(
+        &mut app,
+        Msg::Reply(
+            Tag::Logs {
+                run: RunId(43),
+                node: "upload".into(),
+                generation,
+            },
+            Ok(s["logs"].clone()),
+        ),
+    );
+    app
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> String {
+    update(app, Msg::Resize(w, h));
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal.draw(|f| draw(f, app)).unwrap();
+    // Debug shows the text and every style run, so colour and mono differ.
+    format!("{:?}", terminal.backend().buffer())
+}
+
+fn views() -> Vec<(&'static str, Box<dyn Fn(bool) -> App>)> {
+    vec![
+        ("runs", Box::new(recorded)),
+        ("run_detail", Box::new(|m| with_detail(recorded(m)))),
+        (
+            "approvals",
+            Box::new(|m| {
+                let mut a = recorded(m);
+                chars(&mut a, "3");
+                a
+            }),
+        ),
+        (
+            "approvals_history",
+            Box::new(|m| {
+                let mut a = recorded(m);
+                chars(&mut a, "3");
+                key(&mut a, KeyCode::Tab);
+                update(
+                    &mut a,
+                    Msg::Reply(
+                        Tag::Approvals { pending: false },
+                        Ok(session()["approval_history"].clone()),
+                    ),
+                );
+                a
+            }),
+        ),
+        (
+            "pipelines",
+            Box::new(|m| {
+                let mut a = recorded(m);
+                chars(&mut a, "2");
+                a
+            }),
+        ),
+        (
+            "metrics",
+            Box::new(|m| {
+                let mut a = recorded(m);
+                chars(&mut a, "4");
+                a
+            }),
+        ),
+        (
+            "audit",
+            Box::new(|m| {
+                let mut a = recorded(m);
+                chars(&mut a, "5");
+                a
+            }),
+        ),
+        (
+            "help",
+            Box::new(|m| {
+                let mut a = recorded(m);
+                chars(&mut a, "?");
+                a
+            }),
+        ),
+        (
+            "retry_dialog",
+            Box::new(|m| {
+                let mut a = with_detail(recorded(m));
+                chars(&mut a, "r");
+                a
+            }),
+        ),
+        (
+            "reject_dialog",
+            Box::new(|m| {
+                let mut a = recorded(m);
+                chars(&mut a, "3x");
+                key(&mut a, KeyCode::Enter);
+                key(&mut a, KeyCode::Tab);
+                key(&mut a, KeyCode::Enter);
+                a
+            }),
+        ),
+        (
+            "disconnected",
+            Box::new(|m| {
+                let mut a = recorded(m);
+                let now = a.now_ms;
+                update(
+                    &mut a,
+                    Msg::Conn(ConnEvent::Disconnected {
+                        error: "connection refused".into(),
+                        retry_at_ms: now + 4_000,
+                    }),
+                );
+                update(&mut a, Msg::Tick(now + 12_000));
+                update(
+                    &mut a,
+                    Msg::Conn(ConnEvent::Disconnected {
+                        error: "connection refused".into(),
+                        retry_at_ms: now + 16_000,
+                    }),
+                );
+                a
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn every_view_at_both_sizes_in_colour_and_mono() {
+    for (name, build) in views() {
+        for mono in [false, true] {
+            for (w, h) in [(80, 24), (120, 40)] {
+                let mut app = build(mono);
+                let shot = render(&mut app, w, h);
+                let theme = if mono { "mono" } else { "colour" };
+                insta::assert_snapshot!(format!("{name}_{w}x{h}_{theme}"), shot);
+            }
+        }
+    }
+}
+
+#[test]
+fn mono_never_sets_a_colour() {
+    for (name, build) in views() {
+        for (w, h) in [(80, 24), (120, 40), (60, 16)] {
+            let mut app = build(true);
+            update(&mut app, Msg::Resize(w, h));
+            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+            terminal.draw(|f| draw(f, &app)).unwrap();
+            for cell in terminal.backend().buffer().content() {
+                assert_eq!(
+                    cell.fg,
+                    ratatui::style::Color::Reset,
+                    "{name} {w}x{h}: {cell:?}"
+                );
+                assert_eq!(
+                    cell.bg,
+                    ratatui::style::Color::Reset,
+                    "{name} {w}x{h}: {cell:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn small_terminals_degrade_without_panicking() {
+    for (name, build) in views() {
+        for w in (20..=130).step_by(7) {
+            for h in (4..=45).step_by(5) {
+                let mut app = build(false);
+                let shot = render(&mut app, w, h);
+                if w < 40 || h < 12 {
+                    assert!(shot.contains("too small"), "{name} {w}x{h}");
+                }
+            }
+        }
+    }
+    let mut app = recorded(false);
+    let shot = render(&mut app, 39, 11);
+    assert!(shot.contains("too small:") && shot.contains("need 40×12"));
+}
+
+#[test]
+fn columns_drop_by_priority_below_80() {
+    let mut app = recorded(false);
+    let shot = render(&mut app, 60, 20);
+    assert!(shot.contains("PIPELINE"));
+    assert!(!shot.contains("USER"));
+    assert!(!shot.contains("TRIGGER"));
+}
+
+/// With colours stripped by crossterm (NO_COLOR), the selection must still be
+/// drawn in reverse video: no full reset may come between it and the text.
+#[test]
+fn selection_stays_reversed_through_crossterm_without_colours() {
+    use ratatui::backend::CrosstermBackend;
+    ratatui::crossterm::style::Colored::set_ansi_color_disabled(true);
+    let mut app = recorded(true);
+    update(&mut app, Msg::Resize(80, 24));
+    let mut out = Vec::new();
+    {
+        let mut terminal = Terminal::with_options(
+            CrosstermBackend::new(&mut out),
+            ratatui::TerminalOptions {
+                viewport: ratatui::Viewport::Fixed(ratatui::layout::Rect::new(0, 0, 80, 24)),
+            },
+        )
+        .unwrap();
+        terminal.draw(|f| draw(f, &app)).unwrap();
+    }
+    ratatui::crossterm::style::Colored::set_ansi_color_disabled(false);
+    let text = String::from_utf8_lossy(&out);
+    // The selected run is the first row, #46: walk the SGR codes up to it.
+    let at = text.find("#46").expect("selected row drawn");
+    let mut reverse = false;
+    let mut rest = &text[..at];
+    while let Some(i) = rest.find("\x1b[") {
+        let tail = &rest[i + 2..];
+        let Some(end) = tail.find(|c: char| c.is_ascii_alphabetic()) else {
+            break;
+        };
+        if tail.as_bytes()[end] == b'm' {
+            for p in tail[..end].split(';') {
+                match p {
+                    "" | "0" => reverse = false,
+                    "7" => reverse = true,
+                    "27" => reverse = false,
+                    _ => {}
+                }
+            }
+        }
+        rest = &tail[end + 1..];
+    }
+    assert!(reverse, "selection lost its reverse video");
+}
+
+#[test]
+fn the_keys_table_in_docs_matches_the_keymap() {
+    let docs = include_str!("../../docs/console.md");
+    let table = Keymap::defaults().to_string();
+    assert!(
+        docs.contains(&table),
+        "docs/console.md's keys table is out of date; paste this:\n{table}"
+    );
+}

@@ -1,0 +1,335 @@
+//! End to end: the real `sluice` console in tmux against a real `sluiced`.
+//! Each test runs its own tmux server (`tmux -L`) and daemon on a temp
+//! directory, drives the console with `send-keys` and polls `capture-pane`
+//! until what it waits for appears or a deadline passes.
+//!
+//! Skipped, loudly, when tmux is not installed (CI's `.ci/run` installs it).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tmux_missing() -> bool {
+    let ok = Command::new("tmux")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "\n!!!!! SKIPPING console_tmux: tmux is not installed (apt-get install tmux) !!!!!\n"
+        );
+    }
+    !ok
+}
+
+fn sluiced() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluiced");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "sluice-daemon", "--bin", "sluiced"])
+            .status()
+            .expect("cargo build sluiced");
+        assert!(status.success());
+    }
+    path
+}
+
+const PIPELINES: &[(&str, &str)] = &[
+    (
+        "deploy.yaml",
+        "nodes:\n  - id: build\n    kind: shell\n    run: echo built\n  - id: gate\n    kind: approval\n    needs: [build]\n    message: Ship it?\n    allow_self_approval: true\n  - id: ship\n    kind: shell\n    needs: [gate]\n    run: echo shipped\n",
+    ),
+    (
+        "fails.yaml",
+        "retry: { attempts: 1 }\nnodes:\n  - id: boom\n    kind: shell\n    run: echo about to fail; exit 1\n",
+    ),
+    (
+        "count.yaml",
+        "nodes:\n  - id: c\n    kind: shell\n    run: for i in $(seq 1 400); do echo tick $i; sleep 0.1; done\n",
+    ),
+];
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pipelines");
+        std::fs::create_dir_all(&p).unwrap();
+        for (name, text) in PIPELINES {
+            std::fs::write(p.join(name), text).unwrap();
+            std::fs::set_permissions(p.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        Self { dir, child: None }
+    }
+
+    fn started() -> Self {
+        let mut d = Self::new();
+        d.start();
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("s.sock")
+    }
+
+    fn start(&mut self) {
+        let mut child = Command::new(sluiced())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--pipelines")
+            .arg(self.dir.path().join("pipelines"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("SLUICE_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.unwrap().starts_with("sluiced: ready") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGKILL: the console must cope with a daemon that vanishes.
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A private tmux server running the console.
+struct Console {
+    server: String,
+}
+
+impl Console {
+    fn open(socket: &Path) -> Self {
+        let server = format!("sluice-test-{}-{}", std::process::id(), fastrand_name());
+        let cmd = format!(
+            "exec '{}' --socket '{}'",
+            env!("CARGO_BIN_EXE_sluice"),
+            socket.display()
+        );
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &server,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "120",
+                "-y",
+                "40",
+                "-s",
+                "c",
+            ])
+            .arg(cmd)
+            .env_remove("TMUX")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Self { server }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.server])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "c"])
+    }
+
+    /// Keys by tmux name (`Enter`, `Escape`) or single characters.
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.tmux(&["send-keys", "-t", "c", k]);
+        }
+    }
+
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "c", "-l", text]);
+    }
+
+    /// Polls the screen until `pred` holds; panics with the screen after `secs`.
+    fn wait(&self, what: &str, secs: u64, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for(&self, text: &str, secs: u64) -> String {
+        self.wait(text, secs, |s| s.contains(text))
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
+}
+
+fn fastrand_name() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn line_with<'a>(screen: &'a str, parts: &[&str]) -> Option<&'a str> {
+    screen.lines().find(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+#[test]
+fn approve_with_a_reason_and_see_the_run_complete() {
+    if tmux_missing() {
+        return;
+    }
+    let d = Daemon::started();
+    d.cli(&["trigger", "deploy"]);
+    let c = Console::open(&d.socket());
+    c.wait_for("● connected", 20);
+    c.keys(&["3"]);
+    c.wait("the pending approval", 20, |s| {
+        line_with(s, &["#1", "gate"]).is_some()
+    });
+    c.keys(&["a"]);
+    c.wait_for("reason (optional)", 5);
+    c.type_text("tested on staging");
+    c.keys(&["Enter", "y"]);
+    c.wait_for("approve approval #1: done", 10);
+    c.keys(&["1"]);
+    c.wait("the run to succeed", 20, |s| {
+        line_with(s, &["#1", "deploy", "succeeded"]).is_some()
+    });
+    let audit = d.cli(&["audit"]);
+    assert!(audit.contains("approvals.decide"), "{audit}");
+}
+
+#[test]
+fn retry_a_failed_run_and_land_on_the_new_run() {
+    if tmux_missing() {
+        return;
+    }
+    let d = Daemon::started();
+    d.cli(&["trigger", "fails", "--wait"]);
+    let c = Console::open(&d.socket());
+    c.wait("the failed run", 20, |s| {
+        line_with(s, &["#1", "fails", "failed"]).is_some()
+    });
+    c.keys(&["Enter"]);
+    c.wait_for("about to fail", 10);
+    c.keys(&["r"]);
+    c.wait_for("Retry run #1?", 5);
+    // The dialog opens on Cancel: Enter alone must not retry.
+    c.keys(&["Enter"]);
+    c.wait("the dialog to close", 5, |s| !s.contains("Retry run #1?"));
+    assert!(!d.cli(&["runs"]).contains("#2"), "Enter on Cancel retried");
+    c.keys(&["r"]);
+    c.wait_for("Retry run #1?", 5);
+    c.keys(&["y"]);
+    c.wait("the new run", 20, |s| {
+        s.contains("› run #2") && s.contains("retry of #1")
+    });
+}
+
+#[test]
+fn follow_a_live_log() {
+    if tmux_missing() {
+        return;
+    }
+    let d = Daemon::started();
+    d.cli(&["trigger", "count"]);
+    let c = Console::open(&d.socket());
+    c.wait("the running run", 20, |s| {
+        line_with(s, &["#1", "count", "running"]).is_some()
+    });
+    c.keys(&["Enter"]);
+    c.wait_for("following", 10);
+    let first = c.wait("log lines", 20, |s| s.contains("tick 3"));
+    let n = |s: &str| {
+        s.lines()
+            .filter_map(|l| l.split("tick ").nth(1))
+            .filter_map(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let seen = n(&first);
+    // New lines arrive on screen without a key press.
+    c.wait("newer log lines", 20, |s| n(s) >= seen + 10);
+    // Paused, the title counts what arrived meanwhile.
+    c.keys(&["f"]);
+    c.wait("the new-lines counter", 20, |s| s.contains("new lines"));
+}
+
+#[test]
+fn reconnects_after_the_daemon_restarts() {
+    if tmux_missing() {
+        return;
+    }
+    // The console starts while the daemon is down and says so.
+    let mut d = Daemon::new();
+    let c = Console::open(&d.socket());
+    c.wait_for("DISCONNECTED", 10);
+    d.start();
+    c.wait_for("● connected", 30);
+    d.cli(&["trigger", "fails", "--wait"]);
+    c.wait("the run", 20, |s| line_with(s, &["#1", "fails"]).is_some());
+    // Killed under it: the data stays on screen, marked stale, keys disabled.
+    d.stop();
+    let s = c.wait_for("DISCONNECTED", 20);
+    assert!(s.contains("stale"), "{s}");
+    assert!(line_with(&s, &["#1", "fails"]).is_some(), "{s}");
+    c.keys(&["r"]);
+    c.wait_for("not connected", 5);
+    d.start();
+    let s = c.wait("reconnection", 30, |s| {
+        s.contains("● connected") && !s.contains("stale")
+    });
+    assert!(line_with(&s, &["#1", "fails"]).is_some(), "{s}");
+}
