@@ -5,9 +5,9 @@
 //! Run with `cargo bench -p sluice-daemon --bench api`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_daemon::api::identity::Access;
 use sluice_daemon::api::{self, ApiContext};
 use sluice_daemon::audit::Audit;
@@ -17,11 +17,8 @@ use sluice_daemon::registry::Registry;
 use sluice_daemon::secrets::Secrets;
 use sluice_daemon::store::{Durability, NewNode, NewRun, Store};
 use sluice_shared::event::Event;
-use sluice_shared::protocol::Request;
 use sluice_shared::run::TriggerInfo;
 use sqlx::{Connection, SqliteConnection};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 mod support;
 

@@ -6,9 +6,7 @@
 //!
 //! Run with `cargo bench -p sluice-daemon --bench engine`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -238,6 +238,7 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
         Arc::clone(engine.limits()),
         engine.store().clone(),
         Some(Arc::clone(&audit)),
+        Some(engine.events()),
         stop_triggers.clone(),
     );
     let metrics = Arc::new(Metrics::default());

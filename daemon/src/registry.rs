@@ -133,6 +133,20 @@ impl Registry {
                 }
             }
         }
+        // Of two files claiming one name, the one that came later is in error:
+        // files that already own a name go first (then name order).
+        let owners: BTreeSet<PathBuf> = self.state.read().map_or_else(
+            |_| BTreeSet::new(),
+            |state| {
+                state
+                    .pipelines
+                    .values()
+                    .filter(|e| e.present)
+                    .map(|e| e.source.clone())
+                    .collect()
+            },
+        );
+        sources.sort_by_key(|(f, _)| !owners.contains(f));
         let set = load_set(&sources, opts);
         let mut report = ReloadReport::default();
         let mut seen_files: BTreeSet<PathBuf> = BTreeSet::new();

@@ -593,7 +593,8 @@ async fn schedule_calls_name_their_target_and_unknown_pipelines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_are_decided_over_the_socket_and_audited() {
     const GATED: &str = "nodes:\n  - id: gate\n    kind: approval\n    message: Go?\n    allow_self_approval: true\n  - id: after\n    kind: shell\n    needs: [gate]\n    run: echo approved\n";
-    const STRICT: &str = "nodes:\n  - id: gate\n    kind: approval\n    approvers: [somebody-else, \"@nobody\"]\n";
+    const STRICT: &str =
+        "nodes:\n  - id: gate\n    kind: approval\n    approvers: [somebody-else, \"@nobody\"]\n";
     let d = Daemon::start(
         &config("operator"),
         &[("gated.yaml", GATED), ("strict.yaml", STRICT)],
@@ -644,10 +645,13 @@ async fn approvals_are_decided_over_the_socket_and_audited() {
     );
     let audit = c.call("audit.list", json!({ "limit": 10 })).await.unwrap();
     assert!(
-        audit.as_array().unwrap().iter().any(|a| a["action"]
-            == "approvals.decide"
-            && a["target"] == format!("approval #{id}")
-            && a["user"] == me()),
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "approvals.decide"
+                && a["target"] == format!("approval #{id}")
+                && a["user"] == me()),
         "{audit:#}"
     );
 

@@ -13,7 +13,6 @@ use sluice_shared::event::Event;
 use sluice_shared::protocol::ApprovalInfo;
 use sluice_shared::run::{NodeState, RunId, RunState};
 
-
 fn who(user: &str) -> Decider {
     Decider {
         user: user.into(),
@@ -44,9 +43,11 @@ async fn an_approved_run_completes_with_the_decision_as_output() {
     let mut events = f.engine.subscribe();
     let p = pipeline("ship", &gate(""));
     let run = f.submit(&p, json!({ "what": "v2" })).await;
-    let requested = next_event(&mut events, 20, |e| {
-        matches!(e, Event::ApprovalRequested { run: r, .. } if r == &run)
-    })
+    let requested = next_event(
+        &mut events,
+        20,
+        |e| matches!(e, Event::ApprovalRequested { run: r, .. } if r == &run),
+    )
     .await;
     let Event::ApprovalRequested { approval, .. } = requested else {
         unreachable!()
@@ -140,10 +141,7 @@ async fn only_listed_approvers_decide_and_never_the_requester_unless_allowed() {
         groups: vec!["ops".into()],
     };
     f.engine.decide(a.id, &carol, true, None).await.unwrap();
-    assert_eq!(
-        f.engine.wait(run).await.unwrap().state,
-        RunState::Succeeded
-    );
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
 
     // The user who triggered the run ("tester") may not approve it...
     let p = pipeline("ship", &gate(""));
@@ -173,10 +171,7 @@ async fn only_listed_approvers_decide_and_never_the_requester_unless_allowed() {
         .decide(a.id, &who("tester"), true, None)
         .await
         .unwrap();
-    assert_eq!(
-        f.engine.wait(run).await.unwrap().state,
-        RunState::Succeeded
-    );
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
 }
 
 #[tokio::test]
@@ -198,21 +193,18 @@ async fn two_people_must_approve_under_the_two_person_rule() {
         .decide(a.id, &who("alice"), true, None)
         .await
         .unwrap_err();
-    assert!(
-        twice.to_string().contains("already approved"),
-        "{twice}"
+    assert!(twice.to_string().contains("already approved"), "{twice}");
+    assert_eq!(
+        f.store.run(run).await.unwrap().unwrap().state,
+        RunState::Waiting
     );
-    assert_eq!(f.store.run(run).await.unwrap().unwrap().state, RunState::Waiting);
     let second = f
         .engine
         .decide(a.id, &who("bob"), true, None)
         .await
         .unwrap();
     assert!(second.decided);
-    assert_eq!(
-        f.engine.wait(run).await.unwrap().state,
-        RunState::Succeeded
-    );
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
     let out = f.store.nodes(run).await.unwrap()[0].output.clone().unwrap();
     assert_eq!(out["by"], json!(["alice", "bob"]));
 }
@@ -226,7 +218,11 @@ async fn a_timeout_rejects_by_default() {
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Failed);
     assert!(
-        record.error.as_deref().unwrap_or_default().contains("on_timeout: reject"),
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("on_timeout: reject"),
         "{:?}",
         record.error
     );
@@ -248,7 +244,10 @@ async fn a_timeout_rejects_by_default() {
 #[tokio::test]
 async fn a_timeout_can_approve() {
     let f = Fixture::new().await;
-    let p = pipeline("ship", &gate("    timeout: 300ms\n    on_timeout: approve\n"));
+    let p = pipeline(
+        "ship",
+        &gate("    timeout: 300ms\n    on_timeout: approve\n"),
+    );
     let run = f.submit(&p, json!({})).await;
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
@@ -268,13 +267,20 @@ async fn a_timeout_can_fail_the_node_and_its_retry_asks_again() {
     let record = f.engine.wait(run).await.unwrap();
     assert_eq!(record.state, RunState::Failed);
     assert!(
-        record.error.as_deref().unwrap_or_default().contains("timed out"),
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out"),
         "{:?}",
         record.error
     );
     let all = f.store.approvals(false, 10).await.unwrap();
     assert_eq!(all.len(), 2, "one request per attempt: {all:#?}");
-    assert!(all.iter().all(|a| a.state == "expired" && a.decision.is_none()));
+    assert!(
+        all.iter()
+            .all(|a| a.state == "expired" && a.decision.is_none())
+    );
     let nodes = f.store.nodes(run).await.unwrap();
     assert_eq!(nodes[0].attempts, 2);
 }
@@ -291,15 +297,15 @@ async fn a_restart_keeps_the_approval_and_its_deadline() {
     assert_eq!(after.id, before.id);
     assert_eq!(after.deadline, before.deadline);
     let run_rec = f.store.run(run).await.unwrap().unwrap();
-    assert_eq!(run_rec.wake_at, before.deadline, "the deadline wakes the run");
+    assert_eq!(
+        run_rec.wake_at, before.deadline,
+        "the deadline wakes the run"
+    );
     f.engine
         .decide(after.id, &who("alice"), true, None)
         .await
         .unwrap();
-    assert_eq!(
-        f.engine.wait(run).await.unwrap().state,
-        RunState::Succeeded
-    );
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
 }
 
 #[tokio::test]
@@ -309,10 +315,7 @@ async fn cancelling_the_run_cancels_its_approval() {
     let run = f.submit(&p, json!({})).await;
     let a = pending(&f, run).await;
     f.engine.cancel(run).await.unwrap();
-    assert_eq!(
-        f.engine.wait(run).await.unwrap().state,
-        RunState::Cancelled
-    );
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Cancelled);
     let a = f.store.approval(a.id).await.unwrap().unwrap();
     assert_eq!(a.state, "cancelled");
     let err = f
@@ -429,11 +432,17 @@ async fn racing_decisions_and_expiry_decide_each_approval_exactly_once() {
         }
     }
     eprintln!("{approved} approved, {rejected} rejected, {expired} expired");
-    assert!(approved + rejected > 0 && expired > 0, "the race covered both sides");
+    assert!(
+        approved + rejected > 0 && expired > 0,
+        "the race covered both sides"
+    );
 }
 
 /// A webhook receiver on 127.0.0.1 that hands every body to the test.
-async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+async fn receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let app = axum::Router::new().route(
         "/hook",
@@ -475,7 +484,10 @@ async fn requests_reminders_and_expiry_are_announced() {
     assert_eq!(first["event"], "requested", "{first:#}");
     assert_eq!(first["run"], run.0);
     assert_eq!(first["pipeline"], "ship");
-    assert!(first["text"].as_str().unwrap().starts_with("Ship v3?"), "{first:#}");
+    assert!(
+        first["text"].as_str().unwrap().starts_with("Ship v3?"),
+        "{first:#}"
+    );
     let id = first["approval"].as_i64().unwrap();
     let mut reminders = 0;
     loop {
@@ -519,8 +531,5 @@ async fn a_failed_notification_never_blocks_the_approval() {
         .decide(a.id, &who("alice"), true, None)
         .await
         .unwrap();
-    assert_eq!(
-        f.engine.wait(run).await.unwrap().state,
-        RunState::Succeeded
-    );
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
 }

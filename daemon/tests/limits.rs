@@ -188,6 +188,8 @@ async fn a_burst_over_the_rate_gets_exactly_the_allowed_runs_and_429s_with_retry
         "[limits.default]\nrate = \"10/min\"\nburst = 5\n",
         &[("p.yaml", hook("alice", "true"))],
     );
+    let mut watcher = d.client().await;
+    watcher.call("subscribe", json!({})).await.unwrap();
     let http = reqwest::Client::new();
     let url = d.url("p");
     let replies = futures_util::future::join_all((0..12).map(|_| post(&http, &url))).await;
@@ -214,6 +216,19 @@ async fn a_burst_over_the_rate_gets_exactly_the_allowed_runs_and_429s_with_retry
     let text: Value = last.json().await.unwrap();
     assert_eq!(text["limit"], "rate");
     assert!(text["error"].as_str().unwrap().contains("10/min"), "{text}");
+
+    // Subscribers hear about the flood in aggregate (a flush may fall between refusals).
+    let mut heard = 0;
+    while heard < 8 {
+        let n = watcher.notification().await;
+        let e = &n.params["event"];
+        if e["what"] == "limit_hit" {
+            assert_eq!(e["details"]["user"], "alice");
+            assert_eq!(e["details"]["limit"], "rate");
+            heard += e["details"]["count"].as_i64().unwrap();
+        }
+    }
+    assert_eq!(heard, 8);
 
     // Every refusal is counted (metrics) and written down in aggregate (audit, ledger).
     let mut c = d.client().await;
@@ -479,7 +494,15 @@ async fn daily_caps_survive_a_daemon_restart() {
         &[("p.yaml", hook("alice", "true"))],
     );
     let http = reqwest::Client::new();
-    for _ in 0..3 {
+    let keyed = || {
+        http.post(d.url("p"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "delivery-1")
+            .body("{}")
+            .send()
+    };
+    assert_eq!(keyed().await.unwrap().status(), 202);
+    for _ in 0..2 {
         assert_eq!(post(&http, &d.url("p")).await.status(), 202);
     }
     let refused = post(&http, &d.url("p")).await;
@@ -493,6 +516,9 @@ async fn daily_caps_survive_a_daemon_restart() {
         header(&refused, "ratelimit-policy").unwrap(),
         "\"daily_runs\";q=3;w=86400"
     );
+    // A redelivery of an accepted trigger still finds its run, cap or not.
+    let again: Value = keyed().await.unwrap().json().await.unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
 
     d.kill9();
     d.spawn();

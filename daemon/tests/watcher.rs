@@ -137,19 +137,22 @@ async fn editor_saves_become_versions_and_bad_saves_keep_the_old_one() {
     ));
     assert!(env.registry.errors().is_empty());
 
-    // A second file claiming the same name is an error for that file.
+    // A second file claiming the same name is an error for that file, even
+    // when its name sorts first.
     write_file(
-        &dir.join("zz-copy.yaml"),
+        &dir.join("aa-copy.yaml"),
         &format!("name: hello\n{}", pipeline("7")),
     );
     until("the duplicate error", || !env.registry.errors().is_empty()).await;
+    let dup = &env.registry.errors()[0];
     assert!(
-        env.registry.errors()[0]
-            .message
+        dup.message
             .contains("pipeline name 'hello' is already used by")
+            && dup.file.ends_with("aa-copy.yaml"),
+        "{dup:?}"
     );
     assert_eq!(version(&env, "hello"), Some(6));
-    std::fs::remove_file(dir.join("zz-copy.yaml")).unwrap();
+    std::fs::remove_file(dir.join("aa-copy.yaml")).unwrap();
     until("the duplicate is gone", || env.registry.errors().is_empty()).await;
 
     // A file other users may write is refused, saying why.

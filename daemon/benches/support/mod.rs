@@ -105,4 +105,3 @@ pub fn start_daemon(state: &Path, socket: Option<&Path>) -> std::process::Child 
     std::thread::spawn(move || for _ in lines {});
     child
 }
-

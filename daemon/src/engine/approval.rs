@@ -13,7 +13,6 @@ use sluice_shared::template::Escape;
 
 use super::{Command, Engine, EngineError, Inner, now_ms};
 use crate::nodes::{self, NodeError, Outcome};
-use crate::notify::ResolvedTarget;
 use crate::notify::approval::{ApprovalEvent, ApprovalNotice};
 use crate::store::NodeChange;
 use crate::store::approvals::{NewApproval, Vote};
@@ -180,7 +179,12 @@ pub(super) enum Step {
 }
 
 /// The next wake-up: the next reminder before the deadline, else the deadline.
-fn next_wake(requested_at: i64, deadline: Option<i64>, remind: Option<i64>, now: i64) -> Option<i64> {
+fn next_wake(
+    requested_at: i64,
+    deadline: Option<i64>,
+    remind: Option<i64>,
+    now: i64,
+) -> Option<i64> {
     let reminder = remind.filter(|&r| r > 0).map(|r| {
         let k = (now - requested_at).max(0) / r + 1;
         requested_at + k * r
@@ -376,24 +380,17 @@ pub(super) fn announce(
             .deadline
             .and_then(|d| jiff::Timestamp::from_millisecond(d).ok()),
     };
-    let rendered = ResolvedTarget::render(target, |field, source| {
-        nodes::render(ctx, field, source, Escape::Text).map_err(|e| e.message)
-    });
-    match rendered {
-        Ok(target) => {
-            inner
-                .opts
-                .notifier
-                .spawn_deliver(notice.message(event), target, ctx.log.clone());
-        }
-        Err(e) => {
-            let log = ctx.log.clone();
-            tokio::spawn(async move {
-                log.note(&format!("approval notification not sent: {e}"))
-                    .await;
-            });
-        }
-    }
+    inner.opts.notifier.spawn_approval_notice(
+        &notice,
+        event,
+        target,
+        |_, source| {
+            ctx.templates
+                .render_str(source, &ctx.template, Escape::Text)
+                .map_err(|e| ctx.redactor.redact(&e.message).into_owned())
+        },
+        ctx.log.clone(),
+    );
 }
 
 /// The node change that puts an approval node to wait.

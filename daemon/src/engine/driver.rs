@@ -16,10 +16,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::approval::{self, Step};
-use crate::notify::approval::ApprovalEvent;
 use super::context::{self, RunFacts};
 use super::{Command, DriverExit, EngineError, Inner, LoadedVersion, backoff, now_ms};
 use crate::nodes::{self, LogSink, NodeContext, NodeError, Outcome};
+use crate::notify::approval::ApprovalEvent;
 use crate::store::{Change, NodeChange, RunChange, RunRecord};
 
 struct NodeRt {
@@ -527,13 +527,21 @@ impl Run {
                         inner,
                         i,
                         attempt,
-                        format!("{msg}; asking again (attempt {} of {})", attempt + 1, policy.attempts),
+                        format!(
+                            "{msg}; asking again (attempt {} of {})",
+                            attempt + 1,
+                            policy.attempts
+                        ),
                     );
                 }
                 self.set(
                     i,
                     NodeChange {
-                        state: Some(if again { NodeState::Pending } else { NodeState::Failed }),
+                        state: Some(if again {
+                            NodeState::Pending
+                        } else {
+                            NodeState::Failed
+                        }),
                         error: Some(Some(msg)),
                         wake_at: Some(None),
                         finished_at: Some((!again).then(now_ms)),
@@ -652,16 +660,18 @@ impl Run {
             .any(|n| matches!(n.kind, NodeKind::Approval(_)))
         {
             // A run that ends takes its undecided approvals with it.
-            self.changes
-                .push(Change::Sql(vec![crate::store::Store::cancel_approvals_sql(
-                    self.id, now,
-                )]));
+            self.changes.push(Change::Sql(vec![
+                crate::store::Store::cancel_approvals_sql(self.id, now),
+            ]));
         }
         if state != RunState::Succeeded {
             for i in 0..self.nodes.len() {
                 if !self.nodes[i].state.is_finished() {
                     if matches!(self.nodes[i].state, NodeState::Waiting)
-                        && matches!(self.node(i).kind, NodeKind::Delay(_) | NodeKind::Approval(_))
+                        && matches!(
+                            self.node(i).kind,
+                            NodeKind::Delay(_) | NodeKind::Approval(_)
+                        )
                     {
                         let attempt = self.nodes[i].attempts;
                         self.attempt_end(i, attempt, AttemptState::Cancelled, error.clone());

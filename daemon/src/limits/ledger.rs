@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use sluice_shared::event::Event;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::Limits;
@@ -15,8 +17,15 @@ use crate::store::Store;
 /// How often pending refusals are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// Writes what is pending now; returns how many refusals were written.
-pub async fn flush(limits: &Limits, store: &Store, audit: Option<&Audit>) -> i64 {
+/// Writes what is pending now and announces it on `events` (one `other` event
+/// with `what: "limit_hit"` per user, limit and pipeline, with the count);
+/// returns how many refusals were written.
+pub async fn flush(
+    limits: &Limits,
+    store: &Store,
+    audit: Option<&Audit>,
+    events: Option<&broadcast::Sender<Event>>,
+) -> i64 {
     let pending = limits.take_pending();
     if pending.is_empty() {
         return 0;
@@ -30,6 +39,14 @@ pub async fn flush(limits: &Limits, store: &Store, audit: Option<&Audit>) -> i64
         })
         .collect();
     summary.sort_by_key(|v| v.to_string());
+    if let Some(events) = events {
+        for details in &summary {
+            let _ = events.send(Event::Other {
+                what: "limit_hit".into(),
+                details: details.clone(),
+            });
+        }
+    }
     let rows = pending
         .into_iter()
         .map(|((user, limit, pipeline), n)| (user, limit.as_str().to_owned(), minute, pipeline, n))
@@ -57,6 +74,7 @@ pub fn spawn(
     limits: Arc<Limits>,
     store: Store,
     audit: Option<Arc<Audit>>,
+    events: Option<broadcast::Sender<Event>>,
     stop: CancellationToken,
 ) {
     tokio::spawn(async move {
@@ -65,7 +83,7 @@ pub fn spawn(
                 () = tokio::time::sleep(FLUSH_EVERY) => false,
                 () = stop.cancelled() => true,
             };
-            flush(&limits, &store, audit.as_deref()).await;
+            flush(&limits, &store, audit.as_deref(), events.as_ref()).await;
             if stopping {
                 return;
             }

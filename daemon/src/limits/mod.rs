@@ -296,16 +296,14 @@ impl Limits {
         )
     }
 
-    /// The refusal for a daily cap reached: `used` of `cap` until `next`.
+    /// The refusal for a daily cap reached: `used` of `cap`, from `now` until the day resets at `next`.
     pub fn daily_refusal(
         &self,
         limit: LimitKind,
         user: &str,
         pipeline: &str,
-        used: i64,
-        cap: u64,
-        now: jiff::Timestamp,
-        next: jiff::Timestamp,
+        (used, cap): (i64, u64),
+        (now, next): (jiff::Timestamp, jiff::Timestamp),
     ) -> Refusal {
         let wait = Duration::try_from(next.duration_since(now)).unwrap_or_default();
         let what = match limit {

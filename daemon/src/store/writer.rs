@@ -467,6 +467,20 @@ fn apply<'a>(
                 cap,
                 then,
             } => {
+                // A redelivery finds its run even when the cap is reached since.
+                if let Write::CreateRunOnce { run, key, at, .. } = then.as_ref() {
+                    let existing: Option<i64> = sqlx::query_scalar(
+                        "SELECT run_id FROM trigger_keys WHERE pipeline = ? AND key = ? AND expires_at > ?",
+                    )
+                    .bind(&run.pipeline)
+                    .bind(key)
+                    .bind(at)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    if let Some(id) = existing {
+                        return Ok(Written::Existing(id));
+                    }
+                }
                 let used: i64 =
                     sqlx::query_scalar("SELECT runs FROM usage WHERE user = ? AND day = ?")
                         .bind(user)

@@ -303,10 +303,8 @@ impl Triggers {
                     LimitKind::DailyRuns,
                     &user,
                     &entry.pipeline.name,
-                    used,
-                    u64::try_from(charge.cap).unwrap_or(0),
-                    now,
-                    next_day,
+                    (used, u64::try_from(charge.cap).unwrap_or(0)),
+                    (now, next_day),
                 )));
             }
         };
@@ -344,10 +342,8 @@ impl Triggers {
                     LimitKind::DailyLlmTokens,
                     user,
                     &entry.pipeline.name,
-                    used,
-                    cap,
-                    now,
-                    next_day,
+                    (used, cap),
+                    (now, next_day),
                 )));
             }
         }

@@ -255,7 +255,7 @@ struct Refusal {
     status: StatusCode,
     message: String,
     /// A limit's refusal: 429 with `Retry-After` and the IETF RateLimit headers.
-    limit: Option<crate::limits::Refusal>,
+    limit: Option<Box<crate::limits::Refusal>>,
 }
 
 impl Refusal {
@@ -271,7 +271,7 @@ impl Refusal {
         Self {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: refusal.message.clone(),
-            limit: Some(refusal),
+            limit: Some(Box::new(refusal)),
         }
     }
 }

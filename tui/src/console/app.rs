@@ -165,6 +165,9 @@ pub struct RunsState {
     pub generation: u64,
     /// Events changed rows: refetch the first page on the next tick.
     pub dirty: bool,
+    /// Indices of the rows the local text filter keeps (unused without one),
+    /// kept up to date by `update` so that drawing never scans every row.
+    pub matching: Vec<usize>,
 }
 
 /// Which pane of the run detail keys move.
@@ -531,23 +534,46 @@ impl App {
         }
     }
 
-    /// The rows of the runs table after the local text filter.
-    pub fn visible_runs(&self) -> Vec<&RunSummary> {
-        let text = local_filter_text(&self.runs.filter);
-        self.runs
-            .rows
+    /// Rows of the runs table after the local text filter.
+    pub fn visible_count(&self) -> usize {
+        if local_filter_text(&self.runs.filter).is_empty() {
+            self.runs.rows.len()
+        } else {
+            self.runs.matching.len()
+        }
+    }
+
+    /// The `i`th row of the runs table after the local text filter.
+    pub fn visible_run(&self, i: usize) -> Option<&RunSummary> {
+        if local_filter_text(&self.runs.filter).is_empty() {
+            self.runs.rows.get(i)
+        } else {
+            self.runs.matching.get(i).and_then(|&j| self.runs.rows.get(j))
+        }
+    }
+
+    /// Recomputes which rows the local text filter keeps (after rows or the filter changed).
+    pub fn refilter(&mut self) {
+        let text: Vec<String> = local_filter_text(&self.runs.filter)
             .iter()
-            .filter(|r| {
-                text.iter().all(|t| {
-                    let t = t.to_lowercase();
-                    r.pipeline.to_lowercase().contains(&t)
-                        || r.id.to_string().contains(&t)
-                        || r.user.as_deref().unwrap_or("").to_lowercase().contains(&t)
-                        || r.error.as_deref().unwrap_or("").to_lowercase().contains(&t)
-                        || r.trigger.kind.as_str().contains(&t)
-                })
-            })
-            .collect()
+            .map(|t| t.to_lowercase())
+            .collect();
+        self.runs.matching.clear();
+        if text.is_empty() {
+            return;
+        }
+        for (i, r) in self.runs.rows.iter().enumerate() {
+            let keep = text.iter().all(|t| {
+                r.pipeline.to_lowercase().contains(t)
+                    || r.id.to_string().contains(t)
+                    || r.user.as_deref().unwrap_or("").to_lowercase().contains(t)
+                    || r.error.as_deref().unwrap_or("").to_lowercase().contains(t)
+                    || r.trigger.kind.as_str().contains(t)
+            });
+            if keep {
+                self.runs.matching.push(i);
+            }
+        }
     }
 }
 

@@ -487,10 +487,7 @@ fn failed(app: &mut App, tag: Tag, e: CallError) -> Vec<Effect> {
 }
 
 fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
-    let selected_id = app
-        .visible_runs()
-        .get(app.runs.cursor.selected)
-        .map(|r| r.id);
+    let selected_id = app.visible_run(app.runs.cursor.selected).map(|r| r.id);
     let runs = &mut app.runs;
     if append {
         let last = runs.rows.last().map(|r| r.id);
@@ -512,12 +509,14 @@ fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
         runs.rows = page.runs;
         runs.rows.extend(older);
     }
+    app.refilter();
+    let len = app.visible_count();
+    // Keep the operator's row selected as new runs arrive above it.
     if let Some(id) = selected_id
-        && let Some(i) = app.visible_runs().iter().position(|r| r.id == id)
+        && let Some(i) = (0..len).find(|&i| app.visible_run(i).is_some_and(|r| r.id == id))
     {
         app.runs.cursor.selected = i;
     }
-    let len = app.visible_runs().len();
     app.runs.cursor.clamp(len);
 }
 
@@ -852,7 +851,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Bottom => move_by(app, isize::MAX / 2),
         Action::Refresh => resync(app),
         Action::Open => match app.view {
-            View::Runs => match app.visible_runs().get(app.runs.cursor.selected) {
+            View::Runs => match app.visible_run(app.runs.cursor.selected) {
                 Some(r) => {
                     let id = r.id;
                     open_run(app, id)
@@ -1060,8 +1059,7 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
             .as_ref()
             .map(|d| (d.id, d.run.as_ref().map(|r| r.run.state))),
         View::Runs => app
-            .visible_runs()
-            .get(app.runs.cursor.selected)
+            .visible_run(app.runs.cursor.selected)
             .map(|r| (r.id, Some(r.state))),
         _ => None,
     };
@@ -1177,7 +1175,7 @@ fn search(app: &mut App, forward: bool, step: bool) {
 fn move_by(app: &mut App, delta: isize) -> Vec<Effect> {
     match app.view {
         View::Runs => {
-            let len = app.visible_runs().len();
+            let len = app.visible_count();
             app.runs.cursor.step(delta, len);
             // Keyset paging: fetch the next page before the operator reaches the end.
             if app.runs.cursor.selected + 50 >= len
@@ -1241,6 +1239,7 @@ fn set_filter(app: &mut App, filter: String) -> Vec<Effect> {
     app.runs.filter = filter;
     app.runs.generation += 1;
     app.runs.rows.clear();
+    app.runs.matching.clear();
     app.runs.next = None;
     app.runs.cursor = Default::default();
     if synced(app) {

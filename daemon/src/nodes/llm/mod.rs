@@ -127,6 +127,7 @@ async fn complete(node: &LlmNode, ctx: &NodeContext) -> Result<Outcome, NodeErro
         .map_or(provider.timeout, |t| t.min(provider.timeout));
 
     let mut refusals: Vec<String> = Vec::new();
+    let mut any_retryable = false;
     for (k, model) in models.iter().enumerate() {
         ctx.log
             .note(&format!(
@@ -153,11 +154,14 @@ async fn complete(node: &LlmNode, ctx: &NodeContext) -> Result<Outcome, NodeErro
                     ))
                     .await;
                 refusals.push(format!("{model}: {}", error.message));
+                any_retryable |= error.retryable;
             }
             Err(Failure::Refused(mut error)) => {
                 if !refusals.is_empty() {
                     refusals.push(format!("{model}: {}", error.message));
                     error.message = format!("no model answered — {}", refusals.join("; "));
+                    // A model that failed for a passing reason (5xx) may answer next time.
+                    error.retryable |= any_retryable;
                 }
                 return Err(error);
             }
@@ -383,7 +387,6 @@ fn strip_fence(text: &str) -> &str {
 }
 
 /// Asks one model and streams its reply into the log.
-#[allow(clippy::too_many_arguments)]
 async fn ask(
     provider: &Provider,
     model: &str,

@@ -43,8 +43,8 @@ pub fn columns_for(width: u16) -> Vec<usize> {
 pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let t = theme(app);
     let (list, side) = list_and_detail(area, tier, 40);
-    let rows = app.visible_runs();
-    let mut title = format!("Runs {}", rows.len());
+    let count = app.visible_count();
+    let mut title = format!("Runs {count}");
     if app.runs.next.is_some() {
         title.push('+');
     }
@@ -59,7 +59,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     frame.render_widget(outer, list);
     let cols = columns_for(inner.width);
     let height = inner.height.saturating_sub(1) as usize;
-    let start = app.runs.cursor.window(height, rows.len());
+    let start = app.runs.cursor.window(height, count);
     let widths: Vec<Constraint> = cols
         .iter()
         .map(|&i| {
@@ -71,11 +71,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         })
         .collect();
     let header = Row::new(cols.iter().map(|&i| Cell::from(COLUMNS[i].0))).style(t.heading());
-    let body: Vec<Row> = rows
-        .iter()
-        .enumerate()
-        .skip(start)
-        .take(height)
+    let body: Vec<Row> = (start..(start + height).min(count))
+        .filter_map(|i| app.visible_run(i).map(|r| (i, r)))
         .map(|(i, r)| {
             let end = r.finished_at.unwrap_or(app.now_ms);
             let cells = cols.iter().map(|&c| match COLUMNS[c].0 {
@@ -101,7 +98,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             }
         })
         .collect();
-    if rows.is_empty() {
+    if count == 0 {
         let text = if app.runs.loading {
             "loading runs…"
         } else if app.runs.filter.is_empty() {
@@ -123,8 +120,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
 
 fn draw_summary(frame: &mut Frame, app: &App, area: Rect) {
     let t = theme(app);
-    let rows = app.visible_runs();
-    let Some(r) = rows.get(app.runs.cursor.selected) else {
+    let Some(r) = app.visible_run(app.runs.cursor.selected) else {
         frame.render_widget(block(app, "Run".into()), area);
         return;
     };
