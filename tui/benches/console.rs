@@ -82,9 +82,10 @@ fn runs_table() {
                 "started_at": NOW - id * 1000 + 5, "finished_at": NOW - id * 1000 + 900})
         })
         .collect();
+    let page = json!({ "runs": runs });
     update(
         &mut app,
-        Msg::Reply(Tag::Runs { append: false, generation: 0 }, Ok(json!({ "runs": runs }))),
+        Msg::Reply(Tag::Runs { append: false, generation: 0 }, Ok(page.clone())),
     );
     assert_eq!(app.runs.rows.len(), 100_000);
     for (w, h) in [(80, 24), (120, 40)] {
@@ -106,6 +107,11 @@ fn runs_table() {
                 update(app, key(KeyCode::Char(c)));
             }
             update(app, key(KeyCode::Enter));
+            // The daemon would filter by pipeline; send all 100,000 back so the
+            // local text filter has the whole history to scan.
+            let generation = app.runs.generation;
+            update(app, Msg::Reply(Tag::Runs { append: false, generation }, Ok(page.clone())));
+            assert!(app.visible_count() > 1000);
         }
         update(app, key(KeyCode::Down));
     });

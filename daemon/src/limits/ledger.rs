@@ -39,14 +39,6 @@ pub async fn flush(
         })
         .collect();
     summary.sort_by_key(|v| v.to_string());
-    if let Some(events) = events {
-        for details in &summary {
-            let _ = events.send(Event::Other {
-                what: "limit_hit".into(),
-                details: details.clone(),
-            });
-        }
-    }
     let rows = pending
         .into_iter()
         .map(|((user, limit, pipeline), n)| (user, limit.as_str().to_owned(), minute, pipeline, n))
@@ -65,6 +57,15 @@ pub async fn flush(
             .await
     {
         tracing::error!(error = %e, "cannot write limit refusals to the audit trail");
+    }
+    // Announced last, so whoever hears of a refusal finds it recorded.
+    if let Some(events) = events {
+        for details in summary {
+            let _ = events.send(Event::Other {
+                what: "limit_hit".into(),
+                details,
+            });
+        }
     }
     total
 }
