@@ -700,3 +700,83 @@ async fn user_tokens_authenticate_webhooks_as_their_user_until_revoked() {
     let list = c.call("tokens.list", json!({})).await.unwrap();
     assert!(list[0]["revoked_at"].is_i64(), "{list}");
 }
+
+/// Cron fires over the owner's daily cap are recorded as refused, in-process
+/// with a manual clock (the real daemon's scheduler is the same code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_fires_over_a_cap_are_recorded_as_refused() {
+    use sluice_daemon::engine::{Engine, EngineOptions};
+    use sluice_daemon::limits::{Limits, LimitsConfig};
+    use sluice_daemon::registry::Registry;
+    use sluice_daemon::secrets::Secrets;
+    use sluice_daemon::store::{Durability, Store};
+    use sluice_daemon::triggers::Triggers;
+    use sluice_daemon::triggers::cron::{Clock, ManualClock, Scheduler};
+    use sluice_shared::validate::ValidateOptions;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pdir).unwrap();
+    let text = "owner: alice\ntriggers:\n  - cron: \"0 * * * *\"\n    timezone: UTC\nnodes:\n  - id: a\n    kind: transform\n    output: { ok: true }\n";
+    std::fs::write(pdir.join("hourly.yaml"), text).unwrap();
+    std::fs::set_permissions(
+        pdir.join("hourly.yaml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let store = Store::open(&dir.path().join("s.db"), Durability::Normal)
+        .await
+        .unwrap();
+    let config: LimitsConfig = toml::from_str("[users.alice]\ndaily_runs = 2\n").unwrap();
+    let engine = Engine::start(
+        store.clone(),
+        &Secrets::default(),
+        EngineOptions {
+            plugins_dir: dir.path().join("plugins"),
+            limits: Arc::new(Limits::new(config)),
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let registry = Arc::new(Registry::new(store.clone(), engine.events()).await.unwrap());
+    registry
+        .reload(&pdir, &ValidateOptions::default())
+        .await
+        .unwrap();
+    let triggers = Triggers::new(engine.clone(), registry);
+    let start: jiff::Timestamp = "2026-11-22T00:30:00Z".parse().unwrap();
+    let clock = ManualClock::new(start);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sched = Scheduler::spawn(triggers, Arc::clone(&clock) as Arc<dyn Clock>, stop.clone());
+    sched.reload().await.unwrap();
+    // Four hourly fires; the owner may start two runs a day.
+    let until: jiff::Timestamp = "2026-11-22T04:30:00Z".parse().unwrap();
+    loop {
+        let tick = sched.settled(clock.now()).await.unwrap();
+        if clock.now() >= until {
+            break;
+        }
+        let to = tick.next.map_or(until, |n| n.min(until));
+        clock.set(to.max(clock.now()));
+    }
+    let runs = store.runs(Some("hourly"), 100).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter()
+            .all(|r| r.trigger.user.as_deref() == Some("alice"))
+    );
+    let ledger = store.misfires(Some("hourly"), 10).await.unwrap();
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    for m in ledger {
+        assert_eq!(m.misfire.action, "refused (limits)");
+        assert!(
+            m.misfire.reason.contains("2 of 2 runs"),
+            "{}",
+            m.misfire.reason
+        );
+    }
+    assert_eq!(engine.limits().refusals_total(), 2);
+    stop.cancel();
+    engine.shutdown().await;
+}

@@ -31,8 +31,10 @@ fn connected(log_cap: usize) -> App {
     update(
         &mut app,
         Msg::Conn(ConnEvent::Connected(
-            serde_json::from_value(json!({"protocol":"1.0","daemon_version":"0.1.0","user":"bench","role":"admin"}))
-                .unwrap(),
+            serde_json::from_value(
+                json!({"protocol":"1.0","daemon_version":"0.1.0","user":"bench","role":"admin"}),
+            )
+            .unwrap(),
         )),
     );
     update(&mut app, Msg::Conn(ConnEvent::Synced));
@@ -57,7 +59,13 @@ fn report(name: &str, mut times: Vec<Duration>) {
     );
 }
 
-fn frames(app: &mut App, w: u16, h: u16, n: usize, step: impl Fn(&mut App, usize)) -> Vec<Duration> {
+fn frames(
+    app: &mut App,
+    w: u16,
+    h: u16,
+    n: usize,
+    step: impl Fn(&mut App, usize),
+) -> Vec<Duration> {
     update(app, Msg::Resize(w, h));
     let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
     let mut times = Vec::with_capacity(n);
@@ -75,7 +83,14 @@ fn runs_table() {
     let runs: Vec<_> = (1..=100_000i64)
         .rev()
         .map(|id| {
-            let state = ["succeeded", "failed", "running", "waiting", "queued", "cancelled"][(id % 6) as usize];
+            let state = [
+                "succeeded",
+                "failed",
+                "running",
+                "waiting",
+                "queued",
+                "cancelled",
+            ][(id % 6) as usize];
             json!({"id": id, "pipeline": format!("pipeline-{}", id % 37), "version": 1,
                 "state": state,
                 "trigger": {"kind": "cron"}, "user": "ops", "created_at": NOW - id * 1000,
@@ -85,7 +100,13 @@ fn runs_table() {
     let page = json!({ "runs": runs });
     update(
         &mut app,
-        Msg::Reply(Tag::Runs { append: false, generation: 0 }, Ok(page.clone())),
+        Msg::Reply(
+            Tag::Runs {
+                append: false,
+                generation: 0,
+            },
+            Ok(page.clone()),
+        ),
     );
     assert_eq!(app.runs.rows.len(), 100_000);
     for (w, h) in [(80, 24), (120, 40)] {
@@ -110,7 +131,16 @@ fn runs_table() {
             // The daemon would filter by pipeline; send all 100,000 back so the
             // local text filter has the whole history to scan.
             let generation = app.runs.generation;
-            update(app, Msg::Reply(Tag::Runs { append: false, generation }, Ok(page.clone())));
+            update(
+                app,
+                Msg::Reply(
+                    Tag::Runs {
+                        append: false,
+                        generation,
+                    },
+                    Ok(page.clone()),
+                ),
+            );
             assert!(app.visible_count() > 1000);
         }
         update(app, key(KeyCode::Down));
@@ -131,7 +161,11 @@ fn log_lines(app: &mut App, n: u32) {
         update(
             app,
             Msg::Reply(
-                Tag::Logs { run: RunId(1), node: "work".into(), generation },
+                Tag::Logs {
+                    run: RunId(1),
+                    node: "work".into(),
+                    generation,
+                },
                 Ok(json!({ "lines": chunk, "next": 0, "finished": false })),
             ),
         );
@@ -148,16 +182,21 @@ fn open_run(app: &mut App) {
         app,
         Msg::Reply(
             Tag::Detail(RunId(1)),
-            Ok(json!({"id": 1, "pipeline": "big-log", "state": "running", "trigger": {"kind": "manual"},
+            Ok(
+                json!({"id": 1, "pipeline": "big-log", "state": "running", "trigger": {"kind": "manual"},
                 "created_at": NOW, "started_at": NOW, "inputs": {},
                 "nodes": [{"id": "work", "kind": "shell", "state": "running",
-                    "attempts": [{"attempt": 1, "state": "running", "started_at": NOW}], "started_at": NOW}]})),
+                    "attempts": [{"attempt": 1, "state": "running", "started_at": NOW}], "started_at": NOW}]}),
+            ),
         ),
     );
 }
 
 fn log_view() {
-    for (cap, label) in [(20_000usize, "default cap: newest 20,000 kept"), (1_000_000, "all kept")] {
+    for (cap, label) in [
+        (20_000usize, "default cap: newest 20,000 kept"),
+        (1_000_000, "all kept"),
+    ] {
         let mut app = connected(cap);
         open_run(&mut app);
         let t = Instant::now();
@@ -180,7 +219,10 @@ fn log_view() {
                 };
                 update(app, key(k));
             });
-            report(&format!("log view, 1,000,000 lines ({label}), {w}x{h}"), times);
+            report(
+                &format!("log view, 1,000,000 lines ({label}), {w}x{h}"),
+                times,
+            );
         }
         let times = frames(&mut app, 120, 40, 50, |app, i| {
             if i == 0 {
@@ -200,7 +242,10 @@ fn log_view() {
 /// The run loop's shape (coalesce what is queued, update, draw once) with a
 /// producer sending 1,000 events per second and a key every 50 ms.
 fn latency() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut app = connected(20_000);
         open_run(&mut app);

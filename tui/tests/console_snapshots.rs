@@ -113,7 +113,10 @@ fn render(app: &mut App, w: u16, h: u16) -> String {
     format!("{:?}", terminal.backend().buffer())
 }
 
-fn views() -> Vec<(&'static str, Box<dyn Fn(bool) -> App>)> {
+/// Builds a view's state, in colour (false) or mono (true).
+type Build = Box<dyn Fn(bool) -> App>;
+
+fn views() -> Vec<(&'static str, Build)> {
     vec![
         ("runs", Box::new(recorded)),
         ("run_detail", Box::new(|m| with_detail(recorded(m)))),
@@ -250,6 +253,26 @@ fn mono_never_sets_a_colour() {
                     cell.bg,
                     ratatui::style::Color::Reset,
                     "{name} {w}x{h}: {cell:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ascii_mode_draws_only_ascii() {
+    for (name, build) in views() {
+        for (w, h) in [(80, 24), (120, 40)] {
+            let mut app = build(false);
+            app.opts.ascii = true;
+            update(&mut app, Msg::Resize(w, h));
+            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+            terminal.draw(|f| draw(f, &app)).unwrap();
+            for cell in terminal.backend().buffer().content() {
+                assert!(
+                    cell.symbol().is_ascii(),
+                    "{name} {w}x{h}: {:?}",
+                    cell.symbol()
                 );
             }
         }

@@ -333,3 +333,30 @@ fn reconnects_after_the_daemon_restarts() {
     });
     assert!(line_with(&s, &["#1", "fails"]).is_some(), "{s}");
 }
+
+#[test]
+fn a_conflicting_keys_file_is_refused_before_the_screen_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("console.toml");
+    std::fs::write(&keys, "[approvals]\napprove = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--keys")
+        .arg(&keys)
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("key 'x' is bound to both 'approve' and 'reject' in approvals"),
+        "{err}"
+    );
+    // Nothing was drawn: the refusal comes before raw mode and the alternate screen.
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -367,3 +367,56 @@ pub fn retry_text(wait: Duration) -> String {
         .max(1);
     sluice_shared::Duration::from_secs(secs).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(text: &str) -> Limits {
+        Limits::new(toml::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn a_pipeline_rate_applies_whoever_triggers() {
+        let l = limits("[pipelines.report]\nrate = \"1/h\"\nburst = 2\n");
+        assert!(l.check_rate("alice", "report").is_ok());
+        assert!(l.check_rate("bob", "report").is_ok());
+        let r = l.check_rate("carol", "report").unwrap_err();
+        assert_eq!(r.limit, LimitKind::PipelineRate);
+        assert!(r.message.contains("pipeline 'report'"), "{}", r.message);
+        assert!(
+            l.check_rate("carol", "other").is_ok(),
+            "other pipelines are not limited"
+        );
+        assert_eq!(l.refusals_total(), 1);
+    }
+
+    #[test]
+    fn reload_keeps_rate_state_of_unchanged_quotas() {
+        let l = limits("[default]\nrate = \"1/h\"\nburst = 1\n");
+        l.check_rate("alice", "p").unwrap();
+        l.reload(toml::from_str("[default]\nrate = \"1/h\"\nburst = 1\ndaily_runs = 5\n").unwrap());
+        assert!(
+            l.check_rate("alice", "p").is_err(),
+            "not a fresh burst after a reload"
+        );
+        assert_eq!(l.config().default.daily_runs, Some(5));
+    }
+
+    #[test]
+    fn refusals_say_which_limit_and_when() {
+        let l = limits("[default]\nrate = \"10/min\"\nburst = 1\n");
+        l.check_rate("alice", "p").unwrap();
+        let r = l.check_rate("alice", "p").unwrap_err();
+        assert_eq!(r.retry_after_secs(), 6);
+        assert_eq!(r.policy_header(), "\"rate\";q=10;w=60");
+        assert_eq!(r.state_header(), "\"rate\";r=0;t=6");
+        assert_eq!(r.data()["limit"], "rate");
+        let pending = l.take_pending();
+        assert_eq!(
+            pending,
+            vec![(("alice".to_owned(), LimitKind::Rate, "p".to_owned()), 1)]
+        );
+        assert!(l.take_pending().is_empty());
+    }
+}

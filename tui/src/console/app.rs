@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use sluice_shared::diagnostic::Diagnostic;
 use sluice_shared::protocol::{
-    ApprovalInfo, AuditEntry, HelloResult, LimitsUsageResult, MetricsResult, PipelineSummary, Role, RunDetail,
-    RunSummary, StatusResult,
+    ApprovalInfo, AuditEntry, HelloResult, LimitsUsageResult, MetricsResult, PipelineSummary, Role,
+    RunDetail, RunSummary, StatusResult,
 };
 use sluice_shared::run::{RunId, RunState};
 
@@ -548,7 +548,10 @@ impl App {
         if local_filter_text(&self.runs.filter).is_empty() {
             self.runs.rows.get(i)
         } else {
-            self.runs.matching.get(i).and_then(|&j| self.runs.rows.get(j))
+            self.runs
+                .matching
+                .get(i)
+                .and_then(|&j| self.runs.rows.get(j))
         }
     }
 

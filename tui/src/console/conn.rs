@@ -143,7 +143,7 @@ async fn serve(
     let error = loop {
         tokio::select! {
             call = calls.recv() => {
-                let Some(c) = call else { return None };
+                let c = call?;
                 let id = next_id;
                 next_id += 1;
                 if let Err(e) = write(&mut s.writer, id, c.method, c.params).await {

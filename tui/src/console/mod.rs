@@ -155,6 +155,14 @@ pub fn osc52(text: &str, tmux: bool) -> String {
 /// Runs the console until the operator quits.
 pub async fn run(opts: ConsoleOptions) -> anyhow::Result<()> {
     let keymap = load_keymap(opts.keys.as_deref())?;
+    {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+            anyhow::bail!(
+                "the console needs a terminal; for scripts use a subcommand (sluice --help)"
+            );
+        }
+    }
     let mono = monochrome(opts.color);
     if opts.color == ColorChoice::Always {
         ratatui::crossterm::style::Colored::set_ansi_color_disabled(false);

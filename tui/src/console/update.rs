@@ -2,13 +2,12 @@
 //! returns (calls to send, text to copy, quit), so it can be tested without a
 //! terminal or a daemon.
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use serde_json::{Value, json};
 use sluice_shared::event::Event;
 use sluice_shared::protocol::{
     ApprovalInfo, AttemptInfo, AuditEntry, ConfigErrors, EventNotice, LimitsUsageResult, LogsPage,
-    MetricsResult,
-    PipelineDetail, PipelineSummary, RunDetail, RunsPage, StatusResult,
+    MetricsResult, PipelineDetail, PipelineSummary, RunDetail, RunsPage, StatusResult,
 };
 use sluice_shared::run::{AttemptState, NodeState, RunId, RunState};
 
@@ -106,7 +105,8 @@ fn conn(app: &mut App, ev: ConnEvent) -> Vec<Effect> {
                 retry_at_ms,
                 error,
             };
-            app.stale = true;
+            // Only data fetched before the drop is stale; an empty screen is just empty.
+            app.stale = app.status.is_some() || !app.runs.rows.is_empty();
             app.runs.loading = false;
             if let Some(d) = &mut app.detail {
                 d.log_loading = false;
@@ -478,7 +478,14 @@ fn failed(app: &mut App, tag: Tag, e: CallError) -> Vec<Effect> {
             }
         }
         Tag::TriggerForm(name) => flash(app, format!("trigger {name}: {}", e.message), true),
-        Tag::Detail(_) if e.code == Some(-32001) => flash(app, e.message, true),
+        Tag::Detail(id) if e.code == Some(-32001) => {
+            flash(app, e.message, true);
+            // Nothing to show: go back to where the operator came from.
+            if app.detail.as_ref().is_some_and(|d| d.id == id && d.run.is_none()) {
+                app.detail = None;
+                app.view = app.back.pop().unwrap_or(View::Runs);
+            }
+        }
         Tag::Usage if e.code == Some(-32601) => app.usage_unavailable = true,
         // Read calls fail quietly: the header shows the connection, the data stays marked stale.
         _ => {}
@@ -498,10 +505,13 @@ fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
         );
         runs.next = page.next;
     } else {
+        // Older pages already loaded stay only when the new first page reaches
+        // them (overlaps); otherwise there may be a gap, so paging restarts there.
         let oldest = page.runs.last().map(|r| r.id);
+        let overlaps = oldest.is_some_and(|o| runs.rows.iter().any(|r| r.id == o));
         let older: Vec<_> = match oldest {
-            Some(o) => runs.rows.drain(..).filter(|r| r.id < o).collect(),
-            None => Vec::new(),
+            Some(o) if overlaps => runs.rows.drain(..).filter(|r| r.id < o).collect(),
+            _ => Vec::new(),
         };
         if older.is_empty() {
             runs.next = page.next;
@@ -784,6 +794,15 @@ fn page(app: &App) -> isize {
 fn key(app: &mut App, ev: KeyEvent) -> Vec<Effect> {
     if ev.kind == KeyEventKind::Release {
         return Vec::new();
+    }
+    // Nothing is bound to Alt: an Alt chord is almost always Esc followed
+    // quickly by a key (over SSH or tmux the two arrive together), so treat
+    // it as exactly that.
+    if ev.modifiers.contains(KeyModifiers::ALT) && matches!(ev.code, KeyCode::Char(_)) {
+        let mut fx = key(app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        let plain = KeyEvent::new(ev.code, ev.modifiers - KeyModifiers::ALT);
+        fx.extend(key(app, plain));
+        return fx;
     }
     if let Some(overlay) = app.overlay.take() {
         return overlay_key(app, overlay, ev);
@@ -1265,10 +1284,7 @@ fn paste(app: &mut App, text: &str) {
 }
 
 fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
-    let ctrl_c = ev.code == KeyCode::Char('c')
-        && ev
-            .modifiers
-            .contains(ratatui::crossterm::event::KeyModifiers::CONTROL);
+    let ctrl_c = ev.code == KeyCode::Char('c') && ev.modifiers.contains(KeyModifiers::CONTROL);
     if ctrl_c {
         // Ctrl-C closes a modal rather than quitting from under it.
         return Vec::new();
@@ -1515,6 +1531,300 @@ fn command(app: &mut App, text: &str) -> Vec<Effect> {
 mod tests {
     use super::*;
 
+    use super::super::app::Options;
+    use super::super::keymap::Keymap;
+    use sluice_shared::protocol::Notification;
+
+    fn app_as(role: &str, readonly: bool) -> App {
+        let opts = Options {
+            readonly,
+            ..Options::default()
+        };
+        let mut app = App::new(opts, Keymap::defaults(), 1_000_000);
+        let hello =
+            json!({"protocol": "1.0", "daemon_version": "0.1.0", "user": "u", "role": role});
+        update(
+            &mut app,
+            Msg::Conn(ConnEvent::Connected(serde_json::from_value(hello).unwrap())),
+        );
+        update(&mut app, Msg::Conn(ConnEvent::Synced));
+        let page = json!({"runs": [{"id": 7, "pipeline": "p", "state": "failed",
+            "trigger": {"kind": "manual"}, "created_at": 1, "started_at": 2, "finished_at": 3}]});
+        update(
+            &mut app,
+            Msg::Reply(
+                Tag::Runs {
+                    append: false,
+                    generation: 0,
+                },
+                Ok(page),
+            ),
+        );
+        app
+    }
+
+    fn press(app: &mut App, c: KeyCode) -> Vec<Effect> {
+        update(app, Msg::Key(KeyEvent::new(c, KeyModifiers::NONE)))
+    }
+
+    fn calls(fx: &[Effect]) -> Vec<&'static str> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Call { method, .. } => Some(*method),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn retry_needs_a_second_deliberate_key_and_carries_an_idempotency_key() {
+        let mut app = app_as("operator", false);
+        assert!(calls(&press(&mut app, KeyCode::Char('r'))).is_empty());
+        // The dialog opens on Cancel: Enter closes it and sends nothing.
+        assert!(calls(&press(&mut app, KeyCode::Enter)).is_empty());
+        assert!(app.overlay.is_none());
+        press(&mut app, KeyCode::Char('r'));
+        let fx = press(&mut app, KeyCode::Char('y'));
+        let Some(Effect::Call { method, params, .. }) = fx.first() else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(*method, "runs.retry");
+        assert_eq!(params["mode"], "failed");
+        assert!(
+            params["idempotency_key"]
+                .as_str()
+                .is_some_and(|k| !k.is_empty())
+        );
+        // The dialog is gone: another `y` does nothing.
+        assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
+    }
+
+    #[test]
+    fn forbidden_actions_say_why_and_send_nothing() {
+        for (mut app, why) in [
+            (
+                app_as("viewer", false),
+                "needs role operator (you are viewer)",
+            ),
+            (app_as("admin", true), "read-only"),
+        ] {
+            assert!(press(&mut app, KeyCode::Char('r')).is_empty());
+            assert!(app.overlay.is_none());
+            let flash = app.flash.clone().unwrap();
+            assert!(flash.text.contains(why), "{}", flash.text);
+        }
+        let mut app = app_as("admin", false);
+        update(
+            &mut app,
+            Msg::Conn(ConnEvent::Disconnected {
+                error: "gone".into(),
+                retry_at_ms: 0,
+            }),
+        );
+        assert!(app.stale);
+        assert!(press(&mut app, KeyCode::Char('c')).is_empty());
+        assert!(app.flash.clone().unwrap().text.contains("not connected"));
+        // Back, the handshake alone is not enough: the subscription must be live too.
+        let hello =
+            json!({"protocol": "1.0", "daemon_version": "0.1.0", "user": "u", "role": "admin"});
+        update(
+            &mut app,
+            Msg::Conn(ConnEvent::Connected(serde_json::from_value(hello).unwrap())),
+        );
+        assert!(app.disabled_reason(Action::Retry).is_some());
+        let fx = update(&mut app, Msg::Conn(ConnEvent::Synced));
+        assert!(calls(&fx).contains(&"runs.list"), "resynchronised");
+        assert!(!app.stale);
+        assert!(app.disabled_reason(Action::Retry).is_none());
+    }
+
+    #[test]
+    fn a_reject_needs_a_reason() {
+        let mut app = app_as("operator", false);
+        let list =
+            json!([{"id": 3, "run": 7, "node": "gate", "state": "pending", "requested_at": 1}]);
+        update(
+            &mut app,
+            Msg::Reply(Tag::Approvals { pending: true }, Ok(list)),
+        );
+        press(&mut app, KeyCode::Char('3'));
+        press(&mut app, KeyCode::Char('x'));
+        press(&mut app, KeyCode::Enter);
+        assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
+        let Some(Overlay::Dialog(d)) = &app.overlay else {
+            panic!()
+        };
+        assert_eq!(d.error.as_deref(), Some("a reason is required"));
+        for c in "not today".chars() {
+            press(&mut app, KeyCode::Char(c));
+        }
+        press(&mut app, KeyCode::Enter);
+        let fx = press(&mut app, KeyCode::Char('y'));
+        let Some(Effect::Call { method, params, .. }) = fx.first() else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(*method, "approvals.decide");
+        assert_eq!(params["approve"], false);
+        assert_eq!(params["reason"], "not today");
+    }
+
+    fn log_event(app: &mut App, seq: u64, line_seq: u32) -> Vec<Effect> {
+        let params = json!({"subscription": 1, "seq": seq, "event": {"type": "log", "run": 7,
+            "node": "n", "attempt": 1, "seq": line_seq, "stream": "stdout", "line": format!("l{line_seq}")}});
+        update(
+            app,
+            Msg::Notice(Notification {
+                jsonrpc: "2.0".into(),
+                method: "event".into(),
+                params,
+            }),
+        )
+    }
+
+    #[test]
+    fn the_log_follows_counts_unseen_lines_and_drops_repeats() {
+        let mut app = app_as("operator", false);
+        press(&mut app, KeyCode::Enter);
+        let detail = json!({"id": 7, "pipeline": "p", "state": "running", "trigger": {"kind": "manual"},
+            "created_at": 1, "inputs": {}, "nodes": [{"id": "n", "kind": "shell", "state": "running", "attempts": []}]});
+        let fx = update(&mut app, Msg::Reply(Tag::Detail(RunId(7)), Ok(detail)));
+        assert_eq!(calls(&fx), ["logs.get"]);
+        // Events while the log loads wait, then follow what logs.get returned.
+        log_event(&mut app, 10, 2);
+        let page = json!({"lines": [{"run": 7, "node": "n", "attempt": 1, "seq": 1, "at_ms": 1, "stream": "stdout", "line": "l1"},
+            {"run": 7, "node": "n", "attempt": 1, "seq": 2, "at_ms": 1, "stream": "stdout", "line": "l2"}], "next": 2, "finished": false});
+        let generation = app.detail.as_ref().unwrap().log_generation;
+        update(
+            &mut app,
+            Msg::Reply(
+                Tag::Logs {
+                    run: RunId(7),
+                    node: "n".into(),
+                    generation,
+                },
+                Ok(page),
+            ),
+        );
+        let d = app.detail.as_ref().unwrap();
+        assert_eq!(d.log.len(), 2, "the event's line was a repeat");
+        assert_eq!(d.log_cursor, 1);
+        press(&mut app, KeyCode::Char('f'));
+        log_event(&mut app, 11, 3);
+        log_event(&mut app, 12, 4);
+        let d = app.detail.as_ref().unwrap();
+        assert_eq!((d.log.len(), d.unseen, d.log_cursor), (4, 2, 1));
+        press(&mut app, KeyCode::Char('f'));
+        let d = app.detail.as_ref().unwrap();
+        assert_eq!((d.unseen, d.log_cursor), (0, 3));
+        // A gap in event numbers means some were dropped: fetch again.
+        let fx = log_event(&mut app, 20, 5);
+        assert!(calls(&fx).contains(&"runs.get"), "{fx:?}");
+    }
+
+    #[test]
+    fn paging_fetches_older_runs_by_keyset_before_the_end() {
+        let mut app = app_as("viewer", false);
+        let runs: Vec<Value> = (101..=300)
+            .rev()
+            .map(|id| {
+                json!({"id": id, "pipeline": "p", "state": "succeeded",
+                "trigger": {"kind": "cron"}, "created_at": id})
+            })
+            .collect();
+        update(
+            &mut app,
+            Msg::Reply(
+                Tag::Runs {
+                    append: false,
+                    generation: 0,
+                },
+                Ok(json!({"runs": runs, "next": 101})),
+            ),
+        );
+        assert!(calls(&press(&mut app, KeyCode::Down)).is_empty());
+        let fx = press(&mut app, KeyCode::End);
+        let Some(Effect::Call {
+            method,
+            params,
+            tag,
+        }) = fx.first()
+        else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(
+            (*method, params["before"].as_i64()),
+            ("runs.list", Some(101))
+        );
+        let older: Vec<Value> = (1..=100)
+            .rev()
+            .map(|id| {
+                json!({"id": id, "pipeline": "p", "state": "failed",
+                "trigger": {"kind": "cron"}, "created_at": id})
+            })
+            .collect();
+        update(
+            &mut app,
+            Msg::Reply(tag.clone(), Ok(json!({"runs": older}))),
+        );
+        assert_eq!(app.visible_count(), 300);
+        assert_eq!(app.runs.next, None);
+        // A live refresh of the first page keeps the older pages and the selection.
+        let selected = app.visible_run(app.runs.cursor.selected).map(|r| r.id);
+        let newest: Vec<Value> = (102..=301)
+            .rev()
+            .map(|id| {
+                json!({"id": id, "pipeline": "p", "state": "succeeded",
+                "trigger": {"kind": "cron"}, "created_at": id})
+            })
+            .collect();
+        update(
+            &mut app,
+            Msg::Reply(
+                Tag::Runs {
+                    append: false,
+                    generation: 0,
+                },
+                Ok(json!({"runs": newest, "next": 102})),
+            ),
+        );
+        assert_eq!(app.visible_count(), 301);
+        assert_eq!(
+            app.visible_run(app.runs.cursor.selected).map(|r| r.id),
+            selected
+        );
+    }
+
+    #[test]
+    fn an_alt_chord_is_esc_then_the_key() {
+        let mut app = app_as("operator", false);
+        press(&mut app, KeyCode::Char('r'));
+        assert!(app.overlay.is_some());
+        update(
+            &mut app,
+            Msg::Key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::ALT)),
+        );
+        assert!(app.overlay.is_none());
+        assert_eq!(app.view, View::Pipelines);
+    }
+
+    #[test]
+    fn unknown_approval_events_refetch_approvals() {
+        let mut app = app_as("operator", false);
+        let params =
+            json!({"subscription": 1, "seq": 1, "event": {"type": "approval_escalated", "id": 3}});
+        update(
+            &mut app,
+            Msg::Notice(Notification {
+                jsonrpc: "2.0".into(),
+                method: "event".into(),
+                params,
+            }),
+        );
+        assert!(app.approvals.dirty);
+        let fx = update(&mut app, Msg::Tick(2_000_000));
+        assert!(calls(&fx).contains(&"approvals.list"));
+    }
+
     #[test]
     fn inputs_parse_with_quotes_and_json_values() {
         let m = parse_inputs(r#"who="two words" n=3 ok=true s=plain"#).unwrap();
@@ -1529,6 +1839,6 @@ mod tests {
     #[test]
     fn defaults_fill_the_trigger_form() {
         let def = json!({ "inputs": { "who": { "type": "string", "default": "world" }, "n": { "default": 3 } } });
-        assert_eq!(default_inputs(&def), "n=3 who=world");
+        assert_eq!(default_inputs(&def), "who=world n=3");
     }
 }

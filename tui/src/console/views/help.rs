@@ -107,7 +107,12 @@ pub fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, d: &Dialog) {
         "y confirm · n/Esc/Enter cancel · Tab move"
     };
     lines.push(Line::styled(hint, t.dim()));
-    let height = lines.len() as u16 + 2;
+    let inner = area.width.min(70).saturating_sub(2).max(1) as usize;
+    let height = lines
+        .iter()
+        .map(|l| l.width().div_ceil(inner).max(1) as u16)
+        .sum::<u16>()
+        + 2;
     let rect = centered(area, 70, height);
     frame.render_widget(Clear, rect);
     frame.render_widget(

@@ -174,7 +174,9 @@ fn draw_usage(frame: &mut Frame, app: &App, area: Rect) {
                 Constraint::Length(7),
             ],
         )
-        .header(Row::new(["USER", "RUN", "QUEUE", "RUNS", "LLM TOKENS", "REFUSED"]).style(t.heading())),
+        .header(
+            Row::new(["USER", "RUN", "QUEUE", "RUNS", "LLM TOKENS", "REFUSED"]).style(t.heading()),
+        ),
         inner,
     );
 }

@@ -91,6 +91,41 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Some(Overlay::Dialog(d)) => help::draw_dialog(frame, app, body, d),
         _ => {}
     }
+    if app.opts.ascii {
+        asciify(frame.buffer_mut());
+    }
+}
+
+/// `--ascii`: every symbol on screen becomes ASCII — borders, bars, arrows
+/// and whatever the data holds — so a terminal without Unicode never shows
+/// mojibake.
+pub fn asciify(buf: &mut ratatui::buffer::Buffer) {
+    for cell in buf.content.iter_mut() {
+        let sym = cell.symbol();
+        if sym.is_ascii() {
+            continue;
+        }
+        let ascii = match sym {
+            "─" | "━" | "═" => "-",
+            "│" | "┃" | "║" => "|",
+            "┌" | "┐" | "└" | "┘" | "├" | "┤" | "┬" | "┴" | "┼" | "╭" | "╮" | "╰" | "╯" => {
+                "+"
+            }
+            "·" | "•" => ".",
+            "…" => "~",
+            "›" | "→" => ">",
+            "‹" | "←" => "<",
+            "↑" => "^",
+            "↓" => "v",
+            "×" => "x",
+            "█" | "▇" => "#",
+            "▆" | "▅" => "=",
+            "▄" | "▃" => "-",
+            "▂" | "▁" => ".",
+            _ => "?",
+        };
+        cell.set_symbol(ascii);
+    }
 }
 
 fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
@@ -237,9 +272,15 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
                 Span::styled("_", t.selected()),
             ])
         }
-        _ => match &app.flash {
-            Some(f) => Line::styled(f.text.clone(), if f.error { t.error() } else { t.ok() }),
-            None => hints(app),
+        _ => match (&app.flash, &app.conn) {
+            (Some(f), _) => Line::styled(f.text.clone(), if f.error { t.error() } else { t.ok() }),
+            // While down, say why (wrong path, permissions, refused handshake) before the keys.
+            (None, Conn::Disconnected { error, .. }) => {
+                let mut spans = vec![Span::styled(format!("{error}  "), t.warn())];
+                spans.extend(hints(app).spans);
+                Line::from(spans)
+            }
+            (None, _) => hints(app),
         },
     };
     frame.render_widget(Paragraph::new(line), area);

@@ -49,7 +49,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             let next = p
                 .next_fire
                 .as_deref()
-                .map(short_time)
+                .map(|t| short_time(app, t))
                 .unwrap_or_else(|| "-".into());
             let last = match (p.last_state, p.last_run) {
                 (Some(s), Some(r)) => {
@@ -124,14 +124,10 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     }
 }
 
-/// `2026-11-22T07:30:00+01:00` → `11-22 07:30`.
-fn short_time(rfc3339: &str) -> String {
-    match rfc3339.parse::<jiff::Zoned>().or_else(|_| {
-        rfc3339
-            .parse::<jiff::Timestamp>()
-            .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC))
-    }) {
-        Ok(z) => z.strftime("%m-%d %H:%M").to_string(),
+/// An RFC 3339 fire time as the console shows times (clock today, date otherwise).
+fn short_time(app: &App, rfc3339: &str) -> String {
+    match rfc3339.parse::<jiff::Timestamp>() {
+        Ok(t) => super::clock(app, t.as_millisecond()),
         Err(_) => rfc3339.chars().take(16).collect(),
     }
 }
