@@ -476,7 +476,7 @@ async fn requests_reminders_and_expiry_are_announced() {
     let p = pipeline(
         "ship",
         &gate(&format!(
-            "    timeout: 1500ms\n    remind_every: 500ms\n    notify: {{ webhook: \"{url}\" }}\n"
+            "    timeout: 3500ms\n    remind_every: 1s\n    notify: {{ webhook: \"{url}\" }}\n"
         )),
     );
     let run = f.submit(&p, json!({ "what": "v3" })).await;
@@ -499,7 +499,8 @@ async fn requests_reminders_and_expiry_are_announced() {
             other => panic!("unexpected notification {other}: {b:#}"),
         }
     }
-    assert!((1..=2).contains(&reminders), "{reminders} reminders");
+    // At 1 s, 2 s and 3 s; a loaded machine may wake too late for the last one.
+    assert!((2..=3).contains(&reminders), "{reminders} reminders");
     assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Failed);
 }
 
@@ -532,4 +533,109 @@ async fn a_failed_notification_never_blocks_the_approval() {
         .await
         .unwrap();
     assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+}
+
+#[tokio::test]
+async fn an_approver_may_still_reject_after_approving() {
+    let f = Fixture::new().await;
+    let p = pipeline("ship", &gate("    min_approvals: 2\n"));
+    let run = f.submit(&p, json!({})).await;
+    let a = pending(&f, run).await;
+    f.engine
+        .decide(a.id, &who("alice"), true, None)
+        .await
+        .unwrap();
+    let no = f
+        .engine
+        .decide(a.id, &who("alice"), false, Some("found a bug".into()))
+        .await
+        .unwrap();
+    assert!(no.decided);
+    assert_eq!(no.approval.state, "rejected");
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Failed);
+    let out = f.store.nodes(run).await.unwrap()[0].output.clone().unwrap();
+    assert_eq!(out["by"], json!(["alice"]), "the rejecter, not the earlier votes");
+}
+
+#[tokio::test]
+async fn an_approval_opens_while_the_active_node_cap_is_full() {
+    let f = Fixture::new().await;
+    let p = pipeline(
+        "ship",
+        "max_active_nodes: 1\nnodes:\n  - id: slow\n    kind: shell\n    run: sleep 30\n  - id: gate\n    kind: approval\n",
+    );
+    let run = f.submit(&p, json!({})).await;
+    let a = eventually(20, "the approval beside the running node", || async {
+        f.store
+            .approvals(true, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.run == run)
+    })
+    .await;
+    let nodes = f.store.nodes(run).await.unwrap();
+    assert_eq!(nodes[0].state, NodeState::Running, "{nodes:#?}");
+    f.engine
+        .decide(a.id, &who("alice"), true, None)
+        .await
+        .unwrap();
+    eventually(20, "the gate to pass while the other node runs", || async {
+        let nodes = f.store.nodes(run).await.unwrap();
+        (nodes[1].state == NodeState::Succeeded).then_some(())
+    })
+    .await;
+    f.engine.cancel(run).await.unwrap();
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Cancelled);
+}
+
+/// A crash after the request was recorded but before the node was marked
+/// waiting: the next driver keeps the recorded request and its deadline.
+#[tokio::test]
+async fn a_request_recorded_before_a_crash_keeps_its_deadline() {
+    use sluice_daemon::store::approvals::NewApproval;
+    let f = Fixture::new().await;
+    let mut events = f.engine.subscribe();
+    let p = pipeline("ship", &gate("    timeout: 1h\n"));
+    let run = sluice_daemon::engine::enqueue(
+        &f.store,
+        &p,
+        None,
+        &serde_json::Map::new(),
+        sluice_shared::run::TriggerInfo::manual(Some("tester".into())),
+    )
+    .await
+    .unwrap();
+    let long_ago = jiff::Timestamp::now().as_millisecond() - 2 * 3_600_000;
+    let id = f
+        .store
+        .open_approval(NewApproval {
+            run,
+            node: "gate".into(),
+            attempt: 1,
+            pipeline: "ship".into(),
+            message: Some("Ship v1?".into()),
+            approvers: Vec::new(),
+            min_approvals: 1,
+            requested_by: Some("tester".into()),
+            allow_self: false,
+            on_timeout: "reject".into(),
+            remind_every: None,
+            requested_at: long_ago,
+            deadline: Some(long_ago + 3_600_000),
+        })
+        .await
+        .unwrap();
+    f.engine.start_committed(run, "ship").unwrap();
+    let record = f.engine.wait(run).await.unwrap();
+    assert_eq!(record.state, RunState::Failed, "the recorded deadline passed an hour ago");
+    let a = f.store.approval(id).await.unwrap().unwrap();
+    assert_eq!(a.state, "expired");
+    assert_eq!(f.store.approvals(false, 10).await.unwrap().len(), 1);
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, Event::ApprovalRequested { .. }),
+            "no second request is announced: {e:?}"
+        );
+    }
 }

@@ -459,6 +459,36 @@ fn check_kind(c: &mut Checker<'_>, base: &DocPath, node: &Node) {
                     );
                 }
             }
+            let users = a
+                .approvers
+                .iter()
+                .filter(|w| !w.starts_with('@'))
+                .collect::<std::collections::BTreeSet<_>>();
+            if a.approvers.iter().all(|w| !w.starts_with('@'))
+                && !a.approvers.is_empty()
+                && a.min_approvals as usize > users.len()
+            {
+                c.error(
+                    &base.key("min_approvals"),
+                    true,
+                    format!(
+                        "min_approvals is {} but only {} approver(s) are listed, so it can never be met",
+                        a.min_approvals,
+                        users.len()
+                    ),
+                    Some("list more approvers, add a @group, or lower min_approvals".into()),
+                );
+            }
+            if let Some(every) = a.remind_every
+                && every.std() < std::time::Duration::from_secs(1)
+            {
+                c.error(
+                    &base.key("remind_every"),
+                    true,
+                    format!("remind_every is {every}; reminders need at least 1s between them"),
+                    Some("people need minutes, not milliseconds: try 30m".into()),
+                );
+            }
             if a.remind_every.is_some() && a.notify.is_none() {
                 c.warn(
                     &base.key("remind_every"),

@@ -275,6 +275,20 @@ const EXPECTED: &[Expect] = &[
         None,
     ),
     e(
+        "approval_unreachable.yaml",
+        5,
+        5,
+        "min_approvals is 3 but only 2 approver(s) are listed, so it can never be met",
+        Some("list more approvers, add a @group, or lower min_approvals"),
+    ),
+    e(
+        "approval_remind_too_often.yaml",
+        4,
+        5,
+        "remind_every is 10ms; reminders need at least 1s between them",
+        Some("people need minutes, not milliseconds: try 30m"),
+    ),
+    e(
         "webhook_no_secret.yaml",
         2,
         5,

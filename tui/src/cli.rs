@@ -97,7 +97,7 @@ pub enum Command {
         /// Approval id.
         id: i64,
         /// Why.
-        #[arg(short = 'm', long = "message")]
+        #[arg(short = 'm', long = "message", alias = "reason")]
         reason: Option<String>,
     },
     /// Reject a pending approval (a reason is required).
@@ -105,7 +105,7 @@ pub enum Command {
         /// Approval id.
         id: i64,
         /// Why.
-        #[arg(short = 'm', long = "message", required = true)]
+        #[arg(short = 'm', long = "message", alias = "reason", required = true)]
         reason: String,
     },
     /// Let triggers start a pipeline again.

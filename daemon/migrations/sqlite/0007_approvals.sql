@@ -5,4 +5,3 @@ ALTER TABLE approvals ADD COLUMN requested_by TEXT;
 ALTER TABLE approvals ADD COLUMN allow_self INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE approvals ADD COLUMN on_timeout TEXT NOT NULL DEFAULT 'reject';
 ALTER TABLE approvals ADD COLUMN remind_every INTEGER;
-CREATE INDEX approvals_run ON approvals (run_id);

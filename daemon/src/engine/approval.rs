@@ -148,20 +148,28 @@ impl Engine {
 impl Inner {
     /// Makes the run look at its approval node now.
     pub(crate) fn recheck(self: &std::sync::Arc<Self>, run: RunId, node: &str) {
-        if let Some(tx) = self.spawn_driver(run, false) {
-            let _ = tx.send(Command::Recheck(node.to_owned()));
+        // A driver that is just leaving drops the nudge; the next one starts
+        // fresh and looks at every waiting approval anyway.
+        for _ in 0..2 {
+            match self.spawn_driver(run, false) {
+                Some(tx) if tx.send(Command::Recheck(node.to_owned())).is_err() => {}
+                _ => return,
+            }
         }
     }
 }
 
-/// The node's output once decided.
+/// The node's output once decided: `by` names who decided it (nobody for an expiry).
 fn output(a: &ApprovalInfo, decision: &str) -> Value {
+    let by: Vec<String> = match (a.state.as_str(), decision) {
+        ("expired", _) => Vec::new(),
+        (_, "rejected") => a.decided_by.iter().cloned().collect(),
+        _ => a.votes.iter().map(|v| v.user.clone()).collect(),
+    };
     json!({
         "approval": a.id,
         "decision": decision,
-        "by": a.votes.iter().map(|v| v.user.clone()).chain(
-            (decision == "rejected").then(|| a.decided_by.clone()).flatten()
-        ).collect::<Vec<_>>(),
+        "by": by,
         "reason": a.reason,
         "at": a.decided_at.map(when),
     })
@@ -187,7 +195,7 @@ fn next_wake(
 ) -> Option<i64> {
     let reminder = remind.filter(|&r| r > 0).map(|r| {
         let k = (now - requested_at).max(0) / r + 1;
-        requested_at + k * r
+        requested_at.saturating_add(k.saturating_mul(r))
     });
     match (reminder, deadline) {
         (Some(r), Some(d)) => Some(r.min(d)),
@@ -211,23 +219,50 @@ pub(super) struct Opening<'a> {
     pub timeout: Option<sluice_shared::Duration>,
 }
 
-/// Records a request and notes it on the node's log. Returns the approval id
-/// and what to do next.
+/// What opening an approval did.
+pub(super) struct Opened {
+    /// The approval id (0 when the request could not be made).
+    pub id: i64,
+    /// Its deadline.
+    pub deadline: Option<i64>,
+    /// It was already recorded (a crash came between recording and waiting).
+    pub existed: bool,
+    /// What the node does next.
+    pub step: Step,
+}
+
+/// Records a request and notes it on the node's log; a request already
+/// recorded for the attempt is kept as it is, deadline included.
 pub(super) async fn open(
     inner: &Inner,
     o: &Opening<'_>,
     node: &ApprovalNode,
     template: &nodes::NodeContext,
-) -> Result<(i64, Step), EngineError> {
+) -> Result<Opened, EngineError> {
     let now = now_ms();
+    if let Some((a, t)) = inner.store.approval_of(o.run, o.node_id, o.attempt).await? {
+        return Ok(Opened {
+            id: a.id,
+            deadline: a.deadline,
+            existed: true,
+            step: Step::Wait(next_wake(a.requested_at, a.deadline, t.remind_every, now)),
+        });
+    }
     let message = match &node.message {
         Some(m) => match nodes::render(template, "message", m, Escape::Text) {
             Ok(m) => Some(m),
-            Err(e) => return Ok((0, Step::Done(Err(e)))),
+            Err(e) => {
+                return Ok(Opened {
+                    id: 0,
+                    deadline: None,
+                    existed: false,
+                    step: Step::Done(Err(e)),
+                });
+            }
         },
         None => None,
     };
-    let deadline = o.timeout.map(|t| now + ms(t));
+    let deadline = o.timeout.map(|t| now.saturating_add(ms(t)));
     let remind = node.remind_every.map(ms);
     let id = inner
         .store
@@ -256,11 +291,16 @@ pub(super) async fn open(
     template
         .log
         .note(&format!(
-            "waiting for approval #{id} by {who}{until}; decide with `sluice approve {id}` or `sluice reject {id} --reason ...`"
+            "waiting for approval #{id} by {who}{until}; decide with `sluice approve {id}` or `sluice reject {id} -m REASON`"
         ))
         .await;
     let wake = next_wake(now, deadline, remind, now);
-    Ok((id, Step::Wait(wake)))
+    Ok(Opened {
+        id,
+        deadline,
+        existed: false,
+        step: Step::Wait(wake),
+    })
 }
 
 fn on_timeout_name(t: OnTimeout) -> &'static str {

@@ -389,7 +389,7 @@ impl Run {
                 let policy = self.version.pipeline.retry_for(self.node(i));
                 if e.retryable && attempt < policy.attempts {
                     let wait = backoff::delay(&policy, attempt + 1, e.retry_after);
-                    let wake = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                    let wake = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2));
                     let note = format!(
                         "attempt {attempt} failed: {message}; retrying in {} (attempt {} of {})",
                         sluice_shared::Duration(std::time::Duration::from_millis(
@@ -455,24 +455,27 @@ impl Run {
                 attempt,
                 timeout: self.node(i).timeout,
             };
-            let (id, step) = approval::open(inner, &opening, a, &ctx).await?;
+            let opened = approval::open(inner, &opening, a, &ctx).await?;
             self.attempt_start(i, attempt);
-            return Ok(match step {
+            return Ok(match opened.step {
                 Step::Wait(wake) => {
+                    self.set(i, approval::waiting(attempt, wake, true));
+                    if opened.existed {
+                        // Opened before a crash: look at what it holds now.
+                        self.nodes[i].recheck = true;
+                        return Ok(true);
+                    }
                     if a.notify.is_some()
-                        && let Some(info) = inner.store.approval(id).await?
+                        && let Some(info) = inner.store.approval(opened.id).await?
                     {
                         approval::announce(inner, a, &ctx, &info, ApprovalEvent::Requested);
                     }
-                    self.set(i, approval::waiting(attempt, wake, true));
                     self.events.push(Event::ApprovalRequested {
-                        approval: id,
+                        approval: opened.id,
                         run: self.id,
                         node: node_id,
                         pipeline: self.record.pipeline.clone(),
-                        deadline: self.node(i).timeout.map(|t| {
-                            now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 4)
-                        }),
+                        deadline: opened.deadline,
                     });
                     false
                 }
@@ -893,15 +896,16 @@ async fn drive_inner(
                 let ready = run.ready(inner, now_ms());
                 let mut progressed = false;
                 for i in ready {
-                    if running.len() + to_spawn.len() >= max_active {
-                        break;
-                    }
-                    let attempt = run.nodes[i].attempts + 1;
                     let node = run.node(i).clone();
+                    // Approvals need no worker and no active-node slot.
                     if let NodeKind::Approval(a) = &node.kind {
                         progressed |= run.approval_step(inner, i, a).await?;
                         continue;
                     }
+                    if running.len() + to_spawn.len() >= max_active {
+                        continue;
+                    }
+                    let attempt = run.nodes[i].attempts + 1;
                     if nodes::is_instant(&node.kind) {
                         let ctx = run.node_context(inner, i, attempt, kill.child_token());
                         run.set(

@@ -239,9 +239,6 @@ pub async fn enqueue(
     let version_id = store.save_version(pipeline, source).await?;
     // The run's time limit starts when it starts running, not while it waits in the queue.
     let deadline: Option<i64> = None;
-    let _ = pipeline
-        .timeout
-        .map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
     let run = store
         .create_run(NewRun {
             pipeline: pipeline.name.clone(),
@@ -442,11 +439,8 @@ impl Engine {
                 .map(|n| (n.node_id, n.output.unwrap_or(Value::Null)))
                 .collect(),
         };
+        // The run's time limit starts when it starts running.
         let deadline: Option<i64> = None;
-        let _ = version
-            .pipeline
-            .timeout
-            .map(|t| now_ms() + i64::try_from(t.std().as_millis()).unwrap_or(i64::MAX / 2));
         let trigger = TriggerInfo {
             kind: TriggerKind::Retry,
             user: user.or(record.trigger.user.clone()),

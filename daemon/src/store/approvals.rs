@@ -190,9 +190,12 @@ impl Store {
     /// `None` when the vote lost (the caller reads the row to say why).
     pub async fn vote(&self, v: Vote) -> Result<Option<String>, StoreError> {
         let reason = v.reason.map_or(SqlArg::Null, SqlArg::Text);
-        let guard = "WHERE id = ? AND state = 'pending' AND (deadline IS NULL OR deadline > ?) \
-                     AND NOT EXISTS (SELECT 1 FROM json_each(approvals.votes) \
-                     WHERE json_extract(value, '$.user') = ?) RETURNING 1";
+        let open = "WHERE id = ? AND state = 'pending' AND (deadline IS NULL OR deadline > ?)";
+        // One vote per user; anyone allowed may still reject (an approver changing their mind too).
+        let guard = format!(
+            "{open} AND NOT EXISTS (SELECT 1 FROM json_each(approvals.votes) \
+             WHERE json_extract(value, '$.user') = ?) RETURNING 1"
+        );
         let (sql, args) = if v.approve {
             (
                 format!(
@@ -226,15 +229,14 @@ impl Store {
             (
                 format!(
                     "UPDATE approvals SET state = 'rejected', decision = 'rejected', \
-                     decided_by = ?, decided_at = ?, reason = ? {guard}"
+                     decided_by = ?, decided_at = ?, reason = ? {open} RETURNING 1"
                 ),
                 vec![
-                    SqlArg::Text(v.user.clone()),
+                    SqlArg::Text(v.user),
                     SqlArg::Int(v.at),
                     reason,
                     SqlArg::Int(v.id),
                     SqlArg::Int(v.at),
-                    SqlArg::Text(v.user),
                 ],
             )
         };

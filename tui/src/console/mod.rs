@@ -203,6 +203,11 @@ pub async fn run(opts: ConsoleOptions) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let tmux = std::env::var_os("TMUX").is_some();
+    // A dropped SSH session (SIGHUP) or a kill (SIGTERM) ends the console like
+    // `q` does, so whoever started it (`sluice demo`) can clean up after it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
 
     'outer: loop {
         terminal.draw(|f| views::draw(f, &app))?;
@@ -220,6 +225,8 @@ pub async fn run(opts: ConsoleOptions) -> anyhow::Result<()> {
                 None => break,
             },
             _ = tick.tick() => Msg::Tick(jiff::Timestamp::now().as_millisecond()),
+            _ = hangup.recv() => break,
+            _ = terminate.recv() => break,
         };
         // Take whatever else is already queued before drawing again, so a burst
         // of events costs one frame, not one frame each.

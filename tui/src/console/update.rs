@@ -481,7 +481,11 @@ fn failed(app: &mut App, tag: Tag, e: CallError) -> Vec<Effect> {
         Tag::Detail(id) if e.code == Some(-32001) => {
             flash(app, e.message, true);
             // Nothing to show: go back to where the operator came from.
-            if app.detail.as_ref().is_some_and(|d| d.id == id && d.run.is_none()) {
+            if app
+                .detail
+                .as_ref()
+                .is_some_and(|d| d.id == id && d.run.is_none())
+            {
                 app.detail = None;
                 app.view = app.back.pop().unwrap_or(View::Runs);
             }
