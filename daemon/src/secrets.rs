@@ -189,6 +189,13 @@ impl Redactor {
         Self { values }
     }
 
+    /// The length in bytes of the longest value masked (0 when none): text
+    /// written in pieces must keep this many bytes less one together to never
+    /// split a value.
+    pub fn longest(&self) -> usize {
+        self.values.first().map_or(0, String::len)
+    }
+
     /// `text` with every secret value masked.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);

@@ -554,7 +554,11 @@ async fn an_approver_may_still_reject_after_approving() {
     assert_eq!(no.approval.state, "rejected");
     assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Failed);
     let out = f.store.nodes(run).await.unwrap()[0].output.clone().unwrap();
-    assert_eq!(out["by"], json!(["alice"]), "the rejecter, not the earlier votes");
+    assert_eq!(
+        out["by"],
+        json!(["alice"]),
+        "the rejecter, not the earlier votes"
+    );
 }
 
 #[tokio::test]
@@ -628,7 +632,11 @@ async fn a_request_recorded_before_a_crash_keeps_its_deadline() {
         .unwrap();
     f.engine.start_committed(run, "ship").unwrap();
     let record = f.engine.wait(run).await.unwrap();
-    assert_eq!(record.state, RunState::Failed, "the recorded deadline passed an hour ago");
+    assert_eq!(
+        record.state,
+        RunState::Failed,
+        "the recorded deadline passed an hour ago"
+    );
     let a = f.store.approval(id).await.unwrap().unwrap();
     assert_eq!(a.state, "expired");
     assert_eq!(f.store.approvals(false, 10).await.unwrap().len(), 1);
@@ -637,5 +645,31 @@ async fn a_request_recorded_before_a_crash_keeps_its_deadline() {
             !matches!(e, Event::ApprovalRequested { .. }),
             "no second request is announced: {e:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_approval_holds_no_concurrency_slot() {
+    let f = Fixture::new().await;
+    let p = pipeline(
+        "ship",
+        &format!(
+            "concurrency: {{ max_runs: 1, on_overlap: queue }}\n{}",
+            gate("")
+        ),
+    );
+    let first = f.submit(&p, json!({})).await;
+    let a1 = pending(&f, first).await;
+    // The first run waits on a person; the second is not queued behind it.
+    let second = f.submit(&p, json!({})).await;
+    let a2 = pending(&f, second).await;
+    for a in [a1, a2] {
+        f.engine
+            .decide(a.id, &who("alice"), true, None)
+            .await
+            .unwrap();
+    }
+    for run in [first, second] {
+        assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
     }
 }

@@ -69,7 +69,9 @@ fn engine_err(e: EngineError) -> RpcError {
             RpcError::new(ErrorCode::NotFound, format!("run {run} not found"))
         }
         EngineError::Conflict(m) => RpcError::new(ErrorCode::Conflict, m),
-        EngineError::Missing(what) => RpcError::new(ErrorCode::NotFound, format!("{what} not found")),
+        EngineError::Missing(what) => {
+            RpcError::new(ErrorCode::NotFound, format!("{what} not found"))
+        }
         EngineError::Denied(m) => RpcError::new(ErrorCode::PermissionDenied, m),
         EngineError::Store(s) => store_err(s),
         other => RpcError::new(ErrorCode::Internal, other.to_string()),

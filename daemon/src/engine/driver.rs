@@ -389,7 +389,8 @@ impl Run {
                 let policy = self.version.pipeline.retry_for(self.node(i));
                 if e.retryable && attempt < policy.attempts {
                     let wait = backoff::delay(&policy, attempt + 1, e.retry_after);
-                    let wake = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2));
+                    let wake =
+                        now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2));
                     let note = format!(
                         "attempt {attempt} failed: {message}; retrying in {} (attempt {} of {})",
                         sluice_shared::Duration(std::time::Duration::from_millis(

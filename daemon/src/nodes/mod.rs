@@ -139,12 +139,10 @@ pub async fn execute(kind: &NodeKind, ctx: &NodeContext) -> Result<Outcome, Node
         NodeKind::Plugin(n) => n.execute(ctx).await,
         NodeKind::Llm(n) => n.execute(ctx).await,
         NodeKind::Notify(n) => n.execute(ctx).await,
-        NodeKind::Approval(_) => {
-            Err(NodeError::fatal(format!(
-                "'{}' nodes are not supported by this version of sluiced",
-                kind.name()
-            )))
-        }
+        NodeKind::Approval(_) => Err(NodeError::fatal(format!(
+            "'{}' nodes are not supported by this version of sluiced",
+            kind.name()
+        ))),
     }
 }
 

@@ -642,43 +642,74 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Streamed text cut into log lines: whole lines as they complete, so the
-/// console shows the reply growing line by line (and secrets split across
-/// tokens are still whole when the log redacts them).
+/// console shows the reply growing line by line.
+///
+/// The log redacts each line on its own, so a secret value must never be
+/// split across two lines. Completed text is redacted as a whole before it is
+/// split at its newlines, and a line longer than [`SOFT_LINE_BYTES`] is
+/// written in parts cut from its redacted text. An unfinished line keeps its
+/// last (longest secret − 1) bytes back until more text or the end of the
+/// stream arrives: a value not yet complete can only start there.
 #[derive(Default)]
 struct LineBuffer {
+    /// The unfinished line (never holds a newline between calls).
     partial: String,
 }
 
 impl LineBuffer {
     async fn push(&mut self, text: &str, ctx: &NodeContext) {
+        let before = self.partial.len();
         self.partial.push_str(text);
-        while let Some(end) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=end).collect();
-            ctx.log
-                .line("stdout", line.trim_end_matches(['\n', '\r']))
-                .await;
-        }
-        while self.partial.len() > SOFT_LINE_BYTES {
-            // A long paragraph: write its first part, up to a space where there is one.
-            let mut limit = SOFT_LINE_BYTES;
-            while !self.partial.is_char_boundary(limit) {
-                limit -= 1;
+        if let Some(last) = text.rfind('\n') {
+            let rest = self.partial.split_off(before + last + 1);
+            let done = std::mem::replace(&mut self.partial, rest);
+            let done = done.strip_suffix('\n').unwrap_or(&done);
+            let done = ctx.redactor.redact(done).into_owned();
+            for line in done.split('\n') {
+                write_parts(line.trim_end_matches('\r'), None, ctx).await;
             }
-            let cut = self.partial[..limit]
-                .rfind(' ')
-                .filter(|&i| i > 0)
-                .map_or(limit, |i| i + 1);
-            let head: String = self.partial.drain(..cut).collect();
-            ctx.log.line("stdout", head.trim_end()).await;
+        }
+        let hold = ctx.redactor.longest().saturating_sub(1);
+        if self.partial.len() > SOFT_LINE_BYTES.saturating_add(hold) {
+            let redacted = ctx.redactor.redact(&self.partial).into_owned();
+            let written = write_parts(&redacted, Some(hold), ctx).await;
+            self.partial = redacted[written..].to_owned();
         }
     }
 
     async fn flush(&mut self, ctx: &NodeContext) {
         if !self.partial.is_empty() {
             let rest = std::mem::take(&mut self.partial);
-            ctx.log.line("stdout", &rest).await;
+            let rest = ctx.redactor.redact(&rest).into_owned();
+            write_parts(rest.trim_end_matches('\r'), None, ctx).await;
         }
     }
+}
+
+/// Writes redacted `text` as lines of at most [`SOFT_LINE_BYTES`], cut after
+/// a space where there is one, and returns how many bytes were written: all
+/// of a finished line (`hold` is `None`); of an unfinished one, parts only
+/// while more than `SOFT_LINE_BYTES + hold` bytes are left.
+async fn write_parts(text: &str, hold: Option<usize>, ctx: &NodeContext) -> usize {
+    let mut at = 0;
+    while text.len() - at > SOFT_LINE_BYTES.saturating_add(hold.unwrap_or(0)) {
+        let rest = &text[at..];
+        let mut limit = SOFT_LINE_BYTES;
+        while !rest.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        let cut = rest[..limit]
+            .rfind(' ')
+            .filter(|&i| i > 0)
+            .map_or(limit, |i| i + 1);
+        ctx.log.line("stdout", rest[..cut].trim_end()).await;
+        at += cut;
+    }
+    if hold.is_none() {
+        ctx.log.line("stdout", &text[at..]).await;
+        at = text.len();
+    }
+    at
 }
 
 #[cfg(test)]

@@ -215,6 +215,59 @@ async fn streamed_text_is_logged_line_by_line() {
     );
 }
 
+#[tokio::test]
+async fn a_secret_is_never_split_across_log_lines() {
+    let secret = "SECRET-VALUE-0123456789";
+    let (ctx, mut rx) = context(json!({}), &[("key", secret), ("other", "shorter")]);
+    for lead in (SOFT_LINE_BYTES - 30)..=SOFT_LINE_BYTES {
+        for (step, filler) in [(1, 'x'), (3, 'x'), (7, ' '), (64, 'x'), (4096, 'x')] {
+            let head = filler.to_string().repeat(lead);
+            let text = format!("{head}{secret}{}", "y".repeat(1500));
+            let mut lines = LineBuffer::default();
+            let bytes = text.as_bytes();
+            for piece in bytes.chunks(step) {
+                lines.push(std::str::from_utf8(piece).unwrap(), &ctx).await;
+            }
+            lines.flush(&ctx).await;
+            let written = lines_of(&mut rx, "stdout");
+            assert!(written.len() > 1, "the line was cut");
+            for line in &written {
+                assert!(line.len() <= SOFT_LINE_BYTES, "{}", line.len());
+                for n in 4..secret.len() {
+                    // Neither half of the value may appear at a cut.
+                    assert!(
+                        !line.ends_with(&secret[..n]) && !line.starts_with(&secret[n..]),
+                        "lead {lead}, step {step}: {line:?}"
+                    );
+                }
+            }
+            if filler == 'x' {
+                // Without spaces nothing is trimmed at the cuts.
+                assert_eq!(
+                    written.concat(),
+                    format!("{head}***{}", "y".repeat(1500)),
+                    "lead {lead}, step {step}"
+                );
+            } else {
+                assert!(written.iter().any(|l| l.contains("***")));
+            }
+            assert!(!written.concat().contains(secret));
+        }
+    }
+    // Completed lines are redacted whole, and a value at the very end is still
+    // masked when the stream ends.
+    let mut lines = LineBuffer::default();
+    let long = "z".repeat(2 * SOFT_LINE_BYTES - 5);
+    lines.push(&format!("{long}{}", &secret[..9]), &ctx).await;
+    lines
+        .push(&format!("{}\nend {}", &secret[9..], &secret[..3]), &ctx)
+        .await;
+    lines.push(&secret[3..], &ctx).await;
+    lines.flush(&ctx).await;
+    let written = lines_of(&mut rx, "stdout");
+    assert_eq!(written.concat(), format!("{long}***end ***"));
+}
+
 #[test]
 fn fences_are_stripped_and_usage_is_read_back() {
     assert_eq!(strip_fence("```json\n{\"a\":1}\n```"), "{\"a\":1}");
