@@ -573,11 +573,12 @@ async fn a_node_without_a_free_worker_stays_pending_until_one_frees() {
         (f.engine.active_runs() == 2).then_some(())
     })
     .await;
+    // Admitted (it holds its concurrency slot), but nothing of it has started.
+    eventually(10, "the second run to be admitted", || async {
+        (f.store.run(second).await.unwrap().unwrap().state == RunState::Running).then_some(())
+    })
+    .await;
     f.store.flush().await.unwrap();
-    assert_eq!(
-        f.store.run(second).await.unwrap().unwrap().state,
-        RunState::Queued
-    );
     let nodes = f.store.nodes(second).await.unwrap();
     assert_eq!(nodes[0].state, NodeState::Pending);
     assert_eq!(nodes[0].attempts, 0);

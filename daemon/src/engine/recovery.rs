@@ -18,22 +18,32 @@ const MAX_INTERRUPTIONS: usize = 3;
 pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
     let runs = inner.store.unfinished_runs().await?;
     let count = runs.len();
+    // Running runs hold their slots before any queued run's driver can ask for
+    // one: drivers start concurrently, and a queued run must not slip in ahead.
+    for run in runs.iter().filter(|r| r.state == RunState::Running) {
+        inner.admission.hold(run);
+    }
     for run in runs {
         let version = match inner.version(run.version_id).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(run = %run.id, error = %e, "cannot load the run's pipeline version");
+                inner.admission.release(run.id);
+                let now = jiff::Timestamp::now().as_millisecond();
                 inner
                     .store
-                    .apply(vec![Change::Run(
-                        run.id,
-                        RunChange {
-                            state: Some(RunState::Failed),
-                            finished_at: Some(jiff::Timestamp::now().as_millisecond()),
-                            error: Some(Some(format!("cannot load pipeline version: {e}"))),
-                            ..Default::default()
-                        },
-                    )])
+                    .apply(vec![
+                        Change::Run(
+                            run.id,
+                            RunChange {
+                                state: Some(RunState::Failed),
+                                finished_at: Some(now),
+                                error: Some(Some(format!("cannot load pipeline version: {e}"))),
+                                ..Default::default()
+                            },
+                        ),
+                        Change::Sql(vec![crate::store::Store::cancel_approvals_sql(run.id, now)]),
+                    ])
                     .await?;
                 continue;
             }

@@ -43,40 +43,61 @@ pub struct LlmUsageRow {
     pub estimated_requests: i64,
 }
 
+/// Most tokens one attempt is charged: a provider reporting more is wrong,
+/// and counts this large could overflow SQLite's integer sums (which then
+/// turn into floating point).
+pub const MAX_CHARGED: u64 = 1_000_000_000_000;
+
+/// Where a stored sum stops growing: far above any cap, far below `i64::MAX`.
+pub const MAX_TOTAL: i64 = 1_000_000_000_000_000;
+
 fn int(n: u64) -> SqlArg {
-    SqlArg::Int(i64::try_from(n).unwrap_or(i64::MAX))
+    SqlArg::Int(i64::try_from(n.min(MAX_CHARGED)).unwrap_or(i64::MAX))
+}
+
+/// `column` plus its `excluded` value, kept an integer below [`MAX_TOTAL`]
+/// (a row written before the bound may hold a float: it is read as an integer).
+fn bounded_sum(column: &str) -> String {
+    format!("MIN(CAST({column} AS INTEGER) + excluded.{column}, {MAX_TOTAL})")
 }
 
 impl LlmCharge {
     /// The change that records this charge, to commit with the attempt's end.
     pub fn into_change(self) -> Change {
-        let total = self.tokens_in.saturating_add(self.tokens_out);
+        let tokens_in = self.tokens_in.min(MAX_CHARGED);
+        let tokens_out = self.tokens_out.min(MAX_CHARGED);
+        let total = tokens_in + tokens_out;
         Change::Sql(vec![
             (
-                "INSERT INTO usage (user, day, llm_tokens) VALUES (?, ?, ?)
-                 ON CONFLICT (user, day) DO UPDATE SET llm_tokens = llm_tokens + excluded.llm_tokens"
-                    .to_owned(),
+                format!(
+                    "INSERT INTO usage (user, day, llm_tokens) VALUES (?, ?, ?)
+                     ON CONFLICT (user, day) DO UPDATE SET llm_tokens = {}",
+                    bounded_sum("llm_tokens")
+                ),
                 vec![
                     SqlArg::Text(self.user.clone()),
                     SqlArg::Text(self.day.clone()),
-                    int(total),
+                    SqlArg::Int(i64::try_from(total).unwrap_or(MAX_TOTAL)),
                 ],
             ),
             (
-                "INSERT INTO llm_usage (user, pipeline, day, tokens_in, tokens_out, requests, estimated_requests)
-                 VALUES (?, ?, ?, ?, ?, 1, ?)
-                 ON CONFLICT (user, pipeline, day) DO UPDATE SET
-                    tokens_in = tokens_in + excluded.tokens_in,
-                    tokens_out = tokens_out + excluded.tokens_out,
-                    requests = requests + 1,
-                    estimated_requests = estimated_requests + excluded.estimated_requests"
-                    .to_owned(),
+                format!(
+                    "INSERT INTO llm_usage (user, pipeline, day, tokens_in, tokens_out, requests, estimated_requests)
+                     VALUES (?, ?, ?, ?, ?, 1, ?)
+                     ON CONFLICT (user, pipeline, day) DO UPDATE SET
+                        tokens_in = {},
+                        tokens_out = {},
+                        requests = requests + 1,
+                        estimated_requests = estimated_requests + excluded.estimated_requests",
+                    bounded_sum("tokens_in"),
+                    bounded_sum("tokens_out")
+                ),
                 vec![
                     SqlArg::Text(self.user),
                     SqlArg::Text(self.pipeline),
                     SqlArg::Text(self.day),
-                    int(self.tokens_in),
-                    int(self.tokens_out),
+                    int(tokens_in),
+                    int(tokens_out),
                     SqlArg::Int(i64::from(self.estimated)),
                 ],
             ),
@@ -92,11 +113,16 @@ impl Store {
 
     /// Per-user, per-pipeline usage of days on or after `day` (`YYYY-MM-DD`).
     pub async fn llm_usage_since(&self, day: &str) -> Result<Vec<LlmUsageRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM llm_usage WHERE day >= ? ORDER BY day, user, pipeline")
-                .bind(day)
-                .fetch_all(self.reads())
-                .await?;
+        let rows = sqlx::query(
+            "SELECT user, pipeline, day,
+                        CAST(tokens_in AS INTEGER) AS tokens_in,
+                        CAST(tokens_out AS INTEGER) AS tokens_out,
+                        requests, estimated_requests
+                 FROM llm_usage WHERE day >= ? ORDER BY day, user, pipeline",
+        )
+        .bind(day)
+        .fetch_all(self.reads())
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(LlmUsageRow {
@@ -160,5 +186,76 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(total, 118);
+    }
+
+    #[tokio::test]
+    async fn absurd_counts_are_bounded_and_old_float_sums_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Durability::Normal)
+            .await
+            .unwrap();
+        let charge = |user: &str| LlmCharge {
+            user: user.into(),
+            day: "2026-11-22".into(),
+            pipeline: "p".into(),
+            tokens_in: u64::MAX,
+            tokens_out: u64::MAX / 2,
+            estimated: false,
+        };
+        for _ in 0..3 {
+            store.add_llm_usage(charge("alice")).await.unwrap();
+        }
+        let usage = store.usage("alice", "2026-11-22").await.unwrap();
+        assert_eq!(usage.llm_tokens, 6 * MAX_CHARGED as i64);
+        let rows = store.llm_usage_since("2026-11-22").await.unwrap();
+        assert_eq!(
+            (rows[0].tokens_in, rows[0].tokens_out, rows[0].requests),
+            (3 * MAX_CHARGED as i64, 3 * MAX_CHARGED as i64, 3)
+        );
+        // Sums stop at MAX_TOTAL; a float left by an overflow before this
+        // bound existed reads as an integer and adds up again.
+        store
+            .exec(vec![
+                (
+                    "UPDATE usage SET llm_tokens = 9.3e18 WHERE user = 'alice'".to_owned(),
+                    vec![],
+                ),
+                (
+                    "UPDATE llm_usage SET tokens_in = 9.3e18, tokens_out = ? WHERE user = 'alice'"
+                        .to_owned(),
+                    vec![SqlArg::Int(MAX_TOTAL - 1)],
+                ),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.usage("alice", "2026-11-22").await.unwrap().llm_tokens,
+            i64::MAX
+        );
+        assert_eq!(
+            store.usage_since("2026-11-22").await.unwrap()[0].llm_tokens,
+            i64::MAX
+        );
+        assert_eq!(
+            store.llm_usage_since("2026-11-22").await.unwrap()[0].tokens_in,
+            i64::MAX
+        );
+        store.add_llm_usage(charge("alice")).await.unwrap();
+        assert_eq!(
+            store.usage("alice", "2026-11-22").await.unwrap().llm_tokens,
+            MAX_TOTAL
+        );
+        let rows = store.llm_usage_since("2026-11-22").await.unwrap();
+        assert_eq!(
+            (rows[0].tokens_in, rows[0].tokens_out),
+            (MAX_TOTAL, MAX_TOTAL)
+        );
+        let kinds: (String, String) = sqlx::query_as(
+            "SELECT typeof(u.llm_tokens), typeof(l.tokens_in) FROM usage u, llm_usage l",
+        )
+        .fetch_one(store.reads())
+        .await
+        .unwrap();
+        assert_eq!(kinds, ("integer".to_owned(), "integer".to_owned()));
     }
 }

@@ -127,12 +127,14 @@ impl Store {
 
     /// `user`'s counters for `day` (zero when nothing was counted).
     pub async fn usage(&self, user: &str, day: &str) -> Result<UsageRow, StoreError> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT runs, llm_tokens FROM usage WHERE user = ? AND day = ?")
-                .bind(user)
-                .bind(day)
-                .fetch_optional(self.reads())
-                .await?;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            // An old sum may have overflowed into a float: read it as an integer.
+            "SELECT runs, CAST(llm_tokens AS INTEGER) FROM usage WHERE user = ? AND day = ?",
+        )
+        .bind(user)
+        .bind(day)
+        .fetch_optional(self.reads())
+        .await?;
         let (runs, llm_tokens) = row.unwrap_or((0, 0));
         Ok(UsageRow {
             user: user.to_owned(),
@@ -145,7 +147,7 @@ impl Store {
     /// Every counter of a day on or after `day` (`YYYY-MM-DD` sorts as text).
     pub async fn usage_since(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user, day, runs, llm_tokens FROM usage WHERE day >= ? ORDER BY user, day",
+            "SELECT user, day, runs, CAST(llm_tokens AS INTEGER) AS llm_tokens FROM usage WHERE day >= ? ORDER BY user, day",
         )
         .bind(day)
         .fetch_all(self.reads())

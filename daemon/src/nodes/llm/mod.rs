@@ -347,20 +347,14 @@ async fn finish(
         if let Some(schema) = &node.schema {
             let problems = schema::mismatches(schema, &parsed);
             if !problems.is_empty() {
-                let shown: Vec<&str> = problems
-                    .iter()
-                    .take(schema::MAX_REPORTED)
-                    .map(String::as_str)
-                    .collect();
-                let more = problems.len().saturating_sub(shown.len());
-                let more = if more > 0 {
-                    format!(" (and {more} more)")
+                let more = if problems.more > 0 {
+                    format!(" (and {} more)", problems.more)
                 } else {
                     String::new()
                 };
                 return Err(NodeError::retryable(format!(
                     "the reply does not match `schema`: {}{more}",
-                    ctx.redactor.redact(&shown.join("; "))
+                    ctx.redactor.redact(&problems.listed.join("; "))
                 ))
                 .with_output(output));
             }

@@ -7,6 +7,8 @@
 //! (draft 2020-12 semantics) and refuses any other keyword up front, so a
 //! schema is never checked only in part without anyone knowing.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 /// Keywords that only describe and never constrain.
@@ -151,12 +153,63 @@ fn check_at(schema: &Value, at: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What [`mismatches`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mismatches {
+    /// The first [`MAX_REPORTED`], each as "<JSON pointer>: <what is wrong>".
+    pub listed: Vec<String>,
+    /// How many more there are.
+    pub more: usize,
+}
+
+impl Mismatches {
+    /// Whether the value matches.
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty() && self.more == 0
+    }
+}
+
+/// Where a walk puts what it finds: the first `limit` messages, a count of
+/// the rest; a probe (limit 0) stops the walk at the first.
+struct Found {
+    listed: Vec<String>,
+    more: usize,
+    limit: usize,
+}
+
+impl Found {
+    fn new(limit: usize) -> Self {
+        Self {
+            listed: Vec::new(),
+            more: 0,
+            limit,
+        }
+    }
+
+    /// Records a mismatch at `place`; the message is only made when it is kept.
+    fn add(&mut self, place: &str, message: impl FnOnce() -> String) {
+        if self.listed.len() < self.limit {
+            self.listed.push(format!("{place}: {}", message()));
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Whether a probe has its answer (nothing more is worth walking).
+    fn settled(&self) -> bool {
+        self.limit == 0 && self.more > 0
+    }
+}
+
 /// The places where `value` does not match `schema` (a schema that passed
-/// [`check_schema`]), each as "<JSON pointer>: <what is wrong>"; empty when it matches.
-pub fn mismatches(schema: &Value, value: &Value) -> Vec<String> {
-    let mut out = Vec::new();
+/// [`check_schema`]); empty when it matches.
+pub fn mismatches(schema: &Value, value: &Value) -> Mismatches {
+    let mut out = Found::new(MAX_REPORTED);
     walk(schema, value, "", &mut out);
-    out
+    Mismatches {
+        listed: out.listed,
+        more: out.more,
+    }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -181,18 +234,20 @@ fn has_type(value: &Value, name: &str) -> bool {
     }
 }
 
-fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
+fn walk(schema: &Value, value: &Value, at: &str, out: &mut Found) {
+    if out.settled() {
+        return;
+    }
     let place = if at.is_empty() { "/" } else { at };
     let map = match schema {
         Value::Bool(true) => return,
         Value::Bool(false) => {
-            out.push(format!("{place}: no value is allowed here"));
+            out.add(place, || "no value is allowed here".into());
             return;
         }
         Value::Object(map) => map,
         _ => return,
     };
-    let mut fail = |message: String| out.push(format!("{place}: {message}"));
 
     if let Some(ty) = map.get("type") {
         let names: Vec<&str> = match ty {
@@ -200,11 +255,9 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
             other => other.as_str().into_iter().collect(),
         };
         if !names.iter().any(|n| has_type(value, n)) {
-            fail(format!(
-                "expected {}, got {}",
-                names.join(" or "),
-                type_name(value)
-            ));
+            out.add(place, || {
+                format!("expected {}, got {}", names.join(" or "), type_name(value))
+            });
             // Other keywords would only repeat the mismatch.
             return;
         }
@@ -212,16 +265,20 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
     if let Some(Value::Array(choices)) = map.get("enum")
         && !choices.iter().any(|c| json_eq(c, value))
     {
-        fail(format!(
-            "{} is not one of {}",
-            short(value),
-            Value::Array(choices.clone())
-        ));
+        out.add(place, || {
+            format!(
+                "{} is not one of {}",
+                short(value),
+                Value::Array(choices.clone())
+            )
+        });
     }
     if let Some(expected) = map.get("const")
         && !json_eq(expected, value)
     {
-        fail(format!("expected {expected}, got {}", short(value)));
+        out.add(place, || {
+            format!("expected {expected}, got {}", short(value))
+        });
     }
     match value {
         Value::Object(obj) => {
@@ -229,7 +286,7 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
             if let Some(Value::Array(required)) = map.get("required") {
                 for name in required.iter().filter_map(Value::as_str) {
                     if !obj.contains_key(name) {
-                        fail(format!("missing required property '{name}'"));
+                        out.add(place, || format!("missing required property '{name}'"));
                     }
                 }
             }
@@ -237,21 +294,28 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
             if let Some(min) = map.get("minProperties").and_then(Value::as_u64)
                 && count < min
             {
-                fail(format!("has {count} properties; at least {min} required"));
+                out.add(place, || {
+                    format!("has {count} properties; at least {min} required")
+                });
             }
             if let Some(max) = map.get("maxProperties").and_then(Value::as_u64)
                 && count > max
             {
-                fail(format!("has {count} properties; at most {max} allowed"));
+                out.add(place, || {
+                    format!("has {count} properties; at most {max} allowed")
+                });
             }
             for (name, item) in obj {
+                if out.settled() {
+                    return;
+                }
                 let sub_at = format!("{at}/{}", pointer_escape(name));
                 match props.and_then(|p| p.get(name)) {
                     Some(sub) => walk(sub, item, &sub_at, out),
                     None => {
                         if let Some(extra) = map.get("additionalProperties") {
                             if extra == &Value::Bool(false) {
-                                out.push(format!("{place}: unexpected property '{name}'"));
+                                out.add(place, || format!("unexpected property '{name}'"));
                             } else {
                                 walk(extra, item, &sub_at, out);
                             }
@@ -265,24 +329,33 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
             if let Some(min) = map.get("minItems").and_then(Value::as_u64)
                 && count < min
             {
-                fail(format!("has {count} items; at least {min} required"));
+                out.add(place, || {
+                    format!("has {count} items; at least {min} required")
+                });
             }
             if let Some(max) = map.get("maxItems").and_then(Value::as_u64)
                 && count > max
             {
-                fail(format!("has {count} items; at most {max} allowed"));
+                out.add(place, || {
+                    format!("has {count} items; at most {max} allowed")
+                });
             }
             if map.get("uniqueItems") == Some(&Value::Bool(true)) {
-                let repeated = items
-                    .iter()
-                    .enumerate()
-                    .any(|(i, a)| items[..i].iter().any(|b| json_eq(a, b)));
+                let mut seen = HashSet::with_capacity(items.len());
+                let repeated = items.iter().any(|item| {
+                    let mut key = String::new();
+                    canonical(item, &mut key);
+                    !seen.insert(key)
+                });
                 if repeated {
-                    fail("items are not unique".into());
+                    out.add(place, || "items are not unique".into());
                 }
             }
             if let Some(sub) = map.get("items") {
                 for (i, item) in items.iter().enumerate() {
+                    if out.settled() {
+                        return;
+                    }
                     walk(sub, item, &format!("{at}/{i}"), out);
                 }
             }
@@ -292,14 +365,16 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
             if let Some(min) = map.get("minLength").and_then(Value::as_u64)
                 && chars < min
             {
-                fail(format!(
-                    "is {chars} characters long; at least {min} required"
-                ));
+                out.add(place, || {
+                    format!("is {chars} characters long; at least {min} required")
+                });
             }
             if let Some(max) = map.get("maxLength").and_then(Value::as_u64)
                 && chars > max
             {
-                fail(format!("is {chars} characters long; at most {max} allowed"));
+                out.add(place, || {
+                    format!("is {chars} characters long; at most {max} allowed")
+                });
             }
         }
         Value::Number(n) => {
@@ -308,29 +383,29 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
             if let Some(min) = bound("minimum")
                 && x < min
             {
-                fail(format!("{n} is less than the minimum {min}"));
+                out.add(place, || format!("{n} is less than the minimum {min}"));
             }
             if let Some(max) = bound("maximum")
                 && x > max
             {
-                fail(format!("{n} is more than the maximum {max}"));
+                out.add(place, || format!("{n} is more than the maximum {max}"));
             }
             if let Some(min) = bound("exclusiveMinimum")
                 && x <= min
             {
-                fail(format!("{n} must be more than {min}"));
+                out.add(place, || format!("{n} must be more than {min}"));
             }
             if let Some(max) = bound("exclusiveMaximum")
                 && x >= max
             {
-                fail(format!("{n} must be less than {max}"));
+                out.add(place, || format!("{n} must be less than {max}"));
             }
             if let Some(step) = bound("multipleOf")
                 && step > 0.0
             {
                 let q = x / step;
                 if (q - q.round()).abs() > 1e-9 {
-                    fail(format!("{n} is not a multiple of {step}"));
+                    out.add(place, || format!("{n} is not a multiple of {step}"));
                 }
             }
         }
@@ -342,34 +417,69 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
         }
     }
     if let Some(Value::Array(any)) = map.get("anyOf")
-        && !any
-            .iter()
-            .any(|sub| mismatches_at(sub, value, at).is_empty())
+        && !any.iter().any(|sub| matches_at(sub, value, at))
     {
-        out.push(format!("{place}: matches none of `anyOf`"));
+        out.add(place, || "matches none of `anyOf`".into());
     }
     if let Some(Value::Array(one)) = map.get("oneOf") {
-        let matching = one
-            .iter()
-            .filter(|sub| mismatches_at(sub, value, at).is_empty())
-            .count();
+        let matching = one.iter().filter(|sub| matches_at(sub, value, at)).count();
         if matching != 1 {
-            out.push(format!(
-                "{place}: matches {matching} of `oneOf`; exactly one required"
-            ));
+            out.add(place, || {
+                format!("matches {matching} of `oneOf`; exactly one required")
+            });
         }
     }
     if let Some(not) = map.get("not")
-        && mismatches_at(not, value, at).is_empty()
+        && matches_at(not, value, at)
     {
-        out.push(format!("{place}: matches the schema under `not`"));
+        out.add(place, || "matches the schema under `not`".into());
     }
 }
 
-fn mismatches_at(schema: &Value, value: &Value, at: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    walk(schema, value, at, &mut out);
-    out
+/// Whether `value` matches `schema` (the walk stops at the first mismatch).
+fn matches_at(schema: &Value, value: &Value, at: &str) -> bool {
+    let mut probe = Found::new(0);
+    walk(schema, value, at, &mut probe);
+    probe.more == 0
+}
+
+/// Writes `value` so that values equal under [`json_eq`] (and only they)
+/// read the same: object keys sorted, numbers as their `f64`.
+fn canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            // -0.0 == 0.0, as json_eq has it.
+            let x = if x == 0.0 { 0.0 } else { x };
+            out.push_str(&format!("{x:?}"));
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical(item, out);
+            }
+            out.push('}');
+        }
+        // Strings, booleans and null: their JSON text.
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// JSON equality where 1 and 1.0 are the same number.
@@ -429,14 +539,16 @@ mod tests {
         let schema = resume_schema();
         check_schema(&schema).unwrap();
         let value = json!({ "name": "Ada", "skills": ["rust"], "score": 7, "level": "senior", "note": null });
-        assert_eq!(mismatches(&schema, &value), Vec::<String>::new());
+        assert_eq!(mismatches(&schema, &value), Mismatches::default());
         assert!(mismatches(&schema, &json!({"name": "A", "skills": [], "score": 7.0})).is_empty());
     }
 
     #[test]
     fn mismatches_name_the_place() {
         let value = json!({ "name": "", "skills": ["a", 2, "c", "d"], "score": 11, "level": "cto", "x": 1 });
-        let mut got = mismatches(&resume_schema(), &value);
+        let reported = mismatches(&resume_schema(), &value);
+        assert_eq!((reported.listed.len(), reported.more), (MAX_REPORTED, 1));
+        let mut got = every_mismatch(&resume_schema(), &value);
         got.sort();
         assert_eq!(
             got,
@@ -451,16 +563,63 @@ mod tests {
             .map(String::from)
         );
         assert_eq!(
-            mismatches(&resume_schema(), &json!([1])),
+            mismatches(&resume_schema(), &json!([1])).listed,
             ["/: expected object, got array"]
         );
         assert_eq!(
-            mismatches(&resume_schema(), &json!({})),
+            mismatches(&resume_schema(), &json!({})).listed,
             [
                 "/: missing required property 'name'",
                 "/: missing required property 'skills'",
                 "/: missing required property 'score'"
             ]
+        );
+    }
+
+    fn every_mismatch(schema: &Value, value: &Value) -> Vec<String> {
+        let mut out = Found::new(usize::MAX);
+        walk(schema, value, "", &mut out);
+        out.listed
+    }
+
+    #[test]
+    fn many_mismatches_are_counted_not_kept() {
+        let schema = json!({ "type": "array", "items": { "type": "string" } });
+        let value = Value::Array((0..100_000).map(Value::from).collect());
+        let found = mismatches(&schema, &value);
+        assert_eq!(found.listed.len(), MAX_REPORTED);
+        assert_eq!(found.listed[0], "/0: expected string, got integer");
+        assert_eq!(found.more, 100_000 - MAX_REPORTED);
+        assert!(!found.is_empty());
+    }
+
+    #[test]
+    fn unique_items_compare_as_json_values() {
+        let schema = json!({ "uniqueItems": true });
+        let repeated = ["/: items are not unique"];
+        for dup in [
+            json!([{ "a": 1, "b": [1, { "c": null }] }, { "b": [1.0, { "c": null }], "a": 1 }]),
+            json!([1, 2, 1.0]),
+            json!([0, -0.0]),
+            json!(["x", [true], ["x"], [true]]),
+        ] {
+            assert_eq!(mismatches(&schema, &dup).listed, repeated, "{dup}");
+        }
+        for distinct in [
+            json!([1, "1", [1], { "1": 1 }, true, null, 1.5]),
+            json!([{ "a": 1 }, { "a": 1, "b": 1 }, { "a": "1" }]),
+            json!(["a,b", ["a", "b"], "[\"a\",\"b\"]"]),
+        ] {
+            assert!(mismatches(&schema, &distinct).is_empty(), "{distinct}");
+        }
+        // Many items are checked in linear time, not by comparing every pair.
+        let many = Value::Array((0..30_000).map(|i| json!({ "id": i })).collect());
+        let started = std::time::Instant::now();
+        assert!(mismatches(&schema, &many).is_empty());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
         );
     }
 
@@ -470,11 +629,11 @@ mod tests {
         check_schema(&schema).unwrap();
         assert!(mismatches(&schema, &json!("x")).is_empty());
         assert_eq!(
-            mismatches(&schema, &json!(3)),
+            mismatches(&schema, &json!(3)).listed,
             ["/: matches the schema under `not`"]
         );
         assert_eq!(
-            mismatches(&schema, &json!(true)),
+            mismatches(&schema, &json!(true)).listed,
             ["/: matches 0 of `oneOf`; exactly one required"]
         );
     }

@@ -48,6 +48,38 @@ async fn no_provider_and_unknown_provider_are_clear_errors() {
         err.message,
         "unknown LLM provider 'locl' (did you mean 'local'?)"
     );
+    // A name like none of them lists every configured provider.
+    let provider = |name: &str| {
+        Provider::new(
+            name,
+            ProviderKind::Ollama,
+            reqwest::Url::parse("http://127.0.0.1:9").unwrap(),
+            None,
+            Some("m".into()),
+            Duration::from_secs(5),
+        )
+    };
+    ctx.llm = Arc::new(LlmProviders::from_providers(vec![
+        provider("local"),
+        provider("hosted"),
+    ]));
+    let node = LlmNode {
+        provider: Some("gpu-box".into()),
+        ..prompt_node("hi")
+    };
+    let err = node.execute(&ctx).await.unwrap_err();
+    assert!(!err.retryable);
+    assert_eq!(
+        err.message,
+        "unknown LLM provider 'gpu-box' (configured: local, hosted)"
+    );
+    // Naming a provider when none is configured says so.
+    ctx.llm = Arc::new(LlmProviders::default());
+    let err = node.execute(&ctx).await.unwrap_err();
+    assert_eq!(
+        err.message,
+        "unknown LLM provider 'gpu-box' (none is configured in sluiced.toml)"
+    );
 }
 
 #[tokio::test]

@@ -114,7 +114,10 @@ pub struct Malformed(pub String);
 /// Turns streamed bytes into [`Piece`]s, whatever the chunk boundaries.
 pub struct Decoder {
     kind: ProviderKind,
+    /// Bytes of a line not yet ended.
     pending: Vec<u8>,
+    /// How many bytes of `pending` are known to hold no newline.
+    searched: usize,
     /// SSE: the data lines of the event being read.
     data: Option<String>,
     /// SSE: the event's type, when given.
@@ -127,6 +130,7 @@ impl Decoder {
         Self {
             kind,
             pending: Vec::new(),
+            searched: 0,
             data: None,
             event: None,
         }
@@ -136,10 +140,25 @@ impl Decoder {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Piece>, Malformed> {
         self.pending.extend_from_slice(bytes);
         let mut pieces = Vec::new();
-        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            self.line(&line[..line.len() - 1], &mut pieces)?;
+        // Each byte is searched once: the lines are read in place and drained
+        // together, and a line still open is not searched again.
+        let pending = std::mem::take(&mut self.pending);
+        let mut start = 0;
+        let mut from = self.searched;
+        let mut result = Ok(());
+        while let Some(offset) = pending[from..].iter().position(|&b| b == b'\n') {
+            let end = from + offset;
+            result = self.line(&pending[start..end], &mut pieces);
+            start = end + 1;
+            from = start;
+            if result.is_err() {
+                break;
+            }
         }
+        self.pending = pending;
+        self.pending.drain(..start);
+        self.searched = self.pending.len();
+        result?;
         if self.pending.len() > MAX_LINE {
             return Err(Malformed(format!(
                 "a line of the stream is longer than {} KiB",
@@ -153,6 +172,7 @@ impl Decoder {
     pub fn finish(&mut self) -> Result<Vec<Piece>, Malformed> {
         let mut pieces = Vec::new();
         let rest = std::mem::take(&mut self.pending);
+        self.searched = 0;
         // NDJSON may omit the last newline; an SSE event without its blank
         // line is incomplete and, as the SSE spec says, dropped.
         if self.kind == ProviderKind::Ollama && !rest.iter().all(u8::is_ascii_whitespace) {
@@ -436,6 +456,45 @@ mod tests {
             }));
             assert_eq!(pieces.last(), Some(&Piece::Done));
         }
+    }
+
+    #[test]
+    fn long_and_many_lines_decode_in_linear_time() {
+        use std::time::{Duration, Instant};
+        let limit = Duration::from_secs(10);
+        // A line near the cap, a few bytes at a time: searched once, not on every chunk.
+        let content = "a".repeat(MAX_LINE - 100);
+        let line = format!("{{\"message\":{{\"content\":\"{content}\"}},\"done\":false}}\n");
+        let mut d = Decoder::new(ProviderKind::Ollama);
+        let mut text = String::new();
+        let started = Instant::now();
+        for (i, chunk) in line.as_bytes().chunks(8).enumerate() {
+            text.push_str(&text_of(&d.push(chunk).unwrap()));
+            if i % 4096 == 0 {
+                assert!(
+                    started.elapsed() < limit,
+                    "too slow: {:?}",
+                    started.elapsed()
+                );
+            }
+        }
+        assert_eq!(text.len(), content.len());
+        // Many lines in one chunk: not drained one by one from the front.
+        let short = "{\"message\":{\"content\":\"x\"},\"done\":false}\n";
+        let many = short.repeat(200_000);
+        let started = Instant::now();
+        let pieces = d.push(many.as_bytes()).unwrap();
+        assert!(
+            started.elapsed() < limit,
+            "too slow: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(text_of(&pieces).len(), 200_000);
+        // A split line is still whole after lines were read ahead of it.
+        let pieces = d.push(&short.as_bytes()[..10]).unwrap();
+        assert!(pieces.is_empty());
+        let pieces = d.push(&short.as_bytes()[10..]).unwrap();
+        assert_eq!(text_of(&pieces), "x");
     }
 
     #[test]
