@@ -683,3 +683,45 @@ async fn approvals_are_decided_over_the_socket_and_audited() {
         refused.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_an_idempotency_key_is_applied_once() {
+    let d = Daemon::start(&config("operator"), &pipelines());
+    let mut c = d.client().await;
+    let params = json!({ "name": "hello", "idempotency_key": "console-1-7" });
+    let first = c.call("pipelines.trigger", params.clone()).await.unwrap();
+    // A resend after a lost reply, from another connection.
+    let mut other = d.client().await;
+    let again = other.call("pipelines.trigger", params).await.unwrap();
+    assert_eq!(first["run"], again["run"]);
+    let runs = c
+        .call("runs.list", json!({ "pipeline": "hello" }))
+        .await
+        .unwrap();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs:#}");
+    // Another key is another call; a bad key is refused.
+    let second = c
+        .call(
+            "pipelines.trigger",
+            json!({ "name": "hello", "idempotency_key": "console-1-8" }),
+        )
+        .await
+        .unwrap();
+    assert_ne!(second["run"], first["run"]);
+    let bad = c
+        .call(
+            "pipelines.trigger",
+            json!({ "name": "hello", "idempotency_key": "" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&bad), ErrorCode::InvalidParams as i64);
+    let audit = c.call("audit.list", json!({ "limit": 100 })).await.unwrap();
+    let triggers = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "pipelines.trigger")
+        .count();
+    assert_eq!(triggers, 2, "one audit row per applied call");
+}

@@ -17,7 +17,7 @@ use crate::run::{AttemptState, NodeState, Resolution, RetryMode, RunId, RunState
 /// Breaking-change counter: a client with another major version is refused.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Additions counter.
-pub const PROTOCOL_MINOR: u32 = 0;
+pub const PROTOCOL_MINOR: u32 = 1;
 /// Largest frame (one JSON line) accepted by default.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 

@@ -103,8 +103,43 @@ pub(crate) async fn dispatch(
             ),
         ));
     }
-    let user = session.caller.user.as_str();
     let audited = needed > Role::Viewer;
+    if audited && let Some(key) = params.get("idempotency_key") {
+        let Some(key) = key
+            .as_str()
+            .filter(|k| !k.is_empty() && k.len() <= super::idempotency::MAX_KEY_LEN)
+        else {
+            return Err(RpcError::new(
+                ErrorCode::InvalidParams,
+                format!(
+                    "idempotency_key must be a string of 1 to {} characters",
+                    super::idempotency::MAX_KEY_LEN
+                ),
+            ));
+        };
+        let key = key.to_owned();
+        return ctx
+            .idempotency
+            .once(
+                &session.caller.user,
+                method,
+                &key,
+                apply(ctx, session, method, params, audited),
+            )
+            .await;
+    }
+    apply(ctx, session, method, params, audited).await
+}
+
+/// Runs an allowed method and audits it when it changes state.
+async fn apply(
+    ctx: &ApiContext,
+    session: &Session,
+    method: &str,
+    params: Value,
+    audited: bool,
+) -> Result<Value, RpcError> {
+    let user = session.caller.user.as_str();
     let detail = params.clone();
     let result = match method {
         "status" => status(ctx).await,

@@ -5,6 +5,7 @@
 
 mod conn;
 mod handlers;
+mod idempotency;
 pub mod identity;
 mod limits;
 
@@ -100,6 +101,8 @@ pub struct ApiContext {
     /// Largest frame accepted.
     pub max_frame: usize,
     pub(crate) started: Instant,
+    /// Outcomes of calls that carried an idempotency key.
+    pub(crate) idempotency: idempotency::Idempotency,
     feed: broadcast::Sender<Sequenced>,
     seq: Arc<AtomicU64>,
 }
@@ -157,6 +160,7 @@ impl ApiContext {
             state_dir,
             max_frame,
             started: Instant::now(),
+            idempotency: idempotency::Idempotency::default(),
             feed,
             seq,
         })
