@@ -780,3 +780,31 @@ async fn cron_fires_over_a_cap_are_recorded_as_refused() {
     stop.cancel();
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_gets_its_run_without_spending_the_rate() {
+    let d = Sluiced::start(
+        "[limits.default]\nrate = \"1/min\"\nburst = 1\n",
+        &[("p.yaml", hook("alice", "true"))],
+    );
+    let http = reqwest::Client::new();
+    let url = d.url("p");
+    let keyed = |k: &'static str| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", k)
+            .body("{}")
+            .send()
+    };
+    let first = keyed("delivery-1").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    // The rate is spent, but a redelivery is not a new trigger.
+    let again = keyed("delivery-1").await.unwrap();
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["run"], first["run"]);
+    assert_eq!(again["duplicate"], true, "{again}");
+    let other = keyed("delivery-2").await.unwrap();
+    assert_eq!(other.status(), 429, "a new delivery is over the rate");
+}

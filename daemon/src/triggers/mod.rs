@@ -216,6 +216,21 @@ impl Triggers {
             EngineError::Input(m) => TriggerError::Input(m),
             other => TriggerError::Engine(other),
         })?;
+        // A redelivery of an accepted trigger gets its run back without spending
+        // a rate token (the commit below also catches a race between the two).
+        if let Some(k) = key
+            && let Some(run) = self
+                .inner
+                .engine
+                .store()
+                .run_for_key(&entry.pipeline.name, k)
+                .await?
+        {
+            return Ok(Fired::Started {
+                run,
+                created: false,
+            });
+        }
         // Every trigger passes the limits before a run is created (the daily run
         // cap is charged with the run itself, in `commit`).
         self.check_limits(entry, &trigger).await?;
