@@ -592,3 +592,28 @@ async fn a_node_without_a_free_worker_stays_pending_until_one_frees() {
         RunState::Succeeded
     );
 }
+
+#[tokio::test]
+async fn retrying_the_failed_part_of_a_run_that_succeeded_is_refused() {
+    let f = Fixture::new().await;
+    let p = pipeline(
+        "fine",
+        "nodes:\n  - id: a\n    kind: transform\n    output: { ok: true }\n",
+    );
+    let run = f.submit(&p, json!({})).await;
+    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+    let err = f
+        .engine
+        .retry(run, RetryMode::Failed, None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("nothing failed to retry") && err.to_string().contains("--all"),
+        "{err}"
+    );
+    let again = f.engine.retry(run, RetryMode::All, None).await.unwrap();
+    assert_eq!(
+        f.engine.wait(again).await.unwrap().state,
+        RunState::Succeeded
+    );
+}

@@ -301,6 +301,7 @@ default_model = "gpt-4o-mini"
         plugins_dir: dir.path().join("plugins"),
         shutdown_grace: Duration::ZERO,
         llm: Arc::new(llm),
+        limits: Arc::new(sluice_daemon::limits::Limits::new(config.limits.clone())),
         ..EngineOptions::default()
     };
     let engine = Engine::start(store.clone(), &secrets, opts).unwrap();
@@ -1004,5 +1005,41 @@ async fn the_resume_refiner_example_checks_and_shapes_the_json_reply() {
     assert_eq!(
         d.usage_rows().await,
         [("careers".into(), "resume-refiner".into(), 310, 42, 1, 0)]
+    );
+}
+
+#[tokio::test]
+async fn a_run_stops_calling_models_once_its_user_spent_the_days_tokens() {
+    let (base, mock) = server().await;
+    let d = daemon(&base, "[limits.default]\ndaily_llm_tokens = 10\n").await;
+    let yaml = r#"
+nodes:
+  - id: first
+    kind: llm
+    prompt: "Say a lot"
+  - id: second
+    kind: llm
+    needs: [first]
+    prompt: "Again: {{ nodes.first.output.text }}"
+"#;
+    mock.push(Act::Stream(ollama_lines(
+        "llama3.2",
+        &["many words"],
+        12,
+        6,
+    )));
+    let run = d.run(yaml, json!({})).await;
+    let (state, error) = d.finish(run).await;
+    assert_eq!(state, RunState::Failed);
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("node 'second' failed")
+            && error.contains("has used 18 of 10 LLM tokens today"),
+        "{error}"
+    );
+    assert_eq!(
+        mock.seen.lock().unwrap().len(),
+        1,
+        "the second node never called the model"
     );
 }

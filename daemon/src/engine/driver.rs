@@ -295,19 +295,21 @@ impl Run {
         ready
     }
 
+    /// Whom the run's LLM tokens count against: its trigger's user, else the
+    /// pipeline's owner.
+    fn llm_user(&self) -> String {
+        let user = self.record.trigger.user.as_deref();
+        let user = user.or(self.version.pipeline.owner.as_deref());
+        crate::limits::user_key(user).to_owned()
+    }
+
     /// Charges the tokens an `llm` attempt spent (even a failed one) to the
     /// run's user and pipeline, committed with the attempt's end.
     fn charge_llm(&mut self, inner: &Inner, result: &Result<Outcome, NodeError>) {
         let Some(usage) = nodes::llm::usage_of(result) else {
             return;
         };
-        let user = self
-            .record
-            .trigger
-            .user
-            .clone()
-            .or_else(|| self.version.pipeline.owner.clone());
-        let user = crate::limits::user_key(user.as_deref()).to_owned();
+        let user = self.llm_user();
         let (day, _) = inner.opts.limits.daily(&user, jiff::Timestamp::now());
         let charge = crate::store::llm_usage::LlmCharge {
             user,
@@ -318,6 +320,33 @@ impl Run {
             estimated: usage.estimated,
         };
         self.changes.push(charge.into_change());
+    }
+
+    /// Why an `llm` node may not start now: its user spent the day's LLM
+    /// tokens (the trigger was checked too, but a run's nodes can outlast it).
+    async fn llm_over_cap(&mut self, inner: &Inner) -> Result<Option<String>, EngineError> {
+        let limits = Arc::clone(&inner.opts.limits);
+        let user = self.llm_user();
+        let Some(cap) = limits.config().for_user(&user).daily_llm_tokens else {
+            return Ok(None);
+        };
+        // Tokens charged by attempts that just ended must count.
+        self.flush(inner).await?;
+        let user = user.as_str();
+        let now = jiff::Timestamp::now();
+        let (charge, next_day) = limits.daily(user, now);
+        let used = inner.store.usage(user, &charge.day).await?.llm_tokens;
+        if u64::try_from(used).unwrap_or(0) < cap {
+            return Ok(None);
+        }
+        let refusal = limits.daily_refusal(
+            crate::limits::LimitKind::DailyLlmTokens,
+            user,
+            &self.record.pipeline,
+            (used, cap),
+            (now, next_day),
+        );
+        Ok(Some(refusal.message))
     }
 
     /// Records how an attempt ended: success, wait, retry after backoff, or failure.
@@ -907,6 +936,22 @@ async fn drive_inner(
                         continue;
                     }
                     let attempt = run.nodes[i].attempts + 1;
+                    if matches!(node.kind, NodeKind::Llm(_))
+                        && let Some(why) = run.llm_over_cap(inner).await?
+                    {
+                        run.attempt_start(i, attempt);
+                        run.set(
+                            i,
+                            NodeChange {
+                                attempts: Some(attempt),
+                                started_at: Some(now_ms()),
+                                ..Default::default()
+                            },
+                        );
+                        run.complete(inner, i, attempt, Err(NodeError::fatal(why)), false);
+                        progressed = true;
+                        continue;
+                    }
                     if nodes::is_instant(&node.kind) {
                         let ctx = run.node_context(inner, i, attempt, kill.child_token());
                         run.set(

@@ -429,6 +429,12 @@ impl Engine {
                 record.state
             )));
         }
+        if mode == RetryMode::Failed && record.state == RunState::Succeeded {
+            return Err(EngineError::Conflict(format!(
+                "run {run} succeeded: nothing failed to retry; run it all again with `sluice retry {} --all` (R in the console)",
+                run.0
+            )));
+        }
         let nodes = self.inner.store.nodes(run).await?;
         let version = self.inner.version(record.version_id).await?;
         let reused: HashMap<String, Value> = match mode {

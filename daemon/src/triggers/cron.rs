@@ -148,12 +148,14 @@ pub struct ScheduleInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
     /// No such schedule.
-    #[error("pipeline '{pipeline}' has no schedule '{id}'")]
+    #[error("pipeline '{pipeline}' has no schedule '{id}'{}", known_ids(.known))]
     NotFound {
         /// The pipeline.
         pipeline: String,
         /// The schedule id asked for.
         id: String,
+        /// The pipeline's schedule ids.
+        known: Vec<String>,
     },
     /// The store failed.
     #[error(transparent)]
@@ -161,6 +163,14 @@ pub enum ScheduleError {
     /// The scheduler has stopped.
     #[error("the scheduler has stopped")]
     Stopped,
+}
+
+fn known_ids(known: &[String]) -> String {
+    if known.is_empty() {
+        " (it has no cron triggers)".to_owned()
+    } else {
+        format!("; its schedules: {}", known.join(", "))
+    }
 }
 
 enum Command {
@@ -562,9 +572,16 @@ impl Actor {
     ) -> Result<(), ScheduleError> {
         let key = (pipeline, id);
         let Some(s) = self.schedules.get(&key) else {
+            let known = self
+                .schedules
+                .keys()
+                .filter(|(p, _)| *p == key.0)
+                .map(|(_, id)| id.clone())
+                .collect();
             return Err(ScheduleError::NotFound {
                 pipeline: key.0,
                 id: key.1,
+                known,
             });
         };
         let was_paused = s.paused();
