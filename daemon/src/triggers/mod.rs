@@ -218,18 +218,8 @@ impl Triggers {
         })?;
         // A redelivery of an accepted trigger gets its run back without spending
         // a rate token (the commit below also catches a race between the two).
-        if let Some(k) = key
-            && let Some(run) = self
-                .inner
-                .engine
-                .store()
-                .run_for_key(&entry.pipeline.name, k)
-                .await?
-        {
-            return Ok(Fired::Started {
-                run,
-                created: false,
-            });
+        if let Some(fired) = self.redelivered(entry, key).await? {
+            return Ok(fired);
         }
         // Every trigger passes the limits before a run is created (the daily run
         // cap is charged with the run itself, in `commit`).
@@ -246,18 +236,8 @@ impl Triggers {
         }
         let gate = self.gate(&entry.pipeline.name);
         let _held = gate.lock().await;
-        if let Some(k) = key
-            && let Some(run) = self
-                .inner
-                .engine
-                .store()
-                .run_for_key(&entry.pipeline.name, k)
-                .await?
-        {
-            return Ok(Fired::Started {
-                run,
-                created: false,
-            });
+        if let Some(fired) = self.redelivered(entry, key).await? {
+            return Ok(fired);
         }
         let max = concurrency
             .max_runs
@@ -291,6 +271,25 @@ impl Triggers {
             }
         }
         self.commit(entry, resolved, trigger, key).await
+    }
+
+    /// The run an earlier delivery with the same key started, if any.
+    async fn redelivered(
+        &self,
+        entry: &Entry,
+        key: Option<&str>,
+    ) -> Result<Option<Fired>, TriggerError> {
+        let Some(k) = key else { return Ok(None) };
+        let run = self
+            .inner
+            .engine
+            .store()
+            .run_for_key(&entry.pipeline.name, k)
+            .await?;
+        Ok(run.map(|run| Fired::Started {
+            run,
+            created: false,
+        }))
     }
 
     async fn commit(

@@ -26,6 +26,7 @@ use sluice_shared::model::node::{ChatRole, LlmFormat, LlmNode, ModelChoice};
 use sluice_shared::template::Escape;
 
 use self::wire::{Decoder, Message, Piece};
+use super::http::error_chain;
 use super::{Execute, NodeContext, NodeError, Outcome, render};
 use crate::llm::Provider;
 
@@ -618,21 +619,6 @@ fn transport_error(
         }
         None => NodeError::retryable(format!("the request to {who} for {model} failed: {detail}")),
     }
-}
-
-/// An error and its causes, joined with ": ".
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Streamed text cut into log lines: whole lines as they complete, so the
