@@ -382,7 +382,10 @@ async fn an_unknown_protocol_major_is_refused_clearly() {
         .unwrap_err();
     assert_eq!(code(&e), ErrorCode::Handshake as i64);
     assert!(
-        e.message.contains("speaks protocol 1.0, not 2.0"),
+        e.message.contains(&format!(
+            "speaks protocol {}, not 2.0",
+            sluice_shared::protocol::protocol_version()
+        )),
         "{}",
         e.message
     );

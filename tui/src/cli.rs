@@ -66,7 +66,7 @@ pub enum Command {
     Trigger {
         /// Pipeline name.
         name: String,
-        /// Input value `name=value` (JSON values are parsed: n=3, flag=true).
+        /// Input value `name=value`: text for string inputs, JSON for the others (n=3, flag=true).
         #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
         inputs: Vec<String>,
         /// Wait for the run to finish; exit 1 if it did not succeed.

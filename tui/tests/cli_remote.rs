@@ -127,6 +127,9 @@ fn status_pipelines_trigger_runs_and_run_work_with_tables_and_json() {
         "{}",
         out(&t)
     );
+    // A number-looking value for a string input stays text.
+    let t = d.sluice(&["trigger", "hello", "-i", "who=2.0", "--wait"]);
+    assert_eq!(t.status.code(), Some(0), "{}{}", out(&t), err(&t));
     let t = d.sluice(&["trigger", "fails", "--wait", "--json"]);
     assert_eq!(t.status.code(), Some(1), "a failed run exits 1");
     let v: serde_json::Value = serde_json::from_slice(&t.stdout).unwrap();
@@ -136,7 +139,7 @@ fn status_pipelines_trigger_runs_and_run_work_with_tables_and_json() {
     let r = d.sluice(&["runs"]);
     let text = out(&r);
     assert!(text.starts_with("ID  PIPELINE"), "{text}");
-    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(text.lines().count(), 4, "{text}");
     let r = d.sluice(&["runs", "--json", "--state", "failed"]);
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["runs"].as_array().unwrap().len(), 1);

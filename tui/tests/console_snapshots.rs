@@ -188,9 +188,9 @@ fn views() -> Vec<(&'static str, Build)> {
             "reject_dialog",
             Box::new(|m| {
                 let mut a = recorded(m);
+                // Enter in the empty field goes to Reject; Enter again asks for a reason.
                 chars(&mut a, "3x");
                 key(&mut a, KeyCode::Enter);
-                key(&mut a, KeyCode::Tab);
                 key(&mut a, KeyCode::Enter);
                 a
             }),
@@ -358,5 +358,130 @@ fn the_keys_table_in_docs_matches_the_keymap() {
     assert!(
         docs.contains(&table),
         "docs/console.md's keys table is out of date; paste this:\n{table}"
+    );
+}
+
+/// The screen's text only, one line per row (no styles): for layout checks.
+fn text(app: &mut App, w: u16, h: u16) -> String {
+    update(app, Msg::Resize(w, h));
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal.draw(|f| draw(f, app)).unwrap();
+    let buf = terminal.backend().buffer();
+    (0..h)
+        .map(|y| {
+            (0..w)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Below the full size whole columns go, values are never cut, the
+/// approvals detail stays when there is room, and cut lists say how much is left.
+#[test]
+fn narrow_layouts_drop_columns_not_values() {
+    for (name, keys) in [
+        ("pipelines", "2"),
+        ("approvals", "3"),
+        ("metrics", "4"),
+        ("audit", "5"),
+        ("runs", "1"),
+    ] {
+        for (w, h) in [(60, 20), (72, 30), (100, 30)] {
+            let mut app = recorded(false);
+            chars(&mut app, keys);
+            insta::assert_snapshot!(format!("narrow_{name}_{w}x{h}"), text(&mut app, w, h));
+        }
+    }
+    let mut app = with_detail(recorded(false));
+    insta::assert_snapshot!("narrow_run_detail_60x20", text(&mut app, 60, 20));
+    // Values that matter are whole: the pending approval's deadline, the last run.
+    let mut app = recorded(false);
+    chars(&mut app, "3");
+    let shot = text(&mut app, 60, 20);
+    assert!(shot.contains("until 04:08:21"), "{shot}");
+    assert!(
+        shot.contains("Approval #3"),
+        "the detail pane stays: {shot}"
+    );
+    let mut app = recorded(false);
+    chars(&mut app, "2");
+    let shot = text(&mut app, 60, 20);
+    assert!(shot.contains("◐ waiting #45"), "{shot}");
+    // Metrics at 60×20 still lists durations and usage, or says how many are cut.
+    let mut app = recorded(false);
+    chars(&mut app, "4");
+    let shot = text(&mut app, 60, 20);
+    assert!(shot.contains("backup") && shot.contains("alice"), "{shot}");
+    assert!(
+        shot.contains("uptime-check") || shot.contains("more"),
+        "{shot}"
+    );
+}
+
+#[test]
+fn a_console_that_never_connected_says_what_it_waits_for() {
+    let opts = Options {
+        daemon: "/run/sluice/sluice.sock".into(),
+        ..Options::default()
+    };
+    let now = session()["now_ms"].as_i64().unwrap();
+    let mut app = App::new(opts, Keymap::defaults(), now);
+    update(
+        &mut app,
+        Msg::Conn(ConnEvent::Disconnected {
+            error: "connecting to /run/sluice/sluice.sock: No such file or directory".into(),
+            retry_at_ms: now + 2_000,
+        }),
+    );
+    insta::assert_snapshot!("never_connected_runs_80x24", text(&mut app, 80, 24));
+    chars(&mut app, "4");
+    insta::assert_snapshot!("never_connected_metrics_80x24", text(&mut app, 80, 24));
+}
+
+#[test]
+fn the_trigger_dialog_shows_where_the_focus_is() {
+    let mut app = recorded(false);
+    chars(&mut app, "2jj");
+    let mut def = session()["pipelines"][2].clone();
+    def["definition"] =
+        serde_json::json!({"inputs": {"who": {"type": "string", "default": "you & me"}}});
+    update(
+        &mut app,
+        Msg::Reply(Tag::TriggerForm("hello".into()), Ok(def)),
+    );
+    insta::assert_snapshot!("trigger_dialog_field_80x24", text(&mut app, 80, 24));
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!("trigger_dialog_confirm_80x24", text(&mut app, 80, 24));
+}
+
+#[test]
+fn a_reused_node_says_so() {
+    let s = session();
+    let mut app = recorded(false);
+    chars(&mut app, ":run 43");
+    key(&mut app, KeyCode::Enter);
+    let mut detail = s["detail"].clone();
+    detail["nodes"][0]["reused_from"] = serde_json::json!(41);
+    update(&mut app, Msg::Reply(Tag::Detail(RunId(43)), Ok(detail)));
+    let shot = text(&mut app, 80, 24);
+    assert!(shot.contains("✓ reused #41"), "{shot}");
+    insta::assert_snapshot!("reused_node_80x24", shot);
+}
+
+#[test]
+fn a_message_keeps_the_keys_in_view() {
+    let mut app = recorded(false);
+    chars(&mut app, ":run");
+    key(&mut app, KeyCode::Enter);
+    let shot = text(&mut app, 80, 24);
+    let lines: Vec<&str> = shot.lines().collect();
+    assert!(lines[22].contains("needs a run id"), "{shot}");
+    assert!(
+        lines[23].contains("q quit") && lines[23].contains("? help"),
+        "{shot}"
     );
 }

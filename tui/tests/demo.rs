@@ -65,3 +65,71 @@ fn demo_runs_pipelines_live_and_stops_on_ctrl_c() {
         "{rest:?}"
     );
 }
+
+/// Whether `pid` runs (a zombie waiting for its reaper does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        !s.lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+    })
+}
+
+/// Polls `check` for up to 20 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_demo_takes_its_daemon_along_and_the_next_demo_clears_its_files() {
+    ensure_sluiced();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["demo", "--no-console"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn();
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", first.id()));
+    let lock = dir.join("state").join("sluiced.lock");
+    let mut daemon = 0;
+    eventually("the demo daemon to take its state lock", || {
+        daemon = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        daemon != 0
+    });
+    assert!(running(daemon));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    eventually("the daemon to stop with its demo", || !running(daemon));
+    assert!(
+        dir.exists(),
+        "a SIGKILLed demo cannot clean up after itself"
+    );
+
+    let mut second = spawn();
+    let mut lines = BufReader::new(second.stdout.take().unwrap()).lines();
+    // Running (its Ctrl-C handler in place) once it reports a run.
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("hello") && l.ends_with("succeeded")),
+        "the second demo runs"
+    );
+    assert!(!dir.exists(), "the abandoned directory is removed");
+    // SAFETY: signalling our own child.
+    unsafe { kill(second.id() as i32, 2) };
+    let _: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(second.wait().unwrap().success());
+}

@@ -3,7 +3,7 @@
 //! narrow so another backend (PostgreSQL, for several daemons sharing one
 //! database) can stand behind the same methods.
 //!
-//! Writes go through one writer task that commits in small batches; reads use
+//! Writes go through one writer thread that commits in small batches; reads use
 //! a separate read-only pool so they never wait behind a commit.
 
 pub mod approvals;
@@ -23,7 +23,7 @@ use serde_json::Value;
 use sluice_shared::Pipeline;
 use sluice_shared::run::{AttemptState, LogLine, RunId, RunState, TriggerInfo};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Row, SqlitePool};
+use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 pub use records::{
@@ -69,10 +69,44 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::QueryReturnedNoRows => Self::NotFound("row".into()),
+            // The same text as sqlx gives for a database error (code and message).
+            rusqlite::Error::SqliteFailure(err, Some(msg)) => Self::Database(format!(
+                "error returned from database: (code: {}) {msg}",
+                err.extended_code
+            )),
+            other => Self::Database(other.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         Self::Database(format!("migration failed: {e}"))
     }
+}
+
+/// How long a statement waits for a lock another connection holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes the WAL file is truncated to after a checkpoint.
+const JOURNAL_SIZE_LIMIT: &str = "67108864";
+/// Page cache per connection (negative: KiB).
+const CACHE_SIZE: &str = "-4000";
+
+/// The pragmas of `base` in [`Store::open`], in the order sqlx sends them, for
+/// the writer's own (rusqlite) connection.
+fn pragmas(durability: Durability) -> String {
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {sync}; \
+         PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}; PRAGMA cache_size = {CACHE_SIZE};"
+    )
 }
 
 /// Handle to the store; cheap to clone.
@@ -104,21 +138,23 @@ impl Store {
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sync)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            .pragma("journal_size_limit", "67108864")
-            .pragma("cache_size", "-4000");
-        let mut write_conn = base.clone().create_if_missing(true).connect().await?;
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
+            .pragma("cache_size", CACHE_SIZE);
+        let mut migrate_conn = base.clone().create_if_missing(true).connect().await?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(&mut write_conn)
+            .run(&mut migrate_conn)
             .await?;
+        // The writer opens its own connection; this one only created and migrated the file.
+        migrate_conn.close().await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(0)
             .connect_with(base.read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer::run(write_conn, rx));
+        writer::start(path.to_path_buf(), durability, rx).await?;
         Ok(Self { writes: tx, reads })
     }
 

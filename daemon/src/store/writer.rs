@@ -1,17 +1,26 @@
-//! The single writer: one task owns the SQLite write connection and commits
+//! The single writer: one OS thread owns the SQLite write connection (rusqlite,
+//! called directly, so a statement costs no hop to another thread) and commits
 //! queued writes in small batches (group commit), each write in its own
 //! savepoint so one bad write does not undo its neighbours.
 
+use std::path::PathBuf;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params, params_from_iter};
 use serde_json::Value;
 use sluice_shared::run::{AttemptState, LogLine, RunId};
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
 use super::records::{NewRun, NodeChange, RunChange, VersionId};
+use super::{Durability, StoreError};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// Prepared statements kept by the write connection: the fixed ones, the
+/// run/node update shapes and the store submodules' statements all fit, so
+/// the hot path never prepares twice.
+const STATEMENT_CACHE: usize = 256;
 
 /// One write.
 #[derive(Debug)]
@@ -98,10 +107,77 @@ pub(crate) enum Written {
 
 pub(crate) type Reply = Option<oneshot::Sender<Result<Written, StoreError>>>;
 
-/// Runs until every sender is dropped.
-pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<(Write, Reply)>) {
+impl ToSql for SqlArg {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Self::Null => ValueRef::Null,
+            Self::Int(i) => ValueRef::Integer(*i),
+            Self::Real(f) => ValueRef::Real(*f),
+            Self::Text(t) => ValueRef::Text(t.as_bytes()),
+        }))
+    }
+}
+
+/// Starts the writer thread on the database at `path` (already created and
+/// migrated) and waits until its connection is open, so an unusable database
+/// fails [`super::Store::open`] instead of every later write.
+pub(crate) async fn start(
+    path: PathBuf,
+    durability: Durability,
+    rx: mpsc::Receiver<(Write, Reply)>,
+) -> Result<(), StoreError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("sluice-store-writer".into())
+        .spawn(move || {
+            let _guard = PanicLog;
+            match open(&path, durability) {
+                Ok(conn) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(conn, rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(StoreError::from(e)));
+                }
+            }
+        })
+        .map_err(|e| StoreError::Database(format!("cannot start the store writer: {e}")))?;
+    ready_rx.await.map_err(|_| StoreError::Closed)?
+}
+
+/// Logs a panic of the writer thread. Nothing else is needed for callers: the
+/// unwinding drops the batch's reply senders and the receiver, so waiting
+/// callers and later writes get [`StoreError::Closed`] instead of hanging.
+struct PanicLog;
+
+impl Drop for PanicLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the store writer panicked; writes now fail as closed");
+        }
+    }
+}
+
+/// Opens the write connection with the same settings as the sqlx connections
+/// of [`super::Store::open`] (same flags, pragmas in sqlx's order, busy timeout).
+fn open(path: &std::path::Path, durability: Durability) -> rusqlite::Result<Connection> {
+    // What sqlx opens with: no CREATE (the migrations created the file), no
+    // mutex (one thread uses it), a private cache, URI names allowed.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(super::BUSY_TIMEOUT)?;
+    conn.execute_batch(&super::pragmas(durability))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Runs until every sender is dropped, then closes the connection.
+fn run(conn: Connection, mut rx: mpsc::Receiver<(Write, Reply)>) {
     let mut batch: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -109,21 +185,34 @@ pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<(Writ
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch).await;
+        commit_batch(&conn, &mut batch);
     }
-    let _ = conn.close().await;
+    // Cached statements must be finalized before the close can succeed.
+    conn.flush_prepared_statement_cache();
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the store write connection failed");
+    }
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<(Write, Reply)>) {
-    let mut results: Vec<Result<Written, StoreError>> = Vec::with_capacity(batch.len());
-    let begun = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
-    if let Err(e) = begun {
-        let err = StoreError::from(e);
-        for (_, reply) in batch.drain(..) {
-            if let Some(tx) = reply {
-                let _ = tx.send(Err(err.clone()));
-            }
+/// Runs a fixed statement without parameters (transaction control).
+fn exec_fixed(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+fn fail_all(batch: &mut Vec<(Write, Reply)>, err: &StoreError) {
+    for (_, reply) in batch.drain(..) {
+        if let Some(tx) = reply {
+            let _ = tx.send(Err(err.clone()));
+        } else {
+            tracing::error!(error = %err, "a background store write failed");
         }
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut Vec<(Write, Reply)>) {
+    let mut results: Vec<Result<Written, StoreError>> = Vec::with_capacity(batch.len());
+    if let Err(e) = exec_fixed(conn, "BEGIN IMMEDIATE") {
+        fail_all(batch, &StoreError::from(e));
         return;
     }
     // Optimistic pass without savepoints (half the statements); almost no batch
@@ -131,7 +220,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<(Write, Reply
     // so the failure stays its own.
     let mut failed = false;
     for (write, _) in batch.iter() {
-        match apply(conn, write).await {
+        match apply(conn, write) {
             Ok(w) => results.push(Ok(w)),
             Err(_) => {
                 failed = true;
@@ -141,26 +230,19 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<(Write, Reply
     }
     if failed {
         results.clear();
-        let restarted = match sqlx::query("ROLLBACK").execute(&mut *conn).await {
-            Ok(_) => sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await,
-            Err(e) => Err(e),
-        };
+        let restarted =
+            exec_fixed(conn, "ROLLBACK").and_then(|()| exec_fixed(conn, "BEGIN IMMEDIATE"));
         if let Err(e) = restarted {
-            let err = StoreError::from(e);
-            for (_, reply) in batch.drain(..) {
-                if let Some(tx) = reply {
-                    let _ = tx.send(Err(err.clone()));
-                }
-            }
+            fail_all(batch, &StoreError::from(e));
             return;
         }
         for (write, _) in batch.iter() {
-            results.push(apply_in_savepoint(conn, write).await);
+            results.push(apply_in_savepoint(conn, write));
         }
     }
-    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+    if let Err(e) = exec_fixed(conn, "COMMIT") {
         let err = StoreError::from(e);
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        let _ = exec_fixed(conn, "ROLLBACK");
         for r in &mut results {
             *r = Err(err.clone());
         }
@@ -174,19 +256,16 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<(Write, Reply
     }
 }
 
-async fn apply_in_savepoint(
-    conn: &mut SqliteConnection,
-    write: &Write,
-) -> Result<Written, StoreError> {
-    sqlx::query("SAVEPOINT w").execute(&mut *conn).await?;
-    match apply(conn, write).await {
+fn apply_in_savepoint(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
+    exec_fixed(conn, "SAVEPOINT w")?;
+    match apply(conn, write) {
         Ok(w) => {
-            sqlx::query("RELEASE w").execute(&mut *conn).await?;
+            exec_fixed(conn, "RELEASE w")?;
             Ok(w)
         }
         Err(e) => {
-            sqlx::query("ROLLBACK TO w").execute(&mut *conn).await?;
-            sqlx::query("RELEASE w").execute(&mut *conn).await?;
+            exec_fixed(conn, "ROLLBACK TO w")?;
+            exec_fixed(conn, "RELEASE w")?;
             Err(e)
         }
     }
@@ -196,352 +275,418 @@ fn json_text(v: &Value) -> String {
     v.to_string()
 }
 
-fn apply<'a>(
-    conn: &'a mut SqliteConnection,
-    write: &'a Write,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Written, StoreError>> + Send + 'a>> {
-    Box::pin(async move {
-        match write {
-            Write::SaveVersion {
-                pipeline,
-                hash,
-                definition,
-                source_path,
-                at,
-            } => {
-                let existing: Option<(i64, String)> = sqlx::query_as(
+/// The run a delivery key names, unless expired.
+fn keyed_run(
+    conn: &Connection,
+    pipeline: &str,
+    key: &str,
+    at: i64,
+) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT run_id FROM trigger_keys WHERE pipeline = ? AND key = ? AND expires_at > ?",
+        )?
+        .query_row(params![pipeline, key, at], |r| r.get(0))
+        .optional()?)
+}
+
+fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
+    match write {
+        Write::SaveVersion {
+            pipeline,
+            hash,
+            definition,
+            source_path,
+            at,
+        } => {
+            let existing: Option<(i64, String)> = conn
+                .prepare_cached(
                     "SELECT id, hash FROM pipeline_versions WHERE pipeline = ? ORDER BY version DESC LIMIT 1",
-                )
-                .bind(pipeline)
-                .fetch_optional(&mut *conn)
-                .await?;
-                if let Some((id, h)) = &existing
-                    && h == hash
-                {
-                    return Ok(Written::Id(*id));
-                }
-                let id: i64 = sqlx::query_scalar(
+                )?
+                .query_row(params![pipeline], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((id, h)) = &existing
+                && h == hash
+            {
+                return Ok(Written::Id(*id));
+            }
+            let id: i64 = conn
+                .prepare_cached(
                     "INSERT INTO pipeline_versions (pipeline, version, hash, definition, source_path, created_at)
                      VALUES (?1, COALESCE((SELECT MAX(version) FROM pipeline_versions WHERE pipeline = ?1), 0) + 1, ?2, ?3, ?4, ?5)
                      RETURNING id",
-                )
-                .bind(pipeline)
-                .bind(hash)
-                .bind(definition)
-                .bind(source_path)
-                .bind(at)
-                .fetch_one(&mut *conn)
-                .await?;
-                Ok(Written::Id(id))
-            }
-            Write::CreateRun(new, at) => {
-                let trigger = serde_json::to_string(&new.trigger)
-                    .map_err(|e| StoreError::Data(e.to_string()))?;
-                let id: i64 = sqlx::query_scalar(
+                )?
+                .query_row(params![pipeline, hash, definition, source_path, at], |r| {
+                    r.get(0)
+                })?;
+            Ok(Written::Id(id))
+        }
+        Write::CreateRun(new, at) => {
+            let trigger =
+                serde_json::to_string(&new.trigger).map_err(|e| StoreError::Data(e.to_string()))?;
+            let id: i64 = conn
+                .prepare_cached(
                     "INSERT INTO runs (pipeline, version_id, state, trigger, trigger_kind, user, inputs, retry_of, created_at, deadline)
                      VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                )
-                .bind(&new.pipeline)
-                .bind(new.version_id.0)
-                .bind(trigger)
-                .bind(new.trigger.kind.as_str())
-                .bind(&new.trigger.user)
-                .bind(json_text(&new.inputs))
-                .bind(new.retry_of.map(|r| r.0))
-                .bind(at)
-                .bind(new.deadline)
-                .fetch_one(&mut *conn)
-                .await?;
-                // One multi-row insert: statements, not rows, are what the writer pays for.
-                let rows: Vec<(usize, &super::NewNode)> = new.nodes.iter().enumerate().collect();
-                for chunk in rows.chunks(100) {
-                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                        "INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at) ",
-                    );
-                    q.push_values(chunk, |mut b, (position, node)| {
-                        let (state, output, reused_from) = match &node.reused {
-                            Some((from, output)) => {
-                                ("succeeded", Some(json_text(output)), Some(from.0))
-                            }
-                            None => ("pending", None, None),
-                        };
-                        b.push_bind(id)
-                            .push_bind(node.id.clone())
-                            .push_bind(*position as i64)
-                            .push_bind(state)
-                            .push_bind(output)
-                            .push_bind(reused_from)
-                            .push_bind(reused_from.map(|_| *at));
-                    });
-                    q.build().execute(&mut *conn).await?;
-                }
-                Ok(Written::Id(id))
-            }
-            Write::Run(run, change) => {
-                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE runs SET id = id");
-                if let Some(state) = change.state {
-                    q.push(", state = ").push_bind(state.as_str());
-                }
-                if let Some(at) = change.started_at {
-                    q.push(", started_at = COALESCE(started_at, ")
-                        .push_bind(at)
-                        .push(")");
-                }
-                if let Some(at) = change.finished_at {
-                    q.push(", finished_at = ").push_bind(at);
-                }
-                if let Some(wake) = change.wake_at {
-                    q.push(", wake_at = ").push_bind(wake);
-                }
-                if let Some(error) = &change.error {
-                    q.push(", error = ").push_bind(error.clone());
-                }
-                if let Some(deadline) = change.deadline {
-                    q.push(", deadline = ").push_bind(deadline);
-                }
-                q.push(" WHERE id = ").push_bind(run.0);
-                let done = q.build().execute(&mut *conn).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(format!("run {run}")));
-                }
-                Ok(Written::Nothing)
-            }
-            Write::Node(run, node, change) => {
-                let mut q =
-                    sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE run_nodes SET run_id = run_id");
-                if let Some(state) = change.state {
-                    q.push(", state = ").push_bind(state.as_str());
-                }
-                if let Some(n) = change.attempts {
-                    q.push(", attempts = ").push_bind(i64::from(n));
-                }
-                if let Some(output) = &change.output {
-                    q.push(", output = ")
-                        .push_bind(output.as_ref().map(json_text));
-                }
-                if let Some(error) = &change.error {
-                    q.push(", error = ").push_bind(error.clone());
-                }
-                if let Some(at) = change.started_at {
-                    q.push(", started_at = COALESCE(started_at, ")
-                        .push_bind(at)
-                        .push(")");
-                }
-                if let Some(at) = change.finished_at {
-                    q.push(", finished_at = ").push_bind(at);
-                }
-                if let Some(wake) = change.wake_at {
-                    q.push(", wake_at = ").push_bind(wake);
-                }
-                q.push(" WHERE run_id = ")
-                    .push_bind(run.0)
-                    .push(" AND node_id = ")
-                    .push_bind(node.clone());
-                let done = q.build().execute(&mut *conn).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(format!("node '{node}' of run {run}")));
-                }
-                Ok(Written::Nothing)
-            }
-            Write::AttemptStart {
-                run,
-                node,
-                attempt,
-                at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO attempts (run_id, node_id, attempt, state, started_at) VALUES (?, ?, ?, 'running', ?)
-                     ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
-                )
-                .bind(run.0)
-                .bind(node)
-                .bind(i64::from(*attempt))
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                Ok(Written::Nothing)
-            }
-            Write::AttemptEnd {
-                run,
-                node,
-                attempt,
-                state,
-                at,
-                error,
-            } => {
-                // An instant node has no separate start record: insert and finish in one step.
-                sqlx::query(
-                    "INSERT INTO attempts (run_id, node_id, attempt, state, started_at, finished_at, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
-                     ON CONFLICT (run_id, node_id, attempt) DO UPDATE SET state = ?4, finished_at = ?5, error = ?6",
-                )
-                .bind(run.0)
-                .bind(node)
-                .bind(i64::from(*attempt))
-                .bind(state.as_str())
-                .bind(at)
-                .bind(error)
-                .execute(&mut *conn)
-                .await?;
-                Ok(Written::Nothing)
-            }
-            Write::Logs(lines) => {
-                for chunk in lines.chunks(100) {
-                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                        "INSERT OR IGNORE INTO logs (run_id, node_id, attempt, seq, at, stream, line) ",
-                    );
-                    q.push_values(chunk, |mut b, l| {
-                        b.push_bind(l.run.0)
-                            .push_bind(l.node.clone())
-                            .push_bind(i64::from(l.attempt))
-                            .push_bind(i64::from(l.seq))
-                            .push_bind(l.at_ms)
-                            .push_bind(l.stream.clone())
-                            .push_bind(l.line.clone());
-                    });
-                    q.build().execute(&mut *conn).await?;
-                }
-                Ok(Written::Count(lines.len() as u64))
-            }
-            Write::Exec(statements) => {
-                let mut last = Written::Nothing;
-                for (sql, args) in statements {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                    for a in args {
-                        q = match a {
-                            SqlArg::Null => q.bind(None::<i64>),
-                            SqlArg::Int(i) => q.bind(*i),
-                            SqlArg::Real(f) => q.bind(*f),
-                            SqlArg::Text(t) => q.bind(t.clone()),
-                        };
-                    }
-                    if sql.to_ascii_uppercase().contains("RETURNING") {
-                        let row = q.fetch_optional(&mut *conn).await?;
-                        last = match row {
-                            Some(r) => Written::Id(sqlx::Row::try_get::<i64, _>(&r, 0)?),
-                            None => Written::Nothing,
-                        };
-                    } else {
-                        last = Written::Count(q.execute(&mut *conn).await?.rows_affected());
-                    }
-                }
-                Ok(last)
-            }
-            Write::CreateRunOnce {
-                run,
-                key,
-                expires_at,
-                at,
-            } => {
-                let existing: Option<i64> = sqlx::query_scalar(
-                    "SELECT run_id FROM trigger_keys WHERE pipeline = ? AND key = ? AND expires_at > ?",
-                )
-                .bind(&run.pipeline)
-                .bind(key)
-                .bind(at)
-                .fetch_optional(&mut *conn)
-                .await?;
-                if let Some(id) = existing {
-                    return Ok(Written::Existing(id));
-                }
-                let Written::Id(id) = apply(conn, &Write::CreateRun(run.clone(), *at)).await?
-                else {
-                    return Err(StoreError::Data("creating a run returned no id".into()));
+                )?
+                .query_row(
+                    params![
+                        new.pipeline,
+                        new.version_id.0,
+                        trigger,
+                        new.trigger.kind.as_str(),
+                        new.trigger.user,
+                        json_text(&new.inputs),
+                        new.retry_of.map(|r| r.0),
+                        at,
+                        new.deadline,
+                    ],
+                    |r| r.get(0),
+                )?;
+            // One cached statement per row: with no thread hop per statement,
+            // rebinding a prepared insert is as cheap as a multi-row insert.
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )?;
+            for (position, node) in new.nodes.iter().enumerate() {
+                let (state, output, reused_from) = match &node.reused {
+                    Some((from, output)) => ("succeeded", Some(json_text(output)), Some(from.0)),
+                    None => ("pending", None, None),
                 };
-                sqlx::query(
-                    "INSERT INTO trigger_keys (pipeline, key, run_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (pipeline, key) DO UPDATE SET run_id = ?3, created_at = ?4, expires_at = ?5",
-                )
-                .bind(&run.pipeline)
-                .bind(key)
-                .bind(id)
-                .bind(at)
-                .bind(expires_at)
-                .execute(&mut *conn)
-                .await?;
-                Ok(Written::Id(id))
+                insert.execute(params![
+                    id,
+                    node.id,
+                    i64::try_from(position).unwrap_or(i64::MAX),
+                    state,
+                    output,
+                    reused_from,
+                    reused_from.map(|_| *at),
+                ])?;
             }
-            Write::Charged {
-                user,
-                day,
-                cap,
-                then,
-            } => {
-                // A redelivery finds its run even when the cap is reached since.
-                if let Write::CreateRunOnce { run, key, at, .. } = then.as_ref() {
-                    let existing: Option<i64> = sqlx::query_scalar(
-                        "SELECT run_id FROM trigger_keys WHERE pipeline = ? AND key = ? AND expires_at > ?",
-                    )
-                    .bind(&run.pipeline)
-                    .bind(key)
-                    .bind(at)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    if let Some(id) = existing {
-                        return Ok(Written::Existing(id));
-                    }
-                }
-                let used: i64 =
-                    sqlx::query_scalar("SELECT runs FROM usage WHERE user = ? AND day = ?")
-                        .bind(user)
-                        .bind(day)
-                        .fetch_optional(&mut *conn)
-                        .await?
-                        .unwrap_or(0);
-                if used >= *cap {
-                    return Ok(Written::OverCap(used));
-                }
-                let result = apply(conn, then).await?;
-                if let Written::Id(_) = result {
-                    sqlx::query(
-                        "INSERT INTO usage (user, day, runs) VALUES (?, ?, 1)
-                         ON CONFLICT (user, day) DO UPDATE SET runs = runs + 1",
-                    )
-                    .bind(user)
-                    .bind(day)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                Ok(result)
+            Ok(Written::Id(id))
+        }
+        Write::Run(run, change) => {
+            if update_run(conn, *run, change)? == 0 {
+                return Err(StoreError::NotFound(format!("run {run}")));
             }
-            Write::All(writes) => {
-                for w in writes {
-                    apply(conn, w).await?;
-                }
-                Ok(Written::Nothing)
+            Ok(Written::Nothing)
+        }
+        Write::Node(run, node, change) => {
+            if update_node(conn, *run, node, change)? == 0 {
+                return Err(StoreError::NotFound(format!("node '{node}' of run {run}")));
             }
-            Write::Prune {
-                finished_before,
-                keep_per_pipeline,
-            } => {
-                let by_age = sqlx::query(
+            Ok(Written::Nothing)
+        }
+        Write::AttemptStart {
+            run,
+            node,
+            attempt,
+            at,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO attempts (run_id, node_id, attempt, state, started_at) VALUES (?, ?, ?, 'running', ?)
+                 ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
+            )?
+            .execute(params![run.0, node, i64::from(*attempt), at])?;
+            Ok(Written::Nothing)
+        }
+        Write::AttemptEnd {
+            run,
+            node,
+            attempt,
+            state,
+            at,
+            error,
+        } => {
+            // An instant node has no separate start record: insert and finish in one step.
+            conn.prepare_cached(
+                "INSERT INTO attempts (run_id, node_id, attempt, state, started_at, finished_at, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+                 ON CONFLICT (run_id, node_id, attempt) DO UPDATE SET state = ?4, finished_at = ?5, error = ?6",
+            )?
+            .execute(params![
+                run.0,
+                node,
+                i64::from(*attempt),
+                state.as_str(),
+                at,
+                error
+            ])?;
+            Ok(Written::Nothing)
+        }
+        Write::Logs(lines) => {
+            let mut insert = conn.prepare_cached(
+                "INSERT OR IGNORE INTO logs (run_id, node_id, attempt, seq, at, stream, line)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )?;
+            for l in lines {
+                insert.execute(params![
+                    l.run.0,
+                    l.node,
+                    i64::from(l.attempt),
+                    i64::from(l.seq),
+                    l.at_ms,
+                    l.stream,
+                    l.line,
+                ])?;
+            }
+            Ok(Written::Count(lines.len() as u64))
+        }
+        Write::Exec(statements) => {
+            let mut last = Written::Nothing;
+            for (sql, args) in statements {
+                let mut stmt = conn.prepare_cached(sql)?;
+                if sql.to_ascii_uppercase().contains("RETURNING") {
+                    // SQLite makes every change of a RETURNING statement on the
+                    // first step, so reading only the first row applies all of it.
+                    let mut rows = stmt.query(params_from_iter(args))?;
+                    last = match rows.next()? {
+                        Some(r) => Written::Id(r.get(0)?),
+                        None => Written::Nothing,
+                    };
+                } else {
+                    last = Written::Count(stmt.execute(params_from_iter(args))? as u64);
+                }
+            }
+            Ok(last)
+        }
+        Write::CreateRunOnce {
+            run,
+            key,
+            expires_at,
+            at,
+        } => {
+            if let Some(id) = keyed_run(conn, &run.pipeline, key, *at)? {
+                return Ok(Written::Existing(id));
+            }
+            let Written::Id(id) = apply(conn, &Write::CreateRun(run.clone(), *at))? else {
+                return Err(StoreError::Data("creating a run returned no id".into()));
+            };
+            conn.prepare_cached(
+                "INSERT INTO trigger_keys (pipeline, key, run_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (pipeline, key) DO UPDATE SET run_id = ?3, created_at = ?4, expires_at = ?5",
+            )?
+            .execute(params![run.pipeline, key, id, at, expires_at])?;
+            Ok(Written::Id(id))
+        }
+        Write::Charged {
+            user,
+            day,
+            cap,
+            then,
+        } => {
+            // A redelivery finds its run even when the cap is reached since.
+            if let Write::CreateRunOnce { run, key, at, .. } = then.as_ref()
+                && let Some(id) = keyed_run(conn, &run.pipeline, key, *at)?
+            {
+                return Ok(Written::Existing(id));
+            }
+            let used: i64 = conn
+                .prepare_cached("SELECT runs FROM usage WHERE user = ? AND day = ?")?
+                .query_row(params![user, day], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            if used >= *cap {
+                return Ok(Written::OverCap(used));
+            }
+            let result = apply(conn, then)?;
+            if let Written::Id(_) = result {
+                conn.prepare_cached(
+                    "INSERT INTO usage (user, day, runs) VALUES (?, ?, 1)
+                     ON CONFLICT (user, day) DO UPDATE SET runs = runs + 1",
+                )?
+                .execute(params![user, day])?;
+            }
+            Ok(result)
+        }
+        Write::All(writes) => {
+            for w in writes {
+                apply(conn, w)?;
+            }
+            Ok(Written::Nothing)
+        }
+        Write::Prune {
+            finished_before,
+            keep_per_pipeline,
+        } => {
+            let by_age = conn
+                .prepare_cached(
                     // Bounded per write so a first prune of a big store does not hold the
                     // single writer for long; the caller repeats until nothing is left.
                     "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 500)",
-                )
-                .bind(finished_before)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                let by_count = sqlx::query(
+                )?
+                .execute(params![finished_before])?;
+            let by_count = conn
+                .prepare_cached(
                     "DELETE FROM runs WHERE id IN (
                         SELECT id FROM (
                             SELECT id, finished_at, ROW_NUMBER() OVER (PARTITION BY pipeline ORDER BY id DESC) AS n FROM runs
                         ) WHERE n > ? AND finished_at IS NOT NULL LIMIT 500
                     )",
-                )
-                .bind(keep_per_pipeline)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                Ok(Written::Count(by_age + by_count))
-            }
+                )?
+                .execute(params![keep_per_pipeline])?;
+            Ok(Written::Count((by_age + by_count) as u64))
         }
-    })
+    }
+}
+
+/// Applies a [`RunChange`]; returns the rows changed. The statement's shape
+/// depends only on which fields are set, so the few shapes stay cached.
+fn update_run(conn: &Connection, run: RunId, change: &RunChange) -> Result<usize, StoreError> {
+    let state = change.state.map(|s| s.as_str());
+    let mut sql = String::from("UPDATE runs SET id = id");
+    let mut args: Vec<&dyn ToSql> = Vec::new();
+    if let Some(state) = &state {
+        sql.push_str(", state = ?");
+        args.push(state);
+    }
+    if let Some(at) = &change.started_at {
+        sql.push_str(", started_at = COALESCE(started_at, ?)");
+        args.push(at);
+    }
+    if let Some(at) = &change.finished_at {
+        sql.push_str(", finished_at = ?");
+        args.push(at);
+    }
+    if let Some(wake) = &change.wake_at {
+        sql.push_str(", wake_at = ?");
+        args.push(wake);
+    }
+    if let Some(error) = &change.error {
+        sql.push_str(", error = ?");
+        args.push(error);
+    }
+    if let Some(deadline) = &change.deadline {
+        sql.push_str(", deadline = ?");
+        args.push(deadline);
+    }
+    sql.push_str(" WHERE id = ?");
+    args.push(&run.0);
+    Ok(conn.prepare_cached(&sql)?.execute(args.as_slice())?)
+}
+
+/// Applies a [`NodeChange`]; returns the rows changed (see [`update_run`]).
+fn update_node(
+    conn: &Connection,
+    run: RunId,
+    node: &str,
+    change: &NodeChange,
+) -> Result<usize, StoreError> {
+    let state = change.state.map(|s| s.as_str());
+    let attempts = change.attempts.map(i64::from);
+    let output = change.output.as_ref().map(|o| o.as_ref().map(json_text));
+    let mut sql = String::from("UPDATE run_nodes SET run_id = run_id");
+    let mut args: Vec<&dyn ToSql> = Vec::new();
+    if let Some(state) = &state {
+        sql.push_str(", state = ?");
+        args.push(state);
+    }
+    if let Some(n) = &attempts {
+        sql.push_str(", attempts = ?");
+        args.push(n);
+    }
+    if let Some(output) = &output {
+        sql.push_str(", output = ?");
+        args.push(output);
+    }
+    if let Some(error) = &change.error {
+        sql.push_str(", error = ?");
+        args.push(error);
+    }
+    if let Some(at) = &change.started_at {
+        sql.push_str(", started_at = COALESCE(started_at, ?)");
+        args.push(at);
+    }
+    if let Some(at) = &change.finished_at {
+        sql.push_str(", finished_at = ?");
+        args.push(at);
+    }
+    if let Some(wake) = &change.wake_at {
+        sql.push_str(", wake_at = ?");
+        args.push(wake);
+    }
+    sql.push_str(" WHERE run_id = ? AND node_id = ?");
+    args.push(&run.0);
+    args.push(&node);
+    Ok(conn.prepare_cached(&sql)?.execute(args.as_slice())?)
 }
 
 impl From<VersionId> for i64 {
     fn from(v: VersionId) -> Self {
         v.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn upsert(name: &str) -> Vec<(String, Vec<SqlArg>)> {
+        vec![(
+            "INSERT INTO pipeline_state (name, enabled, updated_at) VALUES (?, 1, 0) RETURNING enabled"
+                .to_owned(),
+            vec![SqlArg::Text(name.to_owned())],
+        )]
+    }
+
+    #[tokio::test]
+    async fn exec_results_and_a_constraint_failure_that_stays_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Durability::Normal)
+            .await
+            .unwrap();
+        assert_eq!(store.exec(upsert("a")).await.unwrap(), 1, "RETURNING value");
+        // Queued together, so they share a batch: the duplicate fails alone.
+        let (dup, other) = tokio::join!(store.exec(upsert("a")), store.exec(upsert("b")));
+        match dup {
+            Err(StoreError::Database(m)) => assert!(m.contains("UNIQUE constraint failed"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(other.unwrap(), 1);
+        let count = store
+            .exec(vec![(
+                "UPDATE pipeline_state SET updated_at = ?".to_owned(),
+                vec![SqlArg::Int(5)],
+            )])
+            .await
+            .unwrap();
+        assert_eq!(count, 2, "affected rows");
+        let none = store
+            .exec(vec![(
+                "UPDATE pipeline_state SET enabled = 0 WHERE name = ? RETURNING 1".to_owned(),
+                vec![SqlArg::Text("zz".into())],
+            )])
+            .await
+            .unwrap();
+        assert_eq!(none, 0, "RETURNING without a row");
+    }
+
+    #[tokio::test]
+    async fn the_write_connection_has_the_pools_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let _store = Store::open(&path, Durability::Full).await.unwrap();
+        let conn = open(&path, Durability::Full).unwrap();
+        let int = |pragma: &str| -> i64 {
+            conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(int("foreign_keys"), 1);
+        assert_eq!(int("synchronous"), 2, "FULL");
+        assert_eq!(int("busy_timeout"), 10_000);
+        assert_eq!(int("journal_size_limit"), 67_108_864);
+        assert_eq!(int("cache_size"), -4000);
+        drop(conn);
+        let conn = open(&path, Durability::Normal).unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "NORMAL");
     }
 }

@@ -216,14 +216,17 @@ impl Triggers {
             EngineError::Input(m) => TriggerError::Input(m),
             other => TriggerError::Engine(other),
         })?;
-        // A redelivery of an accepted trigger gets its run back without spending
-        // a rate token (the commit below also catches a race between the two).
-        if let Some(fired) = self.redelivered(entry, key).await? {
-            return Ok(fired);
-        }
         // Every trigger passes the limits before a run is created (the daily run
-        // cap is charged with the run itself, in `commit`).
-        self.check_limits(entry, &trigger).await?;
+        // cap is charged with the run itself, in `commit`). A redelivery of an
+        // accepted trigger is never refused: it gets its run back. (Looking the
+        // key up only on a refusal keeps a read off every delivery; the commit
+        // below finds the key for the rest.)
+        if let Err(refused) = self.check_limits(entry, &trigger).await {
+            return match self.redelivered(entry, key).await? {
+                Some(fired) => Ok(fired),
+                None => Err(refused),
+            };
+        }
         let concurrency = entry.pipeline.concurrency;
         let decides = concurrency.max_runs.is_some()
             && matches!(

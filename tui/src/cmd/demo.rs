@@ -58,6 +58,7 @@ impl Drop for TempDir {
 
 /// Runs the demo: the console, or with `no_console` the event feed.
 pub async fn run(no_console: bool, console: ConsoleOptions) -> anyhow::Result<Exit> {
+    remove_abandoned();
     let dir = TempDir(std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id())));
     let (daemon, socket) = start(&dir.0)?;
     let result = if no_console {
@@ -95,6 +96,35 @@ async fn start_runs(socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes the directories of demos that were killed before they could
+/// clean up: their `sluice` (named in the directory) and their `sluiced`
+/// (named in the state lock) are both gone.
+fn remove_abandoned() {
+    // A zombie (dead, not yet reaped by whoever adopted it) counts as gone.
+    let alive = |pid: &str| {
+        pid.trim().parse::<u32>().is_ok_and(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+                !s.lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
+        })
+    };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("sluice-demo-") else {
+            continue;
+        };
+        let lock = e.path().join("state").join("sluiced.lock");
+        let daemon = std::fs::read_to_string(&lock).unwrap_or_default();
+        if !alive(pid) && !alive(&daemon) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -108,6 +138,33 @@ impl Drop for Daemon {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+    #[cfg(target_os = "linux")]
+    #[link_name = "prctl"]
+    fn libc_prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+}
+
+/// Makes the demo daemon get SIGTERM when this process dies, however it dies
+/// (a SIGKILLed console must not leave a daemon running its cron triggers).
+fn stop_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        const PR_SET_PDEATHSIG: i32 = 1;
+        const SIGTERM: u64 = 15;
+        // SAFETY: prctl is async-signal-safe and only changes the child's own
+        // death signal; no memory is shared or allocated between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc_prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 fn sluiced_path() -> anyhow::Result<PathBuf> {
@@ -132,7 +189,9 @@ fn start(dir: &Path) -> anyhow::Result<(Daemon, PathBuf)> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
     }
     let socket = dir.join("sluice.sock");
-    let mut child = Command::new(sluiced_path()?)
+    let mut cmd = Command::new(sluiced_path()?);
+    stop_with_parent(&mut cmd);
+    let mut child = cmd
         .arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--pipelines")

@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 use sluice_shared::event::Event;
 use sluice_shared::protocol::{
     ApprovalInfo, AuditEntry, AuditVerifyResult, ConfigErrors, EventNotice, LogsPage, MisfireEntry,
-    PipelineSummary, RunDetail, RunsPage, ScheduleSummary, StatusResult, SubscribeResult,
-    TriggerResult,
+    PipelineDetail, PipelineSummary, RunDetail, RunsPage, ScheduleSummary, StatusResult,
+    SubscribeResult, TriggerResult,
 };
 use sluice_shared::protocol::{
     LimitsExplainParams, LimitsExplainResult, LimitsUsageParams, LimitsUsageResult,
@@ -58,16 +58,29 @@ fn run_id(text: &str) -> Result<RunId, Failure> {
         .map_err(|_| usage(format!("'{text}' is not a run id (write 12 or #12)")))
 }
 
-fn inputs(pairs: &[String]) -> Result<Map<String, Value>, Failure> {
+/// `name=value` pairs as inputs: a value for an input the pipeline declares
+/// as a string stays text (`version=2.0` is "2.0"); other values are read as
+/// JSON when they parse (`n=3`, `flag=true`, `list=[1,2]`), else as text.
+fn inputs(pairs: &[String], definition: Option<&Value>) -> Result<Map<String, Value>, Failure> {
     let mut map = Map::new();
     for pair in pairs {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| usage(format!("--input '{pair}': expected NAME=VALUE")))?;
-        map.insert(
-            k.to_owned(),
-            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
-        );
+        let declared = definition
+            .and_then(|d| d.get("inputs"))
+            .and_then(|i| i.get(k));
+        let is_text = declared.is_some_and(|spec| {
+            spec.get("type")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t == "string")
+        });
+        let value = if is_text {
+            Value::String(v.to_owned())
+        } else {
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
+        };
+        map.insert(k.to_owned(), value);
     }
     Ok(map)
 }
@@ -80,11 +93,17 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
     emit(&format!("{text}\n")).map_err(io)
 }
 
+/// How wide tables may be: `COLUMNS`, else the terminal's width; output to
+/// a pipe or file is never cut, so scripts get whole values.
 fn width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(80)
+    use std::io::IsTerminal;
+    if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return c;
+    }
+    if !std::io::stdout().is_terminal() {
+        return usize::MAX;
+    }
+    ratatui::crossterm::terminal::size().map_or(80, |(w, _)| usize::from(w))
 }
 
 fn state_word(s: RunState) -> String {
@@ -166,10 +185,21 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
             inputs: pairs,
             wait,
         } => {
+            // The declared input types say how to read `-i` values.
+            let definition = if pairs.is_empty() {
+                None
+            } else {
+                client
+                    .call::<PipelineDetail>("pipelines.get", json!({ "name": name }))
+                    .await
+                    .ok()
+                    .map(|d| d.definition)
+            };
+            let inputs = inputs(&pairs, definition.as_ref())?;
             let r: TriggerResult = client
                 .call(
                     "pipelines.trigger",
-                    json!({ "name": name, "inputs": inputs(&pairs)?, "wait": wait }),
+                    json!({ "name": name, "inputs": inputs, "wait": wait }),
                 )
                 .await?;
             if json {

@@ -381,6 +381,9 @@ pub struct Dialog {
     pub body: Vec<String>,
     /// Confirm button label.
     pub confirm: String,
+    /// The dismiss button's label ("Cancel"; "Keep running" where "Cancel" would
+    /// read like the action itself).
+    pub dismiss: String,
     /// A text field (reason, inputs) and its label.
     pub field: Option<(String, String)>,
     /// The field must not be empty.
@@ -459,6 +462,8 @@ pub struct App {
     pub quit: bool,
     /// When status and the current view were last polled (ms).
     pub polled_ms: i64,
+    /// The daemon answered at least once (handshake and subscription).
+    pub connected_once: bool,
 }
 
 impl App {
@@ -490,6 +495,7 @@ impl App {
             run_pipelines: HashMap::new(),
             quit: false,
             polled_ms: now_ms,
+            connected_once: false,
         }
     }
 
@@ -523,6 +529,29 @@ impl App {
             }
             _ => Some("not connected to the daemon".into()),
         }
+    }
+
+    /// "not connected yet — waiting for sluiced at …" while the daemon has
+    /// never answered: empty lists then mean nothing yet, not "none".
+    pub fn waiting_for_daemon(&self) -> Option<String> {
+        if self.connected_once {
+            return None;
+        }
+        Some(format!(
+            "not connected yet — waiting for sluiced at {}",
+            self.opts.daemon
+        ))
+    }
+
+    /// Lines in the `?` help (a heading per scope, a line per binding).
+    pub fn help_len(&self) -> usize {
+        Scope::ALL
+            .iter()
+            .map(|&s| match self.keymap.scope(s).count() {
+                0 => 0,
+                n => n + 1,
+            })
+            .sum()
     }
 
     /// Pending approvals, for the badge.

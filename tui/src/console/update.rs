@@ -15,7 +15,7 @@ use super::app::{
     App, Conn, DetailFocus, DetailState, Dialog, DialogFocus, Flash, Overlay, PendingAction,
     Prompt, PromptKind, View, server_filter,
 };
-use super::keymap::{Action, Key};
+use super::keymap::{Action, Key, Scope};
 use super::logbuf::LogEntry;
 use super::msg::{CallError, ConnEvent, Effect, Msg, Tag};
 
@@ -91,6 +91,7 @@ fn conn(app: &mut App, ev: ConnEvent) -> Vec<Effect> {
         ConnEvent::Synced => {
             if let Conn::Connected { synced, .. } = &mut app.conn {
                 *synced = true;
+                app.connected_once = true;
             }
             app.last_seq = None;
             resync(app)
@@ -278,6 +279,8 @@ fn load_log(d: &mut DetailState) -> Vec<Effect> {
 fn switch_view(app: &mut App, view: View) -> Vec<Effect> {
     app.back.clear();
     app.view = view;
+    // A message about the view left behind means nothing in the next one.
+    app.flash = None;
     let mut fx = Vec::new();
     if synced(app) {
         match view {
@@ -408,19 +411,21 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
                 return Vec::new();
             }
             let key = idempotency_key(app);
-            app.overlay = Some(Overlay::Dialog(Dialog {
+            open_dialog(app, Dialog {
                 title: format!("Trigger {name} now?"),
                 body: vec![
-                    "Inputs as name=value, separated by spaces (quote values with spaces).".into(),
+                    r#"Inputs as name=value, separated by spaces. Quote a value as in a shell: 'you & me' (literal) or "say \"hi\"" (\" escapes)."#
+                        .into(),
                 ],
                 confirm: "Trigger".into(),
+                dismiss: "Cancel".into(),
                 field: Some(("inputs".into(), inputs)),
                 required: false,
                 focus: DialogFocus::Field,
                 action: PendingAction::Trigger(name),
                 idempotency_key: key,
                 error: None,
-            }));
+            });
         }
         Tag::Approvals { pending } => {
             if let Some(rows) = decode::<Vec<ApprovalInfo>>(value) {
@@ -534,7 +539,8 @@ fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
     app.runs.cursor.clamp(len);
 }
 
-/// `who=world n=3` from a pipeline definition's `inputs` and their defaults.
+/// `who=world n=3` from a pipeline definition's `inputs` and their defaults,
+/// quoted so that [`parse_inputs`] reads them back as they are.
 fn default_inputs(definition: &Value) -> String {
     let Some(inputs) = definition.get("inputs").and_then(Value::as_object) else {
         return String::new();
@@ -543,10 +549,7 @@ fn default_inputs(definition: &Value) -> String {
         .iter()
         .map(|(name, spec)| {
             let value = match spec.get("default") {
-                Some(Value::String(s)) if s.contains(char::is_whitespace) || s.is_empty() => {
-                    format!("\"{s}\"")
-                }
-                Some(Value::String(s)) => s.clone(),
+                Some(Value::String(s)) => quote_input(s),
                 Some(Value::Null) | None => String::new(),
                 Some(other) => other.to_string(),
             };
@@ -556,45 +559,110 @@ fn default_inputs(definition: &Value) -> String {
         .join(" ")
 }
 
-/// Parses `a=1 b="two words" c=true` into inputs (JSON values where they parse).
+/// A string input as [`parse_inputs`] reads it back: bare when it can be,
+/// in single quotes when it has spaces or quotes, in double quotes when it
+/// holds a single quote itself.
+fn quote_input(s: &str) -> String {
+    let special = |c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '\\');
+    // Bare words that parse as JSON (3, true, null, [..]) would stop being strings.
+    let reads_as_json = serde_json::from_str::<Value>(s).is_ok_and(|v| !v.is_string());
+    if !s.is_empty() && !s.contains(special) && !reads_as_json {
+        s.to_string()
+    } else if !s.contains('\'') {
+        format!("'{s}'")
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// Parses `a=1 b='two words' c="say \"hi\"" d=true` into inputs, splitting
+/// words like a shell: `'...'` is literal, `"..."` takes `\"` and `\\`
+/// escapes, a backslash outside quotes escapes the next character. Bare
+/// values are JSON where they parse (numbers, booleans, arrays); quoted ones
+/// stay strings unless they are a JSON array or object.
 pub fn parse_inputs(text: &str) -> Result<serde_json::Map<String, Value>, String> {
-    let mut words = Vec::new();
+    #[derive(PartialEq)]
+    enum Q {
+        None,
+        Single,
+        Double,
+    }
+    // (word, whether any part of it was quoted or escaped)
+    let mut words: Vec<(String, bool)> = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
-    let mut any = false;
-    for c in text.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any || !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
+    let mut started = false;
+    let mut q = Q::None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (&q, c) {
+            (Q::Single, '\'') | (Q::Double, '"') => q = Q::None,
+            (Q::Single, c) => cur.push(c),
+            (Q::Double, '\\') => match chars.next() {
+                Some(n @ ('"' | '\\')) => cur.push(n),
+                Some(n) => {
+                    cur.push('\\');
+                    cur.push(n);
                 }
-                any = false;
+                None => cur.push('\\'),
+            },
+            (Q::Double, c) => cur.push(c),
+            (Q::None, '\'') => {
+                q = Q::Single;
+                quoted = true;
+                started = true;
             }
-            c => cur.push(c),
+            (Q::None, '"') => {
+                q = Q::Double;
+                quoted = true;
+                started = true;
+            }
+            (Q::None, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+                quoted = true;
+                started = true;
+            }
+            (Q::None, c) if c.is_whitespace() => {
+                if started {
+                    words.push((std::mem::take(&mut cur), quoted));
+                }
+                quoted = false;
+                started = false;
+            }
+            (Q::None, c) => {
+                cur.push(c);
+                started = true;
+            }
         }
     }
-    if quoted {
-        return Err("unterminated quote".into());
+    match q {
+        Q::Single => return Err("unterminated ' quote".into()),
+        Q::Double => return Err("unterminated \" quote".into()),
+        Q::None => {}
     }
-    if any || !cur.is_empty() {
-        words.push(cur);
+    if started {
+        words.push((cur, quoted));
     }
     let mut map = serde_json::Map::new();
-    for w in words {
+    for (w, quoted) in words {
         let Some((k, v)) = w.split_once('=') else {
-            return Err(format!("'{w}' is not name=value"));
+            return Err(format!(
+                "'{w}' is not name=value (quote values with spaces: name='a b')"
+            ));
         };
-        let value = serde_json::from_str::<Value>(v)
-            .ok()
-            .filter(|v| !v.is_string() || v.as_str().is_some())
-            .unwrap_or_else(|| Value::String(v.to_string()));
-        if v.is_empty() {
+        if k.is_empty() {
+            return Err(format!("'{w}' has no name before '='"));
+        }
+        if v.is_empty() && !quoted {
             continue;
         }
+        let json = serde_json::from_str::<Value>(v).ok();
+        let value = match json {
+            Some(j) if !quoted || j.is_array() || j.is_object() => j,
+            _ => Value::String(v.to_string()),
+        };
         map.insert(k.to_string(), value);
     }
     Ok(map)
@@ -854,6 +922,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             }
         }
         Action::Help => {
+            app.flash = None;
             app.overlay = Some(Overlay::Help(0));
             Vec::new()
         }
@@ -981,31 +1050,35 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             };
             let approve = action == Action::Approve;
             let key = idempotency_key(app);
-            app.overlay = Some(Overlay::Dialog(Dialog {
-                title: format!(
-                    "{} approval #{} (run {} node {})?",
-                    if approve { "Approve" } else { "Reject" },
-                    a.id,
-                    a.run,
-                    a.node
-                ),
-                body: a.message.iter().cloned().collect(),
-                confirm: if approve { "Approve" } else { "Reject" }.into(),
-                field: Some((
-                    if approve {
-                        "reason (optional)"
-                    } else {
-                        "reason (required)"
-                    }
-                    .into(),
-                    String::new(),
-                )),
-                required: !approve,
-                focus: DialogFocus::Field,
-                action: PendingAction::Decide { id: a.id, approve },
-                idempotency_key: key,
-                error: None,
-            }));
+            open_dialog(
+                app,
+                Dialog {
+                    title: format!(
+                        "{} approval #{} (run {} node {})?",
+                        if approve { "Approve" } else { "Reject" },
+                        a.id,
+                        a.run,
+                        a.node
+                    ),
+                    body: a.message.iter().cloned().collect(),
+                    confirm: if approve { "Approve" } else { "Reject" }.into(),
+                    dismiss: "Cancel".into(),
+                    field: Some((
+                        if approve {
+                            "reason (optional)"
+                        } else {
+                            "reason (required)"
+                        }
+                        .into(),
+                        String::new(),
+                    )),
+                    required: !approve,
+                    focus: DialogFocus::Field,
+                    action: PendingAction::Decide { id: a.id, approve },
+                    idempotency_key: key,
+                    error: None,
+                },
+            );
             Vec::new()
         }
         Action::HistoryTab => {
@@ -1041,28 +1114,38 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             let enabled = action == Action::Enable;
             let name = p.name.clone();
             let key = idempotency_key(app);
-            app.overlay = Some(Overlay::Dialog(Dialog {
-                title: format!(
-                    "{} pipeline {name}?",
-                    if enabled { "Enable" } else { "Disable" }
-                ),
-                body: vec![if enabled {
-                    "Its triggers may start runs again.".into()
-                } else {
-                    "Cron, webhooks and manual triggers stop starting runs; runs in flight continue."
+            open_dialog(
+                app,
+                Dialog {
+                    title: format!(
+                        "{} pipeline {name}?",
+                        if enabled { "Enable" } else { "Disable" }
+                    ),
+                    body: vec![if enabled {
+                        "Its triggers may start runs again.".into()
+                    } else {
+                        "Cron, webhooks and manual triggers stop starting runs; runs in flight continue."
                         .into()
-                }],
-                confirm: if enabled { "Enable" } else { "Disable" }.into(),
-                field: None,
-                required: false,
-                focus: DialogFocus::Cancel,
-                action: PendingAction::SetEnabled { name, enabled },
-                idempotency_key: key,
-                error: None,
-            }));
+                    }],
+                    confirm: if enabled { "Enable" } else { "Disable" }.into(),
+                    dismiss: "Cancel".into(),
+                    field: None,
+                    required: false,
+                    focus: DialogFocus::Cancel,
+                    action: PendingAction::SetEnabled { name, enabled },
+                    idempotency_key: key,
+                    error: None,
+                },
+            );
             Vec::new()
         }
     }
+}
+
+/// Opens a dialog; whatever the footer said before is about something else.
+fn open_dialog(app: &mut App, d: Dialog) {
+    app.flash = None;
+    app.overlay = Some(Overlay::Dialog(d));
 }
 
 fn idempotency_key(app: &mut App) -> String {
@@ -1090,6 +1173,20 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
         return Vec::new();
     };
     let finished = state.is_some_and(RunState::is_finished);
+    if action == Action::Retry && state == Some(RunState::Succeeded) {
+        // Nothing failed: a failed-only retry has nothing to run (the daemon refuses it).
+        let all = app
+            .keymap
+            .key_of(app.view.scope(), Action::RetryAll)
+            .map(|k| k.label(app.opts.ascii))
+            .unwrap_or_else(|| "R".into());
+        flash(
+            app,
+            format!("run {run} succeeded: nothing failed to retry; {all} retries all nodes"),
+            true,
+        );
+        return Vec::new();
+    }
     let key = idempotency_key(app);
     let dialog = match action {
         Action::Cancel => {
@@ -1101,6 +1198,7 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
                 title: format!("Cancel run {run}?"),
                 body: vec!["Running nodes are stopped; the rest are marked cancelled.".into()],
                 confirm: "Cancel run".into(),
+                dismiss: "Keep running".into(),
                 field: None,
                 required: false,
                 focus: DialogFocus::Cancel,
@@ -1128,6 +1226,7 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
                         .into()
                 }],
                 confirm: "Retry".into(),
+                dismiss: "Cancel".into(),
                 field: None,
                 required: false,
                 focus: DialogFocus::Cancel,
@@ -1137,7 +1236,7 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
             }
         }
     };
-    app.overlay = Some(Overlay::Dialog(dialog));
+    open_dialog(app, dialog);
     Vec::new()
 }
 
@@ -1278,7 +1377,9 @@ fn paste(app: &mut App, text: &str) {
     match &mut app.overlay {
         Some(Overlay::Command(s)) => s.push_str(&clean),
         Some(Overlay::Prompt(p)) => p.text.push_str(&clean),
-        Some(Overlay::Dialog(d)) if d.focus == DialogFocus::Field => {
+        Some(Overlay::Dialog(d)) if d.field.is_some() => {
+            d.focus = DialogFocus::Field;
+            d.error = None;
             if let Some((_, v)) = &mut d.field {
                 v.push_str(&clean);
             }
@@ -1295,15 +1396,22 @@ fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
     }
     match overlay {
         Overlay::Help(scroll) => {
-            let next = match ev.code {
-                KeyCode::Down | KeyCode::Char('j') => Some(scroll + 1),
-                KeyCode::Up | KeyCode::Char('k') => Some(scroll.saturating_sub(1)),
-                KeyCode::PageDown | KeyCode::Char(' ') => Some(scroll + 10),
-                KeyCode::PageUp => Some(scroll.saturating_sub(10)),
+            // The help scrolls with the same keys as any list (as it lists them);
+            // anything else closes it.
+            let max = help_max_scroll(app);
+            let half = page(app) as usize;
+            let action = Key::from_event(&ev).and_then(|k| app.keymap.lookup(Scope::Global, k));
+            let next = match (action, ev.code) {
+                (Some(Action::Down), _) => Some(scroll + 1),
+                (Some(Action::Up), _) => Some(scroll.saturating_sub(1)),
+                (Some(Action::PageDown), _) | (_, KeyCode::Char(' ')) => Some(scroll + half),
+                (Some(Action::PageUp), _) => Some(scroll.saturating_sub(half)),
+                (Some(Action::Top), _) => Some(0),
+                (Some(Action::Bottom), _) => Some(max),
                 _ => None,
             };
             if let Some(s) = next {
-                app.overlay = Some(Overlay::Help(s));
+                app.overlay = Some(Overlay::Help(s.min(max)));
             }
             Vec::new()
         }
@@ -1357,8 +1465,28 @@ fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
     }
 }
 
+/// The last scroll offset of the help that still fills the box.
+fn help_max_scroll(app: &App) -> usize {
+    // Header, tabs and footer above and below the body, the box's border inside it.
+    let visible = (app.size.1 as usize).saturating_sub(3 + 2);
+    app.help_len().saturating_sub(visible)
+}
+
+/// Closes a dialog without sending anything, and says so.
+fn dismiss(app: &mut App, d: &Dialog) -> Vec<Effect> {
+    let text = match &d.action {
+        PendingAction::Cancel(run) => format!("run {run} left running: nothing sent"),
+        _ => "cancelled: nothing sent".to_string(),
+    };
+    flash(app, text, false);
+    Vec::new()
+}
+
 fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
     let has_field = d.field.is_some();
+    let typing = !ev
+        .modifiers
+        .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
     let cycle = |f: DialogFocus, fwd: bool| match (f, fwd) {
         (DialogFocus::Field, true) => DialogFocus::Cancel,
         (DialogFocus::Cancel, true) => DialogFocus::Confirm,
@@ -1370,7 +1498,7 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
         (DialogFocus::Cancel, false) => DialogFocus::Confirm,
     };
     match (ev.code, d.focus) {
-        (KeyCode::Esc, _) => return Vec::new(),
+        (KeyCode::Esc, _) => return dismiss(app, &d),
         (KeyCode::Tab | KeyCode::Right, f)
             if f != DialogFocus::Field || ev.code == KeyCode::Tab =>
         {
@@ -1381,24 +1509,41 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
         {
             d.focus = cycle(f, false)
         }
-        (KeyCode::Enter, DialogFocus::Field) => d.focus = DialogFocus::Cancel,
+        // Done typing: on to the confirm button (one more Enter or `y` sends).
+        (KeyCode::Enter, DialogFocus::Field) => d.focus = DialogFocus::Confirm,
         (KeyCode::Enter, DialogFocus::Cancel)
-        | (KeyCode::Char('n'), DialogFocus::Cancel | DialogFocus::Confirm) => {
-            return Vec::new();
+        | (KeyCode::Char('n'), DialogFocus::Cancel | DialogFocus::Confirm)
+            if typing =>
+        {
+            return dismiss(app, &d);
         }
         (KeyCode::Enter, DialogFocus::Confirm)
-        | (KeyCode::Char('y'), DialogFocus::Cancel | DialogFocus::Confirm) => {
+        | (KeyCode::Char('y'), DialogFocus::Cancel | DialogFocus::Confirm)
+            if typing =>
+        {
             return confirm(app, d);
         }
-        (KeyCode::Backspace, DialogFocus::Field) => {
+        (KeyCode::Backspace, _) if has_field => {
+            d.focus = DialogFocus::Field;
+            d.error = None;
             if let Some((_, v)) = &mut d.field {
                 v.pop();
             }
         }
-        (KeyCode::Char(c), DialogFocus::Field) => {
+        // Typing on a button goes back into the field rather than being lost.
+        (KeyCode::Char(c), _) if has_field && typing => {
+            d.focus = DialogFocus::Field;
+            d.error = None;
             if let Some((_, v)) = &mut d.field {
                 v.push(c);
             }
+        }
+        (KeyCode::Char(_), _) => {
+            d.error = Some(format!(
+                "y: {}, n or Esc: {}",
+                d.confirm.to_lowercase(),
+                d.dismiss.to_lowercase()
+            ));
         }
         _ => {}
     }
@@ -1498,6 +1643,7 @@ fn command(app: &mut App, text: &str) -> Vec<Effect> {
         "metrics" | "m" => switch_view(app, View::Metrics),
         "audit" => switch_view(app, View::Audit),
         "help" | "h" => {
+            app.flash = None;
             app.overlay = Some(Overlay::Help(0));
             Vec::new()
         }
@@ -1844,5 +1990,254 @@ mod tests {
     fn defaults_fill_the_trigger_form() {
         let def = json!({ "inputs": { "who": { "type": "string", "default": "world" }, "n": { "default": 3 } } });
         assert_eq!(default_inputs(&def), "who=world n=3");
+    }
+
+    #[test]
+    fn inputs_take_single_and_double_quotes_like_a_shell() {
+        let m = parse_inputs(r#"who='you & me' say="a \"b\" c" n=3 s='3' e='' x=a\ b"#).unwrap();
+        assert_eq!(m["who"], json!("you & me"));
+        assert_eq!(m["say"], json!("a \"b\" c"));
+        assert_eq!(m["n"], json!(3));
+        assert_eq!(m["s"], json!("3"), "quoted stays a string");
+        assert_eq!(m["e"], json!(""));
+        assert_eq!(m["x"], json!("a b"));
+        // Inside single quotes nothing is special.
+        let m = parse_inputs(r#"p='C:\dir "x"'"#).unwrap();
+        assert_eq!(m["p"], json!(r#"C:\dir "x""#));
+        assert!(parse_inputs("a='x").unwrap_err().contains("unterminated"));
+        // Defaults round-trip through the form.
+        let def = json!({ "inputs": {
+            "a": { "default": "you & me" }, "b": { "default": "it's" },
+            "c": { "default": "3" }, "d": { "default": "plain" } } });
+        let text = default_inputs(&def);
+        let m = parse_inputs(&text).unwrap();
+        assert_eq!(
+            (
+                m["a"].clone(),
+                m["b"].clone(),
+                m["c"].clone(),
+                m["d"].clone()
+            ),
+            (json!("you & me"), json!("it's"), json!("3"), json!("plain")),
+            "{text}"
+        );
+    }
+
+    fn trigger_dialog(app: &mut App) {
+        let def = json!({"name": "hello", "definition": {"inputs": {"who": {"default": "world"}}}});
+        update(app, Msg::Reply(Tag::TriggerForm("hello".into()), Ok(def)));
+    }
+
+    fn dialog(app: &App) -> &Dialog {
+        match &app.overlay {
+            Some(Overlay::Dialog(d)) => d,
+            other => panic!("no dialog: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn enter_in_a_field_moves_to_confirm_and_typing_is_never_lost() {
+        let mut app = app_as("operator", false);
+        trigger_dialog(&mut app);
+        assert_eq!(dialog(&app).focus, DialogFocus::Field);
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(dialog(&app).focus, DialogFocus::Confirm);
+        // Typing on a button goes back into the field (`n` included once there).
+        for c in " n=2".chars() {
+            press(&mut app, KeyCode::Char(c));
+        }
+        assert_eq!(dialog(&app).focus, DialogFocus::Field);
+        assert!(dialog(&app).field.as_ref().unwrap().1.ends_with(" n=2"));
+        press(&mut app, KeyCode::Enter);
+        let fx = press(&mut app, KeyCode::Enter);
+        assert_eq!(calls(&fx), ["pipelines.trigger"]);
+        let Some(Effect::Call { params, .. }) = fx.first() else {
+            panic!()
+        };
+        assert_eq!(params["inputs"]["n"], json!(2));
+    }
+
+    #[test]
+    fn cancelling_a_dialog_always_says_so() {
+        let mut app = app_as("operator", false);
+        // Tab onto Cancel, Enter.
+        trigger_dialog(&mut app);
+        press(&mut app, KeyCode::Tab);
+        assert_eq!(dialog(&app).focus, DialogFocus::Cancel);
+        assert!(press(&mut app, KeyCode::Enter).is_empty());
+        assert!(app.overlay.is_none());
+        assert!(app.flash.as_ref().unwrap().text.contains("cancelled"));
+        // Esc.
+        app.flash = None;
+        trigger_dialog(&mut app);
+        press(&mut app, KeyCode::Esc);
+        assert!(app.flash.as_ref().unwrap().text.contains("cancelled"));
+        // `n` on a dialog without a field; another key explains the keys instead.
+        app.flash = None;
+        press(&mut app, KeyCode::Char('R'));
+        press(&mut app, KeyCode::Char('t'));
+        assert!(dialog(&app).error.as_deref().unwrap().contains("y: retry"));
+        press(&mut app, KeyCode::Char('n'));
+        assert!(app.overlay.is_none());
+        assert!(app.flash.as_ref().unwrap().text.contains("cancelled"));
+    }
+
+    #[test]
+    fn a_validation_message_goes_as_soon_as_the_user_types() {
+        let mut app = app_as("operator", false);
+        let list =
+            json!([{"id": 3, "run": 7, "node": "gate", "state": "pending", "requested_at": 1}]);
+        update(
+            &mut app,
+            Msg::Reply(Tag::Approvals { pending: true }, Ok(list)),
+        );
+        press(&mut app, KeyCode::Char('3'));
+        press(&mut app, KeyCode::Char('x'));
+        press(&mut app, KeyCode::Enter);
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(dialog(&app).error.as_deref(), Some("a reason is required"));
+        assert_eq!(dialog(&app).focus, DialogFocus::Field);
+        press(&mut app, KeyCode::Char('n'));
+        assert_eq!(dialog(&app).error, None);
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "n");
+    }
+
+    #[test]
+    fn the_cancel_dialog_does_not_have_two_cancel_buttons() {
+        let mut app = app_as("operator", false);
+        let page = json!({"runs": [{"id": 8, "pipeline": "p", "state": "running",
+            "trigger": {"kind": "manual"}, "created_at": 1}]});
+        update(
+            &mut app,
+            Msg::Reply(
+                Tag::Runs {
+                    append: false,
+                    generation: 0,
+                },
+                Ok(page),
+            ),
+        );
+        press(&mut app, KeyCode::Char('c'));
+        assert_eq!(
+            (dialog(&app).dismiss.as_str(), dialog(&app).confirm.as_str()),
+            ("Keep running", "Cancel run")
+        );
+        press(&mut app, KeyCode::Esc);
+        assert!(app.flash.as_ref().unwrap().text.contains("left running"));
+    }
+
+    #[test]
+    fn a_failed_only_retry_of_a_succeeded_run_points_to_retry_all() {
+        let mut app = app_as("operator", false);
+        let page = json!({"runs": [{"id": 9, "pipeline": "p", "state": "succeeded",
+            "trigger": {"kind": "manual"}, "created_at": 1}]});
+        update(
+            &mut app,
+            Msg::Reply(
+                Tag::Runs {
+                    append: false,
+                    generation: 0,
+                },
+                Ok(page),
+            ),
+        );
+        press(&mut app, KeyCode::Char('r'));
+        assert!(app.overlay.is_none());
+        let f = app.flash.clone().unwrap();
+        assert!(
+            f.text.contains("nothing failed") && f.text.contains("R retries all"),
+            "{}",
+            f.text
+        );
+        // The daemon's own refusal (a conflict) is shown as it comes.
+        update(
+            &mut app,
+            Msg::Reply(
+                Tag::Action {
+                    what: "retry #9".into(),
+                    open_new_run: true,
+                },
+                Err(CallError {
+                    code: Some(-32009),
+                    message: "run #9 has no failed nodes; retry all instead".into(),
+                }),
+            ),
+        );
+        assert!(
+            app.flash
+                .as_ref()
+                .unwrap()
+                .text
+                .contains("run #9 has no failed nodes; retry all instead")
+        );
+    }
+
+    #[test]
+    fn messages_go_with_the_view_and_when_a_dialog_opens() {
+        let mut app = app_as("operator", false);
+        press(&mut app, KeyCode::Char(':'));
+        for c in "run".chars() {
+            press(&mut app, KeyCode::Char(c));
+        }
+        press(&mut app, KeyCode::Enter);
+        assert!(app.flash.as_ref().unwrap().text.contains("needs a run id"));
+        press(&mut app, KeyCode::Char('2'));
+        assert!(app.flash.is_none(), "a view change clears the message");
+        press(&mut app, KeyCode::Char('1'));
+        press(&mut app, KeyCode::Char('c'));
+        assert!(
+            app.flash
+                .as_ref()
+                .unwrap()
+                .text
+                .contains("already finished")
+        );
+        press(&mut app, KeyCode::Char('r'));
+        assert!(app.overlay.is_some());
+        assert!(app.flash.is_none(), "a dialog opening clears the message");
+        press(&mut app, KeyCode::Esc);
+        // And every message expires.
+        let now = app.now_ms;
+        update(&mut app, Msg::Tick(now + 10_000));
+        assert!(app.flash.is_none());
+    }
+
+    #[test]
+    fn end_in_the_help_goes_to_the_last_row() {
+        let mut app = app_as("viewer", false);
+        app.size = (80, 24);
+        press(&mut app, KeyCode::Char('?'));
+        press(&mut app, KeyCode::Char('G'));
+        let max = app.help_len() - (24 - 5);
+        assert_eq!(app.overlay, Some(Overlay::Help(max)));
+        press(&mut app, KeyCode::Down);
+        assert_eq!(app.overlay, Some(Overlay::Help(max)), "stays at the end");
+        press(&mut app, KeyCode::Char('g'));
+        assert_eq!(app.overlay, Some(Overlay::Help(0)));
+        press(&mut app, KeyCode::End);
+        assert_eq!(app.overlay, Some(Overlay::Help(max)));
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.overlay, None);
+    }
+
+    #[test]
+    fn a_console_that_never_connected_says_it_is_waiting() {
+        let opts = Options {
+            daemon: "/run/sluice/sluice.sock".into(),
+            ..Options::default()
+        };
+        let mut app = App::new(opts, Keymap::defaults(), 1_000_000);
+        update(
+            &mut app,
+            Msg::Conn(ConnEvent::Disconnected {
+                error: "connection refused".into(),
+                retry_at_ms: 1_004_000,
+            }),
+        );
+        assert_eq!(
+            app.waiting_for_daemon().as_deref(),
+            Some("not connected yet — waiting for sluiced at /run/sluice/sluice.sock")
+        );
+        assert!(app_as("viewer", false).waiting_for_daemon().is_none());
     }
 }

@@ -6,14 +6,14 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
-use super::{Tier, block, clock, fit, list_and_detail, theme};
+use super::{Col, Tier, block, clock, fit, fit_columns, list_and_detail, natural_width, theme};
 use crate::console::app::App;
 
 /// Draws the approvals view.
 pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let t = theme(app);
-    let (list, side) = list_and_detail(area, tier, 52);
     let a = &app.approvals;
+    let (list, side) = list_and_detail(area, tier, 52, a.rows().len());
     let title = if a.show_history {
         format!(
             "Approvals: history {} · Tab: pending ({})",
@@ -28,77 +28,96 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     frame.render_widget(outer, list);
     let rows = a.rows();
     if rows.is_empty() {
-        let text = if !a.loaded {
-            "loading approvals…"
+        let text = if let Some(waiting) = app.waiting_for_daemon() {
+            waiting
+        } else if !a.loaded {
+            "loading approvals…".into()
         } else if a.show_history {
-            "no decided approvals yet"
+            "no decided approvals yet".into()
         } else {
-            "nothing waiting for a decision"
+            "nothing waiting for a decision".into()
         };
         frame.render_widget(Paragraph::new(Line::styled(text, t.dim())), inner);
     } else {
         let height = inner.height.saturating_sub(1) as usize;
         let start = a.cursor.window(height, rows.len());
-        let body: Vec<Row> = rows
+        let state_text = |ap: &sluice_shared::protocol::ApprovalInfo| {
+            if a.show_history {
+                format!(
+                    "{} by {}",
+                    ap.state,
+                    ap.decided_by.as_deref().unwrap_or("-")
+                )
+            } else {
+                ap.deadline
+                    .map(|d| format!("until {}", clock(app, d)))
+                    .unwrap_or_else(|| "no deadline".into())
+            }
+        };
+        let pipeline_of = |ap: &sluice_shared::protocol::ApprovalInfo| {
+            app.run_pipelines
+                .get(&ap.run)
+                .cloned()
+                .or_else(|| {
+                    app.runs
+                        .rows
+                        .iter()
+                        .find(|r| r.id == ap.run)
+                        .map(|r| r.pipeline.clone())
+                })
+                .unwrap_or_default()
+        };
+        let shown: Vec<_> = rows.iter().enumerate().skip(start).take(height).collect();
+        let states: Vec<String> = shown.iter().map(|(_, ap)| state_text(ap)).collect();
+        let nodes_w = natural_width(shown.iter().map(|(_, ap)| ap.node.as_str()), 4, 16);
+        let state_w = natural_width(states.iter().map(String::as_str), 5, 30);
+        let requested_w = natural_width(
+            shown
+                .iter()
+                .map(|(_, ap)| clock(app, ap.requested_at))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+            9,
+            14,
+        );
+        let columns = [
+            Col::fixed("ID", 5, 0),
+            Col::fixed("RUN", 7, 3),
+            Col::flex("PIPELINE", 8, 2),
+            Col::fixed("NODE", nodes_w, 0),
+            Col::fixed("REQUESTED", requested_w, 4),
+            Col::fixed("STATE", state_w, 0),
+        ];
+        let keep = fit_columns(&columns, inner.width);
+        let body: Vec<Row> = shown
             .iter()
-            .enumerate()
-            .skip(start)
-            .take(height)
-            .map(|(i, ap)| {
-                let pipeline = app
-                    .run_pipelines
-                    .get(&ap.run)
-                    .cloned()
-                    .or_else(|| {
-                        app.runs
-                            .rows
-                            .iter()
-                            .find(|r| r.id == ap.run)
-                            .map(|r| r.pipeline.clone())
-                    })
-                    .unwrap_or_default();
-                let last = if a.show_history {
-                    format!(
-                        "{} by {}",
-                        ap.state,
-                        ap.decided_by.as_deref().unwrap_or("-")
-                    )
-                } else {
-                    ap.deadline
-                        .map(|d| format!("until {}", clock(app, d)))
-                        .unwrap_or_else(|| "no deadline".into())
-                };
+            .zip(&states)
+            .map(|((i, ap), last)| {
                 let state_style = match ap.state.as_str() {
                     "approved" => t.ok(),
                     "rejected" | "expired" => t.error(),
                     "pending" => t.run_state(sluice_shared::run::RunState::Waiting),
                     _ => t.dim(),
                 };
-                let row = Row::new(vec![
-                    Cell::from(format!("#{}", ap.id)),
-                    Cell::from(ap.run.to_string()),
-                    Cell::from(pipeline),
-                    Cell::from(ap.node.clone()),
-                    Cell::from(clock(app, ap.requested_at)),
-                    Cell::from(Span::styled(last, state_style)),
-                ]);
-                if i == a.cursor.selected {
+                let cells = keep.iter().map(|&c| match columns[c].title {
+                    "ID" => Cell::from(format!("#{}", ap.id)),
+                    "RUN" => Cell::from(ap.run.to_string()),
+                    "PIPELINE" => Cell::from(pipeline_of(ap)),
+                    "NODE" => Cell::from(ap.node.clone()),
+                    "REQUESTED" => Cell::from(clock(app, ap.requested_at)),
+                    _ => Cell::from(Span::styled(last.clone(), state_style)),
+                });
+                let row = Row::new(cells.collect::<Vec<_>>());
+                if *i == a.cursor.selected {
                     row.style(t.selected())
                 } else {
                     row
                 }
             })
             .collect();
-        let header =
-            Row::new(["ID", "RUN", "PIPELINE", "NODE", "REQUESTED", "STATE"]).style(t.heading());
-        let widths = [
-            Constraint::Length(5),
-            Constraint::Length(7),
-            Constraint::Min(10),
-            Constraint::Length(10),
-            Constraint::Length(14),
-            Constraint::Length(22),
-        ];
+        let header = Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading());
+        let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
         frame.render_widget(Table::new(body, widths).header(header), inner);
     }
     if let Some(side) = side {

@@ -5,7 +5,7 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{Tier, block, clock, theme};
+use super::{Col, Tier, block, clock, fit_columns, natural_width, theme};
 use crate::console::app::App;
 
 /// Draws the audit view.
@@ -15,15 +15,61 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
     if app.audit.is_empty() {
-        frame.render_widget(
-            Paragraph::new(Line::styled("no audit rows", t.dim())),
-            inner,
-        );
+        let text = app
+            .waiting_for_daemon()
+            .unwrap_or_else(|| "no audit rows".into());
+        frame.render_widget(Paragraph::new(Line::styled(text, t.dim())), inner);
         return;
     }
     let height = inner.height.saturating_sub(1) as usize;
     let start = app.audit_cursor.window(height, app.audit.len());
     let wide = tier == Tier::Split;
+    let shown: Vec<_> = app.audit.iter().skip(start).take(height).collect();
+    let ats: Vec<String> = shown.iter().map(|a| clock(app, a.at)).collect();
+    let w = |vals: Vec<&str>, title: &'static str, max: u16| {
+        natural_width(vals.into_iter().chain([title]), 2, max)
+    };
+    let ids: Vec<String> = shown.iter().map(|a| a.id.to_string()).collect();
+    let columns = [
+        Col::fixed(
+            "ID",
+            w(ids.iter().map(String::as_str).collect(), "ID", 8),
+            3,
+        ),
+        Col::fixed(
+            "AT",
+            w(ats.iter().map(String::as_str).collect(), "AT", 14),
+            2,
+        ),
+        Col::fixed(
+            "USER",
+            w(shown.iter().map(|a| a.user.as_str()).collect(), "USER", 12),
+            1,
+        ),
+        Col::fixed(
+            "ACTION",
+            w(
+                shown.iter().map(|a| a.action.as_str()).collect(),
+                "ACTION",
+                22,
+            ),
+            0,
+        ),
+        Col::flex(
+            "TARGET",
+            w(
+                shown
+                    .iter()
+                    .map(|a| a.target.as_deref().unwrap_or(""))
+                    .collect(),
+                "TARGET",
+                24,
+            ),
+            0,
+        ),
+        Col::flex("DETAIL", 20, 4),
+    ];
+    let keep = fit_columns(&columns[..if wide { 6 } else { 5 }], inner.width);
     let rows: Vec<Row> = app
         .audit
         .iter()
@@ -31,17 +77,15 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         .skip(start)
         .take(height)
         .map(|(i, a)| {
-            let mut cells = vec![
-                Cell::from(a.id.to_string()),
-                Cell::from(clock(app, a.at)),
-                Cell::from(a.user.clone()),
-                Cell::from(a.action.clone()),
-                Cell::from(a.target.clone().unwrap_or_default()),
-            ];
-            if wide {
-                cells.push(Cell::from(a.detail.to_string()));
-            }
-            let row = Row::new(cells);
+            let cells = keep.iter().map(|&c| match columns[c].title {
+                "ID" => Cell::from(a.id.to_string()),
+                "AT" => Cell::from(clock(app, a.at)),
+                "USER" => Cell::from(a.user.clone()),
+                "ACTION" => Cell::from(a.action.clone()),
+                "TARGET" => Cell::from(a.target.clone().unwrap_or_default()),
+                _ => Cell::from(a.detail.to_string()),
+            });
+            let row = Row::new(cells.collect::<Vec<_>>());
             if i == app.audit_cursor.selected {
                 row.style(t.selected())
             } else {
@@ -49,20 +93,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             }
         })
         .collect();
-    let mut header = vec!["ID", "AT", "USER", "ACTION", "TARGET"];
-    let mut widths = vec![
-        Constraint::Length(6),
-        Constraint::Length(14),
-        Constraint::Length(10),
-        Constraint::Length(18),
-        Constraint::Min(10),
-    ];
-    if wide {
-        header.push("DETAIL");
-        widths.push(Constraint::Min(20));
-    }
-    frame.render_widget(
-        Table::new(rows, widths).header(Row::new(header).style(t.heading())),
-        inner,
-    );
+    let header = Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading());
+    let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
+    frame.render_widget(Table::new(rows, widths).header(header), inner);
 }

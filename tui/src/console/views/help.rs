@@ -49,7 +49,7 @@ pub fn draw_help(frame: &mut Frame, app: &App, area: Rect, scroll: usize) {
     let visible = rect.height.saturating_sub(2) as usize;
     let scroll = scroll.min(lines.len().saturating_sub(visible));
     let title = format!(
-        " Keys ({}/{}) · ↑↓ scroll · Esc close ",
+        " Keys ({}/{}) · ↑↓ scroll · g/G first/last · Esc close ",
         scroll + 1,
         lines.len()
     );
@@ -74,37 +74,57 @@ pub fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, d: &Dialog) {
     lines.push(Line::raw(""));
     if let Some((label, value)) = &d.field {
         lines.push(Line::raw(format!("{label}:")));
-        let field_style = if d.focus == DialogFocus::Field {
-            t.selected()
+        // The cursor shows only where typing goes.
+        let field = if d.focus == DialogFocus::Field {
+            Line::from(vec![
+                Span::styled(value.clone(), t.selected()),
+                Span::styled("_", t.selected()),
+            ])
+        } else if value.is_empty() {
+            Line::styled("(empty)", t.dim())
         } else {
-            Style::new().add_modifier(ratatui::style::Modifier::UNDERLINED)
+            Line::styled(
+                value.clone(),
+                Style::new().add_modifier(ratatui::style::Modifier::UNDERLINED),
+            )
         };
-        lines.push(Line::from(vec![Span::styled(
-            format!("{value}_"),
-            field_style,
-        )]));
+        lines.push(field);
         lines.push(Line::raw(""));
     }
     if let Some(e) = &d.error {
         lines.push(Line::styled(e.clone(), t.error()));
     }
     let button = |label: &str, focus: DialogFocus| {
-        let text = format!("[ {label} ]");
         if d.focus == focus {
-            Span::styled(text, t.selected())
+            Span::styled(
+                format!("[ {label} ]"),
+                t.selected().add_modifier(ratatui::style::Modifier::BOLD),
+            )
         } else {
-            Span::raw(text)
+            Span::raw(format!("[ {label} ]"))
         }
     };
     lines.push(Line::from(vec![
-        button("Cancel", DialogFocus::Cancel),
+        button(&d.dismiss, DialogFocus::Cancel),
         Span::raw("  "),
         button(&d.confirm, DialogFocus::Confirm),
     ]));
-    let hint = if d.field.is_some() {
-        "type, then Enter · y confirm · n/Esc cancel · Tab move"
+    let dot = t.dot();
+    let confirm = d.confirm.to_lowercase();
+    let dismiss = d.dismiss.to_lowercase();
+    let hint = match d.focus {
+        DialogFocus::Field => format!("Enter next{dot}Tab move{dot}Esc {dismiss}"),
+        DialogFocus::Confirm => {
+            format!("Enter/y {confirm}{dot}n/Esc {dismiss}{dot}Tab move")
+        }
+        DialogFocus::Cancel => {
+            format!("Enter/n/Esc {dismiss}{dot}y {confirm}{dot}Tab move")
+        }
+    };
+    let hint = if d.field.is_some() && d.focus != DialogFocus::Field {
+        format!("{hint}{dot}other keys edit the field")
     } else {
-        "y confirm · n/Esc/Enter cancel · Tab move"
+        hint
     };
     lines.push(Line::styled(hint, t.dim()));
     let inner = area.width.min(70).saturating_sub(2).max(1) as usize;

@@ -7,34 +7,93 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
 
-use super::{Tier, block, duration, theme};
+use super::{Col, Tier, block, duration, fit, fit_columns, more_marker, rows_with_more, theme};
 use crate::console::app::App;
 
 /// Draws the metrics view.
 pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let t = theme(app);
     let Some(m) = &app.metrics else {
+        let text = app
+            .waiting_for_daemon()
+            .unwrap_or_else(|| "loading metrics…".into());
         frame.render_widget(
-            Paragraph::new(Line::styled("loading metrics…", t.dim()))
+            Paragraph::new(Line::styled(text, t.dim()))
+                .wrap(ratatui::widgets::Wrap { trim: true })
                 .block(block(app, "Metrics".into())),
             area,
         );
         return;
     };
-    let spark_h = if tier == Tier::Split { 6 } else { 4 };
-    let [started, finished, figures, bottom] = Layout::vertical([
-        Constraint::Length(spark_h),
-        Constraint::Length(spark_h),
-        Constraint::Length(if area.width >= 100 { 3 } else { 4 }),
-        Constraint::Min(3),
+    // The tables come first: the figures, then every pipeline's durations and
+    // every user's usage; the sparklines get the rows left (two, one or none).
+    let figures_h = if area.width >= 100 { 3 } else { 4 };
+    let side_by_side = tier == Tier::Split || area.width >= 100;
+    let durations_need = m.durations.len().max(1) as u16 + 3;
+    let usage_need = match &app.usage {
+        Some(u) => u.users.len().max(1) as u16 + 3,
+        None => 3,
+    };
+    let bottom_need = if side_by_side {
+        durations_need.max(usage_need)
+    } else {
+        durations_need + usage_need
+    };
+    let spark_max = if tier == Tier::Split { 6 } else { 4 };
+    let spare = area.height.saturating_sub(figures_h + bottom_need);
+    let sparks: u16 = if spare >= 8 {
+        2
+    } else if spare >= 3 {
+        1
+    } else {
+        0
+    };
+    let spark_h = spare.checked_div(sparks).unwrap_or(0).min(spark_max);
+    let [spark_area, figures, bottom] = Layout::vertical([
+        Constraint::Length(spark_h * sparks),
+        Constraint::Length(figures_h),
+        Constraint::Min(0),
     ])
     .areas(area);
     let peak = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
     let last = |v: &[u64]| v.last().copied().unwrap_or(0);
-    for (rect, name, series) in [
-        (started, "started", &m.started_per_minute),
-        (finished, "finished", &m.finished_per_minute),
-    ] {
+    let series: Vec<(Rect, String, &Vec<u64>)> = match sparks {
+        2 => {
+            let [a, b] = Layout::vertical([Constraint::Length(spark_h); 2]).areas(spark_area);
+            [
+                (a, "started", &m.started_per_minute),
+                (b, "finished", &m.finished_per_minute),
+            ]
+            .into_iter()
+            .map(|(r, name, s)| {
+                (
+                    r,
+                    format!(
+                        "Runs {name} per minute, last {} min · now {} · peak {}",
+                        s.len(),
+                        last(s),
+                        peak(s)
+                    ),
+                    s,
+                )
+            })
+            .collect()
+        }
+        1 => vec![(
+            spark_area,
+            format!(
+                "Runs started/min, last {} min · now {} · peak {} · finished now {} · peak {}",
+                m.started_per_minute.len(),
+                last(&m.started_per_minute),
+                peak(&m.started_per_minute),
+                last(&m.finished_per_minute),
+                peak(&m.finished_per_minute)
+            ),
+            &m.started_per_minute,
+        )],
+        _ => Vec::new(),
+    };
+    for (rect, title, series) in series {
         // The newest minutes on the right; only as many as fit.
         let width = rect.width.saturating_sub(2) as usize;
         let data: Vec<u64> = series
@@ -42,13 +101,9 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             .skip(series.len().saturating_sub(width))
             .copied()
             .collect();
-        let title = format!(
-            "Runs {name} per minute, last {} min · now {} · peak {}",
-            series.len(),
-            last(series),
-            peak(series)
-        );
-        let mut spark = Sparkline::default().data(&data).block(block(app, title));
+        let mut spark = Sparkline::default()
+            .data(&data)
+            .block(block(app, fit(&title, width, t.ascii)));
         if !t.mono {
             spark = spark.style(t.ok());
         }
@@ -76,49 +131,58 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             .block(block(app, "Now".into())),
         figures,
     );
-    let split = tier == Tier::Split || bottom.width >= 100;
-    let (durations, usage) = if split {
-        let [a, b] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+    let (durations, usage) = if side_by_side {
+        let [a, b] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
             .areas(bottom);
-        (a, Some(b))
+        (a, b)
     } else {
-        let [a, b] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(bottom);
-        (a, Some(b))
+        // Usage keeps its rows when durations have theirs; both shrink evenly otherwise.
+        let usage_h = if bottom.height >= bottom_need {
+            bottom.height - durations_need
+        } else {
+            (bottom.height / 2).max(bottom.height.saturating_sub(durations_need))
+        };
+        let [a, b] =
+            Layout::vertical([Constraint::Min(0), Constraint::Length(usage_h)]).areas(bottom);
+        (a, b)
     };
     let outer = block(app, "Durations per pipeline".into());
     let inner = outer.inner(durations);
     frame.render_widget(outer, durations);
-    let rows: Vec<Row> = m
+    let columns = [
+        Col::flex("PIPELINE", 10, 0),
+        Col::fixed("RUNS", 5, 4),
+        Col::fixed("P50", 7, 2),
+        Col::fixed("P95", 7, 0),
+        Col::fixed("P99", 7, 3),
+    ];
+    let keep = fit_columns(&columns, inner.width);
+    let room = inner.height.saturating_sub(1) as usize;
+    let shown = rows_with_more(m.durations.len(), room);
+    let mut rows: Vec<Row> = m
         .durations
         .iter()
-        .take(inner.height.saturating_sub(1) as usize)
+        .take(shown)
         .map(|d| {
-            Row::new(vec![
-                Cell::from(d.pipeline.clone()),
-                Cell::from(d.count.to_string()),
-                Cell::from(duration(d.p50_ms as i64)),
-                Cell::from(duration(d.p95_ms as i64)),
-                Cell::from(duration(d.p99_ms as i64)),
-            ])
+            Row::new(keep.iter().map(|&c| match columns[c].title {
+                "PIPELINE" => Cell::from(d.pipeline.clone()),
+                "RUNS" => Cell::from(d.count.to_string()),
+                "P50" => Cell::from(duration(d.p50_ms as i64)),
+                "P95" => Cell::from(duration(d.p95_ms as i64)),
+                _ => Cell::from(duration(d.p99_ms as i64)),
+            }))
         })
         .collect();
+    if let Some(more) = more_marker(m.durations.len(), shown) {
+        rows.push(Row::new(vec![Cell::from(more)]).style(t.dim()));
+    }
+    let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Min(10),
-                Constraint::Length(6),
-                Constraint::Length(8),
-                Constraint::Length(8),
-                Constraint::Length(8),
-            ],
-        )
-        .header(Row::new(["PIPELINE", "RUNS", "P50", "P95", "P99"]).style(t.heading())),
+        Table::new(rows, widths)
+            .header(Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading())),
         inner,
     );
-    if let Some(area) = usage {
-        draw_usage(frame, app, area);
-    }
+    draw_usage(frame, app, usage);
 }
 
 fn of(n: u64, max: Option<u64>) -> String {
@@ -135,48 +199,55 @@ fn draw_usage(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(outer, area);
     let Some(u) = &app.usage else {
         let text = if app.usage_unavailable {
-            "per-user usage: this daemon does not report it (no limits.usage)"
+            "per-user usage: this daemon does not report it (no limits.usage)".to_string()
         } else {
-            "loading usage…"
+            app.waiting_for_daemon()
+                .unwrap_or_else(|| "loading usage…".into())
         };
-        frame.render_widget(Paragraph::new(Line::styled(text, t.dim())), inner);
+        frame.render_widget(
+            Paragraph::new(Line::styled(text, t.dim())).wrap(ratatui::widgets::Wrap { trim: true }),
+            inner,
+        );
         return;
     };
-    let rows: Vec<Row> = u
+    let columns = [
+        Col::flex("USER", 6, 0),
+        Col::fixed("RUNNING", 7, 3),
+        Col::fixed("QUEUED", 6, 4),
+        Col::fixed("RUNS TODAY", 10, 0),
+        Col::fixed("TOKENS TODAY", 14, 2),
+        Col::fixed("REFUSED 24H", 11, 1),
+    ];
+    let keep = fit_columns(&columns, inner.width);
+    let room = inner.height.saturating_sub(1) as usize;
+    let shown = rows_with_more(u.users.len(), room);
+    let mut rows: Vec<Row> = u
         .users
         .iter()
-        .take(inner.height.saturating_sub(1) as usize)
+        .take(shown)
         .map(|user| {
             let refused: u64 = user.refused_24h.values().sum();
-            Row::new(vec![
-                Cell::from(user.user.clone()),
-                Cell::from(of(user.running, user.max_concurrent)),
-                Cell::from(user.queued.to_string()),
-                Cell::from(of(user.daily_runs, user.daily_runs_max)),
-                Cell::from(of(user.daily_llm_tokens, user.daily_llm_tokens_max)),
-                Cell::from(if refused > 0 {
+            Row::new(keep.iter().map(|&c| match columns[c].title {
+                "USER" => Cell::from(user.user.clone()),
+                "RUNNING" => Cell::from(of(user.running, user.max_concurrent)),
+                "QUEUED" => Cell::from(user.queued.to_string()),
+                "RUNS TODAY" => Cell::from(of(user.daily_runs, user.daily_runs_max)),
+                "TOKENS TODAY" => Cell::from(of(user.daily_llm_tokens, user.daily_llm_tokens_max)),
+                _ => Cell::from(if refused > 0 {
                     ratatui::text::Span::styled(refused.to_string(), t.error())
                 } else {
                     ratatui::text::Span::raw("0")
                 }),
-            ])
+            }))
         })
         .collect();
+    if let Some(more) = more_marker(u.users.len(), shown) {
+        rows.push(Row::new(vec![Cell::from(more)]).style(t.dim()));
+    }
+    let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Min(6),
-                Constraint::Length(7),
-                Constraint::Length(6),
-                Constraint::Length(11),
-                Constraint::Length(14),
-                Constraint::Length(7),
-            ],
-        )
-        .header(
-            Row::new(["USER", "RUN", "QUEUE", "RUNS", "LLM TOKENS", "REFUSED"]).style(t.heading()),
-        ),
+        Table::new(rows, widths)
+            .header(Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading())),
         inner,
     );
 }

@@ -67,11 +67,13 @@ pub fn draw(frame: &mut Frame, app: &App) {
         frame.render_widget(Paragraph::new(text), area);
         return;
     }
+    // A message gets its own line above the keys, so the keys stay in view.
+    let footer_h = if footer_message(app).is_some() { 2 } else { 1 };
     let [header, tabs, body, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(1),
-        Constraint::Length(1),
+        Constraint::Length(footer_h),
     ])
     .areas(area);
     draw_header(frame, app, header);
@@ -252,46 +254,69 @@ fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-/// The footer: a prompt, a flash message, or the keys that matter here.
+/// The footer's message line, if any: the latest flash, or why the daemon is unreachable.
+fn footer_message(app: &App) -> Option<(String, bool)> {
+    if matches!(
+        app.overlay,
+        Some(Overlay::Command(_)) | Some(Overlay::Prompt(_))
+    ) {
+        return None;
+    }
+    match (&app.flash, &app.conn) {
+        (Some(f), _) => Some((f.text.clone(), f.error)),
+        (None, Conn::Disconnected { error, .. }) => Some((format!("not connected: {error}"), true)),
+        _ => None,
+    }
+}
+
+/// The footer: a prompt, or a message line (cut to fit) over the keys that matter here.
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     let t = theme(app);
-    let line = match &app.overlay {
-        Some(Overlay::Command(text)) => Line::from(vec![
+    let mut lines = Vec::new();
+    match &app.overlay {
+        Some(Overlay::Command(text)) => lines.push(Line::from(vec![
             Span::styled(":", t.key()),
             Span::raw(text.clone()),
             Span::styled("_", t.selected()),
-        ]),
+        ])),
         Some(Overlay::Prompt(p)) => {
             let label = match p.kind {
                 PromptKind::Filter => "filter (pipeline:NAME, a state, or text): ",
                 PromptKind::Search => "search log: ",
             };
-            Line::from(vec![
+            lines.push(Line::from(vec![
                 Span::styled(format!("/ {label}"), t.key()),
                 Span::raw(p.text.clone()),
                 Span::styled("_", t.selected()),
-            ])
+            ]));
         }
-        _ => match (&app.flash, &app.conn) {
-            (Some(f), _) => Line::styled(f.text.clone(), if f.error { t.error() } else { t.ok() }),
-            // While down, say why (wrong path, permissions, refused handshake) before the keys.
-            (None, Conn::Disconnected { error, .. }) => {
-                let mut spans = vec![Span::styled(format!("{error}  "), t.warn())];
-                spans.extend(hints(app).spans);
-                Line::from(spans)
+        _ => {
+            if let Some((text, error)) = footer_message(app) {
+                lines.push(Line::styled(
+                    fit(&text, area.width as usize, t.ascii),
+                    if error { t.error() } else { t.ok() },
+                ));
             }
-            (None, _) => hints(app),
-        },
-    };
-    frame.render_widget(Paragraph::new(line), area);
+            lines.push(hints(app, area.width as usize));
+        }
+    }
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
-/// Key hints for the current view from the keymap; forbidden actions are struck through.
-fn hints(app: &App) -> Line<'static> {
+/// Key hints for the current view from the keymap; forbidden actions are
+/// struck through. Only whole hints that fit in `width` are shown (`?` lists the rest).
+fn hints(app: &App, width: usize) -> Line<'static> {
     let t = theme(app);
     let scope = app.view.scope();
     let mut spans = Vec::new();
+    let mut used = 0;
     let mut add = |key: String, desc: &str, action: Action| {
+        let w = Span::raw(format!("{key} {desc}")).width();
+        if used + w > width {
+            used = usize::MAX / 2;
+            return;
+        }
+        used += w + 2;
         let disabled = app.disabled_reason(action).is_some();
         spans.push(Span::styled(
             key,
@@ -383,8 +408,15 @@ pub fn fit(s: &str, width: usize, ascii: bool) -> String {
     out
 }
 
-/// Splits `area` for a list and a detail pane: side by side when split, stacked otherwise.
-pub fn list_and_detail(area: Rect, tier: Tier, detail_size: u16) -> (Rect, Option<Rect>) {
+/// Splits `area` for a list of `rows` rows and a detail pane: side by side
+/// when split, stacked otherwise; on a compact screen the detail stays when
+/// there are rows to spare below the list.
+pub fn list_and_detail(
+    area: Rect,
+    tier: Tier,
+    detail_size: u16,
+    rows: usize,
+) -> (Rect, Option<Rect>) {
     match tier {
         Tier::Split => {
             let [a, b] = Layout::horizontal([Constraint::Min(40), Constraint::Length(detail_size)])
@@ -395,6 +427,110 @@ pub fn list_and_detail(area: Rect, tier: Tier, detail_size: u16) -> (Rect, Optio
             let [a, b] = Layout::vertical([Constraint::Min(5), Constraint::Length(8)]).areas(area);
             (a, Some(b))
         }
-        Tier::Compact => (area, None),
+        Tier::Compact => {
+            // The list keeps its rows (border and header included, at least 5);
+            // the detail takes what is left when that is a useful 5 rows or more.
+            let list = (rows as u16).saturating_add(3).clamp(5, 12);
+            let spare = area.height.saturating_sub(list);
+            if spare >= 5 {
+                let detail = spare.min(8);
+                let [a, b] = Layout::vertical([Constraint::Min(list), Constraint::Length(detail)])
+                    .areas(area);
+                (a, Some(b))
+            } else {
+                (area, None)
+            }
+        }
+    }
+}
+
+/// A table column: its title, its width, and when to drop it for room
+/// (0 never; higher goes first). `flex` columns take what is left over.
+#[derive(Clone, Copy, Debug)]
+pub struct Col {
+    /// Header.
+    pub title: &'static str,
+    /// Width (the minimum for a flexible column).
+    pub width: u16,
+    /// Drop order: 0 is never dropped, the highest goes first.
+    pub drop: u8,
+    /// Grows into the room left.
+    pub flex: bool,
+}
+
+impl Col {
+    /// A fixed-width column.
+    pub const fn fixed(title: &'static str, width: u16, drop: u8) -> Self {
+        Self {
+            title,
+            width,
+            drop,
+            flex: false,
+        }
+    }
+
+    /// A column that grows.
+    pub const fn flex(title: &'static str, width: u16, drop: u8) -> Self {
+        Self {
+            title,
+            width,
+            drop,
+            flex: true,
+        }
+    }
+
+    /// Its layout constraint.
+    pub fn constraint(&self) -> Constraint {
+        if self.flex {
+            Constraint::Min(self.width)
+        } else {
+            Constraint::Length(self.width)
+        }
+    }
+}
+
+/// The indices of the columns that fit in `width` with one space between
+/// them: whole columns go, by drop order, rather than values being cut.
+pub fn fit_columns(cols: &[Col], width: u16) -> Vec<usize> {
+    let mut keep: Vec<usize> = (0..cols.len()).collect();
+    let need = |k: &[usize]| {
+        k.iter().map(|&i| cols[i].width).sum::<u16>() + k.len().saturating_sub(1) as u16
+    };
+    while need(&keep) > width {
+        let Some(pos) = keep
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| cols[**i].drop > 0)
+            .max_by_key(|(_, i)| cols[**i].drop)
+            .map(|(p, _)| p)
+        else {
+            break;
+        };
+        keep.remove(pos);
+    }
+    keep
+}
+
+/// The widest of `values` (in columns), at least `min`, at most `max`.
+pub fn natural_width<'a>(values: impl Iterator<Item = &'a str>, min: u16, max: u16) -> u16 {
+    let w = values
+        .map(|v| Span::raw(v).width() as u16)
+        .max()
+        .unwrap_or(0);
+    w.clamp(min, max.max(min))
+}
+
+/// "+3 more" under a list cut short, or None when it all fits.
+pub fn more_marker(total: usize, shown: usize) -> Option<String> {
+    (total > shown).then(|| format!("+{} more", total - shown))
+}
+
+/// How many of `total` rows to draw in `room` rows, leaving one for a
+/// "+N more" line when they do not all fit.
+pub fn rows_with_more(total: usize, room: usize) -> usize {
+    if total <= room {
+        total
+    } else {
+        room.saturating_sub(1)
     }
 }

@@ -6,8 +6,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
-use super::{Tier, block, fit, theme};
+use super::{Col, Tier, block, fit, fit_columns, natural_width, theme};
 use crate::console::app::App;
+use sluice_shared::run::RunState;
 
 /// Draws the pipelines view.
 pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
@@ -25,79 +26,108 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     frame.render_widget(outer, list);
     let height = inner.height.saturating_sub(1) as usize;
     let rows = &app.pipelines.rows;
-    let start = app.pipelines.cursor.window(height, rows.len());
-    let wide = inner.width >= 100;
-    let body: Vec<Row> = rows
-        .iter()
-        .enumerate()
-        .skip(start)
-        .take(height)
-        .map(|(i, p)| {
-            let broken = errors
-                .iter()
-                .any(|d| d.file.to_string_lossy() == p.source.as_str());
-            let name = if broken {
-                Span::styled(format!("! {}", p.name), t.error())
-            } else {
-                Span::raw(p.name.clone())
-            };
-            let enabled = match (p.enabled, p.present) {
-                (_, false) => Span::styled("removed", t.dim()),
-                (true, true) => Span::styled(if t.ascii { "+ on" } else { "✓ on" }, t.ok()),
-                (false, true) => Span::styled(if t.ascii { "x off" } else { "✗ off" }, t.error()),
-            };
-            let next = p
-                .next_fire
-                .as_deref()
-                .map(|t| short_time(app, t))
-                .unwrap_or_else(|| "-".into());
-            let last = match (p.last_state, p.last_run) {
-                (Some(s), Some(r)) => {
-                    Span::styled(format!("{} {s} {r}", t.run_symbol(s)), t.run_state(s))
-                }
-                _ => Span::styled("never run", t.dim()),
-            };
-            let mut cells = vec![
-                Cell::from(name),
-                Cell::from(enabled),
-                Cell::from(fit(
-                    &p.triggers.join(", "),
-                    if wide { 34 } else { 16 },
-                    t.ascii,
-                )),
-                Cell::from(next),
-                Cell::from(last),
-            ];
-            if wide {
-                cells.push(Cell::from(p.description.clone().unwrap_or_default()));
-            }
-            let row = Row::new(cells);
-            if i == app.pipelines.cursor.selected {
-                row.style(t.selected())
-            } else {
-                row
-            }
-        })
-        .collect();
-    let mut header = vec!["NAME", "ENABLED", "TRIGGERS", "NEXT FIRE", "LAST"];
-    let mut widths = vec![
-        Constraint::Min(12),
-        Constraint::Length(8),
-        Constraint::Length(if wide { 34 } else { 16 }),
-        Constraint::Length(14),
-        Constraint::Length(18),
-    ];
-    if wide {
-        header.push("DESCRIPTION");
-        widths.push(Constraint::Min(10));
-    }
     if rows.is_empty() {
-        frame.render_widget(Paragraph::new(Line::styled("no pipelines", t.dim())), inner);
+        let text = app
+            .waiting_for_daemon()
+            .unwrap_or_else(|| "no pipelines".into());
+        frame.render_widget(Paragraph::new(Line::styled(text, t.dim())), inner);
     } else {
-        frame.render_widget(
-            Table::new(body, widths).header(Row::new(header).style(t.heading())),
-            inner,
-        );
+        let start = app.pipelines.cursor.window(height, rows.len());
+        let shown: Vec<_> = rows.iter().enumerate().skip(start).take(height).collect();
+        let triggers: Vec<String> = shown.iter().map(|(_, p)| p.triggers.join(", ")).collect();
+        let nexts: Vec<String> = shown
+            .iter()
+            .map(|(_, p)| {
+                p.next_fire
+                    .as_deref()
+                    .map(|t| short_time(app, t))
+                    .unwrap_or_else(|| "-".into())
+            })
+            .collect();
+        let lasts: Vec<Option<(String, RunState)>> = shown
+            .iter()
+            .map(|(_, p)| match (p.last_state, p.last_run) {
+                (Some(s), Some(r)) => Some((format!("{} {s} {r}", t.run_symbol(s)), s)),
+                _ => None,
+            })
+            .collect();
+        let names_w = natural_width(
+            shown.iter().map(|(_, p)| p.name.as_str()).chain(["NAME"]),
+            4,
+            24,
+        ) + 2;
+        // Whole columns go when there is no room (description, triggers, the
+        // enabled flag, the next fire), never half a value.
+        let columns = [
+            Col::flex("NAME", names_w, 0),
+            Col::fixed("ENABLED", 7, 3),
+            Col::fixed(
+                "TRIGGERS",
+                natural_width(
+                    triggers.iter().map(String::as_str).chain(["TRIGGERS"]),
+                    8,
+                    40,
+                ),
+                4,
+            ),
+            Col::fixed(
+                "NEXT FIRE",
+                natural_width(nexts.iter().map(String::as_str).chain(["NEXT FIRE"]), 9, 14),
+                2,
+            ),
+            Col::fixed(
+                "LAST",
+                natural_width(
+                    lasts
+                        .iter()
+                        .map(|l| l.as_ref().map_or("never run", |(s, _)| s.as_str())),
+                    4,
+                    24,
+                ),
+                1,
+            ),
+            Col::flex("DESCRIPTION", 12, 5),
+        ];
+        let keep = fit_columns(&columns, inner.width);
+        let body: Vec<Row> = shown
+            .iter()
+            .enumerate()
+            .map(|(k, (i, p))| {
+                let broken = errors
+                    .iter()
+                    .any(|d| d.file.to_string_lossy() == p.source.as_str());
+                let cells = keep.iter().map(|&c| match columns[c].title {
+                    "NAME" => Cell::from(if broken {
+                        Span::styled(format!("! {}", p.name), t.error())
+                    } else {
+                        Span::raw(p.name.clone())
+                    }),
+                    "ENABLED" => Cell::from(match (p.enabled, p.present) {
+                        (_, false) => Span::styled("removed", t.dim()),
+                        (true, true) => Span::styled(if t.ascii { "+ on" } else { "✓ on" }, t.ok()),
+                        (false, true) => {
+                            Span::styled(if t.ascii { "x off" } else { "✗ off" }, t.error())
+                        }
+                    }),
+                    "TRIGGERS" => Cell::from(fit(&triggers[k], columns[c].width as usize, t.ascii)),
+                    "NEXT FIRE" => Cell::from(nexts[k].clone()),
+                    "LAST" => Cell::from(match &lasts[k] {
+                        Some((text, s)) => Span::styled(text.clone(), t.run_state(*s)),
+                        None => Span::styled("never run", t.dim()),
+                    }),
+                    _ => Cell::from(p.description.clone().unwrap_or_default()),
+                });
+                let row = Row::new(cells.collect::<Vec<_>>());
+                if *i == app.pipelines.cursor.selected {
+                    row.style(t.selected())
+                } else {
+                    row
+                }
+            })
+            .collect();
+        let header = Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading());
+        let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
+        frame.render_widget(Table::new(body, widths).header(header), inner);
     }
     if err_height > 0 {
         let lines: Vec<Line> = errors

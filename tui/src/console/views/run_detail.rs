@@ -7,7 +7,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
-use super::{Tier, block, clock, duration, fit, theme};
+use super::{Col, Tier, block, clock, duration, fit, fit_columns, natural_width, theme};
 use crate::console::app::{App, DetailFocus, DetailState};
 use crate::console::theme::Theme;
 
@@ -101,6 +101,31 @@ fn draw_nodes(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Them
     frame.render_widget(outer, area);
     let height = inner.height.saturating_sub(1) as usize;
     let start = d.nodes.window(height, run.nodes.len());
+    // A node a retry took over from an earlier run says so instead of a time.
+    let state_text = |n: &sluice_shared::protocol::NodeInfo| match n.reused_from {
+        Some(from) if n.state == sluice_shared::run::NodeState::Succeeded => {
+            format!("{} reused {from}", t.node_symbol(n.state))
+        }
+        _ => format!("{} {}", t.node_symbol(n.state), n.state),
+    };
+    let state_w = natural_width(
+        run.nodes
+            .iter()
+            .map(&state_text)
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+        12,
+        20,
+    );
+    let columns = [
+        Col::flex("NODE", 8, 0),
+        Col::fixed("KIND", 9, 3),
+        Col::fixed("STATE", state_w, 0),
+        Col::fixed("TRY", 3, 2),
+        Col::fixed("TIME", 7, 1),
+    ];
+    let keep = fit_columns(&columns, inner.width);
     let rows: Vec<Row> = run
         .nodes
         .iter()
@@ -108,20 +133,23 @@ fn draw_nodes(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Them
         .skip(start)
         .take(height)
         .map(|(i, n)| {
+            let reused = n.reused_from.is_some();
             let dur = match n.started_at {
-                Some(s) => duration(n.finished_at.unwrap_or(app.now_ms) - s),
-                None => "-".into(),
+                Some(s) if !reused => duration(n.finished_at.unwrap_or(app.now_ms) - s),
+                _ => "-".into(),
             };
-            let row = Row::new(vec![
-                Cell::from(n.id.clone()),
-                Cell::from(n.kind.clone()),
-                Cell::from(Span::styled(
-                    format!("{} {}", t.node_symbol(n.state), n.state),
-                    t.node_state(n.state),
-                )),
-                Cell::from(n.attempts.len().to_string()),
-                Cell::from(dur),
-            ]);
+            let cells = keep.iter().map(|&c| match columns[c].title {
+                "NODE" => Cell::from(n.id.clone()),
+                "KIND" => Cell::from(n.kind.clone()),
+                "STATE" => Cell::from(Span::styled(state_text(n), t.node_state(n.state))),
+                "TRY" => Cell::from(if reused {
+                    "-".to_string()
+                } else {
+                    n.attempts.len().to_string()
+                }),
+                _ => Cell::from(dur.clone()),
+            });
+            let row = Row::new(cells.collect::<Vec<_>>());
             if i == d.nodes.selected {
                 row.style(if focused {
                     t.selected()
@@ -133,14 +161,8 @@ fn draw_nodes(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Them
             }
         })
         .collect();
-    let header = Row::new(["NODE", "KIND", "STATE", "TRY", "TIME"]).style(t.heading());
-    let widths = [
-        Constraint::Min(8),
-        Constraint::Length(9),
-        Constraint::Length(16),
-        Constraint::Length(3),
-        Constraint::Length(7),
-    ];
+    let header = Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading());
+    let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
     frame.render_widget(Table::new(rows, widths).header(header), inner);
 }
 
@@ -159,7 +181,9 @@ fn draw_node_info(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: 
         lines.push(Line::raw(format!("attempt {} {}", a.attempt, a.state)));
     }
     if let Some(from) = n.reused_from {
-        lines.push(Line::raw(format!("output reused from {from}")));
+        lines.push(Line::raw(format!(
+            "reused from run {from}: not run again by this retry"
+        )));
     }
     if let Some(w) = n.wake_at {
         lines.push(Line::raw(format!("waits until {}", clock(app, w))));

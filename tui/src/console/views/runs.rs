@@ -42,8 +42,8 @@ pub fn columns_for(width: u16) -> Vec<usize> {
 /// Draws the runs view.
 pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let t = theme(app);
-    let (list, side) = list_and_detail(area, tier, 40);
     let count = app.visible_count();
+    let (list, side) = list_and_detail(area, tier, 40, count);
     let mut title = format!("Runs {count}");
     if app.runs.next.is_some() {
         title.push('+');
@@ -99,12 +99,14 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         })
         .collect();
     if count == 0 {
-        let text = if app.runs.loading {
-            "loading runs…"
+        let text = if let Some(waiting) = app.waiting_for_daemon() {
+            waiting
+        } else if app.runs.loading {
+            "loading runs…".into()
         } else if app.runs.filter.is_empty() {
-            "no runs yet — trigger one from Pipelines (2, then t)"
+            "no runs yet — trigger one from Pipelines (2, then t)".into()
         } else {
-            "no runs match the filter (Esc clears it)"
+            "no runs match the filter (Esc clears it)".into()
         };
         frame.render_widget(Paragraph::new(Line::styled(text, t.dim())), inner);
     } else {
