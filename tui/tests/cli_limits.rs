@@ -1,79 +1,22 @@
 //! `sluice limits`, `sluice limits explain` and `sluice token` against a real
 //! `sluiced`: tables, `--json` parsed back, and the refused exit code.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-/// The daemon binary next to ours (built on demand: the console never links the daemon).
-fn sluiced() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
-    let path = exe.with_file_name("sluiced");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sluice-daemon", "--bin", "sluiced"])
-            .status()
-            .expect("cargo build sluiced");
-        assert!(status.success());
-    }
-    path
-}
+use std::process::Output;
 
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Child,
-}
+const HELLO: &str = "triggers:\n  - webhook: { auth: none }\nnodes:\n  - id: greet\n    kind: shell\n    run: echo hello\n";
+
+/// A daemon with one pipeline and `config`; `sluice` runs 100 columns wide.
+struct Daemon(common::Daemon);
 
 impl Daemon {
     fn start(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pipelines");
-        std::fs::create_dir_all(&p).unwrap();
-        let hello = "triggers:\n  - webhook: { auth: none }\nnodes:\n  - id: greet\n    kind: shell\n    run: echo hello\n";
-        std::fs::write(p.join("hello.yaml"), hello).unwrap();
-        std::fs::set_permissions(p.join("hello.yaml"), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
-        std::fs::write(dir.path().join("sluiced.toml"), config).unwrap();
-        let mut child = Command::new(sluiced())
-            .arg("--config")
-            .arg(dir.path().join("sluiced.toml"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--pipelines")
-            .arg(&p)
-            .arg("--socket")
-            .arg(dir.path().join("s.sock"))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .env("SLUICE_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            if line.unwrap().starts_with("sluiced: ready") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Self { dir, child }
+        Self(common::Daemon::started(&[("hello.yaml", HELLO)], config))
     }
 
     fn sluice(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
-            .env("SLUICE_SOCKET", self.dir.path().join("s.sock"))
-            .env("COLUMNS", "100")
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.sluice_cols(100, args)
     }
 }
 

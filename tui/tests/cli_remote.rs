@@ -1,91 +1,36 @@
 //! The real `sluice` binary against a real `sluiced`: output, `--json` parsed
 //! back, and exit codes.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-/// The daemon binary next to ours (built on demand: the console never links the daemon).
-fn sluiced() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
-    let path = exe.with_file_name("sluiced");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sluice-daemon", "--bin", "sluiced"])
-            .status()
-            .expect("cargo build sluiced");
-        assert!(status.success());
-    }
-    path
-}
+use std::path::Path;
+use std::process::{Command, Output};
 
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Child,
-}
+const PIPELINES: &[(&str, &str)] = &[
+    (
+        "hello.yaml",
+        "inputs:\n  who: { type: string, default: world }\nnodes:\n  - id: greet\n    kind: shell\n    run: echo hello {{ inputs.who }}\n",
+    ),
+    (
+        "fails.yaml",
+        "nodes:\n  - id: boom\n    kind: shell\n    run: echo bad; exit 1\n",
+    ),
+    (
+        "count.yaml",
+        "nodes:\n  - id: c\n    kind: shell\n    run: for i in 1 2 3; do echo line $i; sleep 0.2; done\n",
+    ),
+];
+
+/// A daemon with the test pipelines and `access` as its config.
+struct Daemon(common::Daemon);
 
 impl Daemon {
     fn start(access: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pipelines");
-        std::fs::create_dir_all(&p).unwrap();
-        for (name, text) in [
-            (
-                "hello.yaml",
-                "inputs:\n  who: { type: string, default: world }\nnodes:\n  - id: greet\n    kind: shell\n    run: echo hello {{ inputs.who }}\n",
-            ),
-            (
-                "fails.yaml",
-                "nodes:\n  - id: boom\n    kind: shell\n    run: echo bad; exit 1\n",
-            ),
-            (
-                "count.yaml",
-                "nodes:\n  - id: c\n    kind: shell\n    run: for i in 1 2 3; do echo line $i; sleep 0.2; done\n",
-            ),
-        ] {
-            std::fs::write(p.join(name), text).unwrap();
-            std::fs::set_permissions(p.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        std::fs::write(dir.path().join("sluiced.toml"), access).unwrap();
-        let mut child = Command::new(sluiced())
-            .arg("--config")
-            .arg(dir.path().join("sluiced.toml"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--pipelines")
-            .arg(&p)
-            .arg("--socket")
-            .arg(dir.path().join("s.sock"))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .env("SLUICE_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            if line.unwrap().starts_with("sluiced: ready") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Self { dir, child }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
+        Self(common::Daemon::started(PIPELINES, access))
     }
 
     fn sluice(&self, args: &[&str]) -> Output {
-        sluice_at(&self.socket(), args)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.sluice_cols(80, args)
     }
 }
 

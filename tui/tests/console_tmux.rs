@@ -5,10 +5,10 @@
 //!
 //! Skipped, loudly, when tmux is not installed (CI's `.ci/run` installs it).
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn tmux_missing() -> bool {
@@ -26,18 +26,6 @@ fn tmux_missing() -> bool {
     !ok
 }
 
-fn sluiced() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluiced");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sluice-daemon", "--bin", "sluiced"])
-            .status()
-            .expect("cargo build sluiced");
-        assert!(status.success());
-    }
-    path
-}
-
 const PIPELINES: &[(&str, &str)] = &[
     (
         "deploy.yaml",
@@ -53,79 +41,14 @@ const PIPELINES: &[(&str, &str)] = &[
     ),
 ];
 
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+/// `sluice` subcommands against a test daemon.
+trait Cli {
+    fn cli(&self, args: &[&str]) -> String;
 }
 
-impl Daemon {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pipelines");
-        std::fs::create_dir_all(&p).unwrap();
-        for (name, text) in PIPELINES {
-            std::fs::write(p.join(name), text).unwrap();
-            std::fs::set_permissions(p.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        Self { dir, child: None }
-    }
-
-    fn started() -> Self {
-        let mut d = Self::new();
-        d.start();
-        d
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
-    }
-
-    fn start(&mut self) {
-        let mut child = Command::new(sluiced())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--pipelines")
-            .arg(self.dir.path().join("pipelines"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .env("SLUICE_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            if line.unwrap().starts_with("sluiced: ready") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SIGKILL: the console must cope with a daemon that vanishes.
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
+impl Cli for common::Daemon {
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
+        String::from_utf8_lossy(&self.sluice_cols(80, args).stdout).into_owned()
     }
 }
 
@@ -230,7 +153,7 @@ fn approve_with_a_reason_and_see_the_run_complete() {
     if tmux_missing() {
         return;
     }
-    let d = Daemon::started();
+    let d = common::Daemon::started(PIPELINES, "");
     d.cli(&["trigger", "deploy"]);
     let c = Console::open(&d.socket());
     c.wait_for("● connected", 20);
@@ -256,7 +179,7 @@ fn retry_a_failed_run_and_land_on_the_new_run() {
     if tmux_missing() {
         return;
     }
-    let d = Daemon::started();
+    let d = common::Daemon::started(PIPELINES, "");
     d.cli(&["trigger", "fails", "--wait"]);
     let c = Console::open(&d.socket());
     c.wait("the failed run", 20, |s| {
@@ -283,7 +206,7 @@ fn follow_a_live_log() {
     if tmux_missing() {
         return;
     }
-    let d = Daemon::started();
+    let d = common::Daemon::started(PIPELINES, "");
     d.cli(&["trigger", "count"]);
     let c = Console::open(&d.socket());
     c.wait("the running run", 20, |s| {
@@ -313,7 +236,7 @@ fn reconnects_after_the_daemon_restarts() {
         return;
     }
     // The console starts while the daemon is down and says so.
-    let mut d = Daemon::new();
+    let mut d = common::Daemon::new(PIPELINES, "");
     let c = Console::open(&d.socket());
     c.wait_for("DISCONNECTED", 10);
     d.start();

@@ -1,18 +1,12 @@
 //! `sluice demo` starts a private daemon, runs the demo pipelines and stops cleanly on Ctrl-C.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 fn ensure_sluiced() {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluiced");
-    if !path.exists() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sluice-daemon", "--bin", "sluiced"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
+    common::sluiced();
 }
 
 unsafe extern "C" {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_shared::protocol::RpcError;
+use sluice_shared::protocol::{ErrorCode, RpcError};
 use tokio::sync::OnceCell;
 
 /// How long a key is remembered.
@@ -41,7 +41,7 @@ impl Idempotency {
     where
         F: Future<Output = Outcome>,
     {
-        let k: Key = (user.to_owned(), method.to_owned(), key.to_owned());
+        let k = k_owned(user, method, key);
         let cell = {
             let Ok(mut s) = self.inner.lock() else {
                 return call.await;
@@ -65,8 +65,21 @@ impl Idempotency {
                 }
             }
         };
-        cell.get_or_init(|| call).await.clone()
+        let outcome = cell.get_or_init(|| call).await.clone();
+        // A refusal by a limit or an internal failure may pass later: the same
+        // key may try again.
+        if let Err(e) = &outcome
+            && (e.code == ErrorCode::Refused as i64 || e.code == ErrorCode::Internal as i64)
+            && let Ok(mut s) = self.inner.lock()
+        {
+            s.cells.remove(&k_owned(user, method, key));
+        }
+        outcome
     }
+}
+
+fn k_owned(user: &str, method: &str, key: &str) -> Key {
+    (user.to_owned(), method.to_owned(), key.to_owned())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::context::{self, RunFacts};
 use super::{Command, DriverExit, EngineError, Inner, LoadedVersion, backoff, now_ms};
 use crate::nodes::{self, LogSink, NodeContext, NodeError, Outcome};
 use crate::notify::approval::ApprovalEvent;
-use crate::store::{Change, NodeChange, RunChange, RunRecord};
+use crate::store::{Change, NewRun, NodeChange, RunChange, RunRecord};
 
 struct NodeRt {
     state: NodeState,
@@ -737,7 +737,49 @@ impl Run {
     }
 }
 
-async fn load(inner: &Inner, id: RunId) -> Result<Option<Run>, EngineError> {
+/// A run this process has just committed, handed to its first driver so that
+/// loading it reads nothing back from the store.
+pub(crate) struct Created {
+    pub id: RunId,
+    /// The `created_at` it was stored with.
+    pub created_at: i64,
+    /// What was stored (queued; nodes pending, or succeeded when reused).
+    pub run: Arc<NewRun>,
+}
+
+/// A node's runtime state from what is stored of it.
+fn node_rt(
+    n: &Node,
+    state: NodeState,
+    attempts: u32,
+    output: Option<Value>,
+    error: Option<String>,
+    wake_at: Option<i64>,
+) -> NodeRt {
+    let stopped = matches!(n.kind, NodeKind::Filter(_))
+        && matches!(
+            output.as_ref().and_then(|o| o.get("passed")),
+            Some(Value::Bool(false))
+        );
+    NodeRt {
+        state,
+        attempts,
+        error,
+        wake_at,
+        recheck: matches!(n.kind, NodeKind::Approval(_)) && state == NodeState::Waiting,
+        output,
+        stopped,
+    }
+}
+
+async fn load(
+    inner: &Inner,
+    id: RunId,
+    created: Option<Created>,
+) -> Result<Option<Run>, EngineError> {
+    if let Some(created) = created {
+        return load_created(inner, created).await.map(Some);
+    }
     let Some(record) = inner.store.run(id).await? else {
         return Ok(None);
     };
@@ -749,22 +791,14 @@ async fn load(inner: &Inner, id: RunId) -> Result<Option<Run>, EngineError> {
         .iter()
         .map(|n| {
             let s = stored.iter().find(|r| r.node_id == n.id);
-            let output = s.and_then(|r| r.output.clone());
-            let stopped = matches!(n.kind, NodeKind::Filter(_))
-                && matches!(
-                    output.as_ref().and_then(|o| o.get("passed")),
-                    Some(Value::Bool(false))
-                );
-            NodeRt {
-                state: s.map_or(NodeState::Pending, |r| r.state),
-                attempts: s.map_or(0, |r| r.attempts),
-                error: s.and_then(|r| r.error.clone()),
-                wake_at: s.and_then(|r| r.wake_at),
-                recheck: matches!(n.kind, NodeKind::Approval(_))
-                    && s.is_some_and(|r| r.state == NodeState::Waiting),
-                output,
-                stopped,
-            }
+            node_rt(
+                n,
+                s.map_or(NodeState::Pending, |r| r.state),
+                s.map_or(0, |r| r.attempts),
+                s.and_then(|r| r.output.clone()),
+                s.and_then(|r| r.error.clone()),
+                s.and_then(|r| r.wake_at),
+            )
         })
         .collect();
     Ok(Some(Run {
@@ -775,6 +809,60 @@ async fn load(inner: &Inner, id: RunId) -> Result<Option<Run>, EngineError> {
         changes: Vec::new(),
         events: Vec::new(),
     }))
+}
+
+/// The run as the store holds it right after its creation, built from what was
+/// written (the same record `load` would read back).
+async fn load_created(inner: &Inner, created: Created) -> Result<Run, EngineError> {
+    let version = inner.version(created.run.version_id).await?;
+    let NewRun {
+        pipeline,
+        version_id,
+        trigger,
+        inputs,
+        retry_of,
+        deadline,
+        nodes: mut new_nodes,
+    } = Arc::unwrap_or_clone(created.run);
+    let record = RunRecord {
+        id: created.id,
+        pipeline,
+        version_id,
+        state: RunState::Queued,
+        user: trigger.user.clone(),
+        trigger,
+        inputs,
+        retry_of,
+        created_at: created.created_at,
+        started_at: None,
+        finished_at: None,
+        deadline,
+        wake_at: None,
+        error: None,
+    };
+    let nodes = version
+        .pipeline
+        .nodes
+        .iter()
+        .map(|n| {
+            let reused = new_nodes
+                .iter_mut()
+                .find(|r| r.id == n.id)
+                .and_then(|r| r.reused.take());
+            match reused {
+                Some((_, output)) => node_rt(n, NodeState::Succeeded, 0, Some(output), None, None),
+                None => node_rt(n, NodeState::Pending, 0, None, None, None),
+            }
+        })
+        .collect();
+    Ok(Run {
+        id: created.id,
+        record,
+        version,
+        nodes,
+        changes: Vec::new(),
+        events: Vec::new(),
+    })
 }
 
 async fn run_attempt(
@@ -806,8 +894,9 @@ pub(crate) async fn drive(
     id: RunId,
     cancel: CancellationToken,
     commands: &mut mpsc::UnboundedReceiver<Command>,
+    created: Option<Created>,
 ) -> DriverExit {
-    match drive_inner(inner, id, &cancel, commands).await {
+    match drive_inner(inner, id, &cancel, commands, created).await {
         Ok(exit) => exit,
         Err(e) => {
             // Most likely the store is briefly unavailable: look at the run again soon
@@ -823,8 +912,9 @@ async fn drive_inner(
     id: RunId,
     cancel: &CancellationToken,
     commands: &mut mpsc::UnboundedReceiver<Command>,
+    created: Option<Created>,
 ) -> Result<DriverExit, EngineError> {
-    let Some(mut run) = load(inner, id).await? else {
+    let Some(mut run) = load(inner, id, created).await? else {
         return Ok(DriverExit::Done);
     };
     if run.record.state.is_finished() {
@@ -936,9 +1026,17 @@ async fn drive_inner(
                         continue;
                     }
                     let attempt = run.nodes[i].attempts + 1;
-                    if matches!(node.kind, NodeKind::Llm(_))
-                        && let Some(why) = run.llm_over_cap(inner).await?
-                    {
+                    // A failed look at the budget must not stop the run's other attempts:
+                    // the trigger was checked, so the node goes ahead.
+                    let over_cap = if matches!(node.kind, NodeKind::Llm(_)) {
+                        run.llm_over_cap(inner).await.unwrap_or_else(|e| {
+                            tracing::warn!(run = %run.id, error = %e, "cannot check the LLM token budget");
+                            None
+                        })
+                    } else {
+                        None
+                    };
+                    if let Some(why) = over_cap {
                         run.attempt_start(i, attempt);
                         run.set(
                             i,

@@ -235,29 +235,45 @@ pub async fn enqueue(
     inputs: &Map<String, Value>,
     trigger: TriggerInfo,
 ) -> Result<RunId, EngineError> {
+    enqueue_shared(store, pipeline, source, inputs, trigger)
+        .await
+        .map(|c| c.id)
+}
+
+/// [`enqueue`], keeping what was committed for the run's first driver.
+async fn enqueue_shared(
+    store: &Store,
+    pipeline: &Pipeline,
+    source: Option<&Path>,
+    inputs: &Map<String, Value>,
+    trigger: TriggerInfo,
+) -> Result<driver::Created, EngineError> {
     let inputs = resolve_inputs(pipeline, inputs)?;
     let version_id = store.save_version(pipeline, source).await?;
     // The run's time limit starts when it starts running, not while it waits in the queue.
     let deadline: Option<i64> = None;
-    let run = store
-        .create_run(NewRun {
-            pipeline: pipeline.name.clone(),
-            version_id,
-            trigger,
-            inputs,
-            retry_of: None,
-            deadline,
-            nodes: pipeline
-                .nodes
-                .iter()
-                .map(|n| NewNode {
-                    id: n.id.clone(),
-                    reused: None,
-                })
-                .collect(),
-        })
-        .await?;
-    Ok(run)
+    let run = Arc::new(NewRun {
+        pipeline: pipeline.name.clone(),
+        version_id,
+        trigger,
+        inputs,
+        retry_of: None,
+        deadline,
+        nodes: pipeline
+            .nodes
+            .iter()
+            .map(|n| NewNode {
+                id: n.id.clone(),
+                reused: None,
+            })
+            .collect(),
+    });
+    let (id, created_at) = store.create_run_shared(Arc::clone(&run)).await?;
+    Ok(driver::Created {
+        id,
+        created_at,
+        run,
+    })
 }
 
 impl Engine {
@@ -362,12 +378,13 @@ impl Engine {
         if self.inner.shutdown.is_cancelled() {
             return Err(EngineError::Stopping);
         }
-        let run = enqueue(&self.inner.store, pipeline, source, inputs, trigger).await?;
+        let created = enqueue_shared(&self.inner.store, pipeline, source, inputs, trigger).await?;
+        let run = created.id;
         let _ = self.inner.events.send(Event::RunCreated {
             run,
             pipeline: pipeline.name.clone(),
         });
-        self.inner.spawn_driver(run, false);
+        self.inner.spawn_driver_created(created);
         Ok(run)
     }
 
@@ -382,6 +399,29 @@ impl Engine {
             pipeline: pipeline.to_owned(),
         });
         self.inner.spawn_driver(run, false);
+        Ok(())
+    }
+
+    /// [`Engine::start_committed`] of a run this process has just created from
+    /// `new` (stored with `created_at`): its driver reads nothing back.
+    pub(crate) fn start_created(
+        &self,
+        run: RunId,
+        created_at: i64,
+        new: Arc<NewRun>,
+    ) -> Result<(), EngineError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(EngineError::Stopping);
+        }
+        let _ = self.inner.events.send(Event::RunCreated {
+            run,
+            pipeline: new.pipeline.clone(),
+        });
+        self.inner.spawn_driver_created(driver::Created {
+            id: run,
+            created_at,
+            run: new,
+        });
         Ok(())
     }
 
@@ -452,32 +492,37 @@ impl Engine {
             user: user.or(record.trigger.user.clone()),
             details: serde_json::json!({ "retry_of": run.0, "mode": mode, "original": record.trigger }),
         };
-        let new = self
+        let new_run = Arc::new(NewRun {
+            pipeline: record.pipeline.clone(),
+            version_id: record.version_id,
+            trigger,
+            inputs: record.inputs.clone(),
+            retry_of: Some(run),
+            deadline,
+            nodes: version
+                .pipeline
+                .nodes
+                .iter()
+                .map(|n| NewNode {
+                    id: n.id.clone(),
+                    reused: reused.get(&n.id).map(|o| (run, o.clone())),
+                })
+                .collect(),
+        });
+        let (new, created_at) = self
             .inner
             .store
-            .create_run(NewRun {
-                pipeline: record.pipeline.clone(),
-                version_id: record.version_id,
-                trigger,
-                inputs: record.inputs.clone(),
-                retry_of: Some(run),
-                deadline,
-                nodes: version
-                    .pipeline
-                    .nodes
-                    .iter()
-                    .map(|n| NewNode {
-                        id: n.id.clone(),
-                        reused: reused.get(&n.id).map(|o| (run, o.clone())),
-                    })
-                    .collect(),
-            })
+            .create_run_shared(Arc::clone(&new_run))
             .await?;
         let _ = self.inner.events.send(Event::RunCreated {
             run: new,
             pipeline: record.pipeline,
         });
-        self.inner.spawn_driver(new, false);
+        self.inner.spawn_driver_created(driver::Created {
+            id: new,
+            created_at,
+            run: new_run,
+        });
         Ok(new)
     }
 
@@ -564,6 +609,20 @@ impl Inner {
         run: RunId,
         cancel: bool,
     ) -> Option<mpsc::UnboundedSender<Command>> {
+        self.spawn_driver_with(run, cancel, None)
+    }
+
+    /// Starts the first driver of a run this process has just created.
+    fn spawn_driver_created(self: &Arc<Self>, created: driver::Created) {
+        self.spawn_driver_with(created.id, false, Some(created));
+    }
+
+    fn spawn_driver_with(
+        self: &Arc<Self>,
+        run: RunId,
+        cancel: bool,
+        created: Option<driver::Created>,
+    ) -> Option<mpsc::UnboundedSender<Command>> {
         if self.shutdown.is_cancelled() {
             return None;
         }
@@ -592,7 +651,7 @@ impl Inner {
             let mut rx = rx;
             // Frees the run's concurrency slot and driver entry should the driver panic.
             let guard = admission::PanicGuard::new(&inner, run);
-            let exit = driver::drive(&inner, run, token, &mut rx).await;
+            let exit = driver::drive(&inner, run, token, &mut rx, created).await;
             guard.disarm();
             inner.driver_exited(run, rx, exit);
         });

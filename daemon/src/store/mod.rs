@@ -208,11 +208,19 @@ impl Store {
 
     /// Commits a new queued run; the returned id is durable once this returns.
     pub async fn create_run(&self, run: NewRun) -> Result<RunId, StoreError> {
-        match self
-            .write(Write::CreateRun(Box::new(run), now_ms()))
-            .await?
-        {
-            Written::Id(id) => Ok(RunId(id)),
+        self.create_run_shared(std::sync::Arc::new(run))
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// [`Store::create_run`] of a run the caller keeps; also returns its `created_at`.
+    pub(crate) async fn create_run_shared(
+        &self,
+        run: std::sync::Arc<NewRun>,
+    ) -> Result<(RunId, i64), StoreError> {
+        let at = now_ms();
+        match self.write(Write::CreateRun(run, at)).await? {
+            Written::Id(id) => Ok((RunId(id), at)),
             other => Err(StoreError::Data(format!(
                 "unexpected write result {other:?}"
             ))),

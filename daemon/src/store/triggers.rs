@@ -89,7 +89,7 @@ impl Store {
         let at = now_ms();
         match self
             .write(Write::CreateRunOnce {
-                run: Box::new(run),
+                run: std::sync::Arc::new(run),
                 key: key.to_owned(),
                 expires_at: at.saturating_add(ttl_ms),
                 at,

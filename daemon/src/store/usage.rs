@@ -97,15 +97,28 @@ impl Store {
         key: Option<(&str, i64)>,
         charge: &DailyCharge,
     ) -> Result<Charged, StoreError> {
+        self.create_run_charged_shared(std::sync::Arc::new(run), key, charge)
+            .await
+            .map(|(charged, _)| charged)
+    }
+
+    /// [`Store::create_run_charged`] of a run the caller keeps; also returns
+    /// the `created_at` a created run was stored with.
+    pub(crate) async fn create_run_charged_shared(
+        &self,
+        run: std::sync::Arc<NewRun>,
+        key: Option<(&str, i64)>,
+        charge: &DailyCharge,
+    ) -> Result<(Charged, i64), StoreError> {
         let at = now_ms();
         let then = match key {
             Some((k, ttl_ms)) => Write::CreateRunOnce {
-                run: Box::new(run),
+                run,
                 key: k.to_owned(),
                 expires_at: at.saturating_add(ttl_ms),
                 at,
             },
-            None => Write::CreateRun(Box::new(run), at),
+            None => Write::CreateRun(run, at),
         };
         match self
             .write(Write::Charged {
@@ -116,9 +129,9 @@ impl Store {
             })
             .await?
         {
-            Written::Id(id) => Ok(Charged::Created(RunId(id))),
-            Written::Existing(id) => Ok(Charged::Existing(RunId(id))),
-            Written::OverCap(used) => Ok(Charged::OverCap(used)),
+            Written::Id(id) => Ok((Charged::Created(RunId(id)), at)),
+            Written::Existing(id) => Ok((Charged::Existing(RunId(id)), at)),
+            Written::OverCap(used) => Ok((Charged::OverCap(used), at)),
             other => Err(StoreError::Data(format!(
                 "unexpected write result {other:?}"
             ))),

@@ -4,6 +4,7 @@
 //! savepoint so one bad write does not undo its neighbours.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params, params_from_iter};
@@ -32,7 +33,7 @@ pub(crate) enum Write {
         source_path: Option<String>,
         at: i64,
     },
-    CreateRun(Box<NewRun>, i64),
+    CreateRun(Arc<NewRun>, i64),
     Run(RunId, RunChange),
     Node(RunId, String, NodeChange),
     AttemptStart {
@@ -63,7 +64,7 @@ pub(crate) enum Write {
     /// pipeline (one atomic insert-or-get, so concurrent redeliveries of one
     /// trigger make one run). Result: `Id` for a new run, `Existing` for the old one.
     CreateRunOnce {
-        run: Box<NewRun>,
+        run: Arc<NewRun>,
         key: String,
         expires_at: i64,
         at: i64,
@@ -247,7 +248,10 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<(Write, Reply)>) {
             *r = Err(err.clone());
         }
     }
-    for ((_, reply), result) in batch.drain(..).zip(results) {
+    for ((write, reply), result) in batch.drain(..).zip(results) {
+        // Dropped before the reply: a caller sharing the write's data (a new
+        // run) then holds it alone.
+        drop(write);
         if let Some(tx) = reply {
             let _ = tx.send(result);
         } else if let Err(e) = result {
@@ -460,7 +464,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             if let Some(id) = keyed_run(conn, &run.pipeline, key, *at)? {
                 return Ok(Written::Existing(id));
             }
-            let Written::Id(id) = apply(conn, &Write::CreateRun(run.clone(), *at))? else {
+            let Written::Id(id) = apply(conn, &Write::CreateRun(Arc::clone(run), *at))? else {
                 return Err(StoreError::Data("creating a run returned no id".into()));
             };
             conn.prepare_cached(

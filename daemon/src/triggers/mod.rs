@@ -216,17 +216,14 @@ impl Triggers {
             EngineError::Input(m) => TriggerError::Input(m),
             other => TriggerError::Engine(other),
         })?;
-        // Every trigger passes the limits before a run is created (the daily run
-        // cap is charged with the run itself, in `commit`). A redelivery of an
-        // accepted trigger is never refused: it gets its run back. (Looking the
-        // key up only on a refusal keeps a read off every delivery; the commit
-        // below finds the key for the rest.)
-        if let Err(refused) = self.check_limits(entry, &trigger).await {
-            return match self.redelivered(entry, key).await? {
-                Some(fired) => Ok(fired),
-                None => Err(refused),
-            };
+        // A redelivery of an accepted trigger gets its run back before the
+        // limits: it spends no rate token and is never refused.
+        if let Some(fired) = self.redelivered(entry, key).await? {
+            return Ok(fired);
         }
+        // Every trigger passes the limits before a run is created (the daily run
+        // cap is charged with the run itself, in `commit`).
+        self.check_limits(entry, &trigger).await?;
         let concurrency = entry.pipeline.concurrency;
         let decides = concurrency.max_runs.is_some()
             && matches!(
@@ -306,13 +303,13 @@ impl Triggers {
         let user = crate::limits::user_key(trigger.user.as_deref()).to_owned();
         let now = jiff::Timestamp::now();
         let (charge, next_day) = limits.daily(&user, now);
-        let run = new_run(entry, inputs, trigger);
+        let run = Arc::new(new_run(entry, inputs, trigger));
         let store = self.inner.engine.store();
         // The daily count is checked and charged in the write that creates the run.
-        let (id, created) = match store
-            .create_run_charged(run, key.map(|k| (k, KEY_TTL_MS)), &charge)
-            .await?
-        {
+        let (charged, created_at) = store
+            .create_run_charged_shared(Arc::clone(&run), key.map(|k| (k, KEY_TTL_MS)), &charge)
+            .await?;
+        let (id, created) = match charged {
             Charged::Created(id) => (id, true),
             Charged::Existing(id) => (id, false),
             Charged::OverCap(used) => {
@@ -327,7 +324,8 @@ impl Triggers {
         };
         // Once committed the run exists: if the engine is stopping, the next start
         // picks it up, so the caller must still hear "started" (or it would retry).
-        if created && let Err(e) = self.inner.engine.start_committed(id, &entry.pipeline.name) {
+        // Its driver starts from what was written, reading nothing back.
+        if created && let Err(e) = self.inner.engine.start_created(id, created_at, run) {
             tracing::info!(run = %id, error = %e, "run committed; it starts when the daemon starts again");
         }
         Ok(Fired::Started { run: id, created })

@@ -100,6 +100,10 @@ async fn start_runs(socket: &Path) -> anyhow::Result<()> {
 /// clean up: their `sluice` (named in the directory) and their `sluiced`
 /// (named in the state lock) are both gone.
 fn remove_abandoned() {
+    // Liveness is read from /proc; elsewhere nothing is removed.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
     // A zombie (dead, not yet reaped by whoever adopted it) counts as gone.
     let alive = |pid: &str| {
         pid.trim().parse::<u32>().is_ok_and(|p| {
@@ -140,7 +144,7 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
     #[cfg(target_os = "linux")]
     #[link_name = "prctl"]
-    fn libc_prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+    fn libc_prctl(option: i32, ...) -> i32;
 }
 
 /// Makes the demo daemon get SIGTERM when this process dies, however it dies
@@ -150,12 +154,12 @@ fn stop_with_parent(cmd: &mut Command) {
     {
         use std::os::unix::process::CommandExt;
         const PR_SET_PDEATHSIG: i32 = 1;
-        const SIGTERM: u64 = 15;
+        const SIGTERM: std::ffi::c_ulong = 15;
         // SAFETY: prctl is async-signal-safe and only changes the child's own
         // death signal; no memory is shared or allocated between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                if libc_prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == 0 {
+                if libc_prctl(PR_SET_PDEATHSIG, SIGTERM) == 0 {
                     Ok(())
                 } else {
                     Err(std::io::Error::last_os_error())

@@ -93,8 +93,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
     emit(&format!("{text}\n")).map_err(io)
 }
 
-/// How wide tables may be: `COLUMNS`, else the terminal's width; output to
-/// a pipe or file is never cut, so scripts get whole values.
+/// How wide tables may be: `COLUMNS` when set, else the terminal's width;
+/// without `COLUMNS`, output to a pipe or file is never cut, so scripts get
+/// whole values.
 fn width() -> usize {
     use std::io::IsTerminal;
     if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
