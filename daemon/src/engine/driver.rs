@@ -510,12 +510,26 @@ impl Run {
                     false
                 }
                 Step::Done(result) => {
-                    self.nodes[i].attempts = attempt;
+                    self.set(
+                        i,
+                        NodeChange {
+                            attempts: Some(attempt),
+                            started_at: Some(now_ms()),
+                            ..Default::default()
+                        },
+                    );
                     self.complete(inner, i, attempt, result, false);
                     true
                 }
                 Step::TimedOut(msg) => {
-                    self.nodes[i].attempts = attempt;
+                    self.set(
+                        i,
+                        NodeChange {
+                            attempts: Some(attempt),
+                            started_at: Some(now_ms()),
+                            ..Default::default()
+                        },
+                    );
                     self.complete(inner, i, attempt, Err(NodeError::fatal(msg)), false);
                     true
                 }
