@@ -20,13 +20,13 @@ pub mod wire;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
 use sluice_shared::model::node::{ChatRole, LlmFormat, LlmNode, ModelChoice};
 use sluice_shared::template::Escape;
 
 use self::wire::{Decoder, Message, Piece};
-use super::http::error_chain;
+use super::http::{error_chain, retry_after};
 use super::{Execute, NodeContext, NodeError, Outcome, render};
 use crate::llm::Provider;
 
@@ -39,9 +39,6 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// A log line still growing past this many bytes is written out at its last
 /// space, so text without newlines still shows progress in the console.
 const SOFT_LINE_BYTES: usize = 1000;
-
-/// Longest `Retry-After` honoured.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Characters per token assumed when a provider reports no usage.
 const CHARS_PER_TOKEN: u64 = 4;
@@ -574,22 +571,6 @@ async fn refusal(
         }
         _ => Failure::Failed(NodeError::fatal(message)),
     }
-}
-
-/// `Retry-After` as delta-seconds or an HTTP-date, capped.
-fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => {
-            let at = jiff::fmt::rfc2822::DateTimeParser::new()
-                .parse_timestamp(value)
-                .ok()?;
-            let seconds = at.as_second().saturating_sub(now.as_second());
-            Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
-        }
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// A transport failure before (`partial` is `None`) or during the stream.
