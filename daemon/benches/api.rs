@@ -65,13 +65,20 @@ async fn setup(dir: &std::path::Path) -> (Engine, std::path::PathBuf) {
         .expect("begin");
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-         INSERT INTO runs (id, pipeline, version_id, state, trigger, trigger_kind, user, inputs, created_at, started_at, finished_at)
-         SELECT i, pipeline, version_id, 'succeeded', trigger, trigger_kind, user, inputs, created_at + i, created_at + i, created_at + i + 5 FROM n, runs WHERE runs.id = 1",
+         INSERT INTO runs (id, pipeline, version_id, state, trigger_kind, user, created_at, started_at, finished_at)
+         SELECT i, pipeline, version_id, 'succeeded', trigger_kind, user, created_at + i, created_at + i, created_at + i + 5 FROM n, runs WHERE runs.id = 1",
     )
     .bind(RUNS)
     .execute(&mut conn)
     .await
     .expect("runs");
+    sqlx::query(
+        "INSERT INTO run_payloads (run_id, trigger, inputs)
+         SELECT r.id, p.trigger, p.inputs FROM runs r, run_payloads p WHERE p.run_id = 1 AND r.id > 1",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("payloads");
     sqlx::query(
         "INSERT INTO run_nodes (run_id, node_id, position, state, attempts, output, started_at, finished_at)
          SELECT r.id, n.node_id, n.position, 'succeeded', 1, '{\"x\":1}', r.started_at, r.finished_at FROM runs r, run_nodes n WHERE n.run_id = 1 AND r.id > 1",

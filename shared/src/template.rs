@@ -75,6 +75,34 @@ impl Context {
     pub fn from_json(value: &Value) -> Self {
         Self(JinjaValue::from(Serde(value)))
     }
+
+    /// A context from a JSON object with `key` set to `extra`, made without
+    /// copying the object first (a run's context can hold a large trigger body).
+    pub fn from_json_with(value: &Value, key: &str, extra: &Value) -> Self {
+        Self(JinjaValue::from(Serde(With { value, key, extra })))
+    }
+}
+
+/// Serializes `value` (an object) with `key` set to `extra`; see [`Context::from_json_with`].
+struct With<'a> {
+    value: &'a Value,
+    key: &'a str,
+    extra: &'a Value,
+}
+
+impl serde::Serialize for With<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.value else {
+            return self.value.serialize(s);
+        };
+        let mut m = s.serialize_map(Some(map.len() + 1))?;
+        for (k, v) in map.iter().filter(|(k, _)| k.as_str() != self.key) {
+            m.serialize_entry(k, v)?;
+        }
+        m.serialize_entry(self.key, self.extra)?;
+        m.end()
+    }
 }
 
 /// The configured template engine. Cheap to share; create once.
@@ -344,6 +372,18 @@ mod tests {
             "inputs": {"topic": "rust; rm -rf /", "n": 3},
             "nodes": {"fetch": {"output": {"status": 200, "body": {"items": [1, 2]}}}}
         }))
+    }
+
+    #[test]
+    fn a_context_with_an_added_key_sees_both_and_the_added_key_wins() {
+        let e = TemplateEngine::new();
+        let base = json!({"inputs": {"n": 3}, "secrets": {"k": "stale"}});
+        let ctx = Context::from_json_with(&base, "secrets", &json!({"k": "fresh"}));
+        assert_eq!(
+            e.render_str("{{ inputs.n }} {{ secrets.k }}", &ctx, Escape::Text)
+                .unwrap(),
+            "3 fresh"
+        );
     }
 
     #[test]

@@ -7,9 +7,9 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::Value;
 use sluice_shared::run::RunId;
-use sluice_tui::console::app::{App, Options};
+use sluice_tui::console::app::{App, DialogFocus, Options, Overlay};
 use sluice_tui::console::keymap::Keymap;
-use sluice_tui::console::msg::{ConnEvent, Msg, Tag};
+use sluice_tui::console::msg::{ConnEvent, Effect, Msg, Tag};
 use sluice_tui::console::update::update;
 use sluice_tui::console::views::draw;
 
@@ -484,4 +484,165 @@ fn a_message_keeps_the_keys_in_view() {
         lines[23].contains("q quit") && lines[23].contains("? help"),
         "{shot}"
     );
+}
+
+/// The pipelines view with the trigger form open on `hello`, whose
+/// definition declares `inputs`.
+fn trigger_form(inputs: Value) -> App {
+    let mut app = recorded(false);
+    chars(&mut app, "2jjt");
+    let mut def = session()["pipelines"][2].clone();
+    def["definition"] = serde_json::json!({ "inputs": inputs });
+    update(
+        &mut app,
+        Msg::Reply(Tag::TriggerForm("hello".into()), Ok(def)),
+    );
+    app
+}
+
+/// The form's field text, focus and error, or a panic when it is closed.
+fn form(app: &App) -> (String, DialogFocus, Option<String>) {
+    match &app.overlay {
+        Some(Overlay::Dialog(d)) => (
+            d.field.as_ref().unwrap().1.clone(),
+            d.focus,
+            d.error.clone(),
+        ),
+        other => panic!("the form is not open: {other:?}"),
+    }
+}
+
+/// The `pipelines.trigger` calls among `fx`, by their `inputs`.
+fn triggers(fx: &[Effect]) -> Vec<Value> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Call { method, params, .. } if *method == "pipelines.trigger" => {
+                Some(params["inputs"].clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn press(app: &mut App, code: KeyCode) -> Vec<Effect> {
+    update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+/// Defaults of every type, sent unchanged, arrive as the values they are:
+/// an object as an object, not as its text.
+#[test]
+fn trigger_form_defaults_go_back_as_their_declared_types() {
+    let inputs = serde_json::json!({
+        "cfg": {"type": "object", "default": {"a": 1, "b": {"c": "x y"}}},
+        "tags": {"type": "array", "default": ["it's", 2]},
+        "n": {"type": "integer", "default": 3},
+        "ratio": {"type": "number", "default": 0.5},
+        "dry": {"type": "boolean", "default": true},
+        "who": {"type": "string", "default": "42"},
+    });
+    let mut app = trigger_form(inputs.clone());
+    let shot = text(&mut app, 80, 24);
+    assert!(shot.contains(r#"cfg='{"a":1,"b":{"c":"x y"}}'"#), "{shot}");
+    assert!(
+        shot.contains("Types: cfg object (JSON), tags array (JSON), n integer,"),
+        "{shot}"
+    );
+    insta::assert_snapshot!("trigger_dialog_typed_defaults_80x24", shot);
+    press(&mut app, KeyCode::Enter);
+    let sent = triggers(&press(&mut app, KeyCode::Enter));
+    let defaults: serde_json::Map<String, Value> = inputs
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["default"].clone()))
+        .collect();
+    assert_eq!(sent, [Value::Object(defaults)]);
+}
+
+/// Each value is read as its input's type: a string stays the text typed;
+/// a value that does not fit is not sent, the form stays open with the text
+/// as typed and says which input expects what.
+#[test]
+fn trigger_form_reads_values_by_type_and_refuses_what_does_not_fit() {
+    let inputs = serde_json::json!({
+        "who": {"type": "string"},
+        "n": {"type": "integer"},
+        "cfg": {"type": "object"},
+    });
+    let mut app = trigger_form(inputs);
+    assert_eq!(form(&app).0, "who= n= cfg=");
+    // Start from an empty field.
+    for _ in 0.."who= n= cfg=".len() {
+        press(&mut app, KeyCode::Backspace);
+    }
+    chars(&mut app, "who=true n=3.5 cfg={a:1}");
+    press(&mut app, KeyCode::Enter);
+    assert!(triggers(&press(&mut app, KeyCode::Enter)).is_empty());
+    let (field, focus, error) = form(&app);
+    assert_eq!(field, "who=true n=3.5 cfg={a:1}", "the text stays as typed");
+    assert_eq!(focus, DialogFocus::Field);
+    assert_eq!(
+        error.as_deref(),
+        Some("input 'n' must be an integer (a whole number), not '3.5'")
+    );
+    insta::assert_snapshot!("trigger_dialog_type_error_80x24", text(&mut app, 80, 24));
+    // Fixed: the next value that does not fit is named.
+    for _ in 0..".5 cfg={a:1}".len() {
+        press(&mut app, KeyCode::Backspace);
+    }
+    assert_eq!(form(&app).2, None, "the message goes once the user types");
+    chars(&mut app, " cfg={a:1}");
+    press(&mut app, KeyCode::Enter);
+    assert!(triggers(&press(&mut app, KeyCode::Enter)).is_empty());
+    let error = form(&app).2.unwrap();
+    assert!(
+        error.starts_with("input 'cfg' must be an object"),
+        "{error}"
+    );
+    // Valid JSON: sent, with the string input exactly as typed.
+    for _ in 0.."{a:1}".len() {
+        press(&mut app, KeyCode::Backspace);
+    }
+    chars(&mut app, r#"'{"a":[1]}' who=042"#);
+    press(&mut app, KeyCode::Enter);
+    let sent = triggers(&press(&mut app, KeyCode::Enter));
+    assert_eq!(
+        sent,
+        [serde_json::json!({"who": "042", "n": 3, "cfg": {"a": [1]}})]
+    );
+    assert!(app.overlay.is_none());
+}
+
+/// After Enter moves to the buttons, `y` and `n` are typing like any other
+/// letter: they neither send nor cancel; Enter on the focused button does.
+#[test]
+fn letters_on_the_trigger_forms_buttons_neither_send_nor_cancel() {
+    let mut app = trigger_form(serde_json::json!({"who": {"type": "string", "default": "x"}}));
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(form(&app).1, DialogFocus::Confirm);
+    let shot = text(&mut app, 80, 24);
+    assert!(shot.contains("Enter trigger · Esc cancel"), "{shot}");
+    assert!(!shot.contains("Enter/y"), "{shot}");
+    assert!(triggers(&press(&mut app, KeyCode::Char('y'))).is_empty());
+    assert_eq!(form(&app).0, "who=xy");
+    assert_eq!(form(&app).1, DialogFocus::Field);
+    // On [ Cancel ], `n` is typing too.
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::BackTab);
+    assert_eq!(form(&app).1, DialogFocus::Cancel);
+    assert!(press(&mut app, KeyCode::Char('n')).is_empty());
+    assert_eq!(form(&app).0, "who=xyn");
+    assert!(app.flash.is_none(), "nothing was cancelled");
+    // Enter on [ Cancel ] cancels; Enter on [ Trigger ] sends.
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::BackTab);
+    press(&mut app, KeyCode::Enter);
+    assert!(app.overlay.is_none());
+    assert!(app.flash.as_ref().unwrap().text.contains("cancelled"));
+    let mut app = trigger_form(serde_json::json!({"who": {"type": "string", "default": "x"}}));
+    press(&mut app, KeyCode::Enter);
+    chars(&mut app, "yn");
+    press(&mut app, KeyCode::Enter);
+    let sent = triggers(&press(&mut app, KeyCode::Enter));
+    assert_eq!(sent, [serde_json::json!({"who": "xyn"})]);
 }

@@ -34,9 +34,9 @@ use sluice_shared::run::{RunId, RunState};
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{EngineError, Inner, now_ms};
+use super::{EngineError, Inner};
 use crate::limits::{Limits, user_key};
-use crate::store::{Change, RunChange, RunRecord};
+use crate::store::RunRecord;
 
 /// How often held slots are compared with running runs.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -392,15 +392,18 @@ impl Drop for Parked<'_> {
     }
 }
 
-/// Waits until queued `record` may start under every cap, then commits it as
-/// running and returns true. Returns false, leaving it queued, when `cancel`
-/// fires or the engine stops.
+/// Waits until queued `record` may start under every cap and returns true:
+/// the slot is then the run's. Returns false, leaving it queued, when `cancel`
+/// fires or the engine stops. The run is not written as running here: the
+/// driver commits that with its first step (for a run of instant nodes, in the
+/// same write as its end), and until then a crash leaves it queued, which is
+/// what it is to the next start.
 pub(crate) async fn wait_for_slot(
     inner: &Arc<Inner>,
-    record: &mut RunRecord,
+    record: &RunRecord,
     pipeline: &Pipeline,
     cancel: &CancellationToken,
-) -> Result<bool, EngineError> {
+) -> bool {
     let user = user_key(record.trigger.user.as_deref()).to_owned();
     let granted = inner.admission.enqueue(
         record.id,
@@ -414,35 +417,13 @@ pub(crate) async fn wait_for_slot(
         granted: false,
     };
     tokio::select! {
-        r = granted => if r.is_err() { return Ok(false) },
-        () = cancel.cancelled() => return Ok(false),
-        () = inner.shutdown.cancelled() => return Ok(false),
+        r = granted => if r.is_err() { return false },
+        () = cancel.cancelled() => return false,
+        () = inner.shutdown.cancelled() => return false,
     }
     // From here the slot is the run's; the driver's end releases it.
     parked.granted = true;
-    let now = now_ms();
-    let deadline = super::run_deadline(pipeline, now);
-    inner
-        .store
-        .apply(vec![Change::Run(
-            record.id,
-            RunChange {
-                state: Some(RunState::Running),
-                started_at: Some(now),
-                deadline: Some(deadline),
-                ..Default::default()
-            },
-        )])
-        .await?;
-    record.state = RunState::Running;
-    record.started_at = Some(now);
-    record.deadline = deadline;
-    inner.publish(Event::RunState {
-        run: record.id,
-        state: RunState::Running,
-        error: None,
-    });
-    Ok(true)
+    true
 }
 
 /// Frees a driver's slot and entry if the driver panics (normal ends go

@@ -70,11 +70,3 @@ pub fn build(facts: &RunFacts<'_>, upstream: Vec<(String, Value)>) -> Value {
         "params": facts.pipeline.params,
     })
 }
-
-/// Adds the secrets to a context built by [`build`].
-pub fn with_secrets(mut context: Value, secrets: Value) -> Value {
-    if let Value::Object(map) = &mut context {
-        map.insert("secrets".into(), secrets);
-    }
-    context
-}

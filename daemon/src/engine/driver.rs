@@ -165,13 +165,12 @@ impl Run {
             })
             .collect();
         let plain = context::build(&self.facts(), upstream);
-        let with_secrets = context::with_secrets(plain.clone(), inner.secrets_json.clone());
         let node = self.node(i);
         NodeContext {
             run: self.id,
             node: node.id.clone(),
             attempt,
-            template: Context::from_json(&with_secrets),
+            template: Context::from_json_with(&plain, "secrets", &inner.secrets_json),
             context_json: plain,
             templates: Arc::clone(&inner.templates),
             log: LogSink::new(
@@ -951,8 +950,7 @@ async fn drive_inner(
     }
     if run.record.state == RunState::Queued
         && !cancel.is_cancelled()
-        && !super::admission::wait_for_slot(inner, &mut run.record, &run.version.pipeline, cancel)
-            .await?
+        && !super::admission::wait_for_slot(inner, &run.record, &run.version.pipeline, cancel).await
         && !cancel.is_cancelled()
     {
         return Ok(DriverExit::Stopped);
@@ -1106,8 +1104,10 @@ async fn drive_inner(
             }
         }
         // When nothing runs now, the decision below (finish or wait) commits in the
-        // same transaction as the completions: one write instead of two per run.
-        if !to_spawn.is_empty() || !running.is_empty() || stopping {
+        // same transaction as the completions (and the admission): one write per
+        // run of instant nodes. A starved run commits what it has before it waits,
+        // so its slot is seen held by a running run.
+        if !to_spawn.is_empty() || !running.is_empty() || stopping || starved {
             run.flush(inner).await?;
         }
         for (i, attempt, node, ctx, permit) in to_spawn {

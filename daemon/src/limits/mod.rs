@@ -224,6 +224,21 @@ impl Limits {
         l.rate.map(|r| RateQuota::new(r, l.burst))
     }
 
+    /// Whether a trigger of `pipeline` by `user` can be refused before its run
+    /// is written: a user or pipeline rate, or (for a pipeline with an LLM
+    /// node) a daily token cap. The daily run cap is not one: it is charged in
+    /// the write itself, which finds a redelivered trigger's run first.
+    pub fn may_refuse_trigger(&self, user: &str, pipeline: &str, uses_llm: bool) -> bool {
+        let config = self.config();
+        let user_limits = config.for_user(user);
+        config
+            .pipelines
+            .get(pipeline)
+            .is_some_and(|p| p.rate.is_some())
+            || user_limits.rate.is_some()
+            || (uses_llm && user_limits.daily_llm_tokens.is_some())
+    }
+
     /// Takes one trigger from the user's (and the pipeline's) rate allowance.
     pub fn check_rate(&self, user: &str, pipeline: &str) -> Result<Option<RateState>, Refusal> {
         let config = self.config();

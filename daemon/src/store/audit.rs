@@ -96,7 +96,7 @@ impl Store {
 impl Store {
     /// Runs created since `since_ms` (for seeding metrics).
     pub async fn runs_since(&self, since_ms: i64) -> Result<Vec<super::RunRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE created_at >= ? ORDER BY id")
+        let rows = sqlx::query("SELECT * FROM runs_full WHERE created_at >= ? ORDER BY id")
             .bind(since_ms)
             .fetch_all(self.reads())
             .await?;
@@ -141,7 +141,7 @@ pub struct RunFilter {
 impl Store {
     /// A page of runs, newest first (keyset paging on id).
     pub async fn runs_page(&self, f: &RunFilter) -> Result<Vec<super::RunRecord>, StoreError> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM runs WHERE 1 = 1");
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM runs_full WHERE 1 = 1");
         if let Some(p) = &f.pipeline {
             q.push(" AND pipeline = ").push_bind(p.clone());
         }

@@ -30,7 +30,7 @@ pub use records::{
     AttemptRecord, NewNode, NewRun, NodeChange, NodeRecord, RunChange, RunRecord, VersionId,
 };
 pub use writer::SqlArg;
-use writer::{Reply, Write, Written};
+use writer::{Reply, RunRow, Write, Written};
 
 /// How hard commits are pushed to disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -219,7 +219,10 @@ impl Store {
         run: std::sync::Arc<NewRun>,
     ) -> Result<(RunId, i64), StoreError> {
         let at = now_ms();
-        match self.write(Write::CreateRun(run, at)).await? {
+        match self
+            .write(Write::CreateRun(RunRow::encode(run)?, at))
+            .await?
+        {
             Written::Id(id) => Ok((RunId(id), at)),
             other => Err(StoreError::Data(format!(
                 "unexpected write result {other:?}"
@@ -290,7 +293,7 @@ impl Store {
 
     /// One run.
     pub async fn run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM runs_full WHERE id = ?")
             .bind(id.0)
             .fetch_optional(&self.reads)
             .await?;
@@ -300,7 +303,7 @@ impl Store {
     /// Runs not yet finished (queued, running, waiting), oldest first.
     pub async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM runs WHERE state IN ('queued', 'running', 'waiting') ORDER BY id",
+            "SELECT * FROM runs_full WHERE state IN ('queued', 'running', 'waiting') ORDER BY id",
         )
         .fetch_all(&self.reads)
         .await?;
@@ -326,7 +329,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM runs WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2",
+            "SELECT * FROM runs_full WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2",
         )
         .bind(pipeline)
         .bind(limit)
@@ -502,6 +505,45 @@ mod tests {
             &Default::default(),
         );
         f.pipeline.expect("valid")
+    }
+
+    #[tokio::test]
+    async fn runs_stored_before_payloads_moved_keep_their_trigger_and_inputs() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        // A store as the release before migration 8 left it, with one run in it.
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        before.run(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO pipeline_versions (id, pipeline, version, hash, definition, created_at) VALUES (1, 'p', 1, 'h', '{}', 0);
+             INSERT INTO runs (id, pipeline, version_id, state, trigger, trigger_kind, user, inputs, created_at)
+             VALUES (7, 'p', 1, 'queued', '{\"kind\":\"manual\",\"user\":\"alice\",\"details\":{\"note\":\"hi\"}}', 'manual', 'alice', '{\"x\":1}', 5)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+
+        let store = Store::open(&path, Durability::Full).await.unwrap();
+        let run = store.run(RunId(7)).await.unwrap().expect("the run is kept");
+        assert_eq!(run.inputs, serde_json::json!({"x": 1}));
+        assert_eq!(run.trigger.user.as_deref(), Some("alice"));
+        assert_eq!(run.trigger.details, serde_json::json!({"note": "hi"}));
+        assert_eq!(store.active_runs("p").await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sluice_shared::run::{RunId, RunState};
 use sqlx::Row;
 
-use super::writer::{Write, Written};
+use super::writer::{RunRow, Write, Written};
 use super::{NewRun, SqlArg, Store, StoreError, now_ms};
 
 /// Stored state of one cron schedule.
@@ -89,7 +89,7 @@ impl Store {
         let at = now_ms();
         match self
             .write(Write::CreateRunOnce {
-                run: std::sync::Arc::new(run),
+                run: RunRow::encode(std::sync::Arc::new(run))?,
                 key: key.to_owned(),
                 expires_at: at.saturating_add(ttl_ms),
                 at,

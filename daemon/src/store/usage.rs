@@ -6,7 +6,7 @@ use serde::Serialize;
 use sluice_shared::run::{RunId, RunState};
 use sqlx::Row;
 
-use super::writer::{Write, Written};
+use super::writer::{RunRow, Write, Written};
 use super::{NewRun, SqlArg, Store, StoreError, now_ms};
 
 /// A daily run cap to charge a new run to.
@@ -113,12 +113,12 @@ impl Store {
         let at = now_ms();
         let then = match key {
             Some((k, ttl_ms)) => Write::CreateRunOnce {
-                run,
+                run: RunRow::encode(run)?,
                 key: k.to_owned(),
                 expires_at: at.saturating_add(ttl_ms),
                 at,
             },
-            None => Write::CreateRun(run, at),
+            None => Write::CreateRun(RunRow::encode(run)?, at),
         };
         match self
             .write(Write::Charged {

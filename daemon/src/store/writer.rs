@@ -33,7 +33,7 @@ pub(crate) enum Write {
         source_path: Option<String>,
         at: i64,
     },
-    CreateRun(Arc<NewRun>, i64),
+    CreateRun(RunRow, i64),
     Run(RunId, RunChange),
     Node(RunId, String, NodeChange),
     AttemptStart {
@@ -64,7 +64,7 @@ pub(crate) enum Write {
     /// pipeline (one atomic insert-or-get, so concurrent redeliveries of one
     /// trigger make one run). Result: `Id` for a new run, `Existing` for the old one.
     CreateRunOnce {
-        run: Arc<NewRun>,
+        run: RunRow,
         key: String,
         expires_at: i64,
         at: i64,
@@ -79,6 +79,29 @@ pub(crate) enum Write {
         cap: i64,
         then: Box<Write>,
     },
+}
+
+/// A run to insert with its trigger and inputs already encoded as JSON text,
+/// so the encoding is done by the caller, not by the single writer.
+#[derive(Clone, Debug)]
+pub(crate) struct RunRow {
+    pub(crate) run: Arc<NewRun>,
+    trigger: String,
+    inputs: String,
+}
+
+impl RunRow {
+    /// Encodes `run`'s trigger details and inputs.
+    pub(crate) fn encode(run: Arc<NewRun>) -> Result<Self, StoreError> {
+        let trigger =
+            serde_json::to_string(&run.trigger).map_err(|e| StoreError::Data(e.to_string()))?;
+        let inputs = json_text(&run.inputs);
+        Ok(Self {
+            run,
+            trigger,
+            inputs,
+        })
+    }
 }
 
 /// A value bound to a statement of [`Write::Exec`].
@@ -186,7 +209,18 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<(Write, Reply)>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&conn, &mut batch);
+        for (reply, result) in commit_batch(&conn, &mut batch) {
+            match reply {
+                Some(tx) => {
+                    let _ = tx.send(result);
+                }
+                None => {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "a background store write failed");
+                    }
+                }
+            }
+        }
     }
     // Cached statements must be finalized before the close can succeed.
     conn.flush_prepared_statement_cache();
@@ -200,21 +234,21 @@ fn exec_fixed(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn fail_all(batch: &mut Vec<(Write, Reply)>, err: &StoreError) {
-    for (_, reply) in batch.drain(..) {
-        if let Some(tx) = reply {
-            let _ = tx.send(Err(err.clone()));
-        } else {
-            tracing::error!(error = %err, "a background store write failed");
-        }
-    }
+/// The outcome of each write of one batch, with its reply channel.
+type Done = Vec<(Reply, Result<Written, StoreError>)>;
+
+fn fail_all(batch: &mut Vec<(Write, Reply)>, err: &StoreError) -> Done {
+    batch
+        .drain(..)
+        .map(|(_, reply)| (reply, Err(err.clone())))
+        .collect()
 }
 
-fn commit_batch(conn: &Connection, batch: &mut Vec<(Write, Reply)>) {
+/// Applies and commits `batch` (emptied); returns each write's result with its reply.
+fn commit_batch(conn: &Connection, batch: &mut Vec<(Write, Reply)>) -> Done {
     let mut results: Vec<Result<Written, StoreError>> = Vec::with_capacity(batch.len());
     if let Err(e) = exec_fixed(conn, "BEGIN IMMEDIATE") {
-        fail_all(batch, &StoreError::from(e));
-        return;
+        return fail_all(batch, &StoreError::from(e));
     }
     // Optimistic pass without savepoints (half the statements); almost no batch
     // has a failing write. If one fails, start over with a savepoint per write
@@ -234,8 +268,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<(Write, Reply)>) {
         let restarted =
             exec_fixed(conn, "ROLLBACK").and_then(|()| exec_fixed(conn, "BEGIN IMMEDIATE"));
         if let Err(e) = restarted {
-            fail_all(batch, &StoreError::from(e));
-            return;
+            return fail_all(batch, &StoreError::from(e));
         }
         for (write, _) in batch.iter() {
             results.push(apply_in_savepoint(conn, write));
@@ -248,16 +281,13 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<(Write, Reply)>) {
             *r = Err(err.clone());
         }
     }
-    for ((write, reply), result) in batch.drain(..).zip(results) {
-        // Dropped before the reply: a caller sharing the write's data (a new
-        // run) then holds it alone.
-        drop(write);
-        if let Some(tx) = reply {
-            let _ = tx.send(result);
-        } else if let Err(e) = result {
-            tracing::error!(error = %e, "a background store write failed");
-        }
-    }
+    // The writes are dropped here, before any reply: a caller sharing a
+    // write's data (a new run) then holds it alone.
+    batch
+        .drain(..)
+        .zip(results)
+        .map(|((_, reply), result)| (reply, result))
+        .collect()
 }
 
 fn apply_in_savepoint(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
@@ -325,28 +355,29 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                 })?;
             Ok(Written::Id(id))
         }
-        Write::CreateRun(new, at) => {
-            let trigger =
-                serde_json::to_string(&new.trigger).map_err(|e| StoreError::Data(e.to_string()))?;
+        Write::CreateRun(row, at) => {
+            let new = &row.run;
             let id: i64 = conn
                 .prepare_cached(
-                    "INSERT INTO runs (pipeline, version_id, state, trigger, trigger_kind, user, inputs, retry_of, created_at, deadline)
-                     VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    "INSERT INTO runs (pipeline, version_id, state, trigger_kind, user, retry_of, created_at, deadline)
+                     VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id",
                 )?
                 .query_row(
                     params![
                         new.pipeline,
                         new.version_id.0,
-                        trigger,
                         new.trigger.kind.as_str(),
                         new.trigger.user,
-                        json_text(&new.inputs),
                         new.retry_of.map(|r| r.0),
                         at,
                         new.deadline,
                     ],
                     |r| r.get(0),
                 )?;
+            conn.prepare_cached(
+                "INSERT INTO run_payloads (run_id, trigger, inputs) VALUES (?, ?, ?)",
+            )?
+            .execute(params![id, row.trigger, row.inputs])?;
             // One cached statement per row: with no thread hop per statement,
             // rebinding a prepared insert is as cheap as a multi-row insert.
             let mut insert = conn.prepare_cached(
@@ -461,17 +492,17 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             expires_at,
             at,
         } => {
-            if let Some(id) = keyed_run(conn, &run.pipeline, key, *at)? {
+            if let Some(id) = keyed_run(conn, &run.run.pipeline, key, *at)? {
                 return Ok(Written::Existing(id));
             }
-            let Written::Id(id) = apply(conn, &Write::CreateRun(Arc::clone(run), *at))? else {
+            let Written::Id(id) = apply(conn, &Write::CreateRun(run.clone(), *at))? else {
                 return Err(StoreError::Data("creating a run returned no id".into()));
             };
             conn.prepare_cached(
                 "INSERT INTO trigger_keys (pipeline, key, run_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (pipeline, key) DO UPDATE SET run_id = ?3, created_at = ?4, expires_at = ?5",
             )?
-            .execute(params![run.pipeline, key, id, at, expires_at])?;
+            .execute(params![run.run.pipeline, key, id, at, expires_at])?;
             Ok(Written::Id(id))
         }
         Write::Charged {
@@ -482,17 +513,20 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
         } => {
             // A redelivery finds its run even when the cap is reached since.
             if let Write::CreateRunOnce { run, key, at, .. } = then.as_ref()
-                && let Some(id) = keyed_run(conn, &run.pipeline, key, *at)?
+                && let Some(id) = keyed_run(conn, &run.run.pipeline, key, *at)?
             {
                 return Ok(Written::Existing(id));
             }
-            let used: i64 = conn
-                .prepare_cached("SELECT runs FROM usage WHERE user = ? AND day = ?")?
-                .query_row(params![user, day], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0);
-            if used >= *cap {
-                return Ok(Written::OverCap(used));
+            // Counted but not capped (`i64::MAX`): nothing to look up.
+            if *cap < i64::MAX {
+                let used: i64 = conn
+                    .prepare_cached("SELECT runs FROM usage WHERE user = ? AND day = ?")?
+                    .query_row(params![user, day], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                if used >= *cap {
+                    return Ok(Written::OverCap(used));
+                }
             }
             let result = apply(conn, then)?;
             if let Written::Id(_) = result {

@@ -217,8 +217,16 @@ impl Triggers {
             other => TriggerError::Engine(other),
         })?;
         // A redelivery of an accepted trigger gets its run back before the
-        // limits: it spends no rate token and is never refused.
-        if let Some(fired) = self.redelivered(entry, key).await? {
+        // limits: it spends no rate token and is never refused. With no limit
+        // that could refuse it, the write below finds the earlier run itself,
+        // so the common case costs no read.
+        let user = crate::limits::user_key(trigger.user.as_deref());
+        if self.inner.engine.limits().may_refuse_trigger(
+            user,
+            &entry.pipeline.name,
+            uses_llm(entry),
+        ) && let Some(fired) = self.redelivered(entry, key).await?
+        {
             return Ok(fired);
         }
         // Every trigger passes the limits before a run is created (the daily run
@@ -337,12 +345,9 @@ impl Triggers {
         let limits = self.inner.engine.limits();
         let user = crate::limits::user_key(trigger.user.as_deref());
         limits.check_rate(user, &entry.pipeline.name)?;
-        let uses_llm = entry
-            .pipeline
-            .nodes
-            .iter()
-            .any(|n| matches!(n.kind, sluice_shared::model::NodeKind::Llm(_)));
-        if uses_llm && let Some(cap) = limits.config().for_user(user).daily_llm_tokens {
+        if uses_llm(entry)
+            && let Some(cap) = limits.config().for_user(user).daily_llm_tokens
+        {
             let now = jiff::Timestamp::now();
             let (charge, next_day) = limits.daily(user, now);
             let used = self
@@ -372,6 +377,15 @@ impl Triggers {
             Err(_) => Arc::new(tokio::sync::Mutex::new(())),
         }
     }
+}
+
+/// Whether the pipeline has an LLM node (and so a daily token cap applies to its triggers).
+fn uses_llm(entry: &Entry) -> bool {
+    entry
+        .pipeline
+        .nodes
+        .iter()
+        .any(|n| matches!(n.kind, sluice_shared::model::NodeKind::Llm(_)))
 }
 
 /// A new queued run of the entry's active version.

@@ -9,6 +9,7 @@ use sluice_shared::protocol::{
 };
 use sluice_shared::run::{RunId, RunState};
 
+use super::inputs::DeclaredInput;
 use super::keymap::{Action, Keymap, Scope};
 use super::logbuf::LogBuf;
 
@@ -309,8 +310,9 @@ pub enum Overlay {
     Command(String),
     /// A one-line text prompt (filter, search).
     Prompt(Prompt),
-    /// A confirmation, optionally with a text field.
-    Dialog(Dialog),
+    /// A confirmation, optionally with a text field (boxed: it is much
+    /// larger than the other overlays).
+    Dialog(Box<Dialog>),
 }
 
 /// What a text prompt is for.
@@ -362,7 +364,13 @@ pub enum PendingAction {
         approve: bool,
     },
     /// Trigger a pipeline (the field holds the inputs).
-    Trigger(String),
+    Trigger {
+        /// The pipeline.
+        name: String,
+        /// The inputs it declares, whose types say how to read the field's
+        /// values; None when its definition was not available.
+        inputs: Option<Vec<DeclaredInput>>,
+    },
     /// Enable or disable a pipeline.
     SetEnabled {
         /// The pipeline.
@@ -396,6 +404,15 @@ pub struct Dialog {
     pub idempotency_key: String,
     /// Why confirm did nothing (empty required field).
     pub error: Option<String>,
+}
+
+impl Dialog {
+    /// Whether `y` and `n` confirm and dismiss while a button has the focus.
+    /// Not in the trigger form: its field takes names and values, so letters
+    /// typed there go into the field, and only `Enter` on a button acts.
+    pub fn yes_no_keys(&self) -> bool {
+        !matches!(self.action, PendingAction::Trigger { .. })
+    }
 }
 
 /// A message in the footer.

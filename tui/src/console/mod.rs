@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod conn;
+pub mod inputs;
 pub mod keymap;
 pub mod logbuf;
 pub mod msg;

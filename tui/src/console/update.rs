@@ -5,9 +5,10 @@
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use serde_json::{Value, json};
 use sluice_shared::event::Event;
+use sluice_shared::model::InputType;
 use sluice_shared::protocol::{
     ApprovalInfo, AttemptInfo, AuditEntry, ConfigErrors, EventNotice, LimitsUsageResult, LogsPage,
-    MetricsResult, PipelineDetail, PipelineSummary, RunDetail, RunsPage, StatusResult,
+    MetricsResult, PipelineSummary, RunDetail, RunsPage, StatusResult,
 };
 use sluice_shared::run::{AttemptState, NodeState, RunId, RunState};
 
@@ -15,6 +16,7 @@ use super::app::{
     App, Conn, DetailFocus, DetailState, Dialog, DialogFocus, Flash, Overlay, PendingAction,
     Prompt, PromptKind, View, server_filter,
 };
+use super::inputs;
 use super::keymap::{Action, Key, Scope};
 use super::logbuf::LogEntry;
 use super::msg::{CallError, ConnEvent, Effect, Msg, Tag};
@@ -403,29 +405,43 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
             }
         }
         Tag::TriggerForm(name) => {
-            let inputs = decode::<PipelineDetail>(value)
-                .map(|p| default_inputs(&p.definition))
+            // Only the definition matters here: read it even when the rest of
+            // the reply is of a newer shape than this console knows.
+            let declared = value.get("definition").and_then(inputs::declared);
+            let text = declared
+                .as_deref()
+                .map(inputs::form_text)
                 .unwrap_or_default();
             if let Some(reason) = app.disabled_reason(Action::Trigger) {
                 flash(app, format!("trigger: {reason}"), true);
                 return Vec::new();
             }
             let key = idempotency_key(app);
-            open_dialog(app, Dialog {
-                title: format!("Trigger {name} now?"),
-                body: vec![
-                    r#"Inputs as name=value, separated by spaces. Quote a value as in a shell: 'you & me' (literal) or "say \"hi\"" (\" escapes)."#
-                        .into(),
-                ],
-                confirm: "Trigger".into(),
-                dismiss: "Cancel".into(),
-                field: Some(("inputs".into(), inputs)),
-                required: false,
-                focus: DialogFocus::Field,
-                action: PendingAction::Trigger(name),
-                idempotency_key: key,
-                error: None,
-            });
+            let mut body = vec![
+                r#"Inputs as name=value, separated by spaces. Quote a value as in a shell: 'you & me' (literal) or "say \"hi\"" (\" escapes)."#
+                    .to_string(),
+            ];
+            if let Some(types) = declared.as_deref().and_then(input_types) {
+                body.push(types);
+            }
+            open_dialog(
+                app,
+                Dialog {
+                    title: format!("Trigger {name} now?"),
+                    body,
+                    confirm: "Trigger".into(),
+                    dismiss: "Cancel".into(),
+                    field: Some(("inputs".into(), text)),
+                    required: false,
+                    focus: DialogFocus::Field,
+                    action: PendingAction::Trigger {
+                        name,
+                        inputs: declared,
+                    },
+                    idempotency_key: key,
+                    error: None,
+                },
+            );
         }
         Tag::Approvals { pending } => {
             if let Some(rows) = decode::<Vec<ApprovalInfo>>(value) {
@@ -539,133 +555,25 @@ fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
     app.runs.cursor.clamp(len);
 }
 
-/// `who=world n=3` from a pipeline definition's `inputs` and their defaults,
-/// quoted so that [`parse_inputs`] reads them back as they are.
-fn default_inputs(definition: &Value) -> String {
-    let Some(inputs) = definition.get("inputs").and_then(Value::as_object) else {
-        return String::new();
-    };
-    inputs
+/// "Types: who string, n integer, cfg object (JSON)." for the trigger form
+/// (each value is read as its input's type), or None without inputs.
+fn input_types(declared: &[inputs::DeclaredInput]) -> Option<String> {
+    if declared.is_empty() {
+        return None;
+    }
+    let types: Vec<String> = declared
         .iter()
-        .map(|(name, spec)| {
-            let value = match spec.get("default") {
-                Some(Value::String(s)) => quote_input(s),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
+        .map(|i| {
+            let ty = match i.ty {
+                Some(InputType::Object) => "object (JSON)",
+                Some(InputType::Array) => "array (JSON)",
+                Some(t) => t.name(),
+                None => "any",
             };
-            format!("{name}={value}")
+            format!("{} {ty}", i.name)
         })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A string input as [`parse_inputs`] reads it back: bare when it can be,
-/// in single quotes when it has spaces or quotes, in double quotes when it
-/// holds a single quote itself.
-fn quote_input(s: &str) -> String {
-    let special = |c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '\\');
-    // Bare words that parse as JSON (3, true, null, [..]) would stop being strings.
-    let reads_as_json = serde_json::from_str::<Value>(s).is_ok_and(|v| !v.is_string());
-    if !s.is_empty() && !s.contains(special) && !reads_as_json {
-        s.to_string()
-    } else if !s.contains('\'') {
-        format!("'{s}'")
-    } else {
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-    }
-}
-
-/// Parses `a=1 b='two words' c="say \"hi\"" d=true` into inputs, splitting
-/// words like a shell: `'...'` is literal, `"..."` takes `\"` and `\\`
-/// escapes, a backslash outside quotes escapes the next character. Bare
-/// values are JSON where they parse (numbers, booleans, arrays); quoted ones
-/// stay strings unless they are a JSON array or object.
-pub fn parse_inputs(text: &str) -> Result<serde_json::Map<String, Value>, String> {
-    #[derive(PartialEq)]
-    enum Q {
-        None,
-        Single,
-        Double,
-    }
-    // (word, whether any part of it was quoted or escaped)
-    let mut words: Vec<(String, bool)> = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut started = false;
-    let mut q = Q::None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (&q, c) {
-            (Q::Single, '\'') | (Q::Double, '"') => q = Q::None,
-            (Q::Single, c) => cur.push(c),
-            (Q::Double, '\\') => match chars.next() {
-                Some(n @ ('"' | '\\')) => cur.push(n),
-                Some(n) => {
-                    cur.push('\\');
-                    cur.push(n);
-                }
-                None => cur.push('\\'),
-            },
-            (Q::Double, c) => cur.push(c),
-            (Q::None, '\'') => {
-                q = Q::Single;
-                quoted = true;
-                started = true;
-            }
-            (Q::None, '"') => {
-                q = Q::Double;
-                quoted = true;
-                started = true;
-            }
-            (Q::None, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                quoted = true;
-                started = true;
-            }
-            (Q::None, c) if c.is_whitespace() => {
-                if started {
-                    words.push((std::mem::take(&mut cur), quoted));
-                }
-                quoted = false;
-                started = false;
-            }
-            (Q::None, c) => {
-                cur.push(c);
-                started = true;
-            }
-        }
-    }
-    match q {
-        Q::Single => return Err("unterminated ' quote".into()),
-        Q::Double => return Err("unterminated \" quote".into()),
-        Q::None => {}
-    }
-    if started {
-        words.push((cur, quoted));
-    }
-    let mut map = serde_json::Map::new();
-    for (w, quoted) in words {
-        let Some((k, v)) = w.split_once('=') else {
-            return Err(format!(
-                "'{w}' is not name=value (quote values with spaces: name='a b')"
-            ));
-        };
-        if k.is_empty() {
-            return Err(format!("'{w}' has no name before '='"));
-        }
-        if v.is_empty() && !quoted {
-            continue;
-        }
-        let json = serde_json::from_str::<Value>(v).ok();
-        let value = match json {
-            Some(j) if !quoted || j.is_array() || j.is_object() => j,
-            _ => Value::String(v.to_string()),
-        };
-        map.insert(k.to_string(), value);
-    }
-    Ok(map)
+        .collect();
+    Some(format!("Types: {}.", types.join(", ")))
 }
 
 fn approval_context(app: &mut App) -> Vec<Effect> {
@@ -1145,7 +1053,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
 /// Opens a dialog; whatever the footer said before is about something else.
 fn open_dialog(app: &mut App, d: Dialog) {
     app.flash = None;
-    app.overlay = Some(Overlay::Dialog(d));
+    app.overlay = Some(Overlay::Dialog(Box::new(d)));
 }
 
 fn idempotency_key(app: &mut App) -> String {
@@ -1461,7 +1369,7 @@ fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
                 Vec::new()
             }
         },
-        Overlay::Dialog(d) => dialog_key(app, d, ev),
+        Overlay::Dialog(d) => dialog_key(app, *d, ev),
     }
 }
 
@@ -1484,6 +1392,7 @@ fn dismiss(app: &mut App, d: &Dialog) -> Vec<Effect> {
 
 fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
     let has_field = d.field.is_some();
+    let yes_no = d.yes_no_keys();
     let typing = !ev
         .modifiers
         .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
@@ -1509,18 +1418,15 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
         {
             d.focus = cycle(f, false)
         }
-        // Done typing: on to the confirm button (one more Enter or `y` sends).
+        // Done typing: on to the confirm button (one more Enter sends; `y`
+        // too, except in the trigger form, where letters go into the field).
         (KeyCode::Enter, DialogFocus::Field) => d.focus = DialogFocus::Confirm,
-        (KeyCode::Enter, DialogFocus::Cancel)
-        | (KeyCode::Char('n'), DialogFocus::Cancel | DialogFocus::Confirm)
-            if typing =>
-        {
+        (KeyCode::Enter, DialogFocus::Cancel) if typing => return dismiss(app, &d),
+        (KeyCode::Char('n'), DialogFocus::Cancel | DialogFocus::Confirm) if typing && yes_no => {
             return dismiss(app, &d);
         }
-        (KeyCode::Enter, DialogFocus::Confirm)
-        | (KeyCode::Char('y'), DialogFocus::Cancel | DialogFocus::Confirm)
-            if typing =>
-        {
+        (KeyCode::Enter, DialogFocus::Confirm) if typing => return confirm(app, d),
+        (KeyCode::Char('y'), DialogFocus::Cancel | DialogFocus::Confirm) if typing && yes_no => {
             return confirm(app, d);
         }
         (KeyCode::Backspace, _) if has_field => {
@@ -1538,16 +1444,24 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
                 v.push(c);
             }
         }
-        (KeyCode::Char(_), _) => {
+        (KeyCode::Char(_), _) if yes_no => {
             d.error = Some(format!(
                 "y: {}, n or Esc: {}",
                 d.confirm.to_lowercase(),
                 d.dismiss.to_lowercase()
             ));
         }
+        (KeyCode::Char(_), _) => {
+            d.error = Some(format!(
+                "Enter on [ {} ]: {}, Esc: {}",
+                d.confirm,
+                d.confirm.to_lowercase(),
+                d.dismiss.to_lowercase()
+            ));
+        }
         _ => {}
     }
-    app.overlay = Some(Overlay::Dialog(d));
+    app.overlay = Some(Overlay::Dialog(Box::new(d)));
     Vec::new()
 }
 
@@ -1558,7 +1472,7 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
         PendingAction::Cancel(_) => Action::Cancel,
         PendingAction::Decide { approve: true, .. } => Action::Approve,
         PendingAction::Decide { approve: false, .. } => Action::Reject,
-        PendingAction::Trigger(_) => Action::Trigger,
+        PendingAction::Trigger { .. } => Action::Trigger,
         PendingAction::SetEnabled { enabled: true, .. } => Action::Enable,
         PendingAction::SetEnabled { enabled: false, .. } => Action::Disable,
     };
@@ -1574,7 +1488,7 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
     if d.required && text.is_empty() {
         d.error = Some("a reason is required".into());
         d.focus = DialogFocus::Field;
-        app.overlay = Some(Overlay::Dialog(d));
+        app.overlay = Some(Overlay::Dialog(Box::new(d)));
         return Vec::new();
     }
     let key = d.idempotency_key.clone();
@@ -1600,21 +1514,23 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
             json!({ "id": id, "approve": approve, "reason": Some(text).filter(|t| !t.is_empty()) }),
             false,
         ),
-        PendingAction::Trigger(name) => {
-            let inputs = match parse_inputs(&text) {
-                Ok(i) => i,
+        PendingAction::Trigger { name, inputs } => {
+            // Each value as its input's declared type; one that does not fit
+            // is not sent: the form stays open with the text as typed.
+            let values = match inputs::form_inputs(&text, inputs.as_deref()) {
+                Ok(v) => v,
                 Err(e) => {
                     d.error = Some(e);
                     d.focus = DialogFocus::Field;
-                    d.action = PendingAction::Trigger(name);
-                    app.overlay = Some(Overlay::Dialog(d));
+                    d.action = PendingAction::Trigger { name, inputs };
+                    app.overlay = Some(Overlay::Dialog(Box::new(d)));
                     return Vec::new();
                 }
             };
             (
                 format!("trigger {name}"),
                 "pipelines.trigger",
-                json!({ "name": name, "inputs": inputs }),
+                json!({ "name": name, "inputs": values }),
                 true,
             )
         }
@@ -1975,56 +1891,9 @@ mod tests {
         assert!(calls(&fx).contains(&"approvals.list"));
     }
 
-    #[test]
-    fn inputs_parse_with_quotes_and_json_values() {
-        let m = parse_inputs(r#"who="two words" n=3 ok=true s=plain"#).unwrap();
-        assert_eq!(m["who"], json!("two words"));
-        assert_eq!(m["n"], json!(3));
-        assert_eq!(m["ok"], json!(true));
-        assert_eq!(m["s"], json!("plain"));
-        assert!(parse_inputs("oops").is_err());
-        assert!(parse_inputs("a=\"x").is_err());
-    }
-
-    #[test]
-    fn defaults_fill_the_trigger_form() {
-        let def = json!({ "inputs": { "who": { "type": "string", "default": "world" }, "n": { "default": 3 } } });
-        assert_eq!(default_inputs(&def), "who=world n=3");
-    }
-
-    #[test]
-    fn inputs_take_single_and_double_quotes_like_a_shell() {
-        let m = parse_inputs(r#"who='you & me' say="a \"b\" c" n=3 s='3' e='' x=a\ b"#).unwrap();
-        assert_eq!(m["who"], json!("you & me"));
-        assert_eq!(m["say"], json!("a \"b\" c"));
-        assert_eq!(m["n"], json!(3));
-        assert_eq!(m["s"], json!("3"), "quoted stays a string");
-        assert_eq!(m["e"], json!(""));
-        assert_eq!(m["x"], json!("a b"));
-        // Inside single quotes nothing is special.
-        let m = parse_inputs(r#"p='C:\dir "x"'"#).unwrap();
-        assert_eq!(m["p"], json!(r#"C:\dir "x""#));
-        assert!(parse_inputs("a='x").unwrap_err().contains("unterminated"));
-        // Defaults round-trip through the form.
-        let def = json!({ "inputs": {
-            "a": { "default": "you & me" }, "b": { "default": "it's" },
-            "c": { "default": "3" }, "d": { "default": "plain" } } });
-        let text = default_inputs(&def);
-        let m = parse_inputs(&text).unwrap();
-        assert_eq!(
-            (
-                m["a"].clone(),
-                m["b"].clone(),
-                m["c"].clone(),
-                m["d"].clone()
-            ),
-            (json!("you & me"), json!("it's"), json!("3"), json!("plain")),
-            "{text}"
-        );
-    }
-
     fn trigger_dialog(app: &mut App) {
-        let def = json!({"name": "hello", "definition": {"inputs": {"who": {"default": "world"}}}});
+        let def = json!({"name": "hello", "definition": {"inputs": {
+            "who": {"default": "world"}, "n": {"type": "integer", "default": 1}}}});
         update(app, Msg::Reply(Tag::TriggerForm("hello".into()), Ok(def)));
     }
 
@@ -2055,6 +1924,50 @@ mod tests {
             panic!()
         };
         assert_eq!(params["inputs"]["n"], json!(2));
+        assert_eq!(params["inputs"]["who"], json!("world"), "{params}");
+    }
+
+    #[test]
+    fn letters_on_the_trigger_forms_buttons_are_typing_not_yes_or_no() {
+        let mut app = app_as("operator", false);
+        trigger_dialog(&mut app);
+        let typed = dialog(&app).field.clone().unwrap().1;
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(dialog(&app).focus, DialogFocus::Confirm);
+        // `y` on [ Trigger ] sends nothing: it goes into the field.
+        assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
+        assert_eq!(dialog(&app).focus, DialogFocus::Field);
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1, format!("{typed}y"));
+        press(&mut app, KeyCode::Backspace);
+        // `n` on [ Cancel ] cancels nothing either.
+        press(&mut app, KeyCode::Enter);
+        press(&mut app, KeyCode::BackTab);
+        assert_eq!(dialog(&app).focus, DialogFocus::Cancel);
+        assert!(press(&mut app, KeyCode::Char('n')).is_empty());
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1, format!("{typed}n"));
+        assert!(app.flash.is_none(), "nothing was cancelled");
+        // Enter on the focused button is what acts.
+        press(&mut app, KeyCode::Backspace);
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(
+            calls(&press(&mut app, KeyCode::Enter)),
+            ["pipelines.trigger"]
+        );
+        assert!(app.overlay.is_none());
+        // Other dialogs with a field keep `y` on their confirm button.
+        let list =
+            json!([{"id": 3, "run": 7, "node": "gate", "state": "pending", "requested_at": 1}]);
+        update(
+            &mut app,
+            Msg::Reply(Tag::Approvals { pending: true }, Ok(list)),
+        );
+        press(&mut app, KeyCode::Char('3'));
+        press(&mut app, KeyCode::Char('a'));
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(
+            calls(&press(&mut app, KeyCode::Char('y'))),
+            ["approvals.decide"]
+        );
     }
 
     #[test]

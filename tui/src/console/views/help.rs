@@ -112,19 +112,24 @@ pub fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, d: &Dialog) {
     let dot = t.dot();
     let confirm = d.confirm.to_lowercase();
     let dismiss = d.dismiss.to_lowercase();
-    let hint = match d.focus {
-        DialogFocus::Field => format!("Enter next{dot}Tab move{dot}Esc {dismiss}"),
-        DialogFocus::Confirm => {
+    let hint = match (d.focus, d.yes_no_keys()) {
+        (DialogFocus::Field, _) => format!("Enter next{dot}Tab move{dot}Esc {dismiss}"),
+        (DialogFocus::Confirm, true) => {
             format!("Enter/y {confirm}{dot}n/Esc {dismiss}{dot}Tab move")
         }
-        DialogFocus::Cancel => {
+        (DialogFocus::Cancel, true) => {
             format!("Enter/n/Esc {dismiss}{dot}y {confirm}{dot}Tab move")
         }
+        // Letters go into the field here: only Enter acts on a button.
+        (DialogFocus::Confirm, false) => {
+            format!("Enter {confirm}{dot}Esc {dismiss}{dot}Tab move")
+        }
+        (DialogFocus::Cancel, false) => format!("Enter/Esc {dismiss}{dot}Tab move"),
     };
-    let hint = if d.field.is_some() && d.focus != DialogFocus::Field {
-        format!("{hint}{dot}other keys edit the field")
-    } else {
-        hint
+    let hint = match (&d.field, d.focus, d.yes_no_keys()) {
+        (None, _, _) | (_, DialogFocus::Field, _) => hint,
+        (Some(_), _, true) => format!("{hint}{dot}other keys edit the field"),
+        (Some(_), _, false) => format!("{hint}{dot}typing edits the field"),
     };
     lines.push(Line::styled(hint, t.dim()));
     let inner = area.width.min(70).saturating_sub(2).max(1) as usize;
