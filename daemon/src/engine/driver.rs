@@ -81,7 +81,25 @@ impl Run {
                 },
             });
         }
-        self.changes.push(Change::Node(self.id, id, change));
+        self.push_node(id, change);
+    }
+
+    /// Queues a node change, folded into the pending one of the same node when
+    /// no statement lies between: one UPDATE per row and flush.
+    fn push_node(&mut self, id: String, change: NodeChange) {
+        let pending = self
+            .changes
+            .iter_mut()
+            .rev()
+            .take_while(|c| !matches!(c, Change::Sql(_)))
+            .find_map(|c| match c {
+                Change::Node(_, n, prev) if *n == id => Some(prev),
+                _ => None,
+            });
+        match pending {
+            Some(prev) => prev.absorb(change),
+            None => self.changes.push(Change::Node(self.id, id, change)),
+        }
     }
 
     fn attempt_start(&mut self, i: usize, attempt: u32) {
@@ -112,7 +130,20 @@ impl Run {
                 error,
             });
         }
-        self.changes.push(Change::Run(self.id, change));
+        let pending = self
+            .changes
+            .iter_mut()
+            .rev()
+            .take_while(|c| !matches!(c, Change::Sql(_)))
+            .find_map(|c| match c {
+                Change::Run(_, prev) => Some(prev),
+                _ => None,
+            });
+        match pending {
+            // One UPDATE of the run per flush (see `push_node`).
+            Some(prev) => prev.absorb(change),
+            None => self.changes.push(Change::Run(self.id, change)),
+        }
     }
 
     /// Commits the pending changes, then announces them.

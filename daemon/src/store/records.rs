@@ -146,3 +146,77 @@ pub struct RunChange {
     /// New run deadline (ms; `Some(None)` clears it).
     pub deadline: Option<Option<i64>>,
 }
+
+impl RunChange {
+    /// Folds a later change of the same run into this one: applying the
+    /// result is applying both in order (`started_at` is only ever set once).
+    pub fn absorb(&mut self, later: RunChange) {
+        self.state = later.state.or(self.state);
+        self.started_at = self.started_at.or(later.started_at);
+        self.finished_at = later.finished_at.or(self.finished_at);
+        self.wake_at = later.wake_at.or(self.wake_at.take());
+        self.error = later.error.or(self.error.take());
+        self.deadline = later.deadline.or(self.deadline);
+    }
+}
+
+impl NodeChange {
+    /// Folds a later change of the same node into this one (see [`RunChange::absorb`]).
+    pub fn absorb(&mut self, later: NodeChange) {
+        self.state = later.state.or(self.state);
+        self.attempts = later.attempts.or(self.attempts);
+        self.output = later.output.or(self.output.take());
+        self.error = later.error.or(self.error.take());
+        self.started_at = self.started_at.or(later.started_at);
+        self.finished_at = later.finished_at.or(self.finished_at);
+        self.wake_at = later.wake_at.or(self.wake_at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_changes_apply_as_both_in_order() {
+        let mut run = RunChange {
+            state: Some(RunState::Running),
+            started_at: Some(10),
+            deadline: Some(Some(99)),
+            ..Default::default()
+        };
+        run.absorb(RunChange {
+            state: Some(RunState::Succeeded),
+            started_at: Some(20),
+            finished_at: Some(30),
+            ..Default::default()
+        });
+        assert_eq!(run.state, Some(RunState::Succeeded));
+        assert_eq!(run.started_at, Some(10), "started_at is set once");
+        assert_eq!(run.finished_at, Some(30));
+        assert_eq!(
+            run.deadline,
+            Some(Some(99)),
+            "kept when the later change leaves it"
+        );
+
+        let mut node = NodeChange {
+            attempts: Some(1),
+            started_at: Some(10),
+            wake_at: Some(Some(50)),
+            ..Default::default()
+        };
+        node.absorb(NodeChange {
+            state: Some(NodeState::Succeeded),
+            output: Some(Some(serde_json::json!({"ok": true}))),
+            wake_at: Some(None),
+            finished_at: Some(Some(30)),
+            ..Default::default()
+        });
+        assert_eq!(node.attempts, Some(1));
+        assert_eq!(node.state, Some(NodeState::Succeeded));
+        assert_eq!(node.wake_at, Some(None), "a later clear wins");
+        assert_eq!(node.started_at, Some(10));
+        assert_eq!(node.output, Some(Some(serde_json::json!({"ok": true}))));
+    }
+}
