@@ -67,6 +67,37 @@ pub struct Registry {
     reloading: tokio::sync::Mutex<()>,
     store: Store,
     events: broadcast::Sender<Event>,
+    /// The secrets configured, when known: webhook triggers naming others are
+    /// pointed out as their pipeline loads.
+    secret_names: RwLock<Option<BTreeSet<String>>>,
+}
+
+/// The secrets a pipeline's webhook triggers name that are not configured.
+fn missing_webhook_secrets(p: &Pipeline, known: &BTreeSet<String>) -> Vec<String> {
+    let mut missing: Vec<String> = p
+        .triggers
+        .iter()
+        .filter_map(|t| match t {
+            sluice_shared::model::Trigger::Webhook(w) => w.webhook.secret.as_ref(),
+            sluice_shared::model::Trigger::Cron(_) => None,
+        })
+        .flat_map(|s| s.names())
+        .filter(|n| !known.contains(*n))
+        .map(str::to_owned)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+fn warn_missing_secrets(p: &Pipeline, known: &BTreeSet<String>) {
+    for secret in missing_webhook_secrets(p, known) {
+        tracing::warn!(
+            pipeline = %p.name,
+            "a webhook trigger of pipeline '{}' names secret '{secret}', which is not configured: its deliveries are refused (500) until it is",
+            p.name
+        );
+    }
 }
 
 /// Why a file may not be loaded even though it parses: someone else could change it.
@@ -107,7 +138,46 @@ impl Registry {
             reloading: tokio::sync::Mutex::new(()),
             store,
             events,
+            secret_names: RwLock::new(None),
         })
+    }
+
+    /// Sets the names of the configured secrets and warns about every present
+    /// pipeline whose webhook trigger names another (its deliveries would get
+    /// a 500 until the secret exists); later loads are checked as they happen.
+    pub fn set_secret_names(&self, names: BTreeSet<String>) {
+        for entry in self.list().iter().filter(|e| e.present) {
+            warn_missing_secrets(&entry.pipeline, &names);
+        }
+        if let Ok(mut known) = self.secret_names.write() {
+            *known = Some(names);
+        }
+    }
+
+    /// Problems of loaded pipelines that do not stop them loading: webhook
+    /// triggers naming secrets that are not configured (none until the
+    /// secrets are known).
+    pub fn warnings(&self) -> Vec<Diagnostic> {
+        let Some(known) = self.secret_names.read().ok().and_then(|k| k.clone()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in self.list().iter().filter(|e| e.present) {
+            for secret in missing_webhook_secrets(&entry.pipeline, &known) {
+                let mut d = Diagnostic::warning(
+                    &DocPath::root(),
+                    format!(
+                        "a webhook trigger names secret '{secret}', which is not configured: deliveries are refused (500) until it is"
+                    ),
+                )
+                .with_hint(Some(format!(
+                    "add {secret} to the secrets file (or $CREDENTIALS_DIRECTORY) and reload sluiced with SIGHUP"
+                )));
+                d.file = entry.source.clone();
+                out.push(d);
+            }
+        }
+        out
     }
 
     /// Reads every pipeline file in `dir` and applies the result.
@@ -194,10 +264,11 @@ impl Registry {
                     .get(&name)
                     .is_none_or(|e| e.version_id != id || !e.present);
                 let added = !state.pipelines.contains_key(&name);
+                let pipeline = Arc::new(p);
                 state.pipelines.insert(
                     name.clone(),
                     Entry {
-                        pipeline: Arc::new(p),
+                        pipeline: Arc::clone(&pipeline),
                         source: path,
                         version_id: id,
                         version: number,
@@ -206,6 +277,9 @@ impl Registry {
                     },
                 );
                 if changed {
+                    if let Some(known) = self.secret_names.read().ok().and_then(|k| k.clone()) {
+                        warn_missing_secrets(&pipeline, &known);
+                    }
                     report.updated.push(name.clone());
                     events.push(Event::PipelineChanged {
                         name,
@@ -362,6 +436,42 @@ mod tests {
         assert_eq!(r.removed, vec!["hello"]);
         assert!(!reg.get("hello").unwrap().runnable());
         assert!(reg.errors().is_empty());
+    }
+
+    #[tokio::test]
+    async fn webhook_secrets_that_are_not_configured_are_pointed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("p");
+        std::fs::create_dir(&pdir).unwrap();
+        let (reg, _rx) = registry(dir.path()).await;
+        let file = pdir.join("hook.yaml");
+        write(
+            &file,
+            "triggers:\n  - webhook: { auth: hmac, secret: [hook_key, hook_key_next] }\nnodes:\n  - { id: a, kind: shell, run: echo }\n",
+        );
+        reg.reload(&pdir, &ValidateOptions::default())
+            .await
+            .unwrap();
+        assert!(reg.warnings().is_empty(), "nothing to compare with yet");
+        reg.set_secret_names(BTreeSet::from(["hook_key".to_owned()]));
+        let warnings = reg.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].file, file);
+        assert!(!warnings[0].is_error());
+        assert!(
+            warnings[0].message.contains("secret 'hook_key_next'"),
+            "{}",
+            warnings[0].message
+        );
+        assert!(
+            reg.get("hook").unwrap().runnable(),
+            "a warning does not stop the pipeline"
+        );
+        reg.set_secret_names(BTreeSet::from([
+            "hook_key".to_owned(),
+            "hook_key_next".to_owned(),
+        ]));
+        assert!(reg.warnings().is_empty());
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! errors or events: the [`Redactor`] replaces them.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -146,6 +146,11 @@ impl Secrets {
     /// A secret's value.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
+    }
+
+    /// The names of the secrets (never their values).
+    pub fn names(&self) -> BTreeSet<String> {
+        self.values.keys().cloned().collect()
     }
 
     /// All secrets as a JSON object (the `secrets` template variable).

@@ -111,6 +111,18 @@ fn a_killed_demo_takes_its_daemon_along_and_the_next_demo_clears_its_files() {
         "a SIGKILLed demo cannot clean up after itself"
     );
 
+    // Flaky-pipeline markers: one left by a demo stopped between attempts long
+    // ago, one of a demo retrying right now.
+    let marker = |age: u64| {
+        let path =
+            std::env::temp_dir().join(format!("sluice-flaky-test-{}-{age}", std::process::id()));
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age))
+            .unwrap();
+        path
+    };
+    let (stale, fresh) = (marker(120), marker(0));
+
     let mut second = spawn();
     let mut lines = BufReader::new(second.stdout.take().unwrap()).lines();
     // Running (its Ctrl-C handler in place) once it reports a run.
@@ -122,6 +134,9 @@ fn a_killed_demo_takes_its_daemon_along_and_the_next_demo_clears_its_files() {
         "the second demo runs"
     );
     assert!(!dir.exists(), "the abandoned directory is removed");
+    assert!(!stale.exists(), "an old flaky marker is removed");
+    assert!(fresh.exists(), "a marker in use is kept");
+    std::fs::remove_file(&fresh).unwrap();
     // SAFETY: signalling our own child.
     unsafe { kill(second.id() as i32, 2) };
     let _: Vec<String> = lines.map_while(Result::ok).collect();

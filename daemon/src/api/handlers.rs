@@ -218,7 +218,12 @@ async fn apply(
         }
         "audit.verify" => to_value(Audit::verify(ctx.engine.store()).await.map_err(store_err)?),
         "config.errors" => to_value(ConfigErrors {
-            diagnostics: ctx.registry.errors(),
+            diagnostics: ctx
+                .registry
+                .errors()
+                .into_iter()
+                .chain(ctx.registry.warnings())
+                .collect(),
         }),
         "schedules.list" => schedules(ctx).await,
         "limits.usage" => super::limits::usage(ctx, params).await,

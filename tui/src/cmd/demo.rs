@@ -98,7 +98,8 @@ async fn start_runs(socket: &Path) -> anyhow::Result<()> {
 
 /// Removes the directories of demos that were killed before they could
 /// clean up: their `sluice` (named in the directory) and their `sluiced`
-/// (named in the state lock) are both gone.
+/// (named in the state lock) are both gone. Also removes flaky-pipeline
+/// markers older than a minute.
 fn remove_abandoned() {
     // Liveness is read from /proc; elsewhere nothing is removed.
     if !Path::new("/proc/self").exists() {
@@ -118,6 +119,18 @@ fn remove_abandoned() {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        // The flaky demo pipeline's marker outlives a demo stopped between the
+        // attempts; a live demo's marker lasts one backoff (at most 10 s).
+        if name.starts_with("sluice-flaky-") {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 60));
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+            continue;
+        }
         let Some(pid) = name.strip_prefix("sluice-demo-") else {
             continue;
         };
