@@ -719,6 +719,15 @@ async fn a_call_with_an_idempotency_key_is_applied_once() {
         .await
         .unwrap_err();
     assert_eq!(code(&bad), ErrorCode::InvalidParams as i64);
+    // The same key for another request is refused, not answered with the first reply.
+    let reused = c
+        .call(
+            "pipelines.trigger",
+            json!({ "name": "hello", "inputs": { "x": 1 }, "idempotency_key": "console-1-7" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&reused), ErrorCode::InvalidParams as i64);
     let audit = c.call("audit.list", json!({ "limit": 100 })).await.unwrap();
     let triggers = audit
         .as_array()

@@ -124,7 +124,8 @@ pub(crate) async fn dispatch(
                 &session.caller.user,
                 method,
                 &key,
-                apply(ctx, session, method, params, audited),
+                &params,
+                apply(ctx, session, method, params.clone(), audited),
             )
             .await;
     }
