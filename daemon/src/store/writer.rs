@@ -670,6 +670,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failing_write_in_a_batch_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, Durability::Normal).await.unwrap();
+        drop(store);
+        // One batch, built here rather than left to the timing of a channel.
+        let conn = open(&path, Durability::Normal).unwrap();
+        let mut batch: Vec<(Write, Reply)> = vec![
+            (Write::Exec(upsert("a")), None),
+            (Write::Exec(upsert("a")), None),
+            (Write::Exec(upsert("b")), None),
+        ];
+        let done = commit_batch(&conn, &mut batch);
+        assert!(batch.is_empty());
+        let results: Vec<_> = done.into_iter().map(|(_, r)| r).collect();
+        assert!(matches!(results[0], Ok(Written::Id(1))), "{results:?}");
+        assert!(
+            matches!(&results[1], Err(StoreError::Database(m)) if m.contains("UNIQUE")),
+            "{results:?}"
+        );
+        assert!(matches!(results[2], Ok(Written::Id(1))), "{results:?}");
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM pipeline_state ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            names,
+            ["a", "b"],
+            "both neighbours of the failure are committed"
+        );
+    }
+
+    #[tokio::test]
     async fn exec_results_and_a_constraint_failure_that_stays_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db"), Durability::Normal)

@@ -93,9 +93,10 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             .iter()
             .enumerate()
             .map(|(k, (i, p))| {
+                // A rejected file marks its pipeline; a warning does not.
                 let broken = errors
                     .iter()
-                    .any(|d| d.file.to_string_lossy() == p.source.as_str());
+                    .any(|d| d.is_error() && d.file.to_string_lossy() == p.source.as_str());
                 let cells = keep.iter().map(|&c| match columns[c].title {
                     "NAME" => Cell::from(if broken {
                         Span::styled(format!("! {}", p.name), t.error())
@@ -135,13 +136,14 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             .map(|d| {
                 Line::styled(
                     format!(
-                        "{}:{}:{}: {}",
+                        "{}:{}:{}: {}{}",
                         d.file.display(),
                         d.line.unwrap_or(0),
                         d.column.unwrap_or(0),
+                        if d.is_error() { "" } else { "warning: " },
                         d.message
                     ),
-                    t.error(),
+                    if d.is_error() { t.error() } else { t.warn() },
                 )
             })
             .collect();
