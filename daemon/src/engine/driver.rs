@@ -1160,11 +1160,14 @@ async fn drive_inner(
                 let until_deadline = run.record.deadline.map_or(Duration::from_secs(3600), |d| {
                     Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0))
                 });
+                // Commands are taken while waiting: an operator's resolve or a
+                // decided approval is answered now, not when a worker frees up.
                 tokio::select! {
                     p = Arc::clone(&inner.workers).acquire_owned() => drop(p),
                     () = tokio::time::sleep(until_deadline) => {}
                     () = cancel.cancelled() => {}
                     () = inner.shutdown.cancelled() => {}
+                    Some(cmd) = commands.recv() => run.apply_command(cmd),
                 }
                 continue;
             }
