@@ -66,7 +66,8 @@ pub enum Command {
     Trigger {
         /// Pipeline name.
         name: String,
-        /// Input value `name=value`: text for string inputs, JSON for the others (n=3, flag=true).
+        /// Input value `name=value`, read as the type the pipeline declares: text for
+        /// string inputs, n=3, flag=true, list='[1,2]'; a value that does not fit is refused.
         #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
         inputs: Vec<String>,
         /// Wait for the run to finish; exit 1 if it did not succeed.

@@ -105,6 +105,62 @@ fn status_pipelines_trigger_runs_and_run_work_with_tables_and_json() {
     assert!(out(&a).contains("intact"));
 }
 
+/// `-i` values are read as the console's trigger form reads them: as the
+/// declared type, refused before sending when they do not fit.
+#[test]
+fn trigger_inputs_are_read_as_their_declared_type() {
+    let d = common::Daemon::started(
+        &[(
+            "typed.yaml",
+            "inputs:\n  n: { type: integer }\n  who: { type: string, default: world }\nnodes:\n  - id: show\n    kind: shell\n    run: echo n={{ inputs.n }}\n",
+        )],
+        "",
+    );
+    let sluice = |args: &[&str]| d.sluice_cols(80, args);
+    let runs = || {
+        let r = sluice(&["runs", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        v["runs"].as_array().unwrap().len()
+    };
+
+    // Not an integer: a usage error naming the input, the type and the value,
+    // and nothing is sent.
+    let t = sluice(&["trigger", "typed", "-i", "n=abc"]);
+    assert_eq!(t.status.code(), Some(2), "{}{}", out(&t), err(&t));
+    assert!(
+        err(&t).contains("input 'n' must be an integer") && err(&t).contains("'abc'"),
+        "{}",
+        err(&t)
+    );
+    let t = sluice(&["trigger", "typed", "-i", "n=3.5"]);
+    assert_eq!(t.status.code(), Some(2), "{}", err(&t));
+    // A name the pipeline does not declare, with a hint.
+    let t = sluice(&["trigger", "typed", "-i", "nn=5"]);
+    assert_eq!(t.status.code(), Some(2), "{}", err(&t));
+    assert!(
+        err(&t).contains("unknown input 'nn' (did you mean 'n'?)"),
+        "{}",
+        err(&t)
+    );
+    assert_eq!(runs(), 0, "a refused value starts no run");
+
+    // An integer arrives as the integer, a number-looking string as text.
+    let t = sluice(&[
+        "trigger", "typed", "-i", "n=5", "-i", "who=007", "--wait", "--json",
+    ]);
+    assert_eq!(t.status.code(), Some(0), "{}{}", out(&t), err(&t));
+    let v: serde_json::Value = serde_json::from_slice(&t.stdout).unwrap();
+    let id = v["run"].as_i64().unwrap().to_string();
+    let r = sluice(&["run", &id, "--json"]);
+    assert_eq!(r.status.code(), Some(0), "{}", err(&r));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["inputs"]["n"], serde_json::json!(5));
+    assert!(v["inputs"]["n"].is_i64(), "{}", v["inputs"]);
+    assert_eq!(v["inputs"]["who"], serde_json::json!("007"));
+    let l = sluice(&["logs", &id]);
+    assert_eq!(out(&l), "show#1 | n=5\n");
+}
+
 #[test]
 fn logs_follow_streams_until_the_run_ends() {
     let d = Daemon::start("");
@@ -146,4 +202,24 @@ fn exit_codes_tell_outcomes_apart() {
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+#[test]
+fn a_webhook_naming_a_missing_secret_is_a_warning_not_a_rejection() {
+    let d = common::Daemon::started(
+        &[(
+            "hook.yaml",
+            "triggers:\n  - webhook: { auth: hmac, secret: missing_key }\nnodes:\n  - { id: a, kind: shell, run: echo }\n",
+        )],
+        "",
+    );
+    let out = d.sluice_cols(80, &["errors"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("warning"), "{text}");
+    assert!(text.contains("secret 'missing_key'"), "{text}");
+    assert!(text.ends_with("no pipeline file is rejected\n"), "{text}");
+    let json = d.sluice_cols(80, &["errors", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["diagnostics"][0]["severity"], "warning", "{v}");
 }

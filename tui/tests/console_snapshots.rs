@@ -646,3 +646,30 @@ fn letters_on_the_trigger_forms_buttons_neither_send_nor_cancel() {
     let sent = triggers(&press(&mut app, KeyCode::Enter));
     assert_eq!(sent, [serde_json::json!({"who": "xyn"})]);
 }
+
+/// The approve and reject dialogs' reason fields follow the trigger form:
+/// on their buttons the hint offers Enter, not `y`/`n`, and says typing goes
+/// back into the field.
+#[test]
+fn the_reason_dialogs_buttons_offer_enter_not_yes_or_no() {
+    for (key_char, confirm) in [('a', "approve"), ('x', "reject")] {
+        let mut app = recorded(false);
+        chars(&mut app, "3");
+        chars(&mut app, &key_char.to_string());
+        chars(&mut app, "ok");
+        key(&mut app, KeyCode::Enter);
+        let shot = text(&mut app, 80, 24);
+        assert!(
+            shot.contains(&format!("Enter {confirm} · Esc cancel · Tab move")),
+            "{shot}"
+        );
+        assert!(shot.contains("typing edits the field"), "{shot}");
+        assert!(
+            !shot.contains("Enter/y") && !shot.contains("n/Esc"),
+            "{shot}"
+        );
+        // `y` there is the reason going on, not a decision.
+        assert!(press(&mut app, KeyCode::Char('y')).is_empty());
+        assert!(text(&mut app, 80, 24).contains("oky_"));
+    }
+}

@@ -164,7 +164,8 @@ fn approve_with_a_reason_and_see_the_run_complete() {
     c.keys(&["a"]);
     c.wait_for("reason (optional)", 5);
     c.type_text("tested on staging");
-    c.keys(&["Enter", "y"]);
+    // Enter moves to [ Approve ], Enter there approves (`y` would be typing).
+    c.keys(&["Enter", "Enter"]);
     c.wait_for("approve approval #1: done", 10);
     c.keys(&["1"]);
     c.wait("the run to succeed", 20, |s| {

@@ -15,6 +15,7 @@ use sluice_shared::protocol::{
     TokenCreateParams, TokenCreateResult, TokenInfo, TokenRevokeParams,
 };
 use sluice_shared::run::{RunId, RunState};
+use sluice_tui::console::inputs::{self as console_inputs, input_value};
 
 use crate::cli::{Command, LimitsCommand, ResolveAction, RunsArgs, TokenCommand};
 use crate::client::{Client, ClientError};
@@ -58,28 +59,24 @@ fn run_id(text: &str) -> Result<RunId, Failure> {
         .map_err(|_| usage(format!("'{text}' is not a run id (write 12 or #12)")))
 }
 
-/// `name=value` pairs as inputs: a value for an input the pipeline declares
-/// as a string stays text (`version=2.0` is "2.0"); other values are read as
-/// JSON when they parse (`n=3`, `flag=true`, `list=[1,2]`), else as text.
+/// `name=value` pairs as inputs, each value read as the console's trigger
+/// form reads it ([`input_value`]): with the pipeline's definition, as the
+/// type its input declares (`version=2.0` stays text for a string input,
+/// `n=abc` for an integer input is refused here, before anything is sent),
+/// and a name the pipeline does not declare is refused with a hint. Without
+/// the definition (it could not be fetched), values are JSON where they parse
+/// (`n=3`, `flag=true`, `list=[1,2]`), else text, and the daemon checks them.
 fn inputs(pairs: &[String], definition: Option<&Value>) -> Result<Map<String, Value>, Failure> {
+    let declared = definition.and_then(console_inputs::declared);
     let mut map = Map::new();
     for pair in pairs {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| usage(format!("--input '{pair}': expected NAME=VALUE")))?;
-        let declared = definition
-            .and_then(|d| d.get("inputs"))
-            .and_then(|i| i.get(k));
-        let is_text = declared.is_some_and(|spec| {
-            spec.get("type")
-                .and_then(Value::as_str)
-                .is_none_or(|t| t == "string")
-        });
-        let value = if is_text {
-            Value::String(v.to_owned())
-        } else {
-            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
-        };
+        if k.is_empty() {
+            return Err(usage(format!("--input '{pair}': no name before '='")));
+        }
+        let value = input_value(k, v, false, declared.as_deref()).map_err(usage)?;
         map.insert(k.to_owned(), value);
     }
     Ok(map)
@@ -385,12 +382,16 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
             let v: ConfigErrors = client.call("config.errors", json!({})).await?;
             if json {
                 print_json(&v)?;
-            } else if v.diagnostics.is_empty() {
-                emit("no pipeline file is rejected\n").map_err(io)?;
             } else {
                 let text: String = v.diagnostics.iter().map(|d| format!("{d}\n")).collect();
-                emit(&text).map_err(io)?;
-                return Ok(Exit::Failure);
+                let rejected = v.diagnostics.iter().any(|d| d.is_error());
+                if !rejected {
+                    // Warnings (if any) first: they do not fail the command.
+                    emit(&format!("{text}no pipeline file is rejected\n")).map_err(io)?;
+                } else {
+                    emit(&text).map_err(io)?;
+                    return Ok(Exit::Failure);
+                }
             }
         }
         Command::Reload => {

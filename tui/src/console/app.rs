@@ -407,11 +407,13 @@ pub struct Dialog {
 }
 
 impl Dialog {
-    /// Whether `y` and `n` confirm and dismiss while a button has the focus.
-    /// Not in the trigger form: its field takes names and values, so letters
-    /// typed there go into the field, and only `Enter` on a button acts.
+    /// Whether `y` and `n` confirm and dismiss while a button has the focus:
+    /// only in a dialog without a text field. In one with a field (the
+    /// trigger form's inputs, an approval's reason) letters typed on a button
+    /// go back into the field, so a reason that goes on after `Enter` ("yes,
+    /// tested") never approves or cancels; only `Enter` on a button acts.
     pub fn yes_no_keys(&self) -> bool {
-        !matches!(self.action, PendingAction::Trigger { .. })
+        self.field.is_none()
     }
 }
 

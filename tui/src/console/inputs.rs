@@ -203,21 +203,35 @@ pub fn form_inputs(
         if v.is_empty() && !quoted {
             continue;
         }
-        let value = match declared {
-            None => loose(v, quoted),
-            Some(declared) => {
-                let Some(input) = declared.iter().find(|i| i.name == k) else {
-                    return Err(unknown_input(k, declared));
-                };
-                match input.ty {
-                    Some(ty) => typed(k, ty, v)?,
-                    None => loose(v, quoted),
-                }
-            }
-        };
-        map.insert(k.to_string(), value);
+        map.insert(k.to_string(), input_value(k, v, quoted, declared)?);
     }
     Ok(map)
+}
+
+/// One input's value as the console's form and the CLI's `-i name=value`
+/// both read it. With the pipeline's declared inputs (`declared`), `text` is
+/// read as the input's type ([`typed`]), a name the pipeline does not declare
+/// is refused with a did-you-mean hint, and an input of a type this console
+/// does not know is read loosely. Without them (the definition was not
+/// available) the value is read loosely: JSON where it parses, else text;
+/// `quoted` (the form's `name='3'`) keeps it text unless it is a JSON array
+/// or object. The error names the input, the type and the value.
+pub fn input_value(
+    name: &str,
+    text: &str,
+    quoted: bool,
+    declared: Option<&[DeclaredInput]>,
+) -> Result<Value, String> {
+    let Some(declared) = declared else {
+        return Ok(loose(text, quoted));
+    };
+    let Some(input) = declared.iter().find(|i| i.name == name) else {
+        return Err(unknown_input(name, declared));
+    };
+    match input.ty {
+        Some(ty) => typed(name, ty, text),
+        None => Ok(loose(text, quoted)),
+    }
 }
 
 /// [`form_inputs`] without declared types.
@@ -466,6 +480,30 @@ mod tests {
         let none = declared_none();
         let err = form_inputs("a=1", Some(&none)).unwrap_err();
         assert_eq!(err, "unknown input 'a' (it declares no inputs)");
+    }
+
+    /// One value as the CLI's `-i name=value` reads it (never quoted: the
+    /// shell took the quotes).
+    #[test]
+    fn one_value_reads_as_the_form_does() {
+        let def = json!({ "inputs": { "n": { "type": "integer" }, "who": {} } });
+        let declared = declared(&def).unwrap();
+        let d = Some(&declared[..]);
+        assert_eq!(input_value("n", "5", false, d), Ok(json!(5)));
+        assert_eq!(
+            input_value("n", "abc", false, d),
+            Err("input 'n' must be an integer (a whole number), not 'abc'".into())
+        );
+        assert_eq!(input_value("who", "5", false, d), Ok(json!("5")));
+        assert_eq!(input_value("who", "", false, d), Ok(json!("")));
+        assert!(
+            input_value("nn", "5", false, d)
+                .unwrap_err()
+                .contains("did you mean 'n'")
+        );
+        // Without the definition: JSON where it parses, else text.
+        assert_eq!(input_value("n", "5", false, None), Ok(json!(5)));
+        assert_eq!(input_value("n", "abc", false, None), Ok(json!("abc")));
     }
 
     fn declared_none() -> Vec<DeclaredInput> {

@@ -1418,8 +1418,8 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
         {
             d.focus = cycle(f, false)
         }
-        // Done typing: on to the confirm button (one more Enter sends; `y`
-        // too, except in the trigger form, where letters go into the field).
+        // Done typing: on to the confirm button (one more Enter sends; letters
+        // typed there go back into the field, `y` and `n` included).
         (KeyCode::Enter, DialogFocus::Field) => d.focus = DialogFocus::Confirm,
         (KeyCode::Enter, DialogFocus::Cancel) if typing => return dismiss(app, &d),
         (KeyCode::Char('n'), DialogFocus::Cancel | DialogFocus::Confirm) if typing && yes_no => {
@@ -1716,7 +1716,7 @@ mod tests {
         press(&mut app, KeyCode::Char('3'));
         press(&mut app, KeyCode::Char('x'));
         press(&mut app, KeyCode::Enter);
-        assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
+        assert!(calls(&press(&mut app, KeyCode::Enter)).is_empty());
         let Some(Overlay::Dialog(d)) = &app.overlay else {
             panic!()
         };
@@ -1725,7 +1725,7 @@ mod tests {
             press(&mut app, KeyCode::Char(c));
         }
         press(&mut app, KeyCode::Enter);
-        let fx = press(&mut app, KeyCode::Char('y'));
+        let fx = press(&mut app, KeyCode::Enter);
         let Some(Effect::Call { method, params, .. }) = fx.first() else {
             panic!("{fx:?}")
         };
@@ -1928,7 +1928,7 @@ mod tests {
     }
 
     #[test]
-    fn letters_on_the_trigger_forms_buttons_are_typing_not_yes_or_no() {
+    fn letters_on_a_text_dialogs_buttons_are_typing_not_yes_or_no() {
         let mut app = app_as("operator", false);
         trigger_dialog(&mut app);
         let typed = dialog(&app).field.clone().unwrap().1;
@@ -1954,7 +1954,8 @@ mod tests {
             ["pipelines.trigger"]
         );
         assert!(app.overlay.is_none());
-        // Other dialogs with a field keep `y` on their confirm button.
+        // The same in the approve and reject dialogs: a reason that goes on
+        // after Enter ("yes, tested") neither approves nor cancels.
         let list =
             json!([{"id": 3, "run": 7, "node": "gate", "state": "pending", "requested_at": 1}]);
         update(
@@ -1964,10 +1965,42 @@ mod tests {
         press(&mut app, KeyCode::Char('3'));
         press(&mut app, KeyCode::Char('a'));
         press(&mut app, KeyCode::Enter);
-        assert_eq!(
-            calls(&press(&mut app, KeyCode::Char('y'))),
-            ["approvals.decide"]
-        );
+        assert_eq!(dialog(&app).focus, DialogFocus::Confirm);
+        for c in "yes, tested".chars() {
+            assert!(calls(&press(&mut app, KeyCode::Char(c))).is_empty(), "{c}");
+        }
+        assert_eq!(dialog(&app).focus, DialogFocus::Field);
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "yes, tested");
+        press(&mut app, KeyCode::Enter);
+        // On [ Cancel ], `n` is typing too.
+        press(&mut app, KeyCode::BackTab);
+        assert_eq!(dialog(&app).focus, DialogFocus::Cancel);
+        assert!(press(&mut app, KeyCode::Char('n')).is_empty());
+        assert!(app.flash.is_none(), "nothing was cancelled");
+        press(&mut app, KeyCode::Backspace);
+        // Enter on the focused [ Approve ] sends the reason.
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(dialog(&app).focus, DialogFocus::Confirm);
+        let fx = press(&mut app, KeyCode::Enter);
+        assert_eq!(calls(&fx), ["approvals.decide"]);
+        let Some(Effect::Call { params, .. }) = fx.first() else {
+            panic!()
+        };
+        assert_eq!(params["approve"], true);
+        assert_eq!(params["reason"], "yes, tested");
+        // The reject dialog's buttons do not take `y` either.
+        press(&mut app, KeyCode::Char('x'));
+        for c in "no".chars() {
+            press(&mut app, KeyCode::Char(c));
+        }
+        press(&mut app, KeyCode::Enter);
+        assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "noy");
+        press(&mut app, KeyCode::Esc);
+        // A dialog without a text field keeps `y` and `n`.
+        press(&mut app, KeyCode::Char('1'));
+        press(&mut app, KeyCode::Char('r'));
+        assert!(dialog(&app).yes_no_keys());
     }
 
     #[test]

@@ -126,10 +126,9 @@ pub fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, d: &Dialog) {
         }
         (DialogFocus::Cancel, false) => format!("Enter/Esc {dismiss}{dot}Tab move"),
     };
-    let hint = match (&d.field, d.focus, d.yes_no_keys()) {
-        (None, _, _) | (_, DialogFocus::Field, _) => hint,
-        (Some(_), _, true) => format!("{hint}{dot}other keys edit the field"),
-        (Some(_), _, false) => format!("{hint}{dot}typing edits the field"),
+    let hint = match (&d.field, d.focus) {
+        (None, _) | (_, DialogFocus::Field) => hint,
+        (Some(_), _) => format!("{hint}{dot}typing edits the field"),
     };
     lines.push(Line::styled(hint, t.dim()));
     let inner = area.width.min(70).saturating_sub(2).max(1) as usize;
