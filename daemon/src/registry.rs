@@ -146,12 +146,16 @@ impl Registry {
     /// pipeline whose webhook trigger names another (its deliveries would get
     /// a 500 until the secret exists); later loads are checked as they happen.
     pub fn set_secret_names(&self, names: BTreeSet<String>) {
+        let Ok(mut known) = self.secret_names.write() else {
+            return;
+        };
+        if known.as_ref() == Some(&names) {
+            return;
+        }
         for entry in self.list().iter().filter(|e| e.present) {
             warn_missing_secrets(&entry.pipeline, &names);
         }
-        if let Ok(mut known) = self.secret_names.write() {
-            *known = Some(names);
-        }
+        *known = Some(names);
     }
 
     /// Problems of loaded pipelines that do not stop them loading: webhook

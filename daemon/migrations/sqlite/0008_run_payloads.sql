@@ -11,7 +11,8 @@ INSERT INTO run_payloads (run_id, trigger, inputs) SELECT id, trigger, inputs FR
 ALTER TABLE runs DROP COLUMN trigger;
 ALTER TABLE runs DROP COLUMN inputs;
 
--- What readers of whole runs select from.
+-- What readers of whole runs select from. Every run has its payload: both
+-- rows are inserted in one transaction by the single writer.
 CREATE VIEW runs_full AS
     SELECT runs.*, p.trigger AS trigger, p.inputs AS inputs
     FROM runs JOIN run_payloads p ON p.run_id = runs.id;

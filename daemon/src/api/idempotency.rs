@@ -151,6 +151,11 @@ impl Idempotency {
                 return call.await;
             };
             let now = Instant::now();
+            // The caller's expired keys go before the look-up: an old key is unknown.
+            if let Some(keys) = s.users.get_mut(user) {
+                let gone = keys.trim(now, usize::MAX);
+                s.total -= gone;
+            }
             let known = s
                 .users
                 .get(user)
@@ -186,13 +191,18 @@ impl Idempotency {
         };
         let outcome = cell.get_or_init(|| call).await.clone();
         // A refusal by a limit or an internal failure may pass later: the same
-        // key may try again.
+        // key may try again. Only this call's entry goes: a retry may already
+        // have put a new one (still running) under the key.
         if let Err(e) = &outcome
             && (e.code == ErrorCode::Refused as i64 || e.code == ErrorCode::Internal as i64)
             && let Ok(mut s) = self.inner.lock()
             && let Some(keys) = s.users.get_mut(user)
-            && keys.cells.remove(&k).is_some()
+            && keys
+                .cells
+                .get(&k)
+                .is_some_and(|r| Arc::ptr_eq(&r.outcome, &cell))
         {
+            keys.cells.remove(&k);
             keys.order.retain(|(_, o)| *o != k);
             s.total -= 1;
         }
@@ -269,6 +279,27 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[tokio::test]
+    async fn an_expired_key_is_a_new_call() {
+        let ids = Idempotency::default();
+        let ok = || async { Ok(json!({})) };
+        ids.once("alice", "runs.cancel", "k", &json!({ "id": 1 }), ok())
+            .await
+            .unwrap();
+        {
+            let mut s = ids.inner.lock().unwrap();
+            let Some(long_ago) = Instant::now().checked_sub(KEEP + Duration::from_secs(1)) else {
+                return; // a machine up for less than KEEP cannot date a key that far back
+            };
+            s.users.get_mut("alice").unwrap().order[0].0 = long_ago;
+        }
+        // Other params under the old key: not refused, since the key is forgotten.
+        ids.once("alice", "runs.cancel", "k", &json!({ "id": 2 }), ok())
+            .await
+            .unwrap();
+        assert_eq!(ids.inner.lock().unwrap().total, 1);
     }
 
     #[tokio::test]

@@ -987,14 +987,15 @@ async fn drive_inner(
         return Ok(DriverExit::Stopped);
     }
     if run.record.state == RunState::Queued && !cancel.is_cancelled() {
-        let deadline = super::run_deadline(&run.version.pipeline, now_ms());
+        let started = now_ms();
+        let deadline = super::run_deadline(&run.version.pipeline, started);
         run.set_run(RunChange {
             state: Some(RunState::Running),
-            started_at: Some(now_ms()),
+            started_at: Some(started),
             deadline: Some(deadline),
             ..Default::default()
         });
-        run.record.started_at = Some(now_ms());
+        run.record.started_at = Some(started);
         run.record.deadline = deadline;
     } else if run.record.state == RunState::Waiting {
         run.set_run(RunChange {

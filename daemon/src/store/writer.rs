@@ -324,6 +324,52 @@ fn keyed_run(
         .optional()?)
 }
 
+/// Inserts a new queued run with its payload and nodes; returns its id.
+fn insert_run(conn: &Connection, row: &RunRow, at: i64) -> Result<i64, StoreError> {
+    let new = &row.run;
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO runs (pipeline, version_id, state, trigger_kind, user, retry_of, created_at, deadline)
+             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id",
+        )?
+        .query_row(
+            params![
+                new.pipeline,
+                new.version_id.0,
+                new.trigger.kind.as_str(),
+                new.trigger.user,
+                new.retry_of.map(|r| r.0),
+                at,
+                new.deadline,
+            ],
+            |r| r.get(0),
+        )?;
+    conn.prepare_cached("INSERT INTO run_payloads (run_id, trigger, inputs) VALUES (?, ?, ?)")?
+        .execute(params![id, row.trigger, row.inputs])?;
+    // One cached statement per row: with no thread hop per statement,
+    // rebinding a prepared insert is as cheap as a multi-row insert.
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for (position, node) in new.nodes.iter().enumerate() {
+        let (state, output, reused_from) = match &node.reused {
+            Some((from, output)) => ("succeeded", Some(json_text(output)), Some(from.0)),
+            None => ("pending", None, None),
+        };
+        insert.execute(params![
+            id,
+            node.id,
+            i64::try_from(position).unwrap_or(i64::MAX),
+            state,
+            output,
+            reused_from,
+            reused_from.map(|_| at),
+        ])?;
+    }
+    Ok(id)
+}
+
 fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
     match write {
         Write::SaveVersion {
@@ -355,52 +401,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                 })?;
             Ok(Written::Id(id))
         }
-        Write::CreateRun(row, at) => {
-            let new = &row.run;
-            let id: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO runs (pipeline, version_id, state, trigger_kind, user, retry_of, created_at, deadline)
-                     VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id",
-                )?
-                .query_row(
-                    params![
-                        new.pipeline,
-                        new.version_id.0,
-                        new.trigger.kind.as_str(),
-                        new.trigger.user,
-                        new.retry_of.map(|r| r.0),
-                        at,
-                        new.deadline,
-                    ],
-                    |r| r.get(0),
-                )?;
-            conn.prepare_cached(
-                "INSERT INTO run_payloads (run_id, trigger, inputs) VALUES (?, ?, ?)",
-            )?
-            .execute(params![id, row.trigger, row.inputs])?;
-            // One cached statement per row: with no thread hop per statement,
-            // rebinding a prepared insert is as cheap as a multi-row insert.
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )?;
-            for (position, node) in new.nodes.iter().enumerate() {
-                let (state, output, reused_from) = match &node.reused {
-                    Some((from, output)) => ("succeeded", Some(json_text(output)), Some(from.0)),
-                    None => ("pending", None, None),
-                };
-                insert.execute(params![
-                    id,
-                    node.id,
-                    i64::try_from(position).unwrap_or(i64::MAX),
-                    state,
-                    output,
-                    reused_from,
-                    reused_from.map(|_| *at),
-                ])?;
-            }
-            Ok(Written::Id(id))
-        }
+        Write::CreateRun(row, at) => Ok(Written::Id(insert_run(conn, row, *at)?)),
         Write::Run(run, change) => {
             if update_run(conn, *run, change)? == 0 {
                 return Err(StoreError::NotFound(format!("run {run}")));
@@ -495,9 +496,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             if let Some(id) = keyed_run(conn, &run.run.pipeline, key, *at)? {
                 return Ok(Written::Existing(id));
             }
-            let Written::Id(id) = apply(conn, &Write::CreateRun(run.clone(), *at))? else {
-                return Err(StoreError::Data("creating a run returned no id".into()));
-            };
+            let id = insert_run(conn, run, *at)?;
             conn.prepare_cached(
                 "INSERT INTO trigger_keys (pipeline, key, run_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (pipeline, key) DO UPDATE SET run_id = ?3, created_at = ?4, expires_at = ?5",

@@ -230,8 +230,15 @@ impl Triggers {
             return Ok(fired);
         }
         // Every trigger passes the limits before a run is created (the daily run
-        // cap is charged with the run itself, in `commit`).
-        self.check_limits(entry, &trigger).await?;
+        // cap is charged with the run itself, in `commit`). A refusal looks for
+        // an earlier run once more: limits reloaded since the look above may
+        // have added the rate that refuses.
+        if let Err(refused) = self.check_limits(entry, &trigger).await {
+            if let Some(fired) = self.redelivered(entry, key).await? {
+                return Ok(fired);
+            }
+            return Err(refused);
+        }
         let concurrency = entry.pipeline.concurrency;
         let decides = concurrency.max_runs.is_some()
             && matches!(
