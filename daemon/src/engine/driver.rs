@@ -87,19 +87,23 @@ impl Run {
     /// Queues a node change, folded into the pending one of the same node when
     /// no statement lies between: one UPDATE per row and flush.
     fn push_node(&mut self, id: String, change: NodeChange) {
-        let pending = self
-            .changes
-            .iter_mut()
-            .rev()
-            .take_while(|c| !matches!(c, Change::Sql(_)))
-            .find_map(|c| match c {
-                Change::Node(_, n, prev) if *n == id => Some(prev),
-                _ => None,
-            });
+        let pending = self.foldable().find_map(|c| match c {
+            Change::Node(_, n, prev) if *n == id => Some(prev),
+            _ => None,
+        });
         match pending {
             Some(prev) => prev.absorb(change),
             None => self.changes.push(Change::Node(self.id, id, change)),
         }
+    }
+
+    /// The pending changes after the last statement, newest first: a change
+    /// of a row among them can take a later change of that row.
+    fn foldable(&mut self) -> impl Iterator<Item = &mut Change> {
+        self.changes
+            .iter_mut()
+            .rev()
+            .take_while(|c| !matches!(c, Change::Sql(_)))
     }
 
     fn attempt_start(&mut self, i: usize, attempt: u32) {
@@ -130,15 +134,10 @@ impl Run {
                 error,
             });
         }
-        let pending = self
-            .changes
-            .iter_mut()
-            .rev()
-            .take_while(|c| !matches!(c, Change::Sql(_)))
-            .find_map(|c| match c {
-                Change::Run(_, prev) => Some(prev),
-                _ => None,
-            });
+        let pending = self.foldable().find_map(|c| match c {
+            Change::Run(_, prev) => Some(prev),
+            _ => None,
+        });
         match pending {
             // One UPDATE of the run per flush (see `push_node`).
             Some(prev) => prev.absorb(change),
