@@ -278,10 +278,16 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     let http_listener = tokio::net::TcpListener::bind(&s.config.http.listen)
         .await
         .with_context(|| format!("binding the HTTP listener to {}", s.config.http.listen))?;
-    match http_listener.local_addr() {
-        Ok(addr) => tracing::info!(listen = %addr, "webhook listener ready"),
-        Err(e) => tracing::warn!(error = %e, "webhook listener address unknown"),
-    }
+    let http_addr = match http_listener.local_addr() {
+        Ok(addr) => {
+            tracing::info!(listen = %addr, "webhook listener ready");
+            addr.to_string()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook listener address unknown");
+            s.config.http.listen.clone()
+        }
+    };
     let http_done = tokio::spawn(sluice_daemon::triggers::webhook::serve(
         http_listener,
         webhook_state.clone(),
@@ -357,7 +363,7 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(state_dir = %s.paths.state_dir.display(), recovered, "sluiced ready");
     // Announce readiness to whoever started us (tests wait for this line).
     eprintln!(
-        "sluiced: ready (state {}, socket {})",
+        "sluiced: ready (state {}, socket {}, http {http_addr})",
         s.paths.state_dir.display(),
         s.paths.socket.display()
     );

@@ -180,6 +180,7 @@ impl Metrics {
             waiting,
             approvals_pending,
             limit_refusals: s.refusals,
+            ..MetricsResult::default()
         }
     }
 }

@@ -568,6 +568,18 @@ pub struct MetricsResult {
     pub approvals_pending: u64,
     /// Triggers refused by limits since start.
     pub limit_refusals: u64,
+    /// The backlog bound: past `queue_max` queued runs, triggers are refused (`[limits.global] max_queued`).
+    #[serde(default)]
+    pub queue_max: u64,
+    /// Worker slots (`[engine] workers`).
+    #[serde(default)]
+    pub workers: u64,
+    /// Worker slots executing a node now.
+    #[serde(default)]
+    pub workers_busy: u64,
+    /// Runs with a ready node waiting for a worker.
+    #[serde(default)]
+    pub waiting_for_worker: u64,
 }
 
 /// Duration percentiles of one pipeline's recent runs (milliseconds).
@@ -830,6 +842,21 @@ pub struct GlobalUsage {
     pub reclaimed: u64,
     /// Refusals since the daemon started, per limit.
     pub refusals: BTreeMap<String, u64>,
+    /// Runs accepted and not started (the backlog), counted against `max_queued`.
+    #[serde(default)]
+    pub backlog: u64,
+    /// `[limits.global] max_queued` in force (default 10,000).
+    #[serde(default)]
+    pub max_queued: u64,
+    /// Worker slots (`[engine] workers`).
+    #[serde(default)]
+    pub workers: u64,
+    /// Worker slots executing a node now.
+    #[serde(default)]
+    pub workers_busy: u64,
+    /// Runs with a ready node waiting for a worker.
+    #[serde(default)]
+    pub waiting_for_worker: u64,
 }
 
 /// One user's usage.
@@ -853,6 +880,12 @@ pub struct UserUsage {
     /// `max_concurrent`.
     #[serde(default)]
     pub max_concurrent: Option<u64>,
+    /// The user's runs accepted and not started, counted against its `max_queued`.
+    #[serde(default)]
+    pub backlog: u64,
+    /// The user's `max_queued` in force (default 2,000).
+    #[serde(default)]
+    pub max_queued: u64,
     /// The user's current day (`YYYY-MM-DD` in its zone).
     pub day: String,
     /// When the day resets (RFC 3339).

@@ -205,6 +205,11 @@ async fn apply(
                 .map_err(store_err)?;
             let mut snapshot = ctx.metrics.snapshot(queued, running, waiting, pending);
             snapshot.limit_refusals += ctx.engine.limits().refusals_total();
+            snapshot.queue_max = ctx.engine.limits().queue_bounds(crate::limits::NO_USER).0;
+            let workers = ctx.engine.workers();
+            snapshot.workers = workers.workers as u64;
+            snapshot.workers_busy = workers.busy as u64;
+            snapshot.waiting_for_worker = workers.waiting as u64;
             to_value(snapshot)
         }
         "audit.list" => {

@@ -31,6 +31,7 @@ pub(crate) async fn usage(ctx: &ApiContext, params: Value) -> Result<Value, RpcE
     let limits = ctx.engine.limits();
     let config = limits.config();
     let view = ctx.engine.admission();
+    let workers = ctx.engine.workers();
     let now = jiff::Timestamp::now();
     let store = ctx.engine.store();
     // Days differ by zone; two days back covers every zone's "today".
@@ -78,6 +79,8 @@ pub(crate) async fn usage(ctx: &ApiContext, params: Value) -> Result<Value, RpcE
             running: view.held.iter().filter(|h| h.1 == user).count() as u64,
             queued: view.queued.iter().filter(|q| q.1 == user).count() as u64,
             max_concurrent: num(l.max_concurrent),
+            backlog: limits.backlog().depth(Some(&user)).1,
+            max_queued: limits.queue_bounds(&user).1,
             day: charge.day.clone(),
             day_resets_at: next.to_string(),
             daily_runs: today.map_or(0, |t| u64::try_from(t.runs).unwrap_or(0)),
@@ -102,9 +105,14 @@ pub(crate) async fn usage(ctx: &ApiContext, params: Value) -> Result<Value, RpcE
             held: view.held.len() as u64,
             running,
             queued: view.queued.len() as u64,
-            max_concurrent: num(config.global.max_concurrent),
+            max_concurrent: Some(u64::from(config.global.max_concurrent())),
             reclaimed: view.reclaimed,
             refusals: refusal_totals,
+            backlog: limits.backlog().depth(None).0,
+            max_queued: limits.queue_bounds(crate::limits::NO_USER).0,
+            workers: workers.workers as u64,
+            workers_busy: workers.busy as u64,
+            waiting_for_worker: workers.waiting as u64,
         },
         users: out,
     })

@@ -143,9 +143,8 @@ impl AdmissionView {
         let user_max = limits.for_user(&user).max_concurrent;
         let user_running = self.running_where(|u, _| u == user);
         let pipeline_running = self.running_where(|_, p| p == pipeline);
-        let (cap, reason) = if let Some(g) = limits.global.max_concurrent
-            && self.held.len() >= g as usize
-        {
+        let g = limits.global.max_concurrent();
+        let (cap, reason) = if self.held.len() >= g as usize {
             (
                 "global",
                 format!(
@@ -202,9 +201,9 @@ impl Admission {
     /// Starts waiting runs while they fit, round-robin across users.
     fn pump(&self, s: &mut State) {
         let config = self.limits.config();
-        let global = config.global.max_concurrent.map(|m| m as usize);
+        let global = config.global.max_concurrent() as usize;
         loop {
-            if global.is_some_and(|g| s.held.len() >= g) || s.queue.is_empty() {
+            if s.held.len() >= global || s.queue.is_empty() {
                 return;
             }
             let users: Vec<String> = match &s.cursor {

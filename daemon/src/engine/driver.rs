@@ -2,6 +2,7 @@
 //! backoff, skips what cannot run, and stops when nothing is left to do now
 //! (the run finished, or every remaining node waits for a time or a person).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::approval::{self, Step};
 use super::context::{self, RunFacts};
+use super::dispatch::{Waiting, Worker};
 use super::{Command, DriverExit, EngineError, Inner, LoadedVersion, backoff, now_ms};
 use crate::nodes::{self, LogSink, NodeContext, NodeError, Outcome};
 use crate::notify::approval::ApprovalEvent;
@@ -219,6 +221,7 @@ impl Run {
             base_env: inner.opts.base_env.clone(),
             llm: Arc::clone(&inner.opts.llm),
             notifier: Arc::clone(&inner.opts.notifier),
+            on_spawn: Some(process_recorder(inner, self.id, &node.id, attempt)),
         }
     }
 
@@ -972,6 +975,15 @@ async fn drive_inner(
         .max_active_nodes
         .map_or(usize::MAX, |m| m as usize);
     let mut grace_deadline: Option<tokio::time::Instant> = None;
+    // The run's place in the queue for a worker, and a worker handed to it that
+    // no node has taken yet (see dispatch.rs): kept across turns of the loop, so
+    // the run never loses its place or a worker it was given.
+    let mut place: Option<Pin<Box<Waiting>>> = None;
+    let mut held: Option<Worker> = None;
+    let dispatch_user = {
+        let user = run.record.trigger.user.as_deref();
+        crate::limits::user_key(user.or(run.version.pipeline.owner.as_deref())).to_owned()
+    };
 
     // A queued run waits for a concurrency slot first; a run already running (picked
     // up after a restart) or resuming from a wait takes its slot at once (admission.rs).
@@ -986,6 +998,7 @@ async fn drive_inner(
         return Ok(DriverExit::Stopped);
     }
     if run.record.state == RunState::Queued && !cancel.is_cancelled() {
+        inner.opts.limits.backlog().leave(id);
         let started = now_ms();
         let deadline = super::run_deadline(&run.version.pipeline, started);
         run.set_run(RunChange {
@@ -1044,13 +1057,7 @@ async fn drive_inner(
         // Start what can start (instant kinds complete right here). An attempt
         // is committed as started before its work begins, so a crash can never
         // hide an execution from the next start.
-        let mut to_spawn: Vec<(
-            usize,
-            u32,
-            Node,
-            NodeContext,
-            tokio::sync::OwnedSemaphorePermit,
-        )> = Vec::new();
+        let mut to_spawn: Vec<(usize, u32, Node, NodeContext, Worker)> = Vec::new();
         // Set when a ready node found no free worker: it stays pending (nothing is
         // recorded as started) until a worker frees up.
         let mut starved = false;
@@ -1110,7 +1117,7 @@ async fn drive_inner(
                         run.complete(inner, i, attempt, result, false);
                         progressed = true;
                     } else {
-                        let Ok(permit) = Arc::clone(&inner.workers).try_acquire_owned() else {
+                        let Some(permit) = next_worker(inner, &mut held, &mut place) else {
                             starved = true;
                             break;
                         };
@@ -1133,6 +1140,16 @@ async fn drive_inner(
                     break;
                 }
             }
+        }
+        // A worker no node took goes on to the next run; a run that found none
+        // keeps (or takes) its place in the queue.
+        drop(held.take());
+        if starved {
+            if place.is_none() {
+                place = Some(Box::pin(inner.dispatch.wait(&dispatch_user)));
+            }
+        } else {
+            place = None;
         }
         // When nothing runs now, the decision below (finish or wait) commits in the
         // same transaction as the completions (and the admission): one write per
@@ -1162,12 +1179,17 @@ async fn drive_inner(
                 });
                 // Commands are taken while waiting: an operator's resolve or a
                 // decided approval is answered now, not when a worker frees up.
+                let mut given = None;
                 tokio::select! {
-                    p = Arc::clone(&inner.workers).acquire_owned() => drop(p),
+                    w = granted(&mut place) => given = Some(w),
                     () = tokio::time::sleep(until_deadline) => {}
                     () = cancel.cancelled() => {}
                     () = inner.shutdown.cancelled() => {}
                     Some(cmd) = commands.recv() => run.apply_command(cmd),
+                }
+                if given.is_some() {
+                    held = given;
+                    place = None;
                 }
                 continue;
             }
@@ -1233,22 +1255,15 @@ async fn drive_inner(
             wake_in
         };
         let sleep = tokio::time::sleep(wake_in.unwrap_or(Duration::from_secs(3600)));
-        let worker_freed = async {
-            if starved {
-                if let Ok(p) = Arc::clone(&inner.workers).acquire_owned().await {
-                    drop(p);
-                }
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
         let grace = async {
             match grace_deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
+        let mut given = None;
         tokio::select! {
+            w = granted(&mut place) => given = Some(w),
             done = running.join_next() => {
                 if let Some(Ok((i, attempt, result))) = done {
                     if inner.shutdown.is_cancelled() && kill.is_cancelled() {
@@ -1261,7 +1276,6 @@ async fn drive_inner(
             Some(cmd) = commands.recv() => run.apply_command(cmd),
             () = cancel.cancelled() => {}
             () = sleep => {}
-            () = worker_freed => {}
             () = inner.shutdown.cancelled(), if grace_deadline.is_none() => {}
             () = grace => {
                 kill.cancel();
@@ -1269,5 +1283,54 @@ async fn drive_inner(
                 return Ok(DriverExit::Stopped);
             }
         }
+        if given.is_some() {
+            held = given;
+            place = None;
+        }
+    }
+}
+
+/// Records an attempt's child process group as soon as it exists. The attempt's
+/// start is committed before the node runs, so the row is there to update.
+fn process_recorder(inner: &Inner, run: RunId, node: &str, attempt: u32) -> nodes::SpawnHook {
+    let store = inner.store.clone();
+    let node = node.to_owned();
+    Arc::new(move |pgid, start| {
+        let store = store.clone();
+        let change = Change::AttemptProcess(run, node.clone(), attempt, pgid, start);
+        tokio::spawn(async move {
+            if let Err(e) = store.apply(vec![change]).await {
+                tracing::warn!(%run, error = %e, "cannot record a node's process group");
+            }
+        });
+    })
+}
+
+/// A worker for the next ready node: one handed over already, else a free one
+/// — unless the run waits in the queue, where it keeps its place (taking a
+/// free slot then would jump the queue).
+fn next_worker(
+    inner: &Inner,
+    held: &mut Option<Worker>,
+    place: &mut Option<Pin<Box<Waiting>>>,
+) -> Option<Worker> {
+    if let Some(w) = held.take() {
+        return Some(w);
+    }
+    match place {
+        Some(p) => {
+            let w = p.try_now()?;
+            *place = None;
+            Some(w)
+        }
+        None => inner.dispatch.try_take(),
+    }
+}
+
+/// Resolves when the run's place in the queue is handed a worker; never without a place.
+async fn granted(place: &mut Option<Pin<Box<Waiting>>>) -> Worker {
+    match place {
+        Some(p) => p.as_mut().await,
+        None => std::future::pending().await,
     }
 }

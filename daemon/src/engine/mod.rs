@@ -7,6 +7,8 @@ pub(crate) mod admission;
 mod approval;
 pub(crate) mod backoff;
 mod context;
+pub(crate) mod dispatch;
+pub use dispatch::DispatchView;
 mod driver;
 mod recovery;
 
@@ -23,7 +25,7 @@ use sluice_shared::event::Event;
 use sluice_shared::graph::{Graph, Upstream};
 use sluice_shared::run::{Resolution, RetryMode, RunId, RunState, TriggerInfo, TriggerKind};
 use sluice_shared::template::TemplateEngine;
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -147,7 +149,7 @@ pub(crate) struct Inner {
     pub secrets_json: Value,
     pub redactor: Arc<Redactor>,
     pub http: reqwest::Client,
-    pub workers: Arc<Semaphore>,
+    pub(crate) dispatch: Arc<dispatch::Dispatch>,
     pub logs: mpsc::Sender<LogMsg>,
     pub opts: EngineOptions,
     pub shutdown: CancellationToken,
@@ -302,7 +304,7 @@ impl Engine {
             secrets_json: secrets.as_json(),
             redactor: Arc::new(secrets.redactor()),
             http,
-            workers: Arc::new(Semaphore::new(opts.workers.max(1))),
+            dispatch: dispatch::Dispatch::new(opts.workers),
             logs: log_tx,
             opts,
             shutdown: shutdown.clone(),
@@ -349,6 +351,11 @@ impl Engine {
     /// Concurrency slots and queued runs as admission sees them (`limits.usage`, `limits.explain`).
     pub fn admission(&self) -> admission::AdmissionView {
         self.inner.admission.view()
+    }
+
+    /// Worker slots in use and runs waiting for one.
+    pub fn workers(&self) -> DispatchView {
+        self.inner.dispatch.view()
     }
 
     /// The event bus (for components that announce their own events).
@@ -666,6 +673,9 @@ impl Inner {
     ) {
         // However the driver ended, the run no longer runs here: its concurrency slot is free.
         self.admission.release(run);
+        if matches!(exit, DriverExit::Done) {
+            self.opts.limits.backlog().leave(run);
+        }
         let cancelled = self
             .drivers
             .lock()

@@ -1,9 +1,16 @@
 //! Start-up: every unfinished run is picked up again. Attempts that were
 //! running when the daemon stopped are marked interrupted; their nodes are
 //! attempted again (at-least-once) unless they are not safe to repeat
-//! (`on_crash: ask`), in which case an operator decides.
+//! (`on_crash: ask`), in which case an operator decides. A child process of an
+//! interrupted attempt that is still alive is stopped first, so the attempt
+//! never runs twice at once.
+//!
+//! Recovery is split so that a restart is ready at once whatever the backlog:
+//! the quick part (one read; slots of running runs held, queued runs counted)
+//! runs before the daemon answers, the per-run work after, in the background.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_shared::model::node::OnCrash;
 use sluice_shared::run::{AttemptState, NodeState, RunState};
@@ -15,6 +22,9 @@ use crate::store::{Change, NodeChange, RunChange};
 /// so a node that crashes the daemon cannot loop forever.
 const MAX_INTERRUPTIONS: usize = 3;
 
+/// How long a leftover process group gets between SIGTERM and SIGKILL.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
+
 pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
     let runs = inner.store.unfinished_runs().await?;
     let count = runs.len();
@@ -23,7 +33,34 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
     for run in runs.iter().filter(|r| r.state == RunState::Running) {
         inner.admission.hold(run);
     }
+    // Queued runs count against the backlog bound from the first trigger on.
+    let backlog = inner.opts.limits.backlog();
+    for run in runs.iter().filter(|r| r.state == RunState::Queued) {
+        backlog.insert(run.id, crate::limits::user_key(run.trigger.user.as_deref()));
+    }
+    let inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        if let Err(e) = resume(&inner, runs).await {
+            tracing::error!(error = %e, "recovery stopped; unfinished runs are picked up by the queue poller or the next start");
+        }
+    });
+    Ok(count)
+}
+
+/// The per-run part of recovery.
+async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) -> Result<(), EngineError> {
     for run in runs {
+        if inner.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        // A queued run has nothing to repair: it needs no reads here.
+        if run.state == RunState::Queued {
+            let leave_to_poller = inner.opts.poll_interval.is_some() && inner.driver_count() >= 256;
+            if !leave_to_poller {
+                inner.spawn_driver(run.id, false);
+            }
+            continue;
+        }
         let version = match inner.version(run.version_id).await {
             Ok(v) => v,
             Err(e) => {
@@ -56,6 +93,17 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
             let Some(node) = version.pipeline.node(&n.node_id) else {
                 continue;
             };
+            // Whatever the attempt started and is still running is stopped
+            // before the node is retried or held for a decision.
+            if let Some(a) = attempts
+                .iter()
+                .find(|a| a.node_id == n.node_id && a.attempt == n.attempts)
+                && let Some(pgid) = a.pgid
+                && crate::nodes::pgroup::stop_leftover(pgid, a.pstart.unwrap_or(0), LEFTOVER_GRACE)
+                    .await
+            {
+                tracing::warn!(run = %run.id, node = %n.node_id, pgid, "stopped processes an interrupted attempt left running");
+            }
             changes.push(Change::AttemptEnd(
                 run.id,
                 n.node_id.clone(),
@@ -91,19 +139,11 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
         if !changes.is_empty() {
             inner.store.apply(changes).await?;
         }
-        // A backlog of queued runs is left to the queue poller (when there is one),
-        // which starts them a bounded number at a time.
-        let leave_to_poller = run.state == RunState::Queued
-            && inner.opts.poll_interval.is_some()
-            && inner.driver_count() >= 256;
-        if leave_to_poller {
-            continue;
-        }
         if needs_work || run.state == RunState::Running {
             inner.spawn_driver(run.id, false);
         } else if let Some(at) = run.wake_at.or(run.deadline) {
             let _ = inner.timers.send((at, run.id));
         }
     }
-    Ok(count)
+    Ok(())
 }

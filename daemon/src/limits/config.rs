@@ -34,6 +34,8 @@ pub struct LimitsConfig {
 pub struct GlobalLimits {
     /// Runs `running` at once across every user and pipeline.
     pub max_concurrent: Option<u32>,
+    /// Runs accepted but not started, across every user (default 10,000); past it triggers are refused.
+    pub max_queued: Option<u64>,
 }
 
 /// `[limits.default]` and `[limits.users.<name>]`; every key optional.
@@ -46,6 +48,8 @@ pub struct UserLimits {
     pub burst: Option<u32>,
     /// Runs of this user `running` at once.
     pub max_concurrent: Option<u32>,
+    /// Runs of this user accepted but not started (default 2,000); past it triggers are refused.
+    pub max_queued: Option<u64>,
     /// Runs created per day.
     pub daily_runs: Option<u64>,
     /// LLM tokens used per day.
@@ -64,6 +68,17 @@ pub struct PipelineLimits {
     pub burst: Option<u32>,
 }
 
+/// Runs `running` at once across every user when `[limits.global] max_concurrent` is unset.
+pub const DEFAULT_MAX_CONCURRENT: u32 = 64;
+
+impl GlobalLimits {
+    /// The global concurrency cap in force: a burst beyond it waits in the
+    /// (bounded) queue instead of all starting at once.
+    pub fn max_concurrent(&self) -> u32 {
+        self.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT)
+    }
+}
+
 impl UserLimits {
     /// `self` with every unset key taken from `default`.
     pub fn or(&self, default: &UserLimits) -> UserLimits {
@@ -71,6 +86,7 @@ impl UserLimits {
             rate: self.rate.or(default.rate),
             burst: self.burst.or(default.burst),
             max_concurrent: self.max_concurrent.or(default.max_concurrent),
+            max_queued: self.max_queued.or(default.max_queued),
             daily_runs: self.daily_runs.or(default.daily_runs),
             daily_llm_tokens: self.daily_llm_tokens.or(default.daily_llm_tokens),
             day_starts: self

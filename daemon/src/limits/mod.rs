@@ -12,6 +12,7 @@
 //! token's (or the webhook trigger's configured) user for webhooks, the
 //! pipeline's `owner` for cron. Runs without one count as [`NO_USER`].
 
+pub mod backlog;
 pub mod config;
 pub mod ledger;
 pub(crate) mod rate;
@@ -48,6 +49,10 @@ pub enum LimitKind {
     DailyRuns,
     /// The user's LLM tokens per day.
     DailyLlmTokens,
+    /// Runs accepted but not started, across every user.
+    Queue,
+    /// The user's runs accepted but not started.
+    UserQueue,
 }
 
 impl LimitKind {
@@ -58,14 +63,18 @@ impl LimitKind {
             Self::PipelineRate => "pipeline_rate",
             Self::DailyRuns => "daily_runs",
             Self::DailyLlmTokens => "daily_llm_tokens",
+            Self::Queue => "max_queued",
+            Self::UserQueue => "user_max_queued",
         }
     }
 
-    const ALL: [LimitKind; 4] = [
+    const ALL: [LimitKind; 6] = [
         Self::Rate,
         Self::PipelineRate,
         Self::DailyRuns,
         Self::DailyLlmTokens,
+        Self::Queue,
+        Self::UserQueue,
     ];
 
     fn index(self) -> usize {
@@ -160,7 +169,8 @@ impl RateState {
 pub struct Limits {
     config: RwLock<Arc<LimitsConfig>>,
     rates: rate::RateLimiters,
-    totals: [AtomicU64; 4],
+    totals: [AtomicU64; 6],
+    backlog: Arc<backlog::Backlog>,
     /// Refusals not yet written to the ledger: (user, limit, pipeline) → count.
     pending: Mutex<HashMap<(String, LimitKind, String), i64>>,
     changed: tokio::sync::Notify,
@@ -187,6 +197,7 @@ impl Limits {
             config: RwLock::new(Arc::new(config)),
             rates: rate::RateLimiters::default(),
             totals: Default::default(),
+            backlog: Arc::default(),
             pending: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
         }
@@ -237,6 +248,68 @@ impl Limits {
             .is_some_and(|p| p.rate.is_some())
             || user_limits.rate.is_some()
             || (uses_llm && user_limits.daily_llm_tokens.is_some())
+    }
+
+    /// Runs accepted but not started, counted against `max_queued`.
+    pub fn backlog(&self) -> &Arc<backlog::Backlog> {
+        &self.backlog
+    }
+
+    /// The backlog bounds: (global, `user`'s).
+    pub fn queue_bounds(&self, user: &str) -> (u64, u64) {
+        let config = self.config();
+        (
+            config
+                .global
+                .max_queued
+                .unwrap_or(backlog::DEFAULT_MAX_QUEUED),
+            config
+                .for_user(user)
+                .max_queued
+                .unwrap_or(backlog::DEFAULT_MAX_QUEUED_PER_USER),
+        )
+    }
+
+    /// Reserves a place in the backlog for a new run of `pipeline` by `user`,
+    /// or refuses it: the queue is full (globally, or the user's share).
+    pub fn reserve_queued(
+        &self,
+        user: &str,
+        pipeline: &str,
+    ) -> Result<backlog::Reservation, Refusal> {
+        let (max_total, max_user) = self.queue_bounds(user);
+        self.backlog
+            .reserve(user, max_total, max_user)
+            .map_err(|full| {
+                // The queue drains at the engine's pace: a short wait is a fair first guess.
+                let wait = QUEUE_RETRY_AFTER;
+                let (limit, message, max) = match full {
+                    backlog::Full::Global { depth, max } => (
+                        LimitKind::Queue,
+                        format!(
+                            "the daemon's queue is full ({depth} runs waiting to start, max_queued {max}); retry in {}",
+                            retry_text(wait)
+                        ),
+                        max,
+                    ),
+                    backlog::Full::User { depth, max } => (
+                        LimitKind::UserQueue,
+                        format!(
+                            "user '{user}' has {depth} runs waiting to start (max_queued {max}); retry in {}",
+                            retry_text(wait)
+                        ),
+                        max,
+                    ),
+                };
+                self.refused(Refusal {
+                    limit,
+                    user: user.to_owned(),
+                    pipeline: pipeline.to_owned(),
+                    retry_after: wait,
+                    quota: (max, 0),
+                    message,
+                })
+            })
     }
 
     /// Takes one trigger from the user's (and the pipeline's) rate allowance.
@@ -374,6 +447,9 @@ impl Limits {
             .unwrap_or_default()
     }
 }
+
+/// `Retry-After` for a trigger refused because the queue is full.
+pub const QUEUE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// "6s", "1h 5m": how long to wait, rounded up to whole seconds.
 pub fn retry_text(wait: Duration) -> String {

@@ -9,6 +9,7 @@ pub mod http;
 pub mod llm;
 pub mod log;
 pub mod notify;
+pub mod pgroup;
 pub mod plugin;
 pub mod process;
 pub mod shell;
@@ -66,7 +67,13 @@ pub struct NodeContext {
     pub llm: Arc<crate::llm::LlmProviders>,
     /// Webhook and email delivery (for `notify` nodes and approval notifications).
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Told the process group (and its leader's start time) of each child the
+    /// attempt starts, so that a restart after a crash can stop it.
+    pub on_spawn: Option<SpawnHook>,
 }
+
+/// Receives `(pgid, leader start time)` of a child process an attempt started.
+pub type SpawnHook = Arc<dyn Fn(i32, u64) + Send + Sync>;
 
 /// How an attempt ended when it did not fail.
 #[derive(Clone, Debug, PartialEq)]
@@ -235,6 +242,7 @@ pub(crate) mod test_support {
             )],
             llm: Arc::new(crate::llm::LlmProviders::default()),
             notifier: Arc::new(crate::notify::Notifier::disabled()),
+            on_spawn: None,
         };
         (ctx, rx)
     }

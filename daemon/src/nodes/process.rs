@@ -221,6 +221,9 @@ pub async fn run(ctx: &NodeContext, spec: Spec) -> io::Result<Finished> {
     // From here until the group has been stopped, dropping this future (the
     // engine giving up on the attempt) must not leave the group running.
     let mut guard = GroupGuard { pgid, armed: true };
+    if let Some(record) = &ctx.on_spawn {
+        record(pgid, super::pgroup::start_time(pgid).unwrap_or(0));
+    }
 
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();

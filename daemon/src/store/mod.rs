@@ -377,6 +377,10 @@ impl Store {
                     started_at: r.try_get("started_at")?,
                     finished_at: r.try_get("finished_at")?,
                     error: r.try_get("error")?,
+                    pgid: r.try_get("pgid")?,
+                    pstart: r
+                        .try_get::<Option<i64>, _>("pstart")?
+                        .and_then(|s| u64::try_from(s).ok()),
                 })
             })
             .collect()
@@ -419,6 +423,8 @@ pub enum Change {
     AttemptStart(RunId, String, u32),
     /// An attempt ended.
     AttemptEnd(RunId, String, u32, AttemptState, Option<String>),
+    /// An attempt's child process started: its process group and the leader's start time.
+    AttemptProcess(RunId, String, u32, i32, u64),
     /// Store-submodule statements that must commit with the rest.
     Sql(Vec<(String, Vec<SqlArg>)>),
 }
@@ -442,6 +448,13 @@ impl Change {
                 state,
                 at,
                 error,
+            },
+            Self::AttemptProcess(run, node, attempt, pgid, start) => Write::AttemptProcess {
+                run,
+                node,
+                attempt,
+                pgid,
+                start,
             },
             Self::Sql(statements) => Write::Exec(statements),
         }

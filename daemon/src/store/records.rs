@@ -81,6 +81,10 @@ pub struct AttemptRecord {
     pub finished_at: Option<i64>,
     /// Its error.
     pub error: Option<String>,
+    /// The process group of its child, if it started one.
+    pub pgid: Option<i32>,
+    /// The group leader's start time (clock ticks since boot).
+    pub pstart: Option<u64>,
 }
 
 /// A run to create, with its nodes' initial states.

@@ -50,6 +50,13 @@ pub(crate) enum Write {
         at: i64,
         error: Option<String>,
     },
+    AttemptProcess {
+        run: RunId,
+        node: String,
+        attempt: u32,
+        pgid: i32,
+        start: u64,
+    },
     Logs(Vec<LogLine>),
     /// Several writes applied together or not at all.
     All(Vec<Write>),
@@ -425,6 +432,25 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                  ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
             )?
             .execute(params![run.0, node, i64::from(*attempt), at])?;
+            Ok(Written::Nothing)
+        }
+        Write::AttemptProcess {
+            run,
+            node,
+            attempt,
+            pgid,
+            start,
+        } => {
+            conn.prepare_cached(
+                "UPDATE attempts SET pgid = ?, pstart = ? WHERE run_id = ? AND node_id = ? AND attempt = ?",
+            )?
+            .execute(params![
+                pgid,
+                i64::try_from(*start).unwrap_or(i64::MAX),
+                run.0,
+                node,
+                i64::from(*attempt)
+            ])?;
             Ok(Written::Nothing)
         }
         Write::AttemptEnd {

@@ -852,9 +852,13 @@ impl FireJob {
                     // A fire refused by a limit is recorded as such, with the limit's words.
                     Counters::add(&counters.misfires, 1);
                     tracing::warn!(pipeline = %self.key.0, schedule = %self.key.1, limit = r.limit.as_str(), "cron fire refused by a limit");
-                    progress
-                        .misfires
-                        .push(self.single(t, r.message, "refused (limits)"));
+                    let action = match r.limit {
+                        crate::limits::LimitKind::Queue | crate::limits::LimitKind::UserQueue => {
+                            "refused (queue full)"
+                        }
+                        _ => "refused (limits)",
+                    };
+                    progress.misfires.push(self.single(t, r.message, action));
                 }
                 Err(e) => {
                     Counters::add(&counters.misfires, 1);

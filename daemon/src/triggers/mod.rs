@@ -239,6 +239,22 @@ impl Triggers {
             }
             return Err(refused);
         }
+        // The backlog is bounded: a place is reserved before the run is written,
+        // so a full queue refuses before anything is acknowledged.
+        let place = match self
+            .inner
+            .engine
+            .limits()
+            .reserve_queued(user, &entry.pipeline.name)
+        {
+            Ok(place) => place,
+            Err(refused) => {
+                if let Some(fired) = self.redelivered(entry, key).await? {
+                    return Ok(fired);
+                }
+                return Err(TriggerError::Limited(refused));
+            }
+        };
         let concurrency = entry.pipeline.concurrency;
         let decides = concurrency.max_runs.is_some()
             && matches!(
@@ -247,7 +263,7 @@ impl Triggers {
             );
         if !decides {
             // `queue` needs no decision here: admission holds the run queued until a slot frees.
-            return self.commit(entry, resolved, trigger, key).await;
+            return self.commit(entry, resolved, trigger, key, place).await;
         }
         let gate = self.gate(&entry.pipeline.name);
         let _held = gate.lock().await;
@@ -285,7 +301,7 @@ impl Triggers {
                 }
             }
         }
-        self.commit(entry, resolved, trigger, key).await
+        self.commit(entry, resolved, trigger, key, place).await
     }
 
     /// The run an earlier delivery with the same key started, if any.
@@ -313,6 +329,7 @@ impl Triggers {
         inputs: Value,
         trigger: TriggerInfo,
         key: Option<&str>,
+        place: crate::limits::backlog::Reservation,
     ) -> Result<Fired, TriggerError> {
         let limits = self.inner.engine.limits();
         let user = crate::limits::user_key(trigger.user.as_deref()).to_owned();
@@ -325,7 +342,10 @@ impl Triggers {
             .create_run_charged_shared(Arc::clone(&run), key.map(|k| (k, KEY_TTL_MS)), &charge)
             .await?;
         let (id, created) = match charged {
-            Charged::Created(id) => (id, true),
+            Charged::Created(id) => {
+                place.created(id);
+                (id, true)
+            }
             Charged::Existing(id) => (id, false),
             Charged::OverCap(used) => {
                 return Err(TriggerError::Limited(limits.daily_refusal(

@@ -268,8 +268,15 @@ impl Refusal {
     }
 
     fn limited(refusal: crate::limits::Refusal) -> Self {
+        // A full queue is the server's state, not the caller's fault: 503. A
+        // user's own share of the queue, like its rate, is 429.
+        let status = if refusal.limit == crate::limits::LimitKind::Queue {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
         Self {
-            status: StatusCode::TOO_MANY_REQUESTS,
+            status,
             message: refusal.message.clone(),
             limit: Some(Box::new(refusal)),
         }

@@ -18,6 +18,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub socket: PathBuf,
+    /// The webhook listener's address, from the ready line.
+    pub http: String,
 }
 
 impl Daemon {
@@ -37,6 +39,7 @@ impl Daemon {
             dir,
             child: None,
             socket,
+            http: String::new(),
         };
         d.spawn();
         d
@@ -65,19 +68,34 @@ impl Daemon {
             .spawn()
             .expect("spawn sluiced");
         let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
+        // Lines are read on a thread so that waiting for the ready line has a deadline.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more: keep draining so the daemon never blocks.
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut seen = Vec::new();
         loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("sluiced: ready") => break,
-                Some(Ok(line)) => seen.push(line),
-                other => panic!(
-                    "sluiced did not become ready: {other:?}\n{}",
-                    seen.join("\n")
-                ),
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("sluiced: ready") => {
+                    if let Some(at) = line.find("http ") {
+                        self.http = line[at + 5..].trim_end_matches(')').to_owned();
+                    }
+                    break;
+                }
+                Ok(line) => seen.push(line),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("sluiced did not become ready ({e}):\n{}", seen.join("\n"))
+                }
             }
         }
-        std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
     }
 

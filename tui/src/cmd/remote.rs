@@ -507,11 +507,15 @@ async fn limits(
             }
             let g = &u.global;
             let mut text = format!(
-                "global: {} running of max {} ({} slots held), {} queued",
+                "global: {} running of max {} ({} slots held), {} queued of max {}; workers {}/{} busy, {} runs waiting for one",
                 g.running,
                 opt(g.max_concurrent),
                 g.held,
-                g.queued
+                g.backlog.max(g.queued),
+                g.max_queued,
+                g.workers_busy,
+                g.workers,
+                g.waiting_for_worker
             );
             if g.reclaimed > 0 {
                 text.push_str(&format!(", {} leaked slots reclaimed", g.reclaimed));

@@ -116,13 +116,21 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         .success_rate
         .map(|r| format!("{:.1}%", r * 100.0))
         .unwrap_or_else(|| "-".into());
+    // Depth against the bound, when the daemon says what the bound is.
+    let queued = if m.queue_max > 0 {
+        format!("{}/{}", m.queue_depth, m.queue_max)
+    } else {
+        m.queue_depth.to_string()
+    };
     let figures_text = format!(
-        "success (24h) {rate}{d}queued {}{d}running {}{d}waiting {}{d}approvals {}{d}limit refusals {}",
-        m.queue_depth,
+        "success (24h) {rate}{d}queued {}{d}running {}{d}waiting {}{d}approvals {}{d}limit refusals {}{d}workers {}/{} busy",
+        queued,
         m.active,
         m.waiting,
         m.approvals_pending,
         m.limit_refusals,
+        m.workers_busy,
+        m.workers,
         d = t.dot()
     );
     frame.render_widget(

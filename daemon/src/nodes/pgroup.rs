@@ -1,0 +1,96 @@
+//! Process groups left behind by a crash. Every child an attempt starts leads
+//! its own process group; the engine records the group and its leader's start
+//! time, and at the next start stops a group that is still alive before the
+//! attempt runs again — so a node interrupted by a crash never runs twice at once.
+
+use std::time::Duration;
+
+/// The start time of process `pid` (clock ticks since boot), if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or ')':
+    // fields are counted from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ')' come field 3 (state) onwards; the start time is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether any process of group `pgid` is alive.
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether group `pgid` is still the one an attempt started (leader started at
+/// `leader_start`). A living leader must have that start time (else the pid was
+/// reused by an unrelated process). With the leader gone, a living group is
+/// still ours: Linux does not reuse a pid while a process group of that id exists.
+fn is_ours(pgid: i32, leader_start: u64) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    match start_time(pgid) {
+        Some(t) => leader_start != 0 && t == leader_start && group_alive(pgid),
+        None => group_alive(pgid),
+    }
+}
+
+/// Stops what is left of an attempt's process group: SIGTERM, then SIGKILL
+/// after `grace`. Returns whether anything was left to stop.
+pub async fn stop_leftover(pgid: i32, leader_start: u64, grace: Duration) -> bool {
+    if !is_ours(pgid, leader_start) {
+        return false;
+    }
+    // SAFETY: signals a process group verified above to be the attempt's.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let deadline = tokio::time::Instant::now() + grace;
+    while group_alive(pgid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if group_alive(pgid) {
+        // SAFETY: as above; the group ignored SIGTERM.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while group_alive(pgid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_read() {
+        let me = i32::try_from(std::process::id()).expect("pid fits");
+        assert!(start_time(me).is_some_and(|t| t > 0));
+        assert!(start_time(i32::MAX).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_leftover_group_is_stopped_and_a_reused_pid_is_left_alone() {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("sh")
+            .args(["-c", "trap '' TERM; sleep 60 & sleep 60; wait"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh");
+        let pgid = i32::try_from(child.id()).expect("pid fits");
+        let start = start_time(pgid).expect("start time");
+        // Reaped as soon as it dies, as init reaps a crashed daemon's orphans.
+        let reaper = std::thread::spawn(move || {
+            let mut child = child;
+            child.wait()
+        });
+        // A wrong start time means "not ours": nothing is signalled.
+        assert!(!stop_leftover(pgid, start + 1, Duration::from_millis(50)).await);
+        assert!(group_alive(pgid));
+        // The group ignores TERM (the shell does): KILL follows the grace.
+        assert!(stop_leftover(pgid, start, Duration::from_millis(200)).await);
+        assert!(!group_alive(pgid));
+        assert!(reaper.join().expect("reaper").is_ok());
+    }
+}
