@@ -15,11 +15,33 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether any process of group `pgid` is alive.
+/// Whether any process of group `pgid` is alive. Zombies do not count: an
+/// orphan's parent (init, or a container's first process) may reap them late.
 fn group_alive(pgid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(-pgid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            return false;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.get(stat.rfind(')')? + 1..)?.to_owned();
+                let mut f = rest.split_whitespace();
+                let state = f.next()?.to_owned();
+                let pgrp: i32 = f.nth(1)?.parse().ok()?;
+                Some(pgrp == pgid && state != "Z")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// Whether group `pgid` is still the one an attempt started (leader started at
