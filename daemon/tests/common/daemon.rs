@@ -2,7 +2,6 @@
 //! speaking to its socket (the protocol types come from `sluice_shared`).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,19 +64,10 @@ impl Daemon {
             .spawn()
             .expect("spawn sluiced");
         let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("sluiced: ready") => break,
-                Some(Ok(line)) => seen.push(line),
-                other => panic!(
-                    "sluiced did not become ready: {other:?}\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        // The reader thread keeps draining stderr after the ready line.
+        crate::common::Lines::new(stderr).wait_for(60, "sluiced's ready line", |l| {
+            l.starts_with("sluiced: ready")
+        });
         self.child = Some(child);
     }
 
@@ -85,7 +75,8 @@ impl Daemon {
         if let Some(mut child) = self.child.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
+            // Bounded by the shutdown grace and the HTTP drain, with room to spare.
+            crate::common::wait_exit(&mut child, 90, "sluiced to stop after SIGTERM");
         }
     }
 
