@@ -61,7 +61,7 @@ pub enum StateDirError {
     },
     /// Another user owns it.
     #[error(
-        "refusing the {what} {path}: it is owned by {owner} (mode {mode}), but sluiced runs as {me}; another user could have planted or edited it. Use a state directory of your own, or chown it to {me} if you trust its content"
+        "refusing the {what} {path}: it is owned by {owner} (mode {mode}), but sluiced runs as {me}; another user could have planted or edited it. Use a state directory of your own, or `chown {chown_to}` it if you trust its content"
     )]
     ForeignOwner {
         /// What the path is for.
@@ -74,6 +74,8 @@ pub enum StateDirError {
         mode: String,
         /// The user sluiced runs as, `uid N (name)`.
         me: String,
+        /// The same, as `chown` takes it: the name, else the uid.
+        chown_to: String,
     },
     /// Group or others may write it.
     #[error(
@@ -106,6 +108,11 @@ fn describe_uid(uid: u32) -> String {
         Some((name, _)) => format!("uid {uid} ({name})"),
         None => format!("uid {uid}"),
     }
+}
+
+/// The user name of `uid`, else the number.
+fn chown_name(uid: u32) -> String {
+    crate::api::identity::user_name(uid).map_or_else(|| uid.to_string(), |(name, _)| name)
 }
 
 fn effective_uid() -> u32 {
@@ -161,6 +168,7 @@ fn check(path: &Path, what: &'static str, is_dir: bool, me: u32) -> Result<(), S
             owner: describe_uid(meta.uid()),
             mode: format!("{mode:04o}"),
             me: describe_uid(me),
+            chown_to: chown_name(me),
         });
     }
     if mode & 0o022 != 0 {
