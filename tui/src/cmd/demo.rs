@@ -92,6 +92,8 @@ pub async fn run(no_console: bool, console: ConsoleOptions) -> anyhow::Result<Ex
     // Removed on drop, after the daemon is stopped.
     let dir = tempfile::Builder::new()
         .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+        // mkdir's own mode, so the directory is never open to others, even briefly.
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
         .context("creating the demo's temporary directory")?;
     let me = std::fs::metadata(dir.path())
