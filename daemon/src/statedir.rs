@@ -61,7 +61,7 @@ pub enum StateDirError {
     },
     /// Another user owns it.
     #[error(
-        "refusing the {what} {path}: it is owned by {owner} (mode {mode}), but sluiced runs as {me}; another user could have planted or edited it. Use a state directory of your own, or `chown {chown_to}` it if you trust its content"
+        "refusing the {what} {path}: it is owned by {owner} (mode {mode:04o}), but sluiced runs as {me}; another user could have planted or edited it. Use a state directory of your own, or `chown {chown_to}` it if you trust its content"
     )]
     ForeignOwner {
         /// What the path is for.
@@ -70,8 +70,8 @@ pub enum StateDirError {
         path: PathBuf,
         /// Its owner, `uid N (name)`.
         owner: String,
-        /// Its mode, octal.
-        mode: String,
+        /// Its permission bits.
+        mode: u32,
         /// The user sluiced runs as, `uid N (name)`.
         me: String,
         /// The same, as `chown` takes it: the name, else the uid.
@@ -79,7 +79,7 @@ pub enum StateDirError {
     },
     /// Group or others may write it.
     #[error(
-        "refusing the {what} {path}: it is writable by group or others (owner {owner}, mode {mode}), so its content cannot be trusted. Check it, then `chmod {fix} {path}`"
+        "refusing the {what} {path}: it is writable by group or others (owner {owner}, mode {mode:04o}), so its content cannot be trusted. Check it, then `chmod {fix} {path}`"
     )]
     Writable {
         /// What the path is for.
@@ -88,8 +88,8 @@ pub enum StateDirError {
         path: PathBuf,
         /// Its owner, `uid N (name)`.
         owner: String,
-        /// Its mode, octal.
-        mode: String,
+        /// Its permission bits.
+        mode: u32,
         /// The mode to set, octal.
         fix: String,
     },
@@ -166,7 +166,7 @@ fn check(path: &Path, what: &'static str, is_dir: bool, me: u32) -> Result<(), S
             what,
             path: path.to_owned(),
             owner: describe_uid(meta.uid()),
-            mode: format!("{mode:04o}"),
+            mode,
             me: describe_uid(me),
             chown_to: chown_name(me),
         });
@@ -176,7 +176,7 @@ fn check(path: &Path, what: &'static str, is_dir: bool, me: u32) -> Result<(), S
             what,
             path: path.to_owned(),
             owner: describe_uid(meta.uid()),
-            mode: format!("{mode:04o}"),
+            mode,
             fix: format!("{private:o}"),
         });
     }
