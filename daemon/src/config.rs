@@ -89,6 +89,9 @@ pub struct Http {
     /// Largest request body, e.g. "1MiB".
     #[serde(default)]
     pub max_body: Option<String>,
+    /// Connections one client address may hold open (raise it behind a local proxy).
+    #[serde(default)]
+    pub max_connections_per_peer: Option<usize>,
 }
 
 impl Default for Http {
@@ -96,6 +99,7 @@ impl Default for Http {
         Self {
             listen: default_listen(),
             max_body: None,
+            max_connections_per_peer: None,
         }
     }
 }

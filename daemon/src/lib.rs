@@ -13,6 +13,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod engine;
+pub mod fdlimit;
 pub mod limits;
 pub mod llm;
 pub mod metrics;

@@ -14,12 +14,13 @@ use sluice_daemon::api::identity::Access;
 use sluice_daemon::audit::Audit;
 use sluice_daemon::config::Config;
 use sluice_daemon::engine::{Engine, EngineOptions, default_base_env};
+use sluice_daemon::fdlimit::Budget;
 use sluice_daemon::llm::LlmProviders;
 use sluice_daemon::metrics::Metrics;
 use sluice_daemon::notify::Notifier;
 use sluice_daemon::registry::Registry;
 use sluice_daemon::secrets::Secrets;
-use sluice_daemon::statedir::StateLock;
+use sluice_daemon::statedir::{self, StateLock};
 use sluice_daemon::store::Store;
 use sluice_shared::Pipeline;
 use sluice_shared::run::{RunState, TriggerInfo};
@@ -87,6 +88,30 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // Before any thread or file exists: the daemon's files are private from
+    // the start, and node processes get back the umask we were given.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let inherited = unsafe { libc::umask(0o077) };
+    sluice_daemon::nodes::process::set_child_umask(inherited);
+    let budget = match sluice_daemon::fdlimit::raise() {
+        Ok(b) => {
+            if b.soft != b.before {
+                tracing::debug!(
+                    from = b.before,
+                    to = b.soft,
+                    "raised the file descriptor limit"
+                );
+            }
+            b
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the file descriptor limit; keeping it");
+            Budget {
+                before: 1024,
+                soft: 1024,
+            }
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -98,7 +123,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, budget)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sluiced: error: {e:#}");
@@ -178,18 +203,17 @@ fn load_secrets(s: &Settings) -> anyhow::Result<Secrets> {
     )?)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, budget: Budget) -> anyhow::Result<ExitCode> {
     let s = settings(&cli.common)?;
     match cli.command {
-        None => serve(&s).await,
+        None => serve(&s, budget).await,
         Some(Command::RunOnce(args)) => run_once(&s, &args).await,
         Some(Command::Submit(args)) => submit(&s, &args).await,
     }
 }
 
-async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&s.paths.state_dir)
-        .with_context(|| format!("creating {}", s.paths.state_dir.display()))?;
+async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
+    statedir::prepare(&s.paths.state_dir)?;
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = open_store(s).await?;
     let secrets = load_secrets(s)?;
@@ -264,7 +288,19 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     tokio::spawn(sluice_daemon::api::serve(listener, api, stop_api.clone()));
     // --- end socket API ---
 
-    let mut webhook_opts = sluice_daemon::triggers::webhook::WebhookOptions::default();
+    let mut webhook_opts = sluice_daemon::triggers::webhook::WebhookOptions {
+        max_connections: budget.webhook_connections(),
+        ..Default::default()
+    };
+    if let Some(n) = s.config.http.max_connections_per_peer {
+        webhook_opts.max_per_peer = n;
+    }
+    tracing::info!(
+        nofile = budget.soft,
+        per_peer = webhook_opts.max_per_peer,
+        webhook_connections = webhook_opts.max_connections,
+        "file descriptor budget"
+    );
     if let Some(text) = &s.config.http.max_body {
         webhook_opts.max_body =
             sluice_daemon::triggers::webhook::parse_size(text).context("[http] max_body")?;
@@ -450,6 +486,8 @@ async fn submit(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     };
     let inputs = parse_inputs(&args.inputs)?;
+    // The queued run executes as the daemon's user: the same trust checks apply.
+    statedir::prepare(&s.paths.state_dir)?;
     let store = open_store(s).await?;
     let run = sluice_daemon::engine::enqueue(
         &store,
@@ -473,8 +511,7 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     };
     let inputs = parse_inputs(&args.inputs)?;
-    std::fs::create_dir_all(&s.paths.state_dir)
-        .with_context(|| format!("creating {}", s.paths.state_dir.display()))?;
+    statedir::prepare(&s.paths.state_dir)?;
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = open_store(s).await?;
     let secrets = load_secrets(s)?;

@@ -472,15 +472,17 @@ async fn clients_reconnect_after_a_restart_and_stale_sockets_are_replaced() {
     let runs = c.call("runs.list", json!({})).await.unwrap();
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
     // A live socket is never taken over: a second daemon on it refuses to start.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluiced"))
-        .arg("--state-dir")
-        .arg(d.path("other-state"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("--pipelines")
-        .arg(d.path("pipelines"))
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluiced"))
+            .arg("--state-dir")
+            .arg(d.path("other-state"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .arg("--pipelines")
+            .arg(d.path("pipelines")),
+        60,
+        "a second sluiced on a live socket",
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("already listening"),

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -34,27 +33,23 @@ fn start(state: &Path) -> Child {
         .spawn()
         .expect("spawn sluiced");
     let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("sluiced: ready") => break,
-            Some(Ok(_)) => {}
-            other => panic!("sluiced did not become ready: {other:?}"),
-        }
-    }
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // Its reader thread keeps draining stderr so the daemon never blocks on a full pipe.
+    common::Lines::new(stderr).wait_for(60, "sluiced's ready line", |l| {
+        l.starts_with("sluiced: ready")
+    });
     child
 }
 
 fn submit(state: &Path, file: &Path, n: u32) {
-    let out = sluiced(state)
-        .arg("submit")
-        .arg(file)
-        .arg("-i")
-        .arg(format!("n={n}"))
-        .output()
-        .expect("submit");
+    let out = common::output_within(
+        sluiced(state)
+            .arg("submit")
+            .arg(file)
+            .arg("-i")
+            .arg(format!("n={n}")),
+        60,
+        "sluiced submit",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -179,9 +174,10 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
     // SIGTERM stops it cleanly.
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || daemon.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        common::wait_exit(&mut daemon, 90, "sluiced to stop after SIGTERM")
+    })
+    .await
+    .unwrap();
     assert!(status.success(), "{status:?}");
 }

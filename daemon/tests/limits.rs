@@ -8,7 +8,6 @@ mod common;
 mod daemon;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -101,16 +100,10 @@ impl Sluiced {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("sluiced: ready") => break,
-                Some(Ok(line)) => seen.push(line),
-                other => panic!("sluiced did not start: {other:?}\n{}", seen.join("\n")),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        // Its reader thread keeps draining stderr after the ready line.
+        common::Lines::new(stderr).wait_for(60, "sluiced's ready line", |l| {
+            l.starts_with("sluiced: ready")
+        });
         self.child = Some(child);
     }
 

@@ -503,6 +503,8 @@ async fn idle_connections_do_not_starve_deliveries() {
     let h = start(
         WebhookOptions {
             header_timeout: Duration::from_secs(2),
+            // Every client here is 127.0.0.1: only the global cap is under test.
+            max_per_peer: 1024,
             ..WebhookOptions::default()
         },
         None,

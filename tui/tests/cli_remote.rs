@@ -35,12 +35,14 @@ impl Daemon {
 }
 
 fn sluice_at(socket: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("SLUICE_SOCKET", socket)
-        .env("COLUMNS", "80")
-        .output()
-        .unwrap()
+    common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env("SLUICE_SOCKET", socket)
+            .env("COLUMNS", "80"),
+        common::COMMAND_SECS,
+        &format!("sluice {}", args.join(" ")),
+    )
 }
 
 fn out(o: &Output) -> String {

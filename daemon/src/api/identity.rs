@@ -16,7 +16,8 @@ pub struct Caller {
     pub groups: Vec<String>,
 }
 
-fn user_name(uid: u32) -> Option<(String, u32)> {
+/// The user name and primary group of `uid`, from the user database.
+pub(crate) fn user_name(uid: u32) -> Option<(String, u32)> {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: zeroed passwd is a valid out-parameter; buf outlives the call and
     // its length is passed; the result pointer is checked before use.

@@ -72,9 +72,15 @@ async fn run(node: &PluginNode, ctx: &NodeContext) -> Result<Outcome, NodeError>
         stderr_cap: MAX_CAPTURE,
         ..Spec::default()
     };
-    let finished = process::run(ctx, spec)
-        .await
-        .map_err(|e| NodeError::fatal(format!("cannot start plugin {}: {e}", path.display())))?;
+    let finished = process::run(ctx, spec).await.map_err(|e| {
+        let message = format!("cannot start plugin {}: {e}", path.display());
+        // Out of file descriptors passes; the retry policy gets another go.
+        if crate::fdlimit::is_exhaustion(&e) {
+            NodeError::retryable(message)
+        } else {
+            NodeError::fatal(message)
+        }
+    })?;
 
     let stderr = finished.stderr.text(&ctx.redactor);
     let last_stderr = finished

@@ -22,6 +22,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sluice_shared::model::node::RetryIf;
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 
 use super::log::MAX_LINE_BYTES;
 use super::{LogSink, NodeContext};
+use crate::fdlimit;
 use crate::secrets::Redactor;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
@@ -52,6 +54,22 @@ const LAST_LINE_CHARS: usize = 300;
 
 /// Upper bound for marking descriptors close-on-exec when `close_range` is unavailable.
 const FALLBACK_MAX_FD: libc::c_int = 1024;
+
+/// How long starting a child may keep failing for want of file descriptors
+/// (waiting with backoff) before the attempt fails, retryably.
+const SPAWN_EXHAUSTION_LIMIT: Duration = Duration::from_secs(30);
+
+/// The umask children start with; `NO_UMASK`: the daemon's own.
+static CHILD_UMASK: AtomicU32 = AtomicU32::new(NO_UMASK);
+const NO_UMASK: u32 = u32::MAX;
+
+/// Gives node processes `mask` as their umask. sluiced runs with 077 so its
+/// own files are private, but scripts should create files as the operator's
+/// shell (or the unit's `UMask=`) would, so they get the umask sluiced was
+/// started with.
+pub fn set_child_umask(mask: u32) {
+    CHILD_UMASK.store(mask, Ordering::Relaxed);
+}
 
 /// What to run and how.
 #[derive(Debug, Default)]
@@ -213,7 +231,13 @@ pub async fn run(ctx: &NodeContext, spec: Spec) -> io::Result<Finished> {
     }
 
     let mut cmd = command(&spec, &ctx.base_env);
-    let mut child = cmd.spawn()?;
+    let Some(mut child) = spawn(ctx, &mut cmd).await? else {
+        return Ok(Finished {
+            end: End::Cancelled,
+            stdout: stdout_cap,
+            stderr: stderr_cap,
+        });
+    };
     let pgid = child
         .id()
         .and_then(|pid| i32::try_from(pid).ok())
@@ -290,6 +314,37 @@ pub async fn run(ctx: &NodeContext, spec: Spec) -> io::Result<Finished> {
     })
 }
 
+/// Starts the child. Out of file descriptors (EMFILE/ENFILE) is waited out
+/// with backoff, noted once in the node log, for up to
+/// [`SPAWN_EXHAUSTION_LIMIT`]; `None`: the attempt was cancelled meanwhile.
+async fn spawn(ctx: &NodeContext, cmd: &mut Command) -> io::Result<Option<Child>> {
+    let started = Instant::now();
+    let mut backoff = fdlimit::Backoff::default();
+    loop {
+        let e = match cmd.spawn() {
+            Ok(child) => return Ok(Some(child)),
+            Err(e) => e,
+        };
+        if !fdlimit::is_exhaustion(&e) || started.elapsed() >= SPAWN_EXHAUSTION_LIMIT {
+            return Err(e);
+        }
+        let (pause, first) = backoff.failed();
+        if first {
+            tracing::warn!(run = %ctx.run, node = %ctx.node, error = %e, "cannot start a node process yet: out of file descriptors; retrying");
+            ctx.log
+                .note(&format!(
+                    "cannot start the process yet ({e}); retrying for up to {} s",
+                    SPAWN_EXHAUSTION_LIMIT.as_secs()
+                ))
+                .await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = ctx.cancel.cancelled() => return Ok(None),
+        }
+    }
+}
+
 fn end_of(status: ExitStatus) -> End {
     match (status.code(), status.signal()) {
         (Some(code), _) => End::Exited(code),
@@ -324,13 +379,17 @@ fn command(spec: &Spec, base_env: &[(String, String)]) -> Command {
     .stderr(Stdio::piped())
     .process_group(0)
     .kill_on_drop(true);
+    let umask = CHILD_UMASK.load(Ordering::Relaxed);
     // SAFETY: the closure runs in the forked child between fork and exec,
     // where only async-signal-safe functions may be called. It makes raw
-    // `close_range`/`fcntl` system calls on integer arguments and nothing else:
-    // no allocation, no locks, no panics.
+    // `close_range`/`fcntl`/`umask` system calls on integer arguments and
+    // nothing else: no allocation, no locks, no panics.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             mark_inherited_fds_cloexec();
+            if umask != NO_UMASK {
+                libc::umask(umask as libc::mode_t);
+            }
             Ok(())
         });
     }

@@ -69,10 +69,16 @@ async fn run(node: &ShellNode, ctx: &NodeContext) -> Result<Outcome, NodeError> 
         } else {
             e.to_string()
         };
-        NodeError::fatal(format!(
+        let message = format!(
             "cannot start the shell '{}': {why}",
             ctx.redactor.redact(shell)
-        ))
+        );
+        // Out of file descriptors passes; the retry policy gets another go.
+        if crate::fdlimit::is_exhaustion(&e) {
+            NodeError::retryable(message)
+        } else {
+            NodeError::fatal(message)
+        }
     })?;
 
     let stdout = finished.stdout.text(&ctx.redactor);

@@ -4,6 +4,7 @@
 //! run (deduplicated by a delivery key when there is one) and starts it.
 
 pub mod cron;
+pub mod peers;
 pub mod webhook;
 
 use std::collections::HashMap;

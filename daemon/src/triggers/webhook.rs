@@ -75,6 +75,8 @@ pub struct WebhookOptions {
     pub body_timeout: Duration,
     /// Connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// Connections one client address may hold open; beyond, 503 and close.
+    pub max_per_peer: usize,
 }
 
 impl Default for WebhookOptions {
@@ -84,6 +86,7 @@ impl Default for WebhookOptions {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            max_per_peer: 256,
         }
     }
 }
@@ -183,6 +186,8 @@ pub async fn serve(listener: TcpListener, state: WebhookState, shutdown: Cancell
     let app = router(state.clone());
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(state.opts.max_connections.max(1)));
+    let peers = super::peers::PeerSlots::new(state.opts.max_per_peer);
+    let mut backoff = crate::fdlimit::Backoff::default();
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => match p {
@@ -193,17 +198,36 @@ pub async fn serve(listener: TcpListener, state: WebhookState, shutdown: Cancell
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(c) => c,
+                Ok(c) => {
+                    if backoff.succeeded() {
+                        tracing::info!("webhook listener: accepting connections again");
+                    }
+                    c
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "webhook listener: accept failed");
+                    // Out of file descriptors (the pending connection stays
+                    // queued) and the like: back off instead of spinning, and
+                    // say so once per streak, not once per try.
+                    let (pause, first) = backoff.failed();
+                    if first {
+                        let why = if crate::fdlimit::is_exhaustion(&e) {
+                            "out of file descriptors; retrying with backoff"
+                        } else {
+                            "retrying with backoff"
+                        };
+                        tracing::warn!(error = %e, "webhook listener: accept failed: {why}");
+                    }
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        () = tokio::time::sleep(pause) => continue,
                         () = shutdown.cancelled() => break,
                     }
                 }
             },
             () = shutdown.cancelled() => break,
+        };
+        let Some(peer_slot) = peers.claim(peer.ip()) else {
+            tracker.spawn(refuse_busy_peer(stream, peer, permit));
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -211,6 +235,7 @@ pub async fn serve(listener: TcpListener, state: WebhookState, shutdown: Cancell
         let stop = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
+            let _peer_slot = peer_slot;
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
@@ -239,6 +264,28 @@ pub async fn serve(listener: TcpListener, state: WebhookState, shutdown: Cancell
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Tells a client over its per-address connection cap to come back later,
+/// without reading its request, and closes (the connection slot is held
+/// until then: the descriptor is still in use).
+async fn refuse_busy_peer(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    use tokio::io::AsyncWriteExt;
+    tracing::debug!(%peer, "webhook listener: too many connections from this address");
+    const BODY: &str = "{\"error\":\"too many connections from your address; retry later\"}\n";
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 async fn readyz(State(st): State<WebhookState>) -> Response {

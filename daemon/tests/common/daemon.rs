@@ -2,7 +2,6 @@
 //! speaking to its socket (the protocol types come from `sluice_shared`).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,33 +67,12 @@ impl Daemon {
             .spawn()
             .expect("spawn sluiced");
         let stderr = child.stderr.take().expect("stderr");
-        // Lines are read on a thread so that waiting for the ready line has a deadline.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    // Nobody listens any more: keep draining so the daemon never blocks.
-                }
-            }
+        // The reader thread keeps draining stderr after the ready line.
+        let line = crate::common::Lines::new(stderr).wait_for(60, "sluiced's ready line", |l| {
+            l.starts_with("sluiced: ready")
         });
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("sluiced: ready") => {
-                    if let Some(at) = line.find("http ") {
-                        self.http = line[at + 5..].trim_end_matches(')').to_owned();
-                    }
-                    break;
-                }
-                Ok(line) => seen.push(line),
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("sluiced did not become ready ({e}):\n{}", seen.join("\n"))
-                }
-            }
+        if let Some(at) = line.find("http ") {
+            self.http = line[at + 5..].trim_end_matches(')').to_owned();
         }
         self.child = Some(child);
     }
@@ -103,7 +81,8 @@ impl Daemon {
         if let Some(mut child) = self.child.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
+            // Bounded by the shutdown grace and the HTTP drain, with room to spare.
+            crate::common::wait_exit(&mut child, 90, "sluiced to stop after SIGTERM");
         }
     }
 

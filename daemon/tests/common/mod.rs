@@ -154,3 +154,131 @@ pub fn alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     unsafe { libc::kill(pid, 0) == 0 }
 }
+
+/// A child's output read on a thread, so a test can wait for a line with a
+/// deadline instead of blocking on the pipe forever.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    /// Every line received so far (for failure messages).
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Starts reading `stream` (the thread drains it to the end, so the child
+    /// never blocks on a full pipe, even once nobody waits for lines).
+    pub fn new(stream: impl std::io::Read + Send + 'static) -> Self {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line matching `pred`; panics after `secs` seconds or when the
+    /// stream ends, saying `what` it waited for and what it saw.
+    pub fn wait_for(&mut self, secs: u64, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "timed out after {secs} s waiting for {what}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "the stream ended before {what}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every line until the stream ends; panics after `secs` seconds.
+    pub fn rest(&mut self, secs: u64, what: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let start = self.seen.len();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return self.seen[start..].to_vec();
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "timed out after {secs} s waiting for {what}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+/// Waits for `child` to exit; after `secs` seconds kills it and panics, saying `what`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("timed out after {secs} s waiting for {what} (killed it)");
+            }
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    }
+}
+
+/// Runs `cmd` to its end like `Command::output`, but kills it and panics
+/// after `secs` seconds, saying `what`.
+pub fn output_within(
+    cmd: &mut std::process::Command,
+    secs: u64,
+    what: &str,
+) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let status = wait_exit(&mut child, secs, what);
+    // The readers end with the child (unless it left a grandchild holding the
+    // pipes, which the tests here do not start).
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}

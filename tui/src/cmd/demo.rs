@@ -2,10 +2,14 @@
 //! socket and state directory, a few runs started (one waits for an approval,
 //! one fails), and the console opened on it. Quitting stops the daemon and
 //! removes the directory. `--no-console` prints a live event feed instead,
-//! until Ctrl-C.
+//! until Ctrl-C or SIGTERM.
+//!
+//! The directory (`$TMPDIR/sluice-demo-<pid>-<random>`) is created
+//! exclusively and private (0700): a predictable name would let another local
+//! user plant it, or a database in it, before the demo starts.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -47,22 +51,58 @@ const PIPELINES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The demo's temporary directory, removed when the demo ends.
-struct TempDir(PathBuf);
+/// Names of demo directories start with this, then the demo's pid and `-`.
+const DIR_PREFIX: &str = "sluice-demo-";
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// SIGINT and SIGTERM, listened for from the start: a stream made once keeps
+/// a signal that arrives while the feed is busy printing, where a fresh
+/// `ctrl_c()` per loop turn would lose it (and the demo would never stop).
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }
 
 /// Runs the demo: the console, or with `no_console` the event feed.
 pub async fn run(no_console: bool, console: ConsoleOptions) -> anyhow::Result<Exit> {
-    remove_abandoned();
-    let dir = TempDir(std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id())));
-    let (daemon, socket) = start(&dir.0)?;
-    let result = if no_console {
-        feed(&dir.0, &socket).await
+    // Before anything exists to clean up, so no signal finds the default
+    // action (death, directory left behind). The console reads Ctrl-C as a
+    // key and is left as it was.
+    let signals = if no_console {
+        Some(StopSignals::new()?)
+    } else {
+        None
+    };
+    // Removed on drop, after the daemon is stopped.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+        // mkdir's own mode, so the directory is never open to others, even briefly.
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .context("creating the demo's temporary directory")?;
+    let me = std::fs::metadata(dir.path())
+        .context("reading the demo's temporary directory")?
+        .uid();
+    remove_abandoned(me, dir.path());
+    let (daemon, socket) = start(dir.path())?;
+    let result = if let Some(signals) = signals {
+        feed(dir.path(), &socket, signals).await
     } else {
         start_runs(&socket).await?;
         console::run(ConsoleOptions { socket, ..console })
@@ -97,10 +137,11 @@ async fn start_runs(socket: &Path) -> anyhow::Result<()> {
 }
 
 /// Removes the directories of demos that were killed before they could
-/// clean up: their `sluice` (named in the directory) and their `sluiced`
-/// (named in the state lock) are both gone. Also removes flaky-pipeline
-/// markers older than a minute.
-fn remove_abandoned() {
+/// clean up: owned by `me` (uid), and their `sluice` (named in the
+/// directory) and their `sluiced` (named in the state lock) are both gone.
+/// Also removes our flaky-pipeline markers older than a minute. `current`
+/// is this demo's own directory.
+fn remove_abandoned(me: u32, current: &Path) {
     // Liveness is read from /proc; elsewhere nothing is removed.
     if !Path::new("/proc/self").exists() {
         return;
@@ -118,6 +159,14 @@ fn remove_abandoned() {
         return;
     };
     for e in entries.flatten() {
+        // Only our own plain files and directories: never follow a link, never
+        // touch another user's files (as root we could).
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if meta.uid() != me || meta.file_type().is_symlink() || e.path() == current {
+            continue;
+        }
         let name = e.file_name().to_string_lossy().into_owned();
         // The flaky demo pipeline's marker outlives a demo stopped between the
         // attempts; a live demo's marker lasts one backoff (at most 10 s).
@@ -131,9 +180,14 @@ fn remove_abandoned() {
             }
             continue;
         }
-        let Some(pid) = name.strip_prefix("sluice-demo-") else {
+        // `sluice-demo-<pid>-<random>`, or `sluice-demo-<pid>` from older demos.
+        let Some(rest) = name.strip_prefix(DIR_PREFIX) else {
             continue;
         };
+        if !meta.is_dir() {
+            continue;
+        }
+        let pid = rest.split('-').next().unwrap_or_default();
         let lock = e.path().join("state").join("sluiced.lock");
         let daemon = std::fs::read_to_string(&lock).unwrap_or_default();
         if !alive(pid) && !alive(&daemon) {
@@ -238,7 +292,13 @@ fn start(dir: &Path) -> anyhow::Result<(Daemon, PathBuf)> {
     let log = dir.join("sluiced.log");
     std::thread::spawn(move || {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::File::create(log) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(log);
+        if let Ok(mut f) = file {
             for line in lines.map_while(Result::ok) {
                 let _ = writeln!(f, "{line}");
             }
@@ -251,8 +311,8 @@ fn clock() -> String {
     jiff::Zoned::now().strftime("%H:%M:%S").to_string()
 }
 
-/// Prints the demo's events until Ctrl-C.
-async fn feed(dir: &Path, socket: &Path) -> anyhow::Result<Exit> {
+/// Prints the demo's events until Ctrl-C or SIGTERM.
+async fn feed(dir: &Path, socket: &Path, mut signals: StopSignals) -> anyhow::Result<Exit> {
     let socket = socket.to_path_buf();
     let mut client = Client::connect(&socket).await?;
     let pipelines: Vec<PipelineSummary> = client.call("pipelines.list", json!({})).await?;
@@ -287,7 +347,7 @@ async fn feed(dir: &Path, socket: &Path) -> anyhow::Result<Exit> {
     loop {
         let n = tokio::select! {
             n = client.notification() => n?,
-            _ = tokio::signal::ctrl_c() => break,
+            () = signals.recv() => break,
         };
         if n.method == "lagged" {
             emit(&format!("{} (some events skipped)\n", clock()))?;
