@@ -214,8 +214,8 @@ impl TemplateEngine {
         // Quoted text for a shell that parses it again (`ssh host ...`, `sh -c`);
         // in `run:` it is still passed as a value, quotes and all.
         env.add_filter("quote", |s: String| shell_quote(&s));
-        // minijinja's own tojson marks its result safe (for HTML), which would let
-        // JSON text through shell quoting unquoted; ours returns plain text.
+        // minijinja's own tojson marks its result safe (for HTML), which would
+        // write JSON text into shell scripts as code; ours returns plain text.
         env.add_filter(
             "tojson",
             |v: JinjaValue, indent: Option<usize>| -> Result<String, Error> {

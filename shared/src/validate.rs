@@ -663,9 +663,10 @@ fn check_shell_values(c: &mut Checker<'_>, path: &DocPath, source: &str) {
                 path,
                 false,
                 format!("`{shown}` is written into the script as code (line {line} of the script)"),
-                Some(format!(
+                Some(
                     "drop `| safe` unless the value is script text you control; without it any value arrives intact"
-                )),
+                        .into(),
+                ),
             );
             continue;
         }
