@@ -572,6 +572,8 @@ pub struct ShellSite {
     pub line: usize,
     /// The quoting around it, with `{% %}` tags left out.
     pub quoting: Quoting,
+    /// The script text of its line before it.
+    pub before: String,
 }
 
 /// The `{{ … }}` of a shell script with the quoting each stands in: the script
@@ -603,8 +605,10 @@ pub fn shell_template_sites(source: &str) -> Vec<ShellSite> {
         if kind == Some('{') {
             let expr = rest[inner_at..inner_at + len]
                 .trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
-            let line = source[..consumed + open].matches('\n').count() + 1;
-            found.push((text.len(), expr.to_owned(), line));
+            let upto = &source[..consumed + open];
+            let line = upto.matches('\n').count() + 1;
+            let before = upto.rsplit('\n').next().unwrap_or_default().to_owned();
+            found.push((text.len(), expr.to_owned(), line, before));
             // Any word will do: only the position is looked up.
             text.push('v');
         }
@@ -616,10 +620,11 @@ pub fn shell_template_sites(source: &str) -> Vec<ShellSite> {
     let map = QuotingMap::new(&text);
     found
         .into_iter()
-        .map(|(pos, expr, line)| ShellSite {
+        .map(|(pos, expr, line, before)| ShellSite {
             expr,
             line,
             quoting: map.at(pos),
+            before,
         })
         .collect()
 }
@@ -639,15 +644,42 @@ fn tag_end(s: &str, close: &str) -> Option<usize> {
     None
 }
 
-/// Whether an expression ends up marked safe by a `| safe` filter.
-fn uses_safe(expr: &str) -> bool {
+/// Whether an expression applies the filter `name`.
+fn uses_filter(expr: &str, name: &str) -> bool {
     expr.split('|').skip(1).any(|filter| {
         filter
             .trim_start()
             .split(|c: char| c == '(' || c.is_whitespace())
             .next()
-            == Some("safe")
+            == Some(name)
     })
+}
+
+/// The command that parses the value's text as a script again, if the simple
+/// command around it plainly is one: `eval` and `ssh` (which joins its
+/// arguments into a remote command) for any value, `sh -c "…"`, `su -c "…"` and
+/// the like for a double-quoted one. A heuristic for a warning: it reads the
+/// words of the line before the value, not the shell's grammar.
+fn reparsed_by(before: &str, quoting: Quoting) -> Option<&'static str> {
+    let command = before
+        .rsplit([';', '&', '|', '(', '`'])
+        .next()
+        .unwrap_or(before);
+    let mut words = command.split_whitespace().skip_while(|w| {
+        w.contains('=') || ["sudo", "exec", "command", "then", "do", "else"].contains(w)
+    });
+    let first = words.next()?;
+    match first.rsplit('/').next().unwrap_or(first) {
+        "eval" => Some("eval"),
+        "ssh" => Some("ssh"),
+        "sh" | "bash" | "dash" | "ksh" | "zsh"
+            if quoting == Quoting::Double && words.any(|w| w == "-c") =>
+        {
+            Some("sh -c")
+        }
+        "su" if quoting == Quoting::Double && words.any(|w| w == "-c") => Some("su -c"),
+        _ => None,
+    }
 }
 
 /// Templates in `run` the shell cannot expand are errors; `| safe` is a warning.
@@ -658,7 +690,7 @@ fn check_shell_values(c: &mut Checker<'_>, path: &DocPath, source: &str) {
     for site in shell_template_sites(source) {
         let shown = format!("{{{{ {} }}}}", site.expr);
         let line = site.line;
-        if uses_safe(&site.expr) {
+        if uses_filter(&site.expr, "safe") {
             c.warn(
                 path,
                 false,
@@ -672,6 +704,24 @@ fn check_shell_values(c: &mut Checker<'_>, path: &DocPath, source: &str) {
         }
         let q = site.quoting;
         if q.reference("V").is_some() {
+            if q != Quoting::Comment
+                && !uses_filter(&site.expr, "quote")
+                && let Some(cmd) = reparsed_by(&site.before, q)
+            {
+                c.warn(
+                    path,
+                    false,
+                    format!("`{shown}` goes into text that `{cmd}` parses as a script again, where the value becomes code (line {line} of the script)"),
+                    Some(if cmd == "sh -c" {
+                        format!(
+                            "pass it as an argument (sh -c '… \"$1\"' sh {shown}) or quote it for that shell: {{{{ {} | quote }}}}",
+                            site.expr
+                        )
+                    } else {
+                        format!("quote it for that shell: {{{{ {} | quote }}}}", site.expr)
+                    }),
+                );
+            }
             continue;
         }
         let hint = match q {

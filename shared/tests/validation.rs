@@ -526,6 +526,21 @@ fn example_pipelines_all_validate() {
 }
 
 #[test]
+fn demo_pipelines_validate_without_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo");
+    let set = load_paths(&[dir], &no_plugins());
+    assert!(!set.files.is_empty());
+    for f in &set.files {
+        assert!(
+            f.is_valid() && f.diagnostics.is_empty(),
+            "{}: {:#?}",
+            f.path.display(),
+            f.diagnostics
+        );
+    }
+}
+
+#[test]
 fn the_same_pipeline_reads_the_same_in_all_three_syntaxes() {
     let yaml = "inputs:\n  n: { type: integer, default: 2 }\nnodes:\n  - id: a\n    kind: shell\n    run: echo {{ inputs.n }}\n  - id: b\n    kind: transform\n    needs: [a]\n    output: { x: \"{{ nodes.a.output.stdout }}\" }\n";
     let toml = "[inputs.n]\ntype = \"integer\"\ndefault = 2\n\n[[nodes]]\nid = \"a\"\nkind = \"shell\"\nrun = \"echo {{ inputs.n }}\"\n\n[[nodes]]\nid = \"b\"\nkind = \"transform\"\nneeds = [\"a\"]\noutput = { x = \"{{ nodes.a.output.stdout }}\" }\n";
@@ -717,5 +732,49 @@ fn every_bad_shell_value_in_a_script_is_reported() {
             "`{{ inputs.v }}` is inside single quotes, where the shell expands nothing (line 1 of the script)",
             "`{{ inputs.v }}` is inside $'…' quotes, where the shell expands nothing (line 2 of the script)",
         ]
+    );
+}
+
+#[test]
+fn values_a_second_shell_parses_draw_a_warning() {
+    let warned = |run: &str| {
+        let src = format!(
+            "inputs:\n  v: {{ type: string, default: x }}\nnodes:\n  - id: a\n    kind: shell\n    run: {}\n",
+            serde_json::to_string(run).unwrap()
+        );
+        let f = sluice_shared::load_source(Path::new("r.yaml"), &src, &no_plugins());
+        assert!(f.is_valid(), "{run}: {:#?}", f.diagnostics);
+        f.diagnostics
+            .iter()
+            .filter(|d| d.message.contains("parses as a script again"))
+            .count()
+    };
+    for run in [
+        "sh -c \"echo {{ inputs.v }}\"",
+        "cd /tmp && /bin/bash -c \"ls {{ inputs.v }}\"",
+        "eval \"x={{ inputs.v }}\"",
+        "ssh host ls {{ inputs.v }}",
+        "sudo su -c \"id {{ inputs.v }}\" bob",
+    ] {
+        assert_eq!(warned(run), 1, "{run}");
+    }
+    for run in [
+        "sh -c 'printf \"%s\" \"$1\"' sh {{ inputs.v }}",
+        "ssh host \"ls {{ inputs.v | quote }}\"",
+        "echo \"use ssh or sh -c: {{ inputs.v }}\"",
+        "echo hi; printf '%s' \"{{ inputs.v }}\"",
+    ] {
+        assert_eq!(warned(run), 0, "{run}");
+    }
+    let src = "inputs:\n  v: { type: string, default: x }\nnodes:\n  - id: a\n    kind: shell\n    run: ssh web ls {{ inputs.v }}\n";
+    let f = sluice_shared::load_source(Path::new("r.yaml"), src, &no_plugins());
+    let d = &f.diagnostics[0];
+    assert_eq!(
+        d.message,
+        "`{{ inputs.v }}` goes into text that `ssh` parses as a script again, where the value becomes code (line 1 of the script)"
+    );
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("quote it for that shell: {{ inputs.v | quote }}")
     );
 }
