@@ -14,6 +14,7 @@ pub mod paths;
 pub mod protocol;
 pub mod run;
 pub mod schema;
+pub mod shell_script;
 pub mod suggest;
 pub mod template;
 pub mod validate;

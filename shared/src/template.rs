@@ -2,15 +2,20 @@
 //!
 //! Undefined names are errors, never empty strings. Every render is bounded by
 //! fuel, a recursion limit and an output cap, so a pathological template fails
-//! fast instead of hanging the daemon. In shell scripts every interpolated value
-//! is shell-quoted unless marked `| safe`.
+//! fast instead of hanging the daemon.
+//!
+//! Shell scripts are rendered with [`TemplateEngine::render_shell`]: values never
+//! become script text. Each `{{ value }}` turns into a reference to an environment
+//! variable that carries the value, so the shell expands it without parsing it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 
 use minijinja::value::{Serde, Value as JinjaValue};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
+
+use crate::shell_script::QuotingMap;
 
 /// Instructions a single render or evaluation may execute.
 pub const FUEL: u64 = 200_000;
@@ -21,13 +26,39 @@ pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
 
 const SHELL: &str = "shell";
 
-/// How interpolated values are written out.
+/// Prefix of the environment variables that carry values into shell scripts
+/// (`SLUICE_T_0`, `SLUICE_T_1`, ...); reserved, so a node's own `env` cannot use it.
+pub const SHELL_VALUE_PREFIX: &str = "SLUICE_T_";
+
+// Unicode noncharacters: never meaningful in a script, so they can delimit the
+// placeholder a value leaves in the text until the quoting around it is known.
+const OPEN: char = '\u{FDD0}';
+const CLOSE: char = '\u{FDD1}';
+
+/// How interpolated values are written out by [`TemplateEngine::render_str`].
+/// (Shell scripts have their own entry point, [`TemplateEngine::render_shell`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Escape {
     /// As text.
     Text,
-    /// Shell-quoted, so data cannot become code.
-    Shell,
+}
+
+/// A shell script rendered with its values kept out of the text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShellScript {
+    /// The script, with `"${SLUICE_T_<n>}"` (or `${SLUICE_T_<n>}` inside
+    /// double quotes and heredocs) where each value goes.
+    pub script: String,
+    /// The variables the script references, to pass in the shell's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// Values collected while a shell script renders (a render-local extension).
+#[derive(Default)]
+struct ShellValues {
+    values: Vec<String>,
+    index: HashMap<String, usize>,
+    bytes: usize,
 }
 
 /// Why a template or expression could not be compiled or evaluated.
@@ -138,28 +169,53 @@ impl TemplateEngine {
             }
         });
         env.set_formatter(|out, state, value| {
-            if *state.auto_escape() == AutoEscape::Custom(SHELL.into()) {
-                if value.is_safe() {
-                    return write!(out, "{value}").map_err(Error::from);
-                }
-                let text = if value.is_none() {
-                    String::new()
-                } else {
-                    value.to_string()
-                };
-                let quoted = shell_quote(&text)?;
-                out.write_str(&quoted).map_err(Error::from)
-            } else {
-                minijinja::escape_formatter(out, state, value)
+            if *state.auto_escape() != AutoEscape::Custom(SHELL.into()) {
+                return minijinja::escape_formatter(out, state, value);
             }
+            let text = if value.is_none() {
+                String::new()
+            } else {
+                value.to_string()
+            };
+            if text.contains('\0') {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "a value contains a NUL byte, which cannot be passed to a shell",
+                ));
+            }
+            if value.is_safe() {
+                // `| safe` opts out: the text is script. So are blocks and macro
+                // calls rendered here, which carry their values' placeholders.
+                return out.write_str(&text).map_err(Error::from);
+            }
+            let values = state.get_or_insert_extension_with(ShellValues::default);
+            let n = match values.index.get(&text) {
+                Some(&n) => n,
+                None => {
+                    values.bytes += text.len();
+                    if values.bytes > MAX_OUTPUT {
+                        return Err(Error::new(
+                            ErrorKind::InvalidOperation,
+                            format!(
+                                "the script's values exceed {} MiB",
+                                MAX_OUTPUT / (1024 * 1024)
+                            ),
+                        ));
+                    }
+                    let n = values.values.len();
+                    values.values.push(text.clone());
+                    values.index.insert(text, n);
+                    n
+                }
+            };
+            write!(out, "{OPEN}{n}{CLOSE}").map_err(Error::from)
         });
         env.add_filter("truncate", truncate);
-        // Already quoted: marked safe so shell mode does not quote it twice.
-        env.add_filter("quote", |s: String| {
-            shell_quote(&s).map(JinjaValue::from_safe_string)
-        });
-        // minijinja's own tojson marks its result safe (for HTML), which would let
-        // JSON text through shell quoting unquoted; ours returns plain text.
+        // Quoted text for a shell that parses it again (`ssh host ...`, `sh -c`);
+        // in `run:` it is still passed as a value, quotes and all.
+        env.add_filter("quote", |s: String| shell_quote(&s));
+        // minijinja's own tojson marks its result safe (for HTML), which would
+        // write JSON text into shell scripts as code; ours returns plain text.
         env.add_filter(
             "tojson",
             |v: JinjaValue, indent: Option<usize>| -> Result<String, Error> {
@@ -191,7 +247,6 @@ impl TemplateEngine {
         }
         let name = match escape {
             Escape::Text => "text",
-            Escape::Shell => SHELL,
         };
         let tmpl = self
             .env
@@ -206,6 +261,48 @@ impl TemplateEngine {
             Err(_) if out.overflowed => Err(TemplateError::too_large()),
             Err(e) => Err(TemplateError::from_jinja(&e)),
         }
+    }
+
+    /// Renders a shell script so that no value becomes script text: each
+    /// `{{ value }}` turns into a reference to an environment variable holding
+    /// it, quoted to suit where it stands (see [`crate::shell_script`]). A value
+    /// where no reference can expand (single quotes, `$'…'`, a quoted heredoc,
+    /// after a backslash, arithmetic) is an error. `| safe` text is written as is.
+    pub fn render_shell(&self, source: &str, ctx: &Context) -> Result<ShellScript, TemplateError> {
+        if !source.contains("{{") && !source.contains("{%") {
+            return Ok(ShellScript {
+                script: source.to_owned(),
+                env: Vec::new(),
+            });
+        }
+        if let Some(c) = source.chars().find(|&c| c == OPEN || c == CLOSE) {
+            return Err(TemplateError {
+                message: format!(
+                    "the script contains U+{:04X}, a character sluice reserves for its own use",
+                    u32::from(c)
+                ),
+                line: None,
+            });
+        }
+        let tmpl = self
+            .env
+            .template_from_named_str(SHELL, source)
+            .map_err(|e| TemplateError::from_jinja(&e))?;
+        let mut out = LimitedWriter::default();
+        let values = match tmpl.render_captured_to(ctx.0.clone(), &mut out) {
+            Ok(captured) => captured
+                .state()
+                .get_extension::<ShellValues>()
+                .map(|v| v.values.clone())
+                .unwrap_or_default(),
+            Err(_) if out.overflowed => return Err(TemplateError::too_large()),
+            Err(e) => return Err(TemplateError::from_jinja(&e)),
+        };
+        let text = String::from_utf8(out.buf).map_err(|_| TemplateError {
+            message: "template produced invalid UTF-8".into(),
+            line: None,
+        })?;
+        substitute(&text, &values)
     }
 
     /// Renders every string inside a JSON structure. A string that is a single
@@ -320,6 +417,69 @@ pub fn whole_expression(s: &str) -> Option<&str> {
     (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%")).then_some(inner)
 }
 
+/// Replaces each value placeholder in a rendered script by a reference to the
+/// variable that will carry the value, as the quoting at that spot requires.
+fn substitute(text: &str, values: &[String]) -> Result<ShellScript, TemplateError> {
+    let map = QuotingMap::new(text);
+    let mut script = String::with_capacity(text.len());
+    let mut used = BTreeSet::new();
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(start) = rest.find(OPEN) {
+        let digits_at = start + OPEN.len_utf8();
+        let index = rest[digits_at..].find(CLOSE).and_then(|len| {
+            let digits = &rest[digits_at..digits_at + len];
+            let n = digits
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| digits.parse::<usize>().ok())
+                .flatten()
+                .filter(|&n| n < values.len())?;
+            Some((n, digits_at + len + CLOSE.len_utf8()))
+        });
+        let Some((n, end)) = index else {
+            return Err(mangled());
+        };
+        let pos = offset + start;
+        let name = format!("{SHELL_VALUE_PREFIX}{n}");
+        let quoting = map.at(pos);
+        let Some(reference) = quoting.reference(&name) else {
+            let line = text[..pos].matches('\n').count() + 1;
+            return Err(TemplateError {
+                message: format!(
+                    "a template value would land {} (line {line} of the rendered script)",
+                    quoting.describe()
+                ),
+                line: None,
+            });
+        };
+        script.push_str(&rest[..start]);
+        script.push_str(&reference);
+        used.insert(n);
+        offset += end;
+        rest = &rest[end..];
+    }
+    if rest.contains(CLOSE) {
+        return Err(mangled());
+    }
+    script.push_str(rest);
+    let env = used
+        .into_iter()
+        .map(|n| (format!("{SHELL_VALUE_PREFIX}{n}"), values[n].clone()))
+        .collect();
+    Ok(ShellScript { script, env })
+}
+
+/// A placeholder was cut or altered by a filter applied to rendered script text.
+fn mangled() -> TemplateError {
+    TemplateError {
+        message: "a filter cut or changed the text of a rendered value (e.g. truncate on a \
+                  block that contains one); apply filters to values, not to script text"
+            .into(),
+        line: None,
+    }
+}
+
 fn shell_quote(s: &str) -> Result<String, Error> {
     shlex::try_quote(s).map(|q| q.into_owned()).map_err(|_| {
         Error::new(
@@ -400,25 +560,105 @@ mod tests {
         assert!(err.message.contains("undefined"), "{}", err.message);
     }
 
+    fn shell(source: &str) -> Result<ShellScript, TemplateError> {
+        TemplateEngine::new().render_shell(source, &ctx())
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
-    fn shell_mode_quotes_unless_safe() {
-        let e = TemplateEngine::new();
-        let out = e
-            .render_str("echo {{ inputs.topic }}", &ctx(), Escape::Shell)
-            .unwrap();
-        assert_eq!(out, "echo 'rust; rm -rf /'");
-        let out = e
-            .render_str("echo {{ inputs.topic | safe }}", &ctx(), Escape::Shell)
-            .unwrap();
-        assert_eq!(out, "echo rust; rm -rf /");
-        let out = e
-            .render_str("echo {{ inputs.topic | tojson }}", &ctx(), Escape::Shell)
-            .unwrap();
-        assert_eq!(out, "echo '\"rust; rm -rf /\"'");
-        let out = e
-            .render_str("echo {{ inputs.topic | quote }}", &ctx(), Escape::Shell)
-            .unwrap();
-        assert_eq!(out, "echo 'rust; rm -rf /'");
+    fn shell_values_become_variable_references_quoted_for_their_place() {
+        let out = shell(
+            "echo {{ inputs.topic }} \"n={{ inputs.n }}\"\ncat <<EOF\n{{ inputs.topic }}\nEOF",
+        )
+        .unwrap();
+        assert_eq!(
+            out.script,
+            "echo \"${SLUICE_T_0}\" \"n=${SLUICE_T_1}\"\ncat <<EOF\n${SLUICE_T_0}\nEOF"
+        );
+        assert_eq!(
+            out.env,
+            vars(&[("SLUICE_T_0", "rust; rm -rf /"), ("SLUICE_T_1", "3")])
+        );
+    }
+
+    #[test]
+    fn shell_scripts_without_templates_are_untouched() {
+        let out = shell("echo '{ not a template }' $HOME").unwrap();
+        assert_eq!(out.script, "echo '{ not a template }' $HOME");
+        assert!(out.env.is_empty());
+    }
+
+    #[test]
+    fn safe_is_script_text_and_quote_is_data() {
+        let out = shell("echo {{ inputs.topic | safe }}").unwrap();
+        assert_eq!(out.script, "echo rust; rm -rf /");
+        assert!(out.env.is_empty());
+        let out = shell("ssh host ls {{ inputs.topic | quote }} {{ none }}").unwrap();
+        assert_eq!(
+            out.script,
+            "ssh host ls \"${SLUICE_T_0}\" \"${SLUICE_T_1}\""
+        );
+        assert_eq!(
+            out.env,
+            vars(&[("SLUICE_T_0", "'rust; rm -rf /'"), ("SLUICE_T_1", "")])
+        );
+        let out = shell("echo {{ inputs.topic | tojson }}").unwrap();
+        assert_eq!(out.env, vars(&[("SLUICE_T_0", "\"rust; rm -rf /\"")]));
+    }
+
+    #[test]
+    fn values_in_blocks_and_macros_still_become_references() {
+        let out = shell(
+            "{% macro say(x) %}echo {{ x }}{% endmacro %}{{ say(inputs.topic) }}\n{% for i in [1, 2] %}echo {{ i }}\n{% endfor %}",
+        )
+        .unwrap();
+        assert_eq!(
+            out.script,
+            "echo \"${SLUICE_T_0}\"\necho \"${SLUICE_T_1}\"\necho \"${SLUICE_T_2}\"\n"
+        );
+        assert_eq!(out.env.len(), 3);
+    }
+
+    #[test]
+    fn values_where_the_shell_cannot_expand_them_are_errors() {
+        for (script, place) in [
+            ("echo '{{ inputs.n }}'", "single quotes"),
+            ("echo $'{{ inputs.n }}'", "$'"),
+            ("cat <<'EOF'\n{{ inputs.n }}\nEOF", "quoted delimiter"),
+            ("echo \\{{ inputs.n }}", "backslash"),
+            ("echo $(( {{ inputs.n }} + 1 ))", "arithmetic"),
+            // Logic can hide the quotes from validation; the render still sees them.
+            (
+                "echo {% if true %}'{% endif %}{{ inputs.n }}'",
+                "single quotes",
+            ),
+        ] {
+            let err = shell(script).unwrap_err();
+            assert!(err.message.contains(place), "{script}: {}", err.message);
+            let line = format!("line {} of", script.lines().count().min(2));
+            assert!(err.message.contains(&line), "{script}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn hostile_text_around_values_is_refused_not_misread() {
+        let err = shell("echo \u{FDD0}0\u{FDD1} {{ inputs.n }}").unwrap_err();
+        assert!(err.message.contains("U+FDD0"), "{}", err.message);
+        let err =
+            shell("{% set b %}{{ inputs.topic }}{% endset %}echo {{ b | truncate(2, '') | safe }}")
+                .unwrap_err();
+        assert!(err.message.contains("cut or changed"), "{}", err.message);
+        let nul = Context::from_json(&json!({ "inputs": { "v": "a\u{0}b" } }));
+        let err = TemplateEngine::new()
+            .render_shell("echo {{ inputs.v }}", &nul)
+            .unwrap_err();
+        assert!(err.message.contains("NUL"), "{}", err.message);
     }
 
     #[test]

@@ -92,7 +92,7 @@ proptest! {
         let _ = engine.template_refs(&src);
         let _ = engine.expression_refs(&src);
         let _ = engine.render_str(&src, &ctx, Escape::Text);
-        let _ = engine.render_str(&src, &ctx, Escape::Shell);
+        let _ = engine.render_shell(&src, &ctx);
         let _ = engine.eval_condition(&src, &ctx);
         let _ = engine.render_json(&serde_json::Value::String(src.clone()), &ctx);
     }

@@ -210,6 +210,61 @@ const EXPECTED: &[Expect] = &[
         Some("did you mean 'topic'?"),
     ),
     e(
+        "shell_single_quoted.yaml",
+        6,
+        10,
+        "`{{ inputs.who }}` is inside single quotes, where the shell expands nothing (line 1 of the script)",
+        Some(
+            "move it outside the single quotes, e.g. 'text '\"{{ inputs.who }}\"' more', or use double quotes: \"text {{ inputs.who }} more\"",
+        ),
+    ),
+    e(
+        "shell_single_quoted.toml",
+        8,
+        7,
+        "`{{ inputs.who }}` is inside single quotes",
+        None,
+    ),
+    e(
+        "shell_single_quoted.json",
+        4,
+        45,
+        "`{{ inputs.who }}` is inside single quotes",
+        None,
+    ),
+    e(
+        "shell_quoted_heredoc.yaml",
+        7,
+        7,
+        "`{{ inputs.version }}` is in a heredoc with a quoted delimiter (<<'EOF'), where the shell expands nothing (line 2 of the script)",
+        Some(
+            "unquote the delimiter (<<EOF instead of <<'EOF'): the value still arrives intact; write other $ and ` in the body as \\$ and \\`",
+        ),
+    ),
+    e(
+        "shell_arithmetic.yaml",
+        6,
+        10,
+        "`{{ inputs.n }}` is inside arithmetic ($(( )) or (( ))), where the shell evaluates the value as an expression",
+        Some(
+            "assign it first and check it is a number: n={{ inputs.n }}; case $n in ''|*[!0-9]*) exit 2;; esac; echo $((n + 1))",
+        ),
+    ),
+    e(
+        "shell_escaped.yaml",
+        6,
+        10,
+        "`{{ inputs.v }}` is right after a backslash, which stops the shell expanding it",
+        Some("remove the backslash: the value arrives intact without it"),
+    ),
+    e(
+        "shell_reserved_env.yaml",
+        6,
+        7,
+        "`env` may not set 'SLUICE_T_0': the SLUICE_T_ prefix is reserved: it carries template values into `run`",
+        Some("rename the variable"),
+    ),
+    e(
         "template_unknown_variable.yaml",
         4,
         10,
@@ -471,6 +526,21 @@ fn example_pipelines_all_validate() {
 }
 
 #[test]
+fn demo_pipelines_validate_without_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo");
+    let set = load_paths(&[dir], &no_plugins());
+    assert!(!set.files.is_empty());
+    for f in &set.files {
+        assert!(
+            f.is_valid() && f.diagnostics.is_empty(),
+            "{}: {:#?}",
+            f.path.display(),
+            f.diagnostics
+        );
+    }
+}
+
+#[test]
 fn the_same_pipeline_reads_the_same_in_all_three_syntaxes() {
     let yaml = "inputs:\n  n: { type: integer, default: 2 }\nnodes:\n  - id: a\n    kind: shell\n    run: echo {{ inputs.n }}\n  - id: b\n    kind: transform\n    needs: [a]\n    output: { x: \"{{ nodes.a.output.stdout }}\" }\n";
     let toml = "[inputs.n]\ntype = \"integer\"\ndefault = 2\n\n[[nodes]]\nid = \"a\"\nkind = \"shell\"\nrun = \"echo {{ inputs.n }}\"\n\n[[nodes]]\nid = \"b\"\nkind = \"transform\"\nneeds = [\"a\"]\noutput = { x = \"{{ nodes.a.output.stdout }}\" }\n";
@@ -611,4 +681,100 @@ fn tempfile_dir() -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn shell_values_that_expand_pass_and_safe_is_a_warning() {
+    let src = r#"inputs:
+  v: { type: string, default: x }
+nodes:
+  - id: a
+    kind: shell
+    run: |
+      echo {{ inputs.v }} "a {{ inputs.v }}" x={{ inputs.v }} "$(echo {{ inputs.v }})"
+      cat <<EOF
+      {{ inputs.v }} '{{ inputs.v }}'
+      EOF
+      {% if inputs.v %}cat <<< {{ inputs.v }}{% endif %}
+      echo 'it''s' {{ inputs.v | upper | safe }} # '{{ inputs.v }}
+    inherit_env: [HOME, SLUICE_T_1]
+"#;
+    let file = sluice_shared::load_source(Path::new("s.yaml"), src, &no_plugins());
+    let shown: Vec<String> = file.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(file.diagnostics.len(), 2, "{shown:#?}");
+    let warning = &file.diagnostics[0];
+    assert!(!warning.is_error());
+    assert_eq!(
+        warning.message,
+        "`{{ inputs.v | upper | safe }}` is written into the script as code (line 6 of the script)"
+    );
+    let error = &file.diagnostics[1];
+    assert!(error.is_error());
+    assert_eq!(
+        error.message,
+        "`inherit_env` may not pass 'SLUICE_T_1': the SLUICE_T_ prefix is reserved: it carries template values into `run`"
+    );
+    assert_eq!(error.line, Some(13));
+}
+
+#[test]
+fn every_bad_shell_value_in_a_script_is_reported() {
+    let src = "inputs:\n  v: { type: string, default: x }\nnodes:\n  - id: a\n    kind: shell\n    run: \"echo '{{ inputs.v }}'\\necho $'{{ inputs.v }}' \\\"{{ inputs.v }}\\\"\"\n";
+    let file = sluice_shared::load_source(Path::new("s.yaml"), src, &no_plugins());
+    let messages: Vec<&str> = file
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "`{{ inputs.v }}` is inside single quotes, where the shell expands nothing (line 1 of the script)",
+            "`{{ inputs.v }}` is inside $'…' quotes, where the shell expands nothing (line 2 of the script)",
+        ]
+    );
+}
+
+#[test]
+fn values_a_second_shell_parses_draw_a_warning() {
+    let warned = |run: &str| {
+        let src = format!(
+            "inputs:\n  v: {{ type: string, default: x }}\nnodes:\n  - id: a\n    kind: shell\n    run: {}\n",
+            serde_json::to_string(run).unwrap()
+        );
+        let f = sluice_shared::load_source(Path::new("r.yaml"), &src, &no_plugins());
+        assert!(f.is_valid(), "{run}: {:#?}", f.diagnostics);
+        f.diagnostics
+            .iter()
+            .filter(|d| d.message.contains("parses as a script again"))
+            .count()
+    };
+    for run in [
+        "sh -c \"echo {{ inputs.v }}\"",
+        "cd /tmp && /bin/bash -c \"ls {{ inputs.v }}\"",
+        "eval \"x={{ inputs.v }}\"",
+        "ssh host ls {{ inputs.v }}",
+        "sudo su -c \"id {{ inputs.v }}\" bob",
+    ] {
+        assert_eq!(warned(run), 1, "{run}");
+    }
+    for run in [
+        "sh -c 'printf \"%s\" \"$1\"' sh {{ inputs.v }}",
+        "ssh host \"ls {{ inputs.v | quote }}\"",
+        "echo \"use ssh or sh -c: {{ inputs.v }}\"",
+        "echo hi; printf '%s' \"{{ inputs.v }}\"",
+    ] {
+        assert_eq!(warned(run), 0, "{run}");
+    }
+    let src = "inputs:\n  v: { type: string, default: x }\nnodes:\n  - id: a\n    kind: shell\n    run: ssh web ls {{ inputs.v }}\n";
+    let f = sluice_shared::load_source(Path::new("r.yaml"), src, &no_plugins());
+    let d = &f.diagnostics[0];
+    assert_eq!(
+        d.message,
+        "`{{ inputs.v }}` goes into text that `ssh` parses as a script again, where the value becomes code (line 1 of the script)"
+    );
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("quote it for that shell: {{ inputs.v | quote }}")
+    );
 }

@@ -170,12 +170,19 @@ pub fn render(
 ) -> Result<String, NodeError> {
     ctx.templates
         .render_str(source, &ctx.template, escape)
-        .map_err(|e| {
-            NodeError::fatal(format!(
-                "cannot render `{field}`: {}",
-                ctx.redactor.redact(&e.message)
-            ))
-        })
+        .map_err(|e| render_error(ctx, field, &e))
+}
+
+/// The node error for a template of `field` that failed to render.
+pub fn render_error(
+    ctx: &NodeContext,
+    field: &str,
+    e: &sluice_shared::template::TemplateError,
+) -> NodeError {
+    NodeError::fatal(format!(
+        "cannot render `{field}`: {}",
+        ctx.redactor.redact(&e.message)
+    ))
 }
 
 /// Renders every string of a JSON structure, naming the field in errors.

@@ -1,19 +1,23 @@
 //! `shell`: run a script with `<shell> -c` in its own process group, a clean
 //! environment and no inherited descriptors (see [`super::process`]).
 //!
-//! Template values in `run` are shell-quoted, so data cannot become code;
-//! `env` values and `workdir` are rendered as plain text (they are never
-//! parsed by a shell). Processes the script leaves running in its group are
-//! stopped when it exits.
+//! Template values in `run` never become script text: each is passed in an
+//! environment variable (`SLUICE_T_<n>`) that the rendered script references,
+//! so the shell expands it without parsing it, and secrets stay out of argv
+//! (`/proc/<pid>/cmdline` is readable by every local user; the environment only
+//! by the same user). `env` values and `workdir` are rendered as plain text
+//! (they are never parsed by a shell). Processes the script leaves running in
+//! its group are stopped when it exits.
 
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use sluice_shared::model::node::ShellNode;
-use sluice_shared::template::Escape;
+use sluice_shared::template::{Escape, SHELL_VALUE_PREFIX};
 
 use super::process::{self, End, Spec, exit_code_retryable, signal_name};
 use super::{Execute, MAX_CAPTURE, NodeContext, NodeError, Outcome, render};
+use crate::nodes::render_error;
 
 /// The interpreter when the node names none.
 pub const DEFAULT_SHELL: &str = "/bin/sh";
@@ -33,12 +37,20 @@ impl Execute for ShellNode {
 }
 
 async fn run(node: &ShellNode, ctx: &NodeContext) -> Result<Outcome, NodeError> {
-    let script = render(ctx, "run", &node.run, Escape::Shell)?;
-    let mut env = Vec::with_capacity(node.env.len());
+    let rendered = ctx
+        .templates
+        .render_shell(&node.run, &ctx.template)
+        .map_err(|e| render_error(ctx, "run", &e))?;
+    let mut env = Vec::with_capacity(node.env.len() + rendered.env.len());
     for (name, value) in &node.env {
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(NodeError::fatal(format!(
                 "invalid environment variable name '{name}' in `env`"
+            )));
+        }
+        if name.starts_with(SHELL_VALUE_PREFIX) {
+            return Err(NodeError::fatal(format!(
+                "`env` may not set '{name}': the {SHELL_VALUE_PREFIX} prefix carries template values into `run`"
             )));
         }
         env.push((
@@ -50,6 +62,9 @@ async fn run(node: &ShellNode, ctx: &NodeContext) -> Result<Outcome, NodeError> 
         Some(dir) => Some(checked_workdir(ctx, render(ctx, "workdir", dir, Escape::Text)?).await?),
         None => None,
     };
+    // Last, so nothing inherited can stand in for a value.
+    env.extend(rendered.env);
+    let script = rendered.script;
     let shell = node.shell.as_deref().unwrap_or(DEFAULT_SHELL);
     let script_len = script.len();
     let spec = Spec {
@@ -65,7 +80,9 @@ async fn run(node: &ShellNode, ctx: &NodeContext) -> Result<Outcome, NodeError> 
     };
     let finished = process::run(ctx, spec).await.map_err(|e| {
         let why = if e.raw_os_error() == Some(libc::E2BIG) {
-            format!("the rendered script ({script_len} bytes) is too long to pass as an argument")
+            format!(
+                "the rendered script ({script_len} bytes) or one of its values is too long to pass to a process (128 KiB each, about 2 MiB in all)"
+            )
         } else {
             e.to_string()
         };
@@ -236,14 +253,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn template_values_are_shell_quoted() {
+    async fn template_values_reach_the_script_as_data_in_and_out_of_quotes() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("pwned");
-        let evil = format!("\"; touch {}; echo \"", marker.display());
+        let evil = format!("\"; touch {}; echo \"$(touch {0})", marker.display());
         let (ctx, _rx) = context(json!({ "inputs": { "evil": evil } }), &[]);
-        let out = done(shell("echo {{ inputs.evil }}").execute(&ctx).await);
-        assert_eq!(out["stdout"], format!("{evil}\n"));
+        let out = done(
+            shell("echo {{ inputs.evil }}; echo \"[{{ inputs.evil }}]\"")
+                .execute(&ctx)
+                .await,
+        );
+        assert_eq!(out["stdout"], format!("{evil}\n[{evil}]\n"));
         assert!(!marker.exists(), "the input was executed");
+    }
+
+    #[tokio::test]
+    async fn env_may_not_use_the_prefix_that_carries_values() {
+        let (ctx, _rx) = context(json!({ "inputs": { "v": "x" } }), &[]);
+        let node = ShellNode {
+            env: [("SLUICE_T_0".to_owned(), "spoof".to_owned())]
+                .into_iter()
+                .collect(),
+            ..shell("echo {{ inputs.v }}")
+        };
+        let err = node.execute(&ctx).await.unwrap_err();
+        assert!(
+            err.message.contains("may not set 'SLUICE_T_0'"),
+            "{}",
+            err.message
+        );
+        assert!(!err.retryable);
     }
 
     #[tokio::test]

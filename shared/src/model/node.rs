@@ -149,7 +149,7 @@ impl NodeKind {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellNode {
-    /// The script. Template values are shell-quoted; `| safe` opts out.
+    /// The script. Template values reach it through environment variables, never as script text; `| safe` opts out.
     pub run: String,
     /// Interpreter run with `-c` (default `/bin/sh`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
