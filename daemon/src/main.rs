@@ -233,7 +233,19 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
     // --- socket API ---
     let stop_api = tokio_util::sync::CancellationToken::new();
     let access = Access::from_config(s.config.access.as_ref())?;
-    let audit = Arc::new(Audit::open(engine.store().clone()).await?);
+    // The chain's head is also kept outside the database, so a cut tail is found.
+    let audit = Arc::new(
+        Audit::open_with_head(
+            engine.store().clone(),
+            Some(s.paths.state_dir.join("audit.head")),
+        )
+        .await?,
+    );
+    tokio::spawn(sluice_daemon::audit::watch_pipelines(
+        Arc::clone(&audit),
+        engine.subscribe(),
+        stop_triggers.clone(),
+    ));
     // Limit refusals reach the store and the audit trail in aggregate, every few seconds.
     sluice_daemon::limits::ledger::spawn(
         Arc::clone(engine.limits()),
