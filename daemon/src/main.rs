@@ -201,7 +201,7 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
 
     // The pipeline registry, shared by the triggers and the socket API.
     let registry = Arc::new(Registry::new(engine.store().clone(), engine.events()).await?);
-    registry.set_secret_names(secrets.names());
+    registry.set_secrets(&secrets);
     let validate_opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
     let report = registry.reload(&s.paths.pipelines, &validate_opts).await?;
     tracing::info!(pipelines = registry.list().len(), rejected = report.rejected.len(), dir = %s.paths.pipelines.display(), "pipelines loaded");
@@ -329,7 +329,7 @@ async fn serve(s: &Settings) -> anyhow::Result<ExitCode> {
                         match load_secrets(&new) {
                             // Node templates keep the secrets the engine started with.
                             Ok(secrets) => {
-                                registry.set_secret_names(secrets.names());
+                                registry.set_secrets(&secrets);
                                 webhook_state.set_secrets(secrets);
                             }
                             Err(e) => {

@@ -110,7 +110,9 @@ impl Engine {
         approve: bool,
         reason: Option<String>,
     ) -> Result<DecideResult, EngineError> {
-        let reason = reason.filter(|r| !r.trim().is_empty());
+        let reason = reason
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| self.inner.redactor.redact(&r).into_owned());
         if !approve && reason.is_none() {
             return Err(EngineError::Input("a rejection needs a reason".into()));
         }
@@ -293,7 +295,8 @@ pub(super) async fn open(
     }
     let message = match &node.message {
         Some(m) => match nodes::render(template, "message", m, Escape::Text) {
-            Ok(m) => Some(m),
+            // A message may quote a secret (or an output holding one): stored and announced masked.
+            Ok(m) => Some(template.redactor.redact(&m).into_owned()),
             Err(e) => {
                 return Ok(Opened {
                     id: 0,
