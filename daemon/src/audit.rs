@@ -80,8 +80,15 @@ fn hash(
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
-    let digest = h.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// The newest row as last written: id and hash.
@@ -475,18 +482,29 @@ pub async fn watch_pipelines(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let (hash, source) = match version {
+        let (definition, source): (String, Option<String>) = match version {
             Some(v) => audit
                 .store
-                .version_hash(&name, v)
+                .version_definition(&name, v)
                 .await
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
             None => Default::default(),
         };
-        let detail =
-            json!({ "change": change, "version": version, "content_hash": hash, "file": source });
+        // The file's bytes as they are now (gone once removed) and the definition that runs.
+        let file_sha256 = source
+            .as_deref()
+            .filter(|_| change != "removed")
+            .and_then(|f| std::fs::read(f).ok())
+            .map(|b| sha256_hex(&b));
+        let detail = json!({
+            "change": change,
+            "version": version,
+            "file": source,
+            "file_sha256": file_sha256,
+            "definition_sha256": sha256_hex(definition.as_bytes()),
+        });
         if let Err(e) = audit
             .record(
                 "sluiced",

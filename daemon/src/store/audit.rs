@@ -74,14 +74,14 @@ impl Store {
             .await?)
     }
 
-    /// A stored pipeline version's content hash and source file.
-    pub async fn version_hash(
+    /// A stored pipeline version's definition (JSON text) and source file.
+    pub async fn version_definition(
         &self,
         pipeline: &str,
         version: i64,
     ) -> Result<Option<(String, Option<String>)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT hash, source_path FROM pipeline_versions WHERE pipeline = ? AND version = ?",
+            "SELECT definition, source_path FROM pipeline_versions WHERE pipeline = ? AND version = ?",
         )
         .bind(pipeline)
         .bind(version)
