@@ -533,7 +533,10 @@ async fn a_retried_run_asks_for_approval_again() {
         .find(|n| n["id"] == "gate")
         .unwrap()
         .clone();
-    assert!(gate["reused_from"].is_null(), "the decision is not reused: {gate}");
+    assert!(
+        gate["reused_from"].is_null(),
+        "the decision is not reused: {gate}"
+    );
     assert_ne!(gate["state"], "succeeded", "{gate}");
 }
 
