@@ -1122,6 +1122,78 @@ mod tests {
     }
 
     #[test]
+    fn only_harmless_headers_keep_their_values() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("x-github-event", "push".parse().unwrap());
+        h.insert("x-gitlab-token", "glpat-abc".parse().unwrap());
+        h.insert("x-api-key", "k-123".parse().unwrap());
+        h.insert("x-weird", "anything".parse().unwrap());
+        h.insert("authorization", "Bearer t".parse().unwrap());
+        h.insert(
+            "user-agent",
+            "agent with s3cret-value inside".parse().unwrap(),
+        );
+        let r = Redactor::new(["s3cret-value".to_owned()]);
+        let v = visible_headers(&h, &r);
+        assert_eq!(v["content-type"], "application/json");
+        assert_eq!(v["x-github-event"], "push");
+        assert_eq!(v["x-gitlab-token"], MASK);
+        assert_eq!(v["x-api-key"], MASK);
+        assert_eq!(v["x-weird"], MASK);
+        assert!(v.get("authorization").is_none());
+        assert_eq!(v["user-agent"], "agent with *** inside");
+        // No allowlisted name looks like a credential (the two lists never disagree).
+        for n in HARMLESS_HEADERS {
+            assert!(harmless_header(n), "{n}");
+        }
+        assert!(!harmless_header("x-auth-token"));
+    }
+
+    #[test]
+    fn a_signed_delivery_is_keyed_by_its_webhook_id_only() {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", "msg_1".parse().unwrap());
+        h.insert("idempotency-key", "other".parse().unwrap());
+        assert_eq!(
+            delivery_key(&h, true).ok().flatten().as_deref(),
+            Some("msg_1")
+        );
+        assert_eq!(
+            delivery_key(&h, false).ok().flatten().as_deref(),
+            Some("other")
+        );
+        h.remove("webhook-id");
+        assert_eq!(delivery_key(&h, true).ok().flatten(), None);
+    }
+
+    #[test]
+    fn short_keys_disable_the_trigger_and_name_the_secret() {
+        let hook: WebhookTrigger = serde_json::from_value(
+            serde_json::json!({ "auth": "hmac", "secret": ["weak", "good"] }),
+        )
+        .unwrap();
+        let secrets = Secrets::from_map(std::collections::BTreeMap::from([
+            ("weak".to_owned(), "whsec_".to_owned()),
+            ("good".to_owned(), "0123456789abcdef".to_owned()),
+        ]));
+        assert_eq!(
+            hmac_keys(&hook, &secrets).unwrap(),
+            vec![b"0123456789abcdef".to_vec()]
+        );
+        let only_weak = Secrets::from_map(std::collections::BTreeMap::from([
+            ("weak".to_owned(), "whsec_".to_owned()),
+            ("good".to_owned(), "0123456789abcde".to_owned()),
+        ]));
+        match hmac_keys(&hook, &only_weak) {
+            Err(AuthFailure::Disabled(m)) => {
+                assert!(m.contains("'weak'") && m.contains("'good'"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
