@@ -225,7 +225,7 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
 
     // The pipeline registry, shared by the triggers and the socket API.
     let registry = Arc::new(Registry::new(engine.store().clone(), engine.events()).await?);
-    registry.set_secret_names(secrets.names());
+    registry.set_secrets(&secrets);
     let validate_opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
     let report = registry.reload(&s.paths.pipelines, &validate_opts).await?;
     tracing::info!(pipelines = registry.list().len(), rejected = report.rejected.len(), dir = %s.paths.pipelines.display(), "pipelines loaded");
@@ -257,7 +257,19 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
     // --- socket API ---
     let stop_api = tokio_util::sync::CancellationToken::new();
     let access = Access::from_config(s.config.access.as_ref())?;
-    let audit = Arc::new(Audit::open(engine.store().clone()).await?);
+    // The chain's head is also kept outside the database, so a cut tail is found.
+    let audit = Arc::new(
+        Audit::open_with_head(
+            engine.store().clone(),
+            Some(s.paths.state_dir.join("audit.head")),
+        )
+        .await?,
+    );
+    tokio::spawn(sluice_daemon::audit::watch_pipelines(
+        Arc::clone(&audit),
+        engine.subscribe(),
+        stop_triggers.clone(),
+    ));
     // Limit refusals reach the store and the audit trail in aggregate, every few seconds.
     sluice_daemon::limits::ledger::spawn(
         Arc::clone(engine.limits()),
@@ -359,7 +371,7 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
                         match load_secrets(&new) {
                             // Node templates keep the secrets the engine started with.
                             Ok(secrets) => {
-                                registry.set_secret_names(secrets.names());
+                                registry.set_secrets(&secrets);
                                 webhook_state.set_secrets(secrets);
                             }
                             Err(e) => {

@@ -15,6 +15,9 @@ use sluice_shared::loader::{FileKind, list_pipeline_files, load_set, read_pipeli
 use sluice_shared::validate::ValidateOptions;
 use tokio::sync::broadcast;
 
+use sluice_shared::model::trigger::WebhookAuth;
+
+use crate::secrets::{KeyLengths, MIN_AUTH_KEY_LEN, Secrets};
 use crate::store::{Store, StoreError, VersionId};
 
 /// One known pipeline.
@@ -70,6 +73,61 @@ pub struct Registry {
     /// The secrets configured, when known: webhook triggers naming others are
     /// pointed out as their pipeline loads.
     secret_names: RwLock<Option<BTreeSet<String>>>,
+    /// The configured secrets' lengths as credentials: webhook triggers naming
+    /// one too short for their `auth` are errors (their deliveries get a 401).
+    key_lengths: RwLock<BTreeMap<String, KeyLengths>>,
+}
+
+/// The secrets a pipeline's webhook triggers name that are too short to
+/// authenticate for the trigger's `auth`, with why.
+fn weak_webhook_secrets(
+    p: &Pipeline,
+    lengths: &BTreeMap<String, KeyLengths>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for t in &p.triggers {
+        let sluice_shared::model::Trigger::Webhook(w) = t else {
+            continue;
+        };
+        let Some(secret) = w.webhook.secret.as_ref() else {
+            continue;
+        };
+        for name in secret.names() {
+            let Some(l) = lengths.get(name) else { continue };
+            let why = match w.webhook.auth {
+                WebhookAuth::Hmac => match l.hmac {
+                    None => Some("is a whsec_ value that is not valid base64".to_owned()),
+                    Some(n) if n < MIN_AUTH_KEY_LEN => Some(format!(
+                        "is an HMAC key of {n} bytes; at least {MIN_AUTH_KEY_LEN} are required"
+                    )),
+                    Some(_) => None,
+                },
+                WebhookAuth::Bearer if l.bearer < MIN_AUTH_KEY_LEN => Some(format!(
+                    "is a bearer secret of {} bytes; at least {MIN_AUTH_KEY_LEN} are required",
+                    l.bearer
+                )),
+                _ => None,
+            };
+            if let Some(why) = why
+                && !out.iter().any(|(n, _)| n == name)
+            {
+                out.push((name.to_owned(), why));
+            }
+        }
+    }
+    out
+}
+
+fn weak_secret_message(secret: &str, why: &str) -> String {
+    format!(
+        "a webhook trigger names secret '{secret}', which {why}: it never authenticates, and deliveries it would sign are refused (401)"
+    )
+}
+
+fn log_weak_secrets(p: &Pipeline, lengths: &BTreeMap<String, KeyLengths>) {
+    for (secret, why) in weak_webhook_secrets(p, lengths) {
+        tracing::error!(pipeline = %p.name, "pipeline '{}': {}", p.name, weak_secret_message(&secret, &why));
+    }
 }
 
 /// The secrets a pipeline's webhook triggers name that are not configured.
@@ -139,6 +197,7 @@ impl Registry {
             store,
             events,
             secret_names: RwLock::new(None),
+            key_lengths: RwLock::new(BTreeMap::new()),
         })
     }
 
@@ -158,14 +217,46 @@ impl Registry {
         *known = Some(names);
     }
 
+    /// Takes the configured secrets' names and lengths (never their values):
+    /// see [`Registry::set_secret_names`]; webhook triggers naming a secret
+    /// too short to authenticate are logged as errors and reported by
+    /// [`Registry::warnings`].
+    pub fn set_secrets(&self, secrets: &Secrets) {
+        let lengths = secrets.key_lengths();
+        if let Ok(mut l) = self.key_lengths.write()
+            && *l != lengths
+        {
+            for entry in self.list().iter().filter(|e| e.present) {
+                log_weak_secrets(&entry.pipeline, &lengths);
+            }
+            *l = lengths;
+        }
+        self.set_secret_names(secrets.names());
+    }
+
     /// Problems of loaded pipelines that do not stop them loading: webhook
-    /// triggers naming secrets that are not configured (none until the
-    /// secrets are known).
+    /// triggers naming secrets that are not configured (warnings; none until
+    /// the secrets are known) or too short to authenticate (errors).
     pub fn warnings(&self) -> Vec<Diagnostic> {
-        let Some(known) = self.secret_names.read().ok().and_then(|k| k.clone()) else {
-            return Vec::new();
-        };
+        let lengths = self
+            .key_lengths
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_default();
         let mut out = Vec::new();
+        for entry in self.list().iter().filter(|e| e.present) {
+            for (secret, why) in weak_webhook_secrets(&entry.pipeline, &lengths) {
+                let mut d = Diagnostic::error(&DocPath::root(), weak_secret_message(&secret, &why))
+                    .with_hint(Some(format!(
+                        "replace {secret} with at least {MIN_AUTH_KEY_LEN} random bytes (e.g. `openssl rand -base64 32`) and reload sluiced with SIGHUP"
+                    )));
+                d.file = entry.source.clone();
+                out.push(d);
+            }
+        }
+        let Some(known) = self.secret_names.read().ok().and_then(|k| k.clone()) else {
+            return out;
+        };
         for entry in self.list().iter().filter(|e| e.present) {
             for secret in missing_webhook_secrets(&entry.pipeline, &known) {
                 let mut d = Diagnostic::warning(
@@ -283,6 +374,9 @@ impl Registry {
                 if changed {
                     if let Some(known) = self.secret_names.read().ok().and_then(|k| k.clone()) {
                         warn_missing_secrets(&pipeline, &known);
+                    }
+                    if let Ok(lengths) = self.key_lengths.read() {
+                        log_weak_secrets(&pipeline, &lengths);
                     }
                     report.updated.push(name.clone());
                     events.push(Event::PipelineChanged {

@@ -13,8 +13,12 @@ use serde_json::Value;
 /// What replaces a secret value.
 pub const MASK: &str = "***";
 
-/// Secrets shorter than this are not redacted (they would mask ordinary text).
-const MIN_REDACT_LEN: usize = 4;
+/// Secrets shorter than this are refused at load: masking them would mask
+/// ordinary text, and leaving them unmasked would leak them.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// HMAC keys and bearer secrets shorter than this (in bytes) never authenticate.
+pub const MIN_AUTH_KEY_LEN: usize = 16;
 
 /// Why secrets could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,18 @@ pub enum SecretsError {
         #[source]
         source: std::io::Error,
     },
+    /// A secret is too short to be masked reliably.
+    #[error(
+        "secret '{name}' (from {path}) is {len} characters long; secrets must have at least {MIN_SECRET_LEN} so that they can be masked in logs and outputs"
+    )]
+    TooShort {
+        /// The secret's name.
+        name: String,
+        /// The file or credential it came from.
+        path: PathBuf,
+        /// Its length in characters.
+        len: usize,
+    },
     /// The secrets file is not valid TOML of `name = "value"` pairs.
     #[error("secrets file {path} is not valid: {message}")]
     Format {
@@ -46,6 +62,40 @@ pub enum SecretsError {
         /// What is wrong (never the values).
         message: String,
     },
+}
+
+fn check_len(name: &str, value: &str, path: &Path) -> Result<(), SecretsError> {
+    let len = value.chars().count();
+    if len < MIN_SECRET_LEN {
+        return Err(SecretsError::TooShort {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            len,
+        });
+    }
+    Ok(())
+}
+
+/// The HMAC key of a secret: `whsec_<base64>` decodes (`None` when that is
+/// not base64); anything else is used as is.
+pub fn hmac_key_bytes(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    match secret.strip_prefix("whsec_") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok(),
+        None => Some(secret.as_bytes().to_vec()),
+    }
+}
+
+/// How long a secret is as a credential, for the minimum-length checks
+/// (the lengths only: never the value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyLengths {
+    /// Bytes as a bearer secret.
+    pub bearer: usize,
+    /// Bytes as an HMAC key (`None`: a `whsec_` value that is not base64).
+    pub hmac: Option<usize>,
 }
 
 /// Secret values by name.
@@ -100,6 +150,7 @@ impl Secrets {
             for (name, value) in table {
                 match value {
                     toml::Value::String(s) => {
+                        check_len(&name, &s, file)?;
                         values.insert(name, s);
                     }
                     _ => {
@@ -132,7 +183,9 @@ impl Secrets {
                     source,
                 })?;
                 // Credential files usually end with a newline that is not part of the secret.
-                values.insert(name, text.trim_end_matches(['\n', '\r']).to_owned());
+                let value = text.trim_end_matches(['\n', '\r']);
+                check_len(&name, value, &path)?;
+                values.insert(name, value.to_owned());
             }
         }
         Ok(Self { values })
@@ -146,6 +199,22 @@ impl Secrets {
     /// A secret's value.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
+    }
+
+    /// Each secret's lengths as a credential (never the values).
+    pub fn key_lengths(&self) -> BTreeMap<String, KeyLengths> {
+        self.values
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    KeyLengths {
+                        bearer: v.len(),
+                        hmac: hmac_key_bytes(v).map(|b| b.len()),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// The names of the secrets (never their values).
@@ -183,13 +252,29 @@ impl std::fmt::Debug for Redactor {
 }
 
 impl Redactor {
-    /// A redactor for `values`.
+    /// A redactor for `values`. A value spanning several lines is masked
+    /// whole and line by line, since logs are redacted a line at a time
+    /// (and `\r\n` may stand for `\n`). Values (and lines) shorter than
+    /// [`MIN_SECRET_LEN`] are skipped: loading refuses such secrets.
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {
-        let mut values: Vec<String> = values
+        let mut all = Vec::new();
+        for v in values {
+            if v.contains(['\n', '\r']) {
+                all.extend(
+                    v.split('\n')
+                        .map(|l| l.trim_end_matches('\r').to_owned())
+                        .filter(|l| !l.trim().is_empty()),
+                );
+                all.push(v.replace("\r\n", "\n"));
+                all.push(v.replace("\r\n", "\n").replace('\n', "\r\n"));
+            }
+            all.push(v);
+        }
+        let mut values: Vec<String> = all
             .into_iter()
-            .filter(|v| v.len() >= MIN_REDACT_LEN)
+            .filter(|v| v.chars().count() >= MIN_SECRET_LEN)
             .collect();
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         values.dedup();
         Self { values }
     }
@@ -247,6 +332,72 @@ mod tests {
         );
         let v = r.redact_json(serde_json::json!({"a": ["x hunter22"], "hunter22": 1}));
         assert_eq!(v, serde_json::json!({"a": ["x ***"], "***": 1}));
+    }
+
+    #[test]
+    fn multi_line_secrets_are_masked_whole_and_line_by_line() {
+        let pem =
+            "-----BEGIN KEY-----\nMIIEvQIBADANBg\nkqhkiG9w0BAQEF\n-----END KEY-----\n".to_owned();
+        let r = Redactor::new([pem.clone()]);
+        assert_eq!(r.redact(&format!("key:\n{pem}done")), "key:\n***done");
+        assert_eq!(r.redact(&pem.replace('\n', "\r\n")), "***");
+        // A log sees one line at a time.
+        for line in pem.lines() {
+            assert_eq!(r.redact(&format!("> {line}")), "> ***", "{line}");
+        }
+        assert_eq!(r.redact("ordinary text"), "ordinary text");
+    }
+
+    #[test]
+    fn secrets_too_short_to_mask_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.toml");
+        std::fs::write(&file, "fine = \"long-enough\"\npin = \"x9\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = Secrets::load(None, Some(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("secret 'pin'") && err.contains("at least 4") && !err.contains("x9"),
+            "{err}"
+        );
+        std::fs::write(&file, "empty = \"\"\n").unwrap();
+        let err = Secrets::load(None, Some(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("secret 'empty'") && err.contains("0 characters"),
+            "{err}"
+        );
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(creds.join("otp"), "123\n").unwrap();
+        let err = Secrets::load(Some(&creds), None).unwrap_err().to_string();
+        assert!(
+            err.contains("secret 'otp'") && err.contains("creds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn key_lengths_decode_whsec_and_never_show_values() {
+        let s = Secrets::from_map(BTreeMap::from([
+            ("empty".to_owned(), "whsec_".to_owned()),
+            ("bad".to_owned(), "whsec_!!!".to_owned()),
+            ("raw".to_owned(), "0123456789abcdef".to_owned()),
+        ]));
+        let l = s.key_lengths();
+        assert_eq!(
+            l["empty"],
+            KeyLengths {
+                bearer: 6,
+                hmac: Some(0)
+            }
+        );
+        assert_eq!(l["bad"].hmac, None);
+        assert_eq!(
+            l["raw"],
+            KeyLengths {
+                bearer: 16,
+                hmac: Some(16)
+            }
+        );
     }
 
     #[test]

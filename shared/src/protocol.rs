@@ -17,7 +17,7 @@ use crate::run::{AttemptState, NodeState, Resolution, RetryMode, RunId, RunState
 /// Breaking-change counter: a client with another major version is refused.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Additions counter.
-pub const PROTOCOL_MINOR: u32 = 1;
+pub const PROTOCOL_MINOR: u32 = 2;
 /// Largest frame (one JSON line) accepted by default.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 
@@ -241,6 +241,10 @@ pub struct StatusResult {
     pub approvals_pending: u64,
     /// Where the state lives.
     pub state_dir: String,
+    /// Why the audit trail is broken (rows cut or rewritten), until an admin
+    /// acknowledges it with `audit.ack` (protocol 1.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_problem: Option<String>,
 }
 
 /// One pipeline in `pipelines.list`.
@@ -643,6 +647,23 @@ pub struct AuditVerifyResult {
     /// What is wrong there.
     #[serde(default)]
     pub problem: Option<String>,
+}
+
+/// `audit.ack` parameters (protocol 1.2).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditAckParams {
+    /// What the admin found or did, kept in the acknowledging row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `audit.ack` result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditAckResult {
+    /// The row that records the acknowledgement.
+    pub row: i64,
+    /// The problem acknowledged.
+    pub problem: String,
 }
 
 /// `config.errors` result.

@@ -119,14 +119,18 @@ pub enum Command {
         /// Pipeline name.
         name: String,
     },
-    /// The audit trail, or `audit verify` to check its hash chain.
+    /// The audit trail; `audit verify` checks its hash chain and head,
+    /// `audit ack` (admin) acknowledges a detected cut so the trail continues.
     Audit {
-        /// `verify` checks the chain.
-        #[arg(value_parser = ["verify"])]
+        /// `verify` checks the chain; `ack` acknowledges a broken trail.
+        #[arg(value_parser = ["verify", "ack"])]
         action: Option<String>,
         /// Rows to show.
         #[arg(short = 'n', default_value_t = 20)]
         limit: u32,
+        /// With `ack`: what was found or done, kept in the acknowledging row.
+        #[arg(long)]
+        note: Option<String>,
     },
     /// Resolve a node left in needs_decision by a crash.
     Resolve {

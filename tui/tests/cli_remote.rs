@@ -225,3 +225,53 @@ fn a_webhook_naming_a_missing_secret_is_a_warning_not_a_rejection() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["diagnostics"][0]["severity"], "warning", "{v}");
 }
+
+/// Retrying a run of a disabled pipeline is refused (exit 5), of a removed one
+/// not found (exit 3); a broken audit trail shows in `status`, fails `audit
+/// verify` and refuses changes until `audit ack`.
+#[test]
+fn retry_refusals_and_a_broken_audit_trail_have_their_exit_codes() {
+    let mut d = common::Daemon::started(PIPELINES, "");
+    let sluice = |d: &common::Daemon, args: &[&str]| d.sluice_cols(80, args);
+    let t = sluice(&d, &["trigger", "fails", "--wait", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&t.stdout).unwrap();
+    let failed = v["run"].as_i64().unwrap().to_string();
+    assert_eq!(sluice(&d, &["disable", "fails"]).status.code(), Some(0));
+    let r = sluice(&d, &["retry", &failed, "--all"]);
+    assert_eq!(r.status.code(), Some(5), "{}", err(&r));
+    assert!(err(&r).contains("disabled"), "{}", err(&r));
+    assert_eq!(sluice(&d, &["enable", "fails"]).status.code(), Some(0));
+    std::fs::remove_file(d.dir.path().join("pipelines/fails.yaml")).unwrap();
+    // Rescanned now, rather than waiting for the watcher.
+    assert_eq!(sluice(&d, &["reload"]).status.code(), Some(0));
+    let r = sluice(&d, &["retry", &failed]);
+    assert_eq!(r.status.code(), Some(3), "{}{}", out(&r), err(&r));
+    assert!(err(&r).contains("removed"), "{}", err(&r));
+
+    // The head file says a later row was written than the store holds: a cut tail.
+    d.stop();
+    std::fs::write(
+        d.dir.path().join("state/audit.head"),
+        format!("{{\"id\": 9999, \"hash\": \"{}\"}}", "ab".repeat(32)),
+    )
+    .unwrap();
+    d.start();
+    let s = sluice(&d, &["status"]);
+    assert!(out(&s).contains("AUDIT TRAIL BROKEN"), "{}", out(&s));
+    let v = sluice(&d, &["audit", "verify"]);
+    assert_eq!(v.status.code(), Some(1), "{}", out(&v));
+    assert!(out(&v).contains("BROKEN"), "{}", out(&v));
+    let x = sluice(&d, &["disable", "hello"]);
+    assert_eq!(x.status.code(), Some(1), "{}", err(&x));
+    assert!(err(&x).contains("sluice audit ack"), "{}", err(&x));
+    let a = sluice(&d, &["audit", "ack", "--note", "checked the backup"]);
+    assert_eq!(a.status.code(), Some(0), "{}", err(&a));
+    assert!(out(&a).contains("acknowledged as audit row"), "{}", out(&a));
+    assert_eq!(sluice(&d, &["audit", "verify"]).status.code(), Some(0));
+    let again = sluice(&d, &["audit", "ack"]);
+    assert_eq!(again.status.code(), Some(1), "nothing to acknowledge");
+    let rows = sluice(&d, &["audit", "--json", "-n", "1"]);
+    let rows: serde_json::Value = serde_json::from_slice(&rows.stdout).unwrap();
+    assert_eq!(rows[0]["action"], "audit.ack");
+    assert_eq!(rows[0]["detail"]["note"], "checked the backup");
+}

@@ -8,16 +8,17 @@ use serde_json::{Value, json};
 use sluice_shared::graph::Graph;
 use sluice_shared::model::Trigger;
 use sluice_shared::protocol::{
-    AttemptInfo, AuditListParams, ConfigErrors, DecideParams, ErrorCode, LogsPage, LogsParams,
-    MisfireEntry, NodeInfo, PipelineDetail, PipelineRef, PipelineSummary, ResolveParams,
-    RetryParams, Role, RpcError, RunDetail, RunRef, RunSummary, RunsListParams, RunsPage,
-    ScheduleRef, ScheduleSummary, StatusResult, TriggerParams, TriggerResult,
+    AttemptInfo, AuditAckParams, AuditAckResult, AuditListParams, ConfigErrors, DecideParams,
+    ErrorCode, LogsPage, LogsParams, MisfireEntry, NodeInfo, PipelineDetail, PipelineRef,
+    PipelineSummary, ResolveParams, RetryParams, Role, RpcError, RunDetail, RunRef, RunSummary,
+    RunsListParams, RunsPage, ScheduleRef, ScheduleSummary, StatusResult, TriggerParams,
+    TriggerResult,
 };
 use sluice_shared::run::RunId;
 
 use super::ApiContext;
 use super::conn::Session;
-use crate::audit::Audit;
+use crate::audit::AuditError;
 use crate::engine::{Decider, EngineError};
 use crate::registry::Entry;
 use crate::store::audit::RunFilter;
@@ -32,7 +33,7 @@ fn required_role(method: &str) -> Option<Role> {
         "pipelines.trigger" | "runs.cancel" | "runs.retry" | "runs.resolve"
         | "approvals.decide" | "schedules.pause" | "schedules.resume" => Role::Operator,
         "pipelines.enable" | "pipelines.disable" | "config.reload" | "tokens.create"
-        | "tokens.list" | "tokens.revoke" => Role::Admin,
+        | "tokens.list" | "tokens.revoke" | "audit.ack" => Role::Admin,
         _ => return None,
     })
 }
@@ -104,6 +105,17 @@ pub(crate) async fn dispatch(
         ));
     }
     let audited = needed > Role::Viewer;
+    // Every state-changing call is audited: while the trail is broken none runs
+    // unrecorded, except the acknowledgement that repairs it.
+    if audited
+        && method != "audit.ack"
+        && let Some(problem) = ctx.audit.problem().await
+    {
+        return Err(
+            RpcError::new(ErrorCode::Conflict, AuditError::Broken(problem).to_string())
+                .with_data(json!({ "audit_broken": true })),
+        );
+    }
     if audited && let Some(key) = params.get("idempotency_key") {
         let Some(key) = key
             .as_str()
@@ -165,10 +177,10 @@ async fn apply(
         }
         "runs.retry" => {
             let r: RetryParams = parse(params)?;
-            ctx.engine
+            ctx.triggers
                 .retry(r.id, r.mode, Some(user.to_owned()))
                 .await
-                .map_err(engine_err)
+                .map_err(retry_err)
                 .map(|new| json!({ "run": new, "retry_of": r.id }))
         }
         "runs.resolve" => {
@@ -222,7 +234,8 @@ async fn apply(
                 .map_err(store_err)?;
             to_value(rows)
         }
-        "audit.verify" => to_value(Audit::verify(ctx.engine.store()).await.map_err(store_err)?),
+        "audit.verify" => to_value(ctx.audit.verify().await.map_err(audit_err)?),
+        "audit.ack" => audit_ack(ctx, parse(params)?, user).await,
         "config.errors" => to_value(ConfigErrors {
             diagnostics: ctx
                 .registry
@@ -283,8 +296,11 @@ async fn apply(
             format!("no method '{method}'"),
         )),
     };
-    if audited && result.is_ok() {
+    // `audit.ack` writes its own row.
+    if audited && result.is_ok() && method != "audit.ack" {
         let target = target_of(method, &detail);
+        // Parameters can carry secret values (inputs, reasons): never stored as typed.
+        let detail = ctx.engine.redactor().redact_json(detail);
         if let Err(e) = ctx.audit.record(user, method, target, detail).await {
             tracing::error!(error = %e, method, "cannot write the audit trail");
         }
@@ -320,6 +336,28 @@ fn target_of(method: &str, params: &Value) -> Option<String> {
     }
 }
 
+fn audit_err(e: AuditError) -> RpcError {
+    match e {
+        AuditError::Store(s) => store_err(s),
+        AuditError::NotBroken => RpcError::new(ErrorCode::Conflict, e.to_string()),
+        other => RpcError::new(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+/// `audit.ack`: an admin acknowledges a broken trail; the row it writes says what was found.
+async fn audit_ack(ctx: &ApiContext, p: AuditAckParams, user: &str) -> Result<Value, RpcError> {
+    let problem = ctx
+        .audit
+        .problem()
+        .await
+        .ok_or_else(|| audit_err(AuditError::NotBroken))?;
+    let note = p
+        .note
+        .map(|n| ctx.engine.redactor().redact(&n).into_owned());
+    let row = ctx.audit.acknowledge(user, note).await.map_err(audit_err)?;
+    to_value(AuditAckResult { row, problem })
+}
+
 async fn status(ctx: &ApiContext) -> Result<Value, RpcError> {
     let store = ctx.engine.store();
     let (queued, running, waiting) = store.state_counts().await.map_err(store_err)?;
@@ -333,6 +371,7 @@ async fn status(ctx: &ApiContext) -> Result<Value, RpcError> {
         waiting,
         approvals_pending: store.pending_approvals().await.map_err(store_err)?,
         state_dir: ctx.state_dir.display().to_string(),
+        audit_problem: ctx.audit.problem().await,
     })
 }
 
@@ -515,7 +554,7 @@ fn trigger_err(e: TriggerError) -> RpcError {
         TriggerError::UnknownPipeline(name) => {
             RpcError::new(ErrorCode::NotFound, format!("no pipeline '{name}'"))
         }
-        TriggerError::Disabled { name, why } => {
+        TriggerError::Disabled { name, why, .. } => {
             RpcError::new(ErrorCode::Conflict, format!("pipeline '{name}' is {why}"))
         }
         TriggerError::Input(m) => {
@@ -527,6 +566,30 @@ fn trigger_err(e: TriggerError) -> RpcError {
             let data = r.data();
             RpcError::new(ErrorCode::Refused, r.message).with_data(data)
         }
+    }
+}
+
+/// A retry's refusal: a removed pipeline is gone (not found), a disabled one
+/// refuses (as a limit would); the rest as for triggers.
+fn retry_err(e: TriggerError) -> RpcError {
+    match e {
+        TriggerError::Disabled {
+            name,
+            removed: false,
+            ..
+        } => RpcError::new(
+            ErrorCode::Refused,
+            format!(
+                "pipeline '{name}' is disabled; `sluice enable {name}` before retrying its runs"
+            ),
+        )
+        .with_data(json!({ "pipeline": name, "reason": "disabled" })),
+        TriggerError::Disabled { name, why, .. } => RpcError::new(
+            ErrorCode::NotFound,
+            format!("pipeline '{name}' is {why}; its runs cannot be retried"),
+        )
+        .with_data(json!({ "pipeline": name, "reason": "removed" })),
+        other => trigger_err(other),
     }
 }
 

@@ -174,6 +174,13 @@ pub(crate) async fn token_create(
     if p.user.trim().is_empty() {
         return Err(RpcError::new(ErrorCode::InvalidParams, "the user is empty"));
     }
+    // The token's user is compared with socket users (self-approval): it must be a plain name.
+    if p.user.trim() != p.user || p.user.chars().any(char::is_control) {
+        return Err(RpcError::new(
+            ErrorCode::InvalidParams,
+            "the user name has surrounding spaces or control characters",
+        ));
+    }
     if let Some(name) = &p.pipeline
         && ctx.registry.get(name).is_none()
     {

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use sluice_shared::event::Event;
 use sluice_shared::model::node::{ApprovalNode, OnTimeout};
 use sluice_shared::protocol::{ApprovalInfo, DecideResult};
-use sluice_shared::run::{NodeState, RunId};
+use sluice_shared::run::{NodeState, RunId, TriggerInfo, TriggerKind};
 use sluice_shared::template::Escape;
+use std::collections::BTreeSet;
 
 use super::{Command, Engine, EngineError, Inner, now_ms};
 use crate::nodes::{self, NodeError, Outcome};
@@ -62,6 +63,44 @@ fn listed(approvers: &[String], who: &Decider) -> bool {
     })
 }
 
+/// Retries nest their original's trigger; past this depth the chain is not followed.
+const MAX_RETRY_DEPTH: usize = 64;
+
+/// Everyone who caused a run, for the self-approval rule: the run's user (the
+/// socket user who triggered it, a webhook token's user, the webhook
+/// trigger's `user` or the owner), the manual trigger's recorded user and, for
+/// a retry, whoever retried it and whoever caused the run it retries.
+pub(crate) fn causers(trigger: &TriggerInfo) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut current = Some(trigger.clone());
+    for _ in 0..MAX_RETRY_DEPTH {
+        let Some(t) = current.take() else { break };
+        out.extend(t.user.iter().map(|u| u.trim().to_owned()));
+        if t.kind == TriggerKind::Manual
+            && let Some(u) = t.details.get("user").and_then(Value::as_str)
+        {
+            out.insert(u.trim().to_owned());
+        }
+        if t.kind == TriggerKind::Retry {
+            current = t
+                .details
+                .get("original")
+                .cloned()
+                .and_then(|o| serde_json::from_value::<TriggerInfo>(o).ok());
+        }
+    }
+    out.retain(|u| !u.is_empty());
+    out
+}
+
+async fn causers_of_run(
+    store: &crate::store::Store,
+    run: RunId,
+) -> Result<BTreeSet<String>, EngineError> {
+    let record = store.run(run).await?.ok_or(EngineError::NotFound(run))?;
+    Ok(causers(&record.trigger))
+}
+
 impl Engine {
     /// Approves or rejects approval `id` for `who` (whose role the caller checked).
     pub async fn decide(
@@ -71,7 +110,9 @@ impl Engine {
         approve: bool,
         reason: Option<String>,
     ) -> Result<DecideResult, EngineError> {
-        let reason = reason.filter(|r| !r.trim().is_empty());
+        let reason = reason
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| self.inner.redactor.redact(&r).into_owned());
         if !approve && reason.is_none() {
             return Err(EngineError::Input("a rejection needs a reason".into()));
         }
@@ -97,11 +138,15 @@ impl Engine {
                 a.approvers.join(", ")
             )));
         }
-        if approve && !a.allow_self_approval && a.requested_by.as_deref() == Some(&who.user) {
-            return Err(EngineError::Denied(format!(
-                "user '{}' triggered run {} and may not approve it (the node does not set allow_self_approval)",
-                who.user, a.run
-            )));
+        if approve && !a.allow_self_approval {
+            let mut caused = causers_of_run(store, a.run).await?;
+            caused.extend(a.requested_by.iter().map(|u| u.trim().to_owned()));
+            if caused.contains(who.user.trim()) {
+                return Err(EngineError::Denied(format!(
+                    "user '{}' caused run {} (triggered or retried it, directly or through a token or webhook) and may not approve it (the node does not set allow_self_approval)",
+                    who.user, a.run
+                )));
+            }
         }
         if approve && a.votes.iter().any(|v| v.user == who.user) {
             return Err(EngineError::Conflict(format!(
@@ -250,7 +295,8 @@ pub(super) async fn open(
     }
     let message = match &node.message {
         Some(m) => match nodes::render(template, "message", m, Escape::Text) {
-            Ok(m) => Some(m),
+            // A message may quote a secret (or an output holding one): stored and announced masked.
+            Ok(m) => Some(template.redactor.redact(&m).into_owned()),
             Err(e) => {
                 return Ok(Opened {
                     id: 0,

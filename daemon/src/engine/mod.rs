@@ -228,6 +228,25 @@ pub fn resolve_inputs(
     Ok(Value::Object(out))
 }
 
+/// Approval nodes and every node downstream of one.
+fn behind_approval(version: &LoadedVersion) -> BTreeSet<&str> {
+    let mut out = BTreeSet::new();
+    let mut stack: Vec<usize> = version
+        .pipeline
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n.kind, sluice_shared::model::NodeKind::Approval(_)))
+        .map(|(i, _)| i)
+        .collect();
+    while let Some(i) = stack.pop() {
+        if i < version.graph.len() && out.insert(version.graph.id(i)) {
+            stack.extend_from_slice(version.graph.dependents(i));
+        }
+    }
+    out
+}
+
 /// Commits a queued run of `pipeline` without executing it (a running daemon
 /// on the same store picks it up). Returns once the run is durable.
 pub async fn enqueue(
@@ -353,9 +372,15 @@ impl Engine {
         self.inner.admission.view()
     }
 
+<<<<<<< HEAD
     /// Worker slots in use and runs waiting for one.
     pub fn workers(&self) -> DispatchView {
         self.inner.dispatch.view()
+=======
+    /// Masks the secret values the engine was started with.
+    pub fn redactor(&self) -> &Arc<Redactor> {
+        &self.inner.redactor
+>>>>>>> auth-audit
     }
 
     /// The event bus (for components that announce their own events).
@@ -457,13 +482,36 @@ impl Engine {
     }
 
     /// Retries a finished run as a new run linked to it. `Failed` reuses the
-    /// outputs of nodes that succeeded; `All` runs everything again.
+    /// outputs of nodes that succeeded; `All` runs everything again. This
+    /// bypasses the registry and the limits: the socket and triggers retry
+    /// through [`crate::triggers::Triggers::retry`].
     pub async fn retry(
         &self,
         run: RunId,
         mode: RetryMode,
         user: Option<String>,
     ) -> Result<RunId, EngineError> {
+        let new_run = self.retry_plan(run, mode, user).await?;
+        let (new, created_at) = self
+            .inner
+            .store
+            .create_run_shared(Arc::clone(&new_run))
+            .await?;
+        if let Err(e) = self.start_created(new, created_at, new_run) {
+            tracing::info!(run = %new, error = %e, "retry committed; it starts when the daemon starts again");
+        }
+        Ok(new)
+    }
+
+    /// The new run a retry of `run` would create, not yet committed.
+    /// Approval nodes, and everything downstream of one, are never reused:
+    /// a decision was about that run, and the retried run asks again.
+    pub async fn retry_plan(
+        &self,
+        run: RunId,
+        mode: RetryMode,
+        user: Option<String>,
+    ) -> Result<Arc<NewRun>, EngineError> {
         let record = self
             .inner
             .store
@@ -486,11 +534,15 @@ impl Engine {
         let version = self.inner.version(record.version_id).await?;
         let reused: HashMap<String, Value> = match mode {
             RetryMode::All => HashMap::new(),
-            RetryMode::Failed => nodes
-                .into_iter()
-                .filter(|n| n.state == sluice_shared::run::NodeState::Succeeded)
-                .map(|n| (n.node_id, n.output.unwrap_or(Value::Null)))
-                .collect(),
+            RetryMode::Failed => {
+                let behind_approval = behind_approval(&version);
+                nodes
+                    .into_iter()
+                    .filter(|n| n.state == sluice_shared::run::NodeState::Succeeded)
+                    .filter(|n| !behind_approval.contains(n.node_id.as_str()))
+                    .map(|n| (n.node_id, n.output.unwrap_or(Value::Null)))
+                    .collect()
+            }
         };
         // The run's time limit starts when it starts running.
         let deadline: Option<i64> = None;
@@ -499,7 +551,7 @@ impl Engine {
             user: user.or(record.trigger.user.clone()),
             details: serde_json::json!({ "retry_of": run.0, "mode": mode, "original": record.trigger }),
         };
-        let new_run = Arc::new(NewRun {
+        Ok(Arc::new(NewRun {
             pipeline: record.pipeline.clone(),
             version_id: record.version_id,
             trigger,
@@ -515,22 +567,7 @@ impl Engine {
                     reused: reused.get(&n.id).map(|o| (run, o.clone())),
                 })
                 .collect(),
-        });
-        let (new, created_at) = self
-            .inner
-            .store
-            .create_run_shared(Arc::clone(&new_run))
-            .await?;
-        let _ = self.inner.events.send(Event::RunCreated {
-            run: new,
-            pipeline: record.pipeline,
-        });
-        self.inner.spawn_driver_created(driver::Created {
-            id: new,
-            created_at,
-            run: new_run,
-        });
-        Ok(new)
+        }))
     }
 
     /// Resolves a node held in `needs_decision` after a crash.

@@ -66,6 +66,29 @@ impl Store {
         )
     }
 
+    /// The hash of row `id`, if it exists.
+    pub async fn audit_hash(&self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT hash FROM audit WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.reads())
+            .await?)
+    }
+
+    /// A stored pipeline version's definition (JSON text) and source file.
+    pub async fn version_definition(
+        &self,
+        pipeline: &str,
+        version: i64,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT definition, source_path FROM pipeline_versions WHERE pipeline = ? AND version = ?",
+        )
+        .bind(pipeline)
+        .bind(version)
+        .fetch_optional(self.reads())
+        .await?)
+    }
+
     /// Rows newest first, below `before`.
     pub async fn audit_page(
         &self,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sluice_shared::model::OverlapPolicy;
-use sluice_shared::run::{RunId, TriggerInfo, TriggerKind};
+use sluice_shared::run::{RetryMode, RunId, TriggerInfo, TriggerKind};
 
 use crate::engine::{Engine, EngineError, resolve_inputs};
 use crate::limits::LimitKind;
@@ -38,6 +38,8 @@ pub enum TriggerError {
         name: String,
         /// "disabled" or "removed (its file was deleted)".
         why: String,
+        /// The file is gone (rather than the pipeline switched off).
+        removed: bool,
     },
     /// Inputs do not fit the pipeline.
     #[error("{0}")]
@@ -177,12 +179,14 @@ impl Triggers {
             return Err(TriggerError::Disabled {
                 name: name.to_owned(),
                 why: "removed (its file was deleted)".into(),
+                removed: true,
             });
         }
         if !entry.enabled {
             return Err(TriggerError::Disabled {
                 name: name.to_owned(),
                 why: "disabled".into(),
+                removed: false,
             });
         }
         Ok(entry)
@@ -332,11 +336,24 @@ impl Triggers {
         key: Option<&str>,
         place: crate::limits::backlog::Reservation,
     ) -> Result<Fired, TriggerError> {
+        let run = Arc::new(new_run(entry, inputs, trigger));
+        let (run, created) = self.commit_run(&entry.pipeline.name, run, key).await?;
+        Ok(Fired::Started { run, created })
+    }
+
+    /// Commits `run`, charging it to its user's daily run cap in the same
+    /// write, and starts it. Returns the run and whether it is new (not an
+    /// earlier run of the same key).
+    async fn commit_run(
+        &self,
+        pipeline: &str,
+        run: Arc<NewRun>,
+        key: Option<&str>,
+    ) -> Result<(RunId, bool), TriggerError> {
         let limits = self.inner.engine.limits();
-        let user = crate::limits::user_key(trigger.user.as_deref()).to_owned();
+        let user = crate::limits::user_key(run.trigger.user.as_deref()).to_owned();
         let now = jiff::Timestamp::now();
         let (charge, next_day) = limits.daily(&user, now);
-        let run = Arc::new(new_run(entry, inputs, trigger));
         let store = self.inner.engine.store();
         // The daily count is checked and charged in the write that creates the run.
         let (charged, created_at) = store
@@ -352,7 +369,7 @@ impl Triggers {
                 return Err(TriggerError::Limited(limits.daily_refusal(
                     LimitKind::DailyRuns,
                     &user,
-                    &entry.pipeline.name,
+                    pipeline,
                     (used, u64::try_from(charge.cap).unwrap_or(0)),
                     (now, next_day),
                 )));
@@ -364,7 +381,37 @@ impl Triggers {
         if created && let Err(e) = self.inner.engine.start_created(id, created_at, run) {
             tracing::info!(run = %id, error = %e, "run committed; it starts when the daemon starts again");
         }
-        Ok(Fired::Started { run: id, created })
+        Ok((id, created))
+    }
+
+    /// Retries finished run `run` for `user` like a trigger: its pipeline must
+    /// still be present and enabled, and the retry passes the trigger rate and
+    /// is charged to the user's daily run cap.
+    pub async fn retry(
+        &self,
+        run: RunId,
+        mode: RetryMode,
+        user: Option<String>,
+    ) -> Result<RunId, TriggerError> {
+        let engine = &self.inner.engine;
+        let record = engine
+            .store()
+            .run(run)
+            .await?
+            .ok_or(EngineError::NotFound(run))?;
+        let entry = self.runnable(&record.pipeline).map_err(|e| match e {
+            // A pipeline that is gone from the registry was removed, as far as its runs go.
+            TriggerError::UnknownPipeline(name) => TriggerError::Disabled {
+                name,
+                why: "removed (its file was deleted)".into(),
+                removed: true,
+            },
+            other => other,
+        })?;
+        let new_run = engine.retry_plan(run, mode, user).await?;
+        self.check_limits(&entry, &new_run.trigger).await?;
+        let (new, _) = self.commit_run(&record.pipeline, new_run, None).await?;
+        Ok(new)
     }
 
     /// The trigger rates (user and pipeline) and, for pipelines with an LLM

@@ -42,7 +42,7 @@ use tower::ServiceExt as _;
 use super::cron::{Clock, SystemClock};
 use super::{Counters, Fired, TriggerError, Triggers};
 use crate::engine::EngineError;
-use crate::secrets::Secrets;
+use crate::secrets::{MASK, MIN_AUTH_KEY_LEN, Redactor, Secrets};
 
 /// Signatures older or newer than this (seconds) are refused, against replay.
 pub const TIMESTAMP_TOLERANCE_SECS: i64 = 300;
@@ -63,6 +63,74 @@ const HIDDEN_HEADERS: &[&str] = &[
     "x-hub-signature-256",
     "stripe-signature",
 ];
+
+/// Headers whose values are stored as sent: harmless metadata that senders
+/// (GitHub, GitLab, Gitea, Bitbucket, Standard Webhooks) put on deliveries.
+/// Every other header is kept by name with its value masked, since senders
+/// invent credential headers freely (`X-Gitlab-Token`, `X-Api-Key`, ...).
+const HARMLESS_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "date",
+    "expect",
+    "forwarded",
+    "host",
+    "idempotency-key",
+    "traceparent",
+    "tracestate",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "x-correlation-id",
+    "x-event-key",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-gitea-delivery",
+    "x-gitea-event",
+    "x-github-delivery",
+    "x-github-event",
+    "x-github-hook-id",
+    "x-github-hook-installation-target-id",
+    "x-github-hook-installation-target-type",
+    "x-gitlab-event",
+    "x-gitlab-event-uuid",
+    "x-gitlab-instance",
+    "x-gitlab-webhook-uuid",
+    "x-gogs-event",
+    "x-hook-uuid",
+    "x-real-ip",
+    "x-request-id",
+];
+
+/// Parts of a header name that suggest a credential: such a header is masked
+/// even if it is on the allowlist.
+const CREDENTIAL_WORDS: &[&str] = &[
+    "auth",
+    "token",
+    "secret",
+    "signature",
+    "password",
+    "passwd",
+    "cookie",
+    "session",
+    "credential",
+    "apikey",
+    "api-key",
+    "private",
+];
+
+/// Whether a header's value may be stored as sent.
+fn harmless_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    HARMLESS_HEADERS.contains(&n.as_str()) && !CREDENTIAL_WORDS.iter().any(|w| n.contains(w))
+}
 
 /// Listener settings.
 #[derive(Clone, Debug)]
@@ -472,12 +540,13 @@ async fn intake(
     let now = st.clock.now().as_second();
     // A user's token (`sluice token create`) authenticates as that user; otherwise the
     // webhook trigger's own credentials decide, and its configured user (or the owner) applies.
-    let hook_user = match user_token(st, name, &headers).await? {
-        Some(user) => Some(user),
-        None => authenticate(&hooks, &secrets, &headers, &bytes, now)
-            .map_err(|f| f.refusal(name))?
-            .user
-            .clone(),
+    let (hook_user, signed) = match user_token(st, name, &headers).await? {
+        Some(user) => (Some(user), false),
+        None => {
+            let hook = authenticate(&hooks, &secrets, &headers, &bytes, now)
+                .map_err(|f| f.refusal(name))?;
+            (hook.user.clone(), hook.auth == WebhookAuth::Hmac)
+        }
     };
 
     if !entry.runnable() {
@@ -506,7 +575,7 @@ async fn intake(
             .collect(),
         _ => Map::new(),
     };
-    let key = delivery_key(&headers)?;
+    let key = delivery_key(&headers, signed)?;
     let request_id = header_text(&headers, "webhook-id")
         .or_else(|| header_text(&headers, "x-request-id"))
         .map_or_else(
@@ -517,7 +586,7 @@ async fn intake(
         "request_id": request_id,
         "source": peer.to_string(),
         "body": body,
-        "headers": visible_headers(&headers),
+        "headers": visible_headers(&headers, &secrets.redactor()),
     });
     if let (Some(k), Value::Object(m)) = (&key, &mut details) {
         m.insert("delivery_key".into(), Value::String(k.clone()));
@@ -688,11 +757,25 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// The delivery key: `Idempotency-Key`, else `webhook-id`.
-fn delivery_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
-    let Some(k) =
+/// The delivery key. For a signed (HMAC) delivery it is the signed
+/// `webhook-id`: an unsigned `Idempotency-Key` could be changed by anyone
+/// replaying the delivery, so it is ignored. Otherwise `Idempotency-Key`,
+/// else `webhook-id`.
+fn delivery_key(headers: &HeaderMap, signed: bool) -> Result<Option<String>, Refusal> {
+    let k = if signed {
+        let id = header_text(headers, "webhook-id");
+        if let (Some(id), Some(other)) = (id, header_text(headers, "idempotency-key"))
+            && id != other
+        {
+            tracing::debug!(
+                "Idempotency-Key differs from the signed webhook-id; the webhook-id is the delivery key"
+            );
+        }
+        id
+    } else {
         header_text(headers, "idempotency-key").or_else(|| header_text(headers, "webhook-id"))
-    else {
+    };
+    let Some(k) = k else {
         return Ok(None);
     };
     if k.len() > MAX_KEY_LEN || !k.bytes().all(|b| b.is_ascii_graphic()) {
@@ -706,17 +789,23 @@ fn delivery_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     Ok(Some(k.to_owned()))
 }
 
-fn visible_headers(headers: &HeaderMap) -> Value {
+/// The headers stored with the run (`trigger.headers`): credentials dropped,
+/// anything not known to be harmless masked, and secret values masked in the rest.
+fn visible_headers(headers: &HeaderMap, redactor: &Redactor) -> Value {
     let mut out = Map::new();
     for (name, value) in headers {
         let n = name.as_str();
         if HIDDEN_HEADERS.contains(&n) {
             continue;
         }
-        out.insert(
-            n.to_owned(),
-            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-        );
+        let shown = if harmless_header(n) {
+            redactor
+                .redact(&String::from_utf8_lossy(value.as_bytes()))
+                .into_owned()
+        } else {
+            MASK.to_owned()
+        };
+        out.insert(n.to_owned(), Value::String(shown));
     }
     Value::Object(out)
 }
@@ -730,12 +819,18 @@ pub enum AuthFailure {
     Wrong(String),
     /// The server cannot check: a secret is not configured (500).
     Config(String),
+    /// The trigger's secret is too short to authenticate anything (401).
+    Disabled(String),
 }
 
 impl AuthFailure {
     fn refusal(self, pipeline: &str) -> Refusal {
         match self {
             Self::Missing(m) => Refusal::new(StatusCode::UNAUTHORIZED, m),
+            Self::Disabled(m) => Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                format!("webhook of pipeline '{pipeline}' is disabled: {m}"),
+            ),
             Self::Wrong(m) => Refusal::new(StatusCode::FORBIDDEN, m),
             Self::Config(m) => Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -762,6 +857,13 @@ async fn user_token(
     else {
         return Ok(None);
     };
+    // Issued tokens carry 32 random bytes; a short one was never issued and is not looked up.
+    if token.len() < crate::limits::tokens::TOKEN_PREFIX.len() + MIN_AUTH_KEY_LEN {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "the token is too short to be a sluice token",
+        ));
+    }
     let row = st
         .triggers
         .engine()
@@ -800,17 +902,10 @@ fn authenticate<'a>(
         let result = match hook.auth {
             WebhookAuth::None => Ok(()),
             WebhookAuth::Bearer => check_bearer(hook, secrets, headers),
-            WebhookAuth::Hmac => {
-                let keys = secret_values(hook, secrets).and_then(|vals| {
-                    vals.iter()
-                        .map(|v| hmac_key(v))
-                        .collect::<Result<Vec<_>, _>>()
-                });
-                keys.and_then(|keys| {
-                    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-                    verify_standard_webhook(&refs, headers, body, now_secs)
-                })
-            }
+            WebhookAuth::Hmac => hmac_keys(hook, secrets).and_then(|keys| {
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                verify_standard_webhook(&refs, headers, body, now_secs)
+            }),
         };
         match result {
             Ok(()) => return Ok(hook),
@@ -819,7 +914,8 @@ fn authenticate<'a>(
                 let rank = |f: &AuthFailure| match f {
                     AuthFailure::Missing(_) => 0,
                     AuthFailure::Wrong(_) => 1,
-                    AuthFailure::Config(_) => 2,
+                    AuthFailure::Disabled(_) => 2,
+                    AuthFailure::Config(_) => 3,
                 };
                 if failure.as_ref().is_none_or(|old| rank(&f) > rank(old)) {
                     failure = Some(f);
@@ -831,22 +927,57 @@ fn authenticate<'a>(
         .unwrap_or_else(|| AuthFailure::Missing("no webhook trigger accepts this request".into())))
 }
 
+/// The trigger's secrets as `(name, value)`.
 fn secret_values<'s>(
-    hook: &WebhookTrigger,
+    hook: &'s WebhookTrigger,
     secrets: &'s Secrets,
-) -> Result<Vec<&'s str>, AuthFailure> {
+) -> Result<Vec<(&'s str, &'s str)>, AuthFailure> {
     let names = hook.secret.as_ref().map(|s| s.names()).unwrap_or_default();
     if names.is_empty() {
         return Err(AuthFailure::Config("no secret is named".into()));
     }
     names
-        .iter()
+        .into_iter()
         .map(|n| {
             secrets
                 .get(n)
+                .map(|v| (n, v))
                 .ok_or_else(|| AuthFailure::Config(format!("secret '{n}' is not configured")))
         })
         .collect()
+}
+
+/// Keeps the credentials long enough to authenticate; when none is, the
+/// webhook is disabled, naming the secrets.
+fn strong<T>(found: Vec<(&str, Option<T>, usize)>, what: &str) -> Result<Vec<T>, AuthFailure> {
+    let mut weak = Vec::new();
+    let mut keys = Vec::new();
+    for (name, key, len) in found {
+        match key {
+            Some(k) if len >= MIN_AUTH_KEY_LEN => keys.push(k),
+            _ => weak.push(format!("'{name}'")),
+        }
+    }
+    if keys.is_empty() {
+        return Err(AuthFailure::Disabled(format!(
+            "secret {} is not a valid {what} of at least {MIN_AUTH_KEY_LEN} bytes",
+            weak.join(", ")
+        )));
+    }
+    Ok(keys)
+}
+
+/// The trigger's HMAC keys of at least [`MIN_AUTH_KEY_LEN`] bytes.
+fn hmac_keys(hook: &WebhookTrigger, secrets: &Secrets) -> Result<Vec<Vec<u8>>, AuthFailure> {
+    let found = secret_values(hook, secrets)?
+        .into_iter()
+        .map(|(n, v)| {
+            let key = crate::secrets::hmac_key_bytes(v);
+            let len = key.as_ref().map_or(0, Vec::len);
+            (n, key, len)
+        })
+        .collect();
+    strong(found, "HMAC key")
 }
 
 fn check_bearer(
@@ -870,7 +1001,14 @@ fn check_bearer(
     // Compare digests in constant time, so neither content nor length leaks.
     let given = CtOutput::<Sha256>::new(Sha256::digest(token.trim().as_bytes()));
     let mut ok = false;
-    for value in secret_values(hook, secrets)? {
+    let values = strong(
+        secret_values(hook, secrets)?
+            .into_iter()
+            .map(|(n, v)| (n, Some(v), v.len()))
+            .collect(),
+        "bearer secret",
+    )?;
+    for value in values {
         let expected = CtOutput::<Sha256>::new(Sha256::digest(value.as_bytes()));
         ok |= given == expected;
     }
@@ -883,12 +1021,8 @@ fn check_bearer(
 
 /// The HMAC key of a secret: `whsec_<base64>` decodes; anything else is used as is.
 pub fn hmac_key(secret: &str) -> Result<Vec<u8>, AuthFailure> {
-    match secret.strip_prefix("whsec_") {
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| AuthFailure::Config("a whsec_ secret is not valid base64".into())),
-        None => Ok(secret.as_bytes().to_vec()),
-    }
+    crate::secrets::hmac_key_bytes(secret)
+        .ok_or_else(|| AuthFailure::Config("a whsec_ secret is not valid base64".into()))
 }
 
 /// Verifies a Standard Webhooks signature: `webhook-signature` holds one or
@@ -1038,6 +1172,78 @@ mod tests {
                 ok,
                 "offset {offset}"
             );
+        }
+    }
+
+    #[test]
+    fn only_harmless_headers_keep_their_values() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("x-github-event", "push".parse().unwrap());
+        h.insert("x-gitlab-token", "glpat-abc".parse().unwrap());
+        h.insert("x-api-key", "k-123".parse().unwrap());
+        h.insert("x-weird", "anything".parse().unwrap());
+        h.insert("authorization", "Bearer t".parse().unwrap());
+        h.insert(
+            "user-agent",
+            "agent with s3cret-value inside".parse().unwrap(),
+        );
+        let r = Redactor::new(["s3cret-value".to_owned()]);
+        let v = visible_headers(&h, &r);
+        assert_eq!(v["content-type"], "application/json");
+        assert_eq!(v["x-github-event"], "push");
+        assert_eq!(v["x-gitlab-token"], MASK);
+        assert_eq!(v["x-api-key"], MASK);
+        assert_eq!(v["x-weird"], MASK);
+        assert!(v.get("authorization").is_none());
+        assert_eq!(v["user-agent"], "agent with *** inside");
+        // No allowlisted name looks like a credential (the two lists never disagree).
+        for n in HARMLESS_HEADERS {
+            assert!(harmless_header(n), "{n}");
+        }
+        assert!(!harmless_header("x-auth-token"));
+    }
+
+    #[test]
+    fn a_signed_delivery_is_keyed_by_its_webhook_id_only() {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", "msg_1".parse().unwrap());
+        h.insert("idempotency-key", "other".parse().unwrap());
+        assert_eq!(
+            delivery_key(&h, true).ok().flatten().as_deref(),
+            Some("msg_1")
+        );
+        assert_eq!(
+            delivery_key(&h, false).ok().flatten().as_deref(),
+            Some("other")
+        );
+        h.remove("webhook-id");
+        assert_eq!(delivery_key(&h, true).ok().flatten(), None);
+    }
+
+    #[test]
+    fn short_keys_disable_the_trigger_and_name_the_secret() {
+        let hook: WebhookTrigger = serde_json::from_value(
+            serde_json::json!({ "auth": "hmac", "secret": ["weak", "good"] }),
+        )
+        .unwrap();
+        let secrets = Secrets::from_map(std::collections::BTreeMap::from([
+            ("weak".to_owned(), "whsec_".to_owned()),
+            ("good".to_owned(), "0123456789abcdef".to_owned()),
+        ]));
+        assert_eq!(
+            hmac_keys(&hook, &secrets).unwrap(),
+            vec![b"0123456789abcdef".to_vec()]
+        );
+        let only_weak = Secrets::from_map(std::collections::BTreeMap::from([
+            ("weak".to_owned(), "whsec_".to_owned()),
+            ("good".to_owned(), "0123456789abcde".to_owned()),
+        ]));
+        match hmac_keys(&hook, &only_weak) {
+            Err(AuthFailure::Disabled(m)) => {
+                assert!(m.contains("'weak'") && m.contains("'good'"), "{m}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 use sluice_shared::event::Event;
 use sluice_shared::protocol::{
-    ApprovalInfo, AuditEntry, AuditVerifyResult, ConfigErrors, EventNotice, LogsPage, MisfireEntry,
-    PipelineDetail, PipelineSummary, RunDetail, RunsPage, ScheduleSummary, StatusResult,
-    SubscribeResult, TriggerResult,
+    ApprovalInfo, AuditAckResult, AuditEntry, AuditVerifyResult, ConfigErrors, EventNotice,
+    LogsPage, MisfireEntry, PipelineDetail, PipelineSummary, RunDetail, RunsPage, ScheduleSummary,
+    StatusResult, SubscribeResult, TriggerResult,
 };
 use sluice_shared::protocol::{
     LimitsExplainParams, LimitsExplainResult, LimitsUsageParams, LimitsUsageResult,
@@ -130,6 +130,12 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
                     s.daemon_version, s.uptime_s, client.hello.user, client.hello.role.as_str(), s.pipelines, s.config_errors, s.queued, s.running, s.waiting, s.approvals_pending, s.state_dir
                 ))
                 .map_err(io)?;
+                if let Some(p) = &s.audit_problem {
+                    emit(&format!(
+                        "AUDIT TRAIL BROKEN: {p}; state changes are refused until an admin runs `sluice audit ack`\n"
+                    ))
+                    .map_err(io)?;
+                }
             }
         }
         Command::Pipelines => {
@@ -304,6 +310,22 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
             .await?;
         }
         Command::Audit {
+            action: Some(a),
+            note,
+            ..
+        } if a == "ack" => {
+            let r: AuditAckResult = client.call("audit.ack", json!({ "note": note })).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                emit(&format!(
+                    "acknowledged as audit row {}: {}\n",
+                    r.row, r.problem
+                ))
+                .map_err(io)?;
+            }
+        }
+        Command::Audit {
             action: Some(_), ..
         } => {
             let r: AuditVerifyResult = client.call("audit.verify", json!({})).await?;
@@ -326,6 +348,7 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
         Command::Audit {
             action: None,
             limit,
+            ..
         } => {
             let rows: Vec<AuditEntry> =
                 client.call("audit.list", json!({ "limit": limit })).await?;
