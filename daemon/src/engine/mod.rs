@@ -372,15 +372,14 @@ impl Engine {
         self.inner.admission.view()
     }
 
-<<<<<<< HEAD
     /// Worker slots in use and runs waiting for one.
     pub fn workers(&self) -> DispatchView {
         self.inner.dispatch.view()
-=======
+    }
+
     /// Masks the secret values the engine was started with.
     pub fn redactor(&self) -> &Arc<Redactor> {
         &self.inner.redactor
->>>>>>> auth-audit
     }
 
     /// The event bus (for components that announce their own events).

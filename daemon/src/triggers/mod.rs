@@ -337,7 +337,9 @@ impl Triggers {
         place: crate::limits::backlog::Reservation,
     ) -> Result<Fired, TriggerError> {
         let run = Arc::new(new_run(entry, inputs, trigger));
-        let (run, created) = self.commit_run(&entry.pipeline.name, run, key).await?;
+        let (run, created) = self
+            .commit_run(&entry.pipeline.name, run, key, place)
+            .await?;
         Ok(Fired::Started { run, created })
     }
 
@@ -349,6 +351,7 @@ impl Triggers {
         pipeline: &str,
         run: Arc<NewRun>,
         key: Option<&str>,
+        place: crate::limits::backlog::Reservation,
     ) -> Result<(RunId, bool), TriggerError> {
         let limits = self.inner.engine.limits();
         let user = crate::limits::user_key(run.trigger.user.as_deref()).to_owned();
@@ -410,7 +413,14 @@ impl Triggers {
         })?;
         let new_run = engine.retry_plan(run, mode, user).await?;
         self.check_limits(&entry, &new_run.trigger).await?;
-        let (new, _) = self.commit_run(&record.pipeline, new_run, None).await?;
+        // A retry takes a place in the bounded backlog like any trigger.
+        let place = engine.limits().reserve_queued(
+            crate::limits::user_key(new_run.trigger.user.as_deref()),
+            &record.pipeline,
+        )?;
+        let (new, _) = self
+            .commit_run(&record.pipeline, new_run, None, place)
+            .await?;
         Ok(new)
     }
 
