@@ -221,7 +221,7 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
     opts.llm = llm_providers(s, &secrets)?;
     opts.notifier = notifier(s, &secrets)?;
     let engine = Engine::start(store, &secrets, opts)?;
-    let recovered = engine.recover().await?;
+    let recovered = engine.recover_in_background().await?;
 
     // The pipeline registry, shared by the triggers and the socket API.
     let registry = Arc::new(Registry::new(engine.store().clone(), engine.events()).await?);

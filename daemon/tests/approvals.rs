@@ -569,7 +569,13 @@ async fn an_approval_opens_while_the_active_node_cap_is_full() {
         "max_active_nodes: 1\nnodes:\n  - id: slow\n    kind: shell\n    run: sleep 30\n  - id: gate\n    kind: approval\n",
     );
     let run = f.submit(&p, json!({})).await;
+    // The approval is written by its own step; the node's start commits with
+    // the driver's next flush: wait for both.
     let a = eventually(20, "the approval beside the running node", || async {
+        let nodes = f.store.nodes(run).await.unwrap();
+        if nodes[0].state != NodeState::Running {
+            return None;
+        }
         f.store
             .approvals(true, 10)
             .await
@@ -578,8 +584,6 @@ async fn an_approval_opens_while_the_active_node_cap_is_full() {
             .find(|a| a.run == run)
     })
     .await;
-    let nodes = f.store.nodes(run).await.unwrap();
-    assert_eq!(nodes[0].state, NodeState::Running, "{nodes:#?}");
     f.engine
         .decide(a.id, &who("alice"), true, None)
         .await

@@ -395,7 +395,14 @@ impl Engine {
     /// Picks up unfinished runs after a start: queued runs start, waiting runs
     /// keep their deadlines, interrupted attempts are retried or held for a decision.
     pub async fn recover(&self) -> Result<usize, EngineError> {
-        recovery::recover(&self.inner).await
+        recovery::recover(&self.inner, false).await
+    }
+
+    /// [`Engine::recover`], returning as soon as running runs hold their slots
+    /// and queued runs are counted; the per-run work goes on in the background,
+    /// so a daemon with a large backlog answers at once.
+    pub async fn recover_in_background(&self) -> Result<usize, EngineError> {
+        recovery::recover(&self.inner, true).await
     }
 
     /// Accepts a run: commits it, then starts it. The id is durable on return.

@@ -25,7 +25,9 @@ const MAX_INTERRUPTIONS: usize = 3;
 /// How long a leftover process group gets between SIGTERM and SIGKILL.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 
-pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
+/// Recovers unfinished runs; with `background`, returns after the quick part
+/// and leaves the per-run work to a task.
+pub(crate) async fn recover(inner: &Arc<Inner>, background: bool) -> Result<usize, EngineError> {
     let runs = inner.store.unfinished_runs().await?;
     let count = runs.len();
     // Running runs hold their slots before any queued run's driver can ask for
@@ -37,6 +39,10 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<usize, EngineError> {
     let backlog = inner.opts.limits.backlog();
     for run in runs.iter().filter(|r| r.state == RunState::Queued) {
         backlog.insert(run.id, crate::limits::user_key(run.trigger.user.as_deref()));
+    }
+    if !background {
+        resume(inner, runs).await?;
+        return Ok(count);
     }
     let inner = Arc::clone(inner);
     tokio::spawn(async move {
