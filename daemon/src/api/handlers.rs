@@ -9,10 +9,9 @@ use sluice_shared::graph::Graph;
 use sluice_shared::model::Trigger;
 use sluice_shared::protocol::{
     AttemptInfo, AuditListParams, ConfigErrors, DecideParams, ErrorCode, LOGS_PAGE_BYTES, LogsPage,
-    LogsParams,
-    MisfireEntry, NodeInfo, PipelineDetail, PipelineRef, PipelineSummary, ResolveParams,
-    RetryParams, Role, RpcError, RunDetail, RunRef, RunSummary, RunsListParams, RunsPage,
-    ScheduleRef, ScheduleSummary, StatusResult, TriggerParams, TriggerResult,
+    LogsParams, MisfireEntry, NodeInfo, PipelineDetail, PipelineRef, PipelineSummary,
+    ResolveParams, RetryParams, Role, RpcError, RunDetail, RunRef, RunSummary, RunsListParams,
+    RunsPage, ScheduleRef, ScheduleSummary, StatusResult, TriggerParams, TriggerResult,
 };
 use sluice_shared::run::RunId;
 
@@ -726,13 +725,7 @@ async fn logs(ctx: &ApiContext, p: LogsParams) -> Result<Value, RpcError> {
         // One row beyond what still fits says whether another page follows.
         let want = (limit - page.count() + 1).min(LOG_READ_CHUNK);
         let rows = store
-            .logs_after(
-                p.run,
-                p.node.as_deref(),
-                p.attempt,
-                after,
-                i64::from(want),
-            )
+            .logs_after(p.run, p.node.as_deref(), p.attempt, after, i64::from(want))
             .await
             .map_err(store_err)?;
         let short = rows.len() < want as usize;
@@ -746,7 +739,9 @@ async fn logs(ctx: &ApiContext, p: LogsParams) -> Result<Value, RpcError> {
             break;
         }
     }
-    let next = page.next.unwrap_or(i64::try_from(p.after.unwrap_or(0)).unwrap_or(i64::MAX));
+    let next = page
+        .next
+        .unwrap_or(i64::try_from(p.after.unwrap_or(0)).unwrap_or(i64::MAX));
     to_value(LogsPage {
         lines: page.lines,
         next: u64::try_from(next).unwrap_or(0),

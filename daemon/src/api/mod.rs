@@ -74,11 +74,7 @@ impl SocketLimits {
         let limits = Self {
             max_frame: at_least_one("max_frame", c.max_frame, d.max_frame)?,
             hello_timeout: c.hello_timeout.map_or(d.hello_timeout, |t| t.std()),
-            max_connections: at_least_one(
-                "max_connections",
-                c.max_connections,
-                d.max_connections,
-            )?,
+            max_connections: at_least_one("max_connections", c.max_connections, d.max_connections)?,
             max_connections_per_user: at_least_one(
                 "max_connections_per_user",
                 c.max_connections_per_user,

@@ -775,7 +775,9 @@ async fn logs(
         let n = client.notification().await?;
         if n.method == "lagged" {
             // Missed live lines: read what is stored instead.
-            after = read_stored(client, run, &node, after, &mut seen, json).await?.0;
+            after = read_stored(client, run, &node, after, &mut seen, json)
+                .await?
+                .0;
             continue;
         }
         let Ok(notice) = serde_json::from_value::<EventNotice>(n.params) else {
