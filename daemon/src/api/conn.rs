@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{Frame, FrameDecoder, check_hello, decode_request, read_frame};
+use super::frame::{BadFrame, Frame, FrameDecoder, check_hello, decode_request, read_frame};
 use super::handlers::parse;
 use super::identity::Caller;
 use super::slots::{SlotRefusal, UserSlot};
@@ -138,7 +138,8 @@ pub(crate) async fn serve(
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(bad) => {
-                if !send(&out_tx, encode(&Response::err(bad.id, bad.error))).await {
+                let BadFrame { id, error } = *bad;
+                if !send(&out_tx, encode(&Response::err(id, error))).await {
                     break;
                 }
                 continue;

@@ -101,24 +101,26 @@ pub struct BadFrame {
 }
 
 /// Reads a JSON-RPC 2.0 request from a frame; `Ok(None)` for a blank line.
-pub fn decode_request(line: &[u8]) -> Result<Option<Request>, BadFrame> {
+pub fn decode_request(line: &[u8]) -> Result<Option<Request>, Box<BadFrame>> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value = serde_json::from_slice::<Value>(line).map_err(|e| BadFrame {
-        id: Value::Null,
-        error: RpcError::new(ErrorCode::ParseError, format!("invalid JSON: {e}")),
+    let value = serde_json::from_slice::<Value>(line).map_err(|e| {
+        Box::new(BadFrame {
+            id: Value::Null,
+            error: RpcError::new(ErrorCode::ParseError, format!("invalid JSON: {e}")),
+        })
     })?;
     let id = value.get("id").cloned().unwrap_or(Value::Null);
     match serde_json::from_value::<Request>(value) {
         Ok(r) if r.jsonrpc == "2.0" => Ok(Some(r)),
-        Ok(_) | Err(_) => Err(BadFrame {
+        Ok(_) | Err(_) => Err(Box::new(BadFrame {
             id,
             error: RpcError::new(
                 ErrorCode::InvalidRequest,
                 "not a JSON-RPC 2.0 request (needs \"jsonrpc\": \"2.0\" and \"method\")",
             ),
-        }),
+        })),
     }
 }
 
