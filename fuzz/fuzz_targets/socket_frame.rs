@@ -47,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
         let mut rest = chunk;
         while !rest.is_empty() {
             let (used, frame) = decoder.push(rest);
-            assert!(used > 0 && used <= rest.len(), "the decoder must make progress");
+            assert!(
+                used > 0 && used <= rest.len(),
+                "the decoder must make progress"
+            );
             rest = &rest[used..];
             frames.extend(frame);
         }
