@@ -119,7 +119,7 @@ async fn setup(dir: &std::path::Path) -> (Engine, std::path::PathBuf) {
         dir.join("pipelines"),
         Default::default(),
         dir.to_owned(),
-        sluice_shared::protocol::DEFAULT_MAX_FRAME,
+        api::SocketLimits::default(),
     );
     let socket = dir.join("s.sock");
     let listener = api::bind(&socket).expect("bind");

@@ -147,6 +147,14 @@ fn default_grace() -> Duration {
 pub struct SocketConfig {
     /// Largest request frame in bytes (default 1 MiB).
     pub max_frame: Option<usize>,
+    /// A connection that has not completed `hello` by then is closed (default 5s).
+    pub hello_timeout: Option<Duration>,
+    /// Connections open at once, all users together (default 512; admins get 32 more).
+    pub max_connections: Option<usize>,
+    /// Connections open at once per uid (default 64).
+    pub max_connections_per_user: Option<usize>,
+    /// Subscriptions per connection (default 32).
+    pub max_subscriptions: Option<usize>,
 }
 
 /// `[retention]`.

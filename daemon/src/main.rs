@@ -291,10 +291,7 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
         s.paths.pipelines.clone(),
         validate_opts.clone(),
         s.paths.state_dir.clone(),
-        s.config
-            .socket
-            .max_frame
-            .unwrap_or(sluice_shared::protocol::DEFAULT_MAX_FRAME),
+        sluice_daemon::api::SocketLimits::from_config(&s.config.socket)?,
     );
     let listener = sluice_daemon::api::bind(&s.paths.socket)?;
     tokio::spawn(sluice_daemon::api::serve(listener, api, stop_api.clone()));

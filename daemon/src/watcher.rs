@@ -175,10 +175,10 @@ fn is_pipeline_name(path: &Path) -> bool {
 
 fn log_report(report: &ReloadReport) {
     for name in &report.updated {
-        tracing::info!(pipeline = %name, "pipeline loaded");
+        tracing::info!(pipeline = ?name, "pipeline loaded");
     }
     for name in &report.removed {
-        tracing::info!(pipeline = %name, "pipeline file removed; pipeline disabled");
+        tracing::info!(pipeline = ?name, "pipeline file removed; pipeline disabled");
     }
     for file in &report.rejected {
         tracing::warn!(file = %file.display(), "pipeline file rejected; `sluice errors` shows why");

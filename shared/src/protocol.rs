@@ -20,6 +20,8 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 pub const PROTOCOL_MINOR: u32 = 2;
 /// Largest frame (one JSON line) accepted by default.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
+/// Most bytes of encoded lines in one `logs.get` reply (one line always fits).
+pub const LOGS_PAGE_BYTES: usize = 1024 * 1024;
 
 /// The protocol version as text, e.g. "1.0".
 pub fn protocol_version() -> String {
@@ -507,6 +509,9 @@ pub struct LogsPage {
     pub next: u64,
     /// Whether the run has finished (no more lines will come).
     pub finished: bool,
+    /// More stored lines follow this page now (the line or byte cap ended it); since 1.2.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// `subscribe` parameters.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sluice_shared::protocol::{
-    ErrorCode, HelloParams, HelloResult, Notification, Request, RpcError, ServerMessage,
+    ErrorCode, HelloParams, HelloResult, Notification, Request, Response, RpcError, ServerMessage,
     protocol_version,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -116,10 +116,18 @@ impl Client {
         let mut frame = serde_json::to_string(&Request::new(id, method, params))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         frame.push('\n');
-        self.writer
-            .write_all(frame.as_bytes())
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if let Err(e) = self.writer.write_all(frame.as_bytes()).await {
+            // A daemon that turns a connection away (too many connections) says why
+            // and closes it, maybe before our request arrives: its reason beats EPIPE.
+            return match self.read_message().await {
+                Ok(ServerMessage::Response(Response {
+                    id: Value::Null,
+                    error: Some(err),
+                    ..
+                })) => Err(ClientError::Rpc(err)),
+                _ => Err(ClientError::Protocol(e.to_string())),
+            };
+        }
         loop {
             match self.read_message().await? {
                 ServerMessage::Response(r) if r.id == id => {

@@ -72,7 +72,7 @@ fn main() -> std::process::ExitCode {
             match runtime.block_on(cmd::remote::run(remote, socket, json)) {
                 Ok(code) => Ok(code),
                 Err(f) => {
-                    eprintln!("sluice: error: {}", f.message);
+                    output::error(&f.message);
                     return f.exit.into();
                 }
             }
@@ -81,7 +81,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(err) => {
-            eprintln!("sluice: error: {err:#}");
+            output::error(&format!("{err:#}"));
             Exit::Failure.into()
         }
     }

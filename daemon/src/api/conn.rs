@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_shared::protocol::{
-    ErrorCode, EventNotice, HelloParams, HelloResult, LaggedNotice, Notification, PROTOCOL_MAJOR,
-    Request, Response, Role, RpcError, SubscribeParams, SubscribeResult, protocol_version,
+    ErrorCode, EventNotice, HelloResult, LaggedNotice, Notification, Response, Role, RpcError,
+    SubscribeParams, SubscribeResult, protocol_version,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::frame::{BadFrame, Frame, FrameDecoder, check_hello, decode_request, read_frame};
 use super::handlers::parse;
 use super::identity::Caller;
+use super::slots::{SlotRefusal, UserSlot};
 use super::{ApiContext, handlers};
 
 /// Frames queued for a client before events are dropped for it.
@@ -33,61 +35,31 @@ pub(crate) struct Session {
     pub role: Option<Role>,
 }
 
-enum Frame {
-    Line(Vec<u8>),
-    TooLarge,
-    Eof,
-}
-
-async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> std::io::Result<Frame> {
-    let mut buf = Vec::new();
-    let mut too_large = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(if buf.is_empty() && !too_large {
-                Frame::Eof
-            } else if too_large {
-                Frame::TooLarge
-            } else {
-                Frame::Line(buf)
-            });
-        }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        if !too_large {
-            if buf.len() + chunk.len() > max {
-                // Keep reading to the end of the line, but drop what we read.
-                too_large = true;
-                buf = Vec::new();
-            } else {
-                buf.extend_from_slice(chunk);
-            }
-        }
-        let used = done.unwrap_or(available.len());
-        reader.consume(used);
-        if done.is_some() {
-            return Ok(if too_large {
-                Frame::TooLarge
-            } else {
-                Frame::Line(buf)
-            });
-        }
-    }
-}
-
 fn encode<T: serde::Serialize>(msg: &T) -> String {
     serde_json::to_string(msg).unwrap_or_else(|e| {
         format!("{{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":-32603,\"message\":\"cannot encode reply: {e}\"}}}}")
     })
 }
 
-pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: CancellationToken) {
+/// Tells a connection it has no slot, without waiting for it, and drops it.
+pub(crate) fn turn_away(stream: &UnixStream, refusal: &SlotRefusal) {
+    tracing::debug!(%refusal, "socket connection refused");
+    let e = RpcError::new(ErrorCode::Refused, refusal.to_string())
+        .with_data(serde_json::json!({ "limit": "connections" }));
+    let mut line = encode(&Response::err(Value::Null, e));
+    line.push('\n');
+    // A fresh socket's buffer takes one short line; if not, closing says enough.
+    let _ = stream.try_write(line.as_bytes());
+}
+
+pub(crate) async fn serve(
+    stream: UnixStream,
+    mut slot: UserSlot,
+    ctx: Arc<ApiContext>,
+    stop: CancellationToken,
+) {
+    // The handshake deadline counts from accept, so a slow user lookup cannot extend it.
+    let hello_deadline = tokio::time::Instant::now() + ctx.limits.hello_timeout;
     let (uid, gid) = match stream.peer_cred() {
         Ok(c) => (c.uid(), c.gid()),
         Err(e) => {
@@ -101,6 +73,10 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: Cancel
         Err(_) => return,
     };
     let role = ctx.access.role(&caller);
+    if let Err(refusal) = slot.admit(role == Some(Role::Admin)) {
+        turn_away(&stream, &refusal);
+        return;
+    }
     let session = Arc::new(Session { caller, role });
     let (read, mut write) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<String>(OUT_QUEUE);
@@ -120,24 +96,36 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: Cancel
     });
 
     let mut reader = BufReader::new(read);
+    let mut decoder = FrameDecoder::new(ctx.limits.max_frame);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut greeted = false;
     let mut subscriptions: HashMap<u64, CancellationToken> = HashMap::new();
     let mut next_sub = 1u64;
     loop {
         let frame = tokio::select! {
-            f = read_frame(&mut reader, ctx.max_frame) => f,
+            f = read_frame(&mut reader, &mut decoder) => f,
             () = conn_stop.cancelled() => break,
+            () = tokio::time::sleep_until(hello_deadline), if !greeted => {
+                let e = RpcError::new(
+                    ErrorCode::Handshake,
+                    format!(
+                        "no `hello` within {} s of connecting; closing",
+                        ctx.limits.hello_timeout.as_secs_f64()
+                    ),
+                );
+                let _ = send(&out_tx, encode(&Response::err(Value::Null, e))).await;
+                break;
+            }
         };
         let line = match frame {
-            Ok(Frame::Line(l)) => l,
-            Ok(Frame::Eof) | Err(_) => break,
-            Ok(Frame::TooLarge) => {
+            Ok(Some(Frame::Line(l))) => l,
+            Ok(None) | Err(_) => break,
+            Ok(Some(Frame::TooLarge)) => {
                 let e = RpcError::new(
                     ErrorCode::FrameTooLarge,
                     format!(
                         "frame larger than {} bytes; it was discarded",
-                        ctx.max_frame
+                        ctx.limits.max_frame
                     ),
                 );
                 if !send(&out_tx, encode(&Response::err(Value::Null, e))).await {
@@ -146,32 +134,15 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: Cancel
                 continue;
             }
         };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let request: Request = match serde_json::from_slice::<Value>(&line) {
-            Err(e) => {
-                let err = RpcError::new(ErrorCode::ParseError, format!("invalid JSON: {e}"));
-                if !send(&out_tx, encode(&Response::err(Value::Null, err))).await {
+        let request = match decode_request(&line) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(bad) => {
+                let BadFrame { id, error } = *bad;
+                if !send(&out_tx, encode(&Response::err(id, error))).await {
                     break;
                 }
                 continue;
-            }
-            Ok(v) => {
-                let id = v.get("id").cloned().unwrap_or(Value::Null);
-                match serde_json::from_value::<Request>(v) {
-                    Ok(r) if r.jsonrpc == "2.0" => r,
-                    Ok(_) | Err(_) => {
-                        let err = RpcError::new(
-                            ErrorCode::InvalidRequest,
-                            "not a JSON-RPC 2.0 request (needs \"jsonrpc\": \"2.0\" and \"method\")",
-                        );
-                        if !send(&out_tx, encode(&Response::err(id, err))).await {
-                            break;
-                        }
-                        continue;
-                    }
-                }
             }
         };
         let id = request.id.clone().unwrap_or(Value::Null);
@@ -210,7 +181,15 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<ApiContext>, stop: Cancel
                 continue;
             }
             "subscribe" => {
-                let params: SubscribeParams = match parse(request.params) {
+                let params: Result<SubscribeParams, RpcError> =
+                    parse(request.params).and_then(|p| {
+                        if subscriptions.len() >= ctx.limits.max_subscriptions {
+                            Err(subscription_cap(ctx.limits.max_subscriptions))
+                        } else {
+                            Ok(p)
+                        }
+                    });
+                let params = match params {
                     Ok(p) => p,
                     Err(e) => {
                         if !send(&out_tx, reply(Err(e))).await {
@@ -291,19 +270,7 @@ async fn send(out: &mpsc::Sender<String>, frame: String) -> bool {
 }
 
 fn hello(session: &Session, params: Value) -> Result<Value, RpcError> {
-    let p: HelloParams = parse(params)?;
-    let major = p
-        .protocol
-        .split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok());
-    if major != Some(PROTOCOL_MAJOR) {
-        return Err(RpcError::new(
-            ErrorCode::Handshake,
-            format!("this daemon speaks protocol {}, not {}; use a sluice client of the same major version", protocol_version(), p.protocol),
-        )
-        .with_data(serde_json::json!({ "protocol": protocol_version() })));
-    }
+    check_hello(params)?;
     let role = session.role.ok_or_else(|| {
         RpcError::new(
             ErrorCode::PermissionDenied,
@@ -317,6 +284,16 @@ fn hello(session: &Session, params: Value) -> Result<Value, RpcError> {
         role,
     })
     .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
+}
+
+fn subscription_cap(max: usize) -> RpcError {
+    RpcError::new(
+        ErrorCode::Refused,
+        format!(
+            "this connection has {max} subscriptions already (the most allowed); unsubscribe from one first"
+        ),
+    )
+    .with_data(serde_json::json!({ "limit": "subscriptions", "max": max }))
 }
 
 fn lagged(subscription: u64, missed: u64) -> String {

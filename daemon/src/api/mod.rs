@@ -4,32 +4,96 @@
 //! audited. Slow subscribers are told they lagged and never slow the engine.
 
 mod conn;
+pub mod frame;
 mod handlers;
 mod idempotency;
 pub mod identity;
 mod limits;
+pub mod slots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sluice_shared::event::Event;
 use sluice_shared::validate::ValidateOptions;
 use tokio::net::UnixListener;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
+use crate::config::SocketConfig;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::triggers::Triggers;
 use crate::triggers::cron::Scheduler;
+pub use handlers::{parse as parse_params, required_role};
 use identity::Access;
+use slots::Slots;
 
-/// Most connections served at once.
-const MAX_CONNECTIONS: usize = 512;
+/// Bounds on what socket clients may hold (`[socket]` in sluiced.toml).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketLimits {
+    /// Largest frame accepted.
+    pub max_frame: usize,
+    /// A connection that has not completed `hello` by then is closed.
+    pub hello_timeout: Duration,
+    /// Connections at once, everyone together (admins have [`slots::ADMIN_RESERVE`] more).
+    pub max_connections: usize,
+    /// Connections at once per uid.
+    pub max_connections_per_user: usize,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        Self {
+            max_frame: sluice_shared::protocol::DEFAULT_MAX_FRAME,
+            hello_timeout: Duration::from_secs(5),
+            max_connections: 512,
+            max_connections_per_user: 64,
+            max_subscriptions: 32,
+        }
+    }
+}
+
+impl SocketLimits {
+    /// The limits `[socket]` asks for, defaults for what it leaves out.
+    pub fn from_config(c: &SocketConfig) -> Result<Self, ApiError> {
+        let d = Self::default();
+        let at_least_one = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(ApiError::Config(format!(
+                "[socket] {key} must be at least 1"
+            ))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let limits = Self {
+            max_frame: at_least_one("max_frame", c.max_frame, d.max_frame)?,
+            hello_timeout: c.hello_timeout.map_or(d.hello_timeout, |t| t.std()),
+            max_connections: at_least_one("max_connections", c.max_connections, d.max_connections)?,
+            max_connections_per_user: at_least_one(
+                "max_connections_per_user",
+                c.max_connections_per_user,
+                d.max_connections_per_user,
+            )?,
+            max_subscriptions: at_least_one(
+                "max_subscriptions",
+                c.max_subscriptions,
+                d.max_subscriptions,
+            )?,
+        };
+        if limits.hello_timeout.is_zero() {
+            return Err(ApiError::Config(
+                "[socket] hello_timeout must be longer than 0s".into(),
+            ));
+        }
+        Ok(limits)
+    }
+}
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +101,9 @@ pub enum ApiError {
     /// A live daemon already listens there.
     #[error("another sluiced is already listening on {0}")]
     InUse(PathBuf),
+    /// `[socket]` asks for something impossible.
+    #[error("{0}")]
+    Config(String),
     /// Binding or preparing the socket failed.
     #[error("cannot listen on {path}: {source}")]
     Io {
@@ -98,8 +165,9 @@ pub struct ApiContext {
     pub validate: ValidateOptions,
     /// Shown by `status`.
     pub state_dir: PathBuf,
-    /// Largest frame accepted.
-    pub max_frame: usize,
+    /// Connection, handshake and subscription bounds.
+    pub limits: SocketLimits,
+    pub(crate) slots: Slots,
     pub(crate) started: Instant,
     /// Outcomes of calls that carried an idempotency key.
     pub(crate) idempotency: idempotency::Idempotency,
@@ -121,7 +189,7 @@ impl ApiContext {
         pipelines_dir: PathBuf,
         validate: ValidateOptions,
         state_dir: PathBuf,
-        max_frame: usize,
+        limits: SocketLimits,
     ) -> Arc<Self> {
         let (feed, _) = broadcast::channel(16_384);
         let seq = Arc::new(AtomicU64::new(0));
@@ -158,7 +226,8 @@ impl ApiContext {
             pipelines_dir,
             validate,
             state_dir,
-            max_frame,
+            slots: Slots::new(limits.max_connections, limits.max_connections_per_user),
+            limits,
             started: Instant::now(),
             idempotency: idempotency::Idempotency::default(),
             feed,
@@ -172,29 +241,38 @@ impl ApiContext {
     }
 }
 
-/// Serves connections until `shutdown` is cancelled.
+/// Serves connections until `shutdown` is cancelled. A connection past its
+/// uid's share or the global cap gets an error line and is closed at once.
 pub async fn serve(listener: UnixListener, ctx: Arc<ApiContext>, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-            return;
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shutdown.cancelled() => return,
         };
         match accepted {
             Ok((stream, _)) => {
+                let uid = match stream.peer_cred() {
+                    Ok(c) => c.uid(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read peer credentials; closing");
+                        continue;
+                    }
+                };
+                let slot = match ctx.slots.take(uid) {
+                    Ok(s) => s,
+                    Err(refusal) => {
+                        conn::turn_away(&stream, &refusal);
+                        continue;
+                    }
+                };
                 let ctx = Arc::clone(&ctx);
                 let stop = shutdown.child_token();
-                tokio::spawn(async move {
-                    conn::serve(stream, ctx, stop).await;
-                    drop(permit);
-                });
+                tokio::spawn(conn::serve(stream, slot, ctx, stop));
             }
             Err(e) => {
+                // Out of descriptors, most likely: give closing connections a moment.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }

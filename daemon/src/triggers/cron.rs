@@ -478,7 +478,7 @@ impl Actor {
                 Ok(s) => s,
                 Err(e) => {
                     // Validation rejects these before they reach the registry.
-                    tracing::error!(pipeline = %key.0, schedule = %key.1, error = %e, "invalid schedule");
+                    tracing::error!(pipeline = ?key.0, schedule = ?key.1, error = %e, "invalid schedule");
                     continue;
                 }
             };
@@ -651,7 +651,7 @@ impl Actor {
             .schedule_progress(&key.0, &key.1, progress)
             .await
         {
-            tracing::error!(pipeline = %key.0, schedule = %key.1, error = %e, "cannot record schedule progress");
+            tracing::error!(pipeline = ?key.0, schedule = ?key.1, error = %e, "cannot record schedule progress");
         }
     }
 
@@ -851,7 +851,7 @@ impl FireJob {
                 Err(TriggerError::Limited(r)) => {
                     // A fire refused by a limit is recorded as such, with the limit's words.
                     Counters::add(&counters.misfires, 1);
-                    tracing::warn!(pipeline = %self.key.0, schedule = %self.key.1, limit = r.limit.as_str(), "cron fire refused by a limit");
+                    tracing::warn!(pipeline = ?self.key.0, schedule = ?self.key.1, limit = r.limit.as_str(), "cron fire refused by a limit");
                     let action = match r.limit {
                         crate::limits::LimitKind::Queue | crate::limits::LimitKind::UserQueue => {
                             "refused (queue full)"
@@ -862,7 +862,7 @@ impl FireJob {
                 }
                 Err(e) => {
                     Counters::add(&counters.misfires, 1);
-                    tracing::error!(pipeline = %self.key.0, schedule = %self.key.1, error = %e, "cron fire failed");
+                    tracing::error!(pipeline = ?self.key.0, schedule = ?self.key.1, error = %e, "cron fire failed");
                     let reason = match &e {
                         TriggerError::Disabled { .. } => e.to_string(),
                         _ => format!("the run could not be started: {e}"),
@@ -880,7 +880,7 @@ impl FireJob {
         {
             // The fire's run (if any) carries a delivery key, so handling it again
             // after a restart finds the same run rather than starting another.
-            tracing::error!(pipeline = %self.key.0, schedule = %self.key.1, error = %e, "cannot record schedule progress");
+            tracing::error!(pipeline = ?self.key.0, schedule = ?self.key.1, error = %e, "cannot record schedule progress");
         }
         Handled {
             key: self.key,

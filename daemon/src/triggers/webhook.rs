@@ -451,10 +451,11 @@ async fn hook(
         Ok(r) => r,
         Err(refusal) => {
             Counters::add(&st.triggers.counters().webhook_rejected, 1);
+            // `?` quotes and escapes: the name comes from the URL, and a newline in it must not forge a log line.
             if refusal.status.is_server_error() {
-                tracing::error!(pipeline = %name, %peer, status = %refusal.status, error = %refusal.message, "webhook refused");
+                tracing::error!(pipeline = ?name, %peer, status = %refusal.status, error = ?refusal.message, "webhook refused");
             } else {
-                tracing::info!(pipeline = %name, %peer, status = %refusal.status, error = %refusal.message, "webhook refused");
+                tracing::info!(pipeline = ?name, %peer, status = %refusal.status, error = ?refusal.message, "webhook refused");
             }
             refusal.into_response()
         }

@@ -133,6 +133,40 @@ impl Client {
         .await
     }
 
+    /// `hello`, reporting a refusal (an error with a null id) or a closed
+    /// connection (`None`) instead of failing.
+    pub async fn try_hello(&mut self) -> Option<Result<Value, RpcError>> {
+        let mut frame = serde_json::to_string(&Request::new(
+            0,
+            "hello",
+            json!({ "protocol": sluice_shared::protocol::protocol_version() }),
+        ))
+        .expect("encode");
+        frame.push('\n');
+        // The daemon may have closed a refused connection already: then the read tells.
+        let _ = self.writer.write_all(frame.as_bytes()).await;
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        match serde_json::from_str::<ServerMessage>(&line).expect("a JSON-RPC message") {
+            ServerMessage::Response(r) => Some(match r.error {
+                Some(e) => Err(e),
+                None => Ok(r.result.unwrap_or(Value::Null)),
+            }),
+            ServerMessage::Notification(n) => panic!("notification before hello: {n:?}"),
+        }
+    }
+
+    /// The reading half, for tests that read raw bytes.
+    pub fn reader_mut(&mut self) -> &mut TokioBufReader<OwnedReadHalf> {
+        &mut self.reader
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("write");
     }

@@ -794,26 +794,7 @@ async fn logs(
         None
     };
     let mut seen: HashMap<(String, u32), u32> = HashMap::new();
-    let mut after = 0u64;
-    let mut finished;
-    loop {
-        let page: LogsPage = client
-            .call(
-                "logs.get",
-                json!({ "run": run, "node": node, "after": after, "limit": 10_000 }),
-            )
-            .await?;
-        finished = page.finished;
-        for l in &page.lines {
-            let last = seen.entry((l.node.clone(), l.attempt)).or_insert(0);
-            *last = (*last).max(l.seq);
-            print_line(l.node.as_str(), l.attempt, &l.stream, &l.line, json)?;
-        }
-        if page.lines.is_empty() || page.next == after {
-            break;
-        }
-        after = page.next;
-    }
+    let (mut after, finished) = read_stored(client, run, &node, 0, &mut seen, json).await?;
     if sub.is_none() || finished {
         return Ok(());
     }
@@ -821,20 +802,9 @@ async fn logs(
         let n = client.notification().await?;
         if n.method == "lagged" {
             // Missed live lines: read what is stored instead.
-            let page: LogsPage = client
-                .call(
-                    "logs.get",
-                    json!({ "run": run, "node": node, "after": after, "limit": 10_000 }),
-                )
-                .await?;
-            for l in &page.lines {
-                let last = seen.entry((l.node.clone(), l.attempt)).or_insert(0);
-                if l.seq > *last {
-                    *last = l.seq;
-                    print_line(&l.node, l.attempt, &l.stream, &l.line, json)?;
-                }
-            }
-            after = page.next;
+            after = read_stored(client, run, &node, after, &mut seen, json)
+                .await?
+                .0;
             continue;
         }
         let Ok(notice) = serde_json::from_value::<EventNotice>(n.params) else {
@@ -861,6 +831,42 @@ async fn logs(
             Event::RunState { state, .. } if state.is_finished() => return Ok(()),
             _ => {}
         }
+    }
+}
+
+/// Lines `logs.get` asks for at once; the daemon may end a page sooner (by size).
+const LOG_PAGE: u32 = 10_000;
+
+/// Prints stored lines after cursor `after` not printed yet, following every
+/// page; returns the new cursor and whether the run has finished.
+async fn read_stored(
+    client: &mut Client,
+    run: RunId,
+    node: &Option<String>,
+    mut after: u64,
+    seen: &mut HashMap<(String, u32), u32>,
+    json: bool,
+) -> Result<(u64, bool), Failure> {
+    loop {
+        let page: LogsPage = client
+            .call(
+                "logs.get",
+                json!({ "run": run, "node": node, "after": after, "limit": LOG_PAGE }),
+            )
+            .await?;
+        for l in &page.lines {
+            let last = seen.entry((l.node.clone(), l.attempt)).or_insert(0);
+            if l.seq > *last {
+                *last = l.seq;
+                print_line(&l.node, l.attempt, &l.stream, &l.line, json)?;
+            }
+        }
+        // `more` (protocol 1.2) says so outright; an older daemon's full page may have a successor.
+        let full = page.lines.len() >= LOG_PAGE as usize;
+        if page.lines.is_empty() || page.next == after || !(page.more || full) {
+            return Ok((page.next.max(after), page.finished));
+        }
+        after = page.next;
     }
 }
 

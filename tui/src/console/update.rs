@@ -385,7 +385,8 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
                     },
                 );
             }
-            if got as u32 >= LOG_PAGE {
+            // `more` (protocol 1.2) ends a page early by size; an older daemon's full page may have a successor.
+            if page.more || got as u32 >= LOG_PAGE {
                 return vec![logs_request(run, &node, generation, page.next)];
             }
             d.log_loading = false;

@@ -273,11 +273,12 @@ fn draw_log(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Theme)
                 "sluice" => spans.push(Span::styled("~ ", t.dim())),
                 _ => spans.push(Span::raw("  ")),
             }
+            // Escaped, not dropped: what a script printed stays visible, and nothing reaches the terminal raw.
+            let line = crate::escape::controls(&e.line);
             let text: String = if d.wrap {
-                e.line.clone()
+                line.into_owned()
             } else {
-                e.line
-                    .chars()
+                line.chars()
                     .skip(d.hscroll)
                     .take(inner.width as usize + 1)
                     .collect()
