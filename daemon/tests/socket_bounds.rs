@@ -2,6 +2,8 @@
 //! deadline, connection caps per uid, subscriptions per connection, and
 //! `logs.get` pages bounded in bytes.
 
+mod common;
+
 #[path = "common/daemon.rs"]
 mod daemon;
 
