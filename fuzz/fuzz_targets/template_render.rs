@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(out) = engine.render_str(template, &ctx, Escape::Text) {
             assert!(out.len() <= sluice_shared::template::MAX_OUTPUT);
         }
+        // Shell scripts: the lexer and the substitution of values by
+        // environment references must not panic on any script.
+        let _ = engine.render_shell(template, &ctx);
         let _ = engine.render_json(&json!({ "a": template, "b": [template] }), &ctx);
         let _ = engine.eval(expr, &ctx);
         let _ = engine.eval_condition(expr, &ctx);
