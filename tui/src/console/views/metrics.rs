@@ -122,15 +122,20 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     } else {
         m.queue_depth.to_string()
     };
+    // Daemons before protocol 1.2 say nothing of workers.
+    let workers = if m.workers > 0 {
+        format!("{}workers {}/{} busy", t.dot(), m.workers_busy, m.workers)
+    } else {
+        String::new()
+    };
     let figures_text = format!(
-        "success (24h) {rate}{d}queued {}{d}running {}{d}waiting {}{d}approvals {}{d}limit refusals {}{d}workers {}/{} busy",
+        "success (24h) {rate}{d}queued {}{d}running {}{d}waiting {}{d}approvals {}{d}limit refusals {}{}",
         queued,
         m.active,
         m.waiting,
         m.approvals_pending,
         m.limit_refusals,
-        m.workers_busy,
-        m.workers,
+        workers,
         d = t.dot()
     );
     frame.render_widget(
