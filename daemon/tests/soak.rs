@@ -8,13 +8,17 @@
 //! CI runs 10 cycles of each test. Longer soaks:
 //! `SLUICE_SOAK_CYCLES=1000 cargo test --release -p sluice-daemon --test soak -- --nocapture`.
 
+mod common;
+
+#[path = "common/daemon.rs"]
+mod daemon;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use daemon::Daemon;
 
 const TRANSFORM: &str = "triggers:\n  - webhook: { auth: none }\nnodes:\n  - id: t\n    kind: transform\n    output: { ok: true }\n";
 const SHELL: &str = "triggers:\n  - webhook: { auth: none }\nnodes:\n  - id: s\n    kind: shell\n    run: \"true\"\n";
@@ -26,81 +30,8 @@ fn cycles() -> u64 {
         .unwrap_or(10)
 }
 
-struct Daemon {
-    dir: PathBuf,
-    listen: String,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    /// Starts once; any failure to become ready within the deadline fails the soak.
-    fn start(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
-            .arg("--config")
-            .arg(self.dir.join("sluiced.toml"))
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .arg("--pipelines")
-            .arg(self.dir.join("pipelines"))
-            .arg("--socket")
-            .arg(self.dir.join("sock"))
-            .arg("--listen")
-            .arg(&self.listen)
-            .env("SLUICE_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn sluiced");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("sluiced: ready") => break,
-                Ok(line) => seen.push(line),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "a restart failed at its first attempt ({e}):\n{}",
-                        seen.join("\n")
-                    );
-                }
-            }
-        }
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.join("state/sluice.db")).expect("open db")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+fn db(d: &Daemon) -> rusqlite::Connection {
+    rusqlite::Connection::open(d.path("state/sluice.db")).expect("open db")
 }
 
 /// Acknowledged deliveries: key → run id.
@@ -153,20 +84,12 @@ async fn sender(id: usize, url: String, acks: Acks, stop: Arc<AtomicBool>, sent:
 }
 
 async fn soak(config: &str, pipeline: &str, clients: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
-    std::fs::write(dir.path().join("pipelines/soak.yaml"), pipeline).expect("pipeline");
-    std::fs::write(dir.path().join("sluiced.toml"), config).expect("config");
-    let mut d = Daemon {
-        dir: dir.path().to_owned(),
-        listen: format!("127.0.0.1:{}", free_port()),
-        child: None,
-    };
-    d.start();
+    // A restart that is not ready at its first attempt fails the fixture's spawn.
+    let mut d = Daemon::start(config, &[("soak.yaml", pipeline)]);
     let acks: Acks = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let url = format!("http://{}/hooks/soak", d.listen);
+    let url = format!("http://{}/hooks/soak", d.http);
     let senders: Vec<_> = (0..clients)
         .map(|i| {
             tokio::spawn(sender(
@@ -184,7 +107,7 @@ async fn soak(config: &str, pipeline: &str, clients: usize) {
         // A random moment under load: the schedule of the kill, not a wait for anything.
         tokio::time::sleep(Duration::from_millis(fastrand::u64(20..400))).await;
         d.kill();
-        d.start();
+        d.spawn();
     }
     stop.store(true, Ordering::Relaxed);
     for s in senders {
@@ -198,8 +121,7 @@ async fn soak(config: &str, pipeline: &str, clients: usize) {
     // Every run reaches a final state.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let unfinished: i64 = d
-            .db()
+        let unfinished: i64 = db(&d)
             .query_row(
                 "SELECT count(*) FROM runs WHERE state IN ('queued', 'running', 'waiting')",
                 [],
@@ -215,7 +137,7 @@ async fn soak(config: &str, pipeline: &str, clients: usize) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let db = d.db();
+    let db = db(&d);
     let mut stmt = db
         .prepare("SELECT id, state, coalesce(error, '') FROM runs")
         .expect("prepare");

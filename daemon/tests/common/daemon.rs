@@ -59,8 +59,13 @@ impl Daemon {
             .arg(self.path("pipelines"))
             .arg("--socket")
             .arg(&self.socket)
+            // A restart keeps the address, so clients can go on sending.
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(if self.http.is_empty() {
+                "127.0.0.1:0"
+            } else {
+                self.http.as_str()
+            })
             .env("SLUICE_LOG", "warn")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
