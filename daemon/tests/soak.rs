@@ -8,6 +8,8 @@
 //! CI runs 10 cycles of each test. Longer soaks:
 //! `SLUICE_SOAK_CYCLES=1000 cargo test --release -p sluice-daemon --test soak -- --nocapture`.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -66,8 +68,7 @@ impl Daemon {
                 Ok(line) if line.starts_with("sluiced: ready") => break,
                 Ok(line) => seen.push(line),
                 Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    common::kill_and_reap(&mut child, "sluiced after a failed restart");
                     panic!(
                         "a restart failed at its first attempt ({e}):\n{}",
                         seen.join("\n")
@@ -80,8 +81,7 @@ impl Daemon {
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            common::kill_and_reap(&mut c, "sluiced after SIGKILL");
         }
     }
 
