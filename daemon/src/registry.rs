@@ -11,7 +11,7 @@ use sluice_shared::Diagnostic;
 use sluice_shared::Pipeline;
 use sluice_shared::document::DocPath;
 use sluice_shared::event::Event;
-use sluice_shared::loader::{FileKind, list_pipeline_files, load_set, read_pipeline_file};
+use sluice_shared::loader::{FileKind, is_pipeline_path, load_set, read_pipeline_text};
 use sluice_shared::validate::ValidateOptions;
 use tokio::sync::broadcast;
 
@@ -53,6 +53,56 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     /// Files rejected, with their problems.
     pub rejected: Vec<PathBuf>,
+    /// The directory or files that could not be read (an I/O error other
+    /// than "not found"); what was loaded from them stays as it was.
+    pub unreadable: Vec<PathBuf>,
+}
+
+/// What listing the pipelines directory found.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Pipeline files, sorted, with their metadata.
+    files: Vec<(PathBuf, std::fs::Metadata)>,
+    /// Entries named like pipeline files whose metadata cannot be read.
+    unreadable: Vec<(PathBuf, std::io::Error)>,
+}
+
+/// Lists the pipeline files of `dir`. Failing to list it at all is an error;
+/// an entry that vanished meanwhile (or a dangling link) is simply absent,
+/// and one that cannot be examined for another reason is kept aside so its
+/// pipeline is not taken for removed.
+fn list_dir(dir: &Path) -> std::io::Result<Listing> {
+    let mut listing = Listing::default();
+    for entry in std::fs::read_dir(dir)? {
+        // A failure part-way (EIO, a directory swapped under us) makes the
+        // whole listing untrustworthy: missing entries would read as deletions.
+        let path = entry?.path();
+        if !is_pipeline_path(&path) {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => listing.files.push((path, meta)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => listing.unreadable.push((path, e)),
+        }
+    }
+    listing.files.sort_by(|a, b| a.0.cmp(&b.0));
+    listing.unreadable.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(listing)
+}
+
+/// The error recorded for a path the file system would not let us read.
+fn io_diagnostic(path: &Path, what: &str, e: &std::io::Error, keeps: &str) -> Diagnostic {
+    let mut d = Diagnostic::error(
+        &DocPath::root(),
+        format!("cannot read {what} {}: {e}; {keeps}", path.display()),
+    )
+    .with_hint(Some(
+        "fix the cause; the next change, SIGHUP or retry reloads it".to_owned(),
+    ));
+    d.file = path.to_owned();
+    d
 }
 
 #[derive(Default)]
@@ -159,8 +209,7 @@ fn warn_missing_secrets(p: &Pipeline, known: &BTreeSet<String>) {
 }
 
 /// Why a file may not be loaded even though it parses: someone else could change it.
-fn unsafe_permissions(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
+fn unsafe_permissions(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
     let mode = meta.mode() & 0o777;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
@@ -282,40 +331,71 @@ impl Registry {
         opts: &ValidateOptions,
     ) -> Result<ReloadReport, StoreError> {
         let _one_at_a_time = self.reloading.lock().await;
-        let files = list_pipeline_files(dir).unwrap_or_default();
-        let mut sources = Vec::with_capacity(files.len());
+        let listing = match list_dir(dir) {
+            Ok(listing) => listing,
+            Err(e) => return Ok(self.keep_on_unreadable_dir(dir, &e)),
+        };
+        let mut sources = Vec::with_capacity(listing.files.len());
         let mut refused: Vec<Diagnostic> = Vec::new();
-        for f in files {
-            match unsafe_permissions(&f) {
-                Some(why) => {
-                    let mut d = Diagnostic::error(&DocPath::root(), why);
-                    d.file = f.clone();
-                    refused.push(d);
-                }
-                None => {
-                    let text = read_pipeline_file(&f);
-                    sources.push((f, text));
-                }
+        let mut unreadable = listing.unreadable;
+        for (f, meta) in listing.files {
+            if let Some(why) = unsafe_permissions(&f, &meta) {
+                let mut d = Diagnostic::error(&DocPath::root(), why);
+                d.file = f.clone();
+                refused.push(d);
+                continue;
+            }
+            match read_pipeline_text(&f) {
+                Ok(text) => sources.push((f, Ok(text))),
+                // Deleted since it was listed: as if it had not been.
+                Err(e)
+                    if e.io()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
+                Err(sluice_shared::loader::ReadError::Io(e)) => unreadable.push((f, e)),
+                // The file's content is the problem: reported like invalid YAML.
+                Err(e) => sources.push((f, Err(e.to_string()))),
             }
         }
+        let unreadable: Vec<Diagnostic> = unreadable
+            .iter()
+            .map(|(f, e)| {
+                io_diagnostic(
+                    f,
+                    "pipeline file",
+                    e,
+                    "its loaded version (if any) stays active",
+                )
+            })
+            .collect();
         // Of two files claiming one name, the one that came later is in error:
         // files that already own a name go first (then name order).
-        let owners: BTreeSet<PathBuf> = self.state.read().map_or_else(
-            |_| BTreeSet::new(),
+        let owners: BTreeMap<PathBuf, String> = self.state.read().map_or_else(
+            |_| BTreeMap::new(),
             |state| {
                 state
                     .pipelines
-                    .values()
-                    .filter(|e| e.present)
-                    .map(|e| e.source.clone())
+                    .iter()
+                    .filter(|(_, e)| e.present)
+                    .map(|(name, e)| (e.source.clone(), name.clone()))
                     .collect()
             },
         );
-        sources.sort_by_key(|(f, _)| !owners.contains(f));
+        sources.sort_by_key(|(f, _)| !owners.contains_key(f));
         let set = load_set(&sources, opts);
         let mut report = ReloadReport::default();
         let mut seen_files: BTreeSet<PathBuf> = BTreeSet::new();
         let mut new_errors: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
+        // A name whose file cannot be read right now stays with that file:
+        // another file claiming it meanwhile must not take it over.
+        let mut held: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for d in unreadable {
+            if let Some(name) = owners.get(&d.file) {
+                held.insert(name.clone(), d.file.clone());
+            }
+            report.unreadable.push(d.file.clone());
+            seen_files.insert(d.file.clone());
+            new_errors.entry(d.file.clone()).or_default().push(d);
+        }
         for d in refused {
             seen_files.insert(d.file.clone());
             new_errors.entry(d.file.clone()).or_default().push(d);
@@ -330,6 +410,19 @@ impl Registry {
             if f.kind == FileKind::Pipeline
                 && let Some(p) = f.pipeline
             {
+                if let Some(owner) = held.get(&p.name) {
+                    let mut d = Diagnostic::error(
+                        &DocPath::root(),
+                        format!(
+                            "pipeline name '{}' is already used by {}, which cannot be read right now",
+                            p.name,
+                            owner.display()
+                        ),
+                    );
+                    d.file = f.path.clone();
+                    new_errors.entry(f.path.clone()).or_default().push(d);
+                    continue;
+                }
                 valid.push((f.path, p));
             }
         }
@@ -351,6 +444,8 @@ impl Registry {
             };
             let present: BTreeSet<String> =
                 stored.iter().map(|(_, p, _, _)| p.name.clone()).collect();
+            let loaded_from: BTreeSet<PathBuf> =
+                stored.iter().map(|(f, _, _, _)| f.clone()).collect();
             for (path, p, id, number) in stored {
                 let name = p.name.clone();
                 let enabled = !state.disabled.contains(&name);
@@ -392,7 +487,10 @@ impl Registry {
                 if present.contains(name) || !entry.present {
                     continue;
                 }
-                if seen_files.contains(&entry.source) && entry.source.exists() {
+                // Listed but unreadable, refused or invalid: not removed (a file
+                // now defining another name did remove this one). A file that
+                // vanished between listing and reading was not recorded.
+                if seen_files.contains(&entry.source) && !loaded_from.contains(&entry.source) {
                     continue;
                 }
                 entry.present = false;
@@ -423,6 +521,43 @@ impl Registry {
             let _ = self.events.send(e);
         }
         Ok(report)
+    }
+
+    /// The directory cannot be listed: every pipeline stays as it was (a
+    /// failed read is not a deletion) and the error is recorded for the
+    /// directory until a later reload can list it.
+    fn keep_on_unreadable_dir(&self, dir: &Path, e: &std::io::Error) -> ReloadReport {
+        let d = io_diagnostic(
+            dir,
+            "the pipelines directory",
+            e,
+            "the pipelines loaded before stay as they were",
+        );
+        let report = ReloadReport {
+            unreadable: vec![dir.to_owned()],
+            ..ReloadReport::default()
+        };
+        let diagnostics = vec![d];
+        let changed = {
+            let Ok(mut state) = self.state.write() else {
+                return report;
+            };
+            if state.errors.get(dir) == Some(&diagnostics) {
+                false
+            } else {
+                state.errors.insert(dir.to_owned(), diagnostics.clone());
+                true
+            }
+        };
+        // Logged and announced once per distinct error, not on every retry.
+        if changed {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot read the pipelines directory; keeping the pipelines loaded before");
+            let _ = self.events.send(Event::ConfigError {
+                file: dir.display().to_string(),
+                diagnostics,
+            });
+        }
+        report
     }
 
     /// A pipeline by name.
@@ -608,5 +743,223 @@ mod tests {
             .await
             .unwrap();
         assert!(!reg.get("job").unwrap().enabled);
+    }
+
+    const JOB: &str = "nodes:\n  - id: a\n    kind: shell\n    run: echo 1\n";
+
+    /// `hello` loaded (version 1) from `p/hello.yaml`.
+    async fn loaded(dir: &Path) -> (Registry, PathBuf, ValidateOptions) {
+        let pdir = dir.join("p");
+        std::fs::create_dir(&pdir).unwrap();
+        let (reg, _rx) = registry(dir).await;
+        write(&pdir.join("hello.yaml"), JOB);
+        let opts = ValidateOptions::default();
+        reg.reload(&pdir, &opts).await.unwrap();
+        assert!(reg.get("hello").unwrap().runnable());
+        (reg, pdir, opts)
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_read_keeps_the_loaded_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, pdir, opts) = loaded(dir.path()).await;
+        // Swapped for a regular file of the same name: ENOTDIR.
+        let away = dir.path().join("p.old");
+        std::fs::rename(&pdir, &away).unwrap();
+        std::fs::write(&pdir, "not a directory").unwrap();
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert_eq!(r.unreadable, vec![pdir.clone()]);
+        assert!(r.removed.is_empty(), "{r:?}");
+        let hello = reg.get("hello").unwrap();
+        assert!(hello.runnable(), "a failed read is not a deletion");
+        assert_eq!(hello.version, 1);
+        let errors = reg.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].file, pdir);
+        assert!(errors[0].is_error());
+        assert!(
+            errors[0].message.contains(&pdir.display().to_string())
+                && errors[0].message.contains("Not a directory"),
+            "names the path and the OS error: {}",
+            errors[0].message
+        );
+        // Again: the same single error, still nothing removed.
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert!(r.removed.is_empty());
+        assert_eq!(reg.errors().len(), 1);
+        // Repaired, with an edit made meanwhile: the error clears and the edit loads.
+        std::fs::remove_file(&pdir).unwrap();
+        std::fs::rename(&away, &pdir).unwrap();
+        write(&pdir.join("hello.yaml"), &JOB.replace("echo 1", "echo 2"));
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert!(r.unreadable.is_empty());
+        assert_eq!(r.updated, vec!["hello"]);
+        assert_eq!(reg.get("hello").unwrap().version, 2);
+        assert!(reg.errors().is_empty(), "{:?}", reg.errors());
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_keeps_the_loaded_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, pdir, opts) = loaded(dir.path()).await;
+        std::fs::rename(&pdir, dir.path().join("gone")).unwrap();
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert_eq!(r.unreadable, vec![pdir.clone()]);
+        assert!(reg.get("hello").unwrap().runnable());
+        assert!(
+            reg.errors()[0]
+                .message
+                .contains("No such file or directory"),
+            "{:?}",
+            reg.errors()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_read_keeps_its_pipeline_and_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, pdir, opts) = loaded(dir.path()).await;
+        let file = pdir.join("hello.yaml");
+        // A link to itself: ELOOP, which root cannot read past either.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("hello.yaml", &file).unwrap();
+        // Another file claiming the name meanwhile must not take it over.
+        write(
+            &pdir.join("copy.yaml"),
+            &format!("name: hello\n{}", JOB.replace("echo 1", "echo copy")),
+        );
+        write(&pdir.join("other.yaml"), JOB);
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert_eq!(r.unreadable, vec![file.clone()]);
+        assert!(r.removed.is_empty(), "{r:?}");
+        assert_eq!(r.updated, vec!["other"], "readable files still load");
+        let hello = reg.get("hello").unwrap();
+        assert!(hello.runnable());
+        assert_eq!((hello.version, hello.source), (1, file.clone()));
+        let errors = reg.errors();
+        let unreadable = errors.iter().find(|d| d.file == file).unwrap();
+        assert!(
+            unreadable
+                .message
+                .contains("Too many levels of symbolic links"),
+            "{}",
+            unreadable.message
+        );
+        let copy = errors
+            .iter()
+            .find(|d| d.file == pdir.join("copy.yaml"))
+            .unwrap();
+        assert!(
+            copy.message.contains("cannot be read right now"),
+            "{}",
+            copy.message
+        );
+        // Repaired: the file loads again and the copy is the usual duplicate.
+        std::fs::remove_file(&file).unwrap();
+        write(&file, &JOB.replace("echo 1", "echo 2"));
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert!(r.unreadable.is_empty());
+        assert_eq!(reg.get("hello").unwrap().version, 2);
+        assert!(reg.errors().iter().all(|d| d.file != file));
+    }
+
+    #[tokio::test]
+    async fn a_file_naming_another_pipeline_removes_the_old_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, pdir, opts) = loaded(dir.path()).await;
+        write(&pdir.join("hello.yaml"), &format!("name: renamed\n{JOB}"));
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert_eq!(r.updated, vec!["renamed"]);
+        assert_eq!(r.removed, vec!["hello"]);
+        assert!(!reg.get("hello").unwrap().runnable());
+    }
+
+    const EMFILE_CHILD: &str = "SLUICE_TEST_EMFILE_CHILD";
+
+    /// Runs in a process of its own (see the test below): it fills the
+    /// descriptor table, which would break any test running beside it.
+    #[tokio::test]
+    #[ignore = "run by running_out_of_descriptors_keeps_the_loaded_set in a process of its own"]
+    async fn emfile_child() {
+        assert!(
+            std::env::var_os(EMFILE_CHILD).is_some(),
+            "only running_out_of_descriptors_keeps_the_loaded_set runs this"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, pdir, opts) = loaded(dir.path()).await;
+        // A low soft limit keeps the filling quick.
+        // SAFETY: a valid resource and pointers to a live rlimit.
+        unsafe {
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            lim.rlim_cur = lim.rlim_cur.min(256);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+        let mut fill = Vec::new();
+        let full = loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => fill.push(f),
+                Err(e) => break e,
+            }
+            assert!(fill.len() < 100_000, "the descriptor limit was not reached");
+        };
+        assert_eq!(full.raw_os_error(), Some(libc::EMFILE), "{full}");
+        let r = reg.reload(&pdir, &opts).await;
+        drop(fill);
+        let r = r.unwrap();
+        assert_eq!(r.unreadable, vec![pdir.clone()]);
+        assert!(r.removed.is_empty(), "{r:?}");
+        assert!(reg.get("hello").unwrap().runnable());
+        let errors = reg.errors();
+        assert!(
+            errors[0].message.contains("Too many open files"),
+            "{errors:?}"
+        );
+        let r = reg.reload(&pdir, &opts).await.unwrap();
+        assert!(r.unreadable.is_empty());
+        assert!(reg.errors().is_empty(), "{:?}", reg.errors());
+    }
+
+    #[test]
+    fn running_out_of_descriptors_keeps_the_loaded_set() {
+        use std::io::Read;
+        let exe = std::env::current_exe().unwrap();
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "registry::tests::emfile_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(EMFILE_CHILD, "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "timed out after 60 s waiting for the emfile_child test process (killed it)"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // It has exited, so its pipes end (its output is small).
+        let mut out = String::new();
+        let mut err = String::new();
+        let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        assert!(status.success(), "{status}\n{out}\n{err}");
+        assert!(
+            out.contains("1 passed"),
+            "the child ran the test:\n{out}\n{err}"
+        );
     }
 }

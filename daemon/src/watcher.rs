@@ -9,7 +9,18 @@
 //! previous version of invalid ones and announces both on the event bus
 //! (the scheduler reschedules from there). Reloads run one at a time, in this
 //! task, whether a file change or SIGHUP asked for them.
+//!
+//! The parent directory is watched too, for the directory's own name: deploy
+//! tools swap a whole directory by renaming (`pipelines` → `pipelines.old`, a
+//! new `pipelines` renamed in place), and an inotify watch stays with the old
+//! inode. Before each reload the directory's identity is compared with the
+//! one watched, and the watch is rebuilt on the new directory when it
+//! changed. While the directory (or a file in it) cannot be read, the
+//! registry keeps what it had and reloads are retried every
+//! [`WatchOptions::retry`], so the error clears on its own once the cause is
+//! gone (EMFILE, a directory briefly missing mid-swap).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +61,9 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// Reload at the latest this long after the first change, even if changes keep coming.
     pub max_delay: Duration,
+    /// While the last reload could not read everything (or failed), reload
+    /// again after this long even if nothing changes.
+    pub retry: Duration,
 }
 
 impl Default for WatchOptions {
@@ -59,6 +73,7 @@ impl Default for WatchOptions {
         Self {
             debounce: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
+            retry: Duration::from_secs(5),
         }
     }
 }
@@ -69,8 +84,74 @@ type RescanReply = oneshot::Sender<Result<ReloadReport, StoreError>>;
 pub struct Watcher {
     rescans: mpsc::Sender<(Option<ValidateOptions>, RescanReply)>,
     dir: PathBuf,
-    // Dropping it stops notify's thread.
+}
+
+/// A directory's identity: the same path may name another directory later.
+type DirId = (u64, u64);
+
+fn dir_id(dir: &Path) -> Option<DirId> {
+    std::fs::metadata(dir)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// The directory holding `dir` (`.` for a bare relative name).
+fn parent_of(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A live notify watch (dropping it stops notify's thread).
+struct Watch {
     _notify: RecommendedWatcher,
+    /// The directory watched, or `None` when only its parent is (it was missing).
+    dir_id: Option<DirId>,
+}
+
+impl Watch {
+    /// Watches `dir` and, when it can, its parent. Failing to watch `dir` is
+    /// an error unless `parent_only`.
+    fn new(
+        dir: &Path,
+        changes: &mpsc::UnboundedSender<()>,
+        parent_only: bool,
+    ) -> Result<Self, notify::Error> {
+        let tx = changes.clone();
+        let watched = dir.to_owned();
+        let mut notify = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            match res {
+                Ok(event) if is_relevant(&event, &watched) => {
+                    let _ = tx.send(());
+                }
+                Ok(_) => {}
+                // An overflowed queue or similar: a full rescan catches up.
+                Err(e) => {
+                    tracing::warn!(error = %e, "pipeline watcher error; rescanning");
+                    let _ = tx.send(());
+                }
+            }
+        })?;
+        // The identity is taken before the watch: were the directory swapped
+        // in between, the next check sees a mismatch and watches again,
+        // whereas the other order could pair the new identity with the old watch.
+        let id = if parent_only { None } else { dir_id(dir) };
+        if !parent_only {
+            notify.watch(dir, RecursiveMode::NonRecursive)?;
+        }
+        let parent = parent_of(dir);
+        if let Err(e) = notify.watch(&parent, RecursiveMode::NonRecursive) {
+            // Edits are still seen; only a swapped directory is not followed
+            // before the next SIGHUP.
+            tracing::warn!(parent = %parent.display(), error = %e, "cannot watch the directory holding the pipelines directory; a replaced directory is followed only on SIGHUP");
+        }
+        Ok(Self {
+            _notify: notify,
+            dir_id: id,
+        })
+    }
 }
 
 impl Watcher {
@@ -84,47 +165,28 @@ impl Watcher {
         shutdown: CancellationToken,
     ) -> Result<(Self, ReloadReport), WatchError> {
         let (changes_tx, changes) = mpsc::unbounded_channel::<()>();
-        let mut notify = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            match res {
-                Ok(event) if is_relevant(&event) => {
-                    let _ = changes_tx.send(());
-                }
-                Ok(_) => {}
-                // An overflowed queue or similar: a full rescan catches up.
-                Err(e) => {
-                    tracing::warn!(error = %e, "pipeline watcher error; rescanning");
-                    let _ = changes_tx.send(());
-                }
-            }
-        })
-        .map_err(|source| WatchError::Watch {
+        let watch = Watch::new(dir, &changes_tx, false).map_err(|source| WatchError::Watch {
             path: dir.to_owned(),
             source,
         })?;
-        notify
-            .watch(dir, RecursiveMode::NonRecursive)
-            .map_err(|source| WatchError::Watch {
-                path: dir.to_owned(),
-                source,
-            })?;
-        // Watch first, then load: a change during the first load is not lost.
-        let report = registry.reload(dir, &validate).await?;
-        log_report(&report);
         let (rescans_tx, rescans) = mpsc::channel(8);
-        tokio::spawn(run(
+        let mut task = Task {
             registry,
-            dir.to_owned(),
+            dir: dir.to_owned(),
             validate,
             opts,
-            changes,
-            rescans,
-            shutdown,
-        ));
+            changes_tx,
+            watch: Some(watch),
+            retry_at: None,
+        };
+        // Watch first, then load: a change during the first load is not lost.
+        let report = task.reload().await?;
+        log_report(&report);
+        tokio::spawn(task.run(changes, rescans, shutdown));
         Ok((
             Self {
                 rescans: rescans_tx,
                 dir: dir.to_owned(),
-                _notify: notify,
             },
             report,
         ))
@@ -150,13 +212,23 @@ impl Watcher {
     }
 }
 
-/// Whether a file-system event can change what the directory holds.
-fn is_relevant(event: &notify::Event) -> bool {
+/// Whether a file-system event can change what the directory holds: a
+/// pipeline file in it, or the directory itself (renamed, deleted, created
+/// — seen by its own watch or its parent's).
+fn is_relevant(event: &notify::Event, dir: &Path) -> bool {
+    if event.need_rescan() {
+        return true;
+    }
     let kind_matters = matches!(
         event.kind,
         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
     );
-    kind_matters && (event.paths.is_empty() || event.paths.iter().any(|p| is_pipeline_name(p)))
+    kind_matters
+        && (event.paths.is_empty()
+            || event.paths.iter().any(|p| {
+                (p.parent() == Some(dir) && is_pipeline_name(p))
+                    || (p.file_name().is_some() && p.file_name() == dir.file_name())
+            }))
 }
 
 /// Pipeline file names, not editor leftovers (`.x.yaml.swp`, `x.yaml~`, `4913`).
@@ -185,49 +257,93 @@ fn log_report(report: &ReloadReport) {
     }
 }
 
-async fn run(
+/// The watcher's task: owns the notify watch so it can rebuild it.
+struct Task {
     registry: Arc<Registry>,
     dir: PathBuf,
-    mut validate: ValidateOptions,
+    validate: ValidateOptions,
     opts: WatchOptions,
-    mut changes: mpsc::UnboundedReceiver<()>,
-    mut rescans: mpsc::Receiver<(Option<ValidateOptions>, RescanReply)>,
-    shutdown: CancellationToken,
-) {
-    // (first change, latest change) of a burst not yet reloaded.
-    let mut pending: Option<(Instant, Instant)> = None;
-    loop {
-        let deadline =
-            pending.map(|(first, last)| (last + opts.debounce).min(first + opts.max_delay));
-        tokio::select! {
-            c = changes.recv() => {
-                if c.is_none() {
-                    return;
+    changes_tx: mpsc::UnboundedSender<()>,
+    watch: Option<Watch>,
+    /// When to reload again although nothing changed (the last one was incomplete).
+    retry_at: Option<Instant>,
+}
+
+impl Task {
+    /// Watches the directory now at the path when it is not the one watched.
+    fn follow(&mut self) {
+        let now = dir_id(&self.dir);
+        if self.watch.as_ref().is_some_and(|w| w.dir_id == now) {
+            return;
+        }
+        match Watch::new(&self.dir, &self.changes_tx, now.is_none()) {
+            Ok(w) => {
+                if now.is_some() && self.watch.is_some() {
+                    tracing::info!(dir = %self.dir.display(), "the pipelines directory was replaced; watching the new one");
                 }
-                let now = Instant::now();
-                pending = Some((pending.map_or(now, |(first, _)| first), now));
+                self.watch = Some(w);
             }
-            () = sleep_until_opt(deadline) => {
-                pending = None;
-                match registry.reload(&dir, &validate).await {
-                    Ok(report) => log_report(&report),
-                    Err(e) => tracing::error!(error = %e, "cannot reload the pipelines directory"),
-                }
+            // Keep the old watch (if any); the retry tries again.
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the pipelines directory; retrying");
             }
-            r = rescans.recv() => {
-                let Some((new_validate, reply)) = r else { return };
-                if let Some(v) = new_validate {
-                    validate = v;
+        }
+    }
+
+    async fn reload(&mut self) -> Result<ReloadReport, StoreError> {
+        self.follow();
+        let result = self.registry.reload(&self.dir, &self.validate).await;
+        let complete = matches!(&result, Ok(r) if r.unreadable.is_empty())
+            && self.watch.as_ref().is_some_and(|w| w.dir_id.is_some());
+        self.retry_at = (!complete).then(|| Instant::now() + self.opts.retry);
+        result
+    }
+
+    async fn run(
+        mut self,
+        mut changes: mpsc::UnboundedReceiver<()>,
+        mut rescans: mpsc::Receiver<(Option<ValidateOptions>, RescanReply)>,
+        shutdown: CancellationToken,
+    ) {
+        // (first change, latest change) of a burst not yet reloaded.
+        let mut pending: Option<(Instant, Instant)> = None;
+        loop {
+            let debounced = pending
+                .map(|(first, last)| (last + self.opts.debounce).min(first + self.opts.max_delay));
+            let deadline = match (debounced, self.retry_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            tokio::select! {
+                c = changes.recv() => {
+                    if c.is_none() {
+                        return;
+                    }
+                    let now = Instant::now();
+                    pending = Some((pending.map_or(now, |(first, _)| first), now));
                 }
-                // The rescan reads everything, so it covers a burst in progress.
-                pending = None;
-                let result = registry.reload(&dir, &validate).await;
-                if let Ok(report) = &result {
-                    log_report(report);
+                () = sleep_until_opt(deadline) => {
+                    pending = None;
+                    match self.reload().await {
+                        Ok(report) => log_report(&report),
+                        Err(e) => tracing::error!(error = %e, "cannot reload the pipelines directory"),
+                    }
                 }
-                let _ = reply.send(result);
+                r = rescans.recv() => {
+                    let Some((new_validate, reply)) = r else { return };
+                    if let Some(v) = new_validate {
+                        self.validate = v;
+                    }
+                    // The rescan reads everything, so it covers a burst in progress.
+                    pending = None;
+                    let result = self.reload().await;
+                    if let Ok(report) = &result {
+                        log_report(report);
+                    }
+                    let _ = reply.send(result);
+                }
+                () = shutdown.cancelled() => return,
             }
-            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -248,29 +364,59 @@ mod tests {
         notify::Event::new(kind).add_path(PathBuf::from(path))
     }
 
+    fn relevant(e: &notify::Event) -> bool {
+        is_relevant(e, Path::new("/p"))
+    }
+
     #[test]
     fn editor_temp_files_and_reads_are_ignored() {
         let rename = EventKind::Modify(ModifyKind::Name(RenameMode::To));
-        assert!(is_relevant(&event(rename, "/p/hello.yaml")));
-        assert!(is_relevant(&event(
+        assert!(relevant(&event(rename, "/p/hello.yaml")));
+        assert!(relevant(&event(
             EventKind::Create(CreateKind::File),
             "/p/a.toml"
         )));
-        assert!(!is_relevant(&event(
+        assert!(!relevant(&event(
             EventKind::Create(CreateKind::File),
             "/p/4913"
         )));
-        assert!(!is_relevant(&event(
+        assert!(!relevant(&event(
             EventKind::Create(CreateKind::File),
             "/p/.hello.yaml.swp"
         )));
-        assert!(!is_relevant(&event(
+        assert!(!relevant(&event(
             EventKind::Create(CreateKind::File),
             "/p/hello.yaml~"
         )));
-        assert!(!is_relevant(&event(
+        assert!(!relevant(&event(
             EventKind::Access(notify::event::AccessKind::Any),
             "/p/hello.yaml"
         )));
+    }
+
+    #[test]
+    fn the_directory_itself_counts_and_its_neighbours_do_not() {
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        // The directory renamed away (its own watch) or back (the parent's).
+        assert!(relevant(&event(rename, "/p")));
+        assert!(relevant(&event(
+            EventKind::Create(CreateKind::Folder),
+            "/p"
+        )));
+        // A pipeline-looking file beside the directory, seen by the parent's watch.
+        assert!(!relevant(&event(
+            EventKind::Create(CreateKind::File),
+            "/x.yaml"
+        )));
+        assert!(!relevant(&event(
+            EventKind::Create(CreateKind::Folder),
+            "/p.old"
+        )));
+        // A bare relative directory: its parent is watched as ".".
+        let dir = Path::new("pipelines");
+        assert_eq!(parent_of(dir), PathBuf::from("."));
+        assert!(is_relevant(&event(rename, "./pipelines"), dir));
+        assert!(is_relevant(&event(rename, "pipelines/a.yaml"), dir));
+        assert!(!is_relevant(&event(rename, "./a.yaml"), dir));
     }
 }

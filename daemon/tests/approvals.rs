@@ -69,7 +69,7 @@ async fn an_approved_run_completes_with_the_decision_as_output() {
         .unwrap();
     assert!(done.decided);
     assert_eq!(done.approval.state, "approved");
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     let nodes = f.store.nodes(run).await.unwrap();
     let out = nodes[0].output.clone().unwrap();
@@ -108,7 +108,7 @@ async fn a_rejection_needs_a_reason_and_fails_the_run() {
         .decide(a.id, &who("alice"), false, Some("not on a Friday".into()))
         .await
         .unwrap();
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Failed);
     let error = record.error.unwrap_or_default();
     assert!(
@@ -141,7 +141,10 @@ async fn only_listed_approvers_decide_and_never_the_requester_unless_allowed() {
         groups: vec!["ops".into()],
     };
     f.engine.decide(a.id, &carol, true, None).await.unwrap();
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Succeeded
+    );
 
     // The user who triggered the run ("tester") may not approve it...
     let p = pipeline("ship", &gate(""));
@@ -161,7 +164,10 @@ async fn only_listed_approvers_decide_and_never_the_requester_unless_allowed() {
         .decide(a.id, &who("tester"), false, Some("changed my mind".into()))
         .await
         .unwrap();
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Failed);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Failed
+    );
 
     // With allow_self_approval they may.
     let p = pipeline("ship", &gate("    allow_self_approval: true\n"));
@@ -171,7 +177,10 @@ async fn only_listed_approvers_decide_and_never_the_requester_unless_allowed() {
         .decide(a.id, &who("tester"), true, None)
         .await
         .unwrap();
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -204,7 +213,10 @@ async fn two_people_must_approve_under_the_two_person_rule() {
         .await
         .unwrap();
     assert!(second.decided);
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Succeeded
+    );
     let out = f.store.nodes(run).await.unwrap()[0].output.clone().unwrap();
     assert_eq!(out["by"], json!(["alice", "bob"]));
 }
@@ -215,7 +227,7 @@ async fn a_timeout_rejects_by_default() {
     let mut events = f.engine.subscribe();
     let p = pipeline("ship", &gate("    timeout: 300ms\n"));
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Failed);
     assert!(
         record
@@ -249,7 +261,7 @@ async fn a_timeout_can_approve() {
         &gate("    timeout: 300ms\n    on_timeout: approve\n"),
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     let out = f.store.nodes(run).await.unwrap()[0].output.clone().unwrap();
     assert_eq!(out["decision"], "approved");
@@ -264,7 +276,7 @@ async fn a_timeout_can_fail_the_node_and_its_retry_asks_again() {
         &gate("    timeout: 200ms\n    on_timeout: fail\n    retry: { attempts: 2 }\n"),
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Failed);
     assert!(
         record
@@ -305,7 +317,10 @@ async fn a_restart_keeps_the_approval_and_its_deadline() {
         .decide(after.id, &who("alice"), true, None)
         .await
         .unwrap();
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -315,7 +330,10 @@ async fn cancelling_the_run_cancels_its_approval() {
     let run = f.submit(&p, json!({})).await;
     let a = pending(&f, run).await;
     f.engine.cancel(run).await.unwrap();
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Cancelled);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Cancelled
+    );
     let a = f.store.approval(a.id).await.unwrap().unwrap();
     assert_eq!(a.state, "cancelled");
     let err = f
@@ -501,7 +519,10 @@ async fn requests_reminders_and_expiry_are_announced() {
     }
     // At 1 s, 2 s and 3 s; a loaded machine may wake too late for the last one.
     assert!((2..=3).contains(&reminders), "{reminders} reminders");
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Failed);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Failed
+    );
 }
 
 #[tokio::test]
@@ -532,7 +553,10 @@ async fn a_failed_notification_never_blocks_the_approval() {
         .decide(a.id, &who("alice"), true, None)
         .await
         .unwrap();
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -552,7 +576,10 @@ async fn an_approver_may_still_reject_after_approving() {
         .unwrap();
     assert!(no.decided);
     assert_eq!(no.approval.state, "rejected");
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Failed);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Failed
+    );
     let out = f.store.nodes(run).await.unwrap()[0].output.clone().unwrap();
     assert_eq!(
         out["by"],
@@ -594,7 +621,10 @@ async fn an_approval_opens_while_the_active_node_cap_is_full() {
     })
     .await;
     f.engine.cancel(run).await.unwrap();
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Cancelled);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Cancelled
+    );
 }
 
 /// A crash after the request was recorded but before the node was marked
@@ -635,7 +665,7 @@ async fn a_request_recorded_before_a_crash_keeps_its_deadline() {
         .await
         .unwrap();
     f.engine.start_committed(run, "ship").unwrap();
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(
         record.state,
         RunState::Failed,
@@ -674,6 +704,9 @@ async fn a_waiting_approval_holds_no_concurrency_slot() {
             .unwrap();
     }
     for run in [first, second] {
-        assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+        assert_eq!(
+            common::finished(&f.engine, run).await.state,
+            RunState::Succeeded
+        );
     }
 }

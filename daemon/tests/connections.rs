@@ -2,6 +2,7 @@
 //! client address cannot hold more than its share of connections, and gets a
 //! clear 503 when it tries.
 
+mod common;
 mod triggers_env;
 
 use std::collections::BTreeMap;
@@ -27,10 +28,16 @@ async fn read_to_close(s: &mut TcpStream) -> String {
 }
 
 async fn healthz(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    let mut s = common::within(10, "a connection to the listener", TcpStream::connect(addr))
         .await
-        .expect("write");
+        .expect("connect");
+    common::within(
+        10,
+        "the listener to take a request",
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+    .expect("write");
     read_to_close(&mut s).await
 }
 
@@ -55,13 +62,25 @@ async fn one_address_is_capped_and_told_so_and_its_slots_come_back() {
     // Three idle connections take this address's share...
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(TcpStream::connect(addr).await.unwrap());
+        held.push(
+            common::within(
+                10,
+                "an idle connection to the listener",
+                TcpStream::connect(addr),
+            )
+            .await
+            .unwrap(),
+        );
     }
     // ...(each is accepted before the next: a request on the last proves it)
     let last = held.last_mut().unwrap();
-    last.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    common::within(
+        10,
+        "the listener to take a request",
+        last.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await
+    .unwrap();
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(WAIT, last.read(&mut buf))
         .await

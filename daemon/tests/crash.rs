@@ -105,7 +105,7 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
     })
     .await;
     daemon.kill().expect("SIGKILL");
-    daemon.wait().expect("reap");
+    common::kill_and_reap(&mut daemon, "sluiced after SIGKILL");
 
     // More work accepted while the daemon is down.
     for n in 8..11 {

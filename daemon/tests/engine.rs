@@ -33,7 +33,7 @@ async fn parallel_branches_really_overlap() {
         ),
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     let nodes = f.store.nodes(run).await.unwrap();
     assert!(nodes.iter().all(|n| n.state == NodeState::Succeeded));
@@ -47,7 +47,7 @@ async fn retries_back_off_and_stop() {
         "nodes:\n  - id: flaky\n    kind: shell\n    run: echo trying; exit 3\n    retry: { attempts: 3, backoff: 200ms, max_backoff: 1s, jitter: false }\n",
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Failed);
     assert!(
         record
@@ -90,7 +90,7 @@ async fn a_timeout_kills_the_whole_process_group() {
         ),
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Failed);
     let nodes = f.store.nodes(run).await.unwrap();
     assert!(
@@ -121,7 +121,7 @@ async fn a_failed_node_skips_its_dependents_and_fails_the_run() {
         "nodes:\n  - id: a\n    kind: shell\n    run: echo before the failure; exit 1\n  - id: b\n    kind: shell\n    needs: [a]\n    run: echo never\n  - id: c\n    kind: transform\n    needs: [b]\n    output: {}\n  - id: other\n    kind: shell\n    run: echo independent\n",
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Failed);
     let nodes = f.store.nodes(run).await.unwrap();
     let state = |id: &str| nodes.iter().find(|n| n.node_id == id).unwrap().state;
@@ -153,7 +153,7 @@ async fn cancel_stops_a_run_mid_flight() {
     )
     .await;
     f.engine.cancel(run).await.unwrap();
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Cancelled);
     let nodes = f.store.nodes(run).await.unwrap();
     assert_eq!(nodes[0].state, NodeState::Cancelled);
@@ -187,14 +187,17 @@ async fn retry_from_failed_reuses_outputs_and_reruns_the_rest() {
         ),
     );
     let first = f.submit(&p, json!({})).await;
-    assert_eq!(f.engine.wait(first).await.unwrap().state, RunState::Failed);
+    assert_eq!(
+        common::finished(&f.engine, first).await.state,
+        RunState::Failed
+    );
     std::fs::write(&marker, "").unwrap();
     let second = f
         .engine
         .retry(first, RetryMode::Failed, None)
         .await
         .unwrap();
-    let record = f.engine.wait(second).await.unwrap();
+    let record = common::finished(&f.engine, second).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     assert_eq!(record.retry_of, Some(first));
     assert_eq!(
@@ -211,7 +214,7 @@ async fn retry_from_failed_reuses_outputs_and_reruns_the_rest() {
     // Retry all runs everything again.
     let third = f.engine.retry(second, RetryMode::All, None).await.unwrap();
     assert_eq!(
-        f.engine.wait(third).await.unwrap().state,
+        common::finished(&f.engine, third).await.state,
         RunState::Succeeded
     );
     assert_eq!(
@@ -228,7 +231,7 @@ async fn templates_pass_outputs_between_nodes() {
         "inputs:\n  who: { type: string, default: world }\nnodes:\n  - id: make\n    kind: transform\n    output: { greeting: \"hello {{ inputs.who }}\", n: \"{{ 20 + 1 }}\" }\n  - id: gate\n    kind: filter\n    needs: [make]\n    condition: nodes.make.output.n == 21\n  - id: say\n    kind: shell\n    needs: [gate]\n    run: echo {{ nodes.make.output.greeting }} {{ run.id }}\n",
     );
     let run = f.submit(&p, json!({"who": "sluice; rm -rf /"})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     let nodes = f.store.nodes(run).await.unwrap();
     assert_eq!(
@@ -245,7 +248,7 @@ async fn a_false_filter_ends_the_run_successfully_and_skips_downstream() {
         "nodes:\n  - id: check\n    kind: filter\n    condition: 1 > 2\n  - id: after\n    kind: shell\n    needs: [check]\n    run: echo never\n  - id: maybe\n    kind: shell\n    when: \"false\"\n    run: echo never\n",
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Succeeded);
     let nodes = f.store.nodes(run).await.unwrap();
     assert_eq!(nodes[0].output.as_ref().unwrap()["passed"], false);
@@ -266,7 +269,7 @@ async fn secrets_never_reach_the_store() {
         "nodes:\n  - id: leak\n    kind: shell\n    env: { TOKEN: \"{{ secrets.api_token }}\" }\n    run: echo token=$TOKEN; echo {{ secrets.api_token }} >&2; exit 1\n  - id: shape\n    kind: transform\n    output: { t: \"{{ secrets.api_token }}\" }\n",
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Failed);
     let logs = f.store.logs(run, None).await.unwrap();
     assert!(logs.iter().any(|l| l.line == "token=***"), "{logs:#?}");
@@ -338,7 +341,7 @@ async fn on_crash_ask_holds_the_node_for_each_resolution() {
         .await
         .unwrap();
 
-    let r0 = f.engine.wait(runs[0]).await.unwrap();
+    let r0 = common::finished(&f.engine, runs[0]).await;
     assert_eq!(r0.state, RunState::Succeeded, "{:?}", r0.error);
     let a0: Vec<_> = f
         .store
@@ -350,11 +353,11 @@ async fn on_crash_ask_holds_the_node_for_each_resolution() {
         .collect();
     assert_eq!(a0.len(), 2, "{a0:#?}");
     assert_eq!(a0[1].state, AttemptState::Succeeded);
-    let r1 = f.engine.wait(runs[1]).await.unwrap();
+    let r1 = common::finished(&f.engine, runs[1]).await;
     assert_eq!(r1.state, RunState::Succeeded);
     let n1 = f.store.nodes(runs[1]).await.unwrap();
     assert_eq!(n1[1].output.as_ref().unwrap()["paid"], "settled by hand");
-    let r2 = f.engine.wait(runs[2]).await.unwrap();
+    let r2 = common::finished(&f.engine, runs[2]).await;
     assert_eq!(r2.state, RunState::Failed);
     assert!(r2.error.unwrap_or_default().contains("refunded"));
     // A resolved node cannot be resolved again.
@@ -380,7 +383,7 @@ async fn delays_wait_without_a_task_and_survive_a_restart() {
     })
     .await;
     f.restart().await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Succeeded);
     let elapsed = record.finished_at.unwrap() - record.started_at.unwrap();
     assert!(elapsed >= 1000, "waited {elapsed} ms");
@@ -444,7 +447,7 @@ async fn max_active_nodes_bounds_parallelism_within_a_run() {
         ),
     );
     let run = f.submit(&p, json!({})).await;
-    let record = f.engine.wait(run).await.unwrap();
+    let record = common::finished(&f.engine, run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     assert_eq!(
         std::fs::read_to_string(f.path("order"))
@@ -463,7 +466,10 @@ async fn long_logs_are_capped_with_a_visible_marker() {
         "nodes:\n  - id: talk\n    kind: shell\n    run: seq 1 10050\n",
     );
     let run = f.submit(&p, json!({})).await;
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Succeeded
+    );
     f.store.flush().await.unwrap();
     let logs = eventually(10, "the log to be stored", || async {
         let logs = f.store.logs(run, Some("talk")).await.unwrap();
@@ -492,7 +498,7 @@ async fn retention_prunes_old_and_excess_finished_runs_only() {
     let mut runs = Vec::new();
     for _ in 0..4 {
         let run = f.submit(&p, json!({})).await;
-        f.engine.wait(run).await.unwrap();
+        common::finished(&f.engine, run).await;
         runs.push(run);
     }
     let waiting = pipeline("long", "nodes:\n  - id: w\n    kind: delay\n    for: 1h\n");
@@ -542,7 +548,7 @@ async fn a_cancel_racing_a_run_going_to_sleep_is_never_lost() {
     for _ in 0..40 {
         let run = f.submit(&p, json!({})).await;
         f.engine.cancel(run).await.unwrap();
-        let record = f.engine.wait(run).await.unwrap();
+        let record = common::finished(&f.engine, run).await;
         assert_eq!(record.state, RunState::Cancelled);
     }
 }
@@ -584,11 +590,11 @@ async fn a_node_without_a_free_worker_stays_pending_until_one_frees() {
     assert_eq!(nodes[0].attempts, 0);
     std::fs::write(&gate, "").unwrap();
     assert_eq!(
-        f.engine.wait(first).await.unwrap().state,
+        common::finished(&f.engine, first).await.state,
         RunState::Succeeded
     );
     assert_eq!(
-        f.engine.wait(second).await.unwrap().state,
+        common::finished(&f.engine, second).await.state,
         RunState::Succeeded
     );
 }
@@ -601,7 +607,10 @@ async fn retrying_the_failed_part_of_a_run_that_succeeded_is_refused() {
         "nodes:\n  - id: a\n    kind: transform\n    output: { ok: true }\n",
     );
     let run = f.submit(&p, json!({})).await;
-    assert_eq!(f.engine.wait(run).await.unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        common::finished(&f.engine, run).await.state,
+        RunState::Succeeded
+    );
     let err = f
         .engine
         .retry(run, RetryMode::Failed, None)
@@ -613,7 +622,7 @@ async fn retrying_the_failed_part_of_a_run_that_succeeded_is_refused() {
     );
     let again = f.engine.retry(run, RetryMode::All, None).await.unwrap();
     assert_eq!(
-        f.engine.wait(again).await.unwrap().state,
+        common::finished(&f.engine, again).await.state,
         RunState::Succeeded
     );
 }

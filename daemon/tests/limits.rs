@@ -110,8 +110,7 @@ impl Sluiced {
     /// SIGKILL: no chance to clean up, slots and all.
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            common::kill_and_reap(&mut c, "sluiced after SIGKILL");
         }
     }
 
@@ -183,7 +182,7 @@ async fn a_burst_over_the_rate_gets_exactly_the_allowed_runs_and_429s_with_retry
     );
     let mut watcher = d.client().await;
     watcher.call("subscribe", json!({})).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let url = d.url("p");
     let replies = futures_util::future::join_all((0..12).map(|_| post(&http, &url))).await;
     let accepted: Vec<_> = replies.iter().filter(|r| r.status() == 202).collect();
@@ -274,7 +273,7 @@ async fn one_user_at_its_limit_leaves_another_unaffected() {
             ("b.yaml", hook("bob", "true")),
         ],
     );
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     assert_eq!(post(&http, &d.url("a")).await.status(), 202);
     for _ in 0..3 {
         assert_eq!(post(&http, &d.url("a")).await.status(), 429);
@@ -351,7 +350,7 @@ async fn concurrency_caps_hold_under_200_concurrent_webhooks() {
         (max_total, max_user)
     });
 
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let posts = (0..200).map(|i| {
         let (http, url) = (http.clone(), d.url(if i % 2 == 0 { "pa" } else { "pb" }));
         async move { post(&http, &url).await }
@@ -408,7 +407,7 @@ async fn runs_start_in_a_fair_order_across_users() {
         ],
     );
     let mut c = d.client().await;
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let gate: Value = post(&http, &d.url("gate")).await.json().await.unwrap();
     let gate = gate["run"].as_i64().unwrap();
     eventually(10, "the gate running", || {
@@ -488,7 +487,7 @@ async fn daily_caps_survive_a_daemon_restart() {
         "[limits.users.alice]\ndaily_runs = 3\nday_starts = \"00:00 Europe/Berlin\"\n",
         &[("p.yaml", hook("alice", "true"))],
     );
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let keyed = || {
         http.post(d.url("p"))
             .header("content-type", "application/json")
@@ -538,7 +537,7 @@ async fn after_kill_9_held_slots_equal_running_runs_and_the_queue_moves_on() {
             ("quick.yaml", hook("bob", "true")),
         ],
     );
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let slow: Value = post(&http, &d.url("slow")).await.json().await.unwrap();
     let slow = slow["run"].as_i64().unwrap();
     let c = d.client().await;
@@ -618,7 +617,7 @@ async fn reload_changes_a_limit_without_resetting_usage() {
         "[limits.users.alice]\ndaily_runs = 2\n",
         &[("p.yaml", hook("alice", "true"))],
     );
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     for _ in 0..2 {
         assert_eq!(post(&http, &d.url("p")).await.status(), 202);
     }
@@ -666,7 +665,7 @@ async fn user_tokens_authenticate_webhooks_as_their_user_until_revoked() {
     let list = c.call("tokens.list", json!({})).await.unwrap();
     assert!(!list.to_string().contains(&token), "only the hash is kept");
 
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let send = |pipeline: &str, token: &str| {
         http.post(d.url(pipeline))
             .header("content-type", "application/json")
@@ -780,7 +779,7 @@ async fn a_redelivery_gets_its_run_without_spending_the_rate() {
         "[limits.default]\nrate = \"1/min\"\nburst = 1\n",
         &[("p.yaml", hook("alice", "true"))],
     );
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let url = d.url("p");
     let keyed = |k: &'static str| {
         http.post(&url)

@@ -648,7 +648,7 @@ nodes:
         )
         .await
         .unwrap();
-    let record = engine.wait(run).await.unwrap();
+    let record = common::finished(&engine, run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.error);
     next(&mut hits).await;
     let hit = next(&mut hits).await;
@@ -715,7 +715,7 @@ async fn a_notify_node_whose_every_channel_fails_fails_without_leaking_the_url()
         )
         .await
         .unwrap();
-    let record = engine.wait(run).await.unwrap();
+    let record = common::finished(&engine, run).await;
     assert_eq!(record.state, RunState::Failed);
     // Two node attempts of two deliveries each.
     for _ in 0..4 {

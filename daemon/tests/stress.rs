@@ -187,7 +187,7 @@ nodes:
 }
 
 async fn post(http: &str, pipeline: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    common::http_client()
         .post(format!("http://{http}/hooks/{pipeline}"))
         .header("content-type", "application/json")
         .body("{}")

@@ -1,6 +1,7 @@
 //! The webhook listener with a real HTTP client (reqwest) against the real
 //! listener on 127.0.0.1:0, a real engine and a temp SQLite store.
 
+mod common;
 mod triggers_env;
 
 use std::collections::BTreeMap;
@@ -135,7 +136,7 @@ async fn start(opts: WebhookOptions, clock: Option<Arc<ManualClock>>) -> Hook {
     Hook {
         env,
         base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
+        client: common::http_client(),
         stop,
         state,
     }
@@ -339,7 +340,7 @@ async fn hmac_good_bad_stale_rotated_and_replayed() {
     let (s, b) = status_and_json(h.signed("signed", KEY_NEW, "msg_good", now, body)).await;
     assert_eq!(s, 202, "{b}");
     let run = sluice_shared::run::RunId(b["run"].as_i64().unwrap());
-    let record = h.env.engine.wait(run).await.unwrap();
+    let record = common::finished(&h.env.engine, run).await;
     assert_eq!(record.state, RunState::Succeeded);
     assert_eq!(
         record.inputs,
@@ -513,10 +514,20 @@ async fn idle_connections_do_not_starve_deliveries() {
     let addr: SocketAddr = h.base.trim_start_matches("http://").parse().unwrap();
     let mut idle = Vec::new();
     for _ in 0..500 {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST /hooks/signed HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
+        let mut s = common::within(
+            10,
+            "an idle connection to the listener",
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .unwrap();
+        common::within(
+            10,
+            "an idle connection's partial request to be taken",
+            s.write_all(b"POST /hooks/signed HTTP/1.1\r\nHost: x\r\n"),
+        )
+        .await
+        .unwrap();
         idle.push(s);
     }
     let mut worst = Duration::ZERO;

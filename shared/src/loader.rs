@@ -100,10 +100,16 @@ pub fn list_pipeline_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && Format::from_path(p).is_some() && !is_hidden_or_backup(p))
+        .filter(|p| p.is_file() && is_pipeline_path(p))
         .collect();
     found.sort();
     Ok(found)
+}
+
+/// Whether a path is named like a pipeline file (a known extension, not an
+/// editor leftover); says nothing about what is there.
+pub fn is_pipeline_path(path: &Path) -> bool {
+    Format::from_path(path).is_some() && !is_hidden_or_backup(path)
 }
 
 fn is_hidden_or_backup(path: &Path) -> bool {
@@ -112,23 +118,43 @@ fn is_hidden_or_backup(path: &Path) -> bool {
         .is_none_or(|n| n.starts_with('.') || n.starts_with('#') || n.ends_with('~'))
 }
 
+/// Why a pipeline file's text could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file system refused (gone, unreadable, out of descriptors, ...).
+    #[error("cannot read file: {0}")]
+    Io(#[from] std::io::Error),
+    /// Larger than [`MAX_FILE_SIZE`].
+    #[error("file is {0} bytes; pipeline files are limited to {max} MiB", max = MAX_FILE_SIZE / (1024 * 1024))]
+    TooLarge(u64),
+    /// Not UTF-8; the offset of the first bad byte.
+    #[error("file is not valid UTF-8 (first bad byte at offset {0})")]
+    NotUtf8(usize),
+}
+
+impl ReadError {
+    /// The I/O error behind it, when the file system refused.
+    pub fn io(&self) -> Option<&std::io::Error> {
+        match self {
+            Self::Io(e) => Some(e),
+            Self::TooLarge(_) | Self::NotUtf8(_) => None,
+        }
+    }
+}
+
+/// Reads a pipeline file's text, saying which way it failed.
+pub fn read_pipeline_text(path: &Path) -> Result<String, ReadError> {
+    let meta = std::fs::metadata(path)?;
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(ReadError::TooLarge(meta.len()));
+    }
+    let bytes = std::fs::read(path)?;
+    String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
+}
+
 /// Reads a pipeline file's text; `Err` says in words why it cannot be used.
 pub fn read_pipeline_file(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read file: {e}"))?;
-    if meta.len() > MAX_FILE_SIZE {
-        return Err(format!(
-            "file is {} bytes; pipeline files are limited to {} MiB",
-            meta.len(),
-            MAX_FILE_SIZE / (1024 * 1024)
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "file is not valid UTF-8 (first bad byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })
+    read_pipeline_text(path).map_err(|e| e.to_string())
 }
 
 /// Loads files and directories of pipeline files; unreadable files are reported

@@ -12,12 +12,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn tmux_missing() -> bool {
+    // Not starting at all means not installed; once started it must answer in time.
     let ok = Command::new("tmux")
         .arg("-V")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+        .spawn()
+        .is_ok_and(|mut c| common::wait_exit(&mut c, 30, "tmux -V").success());
     if !ok {
         eprintln!(
             "\n!!!!! SKIPPING console_tmux: tmux is not installed (apt-get install tmux) !!!!!\n"
@@ -65,35 +66,37 @@ impl Console {
             env!("CARGO_BIN_EXE_sluice"),
             socket.display()
         );
-        let status = Command::new("tmux")
-            .args([
-                "-L",
-                &server,
-                "-f",
-                "/dev/null",
-                "new-session",
-                "-d",
-                "-x",
-                "120",
-                "-y",
-                "40",
-                "-s",
-                "c",
-            ])
-            .arg(cmd)
-            .env_remove("TMUX")
-            .status()
-            .unwrap();
+        let status = common::status_within(
+            Command::new("tmux")
+                .args([
+                    "-L",
+                    &server,
+                    "-f",
+                    "/dev/null",
+                    "new-session",
+                    "-d",
+                    "-x",
+                    "120",
+                    "-y",
+                    "40",
+                    "-s",
+                    "c",
+                ])
+                .arg(cmd)
+                .env_remove("TMUX"),
+            30,
+            "tmux new-session",
+        );
         assert!(status.success());
         Self { server }
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.server])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = common::output_within(
+            Command::new("tmux").args(["-L", &self.server]).args(args),
+            30,
+            &format!("tmux {}", args.join(" ")),
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -263,14 +266,15 @@ fn a_conflicting_keys_file_is_refused_before_the_screen_changes() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("console.toml");
     std::fs::write(&keys, "[approvals]\napprove = \"x\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--keys")
-        .arg(&keys)
-        .arg("--socket")
-        .arg(dir.path().join("none.sock"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--keys")
+            .arg(&keys)
+            .arg("--socket")
+            .arg(dir.path().join("none.sock")),
+        common::COMMAND_SECS,
+        "sluice --keys with a conflicting keys file",
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -3,6 +3,8 @@
 //! croniter (see the file's `_how` and gen_cron_reference.py beside it); this
 //! test needs neither Python nor a network.
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -23,10 +25,12 @@ fn cron_next_agrees_with_croniter() {
     for case in cases {
         let expr = case["expr"].as_str().expect("expr");
         let tz = case["tz"].as_str().expect("tz");
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["cron", "next", expr, "--tz", tz, "--after", after, "-n", &n])
-            .output()
-            .expect("run sluice");
+        let out = common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["cron", "next", expr, "--tz", tz, "--after", after, "-n", &n]),
+            common::COMMAND_SECS,
+            &format!("sluice cron next {expr} --tz {tz}"),
+        );
         assert!(
             out.status.success(),
             "{expr} {tz}: {}",

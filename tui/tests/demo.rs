@@ -54,8 +54,7 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::kill_and_reap(&mut self.child, "the demo after SIGKILL");
     }
 }
 

@@ -1,14 +1,18 @@
 //! The real `sluice` binary: `validate`, `cron next` and `schema`, with output and exit codes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn sluice(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("SLUICE_PLUGINS", "/nonexistent/plugins")
-        .output()
-        .expect("run sluice")
+    common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env("SLUICE_PLUGINS", "/nonexistent/plugins"),
+        common::COMMAND_SECS,
+        &format!("sluice {}", args.join(" ")),
+    )
 }
 
 fn repo(rel: &str) -> PathBuf {

@@ -291,7 +291,9 @@ async fn apply(
                 .reload(&ctx.pipelines_dir, &ctx.validate)
                 .await
                 .map_err(store_err)?;
-            Ok(json!({ "updated": r.updated, "removed": r.removed, "rejected": r.rejected }))
+            Ok(
+                json!({ "updated": r.updated, "removed": r.removed, "rejected": r.rejected, "unreadable": r.unreadable }),
+            )
         }
         _ => Err(RpcError::new(
             ErrorCode::MethodNotFound,

@@ -386,7 +386,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::nodes::test_support::{context, lines_of};
+    use crate::nodes::test_support::{ATTEMPT_SECS, Deadline, context, lines_of};
 
     #[derive(Default)]
     struct Seen {
@@ -471,7 +471,12 @@ mod tests {
     async fn get_parses_json_and_lowercases_header_names() {
         let (base, _) = server().await;
         let (ctx, mut rx) = context(json!({}), &[]);
-        let out = done(get_node(format!("{base}/json")).execute(&ctx).await);
+        let out = done(
+            get_node(format!("{base}/json"))
+                .execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await,
+        );
         assert_eq!(out["status"], 200);
         assert_eq!(out["body"], json!({ "items": [1, 2] }));
         assert_eq!(out["headers"]["x-custom"], "yes");
@@ -487,7 +492,12 @@ mod tests {
     async fn text_stays_text_and_query_values_are_rendered_and_encoded() {
         let (base, _) = server().await;
         let (ctx, _rx) = context(json!({ "inputs": { "q": "a b&c" } }), &[]);
-        let out = done(get_node(format!("{base}/text")).execute(&ctx).await);
+        let out = done(
+            get_node(format!("{base}/text"))
+                .execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await,
+        );
         assert_eq!(out["body"], "plain text");
         let node = HttpNode {
             query: [("q".to_owned(), "{{ inputs.q }}".to_owned())]
@@ -495,7 +505,14 @@ mod tests {
                 .collect(),
             ..get_node(format!("{base}/query?fixed=1"))
         };
-        assert_eq!(done(node.execute(&ctx).await)["body"], "fixed=1&q=a+b%26c");
+        assert_eq!(
+            done(
+                node.execute(&ctx)
+                    .deadline(ATTEMPT_SECS, "the node attempt")
+                    .await
+            )["body"],
+            "fixed=1&q=a+b%26c"
+        );
     }
 
     #[tokio::test]
@@ -513,7 +530,11 @@ mod tests {
             json: Some(json!({ "n": "{{ inputs.n }}", "text": "n is {{ inputs.n }}" })),
             ..get_node(format!("{base}/echo"))
         };
-        let out = done(node.execute(&ctx).await);
+        let out = done(
+            node.execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await,
+        );
         assert_eq!(
             seen.bodies.lock().unwrap().as_slice(),
             [json!({ "n": 3, "text": "n is 3" })]
@@ -589,7 +610,11 @@ mod tests {
             error_on_status: false,
             ..get_node(format!("{base}/status/404"))
         };
-        let out = done(node.execute(&ctx).await);
+        let out = done(
+            node.execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await,
+        );
         assert_eq!(out["status"], 404);
     }
 
@@ -598,14 +623,23 @@ mod tests {
         let (base, _) = server().await;
         let (ctx, _rx) = context(json!({}), &[]);
         assert_eq!(
-            done(get_node(format!("{base}/redirect")).execute(&ctx).await)["status"],
+            done(
+                get_node(format!("{base}/redirect"))
+                    .execute(&ctx)
+                    .deadline(ATTEMPT_SECS, "the node attempt")
+                    .await
+            )["status"],
             200
         );
         let node = HttpNode {
             follow_redirects: false,
             ..get_node(format!("{base}/redirect"))
         };
-        let out = done(node.execute(&ctx).await);
+        let out = done(
+            node.execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await,
+        );
         assert_eq!(out["status"], 303);
         assert_eq!(out["headers"]["location"], "/json");
     }
@@ -658,7 +692,11 @@ mod tests {
                 "http://user:pa55word@{addr}/hooks/{{{{ secrets.hook }}}}"
             ))
         };
-        let err = node.execute(&ctx).await.unwrap_err();
+        let err = node
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert!(err.retryable);
         assert!(
             err.message.starts_with(&format!(

@@ -254,6 +254,29 @@ pub(crate) mod test_support {
         (ctx, rx)
     }
 
+    /// How long a node attempt in a test may take before the test fails.
+    pub(crate) const ATTEMPT_SECS: u64 = 60;
+
+    /// A deadline for any future a test awaits (a node attempt, a log line):
+    /// past it the test fails saying what it waited for, instead of hanging.
+    pub(crate) trait Deadline: std::future::Future + Sized {
+        /// This future, failing the test after `secs` seconds with `what`.
+        fn deadline(
+            self,
+            secs: u64,
+            what: &str,
+        ) -> impl std::future::Future<Output = Self::Output> {
+            let what = what.to_owned();
+            async move {
+                tokio::time::timeout(std::time::Duration::from_secs(secs), self)
+                    .await
+                    .unwrap_or_else(|_| panic!("timed out after {secs} s waiting for {what}"))
+            }
+        }
+    }
+
+    impl<F: std::future::Future> Deadline for F {}
+
     /// The log lines received so far.
     pub(crate) fn drain(rx: &mut mpsc::Receiver<LogMsg>) -> Vec<LogLine> {
         let mut lines = Vec::new();

@@ -92,7 +92,7 @@ mod tests {
     use sluice_shared::model::node::NotifyFormat;
 
     use super::*;
-    use crate::nodes::test_support::{context, lines_of};
+    use crate::nodes::test_support::{ATTEMPT_SECS, Deadline, context, lines_of};
     use crate::notify::{DeliveryPolicy, Notifier};
 
     fn fast() -> DeliveryPolicy {
@@ -237,7 +237,11 @@ mod tests {
             }),
             ..node("")
         };
-        let err = n.execute(&ctx).await.unwrap_err();
+        let err = n
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert!(!err.retryable);
         assert!(
             err.message.contains("add an [smtp] section"),
@@ -252,7 +256,11 @@ mod tests {
             json!({"inputs": {"what": "x"}, "pipeline": {"name": "p"}}),
             &[("hook", "tok-s3cret")],
         );
-        let err = node("{{ secrets.hook }}").execute(&ctx).await.unwrap_err();
+        let err = node("{{ secrets.hook }}")
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert!(!err.retryable);
         assert!(
             err.message.starts_with("`webhook` is not a valid"),
@@ -260,7 +268,11 @@ mod tests {
             err.message
         );
         assert!(!err.message.contains("s3cret"));
-        let err = node("{{ secrets.nope }}").execute(&ctx).await.unwrap_err();
+        let err = node("{{ secrets.nope }}")
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert!(
             err.message.starts_with("cannot render `webhook`"),
             "{}",

@@ -113,6 +113,14 @@ mod tests {
         // The group ignores TERM (the shell does): KILL follows the grace.
         assert!(stop_leftover(pgid, start, Duration::from_millis(200)).await);
         assert!(!group_alive(pgid));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !reaper.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after 30 s waiting for the killed shell to be reaped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(reaper.join().expect("reaper").is_ok());
     }
 }

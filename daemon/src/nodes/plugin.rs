@@ -159,7 +159,7 @@ mod tests {
     use sluice_shared::model::node::RetryIf;
 
     use super::*;
-    use crate::nodes::test_support::{context, lines_of};
+    use crate::nodes::test_support::{ATTEMPT_SECS, Deadline, context, lines_of};
 
     /// Installs `script` as the plugin for `kind` in `dir`.
     fn install(dir: &Path, kind: &str, script: &str) {
@@ -173,7 +173,11 @@ mod tests {
     /// writing holds a writable descriptor to it until that child's exec.
     async fn execute(node: &PluginNode, ctx: &NodeContext) -> Result<Outcome, NodeError> {
         for _ in 0..100 {
-            match node.execute(ctx).await {
+            match node
+                .execute(ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await
+            {
                 Err(e) if e.message.contains("Text file busy") => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }

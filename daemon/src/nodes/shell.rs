@@ -169,7 +169,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::nodes::test_support::{context, drain, lines_of};
+    use crate::nodes::test_support::{ATTEMPT_SECS, Deadline, context, drain, lines_of};
 
     fn shell(run: &str) -> ShellNode {
         ShellNode {
@@ -230,7 +230,11 @@ mod tests {
         let (ctx, mut rx) = context(json!({}), &[]);
         let node =
             shell("for i in 1 2 3; do echo line$i; done; echo warn >&2; printf 'no newline'");
-        let out = done(node.execute(&ctx).await);
+        let out = done(
+            node.execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await,
+        );
         assert_eq!(out["exit_code"], 0);
         assert_eq!(out["stdout"], "line1\nline2\nline3\nno newline");
         assert_eq!(out["stderr"], "warn\n");
@@ -261,6 +265,7 @@ mod tests {
         let out = done(
             shell("echo {{ inputs.evil }}; echo \"[{{ inputs.evil }}]\"")
                 .execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
                 .await,
         );
         assert_eq!(out["stdout"], format!("{evil}\n[{evil}]\n"));
@@ -303,7 +308,11 @@ mod tests {
             workdir: Some(dir.path().to_string_lossy().into_owned()),
             ..ShellNode::default()
         };
-        let out = done(node.execute(&ctx).await);
+        let out = done(
+            node.execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await,
+        );
         let stdout = out["stdout"].as_str().unwrap();
         let lines: Vec<&str> = stdout.lines().collect();
         assert!(lines.contains(&"greeting=hi world; ls"), "{stdout}");
@@ -356,7 +365,10 @@ mod tests {
         let node = shell(&format!(
             "ls /proc/self/fd; if [ -e /proc/$$/fd/{leaked} ]; then echo leaked; else echo clean; fi"
         ));
-        let out = node.execute(&ctx).await;
+        let out = node
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await;
         // SAFETY: closing the descriptor dup'ed above.
         unsafe { libc::close(leaked) };
         let out = done(out);
@@ -426,7 +438,11 @@ mod tests {
         let (ctx, mut rx) = context(json!({}), &[("token", "s3cr3t-value")]);
         let node =
             shell("echo token is {{ secrets.token }}; echo bad {{ secrets.token }} >&2; exit 2");
-        let err = node.execute(&ctx).await.unwrap_err();
+        let err = node
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert_eq!(err.message, "exit code 2: bad ***");
         let output = err.output.unwrap();
         assert_eq!(output["stdout"], "token is ***\n");
@@ -440,7 +456,11 @@ mod tests {
     async fn a_failed_exit_carries_output_and_follows_the_retry_rule() {
         let (mut ctx, _rx) = context(json!({}), &[]);
         let node = shell("echo out; echo first >&2; echo 'last words' >&2; exit 3");
-        let err = node.execute(&ctx).await.unwrap_err();
+        let err = node
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert_eq!(err.message, "exit code 3: last words");
         assert!(
             err.retryable,
@@ -453,18 +473,35 @@ mod tests {
             exit_codes: vec![4],
             statuses: vec![],
         };
-        assert!(!node.execute(&ctx).await.unwrap_err().retryable);
+        assert!(
+            !node
+                .execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await
+                .unwrap_err()
+                .retryable
+        );
         ctx.retry_if = RetryIf {
             exit_codes: vec![3],
             statuses: vec![],
         };
-        assert!(node.execute(&ctx).await.unwrap_err().retryable);
+        assert!(
+            node.execute(&ctx)
+                .deadline(ATTEMPT_SECS, "the node attempt")
+                .await
+                .unwrap_err()
+                .retryable
+        );
     }
 
     #[tokio::test]
     async fn death_by_signal_is_retryable_and_named() {
         let (ctx, _rx) = context(json!({}), &[]);
-        let err = shell("kill -KILL $$").execute(&ctx).await.unwrap_err();
+        let err = shell("kill -KILL $$")
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert!(err.retryable);
         assert!(err.message.contains("SIGKILL"), "{}", err.message);
         assert_eq!(err.output.unwrap()["signal"], "SIGKILL");
@@ -477,14 +514,22 @@ mod tests {
             workdir: Some("/nonexistent/dir-{{ inputs.x }}".into()),
             ..shell("true")
         };
-        let err = node.execute(&ctx).await.unwrap_err();
+        let err = node
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert_eq!(err.message, "workdir '/nonexistent/dir-abc' does not exist");
         assert!(!err.retryable);
         let node = ShellNode {
             shell: Some("/nonexistent/bin/zsh".into()),
             ..shell("true")
         };
-        let err = node.execute(&ctx).await.unwrap_err();
+        let err = node
+            .execute(&ctx)
+            .deadline(ATTEMPT_SECS, "the node attempt")
+            .await
+            .unwrap_err();
         assert!(
             err.message
                 .starts_with("cannot start the shell '/nonexistent/bin/zsh': "),

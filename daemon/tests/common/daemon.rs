@@ -5,7 +5,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_shared::protocol::{Notification, Request, RpcError, ServerMessage};
@@ -93,8 +92,7 @@ impl Daemon {
 
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::common::kill_and_reap(&mut child, "sluiced after SIGKILL");
         }
     }
 
@@ -120,7 +118,14 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(path: &Path) -> Self {
-        let stream = UnixStream::connect(path).await.expect("connect");
+        // A full listen backlog makes connect wait; bounded like every read.
+        let stream = crate::common::within(
+            30,
+            &format!("a connection to {}", path.display()),
+            UnixStream::connect(path),
+        )
+        .await
+        .expect("connect");
         let (r, w) = stream.into_split();
         Self {
             reader: TokioBufReader::new(r),
@@ -173,15 +178,25 @@ impl Client {
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).await.expect("write");
+        // A daemon that stops reading fills the socket buffer: fail, do not wait.
+        crate::common::within(
+            30,
+            "the daemon to take a request",
+            self.writer.write_all(bytes),
+        )
+        .await
+        .expect("write");
     }
 
     pub async fn read(&mut self) -> ServerMessage {
         let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line))
-            .await
-            .expect("reply in time")
-            .expect("read");
+        let n = crate::common::within(
+            30,
+            "a message from the daemon",
+            self.reader.read_line(&mut line),
+        )
+        .await
+        .expect("read");
         assert!(n > 0, "connection closed");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad message {line}: {e}"))
     }

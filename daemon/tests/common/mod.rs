@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sluice_daemon::engine::{Engine, EngineOptions};
 use sluice_daemon::secrets::Secrets;
-use sluice_daemon::store::{Durability, Store};
+use sluice_daemon::store::{Durability, RunRecord, Store};
 use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::run::{RunId, TriggerInfo};
@@ -124,6 +124,17 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until `run` has finished and returns its record; panics after
+/// [`RUN_SECS`] naming the run (`Engine::wait` itself waits forever).
+pub async fn finished(engine: &Engine, run: RunId) -> RunRecord {
+    within(RUN_SECS, &format!("run {run} to finish"), engine.wait(run))
+        .await
+        .unwrap_or_else(|e| panic!("waiting for run {run}: {e}"))
+}
+
+/// How long a test run may take to finish (generous: the machine is shared).
+pub const RUN_SECS: u64 = 120;
 
 /// Waits for an event matching `pred` on `rx`, failing after `secs` seconds.
 pub async fn next_event<F>(
@@ -240,13 +251,52 @@ pub fn wait_exit(
                 std::thread::sleep(Duration::from_millis(20));
             }
             Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_and_reap(child, what);
                 panic!("timed out after {secs} s waiting for {what} (killed it)");
             }
             Err(e) => panic!("waiting for {what}: {e}"),
         }
     }
+}
+
+/// SIGKILLs `child` and reaps it within 30 s; past that it panics saying
+/// `what` (only reports it when already unwinding, as in a `Drop`).
+pub fn kill_and_reap(child: &mut std::process::Child, what: &str) {
+    let _ = child.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let problem = match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Ok(None) => format!("{what} had not exited 30 s after SIGKILL"),
+            Err(e) => format!("reaping {what}: {e}"),
+        };
+        if std::thread::panicking() {
+            eprintln!("{problem}");
+            return;
+        }
+        panic!("{problem}");
+    }
+}
+
+/// Awaits `fut`, panicking after `secs` seconds with `what` it waited for.
+pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs} s waiting for {what}"))
+}
+
+/// An HTTP client whose every request fails (naming its URL) after 30 s
+/// instead of waiting forever on a daemon that stopped answering.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Runs `cmd` to its end like `Command::output`, but kills it and panics

@@ -422,11 +422,19 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
             if json {
                 print_json(&v)?;
             } else {
+                // Unreadable paths are rare; named only when there are some
+                // (`sluice errors` says why).
+                let unreadable = v["unreadable"].as_array().map_or(0, Vec::len);
                 emit(&format!(
-                    "updated {}, removed {}, rejected {}\n",
+                    "updated {}, removed {}, rejected {}{}\n",
                     v["updated"].as_array().map_or(0, Vec::len),
                     v["removed"].as_array().map_or(0, Vec::len),
-                    v["rejected"].as_array().map_or(0, Vec::len)
+                    v["rejected"].as_array().map_or(0, Vec::len),
+                    if unreadable > 0 {
+                        format!(", unreadable {unreadable} (kept as loaded; see `sluice errors`)")
+                    } else {
+                        String::new()
+                    }
                 ))
                 .map_err(io)?;
             }

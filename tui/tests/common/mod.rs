@@ -17,10 +17,12 @@ pub const COMMAND_SECS: u64 = 60;
 pub fn sluiced() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluiced");
     if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sluice-daemon", "--bin", "sluiced"])
-            .status()
-            .expect("cargo build sluiced");
+        // Long enough for a cold build on a busy machine, but not forever.
+        let status = status_within(
+            Command::new(env!("CARGO")).args(["build", "-p", "sluice-daemon", "--bin", "sluiced"]),
+            1800,
+            "cargo build sluiced",
+        );
         assert!(status.success());
     }
     path
@@ -88,7 +90,7 @@ impl Daemon {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
-            c.wait().unwrap();
+            kill_and_reap(&mut c, "sluiced after SIGKILL");
         }
     }
 
@@ -108,8 +110,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            kill_and_reap(&mut c, "sluiced after SIGKILL");
         }
     }
 }
@@ -189,12 +190,43 @@ pub fn wait_exit(child: &mut Child, secs: u64, what: &str) -> ExitStatus {
             Ok(Some(status)) => return status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_and_reap(child, what);
                 panic!("timed out after {secs} s waiting for {what} (killed it)");
             }
             Err(e) => panic!("waiting for {what}: {e}"),
         }
+    }
+}
+
+/// `Command::status` with a deadline: kills the child and panics after `secs`
+/// seconds, saying `what` (stdio as `cmd` sets it).
+pub fn status_within(cmd: &mut Command, secs: u64, what: &str) -> ExitStatus {
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    wait_exit(&mut child, secs, what)
+}
+
+/// SIGKILLs `child` and reaps it within 30 s; past that it panics saying
+/// `what` (only reports it when already unwinding, as in a `Drop`).
+pub fn kill_and_reap(child: &mut Child, what: &str) {
+    let _ = child.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let problem = match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Ok(None) => format!("{what} had not exited 30 s after SIGKILL"),
+            Err(e) => format!("reaping {what}: {e}"),
+        };
+        if std::thread::panicking() {
+            eprintln!("{problem}");
+            return;
+        }
+        panic!("{problem}");
     }
 }
 

@@ -8,7 +8,7 @@ use sluice_shared::model::node::{ChatMessage, ChatRole, LlmNode, ModelChoice};
 
 use super::*;
 use crate::llm::{LlmProviders, Provider, ProviderKind};
-use crate::nodes::test_support::{context, lines_of};
+use crate::nodes::test_support::{ATTEMPT_SECS, Deadline, context, lines_of};
 
 fn with_provider(ctx: &mut NodeContext, base: &str) {
     ctx.llm = Arc::new(LlmProviders::from_providers(vec![Provider::new(
@@ -31,7 +31,11 @@ fn prompt_node(prompt: &str) -> LlmNode {
 #[tokio::test]
 async fn no_provider_and_unknown_provider_are_clear_errors() {
     let (mut ctx, _rx) = context(json!({}), &[]);
-    let err = prompt_node("hi").execute(&ctx).await.unwrap_err();
+    let err = prompt_node("hi")
+        .execute(&ctx)
+        .deadline(ATTEMPT_SECS, "the node attempt")
+        .await
+        .unwrap_err();
     assert!(!err.retryable);
     assert!(
         err.message.starts_with("no LLM provider is configured"),
@@ -43,7 +47,11 @@ async fn no_provider_and_unknown_provider_are_clear_errors() {
         provider: Some("locl".into()),
         ..prompt_node("hi")
     };
-    let err = node.execute(&ctx).await.unwrap_err();
+    let err = node
+        .execute(&ctx)
+        .deadline(ATTEMPT_SECS, "the node attempt")
+        .await
+        .unwrap_err();
     assert_eq!(
         err.message,
         "unknown LLM provider 'locl' (did you mean 'local'?)"
@@ -67,7 +75,11 @@ async fn no_provider_and_unknown_provider_are_clear_errors() {
         provider: Some("gpu-box".into()),
         ..prompt_node("hi")
     };
-    let err = node.execute(&ctx).await.unwrap_err();
+    let err = node
+        .execute(&ctx)
+        .deadline(ATTEMPT_SECS, "the node attempt")
+        .await
+        .unwrap_err();
     assert!(!err.retryable);
     assert_eq!(
         err.message,
@@ -75,7 +87,11 @@ async fn no_provider_and_unknown_provider_are_clear_errors() {
     );
     // Naming a provider when none is configured says so.
     ctx.llm = Arc::new(LlmProviders::default());
-    let err = node.execute(&ctx).await.unwrap_err();
+    let err = node
+        .execute(&ctx)
+        .deadline(ATTEMPT_SECS, "the node attempt")
+        .await
+        .unwrap_err();
     assert_eq!(
         err.message,
         "unknown LLM provider 'gpu-box' (none is configured in sluiced.toml)"
@@ -91,7 +107,11 @@ async fn an_over_long_prompt_fails_before_any_request() {
         max_input_chars: Some(20),
         ..prompt_node("Summarise: {{ inputs.doc }}")
     };
-    let err = node.execute(&ctx).await.unwrap_err();
+    let err = node
+        .execute(&ctx)
+        .deadline(ATTEMPT_SECS, "the node attempt")
+        .await
+        .unwrap_err();
     assert!(!err.retryable);
     assert_eq!(
         err.message,
@@ -187,7 +207,11 @@ async fn a_model_is_required_somewhere() {
         None,
         Duration::from_secs(5),
     )]));
-    let err = prompt_node("hi").execute(&ctx).await.unwrap_err();
+    let err = prompt_node("hi")
+        .execute(&ctx)
+        .deadline(ATTEMPT_SECS, "the node attempt")
+        .await
+        .unwrap_err();
     assert_eq!(
         err.message,
         "no model: set `model` on the node or default_model in [llm.providers.bare]"
@@ -209,7 +233,11 @@ async fn unsupported_schemas_fail_before_any_request() {
         schema: Some(json!({ "type": "object", "patternProperties": {} })),
         ..prompt_node("hi")
     };
-    let err = node.execute(&ctx).await.unwrap_err();
+    let err = node
+        .execute(&ctx)
+        .deadline(ATTEMPT_SECS, "the node attempt")
+        .await
+        .unwrap_err();
     assert!(
         err.message.starts_with(
             "`schema`: the schema keyword `patternProperties` (at /) is not supported"
