@@ -141,7 +141,13 @@ async fn post_many(http: &str, pipeline: &str, n: u64) {
         let (client, url, next) = (client.clone(), url.clone(), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                let r = client.post(&url).body("{}").send().await.expect("post");
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await
+                    .expect("post");
                 assert_eq!(r.status(), 202, "accepted");
             }
         }));
