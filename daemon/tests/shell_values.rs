@@ -220,6 +220,24 @@ fn abbreviated(s: &str) -> String {
     }
 }
 
+/// Asserts that `sluice validate` refuses `run` with an error containing `phrase`.
+#[track_caller]
+fn assert_refused(run: &str, phrase: &str) {
+    let src = format!(
+        "inputs:\n  v: {{ type: string }}\nnodes:\n  - id: a\n    kind: shell\n    shell: /bin/bash\n    run: {}\n",
+        serde_json::to_string(run).unwrap()
+    );
+    let f = sluice_shared::load_source(Path::new("q.yaml"), &src, &Default::default());
+    assert!(!f.is_valid(), "{run:?} passed validation");
+    assert!(
+        f.diagnostics
+            .iter()
+            .any(|d| d.is_error() && d.message.contains(phrase)),
+        "{run:?}: {:#?}",
+        f.diagnostics
+    );
+}
+
 #[test]
 fn single_quoted_templates_fail_validation() {
     for run in [
@@ -227,20 +245,44 @@ fn single_quoted_templates_fail_validation() {
         "echo \"it's\" 'a {{ inputs.v }} b'",
         "cat <<'EOF'\n{{ inputs.v }}\nEOF",
     ] {
-        let src = format!(
-            "inputs:\n  v: {{ type: string }}\nnodes:\n  - id: a\n    kind: shell\n    run: {}\n",
-            serde_json::to_string(run).unwrap()
-        );
-        let f = sluice_shared::load_source(Path::new("q.yaml"), &src, &Default::default());
-        assert!(!f.is_valid(), "{run:?} passed validation");
-        assert!(
-            f.diagnostics
-                .iter()
-                .any(|d| d.is_error() && d.message.contains("where the shell expands nothing")),
-            "{run:?}: {:#?}",
-            f.diagnostics
-        );
+        assert_refused(run, "where the shell expands nothing");
     }
+}
+
+/// bash evaluates these as expressions, and runs `$(…)` found in an array
+/// subscript of one (`a[$(id)]`), even when the value came from a variable.
+#[test]
+fn templates_where_bash_does_arithmetic_fail_validation() {
+    for run in [
+        "echo $(( {{ inputs.v }} + 1 ))",
+        "(( n = {{ inputs.v }} ))",
+        "echo $[ {{ inputs.v }} ]",
+        "a=(x y); echo \"${a[ {{ inputs.v }} ]}\"",
+        "s=abc; echo \"${s:{{ inputs.v }}}\" ${s:1:{{ inputs.v }}}",
+        "cat <<EOF\n${s: {{ inputs.v }} }\nEOF",
+        "a[{{ inputs.v }}]=1",
+        "let \"n = {{ inputs.v }}\"",
+        "if [[ \"{{ inputs.v }}\" -gt 3 ]]; then echo big; fi",
+        "for (( i = 0; i < {{ inputs.v }}; i++ )); do :; done",
+    ] {
+        assert_refused(run, "where the shell evaluates the value as an expression");
+    }
+}
+
+#[test]
+fn bash_arithmetic_runs_code_from_a_variable_which_is_why_it_is_refused() {
+    // The premise of the test above, checked against the real bash: if this
+    // stops holding, the refusal could be relaxed.
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("canary");
+    let value = format!("a[$(touch {})]", canary.display());
+    let status = std::process::Command::new("bash")
+        .args(["-c", r#"s=abc; echo "${s:$V}" >/dev/null"#])
+        .env("V", &value)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(canary.exists(), "bash no longer evaluates ${{s:$V}}");
 }
 
 #[tokio::test]

@@ -26,7 +26,10 @@ pub enum Quoting {
     HeredocDelimiter,
     /// Right after a backslash, which makes the shell take what follows literally.
     Escaped,
-    /// Inside `$(( ))` or `(( ))`, where the shell evaluates the text as an expression.
+    /// Where bash evaluates the text as an expression: `$(( ))`, `(( ))`,
+    /// `$[ ]`, `let`, array subscripts, `${s:offset:length}` and `[[ ]]` tests
+    /// that compare numbers. Bash runs command substitutions found in an
+    /// expression's array subscripts, so a value there is code.
     Arithmetic,
     /// A comment, which the shell ignores.
     Comment,
@@ -64,7 +67,7 @@ impl Quoting {
             Self::HeredocDelimiter => "in a heredoc delimiter, which the shell never expands",
             Self::Escaped => "right after a backslash, which stops the shell expanding it",
             Self::Arithmetic => {
-                "inside arithmetic ($(( )) or (( ))), where the shell evaluates the value as an expression"
+                "inside arithmetic ($(( )), (( )), $[ ], let, an array subscript, ${s:offset:length} or a [[ … -eq … ]] test), where the shell evaluates the value as an expression"
             }
             Self::Comment => "in a comment",
         }
@@ -126,14 +129,38 @@ enum Frame {
         word_start: bool,
         /// The current word, when it is plain letters (for `case`/`esac`).
         word: Vec<u8>,
+        /// The current word so far is a shell name, so a `[` opens a subscript.
+        ident: bool,
+        /// Inside the arguments of `let`, which are expressions.
+        let_args: bool,
     },
     Double,
     /// `${ … }`: takes the quoting of what it is in.
-    Brace,
+    Brace {
+        /// Still at the parameter's name, where `[` and `:` start arithmetic.
+        at_name: bool,
+        /// Nothing of the name read yet (`#` and `!` may prefix it).
+        first: bool,
+    },
     Arithmetic {
+        /// Open `(`, or open `[` when `end` is a bracket.
         parens: u32,
+        end: ArithEnd,
     },
     Heredoc(Pending),
+}
+
+/// What ends an arithmetic frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArithEnd {
+    /// `))` of `$((` or `((`.
+    Parens,
+    /// `]` of `$[` or of an array subscript.
+    Bracket,
+    /// `}` of `${s:offset:length}`, left for the `${ }` frame to close.
+    Brace,
+    /// A byte offset: the `]]` of a `[[ ]]` test that compares numbers.
+    At(usize),
 }
 
 impl Frame {
@@ -144,7 +171,13 @@ impl Frame {
             cases: 0,
             word_start: true,
             word: Vec::new(),
+            ident: false,
+            let_args: false,
         }
+    }
+
+    fn arithmetic(end: ArithEnd) -> Self {
+        Self::Arithmetic { parens: 0, end }
     }
 }
 
@@ -191,7 +224,8 @@ impl Lexer<'_> {
             match frame {
                 Frame::Arithmetic { .. } => return Quoting::Arithmetic,
                 Frame::Double => double = true,
-                Frame::Brace => {}
+                Frame::Brace { .. } => {}
+                Frame::Command { let_args: true, .. } => return Quoting::Arithmetic,
                 Frame::Command { .. } => {
                     return if double {
                         Quoting::Double
@@ -215,17 +249,28 @@ impl Lexer<'_> {
 
     /// The nearest frame that is not a `${ }`.
     fn base(&self) -> Option<&Frame> {
-        self.stack.iter().rev().find(|f| !matches!(f, Frame::Brace))
+        self.stack
+            .iter()
+            .rev()
+            .find(|f| !matches!(f, Frame::Brace { .. }))
     }
 
     fn run(&mut self) {
         while self.i < self.s.len() {
+            if let Some(Frame::Arithmetic {
+                end: ArithEnd::At(end),
+                ..
+            }) = self.stack.last()
+                && self.i >= *end
+            {
+                self.stack.pop();
+            }
             let here = self.current();
             self.mark(self.i, here);
             match self.stack.last() {
                 Some(Frame::Command { .. }) => self.command_byte(),
                 Some(Frame::Double) => self.double_byte(),
-                Some(Frame::Brace) => self.brace_byte(),
+                Some(Frame::Brace { .. }) => self.brace_byte(),
                 Some(Frame::Arithmetic { .. }) => self.arithmetic_byte(),
                 Some(Frame::Heredoc(_)) => self.heredoc_byte(),
                 None => self.stack.push(Frame::command(End::Eof)),
@@ -263,19 +308,26 @@ impl Lexer<'_> {
         self.i += 1;
     }
 
-    /// The expansions `$(( ))`, `$( )`, `${ }`: true when one started at `$`.
+    /// The expansions `$(( ))`, `$[ ]`, `$( )`, `${ }`: true when one started at `$`.
     fn dollar(&mut self) -> bool {
         match (self.peek(1), self.peek(2)) {
             (Some(b'('), Some(b'(')) => {
-                self.stack.push(Frame::Arithmetic { parens: 0 });
+                self.stack.push(Frame::arithmetic(ArithEnd::Parens));
                 self.i += 3;
+            }
+            (Some(b'['), _) => {
+                self.stack.push(Frame::arithmetic(ArithEnd::Bracket));
+                self.i += 2;
             }
             (Some(b'('), _) => {
                 self.stack.push(Frame::command(End::Paren));
                 self.i += 2;
             }
             (Some(b'{'), _) => {
-                self.stack.push(Frame::Brace);
+                self.stack.push(Frame::Brace {
+                    at_name: true,
+                    first: true,
+                });
                 self.i += 2;
             }
             _ => return false,
@@ -288,6 +340,8 @@ impl Lexer<'_> {
             word_start,
             word,
             cases,
+            ident,
+            let_args,
             ..
         }) = self.stack.last_mut()
         {
@@ -295,10 +349,12 @@ impl Lexer<'_> {
                 match word.as_slice() {
                     b"case" => *cases += 1,
                     b"esac" => *cases = cases.saturating_sub(1),
+                    b"let" if *ident => *let_args = true,
                     _ => {}
                 }
                 word.clear();
             }
+            *ident = false;
             *word_start = start;
         }
     }
@@ -360,7 +416,7 @@ impl Lexer<'_> {
                 }
             }
             b'(' if word_start && self.peek(1) == Some(b'(') => {
-                self.stack.push(Frame::Arithmetic { parens: 0 });
+                self.stack.push(Frame::arithmetic(ArithEnd::Parens));
                 self.i += 2;
             }
             b'(' => {
@@ -392,26 +448,64 @@ impl Lexer<'_> {
             }
             b'\n' => {
                 self.set_word_start(true);
+                self.end_let();
                 self.i += 1;
                 self.start_heredoc();
             }
-            b' ' | b'\t' | b';' | b'&' | b'|' | b'<' | b'>' => {
+            b';' | b'&' | b'|' => {
                 self.set_word_start(true);
+                self.end_let();
+                self.i += 1;
+            }
+            b' ' | b'\t' | b'<' | b'>' => {
+                self.set_word_start(true);
+                self.i += 1;
+            }
+            b'[' if word_start && self.peek(1) == Some(b'[') => {
+                self.set_word_start(false);
+                if let Some(end) = numeric_test_end(self.s, self.i + 2) {
+                    self.stack.push(Frame::arithmetic(ArithEnd::At(end)));
+                }
+                self.i += 2;
+            }
+            // `name[…]`: bash evaluates an array subscript as an expression.
+            b'[' if !word_start && self.ident() => {
+                self.set_word_start(false);
+                self.stack.push(Frame::arithmetic(ArithEnd::Bracket));
                 self.i += 1;
             }
             _ => {
                 if let Some(Frame::Command {
-                    word, word_start, ..
+                    word,
+                    word_start,
+                    ident,
+                    ..
                 }) = self.stack.last_mut()
                 {
                     // Only short words can be keywords; longer ones need no more.
                     if word.len() <= 4 {
                         word.push(if b.is_ascii_alphabetic() { b } else { b'-' });
                     }
+                    *ident = if *word_start {
+                        b.is_ascii_alphabetic() || b == b'_'
+                    } else {
+                        *ident && (b.is_ascii_alphanumeric() || b == b'_')
+                    };
                     *word_start = false;
                 }
                 self.i += 1;
             }
+        }
+    }
+
+    fn ident(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Command { ident: true, .. }))
+    }
+
+    /// A command separator ends the arguments of `let`.
+    fn end_let(&mut self) {
+        if let Some(Frame::Command { let_args, .. }) = self.stack.last_mut() {
+            *let_args = false;
         }
     }
 
@@ -538,6 +632,47 @@ impl Lexer<'_> {
     }
 
     fn brace_byte(&mut self) {
+        if let Some(Frame::Brace {
+            at_name: true,
+            first,
+        }) = self.stack.last().cloned()
+        {
+            let b = self.s[self.i];
+            let name_byte = b.is_ascii_alphanumeric()
+                || b == b'_'
+                || (first && matches!(b, b'#' | b'!' | b'@' | b'*' | b'?' | b'$'));
+            let arithmetic = match b {
+                _ if name_byte => None,
+                b'[' => Some(ArithEnd::Bracket),
+                // `${s:-x}` and kin are operators; `${s:n}` and `${s: -n}` are offsets.
+                b':' if !matches!(self.peek(1), Some(b'-' | b'=' | b'?' | b'+')) => {
+                    Some(ArithEnd::Brace)
+                }
+                _ => {
+                    self.set_brace_name(false);
+                    return self.brace_operand_byte();
+                }
+            };
+            // After a subscript the name may still take an offset: `${a[1]:2}`.
+            self.set_brace_name(b != b':');
+            if let Some(end) = arithmetic {
+                self.stack.push(Frame::arithmetic(end));
+            }
+            self.i += 1;
+            return;
+        }
+        self.brace_operand_byte();
+    }
+
+    fn set_brace_name(&mut self, at: bool) {
+        if let Some(Frame::Brace { at_name, first }) = self.stack.last_mut() {
+            *at_name = at;
+            *first = false;
+        }
+    }
+
+    /// A byte of `${ }` after the name: patterns, defaults, replacements.
+    fn brace_operand_byte(&mut self) {
         let in_command = matches!(self.base(), Some(Frame::Command { .. }));
         let in_double = matches!(self.base(), Some(Frame::Double));
         match self.s[self.i] {
@@ -566,23 +701,33 @@ impl Lexer<'_> {
     }
 
     fn arithmetic_byte(&mut self) {
-        let Some(Frame::Arithmetic { parens }) = self.stack.last().cloned() else {
+        let Some(Frame::Arithmetic { parens, end }) = self.stack.last().cloned() else {
             return;
         };
+        let (open, close) = match end {
+            ArithEnd::Bracket => (b'[', b']'),
+            _ => (b'(', b')'),
+        };
         match self.s[self.i] {
-            b'(' => {
-                self.stack.pop();
-                self.stack.push(Frame::Arithmetic { parens: parens + 1 });
+            b if b == open => {
+                self.set_arith_parens(parens + 1);
                 self.i += 1;
             }
-            b')' if parens > 0 => {
-                self.stack.pop();
-                self.stack.push(Frame::Arithmetic { parens: parens - 1 });
+            b if b == close && parens > 0 => {
+                self.set_arith_parens(parens - 1);
                 self.i += 1;
             }
-            b')' => {
+            b')' if end == ArithEnd::Parens => {
                 self.stack.pop();
                 self.i += if self.peek(1) == Some(b')') { 2 } else { 1 };
+            }
+            b']' if end == ArithEnd::Bracket => {
+                self.stack.pop();
+                self.i += 1;
+            }
+            // The `${ }` frame below closes on this brace.
+            b'}' if end == ArithEnd::Brace => {
+                self.stack.pop();
             }
             b'"' => {
                 self.stack.push(Frame::Double);
@@ -599,6 +744,29 @@ impl Lexer<'_> {
                 }
             }
             _ => self.i += 1,
+        }
+    }
+}
+
+/// Where the `[[ ]]` test starting at `from` ends, when it compares numbers
+/// (`-eq`, `-lt`, ...), whose operands bash evaluates as expressions.
+fn numeric_test_end(s: &[u8], from: usize) -> Option<usize> {
+    let rest = s.get(from..)?;
+    let len = rest
+        .windows(2)
+        .position(|w| w == b"]]")
+        .unwrap_or(rest.len());
+    let test = &rest[..len];
+    let numeric = test
+        .split(|b| b.is_ascii_whitespace())
+        .any(|w| matches!(w, b"-eq" | b"-ne" | b"-lt" | b"-le" | b"-gt" | b"-ge"));
+    numeric.then_some(from + len)
+}
+
+impl Lexer<'_> {
+    fn set_arith_parens(&mut self, n: u32) {
+        if let Some(Frame::Arithmetic { parens, .. }) = self.stack.last_mut() {
+            *parens = n;
         }
     }
 }
@@ -690,6 +858,46 @@ mod tests {
         check("((n = @ + 1)); echo @", &[Arithmetic, Bare]);
         check(r#"echo $(( "@" )) "$((@))""#, &[Arithmetic, Arithmetic]);
         check("echo $(( $(echo @) )) $(( 1 << 2 )) @", &[Bare, Bare]);
+    }
+
+    #[test]
+    fn bash_arithmetic_outside_double_parens() {
+        check("echo $[@ + 1] $[ a[@] ] @", &[Arithmetic, Arithmetic, Bare]);
+        check(
+            r#"echo ${a[@]} "${a[ @ ]}" ${#a[@]} ${a[1]:@} @"#,
+            &[Arithmetic, Arithmetic, Arithmetic, Arithmetic, Bare],
+        );
+        check(
+            r#"echo ${s:@} "${s: -@:@}" ${s:1:@} ${s:-@} ${s:=@} ${s:+@} ${s:?@}"#,
+            &[
+                Arithmetic, Arithmetic, Arithmetic, Arithmetic, Bare, Bare, Bare, Bare,
+            ],
+        );
+        check(
+            "echo ${s#@} ${s/@/x} ${!s} ${#s} ${@:@} @",
+            &[Bare, Bare, Bare, Arithmetic, Bare],
+        );
+        check(
+            "cat <<EOF
+${a[@]} $[@] ${s:@}
+EOF
+@",
+            &[Arithmetic, Arithmetic, Arithmetic, Bare],
+        );
+        check(
+            "a[@]=1 b=@ c[ $(echo @) ]=2 @",
+            &[Arithmetic, Bare, Bare, Bare],
+        );
+        check(
+            r#"let "n = @" m=@; echo @"#,
+            &[Arithmetic, Arithmetic, Bare],
+        );
+        check(
+            r#"[[ "@" -eq 1 ]] && [[ @ == x ]]; [[ 2 -lt "$((1))" && @ ]]; echo @"#,
+            &[Arithmetic, Bare, Arithmetic, Bare],
+        );
+        // Brackets that are not subscripts stay words.
+        check("[ @ = x ] && echo [@] x@[", &[Bare, Bare, Bare]);
     }
 
     #[test]

@@ -633,6 +633,12 @@ mod tests {
             ("cat <<'EOF'\n{{ inputs.n }}\nEOF", "quoted delimiter"),
             ("echo \\{{ inputs.n }}", "backslash"),
             ("echo $(( {{ inputs.n }} + 1 ))", "arithmetic"),
+            ("echo $[ {{ inputs.n }} + 1 ]", "arithmetic"),
+            ("echo \"${arr[ {{ inputs.n }} ]}\"", "arithmetic"),
+            ("echo \"${s:{{ inputs.n }}}\"", "arithmetic"),
+            ("arr[{{ inputs.n }}]=1", "arithmetic"),
+            ("let \"n = {{ inputs.n }}\"", "arithmetic"),
+            ("[[ \"{{ inputs.n }}\" -eq 1 ]]", "arithmetic"),
             // Logic can hide the quotes from validation; the render still sees them.
             (
                 "echo {% if true %}'{% endif %}{{ inputs.n }}'",
