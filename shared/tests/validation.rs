@@ -245,7 +245,16 @@ const EXPECTED: &[Expect] = &[
         "shell_arithmetic.yaml",
         6,
         10,
-        "`{{ inputs.n }}` is inside arithmetic ($(( )) or (( ))), where the shell evaluates the value as an expression",
+        "`{{ inputs.n }}` is inside arithmetic ($(( )), (( )), $[ ], let, an array subscript, ${s:offset:length} or a [[ … -eq … ]] test), where the shell evaluates the value as an expression (line 1 of the script)",
+        Some(
+            "assign it first and check it is a number: n={{ inputs.n }}; case $n in ''|*[!0-9]*) exit 2;; esac; echo $((n + 1))",
+        ),
+    ),
+    e(
+        "shell_subscript.yaml",
+        8,
+        7,
+        "`{{ inputs.n }}` is inside arithmetic ($(( )), (( )), $[ ], let, an array subscript, ${s:offset:length} or a [[ … -eq … ]] test), where the shell evaluates the value as an expression (line 2 of the script)",
         Some(
             "assign it first and check it is a number: n={{ inputs.n }}; case $n in ''|*[!0-9]*) exit 2;; esac; echo $((n + 1))",
         ),
