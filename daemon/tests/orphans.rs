@@ -96,3 +96,97 @@ async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
     );
     assert_eq!(lines(&marks), 1, "the interrupted attempt never finished");
 }
+
+/// Every recorded process group of an attempt still marked running.
+fn recorded_pgids(d: &Daemon) -> Vec<i64> {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        d.path("state/sluice.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) =
+        conn.prepare("SELECT pgid FROM attempts WHERE state = 'running' AND pgid IS NOT NULL")
+    else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| r.get(0))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// Attempts still marked running in the store.
+fn running_attempts(d: &Daemon) -> i64 {
+    rusqlite::Connection::open_with_flags(
+        d.path("state/sluice.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .and_then(|c| {
+        c.query_row(
+            "SELECT count(*) FROM attempts WHERE state = 'running'",
+            [],
+            |r| r.get(0),
+        )
+    })
+    .unwrap_or(-1)
+}
+
+/// Cancels sent the moment the restarted daemon answers race the background
+/// recovery: whichever reaches a run first repairs it, so no run is cancelled
+/// with its interrupted attempt still marked running and its processes alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_racing_recovery_still_stop_what_interrupted_attempts_left() {
+    const RUNS: usize = 40;
+    let pipeline = "nodes:\n  - id: slow\n    kind: shell\n    run: sleep 300\n";
+    let mut d = Daemon::start("[engine]\nworkers = 64\n", &[("slow.yaml", pipeline)]);
+    let mut c = d.client().await;
+    for _ in 0..RUNS {
+        c.call("pipelines.trigger", json!({ "name": "slow" }))
+            .await
+            .expect("trigger");
+    }
+    let pgids = common::eventually(60, "every attempt's process group to be recorded", || {
+        let pgids = recorded_pgids(&d);
+        async move { (pgids.len() == RUNS).then_some(pgids) }
+    })
+    .await;
+    drop(c);
+    d.kill();
+
+    d.spawn();
+    let mut c = d.client().await;
+    for id in 1..=RUNS {
+        c.call("runs.cancel", json!({ "id": id }))
+            .await
+            .expect("cancel");
+    }
+    for pgid in pgids {
+        let pgid = i32::try_from(pgid).expect("pgid fits");
+        common::eventually(30, "a leftover process group to be stopped", || async move {
+            (!running(pgid)).then_some(())
+        })
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let runs = c
+            .call("runs.list", json!({ "limit": 100 }))
+            .await
+            .expect("runs.list");
+        let rows = runs["runs"].as_array().cloned().unwrap_or_default();
+        let cancelled = rows.iter().filter(|r| r["state"] == "cancelled").count();
+        if cancelled == RUNS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{cancelled} of {RUNS} runs cancelled: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        running_attempts(&d),
+        0,
+        "an interrupted attempt was left marked running"
+    );
+}

@@ -963,6 +963,17 @@ async fn drive_inner(
     let Some(mut run) = load(inner, id, created).await? else {
         return Ok(DriverExit::Done);
     };
+    // Started before recovery reached this run (by a cancel or a decision):
+    // its interrupted attempts are repaired first, then it is read again.
+    if super::recovery::repair_if_pending(inner, &run.record)
+        .await?
+        .is_some()
+    {
+        let Some(repaired) = load(inner, id, None).await? else {
+            return Ok(DriverExit::Done);
+        };
+        run = repaired;
+    }
     if run.record.state.is_finished() {
         return Ok(DriverExit::Done);
     }

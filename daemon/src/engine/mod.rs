@@ -155,6 +155,10 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     drivers: Mutex<HashMap<RunId, DriverHandle>>,
+    /// Unfinished runs found at start whose interrupted attempts are not yet
+    /// repaired: whoever takes a run out first (recovery or a driver started
+    /// by a command meanwhile) repairs it, so no driver sees stale state.
+    pub(crate) recovering: Mutex<std::collections::HashSet<RunId>>,
     timers: mpsc::UnboundedSender<(i64, RunId)>,
     versions: Mutex<HashMap<VersionId, Arc<LoadedVersion>>>,
     /// True while the log pump holds lines not yet handed to the store.
@@ -329,6 +333,7 @@ impl Engine {
             shutdown: shutdown.clone(),
             tracker,
             drivers: Mutex::new(HashMap::new()),
+            recovering: Mutex::new(std::collections::HashSet::new()),
             timers: timer_tx,
             versions: Mutex::new(HashMap::new()),
             log_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -40,24 +40,30 @@ pub(crate) async fn recover(inner: &Arc<Inner>, background: bool) -> Result<usiz
     for run in runs.iter().filter(|r| r.state == RunState::Queued) {
         backlog.insert(run.id, crate::limits::user_key(run.trigger.user.as_deref()));
     }
+    // Before anything can start a driver: a cancel or a decision that arrives
+    // while the background part works finds its run still to be repaired.
+    if let Ok(mut pending) = inner.recovering.lock() {
+        pending.extend(
+            runs.iter()
+                .filter(|r| r.state != RunState::Queued)
+                .map(|r| r.id),
+        );
+    }
     if !background {
-        resume(inner, runs).await?;
+        resume(inner, runs).await;
         return Ok(count);
     }
     let inner = Arc::clone(inner);
-    tokio::spawn(async move {
-        if let Err(e) = resume(&inner, runs).await {
-            tracing::error!(error = %e, "recovery stopped; unfinished runs are picked up by the queue poller or the next start");
-        }
-    });
+    tokio::spawn(async move { resume(&inner, runs).await });
     Ok(count)
 }
 
-/// The per-run part of recovery.
-async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) -> Result<(), EngineError> {
+/// The per-run part of recovery. A run it cannot repair (the store failing)
+/// is handed to a driver, which repairs it first and tries again until it can.
+async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) {
     for run in runs {
         if inner.shutdown.is_cancelled() {
-            return Ok(());
+            return;
         }
         // A queued run has nothing to repair: it needs no reads here.
         if run.state == RunState::Queued {
@@ -67,89 +73,126 @@ async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) -> Resul
             }
             continue;
         }
-        let version = match inner.version(run.version_id).await {
-            Ok(v) => v,
+        let needs_work = match repair_if_pending(inner, &run).await {
+            Ok(repaired) => repaired.unwrap_or(false),
             Err(e) => {
-                tracing::error!(run = %run.id, error = %e, "cannot load the run's pipeline version");
-                inner.admission.release(run.id);
-                let now = jiff::Timestamp::now().as_millisecond();
-                inner
-                    .store
-                    .apply(vec![
-                        Change::Run(
-                            run.id,
-                            RunChange {
-                                state: Some(RunState::Failed),
-                                finished_at: Some(now),
-                                error: Some(Some(format!("cannot load pipeline version: {e}"))),
-                                ..Default::default()
-                            },
-                        ),
-                        Change::Sql(vec![crate::store::Store::cancel_approvals_sql(run.id, now)]),
-                    ])
-                    .await?;
-                continue;
+                tracing::error!(run = %run.id, error = %e, "cannot repair the interrupted run now; its driver tries again");
+                true
             }
         };
-        let nodes = inner.store.nodes(run.id).await?;
-        let attempts = inner.store.attempts(run.id).await?;
-        let mut changes = Vec::new();
-        let mut needs_work = needs_driver(run.state);
-        for n in nodes.iter().filter(|n| n.state == NodeState::Running) {
-            let Some(node) = version.pipeline.node(&n.node_id) else {
-                continue;
-            };
-            // Whatever the attempt started and is still running is stopped
-            // before the node is retried or held for a decision.
-            if let Some(a) = attempts
-                .iter()
-                .find(|a| a.node_id == n.node_id && a.attempt == n.attempts)
-                && let Some(pgid) = a.pgid
-                && crate::nodes::pgroup::stop_leftover(pgid, a.pstart.unwrap_or(0), LEFTOVER_GRACE)
-                    .await
-            {
-                tracing::warn!(run = %run.id, node = %n.node_id, pgid, "stopped processes an interrupted attempt left running");
-            }
-            changes.push(Change::AttemptEnd(
-                run.id,
-                n.node_id.clone(),
-                n.attempts,
-                AttemptState::Interrupted,
-                Some("interrupted: the daemon stopped during this attempt".into()),
-            ));
-            let interrupted = attempts
-                .iter()
-                .filter(|a| a.node_id == n.node_id && a.state == AttemptState::Interrupted)
-                .count()
-                + 1;
-            let change = if node.effective_on_crash() == OnCrash::Ask {
-                NodeChange { state: Some(NodeState::NeedsDecision), error: Some(Some("interrupted by a daemon stop; not safe to repeat without a decision (retry, succeed or fail it)".into())), ..Default::default() }
-            } else if interrupted >= MAX_INTERRUPTIONS {
-                NodeChange {
-                    state: Some(NodeState::Failed),
-                    error: Some(Some(format!(
-                        "interrupted {interrupted} times by daemon stops; not retried again"
-                    ))),
-                    finished_at: Some(Some(jiff::Timestamp::now().as_millisecond())),
-                    ..Default::default()
-                }
-            } else {
-                NodeChange {
-                    state: Some(NodeState::Pending),
-                    ..Default::default()
-                }
-            };
-            changes.push(Change::Node(run.id, n.node_id.clone(), change));
-            needs_work = true;
-        }
-        if !changes.is_empty() {
-            inner.store.apply(changes).await?;
-        }
-        if needs_work || run.state == RunState::Running {
+        if needs_work || needs_driver(run.state) {
             inner.spawn_driver(run.id, false);
         } else if let Some(at) = run.wake_at.or(run.deadline) {
             let _ = inner.timers.send((at, run.id));
         }
     }
-    Ok(())
+}
+
+/// Repairs `run` if recovery has not yet: stops what its interrupted
+/// attempts left running and marks them interrupted. `None` when there was
+/// nothing to do; otherwise whether the run has nodes to work on.
+pub(crate) async fn repair_if_pending(
+    inner: &Arc<Inner>,
+    run: &crate::store::RunRecord,
+) -> Result<Option<bool>, EngineError> {
+    let claimed = inner
+        .recovering
+        .lock()
+        .map(|mut pending| pending.remove(&run.id))
+        .unwrap_or(false);
+    if !claimed {
+        return Ok(None);
+    }
+    match repair(inner, run).await {
+        Ok(needs_work) => Ok(Some(needs_work)),
+        Err(e) => {
+            // Still to be done: the next driver of this run tries again.
+            if let Ok(mut pending) = inner.recovering.lock() {
+                pending.insert(run.id);
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn repair(inner: &Arc<Inner>, run: &crate::store::RunRecord) -> Result<bool, EngineError> {
+    let version = match inner.version(run.version_id).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(run = %run.id, error = %e, "cannot load the run's pipeline version");
+            inner.admission.release(run.id);
+            let now = jiff::Timestamp::now().as_millisecond();
+            inner
+                .store
+                .apply(vec![
+                    Change::Run(
+                        run.id,
+                        RunChange {
+                            state: Some(RunState::Failed),
+                            finished_at: Some(now),
+                            error: Some(Some(format!("cannot load pipeline version: {e}"))),
+                            ..Default::default()
+                        },
+                    ),
+                    Change::Sql(vec![crate::store::Store::cancel_approvals_sql(run.id, now)]),
+                ])
+                .await?;
+            return Ok(false);
+        }
+    };
+    let nodes = inner.store.nodes(run.id).await?;
+    let attempts = inner.store.attempts(run.id).await?;
+    let mut changes = Vec::new();
+    let mut needs_work = false;
+    for n in nodes.iter().filter(|n| n.state == NodeState::Running) {
+        let Some(node) = version.pipeline.node(&n.node_id) else {
+            continue;
+        };
+        // Whatever the attempt started and is still running is stopped
+        // before the node is retried or held for a decision.
+        if let Some(a) = attempts
+            .iter()
+            .find(|a| a.node_id == n.node_id && a.attempt == n.attempts)
+            && let Some(pgid) = a.pgid
+            && crate::nodes::pgroup::stop_leftover(pgid, a.pstart.unwrap_or(0), LEFTOVER_GRACE)
+                .await
+        {
+            tracing::warn!(run = %run.id, node = %n.node_id, pgid, "stopped processes an interrupted attempt left running");
+        }
+        changes.push(Change::AttemptEnd(
+            run.id,
+            n.node_id.clone(),
+            n.attempts,
+            AttemptState::Interrupted,
+            Some("interrupted: the daemon stopped during this attempt".into()),
+        ));
+        let interrupted = attempts
+            .iter()
+            .filter(|a| a.node_id == n.node_id && a.state == AttemptState::Interrupted)
+            .count()
+            + 1;
+        let change = if node.effective_on_crash() == OnCrash::Ask {
+            NodeChange { state: Some(NodeState::NeedsDecision), error: Some(Some("interrupted by a daemon stop; not safe to repeat without a decision (retry, succeed or fail it)".into())), ..Default::default() }
+        } else if interrupted >= MAX_INTERRUPTIONS {
+            NodeChange {
+                state: Some(NodeState::Failed),
+                error: Some(Some(format!(
+                    "interrupted {interrupted} times by daemon stops; not retried again"
+                ))),
+                finished_at: Some(Some(jiff::Timestamp::now().as_millisecond())),
+                ..Default::default()
+            }
+        } else {
+            NodeChange {
+                state: Some(NodeState::Pending),
+                ..Default::default()
+            }
+        };
+        changes.push(Change::Node(run.id, n.node_id.clone(), change));
+        needs_work = true;
+    }
+    if !changes.is_empty() {
+        inner.store.apply(changes).await?;
+    }
+    Ok(needs_work)
 }
