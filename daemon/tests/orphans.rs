@@ -162,9 +162,11 @@ async fn cancels_racing_recovery_still_stop_what_interrupted_attempts_left() {
     }
     for pgid in pgids {
         let pgid = i32::try_from(pgid).expect("pgid fits");
-        common::eventually(30, "a leftover process group to be stopped", || async move {
-            (!running(pgid)).then_some(())
-        })
+        common::eventually(
+            30,
+            "a leftover process group to be stopped",
+            || async move { (!running(pgid)).then_some(()) },
+        )
         .await;
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -189,4 +191,57 @@ async fn cancels_racing_recovery_still_stop_what_interrupted_attempts_left() {
         0,
         "an interrupted attempt was left marked running"
     );
+}
+
+/// A child that left the attempt's process group (setsid, as a daemonising
+/// tool does) is still found after kill -9, by the attempt marker in its
+/// environment, and stopped before the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_left_its_process_group_is_still_stopped() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let first = out_dir.path().join("first");
+    let pidfile = out_dir.path().join("pid");
+    let pipeline = format!(
+        "nodes:\n  - id: escape\n    kind: shell\n    run: \"if [ ! -e {first} ]; then touch {first}; setsid sleep 300 & echo $! > {pid}; sleep 300; fi\"\n",
+        first = first.display(),
+        pid = pidfile.display(),
+    );
+    let mut d = Daemon::start("", &[("escape.yaml", &pipeline)]);
+    let mut c = d.client().await;
+    c.call("pipelines.trigger", json!({ "name": "escape" }))
+        .await
+        .expect("trigger");
+    let pid = common::eventually(30, "the escaped child to start", || {
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        let recorded = recorded_pgid(&d).is_some();
+        async move { pid.filter(|_| recorded) }
+    })
+    .await;
+    drop(c);
+    d.kill();
+    assert!(running(pid), "the escaped child outlives the daemon");
+
+    d.spawn();
+    common::eventually(30, "the escaped child to be stopped", || async move {
+        (!running(pid)).then_some(())
+    })
+    .await;
+    let mut c = d.client().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = c
+            .call("runs.get", json!({ "id": 1 }))
+            .await
+            .expect("runs.get");
+        if run["state"] == "succeeded" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retried attempt did not succeed: {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

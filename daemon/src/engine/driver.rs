@@ -222,6 +222,12 @@ impl Run {
             llm: Arc::clone(&inner.opts.llm),
             notifier: Arc::clone(&inner.opts.notifier),
             on_spawn: Some(process_recorder(inner, self.id, &node.id, attempt)),
+            marker: Some(nodes::attempt_marker(
+                self.id,
+                self.record.created_at,
+                &node.id,
+                attempt,
+            )),
         }
     }
 
@@ -1302,7 +1308,9 @@ async fn drive_inner(
 }
 
 /// Records an attempt's child process group as soon as it exists. The attempt's
-/// start is committed before the node runs, so the row is there to update.
+/// start is committed before the node runs, so the row is there to update. The
+/// write does not hold the attempt up: should the daemon die before it lands,
+/// recovery still finds the processes by their attempt marker.
 fn process_recorder(inner: &Inner, run: RunId, node: &str, attempt: u32) -> nodes::SpawnHook {
     let store = inner.store.clone();
     let node = node.to_owned();

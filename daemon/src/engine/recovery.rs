@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_shared::model::NodeKind;
 use sluice_shared::model::node::OnCrash;
 use sluice_shared::run::{AttemptState, NodeState, RunState};
 
@@ -158,6 +159,22 @@ async fn repair(inner: &Arc<Inner>, run: &crate::store::RunRecord) -> Result<boo
                 .await
         {
             tracing::warn!(run = %run.id, node = %n.node_id, pgid, "stopped processes an interrupted attempt left running");
+        }
+        // Its processes are also found by their marker: the group may never
+        // have been recorded (a crash right after the spawn), or some may
+        // have left it (setsid).
+        if matches!(node.kind, NodeKind::Shell(_) | NodeKind::Plugin(_)) {
+            let marker =
+                crate::nodes::attempt_marker(run.id, run.created_at, &n.node_id, n.attempts);
+            if crate::nodes::pgroup::stop_marked(
+                crate::nodes::ATTEMPT_MARKER,
+                &marker,
+                LEFTOVER_GRACE,
+            )
+            .await
+            {
+                tracing::warn!(run = %run.id, node = %n.node_id, "stopped processes an interrupted attempt left running (found by their marker)");
+            }
         }
         changes.push(Change::AttemptEnd(
             run.id,

@@ -70,6 +70,19 @@ pub struct NodeContext {
     /// Told the process group (and its leader's start time) of each child the
     /// attempt starts, so that a restart after a crash can stop it.
     pub on_spawn: Option<SpawnHook>,
+    /// Set as [`ATTEMPT_MARKER`] in every child's environment: a restart finds
+    /// an attempt's processes by it when their group was never recorded (a
+    /// crash right after the spawn) or when they left the group.
+    pub marker: Option<String>,
+}
+
+/// The environment variable carrying an attempt's marker into its processes.
+pub const ATTEMPT_MARKER: &str = "SLUICE_ATTEMPT";
+
+/// The marker of an attempt: unique per state directory (the run's creation
+/// time tells two databases' run 1 apart) and stable across restarts.
+pub fn attempt_marker(run: RunId, created_at: i64, node: &str, attempt: u32) -> String {
+    format!("{run}.{created_at}:{node}:{attempt}")
 }
 
 /// Receives `(pgid, leader start time)` of a child process an attempt started.
@@ -250,6 +263,7 @@ pub(crate) mod test_support {
             llm: Arc::new(crate::llm::LlmProviders::default()),
             notifier: Arc::new(crate::notify::Notifier::disabled()),
             on_spawn: None,
+            marker: None,
         };
         (ctx, rx)
     }

@@ -81,9 +81,142 @@ pub async fn stop_leftover(pgid: i32, leader_start: u64, grace: Duration) -> boo
     true
 }
 
+/// Live processes whose environment holds `name=value` (the attempt marker).
+/// Only processes of our own user are readable, which are the only ones an
+/// attempt can have started.
+fn marked(name: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{name}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| u32::try_from(pid).is_ok_and(|p| p != me))
+        .filter(|&pid| has_marker(pid, needle.as_bytes()))
+        .collect()
+}
+
+fn has_marker(pid: i32, needle: &[u8]) -> bool {
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat.get(i + 1..)?.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    });
+    alive
+        && std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle))
+}
+
+/// A process handle that stays valid if the process dies and its pid is
+/// reused, so a signal can only reach the process that was checked.
+struct PidFd(i32);
+
+impl PidFd {
+    fn open(pid: i32) -> Option<Self> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        i32::try_from(fd).ok().filter(|&fd| fd >= 0).map(Self)
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signals the process the descriptor refers to, nothing else.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0,
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+}
+
+impl Drop for PidFd {
+    fn drop(&mut self) {
+        // SAFETY: closes the descriptor this value owns.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Stops every process carrying the attempt marker `name=value`: SIGTERM,
+/// then SIGKILL after `grace`. Returns whether any was found.
+pub async fn stop_marked(name: &str, value: &str, grace: Duration) -> bool {
+    let needle = format!("{name}={value}");
+    // Checked again once the handle is open: the pid may have been reused
+    // between the scan and the open.
+    let handles = |pids: Vec<i32>| -> Vec<PidFd> {
+        pids.into_iter()
+            .filter_map(|pid| PidFd::open(pid).filter(|_| has_marker(pid, needle.as_bytes())))
+            .collect()
+    };
+    let found = handles(marked(name, value));
+    if found.is_empty() {
+        return false;
+    }
+    for p in &found {
+        p.signal(libc::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while !marked(name, value).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        let left = handles(marked(name, value));
+        if left.is_empty() {
+            break;
+        }
+        for p in &left {
+            p.signal(libc::SIGKILL);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !marked(name, value).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn marked_processes_are_stopped_even_outside_their_group() {
+        use std::os::unix::process::CommandExt;
+        let value = format!("test.{}:n:1", std::process::id());
+        // One ignores TERM, one runs in a session of its own (as a daemonised
+        // child would): both carry the marker and both are stopped.
+        let mut kids: Vec<std::process::Child> =
+            ["trap '' TERM; sleep 60 & wait", "exec setsid sleep 60"]
+                .into_iter()
+                .map(|script| {
+                    std::process::Command::new("sh")
+                        .args(["-c", script])
+                        .env("SLUICE_TEST_MARK", &value)
+                        .process_group(0)
+                        .spawn()
+                        .expect("spawn sh")
+                })
+                .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while marked("SLUICE_TEST_MARK", &value).len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "children never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!stop_marked("SLUICE_TEST_MARK", "other", Duration::from_millis(50)).await);
+        assert!(stop_marked("SLUICE_TEST_MARK", &value, Duration::from_millis(200)).await);
+        assert!(marked("SLUICE_TEST_MARK", &value).is_empty());
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
 
     #[test]
     fn own_start_time_is_read() {

@@ -231,6 +231,10 @@ pub async fn run(ctx: &NodeContext, spec: Spec) -> io::Result<Finished> {
     }
 
     let mut cmd = command(&spec, &ctx.base_env);
+    // Last, so a node's own `env` cannot hide its processes from a restart.
+    if let Some(marker) = &ctx.marker {
+        cmd.env(super::ATTEMPT_MARKER, marker);
+    }
     let Some(mut child) = spawn(ctx, &mut cmd).await? else {
         return Ok(Finished {
             end: End::Cancelled,
