@@ -599,6 +599,55 @@ async fn a_node_without_a_free_worker_stays_pending_until_one_frees() {
     );
 }
 
+/// A run that waits for a worker still does what needs none: a delay that
+/// ends and the transform after it complete while the shell node waits.
+#[tokio::test]
+async fn nodes_that_need_no_worker_go_on_while_the_run_waits_for_one() {
+    let f = Fixture::with_workers(1).await;
+    let gate = f.path("go");
+    let hog = pipeline(
+        "hog",
+        &format!(
+            "nodes:\n  - id: hold\n    kind: shell\n    run: \"echo holding; while [ ! -e {} ]; do sleep 0.05; done\"\n",
+            sq(&gate)
+        ),
+    );
+    // `a` comes first in the file, so it is the first ready node to find no worker.
+    let mixed = pipeline(
+        "mixed",
+        "nodes:\n  - id: a\n    kind: shell\n    run: \"true\"\n  - id: d\n    kind: delay\n    for: 300ms\n  - id: t\n    kind: transform\n    needs: [d]\n    output: { ok: true }\n",
+    );
+    let mut events = f.engine.subscribe();
+    let first = f.submit(&hog, json!({})).await;
+    next_event(
+        &mut events,
+        10,
+        |e| matches!(e, Event::Log { run, line, .. } if *run == first && line == "holding"),
+    )
+    .await;
+    let second = f.submit(&mixed, json!({})).await;
+    let nodes = eventually(
+        10,
+        "the delay and the transform after it to finish",
+        || async {
+            f.store.flush().await.ok()?;
+            let nodes = f.store.nodes(second).await.ok()?;
+            nodes
+                .iter()
+                .any(|n| n.node_id == "t" && n.state == NodeState::Succeeded)
+                .then_some(nodes)
+        },
+    )
+    .await;
+    let a = nodes.iter().find(|n| n.node_id == "a").expect("node a");
+    assert_eq!(a.state, NodeState::Pending, "the shell node had no worker");
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(
+        common::finished(&f.engine, second).await.state,
+        RunState::Succeeded
+    );
+}
+
 #[tokio::test]
 async fn retrying_the_failed_part_of_a_run_that_succeeded_is_refused() {
     let f = Fixture::new().await;

@@ -1134,9 +1134,11 @@ async fn drive_inner(
                         run.complete(inner, i, attempt, result, false);
                         progressed = true;
                     } else {
+                        // Nodes after it that need no worker (a delay, a
+                        // transform, an approval) still go ahead.
                         let Some(permit) = next_worker(inner, &mut held, &mut place) else {
                             starved = true;
-                            break;
+                            continue;
                         };
                         run.attempt_start(i, attempt);
                         run.set(
@@ -1190,10 +1192,9 @@ async fn drive_inner(
             }
             if starved {
                 // Every worker is busy with other runs: wait for one (or the run's
-                // deadline, a cancel, a stop), then try again.
-                let until_deadline = run.record.deadline.map_or(Duration::from_secs(3600), |d| {
-                    Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0))
-                });
+                // deadline, a wait of another node coming due, a cancel, a stop),
+                // then try again.
+                let until_deadline = starved_wake(&run).unwrap_or(Duration::from_secs(3600));
                 // Commands are taken while waiting: an operator's resolve or a
                 // decided approval is answered now, not when a worker frees up.
                 let mut given = None;
@@ -1262,15 +1263,7 @@ async fn drive_inner(
         let wake_in = run
             .next_wake()
             .map(|w| Duration::from_millis(u64::try_from(w - now_ms()).unwrap_or(0)));
-        // A starved driver waits for a worker instead (due waits would only spin it),
-        // but still wakes for the run's deadline.
-        let wake_in = if starved {
-            run.record
-                .deadline
-                .map(|d| Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)))
-        } else {
-            wake_in
-        };
+        let wake_in = if starved { starved_wake(&run) } else { wake_in };
         let sleep = tokio::time::sleep(wake_in.unwrap_or(Duration::from_secs(3600)));
         let grace = async {
             match grace_deadline {
@@ -1305,6 +1298,27 @@ async fn drive_inner(
             place = None;
         }
     }
+}
+
+/// How long a run that waits for a worker may sleep: until its deadline or
+/// the next wait of another node (a delay ending, an approval expiring, a
+/// backoff ending) — those need no worker. Waits already due are left out:
+/// what they made ready is what waits for the worker, and waking for them
+/// again would only spin.
+fn starved_wake(run: &Run) -> Option<Duration> {
+    let now = now_ms();
+    let next = run
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Waiting)
+        .filter_map(|n| n.wake_at)
+        .filter(|&w| w > now)
+        .min();
+    let at = match (next, run.record.deadline) {
+        (Some(w), Some(d)) => Some(w.min(d)),
+        (w, d) => w.or(d),
+    }?;
+    Some(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
 }
 
 /// Records an attempt's child process group as soon as it exists. The attempt's
