@@ -558,9 +558,19 @@ fn trigger_err(e: TriggerError) -> RpcError {
         TriggerError::UnknownPipeline(name) => {
             RpcError::new(ErrorCode::NotFound, format!("no pipeline '{name}'"))
         }
-        TriggerError::Disabled { name, why, .. } => {
-            RpcError::new(ErrorCode::Conflict, format!("pipeline '{name}' is {why}"))
-        }
+        // A removed pipeline is gone for a trigger as for a retry (not found);
+        // a disabled one refuses, as a limit would, until it is enabled again.
+        TriggerError::Disabled {
+            name,
+            why,
+            removed: true,
+        } => RpcError::new(ErrorCode::NotFound, format!("pipeline '{name}' is {why}"))
+            .with_data(json!({ "pipeline": name, "reason": "removed" })),
+        TriggerError::Disabled { name, why, .. } => RpcError::new(
+            ErrorCode::Refused,
+            format!("pipeline '{name}' is {why}; `sluice enable {name}` lets it start runs again"),
+        )
+        .with_data(json!({ "pipeline": name, "reason": "disabled" })),
         TriggerError::Input(m) => {
             RpcError::new(ErrorCode::InvalidParams, format!("invalid inputs: {m}"))
         }

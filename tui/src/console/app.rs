@@ -11,6 +11,7 @@ use sluice_shared::run::{RunId, RunState};
 
 use super::inputs::DeclaredInput;
 use super::keymap::{Action, Keymap, Scope};
+use super::lineedit::LineEdit;
 use super::logbuf::LogBuf;
 
 /// Options fixed at start.
@@ -307,7 +308,7 @@ pub enum Overlay {
     /// Every key; the number is the scroll offset.
     Help(usize),
     /// The `:` command line.
-    Command(String),
+    Command(LineEdit),
     /// A one-line text prompt (filter, search).
     Prompt(Prompt),
     /// A confirmation, optionally with a text field (boxed: it is much
@@ -330,7 +331,7 @@ pub struct Prompt {
     /// What it is for.
     pub kind: PromptKind,
     /// The text so far.
-    pub text: String,
+    pub text: LineEdit,
 }
 
 /// Which part of a dialog has the focus. Dialogs open on Cancel (or the text field).
@@ -393,7 +394,7 @@ pub struct Dialog {
     /// read like the action itself).
     pub dismiss: String,
     /// A text field (reason, inputs) and its label.
-    pub field: Option<(String, String)>,
+    pub field: Option<(String, LineEdit)>,
     /// The field must not be empty.
     pub required: bool,
     /// Focus.

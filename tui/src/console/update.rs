@@ -18,6 +18,7 @@ use super::app::{
 };
 use super::inputs;
 use super::keymap::{Action, Key, Scope};
+use super::lineedit::{Edited, LineEdit};
 use super::logbuf::LogEntry;
 use super::msg::{CallError, ConnEvent, Effect, Msg, Tag};
 
@@ -432,7 +433,7 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
                     body,
                     confirm: "Trigger".into(),
                     dismiss: "Cancel".into(),
-                    field: Some(("inputs".into(), text)),
+                    field: Some(("inputs".into(), LineEdit::new(text))),
                     required: false,
                     focus: DialogFocus::Field,
                     action: PendingAction::Trigger {
@@ -778,8 +779,12 @@ fn key(app: &mut App, ev: KeyEvent) -> Vec<Effect> {
     }
     // Nothing is bound to Alt: an Alt chord is almost always Esc followed
     // quickly by a key (over SSH or tmux the two arrive together), so treat
-    // it as exactly that.
-    if ev.modifiers.contains(KeyModifiers::ALT) && matches!(ev.code, KeyCode::Char(_)) {
+    // it as exactly that — except the readline word keys (Alt-B, Alt-F,
+    // Alt-D) while a text field has the focus, which only move or edit text.
+    if ev.modifiers.contains(KeyModifiers::ALT)
+        && matches!(ev.code, KeyCode::Char(_))
+        && !(editing(app) && matches!(ev.code, KeyCode::Char('b' | 'f' | 'd' | 'B' | 'F' | 'D')))
+    {
         let mut fx = key(app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
         let plain = KeyEvent::new(ev.code, ev.modifiers - KeyModifiers::ALT);
         fx.extend(key(app, plain));
@@ -795,6 +800,15 @@ fn key(app: &mut App, ev: KeyEvent) -> Vec<Effect> {
         return Vec::new();
     };
     act(app, action, k)
+}
+
+/// Whether a text field has the focus (the command line, a prompt, a dialog's field).
+fn editing(app: &App) -> bool {
+    match &app.overlay {
+        Some(Overlay::Command(_) | Overlay::Prompt(_)) => true,
+        Some(Overlay::Dialog(d)) => d.field.is_some() && d.focus == DialogFocus::Field,
+        _ => false,
+    }
 }
 
 fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
@@ -836,7 +850,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             Vec::new()
         }
         Action::Command => {
-            app.overlay = Some(Overlay::Command(String::new()));
+            app.overlay = Some(Overlay::Command(LineEdit::default()));
             Vec::new()
         }
         Action::ViewRuns => switch_view(app, View::Runs),
@@ -881,7 +895,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Filter => {
             app.overlay = Some(Overlay::Prompt(Prompt {
                 kind: PromptKind::Filter,
-                text: app.runs.filter.clone(),
+                text: LineEdit::new(app.runs.filter.clone()),
             }));
             Vec::new()
         }
@@ -919,11 +933,12 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Search => {
             app.overlay = Some(Overlay::Prompt(Prompt {
                 kind: PromptKind::Search,
-                text: app
-                    .detail
-                    .as_ref()
-                    .and_then(|d| d.search.clone())
-                    .unwrap_or_default(),
+                text: LineEdit::new(
+                    app.detail
+                        .as_ref()
+                        .and_then(|d| d.search.clone())
+                        .unwrap_or_default(),
+                ),
             }));
             Vec::new()
         }
@@ -979,7 +994,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
                             "reason (required)"
                         }
                         .into(),
-                        String::new(),
+                        LineEdit::default(),
                     )),
                     required: !approve,
                     focus: DialogFocus::Field,
@@ -1282,15 +1297,15 @@ fn set_filter(app: &mut App, filter: String) -> Vec<Effect> {
 }
 
 fn paste(app: &mut App, text: &str) {
-    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    // Control characters are dropped by the editor: a pasted newline never submits.
     match &mut app.overlay {
-        Some(Overlay::Command(s)) => s.push_str(&clean),
-        Some(Overlay::Prompt(p)) => p.text.push_str(&clean),
+        Some(Overlay::Command(s)) => s.insert_str(text),
+        Some(Overlay::Prompt(p)) => p.text.insert_str(text),
         Some(Overlay::Dialog(d)) if d.field.is_some() => {
             d.focus = DialogFocus::Field;
             d.error = None;
             if let Some((_, v)) = &mut d.field {
-                v.push_str(&clean);
+                v.insert_str(text);
             }
         }
         _ => {}
@@ -1326,19 +1341,11 @@ fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
         }
         Overlay::Command(mut text) => match ev.code {
             KeyCode::Esc => Vec::new(),
-            KeyCode::Enter => command(app, text.trim()),
-            KeyCode::Backspace => {
-                if text.pop().is_some() {
-                    app.overlay = Some(Overlay::Command(text));
-                }
-                Vec::new()
-            }
-            KeyCode::Char(c) => {
-                text.push(c);
-                app.overlay = Some(Overlay::Command(text));
-                Vec::new()
-            }
+            // Backspace on an empty line closes it, as in vim.
+            KeyCode::Backspace if text.is_empty() && ev.modifiers.is_empty() => Vec::new(),
+            KeyCode::Enter => command(app, text.text().trim()),
             _ => {
+                text.key(&ev);
                 app.overlay = Some(Overlay::Command(text));
                 Vec::new()
             }
@@ -1346,26 +1353,17 @@ fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
         Overlay::Prompt(mut p) => match ev.code {
             KeyCode::Esc => Vec::new(),
             KeyCode::Enter => match p.kind {
-                PromptKind::Filter => set_filter(app, p.text.trim().to_string()),
+                PromptKind::Filter => set_filter(app, p.text.text().trim().to_string()),
                 PromptKind::Search => {
                     if let Some(d) = &mut app.detail {
-                        d.search = Some(p.text.clone()).filter(|s| !s.is_empty());
+                        d.search = Some(p.text.text().to_string()).filter(|s| !s.is_empty());
                     }
                     search(app, true, false);
                     Vec::new()
                 }
             },
-            KeyCode::Backspace => {
-                p.text.pop();
-                app.overlay = Some(Overlay::Prompt(p));
-                Vec::new()
-            }
-            KeyCode::Char(c) => {
-                p.text.push(c);
-                app.overlay = Some(Overlay::Prompt(p));
-                Vec::new()
-            }
             _ => {
+                p.text.key(&ev);
                 app.overlay = Some(Overlay::Prompt(p));
                 Vec::new()
             }
@@ -1407,6 +1405,24 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
         (DialogFocus::Cancel, false) if has_field => DialogFocus::Field,
         (DialogFocus::Cancel, false) => DialogFocus::Confirm,
     };
+    if d.focus == DialogFocus::Field
+        && let Some((_, v)) = &mut d.field
+    {
+        // The field's editing keys (Left/Right, Home/End, Ctrl-A/E/U/W/K, ...)
+        // act on the text; Enter, Tab and Esc move the focus or close.
+        match v.key(&ev) {
+            Edited::Changed => {
+                d.error = None;
+                app.overlay = Some(Overlay::Dialog(Box::new(d)));
+                return Vec::new();
+            }
+            Edited::Moved => {
+                app.overlay = Some(Overlay::Dialog(Box::new(d)));
+                return Vec::new();
+            }
+            Edited::Ignored => {}
+        }
+    }
     match (ev.code, d.focus) {
         (KeyCode::Esc, _) => return dismiss(app, &d),
         (KeyCode::Tab | KeyCode::Right, f)
@@ -1434,7 +1450,7 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
             d.focus = DialogFocus::Field;
             d.error = None;
             if let Some((_, v)) = &mut d.field {
-                v.pop();
+                v.backspace();
             }
         }
         // Typing on a button goes back into the field rather than being lost.
@@ -1442,7 +1458,7 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
             d.focus = DialogFocus::Field;
             d.error = None;
             if let Some((_, v)) = &mut d.field {
-                v.push(c);
+                v.insert(c);
             }
         }
         (KeyCode::Char(_), _) if yes_no => {
@@ -1484,7 +1500,7 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
     let text = d
         .field
         .as_ref()
-        .map(|(_, v)| v.trim().to_string())
+        .map(|(_, v)| v.text().trim().to_string())
         .unwrap_or_default();
     if d.required && text.is_empty() {
         d.error = Some("a reason is required".into());
@@ -1917,7 +1933,15 @@ mod tests {
             press(&mut app, KeyCode::Char(c));
         }
         assert_eq!(dialog(&app).focus, DialogFocus::Field);
-        assert!(dialog(&app).field.as_ref().unwrap().1.ends_with(" n=2"));
+        assert!(
+            dialog(&app)
+                .field
+                .as_ref()
+                .unwrap()
+                .1
+                .text()
+                .ends_with(" n=2")
+        );
         press(&mut app, KeyCode::Enter);
         let fx = press(&mut app, KeyCode::Enter);
         assert_eq!(calls(&fx), ["pipelines.trigger"]);
@@ -1928,24 +1952,98 @@ mod tests {
         assert_eq!(params["inputs"]["who"], json!("world"), "{params}");
     }
 
+    fn chord(app: &mut App, c: char, m: KeyModifiers) -> Vec<Effect> {
+        update(app, Msg::Key(KeyEvent::new(KeyCode::Char(c), m)))
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            press(app, KeyCode::Char(c));
+        }
+    }
+
+    /// Ctrl-U, Ctrl-W and the cursor keys edit the filter, the command line
+    /// and the trigger form alike; none of them types a letter or leaves the field.
+    #[test]
+    fn every_text_field_edits_in_place_with_the_readline_keys() {
+        const CTRL: KeyModifiers = KeyModifiers::CONTROL;
+        const ALT: KeyModifiers = KeyModifiers::ALT;
+        let mut app = app_as("operator", false);
+        // The runs filter.
+        press(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "p:deploy failed");
+        chord(&mut app, 'w', CTRL);
+        let Some(Overlay::Prompt(p)) = &app.overlay else {
+            panic!("{:?}", app.overlay)
+        };
+        assert_eq!(p.text.text(), "p:deploy ");
+        // Alt-B is a word left here, not Esc (which would close the prompt).
+        chord(&mut app, 'b', ALT);
+        press(&mut app, KeyCode::Right);
+        press(&mut app, KeyCode::Char('X'));
+        chord(&mut app, 'e', CTRL);
+        typed(&mut app, "ok");
+        let Some(Overlay::Prompt(p)) = &app.overlay else {
+            panic!("{:?}", app.overlay)
+        };
+        assert_eq!(p.text.text(), "pX:deploy ok");
+        chord(&mut app, 'u', CTRL);
+        let fx = press(&mut app, KeyCode::Enter);
+        assert_eq!(app.runs.filter, "", "Ctrl-U left nothing to filter by");
+        assert_eq!(calls(&fx), ["runs.list"]);
+
+        // The command line.
+        press(&mut app, KeyCode::Char(':'));
+        typed(&mut app, "run 12");
+        press(&mut app, KeyCode::Home);
+        chord(&mut app, 'k', CTRL);
+        typed(&mut app, "metrics");
+        let Some(Overlay::Command(c)) = &app.overlay else {
+            panic!("{:?}", app.overlay)
+        };
+        assert_eq!(c.text(), "metrics");
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.view, View::Metrics);
+
+        // The trigger form.
+        trigger_dialog(&mut app);
+        chord(&mut app, 'u', CTRL);
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1.text(), "");
+        typed(&mut app, "who=me n=2");
+        chord(&mut app, 'w', CTRL);
+        typed(&mut app, "n=3");
+        press(&mut app, KeyCode::Home);
+        press(&mut app, KeyCode::Delete);
+        press(&mut app, KeyCode::Char('W'));
+        let d = dialog(&app);
+        assert_eq!(d.field.as_ref().unwrap().1.text(), "Who=me n=3");
+        assert_eq!(d.focus, DialogFocus::Field, "editing keys keep the focus");
+    }
+
     #[test]
     fn letters_on_a_text_dialogs_buttons_are_typing_not_yes_or_no() {
         let mut app = app_as("operator", false);
         trigger_dialog(&mut app);
-        let typed = dialog(&app).field.clone().unwrap().1;
+        let typed = dialog(&app).field.clone().unwrap().1.text().to_string();
         press(&mut app, KeyCode::Enter);
         assert_eq!(dialog(&app).focus, DialogFocus::Confirm);
         // `y` on [ Trigger ] sends nothing: it goes into the field.
         assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
         assert_eq!(dialog(&app).focus, DialogFocus::Field);
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, format!("{typed}y"));
+        assert_eq!(
+            dialog(&app).field.as_ref().unwrap().1.text(),
+            format!("{typed}y")
+        );
         press(&mut app, KeyCode::Backspace);
         // `n` on [ Cancel ] cancels nothing either.
         press(&mut app, KeyCode::Enter);
         press(&mut app, KeyCode::BackTab);
         assert_eq!(dialog(&app).focus, DialogFocus::Cancel);
         assert!(press(&mut app, KeyCode::Char('n')).is_empty());
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, format!("{typed}n"));
+        assert_eq!(
+            dialog(&app).field.as_ref().unwrap().1.text(),
+            format!("{typed}n")
+        );
         assert!(app.flash.is_none(), "nothing was cancelled");
         // Enter on the focused button is what acts.
         press(&mut app, KeyCode::Backspace);
@@ -1971,7 +2069,7 @@ mod tests {
             assert!(calls(&press(&mut app, KeyCode::Char(c))).is_empty(), "{c}");
         }
         assert_eq!(dialog(&app).focus, DialogFocus::Field);
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "yes, tested");
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1.text(), "yes, tested");
         press(&mut app, KeyCode::Enter);
         // On [ Cancel ], `n` is typing too.
         press(&mut app, KeyCode::BackTab);
@@ -1996,7 +2094,7 @@ mod tests {
         }
         press(&mut app, KeyCode::Enter);
         assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "noy");
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1.text(), "noy");
         press(&mut app, KeyCode::Esc);
         // A dialog without a text field keeps `y` and `n`.
         press(&mut app, KeyCode::Char('1'));
@@ -2046,7 +2144,7 @@ mod tests {
         assert_eq!(dialog(&app).focus, DialogFocus::Field);
         press(&mut app, KeyCode::Char('n'));
         assert_eq!(dialog(&app).error, None);
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "n");
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1.text(), "n");
     }
 
     #[test]
