@@ -515,10 +515,12 @@ async fn trigger(ctx: &ApiContext, p: TriggerParams, user: &str) -> Result<Value
         .get(&p.name)
         .ok_or_else(|| unknown_pipeline(ctx, &p.name))?;
     if !e.present {
+        // Gone, as for a retry: not found (exit 3), not a conflict.
         return Err(RpcError::new(
-            ErrorCode::Conflict,
+            ErrorCode::NotFound,
             format!("pipeline '{}' was removed (its file is gone)", p.name),
-        ));
+        )
+        .with_data(json!({ "pipeline": p.name, "reason": "removed" })));
     }
     if !e.enabled {
         return Err(RpcError::new(
@@ -558,19 +560,16 @@ fn trigger_err(e: TriggerError) -> RpcError {
         TriggerError::UnknownPipeline(name) => {
             RpcError::new(ErrorCode::NotFound, format!("no pipeline '{name}'"))
         }
-        // A removed pipeline is gone for a trigger as for a retry (not found);
-        // a disabled one refuses, as a limit would, until it is enabled again.
+        // A removed pipeline is gone for a trigger as for a retry (not found).
         TriggerError::Disabled {
             name,
             why,
             removed: true,
         } => RpcError::new(ErrorCode::NotFound, format!("pipeline '{name}' is {why}"))
             .with_data(json!({ "pipeline": name, "reason": "removed" })),
-        TriggerError::Disabled { name, why, .. } => RpcError::new(
-            ErrorCode::Refused,
-            format!("pipeline '{name}' is {why}; `sluice enable {name}` lets it start runs again"),
-        )
-        .with_data(json!({ "pipeline": name, "reason": "disabled" })),
+        TriggerError::Disabled { name, why, .. } => {
+            RpcError::new(ErrorCode::Conflict, format!("pipeline '{name}' is {why}"))
+        }
         TriggerError::Input(m) => {
             RpcError::new(ErrorCode::InvalidParams, format!("invalid inputs: {m}"))
         }
