@@ -218,6 +218,16 @@ async fn apply(
                 .await
                 .map_err(store_err)?;
             let mut snapshot = ctx.metrics.snapshot(queued, running, waiting, pending);
+            // Percentiles from the stored durations of the window's runs, exactly.
+            let since =
+                jiff::Timestamp::now().as_millisecond() - crate::metrics::DURATION_WINDOW_MS;
+            let stored = ctx
+                .engine
+                .store()
+                .durations_since(since)
+                .await
+                .map_err(store_err)?;
+            snapshot.durations = crate::metrics::durations(stored);
             snapshot.limit_refusals += ctx.engine.limits().refusals_total();
             snapshot.queue_max = ctx.engine.limits().queue_bounds(crate::limits::NO_USER).0;
             let workers = ctx.engine.workers();
@@ -619,6 +629,7 @@ async fn schedules(ctx: &ApiContext) -> Result<Value, RpcError> {
             .map(|i| ScheduleSummary {
                 pipeline: i.pipeline,
                 id: i.id,
+                key: i.key,
                 cron: i.cron,
                 timezone: i.timezone,
                 paused: i.paused,
