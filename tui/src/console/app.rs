@@ -170,6 +170,13 @@ pub struct RunsState {
     /// Indices of the rows the local text filter keeps (unused without one),
     /// kept up to date by `update` so that drawing never scans every row.
     pub matching: Vec<usize>,
+    /// The highlighted run, by id: the view highlights this run and every
+    /// action (open, retry, cancel) targets it, so the two cannot disagree
+    /// however the rows under it change.
+    pub selected_id: Option<RunId>,
+    /// The next first page replaces the rows instead of merging (after a
+    /// reconnect nothing loaded before is trusted to be complete).
+    pub replace: bool,
 }
 
 /// Which pane of the run detail keys move.
@@ -602,6 +609,14 @@ impl App {
                 .get(i)
                 .and_then(|&j| self.runs.rows.get(j))
         }
+    }
+
+    /// The highlighted run: the one with `selected_id` if it is listed.
+    pub fn selected_run(&self) -> Option<&RunSummary> {
+        let id = self.runs.selected_id?;
+        (0..self.visible_count())
+            .filter_map(|i| self.visible_run(i))
+            .find(|r| r.id == id)
     }
 
     /// Recomputes which rows the local text filter keeps (after rows or the filter changed).

@@ -96,6 +96,9 @@ fn conn(app: &mut App, ev: ConnEvent) -> Vec<Effect> {
                 *synced = true;
                 app.connected_once = true;
             }
+            // Rows from before the disconnect may be gone or out of order: the
+            // first page now replaces them rather than being merged with them.
+            app.runs.replace = true;
             app.last_seq = None;
             resync(app)
         }
@@ -521,9 +524,15 @@ fn failed(app: &mut App, tag: Tag, e: CallError) -> Vec<Effect> {
 }
 
 fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
-    let selected_id = app.visible_run(app.runs.cursor.selected).map(|r| r.id);
+    let selected_id = app
+        .runs
+        .selected_id
+        .or_else(|| app.visible_run(app.runs.cursor.selected).map(|r| r.id));
     let runs = &mut app.runs;
-    if append {
+    if !append && std::mem::take(&mut runs.replace) {
+        runs.rows = page.runs;
+        runs.next = page.next;
+    } else if append {
         let last = runs.rows.last().map(|r| r.id);
         runs.rows.extend(
             page.runs
@@ -555,6 +564,12 @@ fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
         app.runs.cursor.selected = i;
     }
     app.runs.cursor.clamp(len);
+    select_row(app);
+}
+
+/// Makes the run under the cursor the highlighted, targeted one.
+fn select_row(app: &mut App) {
+    app.runs.selected_id = app.visible_run(app.runs.cursor.selected).map(|r| r.id);
 }
 
 /// "Types: who string, n integer, cfg object (JSON)." for the trigger form
@@ -866,7 +881,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Bottom => move_by(app, isize::MAX / 2),
         Action::Refresh => resync(app),
         Action::Open => match app.view {
-            View::Runs => match app.visible_run(app.runs.cursor.selected) {
+            View::Runs => match app.selected_run() {
                 Some(r) => {
                     let id = r.id;
                     open_run(app, id)
@@ -1088,9 +1103,8 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
             .detail
             .as_ref()
             .map(|d| (d.id, d.run.as_ref().map(|r| r.run.state))),
-        View::Runs => app
-            .visible_run(app.runs.cursor.selected)
-            .map(|r| (r.id, Some(r.state))),
+        // The highlighted run, by id: never whatever index the cursor holds.
+        View::Runs => app.selected_run().map(|r| (r.id, Some(r.state))),
         _ => None,
     };
     let Some((run, state)) = target else {
@@ -1223,6 +1237,7 @@ fn move_by(app: &mut App, delta: isize) -> Vec<Effect> {
         View::Runs => {
             let len = app.visible_count();
             app.runs.cursor.step(delta, len);
+            select_row(app);
             // Keyset paging: fetch the next page before the operator reaches the end.
             if app.runs.cursor.selected + 50 >= len
                 && app.runs.next.is_some()
@@ -1288,6 +1303,7 @@ fn set_filter(app: &mut App, filter: String) -> Vec<Effect> {
     app.runs.matching.clear();
     app.runs.next = None;
     app.runs.cursor = Default::default();
+    app.runs.selected_id = None;
     if synced(app) {
         vec![runs_request(app, false)]
     } else {
@@ -1950,6 +1966,112 @@ mod tests {
         };
         assert_eq!(params["inputs"]["n"], json!(2));
         assert_eq!(params["inputs"]["who"], json!("world"), "{params}");
+    }
+
+    fn runs_page(ids: &[i64]) -> Value {
+        let runs: Vec<Value> = ids
+            .iter()
+            .map(|&id| {
+                json!({"id": id, "pipeline": "p", "state": if id == 9 { "running" } else { "succeeded" },
+                    "trigger": {"kind": "manual"}, "created_at": id, "started_at": id, "finished_at": if id == 9 { Value::Null } else { json!(id + 1) }})
+            })
+            .collect();
+        json!({ "runs": runs })
+    }
+
+    /// The row the rendered table highlights (its first cell, the id).
+    fn highlighted(app: &App) -> String {
+        use ratatui::Terminal;
+        use ratatui::backend::TestBackend;
+        let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        term.draw(|f| super::super::views::draw(f, app)).unwrap();
+        let buf = term.backend().buffer();
+        for y in 0..buf.area.height {
+            let cells: Vec<_> = (0..buf.area.width).map(|x| &buf[(x, y)]).collect();
+            let reversed = cells.iter().any(|c| {
+                c.modifier.contains(ratatui::style::Modifier::REVERSED) && c.symbol() == "#"
+            });
+            if reversed {
+                let line: String = cells.iter().map(|c| c.symbol()).collect();
+                return line
+                    .split_whitespace()
+                    .find_map(|w| w.find('#').map(|i| w[i..].to_string()))
+                    .unwrap_or_default();
+            }
+        }
+        String::new()
+    }
+
+    /// After a reconnect the first page replaces what was loaded (runs gone
+    /// meanwhile disappear, none are kept from a partial list), and an action
+    /// always targets the run the table highlights, wherever its row moved.
+    #[test]
+    fn after_a_reconnect_actions_target_the_highlighted_run() {
+        let mut app = app_as("operator", false);
+        let reply = |app: &mut App, ids: &[i64]| {
+            let generation = app.runs.generation;
+            update(
+                app,
+                Msg::Reply(
+                    Tag::Runs {
+                        append: false,
+                        generation,
+                    },
+                    Ok(runs_page(ids)),
+                ),
+            );
+        };
+        reply(&mut app, &[13, 12, 11, 10, 9, 8, 7]);
+        press(&mut app, KeyCode::Home);
+        for _ in 0..4 {
+            press(&mut app, KeyCode::Down);
+        }
+        assert_eq!(app.selected_run().map(|r| r.id), Some(RunId(9)));
+        assert_eq!(highlighted(&app), "#9");
+        update(
+            &mut app,
+            Msg::Conn(ConnEvent::Disconnected {
+                error: "gone".into(),
+                retry_at_ms: 0,
+            }),
+        );
+        let hello =
+            json!({"protocol": "1.0", "daemon_version": "0.1.0", "user": "u", "role": "operator"});
+        update(
+            &mut app,
+            Msg::Conn(ConnEvent::Connected(serde_json::from_value(hello).unwrap())),
+        );
+        update(&mut app, Msg::Conn(ConnEvent::Synced));
+        // Two runs arrived while away; #12 and #7 were removed by retention.
+        reply(&mut app, &[15, 14, 13, 11, 10, 9, 8]);
+        let ids: Vec<i64> = app.runs.rows.iter().map(|r| r.id.0).collect();
+        assert_eq!(
+            ids,
+            [15, 14, 13, 11, 10, 9, 8],
+            "replaced, not merged with stale rows"
+        );
+        assert_eq!(highlighted(&app), "#9", "the highlight stays on its run");
+        press(&mut app, KeyCode::Char('c'));
+        let Some(Overlay::Dialog(d)) = &app.overlay else {
+            panic!("no dialog: {:?} {:?}", app.overlay, app.flash)
+        };
+        assert_eq!(d.action, PendingAction::Cancel(RunId(9)));
+        press(&mut app, KeyCode::Esc);
+        // The highlighted run gone from the list: the highlight and the target move together.
+        reply(&mut app, &[15, 14, 13, 11, 10, 8]);
+        let shown = highlighted(&app);
+        assert_eq!(
+            Some(shown.clone()),
+            app.selected_run().map(|r| r.id.to_string())
+        );
+        press(&mut app, KeyCode::Char('R'));
+        let Some(Overlay::Dialog(d)) = &app.overlay else {
+            panic!("no dialog: {:?} {:?}", app.overlay, app.flash)
+        };
+        assert_eq!(
+            Some(format!("Retry run {shown} (all nodes)?")),
+            Some(d.title.clone())
+        );
     }
 
     fn chord(app: &mut App, c: char, m: KeyModifiers) -> Vec<Effect> {
