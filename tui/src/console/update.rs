@@ -164,6 +164,12 @@ fn resync(app: &mut App) -> Vec<Effect> {
 
 fn view_poll(app: &App) -> Vec<Effect> {
     match app.view {
+        // Next fire times pass and files get fixed without an event for this
+        // console to see (a skipped fire, an edit during a disconnect): look again.
+        View::Pipelines => vec![
+            call(Tag::Pipelines, "pipelines.list", json!({})),
+            call(Tag::ConfigErrors, "config.errors", json!({})),
+        ],
         View::Metrics => vec![
             call(Tag::Metrics, "metrics", json!({})),
             call(Tag::Usage, "limits.usage", json!({})),
@@ -663,6 +669,8 @@ fn event(app: &mut App, params: Value) -> Vec<Effect> {
         Event::RunCreated { run, pipeline } => {
             app.run_pipelines.insert(run, pipeline);
             app.runs.dirty = true;
+            // A cron fire moves the pipeline's next fire and its last run.
+            app.pipelines.dirty = true;
         }
         Event::RunState { run, state, error } => {
             let now = app.now_ms;
@@ -692,6 +700,10 @@ fn event(app: &mut App, params: Value) -> Vec<Effect> {
             }
             if state == RunState::Waiting || state.is_finished() {
                 app.approvals.dirty = true;
+            }
+            // The pipelines view shows each pipeline's last result.
+            if state.is_finished() {
+                app.pipelines.dirty = true;
             }
         }
         Event::NodeState {
@@ -2072,6 +2084,93 @@ mod tests {
             Some(format!("Retry run {shown} (all nodes)?")),
             Some(d.title.clone())
         );
+    }
+
+    fn screen(app: &App, w: u16, h: u16) -> String {
+        use ratatui::Terminal;
+        use ratatui::backend::TestBackend;
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+        term.draw(|f| super::super::views::draw(f, app)).unwrap();
+        let buf = term.backend().buffer();
+        (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    /// A cron fire (its run) and a finished run refetch the pipelines (next
+    /// fire, last result); the view is also polled, so a fixed file's error
+    /// goes without Ctrl-L. The errors panel never shows `:0:0:` and says how
+    /// many it could not show.
+    #[test]
+    fn the_pipelines_view_follows_fires_results_and_fixed_files() {
+        let mut app = app_as("operator", false);
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(app.view, View::Pipelines);
+        let notice = |app: &mut App, seq: u64, event: Value| {
+            update(
+                app,
+                Msg::Notice(Notification {
+                    jsonrpc: "2.0".into(),
+                    method: "event".into(),
+                    params: json!({"subscription": 1, "seq": seq, "event": event}),
+                }),
+            )
+        };
+        let now = app.now_ms;
+        notice(
+            &mut app,
+            1,
+            json!({"type": "run_created", "run": 8, "pipeline": "nightly"}),
+        );
+        let fx = update(&mut app, Msg::Tick(now + 100));
+        assert!(calls(&fx).contains(&"pipelines.list"), "{:?}", calls(&fx));
+        notice(
+            &mut app,
+            2,
+            json!({"type": "run_state", "run": 8, "state": "succeeded"}),
+        );
+        let fx = update(&mut app, Msg::Tick(now + 200));
+        assert!(calls(&fx).contains(&"pipelines.list"), "{:?}", calls(&fx));
+        // No event at all: the poll looks again, config errors included.
+        let fx = update(&mut app, Msg::Tick(now + 6_000));
+        assert!(
+            calls(&fx).contains(&"pipelines.list") && calls(&fx).contains(&"config.errors"),
+            "{:?}",
+            calls(&fx)
+        );
+
+        let diag = |file: &str, line: Option<u32>, severity: &str, message: &str| {
+            json!({"file": file, "line": line, "column": line.map(|_| 3), "severity": severity,
+                "path": "", "message": message})
+        };
+        let errors = json!({"diagnostics": [
+            diag("hook.yaml", None, "warning", "secret 'k' is not configured"),
+            diag("a.yaml", Some(4), "error", "unknown kind 'nope'"),
+            diag("b.yaml", Some(7), "error", "unknown kind 'nope'"),
+            diag("c.yaml", Some(9), "error", "unknown kind 'nope'"),
+        ]});
+        update(&mut app, Msg::Reply(Tag::ConfigErrors, Ok(errors)));
+        assert_eq!(app.pipelines.errors.len(), 4);
+        let big = screen(&app, 100, 30);
+        assert!(big.contains("Config errors 3 · warnings 1"), "{big}");
+        assert!(big.contains("a.yaml:4:3: unknown kind"), "{big}");
+        assert!(big.contains("hook.yaml: warning: secret"), "{big}");
+        assert!(!big.contains(":0:0:"), "{big}");
+        // A short screen: what does not fit is counted, rejections first.
+        let small = screen(&app, 60, 20);
+        assert!(small.contains("a.yaml:4:3"), "{small}");
+        assert!(small.contains("more (sluice errors"), "{small}");
+        // Fixed: the next reply clears the panel.
+        update(
+            &mut app,
+            Msg::Reply(Tag::ConfigErrors, Ok(json!({"diagnostics": []}))),
+        );
+        assert!(!screen(&app, 100, 30).contains("Config errors"));
     }
 
     fn chord(app: &mut App, c: char, m: KeyModifiers) -> Vec<Effect> {
