@@ -294,6 +294,8 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
         sluice_daemon::api::SocketLimits::from_config(&s.config.socket)?,
     );
     let listener = sluice_daemon::api::bind(&s.paths.socket)?;
+    // From here every way out of main removes the socket file (a failed start included).
+    let _socket_file = sluice_daemon::api::SocketFile::new(&s.paths.socket);
     tokio::spawn(sluice_daemon::api::serve(listener, api, stop_api.clone()));
     // --- end socket API ---
 

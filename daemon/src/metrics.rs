@@ -2,7 +2,7 @@
 //! stream and seeded from the store at start, so a restart does not blank
 //! the console's charts.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use sluice_shared::event::Event;
@@ -14,15 +14,14 @@ use crate::store::{Store, StoreError};
 const MINUTE_MS: i64 = 60_000;
 /// Minutes of history kept (one day).
 const MINUTES: i64 = 24 * 60;
-/// Durations kept per pipeline for percentiles.
-const DURATIONS_KEPT: usize = 1000;
+/// The window duration percentiles are computed over (ms): the last day.
+pub const DURATION_WINDOW_MS: i64 = MINUTES * MINUTE_MS;
 
 #[derive(Default)]
 struct State {
     started: BTreeMap<i64, u64>,
     finished: BTreeMap<i64, u64>,
     succeeded: BTreeMap<i64, u64>,
-    durations: HashMap<String, VecDeque<u64>>,
     runs: HashMap<RunId, (String, i64)>,
     refusals: u64,
 }
@@ -58,7 +57,6 @@ impl Metrics {
                         if r.state == RunState::Succeeded {
                             *s.succeeded.entry(minute(fin)).or_default() += 1;
                         }
-                        push_duration(&mut s, &r.pipeline, fin - started);
                     }
                     None => {
                         s.runs.insert(r.id, (r.pipeline.clone(), started));
@@ -96,11 +94,7 @@ impl Metrics {
                 if *state == RunState::Succeeded {
                     *s.succeeded.entry(minute(now)).or_default() += 1;
                 }
-                if let Some((pipeline, started)) = s.runs.remove(run)
-                    && started > 0
-                {
-                    push_duration(&mut s, &pipeline, now - started);
-                }
+                s.runs.remove(run);
             }
             _ => return,
         }
@@ -147,34 +141,14 @@ impl Metrics {
         };
         let finished: u64 = s.finished.values().sum();
         let succeeded: u64 = s.succeeded.values().sum();
-        let mut durations: Vec<PipelineDurations> = s
-            .durations
-            .iter()
-            .map(|(p, d)| {
-                let mut v: Vec<u64> = d.iter().copied().collect();
-                v.sort_unstable();
-                let pct = |q: f64| {
-                    v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-                        .copied()
-                        .unwrap_or(0)
-                };
-                PipelineDurations {
-                    pipeline: p.clone(),
-                    count: v.len() as u64,
-                    p50_ms: pct(0.5),
-                    p95_ms: pct(0.95),
-                    p99_ms: pct(0.99),
-                }
-            })
-            .collect();
-        durations.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
         MetricsResult {
             started_per_minute: per_minute(&s.started),
             finished_per_minute: per_minute(&s.finished),
             started_per_hour: per_hour(&s.started),
             finished_per_hour: per_hour(&s.finished),
             success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
-            durations,
+            // Filled by the caller from stored durations (see [`durations`]).
+            durations: Vec::new(),
             queue_depth,
             active,
             waiting,
@@ -185,10 +159,86 @@ impl Metrics {
     }
 }
 
-fn push_duration(s: &mut State, pipeline: &str, ms: i64) {
-    let d = s.durations.entry(pipeline.to_owned()).or_default();
-    if d.len() == DURATIONS_KEPT {
-        d.pop_front();
+/// Duration percentiles per pipeline, exactly, from the stored durations of
+/// the window's runs (`(pipeline, ms)`): nearest rank, the smallest duration
+/// that at least q of the runs took no longer than (so every percentile is a
+/// duration some run took). Sorted by pipeline.
+pub fn durations(runs: Vec<(String, i64)>) -> Vec<PipelineDurations> {
+    let mut by: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (pipeline, ms) in runs {
+        by.entry(pipeline)
+            .or_default()
+            .push(u64::try_from(ms).unwrap_or(0));
     }
-    d.push_back(u64::try_from(ms).unwrap_or(0));
+    by.into_iter()
+        .map(|(pipeline, mut v)| {
+            v.sort_unstable();
+            PipelineDurations {
+                pipeline,
+                count: v.len() as u64,
+                p50_ms: nearest_rank(&v, 50),
+                p95_ms: nearest_rank(&v, 95),
+                p99_ms: nearest_rank(&v, 99),
+            }
+        })
+        .collect()
+}
+
+/// The `pct`th percentile of sorted `v` by nearest rank: `v[ceil(pct/100 * n) - 1]`
+/// (integer arithmetic, so 95 of 20 runs is exactly the 19th); 0 when empty.
+pub fn nearest_rank(v: &[u64], pct: u64) -> u64 {
+    let n = v.len() as u64;
+    let rank = (pct * n).div_ceil(100).max(1);
+    v.get(usize::try_from(rank - 1).unwrap_or(usize::MAX))
+        .copied()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(ms: &[i64]) -> PipelineDurations {
+        let runs = ms.iter().map(|&m| ("p".to_owned(), m)).collect();
+        durations(runs).remove(0)
+    }
+
+    #[test]
+    fn percentiles_are_exact_nearest_ranks_of_the_stored_durations() {
+        // The cases: two hello runs of 15 and 21 ms, one of 7 ms.
+        let two = of(&[21, 15]);
+        assert_eq!(
+            (two.count, two.p50_ms, two.p95_ms, two.p99_ms),
+            (2, 15, 21, 21)
+        );
+        let one = of(&[7]);
+        assert_eq!((one.p50_ms, one.p95_ms, one.p99_ms), (7, 7, 7));
+        // 1..=100 ms: each percentile is its own rank.
+        let hundred = of(&(1..=100).rev().collect::<Vec<_>>());
+        assert_eq!(
+            (hundred.p50_ms, hundred.p95_ms, hundred.p99_ms),
+            (50, 95, 99)
+        );
+        // 20 runs: p95 is the 19th, p99 the 20th, p50 the 10th.
+        let twenty = of(&(1..=20).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(
+            (twenty.p50_ms, twenty.p95_ms, twenty.p99_ms),
+            (100, 190, 200)
+        );
+        // An outlier shows in p99 only.
+        let mut v: Vec<i64> = vec![10; 99];
+        v.push(5000);
+        let o = of(&v);
+        assert_eq!((o.p50_ms, o.p95_ms, o.p99_ms), (10, 10, 10));
+        v.push(5000);
+        assert_eq!(of(&v).p99_ms, 5000);
+        // Per pipeline, sorted by name; nothing for a pipeline without runs.
+        let d = durations(vec![("b".into(), 3), ("a".into(), 1), ("b".into(), 5)]);
+        assert_eq!(
+            d.iter().map(|p| p.pipeline.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(d[1].p50_ms, 3);
+        assert_eq!(nearest_rank(&[], 50), 0);
+    }
 }

@@ -232,13 +232,29 @@ async fn every_method_works_for_an_admin() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(metrics["started_per_minute"].as_array().unwrap().len(), 60);
-    assert!(
-        metrics["durations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["pipeline"] == "hello")
-    );
+    // Percentiles are the stored durations' own (nearest rank), not observation times.
+    let hello = metrics["durations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["pipeline"] == "hello")
+        .cloned()
+        .unwrap_or_else(|| panic!("no durations of hello: {metrics}"));
+    let page = c
+        .call("runs.list", json!({ "pipeline": "hello", "limit": 100 }))
+        .await
+        .unwrap();
+    let mut took: Vec<i64> = page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| Some(r["finished_at"].as_i64()? - r["started_at"].as_i64()?))
+        .collect();
+    took.sort_unstable();
+    assert_eq!(hello["count"], took.len(), "{hello}");
+    let rank = |pct: usize| took[(pct * took.len()).div_ceil(100).max(1) - 1];
+    assert_eq!(hello["p50_ms"], rank(50), "{hello} vs {took:?}");
+    assert_eq!(hello["p99_ms"], rank(99), "{hello} vs {took:?}");
     assert_eq!(
         c.call("config.errors", json!({})).await.unwrap()["diagnostics"],
         json!([])

@@ -432,11 +432,23 @@ async fn pause_resume_and_reschedule_on_file_changes() {
     let s = scheduler(env, ts("2026-03-01T00:30:00Z")).await;
     let list = s.sched.list().await.unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].id, "0 * * * *@UTC");
+    assert_eq!(list[0].key, "0 * * * *@UTC");
+    // A short id that needs no quoting, stable as the key is.
+    assert_eq!(
+        list[0].id,
+        sluice_daemon::triggers::cron::short_id("0 * * * *@UTC")
+    );
+    assert!(
+        list[0].id.len() == 6 && list[0].id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{}",
+        list[0].id
+    );
     assert_eq!(list[0].next.as_deref(), Some("2026-03-01T01:00:00+00:00"));
 
+    // Paused by its short id, resumed by its key: both name it.
+    let short = list[0].id.clone();
     s.sched
-        .set_paused("job", "0 * * * *@UTC", true, Some("alice"))
+        .set_paused("job", &short, true, Some("alice"))
         .await
         .unwrap();
     s.run_until(ts("2026-03-01T03:30:00Z")).await;
@@ -467,7 +479,7 @@ async fn pause_resume_and_reschedule_on_file_changes() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let list = s.sched.list().await.unwrap();
-        if list.len() == 1 && list[0].id == "30 * * * *@UTC" {
+        if list.len() == 1 && list[0].key == "30 * * * *@UTC" {
             assert_eq!(list[0].next.as_deref(), Some("2026-03-01T04:30:00+00:00"));
             break;
         }

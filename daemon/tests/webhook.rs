@@ -487,10 +487,24 @@ async fn wait_replies_with_the_result() {
     assert_eq!(b["state"], "succeeded");
     assert_eq!(b["finished"], true);
     assert_eq!(b["outputs"]["a"]["count"], 5);
+    // The 200 carries the request id as the 202 does (the sender's, when it gave one).
+    assert!(
+        b["request_id"].as_str().is_some_and(|r| r.len() == 32),
+        "{b}"
+    );
+    let (s, b) = status_and_json(
+        h.post("open")
+            .query(&[("wait", "20s")])
+            .header("x-request-id", "req-42")
+            .json(&json!({"count": 6})),
+    )
+    .await;
+    assert_eq!((s, &b["request_id"]), (200, &json!("req-42")), "{b}");
 
     // A run that takes longer than the wait: 202 with its current state.
     let (s, b) = status_and_json(h.post("slow").query(&[("wait", "200ms")])).await;
     assert_eq!(s, 202, "{b}");
+    assert!(b["request_id"].is_string(), "{b}");
     assert_eq!(b["finished"], false);
     assert_eq!(b["state"], "running");
     let run = sluice_shared::run::RunId(b["run"].as_i64().unwrap());

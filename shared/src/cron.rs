@@ -68,9 +68,57 @@ pub fn parse_expression(expr: &str, seconds: bool) -> Result<Cron, CronError> {
         })
         .year(Year::Disallowed)
         .build();
-    parser.parse(trimmed).map_err(|e| CronError {
-        message: format!("invalid cron expression '{trimmed}': {e}"),
-        hint: Some("fields are: minute hour day-of-month month day-of-week; names like MON-FRI and JAN and macros like @daily work".into()),
+    parser.parse(trimmed).map_err(|e| {
+        let hint = Some("fields are: minute hour day-of-month month day-of-week; names like MON-FRI and JAN and macros like @daily work".into());
+        match culprit(&parser, trimmed) {
+            // croner says "Number out of bounds" without naming the field: say which, and its range.
+            Some((name, text, range)) if e.to_string().contains("out of bounds") => CronError {
+                message: format!(
+                    "invalid cron expression '{trimmed}': the {name} field '{text}' is out of range ({name} takes {range})"
+                ),
+                hint,
+            },
+            Some((name, text, range)) => CronError {
+                message: format!(
+                    "invalid cron expression '{trimmed}': the {name} field '{text}' is not valid ({name} takes {range}): {e}"
+                ),
+                hint,
+            },
+            None => CronError {
+                message: format!("invalid cron expression '{trimmed}': {e}"),
+                hint,
+            },
+        }
+    })
+}
+
+/// The first field croner refuses on its own (every other field `*`): its
+/// name, its text and the values it takes.
+fn culprit<'a>(
+    parser: &CronParser,
+    expr: &'a str,
+) -> Option<(&'static str, &'a str, &'static str)> {
+    const FIVE: [(&str, &str); 5] = [
+        ("minute", "0-59"),
+        ("hour", "0-23"),
+        ("day-of-month", "1-31"),
+        ("month", "1-12 or JAN-DEC"),
+        ("day-of-week", "0-7 or SUN-SAT"),
+    ];
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let names: Vec<(&str, &str)> = match fields.len() {
+        5 => FIVE.to_vec(),
+        6 => std::iter::once(("second", "0-59")).chain(FIVE).collect(),
+        _ => return None,
+    };
+    (0..fields.len()).find_map(|i| {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|j| if j == i { fields[i] } else { "*" })
+            .collect();
+        parser
+            .parse(&alone.join(" "))
+            .is_err()
+            .then(|| (names[i].0, fields[i], names[i].1))
     })
 }
 
@@ -131,6 +179,45 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_out_of_range_value_names_its_field_and_range() {
+        let err = parse_expression("0 25 * * *", false).unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid cron expression '0 25 * * *': the hour field '25' is out of range (hour takes 0-23)"
+        );
+        let err = parse_expression("61 * * * *", false).unwrap_err();
+        assert!(
+            err.message.contains("the minute field '61'"),
+            "{}",
+            err.message
+        );
+        let err = parse_expression("0 0 32 * *", false).unwrap_err();
+        assert!(
+            err.message.contains("the day-of-month field '32'"),
+            "{}",
+            err.message
+        );
+        let err = parse_expression("0 0 * 13 *", false).unwrap_err();
+        assert!(
+            err.message.contains("month field '13'") && err.message.contains("1-12"),
+            "{}",
+            err.message
+        );
+        let err = parse_expression("0 0 * * FOO", false).unwrap_err();
+        assert!(
+            err.message.contains("the day-of-week field 'FOO'"),
+            "{}",
+            err.message
+        );
+        let err = parse_expression("70 0 7 * * *", true).unwrap_err();
+        assert!(
+            err.message.contains("the second field '70'"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -771,8 +771,11 @@ pub struct DecideParams {
 pub struct ScheduleSummary {
     /// Pipeline name.
     pub pipeline: String,
-    /// Schedule id within the pipeline (`<expression>@<zone>`).
+    /// Short schedule id within the pipeline (six hex digits, no quoting needed).
     pub id: String,
+    /// The stored key (`<expression>@<zone>`), also accepted by pause and resume.
+    #[serde(default)]
+    pub key: String,
     /// The cron expression.
     pub cron: String,
     /// The zone it is read in.

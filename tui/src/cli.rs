@@ -15,21 +15,30 @@ pub struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Console: colours (auto honours NO_COLOR).
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
-    /// Console: ASCII symbols for terminals without Unicode.
-    #[arg(long, global = true)]
-    pub ascii: bool,
-    /// Console: disable every state-changing key.
-    #[arg(long, global = true)]
-    pub readonly: bool,
-    /// Console: keys file (default ~/.config/sluice/console.toml).
-    #[arg(long, global = true, value_name = "PATH")]
-    pub keys: Option<PathBuf>,
+    /// Console options (only where a console opens: here and `sluice demo`).
+    #[command(flatten)]
+    pub console: ConsoleArgs,
     /// What to do; without a subcommand the console opens.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Flags of the console. Not global: they mean nothing to the other
+/// subcommands, so their `--help` does not list them.
+#[derive(Clone, Debug, Args)]
+pub struct ConsoleArgs {
+    /// Console: colours (auto honours NO_COLOR).
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Console: ASCII symbols for terminals without Unicode.
+    #[arg(long)]
+    pub ascii: bool,
+    /// Console: disable every state-changing key.
+    #[arg(long)]
+    pub readonly: bool,
+    /// Console: keys file (default ~/.config/sluice/console.toml).
+    #[arg(long, value_name = "PATH")]
+    pub keys: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -40,6 +49,9 @@ pub enum Command {
         /// Print a live event feed instead of opening the console.
         #[arg(long)]
         no_console: bool,
+        /// The console's options.
+        #[command(flatten)]
+        console: ConsoleArgs,
     },
     /// Daemon status: version, uptime, runs by state.
     Status,
@@ -97,16 +109,21 @@ pub enum Command {
     Approve {
         /// Approval id.
         id: i64,
-        /// Why.
-        #[arg(short = 'm', long = "message", alias = "reason")]
+        /// Why (kept with the decision).
+        #[arg(short = 'm', long = "reason", visible_alias = "message")]
         reason: Option<String>,
     },
     /// Reject a pending approval (a reason is required).
     Reject {
         /// Approval id.
         id: i64,
-        /// Why.
-        #[arg(short = 'm', long = "message", alias = "reason", required = true)]
+        /// Why (required; kept with the decision).
+        #[arg(
+            short = 'm',
+            long = "reason",
+            visible_alias = "message",
+            required = true
+        )]
         reason: String,
     },
     /// Let triggers start a pipeline again.
@@ -144,7 +161,7 @@ pub enum Command {
         #[arg(long)]
         output: Option<String>,
         /// With `fail`: why.
-        #[arg(short = 'm', long = "message")]
+        #[arg(short = 'm', long = "reason", visible_alias = "message")]
         reason: Option<String>,
     },
     /// Pipeline files the daemon rejected, with why (as `sluice validate` prints it).
@@ -188,6 +205,13 @@ pub enum Command {
     Cron(CronCommand),
     /// Print the JSON Schema of pipeline files.
     Schema,
+    /// Print a shell completion script (see the README for where to put it).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `sluice man | man -l -`.
+    Man,
 }
 
 /// `sluice limits ...`.

@@ -28,6 +28,20 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket exists but this user may not connect to it.
+    #[error(
+        "permission denied on {path} (owner {owner}, group {group}, mode {mode:04o}); ask an admin to add you to its group: `sudo usermod -aG {group} $USER`, then log in again"
+    )]
+    SocketDenied {
+        /// The socket.
+        path: PathBuf,
+        /// Its owner's name (or uid).
+        owner: String,
+        /// Its group's name (or gid).
+        group: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The daemon answered with an error.
     #[error("{0}")]
     Rpc(RpcError),
@@ -46,6 +60,40 @@ impl ClientError {
     }
 }
 
+/// Why connecting failed: permission denied on the socket (with its owner,
+/// group and mode, which say what to ask for), or unreachable.
+fn connect_error(path: &Path, source: std::io::Error) -> ClientError {
+    use std::os::unix::fs::MetadataExt;
+    if source.kind() == std::io::ErrorKind::PermissionDenied
+        && let Ok(meta) = std::fs::metadata(path)
+    {
+        return ClientError::SocketDenied {
+            path: path.to_owned(),
+            owner: name_of("/etc/passwd", meta.uid()),
+            group: name_of("/etc/group", meta.gid()),
+            mode: meta.mode() & 0o7777,
+        };
+    }
+    ClientError::Unreachable {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The name an id has in `/etc/passwd` or `/etc/group` (`name:x:id:...`),
+/// or the number when it has none there.
+fn name_of(file: &str, id: u32) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let _ = f.next();
+            (f.next()?.parse::<u32>().ok()? == id).then(|| name.to_owned())
+        })
+        .unwrap_or_else(|| id.to_string())
+}
+
 /// A connection that has completed `hello`.
 pub struct Client {
     reader: BufReader<OwnedReadHalf>,
@@ -59,13 +107,9 @@ pub struct Client {
 impl Client {
     /// Connects and says hello.
     pub async fn connect(path: &Path) -> Result<Self, ClientError> {
-        let stream =
-            UnixStream::connect(path)
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    path: path.to_owned(),
-                    source,
-                })?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| connect_error(path, source))?;
         let (read, writer) = stream.into_split();
         let mut client = Self {
             reader: BufReader::new(read),

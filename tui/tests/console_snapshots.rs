@@ -504,7 +504,7 @@ fn trigger_form(inputs: Value) -> App {
 fn form(app: &App) -> (String, DialogFocus, Option<String>) {
     match &app.overlay {
         Some(Overlay::Dialog(d)) => (
-            d.field.as_ref().unwrap().1.clone(),
+            d.field.as_ref().unwrap().1.text().to_string(),
             d.focus,
             d.error.clone(),
         ),

@@ -218,6 +218,16 @@ async fn apply(
                 .await
                 .map_err(store_err)?;
             let mut snapshot = ctx.metrics.snapshot(queued, running, waiting, pending);
+            // Percentiles from the stored durations of the window's runs, exactly.
+            let since =
+                jiff::Timestamp::now().as_millisecond() - crate::metrics::DURATION_WINDOW_MS;
+            let stored = ctx
+                .engine
+                .store()
+                .durations_since(since)
+                .await
+                .map_err(store_err)?;
+            snapshot.durations = crate::metrics::durations(stored);
             snapshot.limit_refusals += ctx.engine.limits().refusals_total();
             snapshot.queue_max = ctx.engine.limits().queue_bounds(crate::limits::NO_USER).0;
             let workers = ctx.engine.workers();
@@ -515,10 +525,12 @@ async fn trigger(ctx: &ApiContext, p: TriggerParams, user: &str) -> Result<Value
         .get(&p.name)
         .ok_or_else(|| unknown_pipeline(ctx, &p.name))?;
     if !e.present {
+        // Gone, as for a retry: not found (exit 3), not a conflict.
         return Err(RpcError::new(
-            ErrorCode::Conflict,
+            ErrorCode::NotFound,
             format!("pipeline '{}' was removed (its file is gone)", p.name),
-        ));
+        )
+        .with_data(json!({ "pipeline": p.name, "reason": "removed" })));
     }
     if !e.enabled {
         return Err(RpcError::new(
@@ -558,6 +570,13 @@ fn trigger_err(e: TriggerError) -> RpcError {
         TriggerError::UnknownPipeline(name) => {
             RpcError::new(ErrorCode::NotFound, format!("no pipeline '{name}'"))
         }
+        // A removed pipeline is gone for a trigger as for a retry (not found).
+        TriggerError::Disabled {
+            name,
+            why,
+            removed: true,
+        } => RpcError::new(ErrorCode::NotFound, format!("pipeline '{name}' is {why}"))
+            .with_data(json!({ "pipeline": name, "reason": "removed" })),
         TriggerError::Disabled { name, why, .. } => {
             RpcError::new(ErrorCode::Conflict, format!("pipeline '{name}' is {why}"))
         }
@@ -610,6 +629,7 @@ async fn schedules(ctx: &ApiContext) -> Result<Value, RpcError> {
             .map(|i| ScheduleSummary {
                 pipeline: i.pipeline,
                 id: i.id,
+                key: i.key,
                 cron: i.cron,
                 timezone: i.timezone,
                 paused: i.paused,

@@ -140,6 +140,24 @@ pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
     Ok(listener)
 }
 
+/// The socket file a daemon bound, removed when this is dropped: on a normal
+/// stop and on every early return of a start that fails after binding it (a
+/// busy HTTP port, say), so no dead socket is left for clients to find.
+pub struct SocketFile(PathBuf);
+
+impl SocketFile {
+    /// Owns the socket file at `path` (just bound by [`bind`]).
+    pub fn new(path: &Path) -> Self {
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Numbered events for subscribers; `(n, None)` says `n` events were lost before numbering.
 pub(crate) type Sequenced = Arc<(u64, Option<Event>)>;
 

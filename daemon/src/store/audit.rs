@@ -126,6 +126,18 @@ impl Store {
         rows.iter().map(super::run_record).collect()
     }
 
+    /// Stored durations (ms) of the runs that finished at or after `since_ms`
+    /// and had started, with their pipelines: what percentiles are computed from.
+    pub async fn durations_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT pipeline, finished_at - started_at FROM runs WHERE finished_at >= ? AND started_at IS NOT NULL",
+        )
+        .bind(since_ms)
+        .fetch_all(self.reads())
+        .await?;
+        Ok(rows)
+    }
+
     /// Unfinished runs by state: (queued, running, waiting).
     pub async fn state_counts(&self) -> Result<(u64, u64, u64), StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM runs WHERE state IN ('queued', 'running', 'waiting') GROUP BY state")

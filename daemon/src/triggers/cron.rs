@@ -130,8 +130,10 @@ pub struct Tick {
 pub struct ScheduleInfo {
     /// Pipeline name.
     pub pipeline: String,
-    /// Schedule id within the pipeline (`<expression>@<zone>`, `#2`... for repeats).
+    /// Short id within the pipeline (see [`short_id`]): what `pause` and `resume` take.
     pub id: String,
+    /// The stored key (`<expression>@<zone>`, `#2`... for repeats); also accepted.
+    pub key: String,
     /// The cron expression.
     pub cron: String,
     /// The zone it is read in.
@@ -292,6 +294,16 @@ pub fn schedule_ids(triggers: &[Trigger]) -> Vec<(String, CronTrigger)> {
     out
 }
 
+/// A schedule's short id: six hex digits of the SHA-256 of its stored key
+/// (`<expression>@<zone>`), so it needs no shell quoting, stays the same
+/// across restarts and reorderings of the file, and changes only with the
+/// expression or the zone (which make it another schedule anyway).
+pub fn short_id(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..3].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 type Key = (String, String);
 
 struct Sched {
@@ -389,7 +401,8 @@ impl Actor {
                     .iter()
                     .map(|((pipeline, id), s)| ScheduleInfo {
                         pipeline: pipeline.clone(),
-                        id: id.clone(),
+                        id: short_id(id),
+                        key: id.clone(),
                         cron: s.trigger.cron.clone(),
                         timezone: s
                             .schedule
@@ -570,13 +583,19 @@ impl Actor {
         paused: bool,
         by: Option<String>,
     ) -> Result<(), ScheduleError> {
+        // The short id (as `sluice schedules` shows it) or the stored key.
+        let id = self
+            .schedules
+            .keys()
+            .find(|(p, k)| *p == pipeline && short_id(k) == id)
+            .map_or(id, |(_, k)| k.clone());
         let key = (pipeline, id);
         let Some(s) = self.schedules.get(&key) else {
             let known = self
                 .schedules
                 .keys()
                 .filter(|(p, _)| *p == key.0)
-                .map(|(_, id)| id.clone())
+                .map(|(_, id)| short_id(id))
                 .collect();
             return Err(ScheduleError::NotFound {
                 pipeline: key.0,

@@ -647,7 +647,7 @@ async fn intake(
             })),
         )
             .into_response(),
-        Some(limit) => wait_for(st, run, name, limit, created).await,
+        Some(limit) => wait_for(st, run, name, limit, created, &request_id).await,
     };
     rate_headers(&mut response, st.triggers.engine().limits(), &limits_user);
     Ok(response)
@@ -659,6 +659,7 @@ async fn wait_for(
     name: &str,
     limit: Duration,
     created: bool,
+    request_id: &str,
 ) -> Response {
     let engine = st.triggers.engine();
     let finished = tokio::select! {
@@ -682,6 +683,7 @@ async fn wait_for(
                 "finished": false,
                 "state": state,
                 "waited": sluice_shared::Duration(limit).to_string(),
+                "request_id": request_id,
             })),
         )
             .into_response();
@@ -703,6 +705,7 @@ async fn wait_for(
             "state": record.state.as_str(),
             "error": record.error,
             "outputs": outputs,
+            "request_id": request_id,
         })),
     )
         .into_response()
@@ -1056,17 +1059,21 @@ pub fn verify_standard_webhook(
             if skew > 0 { "behind" } else { "ahead of" }
         )));
     }
-    let candidates: Vec<Vec<u8>> = sigs
+    let v1: Vec<&str> = sigs
         .split_whitespace()
         .filter_map(|s| s.strip_prefix("v1,"))
-        .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .filter(|sig| sig.len() == 32)
         .collect();
-    if candidates.is_empty() {
+    if v1.is_empty() {
         return Err(AuthFailure::Wrong(
             "webhook-signature has no v1 signature".into(),
         ));
     }
+    // A v1 entry that is not base64 of 32 bytes is there, and does not match.
+    let candidates: Vec<Vec<u8>> = v1
+        .iter()
+        .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .filter(|sig| sig.len() == 32)
+        .collect();
     let mut ok = false;
     for key in keys {
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
@@ -1151,6 +1158,33 @@ mod tests {
         assert_eq!(
             verify_standard_webhook(&[&key], &multi, body, 1614265330),
             Ok(())
+        );
+    }
+
+    /// A `v1,` entry that does not match (short, not base64, or another key's)
+    /// is a signature that does not match, not a missing one.
+    #[test]
+    fn a_wrong_v1_signature_is_said_not_to_match() {
+        let key = b"secret-key-bytes".to_vec();
+        let ts = 1_700_000_000;
+        for sig in [
+            "v1,AAAA",
+            "v1,!!!",
+            &sign_standard_webhook(b"other", "m", ts, b"{}"),
+        ] {
+            let h = headers("m", &ts.to_string(), sig);
+            assert_eq!(
+                verify_standard_webhook(&[&key], &h, b"{}", ts),
+                Err(AuthFailure::Wrong("the signature does not match".into())),
+                "{sig}"
+            );
+        }
+        let h = headers("m", &ts.to_string(), "v2,AAAA");
+        assert_eq!(
+            verify_standard_webhook(&[&key], &h, b"{}", ts),
+            Err(AuthFailure::Wrong(
+                "webhook-signature has no v1 signature".into()
+            ))
         );
     }
 

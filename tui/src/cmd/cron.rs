@@ -1,26 +1,26 @@
 //! `sluice cron next`: upcoming fire times, offline.
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use jiff::Timestamp;
 use sluice_shared::cron::Schedule;
 
 use crate::cli::CronNextArgs;
-use crate::exit::Exit;
+use crate::exit::{Exit, Failure};
 
 /// Prints the next fire times, one RFC 3339 timestamp with offset per line.
 pub fn next(args: &CronNextArgs, json: bool) -> anyhow::Result<Exit> {
-    let schedule = match Schedule::new(&args.expr, args.tz.as_deref(), args.seconds) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("sluice: error: {e}");
-            if let Some(hint) = e.hint {
-                eprintln!("  = hint: {hint}");
-            }
-            return Ok(Exit::Usage);
-        }
-    };
+    let schedule = Schedule::new(&args.expr, args.tz.as_deref(), args.seconds).map_err(|e| {
+        let mut f = Failure::usage(match &e.hint {
+            Some(hint) => format!("{e}\n  = hint: {hint}"),
+            None => e.to_string(),
+        });
+        f.data = Some(serde_json::json!({ "hint": e.hint }));
+        f
+    })?;
     let after = match &args.after {
-        Some(text) => parse_time(text).with_context(|| format!("--after '{text}'"))?,
+        Some(text) => {
+            parse_time(text).map_err(|e| Failure::usage(format!("--after '{text}': {e}")))?
+        }
         None => Timestamp::now(),
     };
     let times: Vec<String> = schedule

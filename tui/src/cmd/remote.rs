@@ -18,40 +18,17 @@ use sluice_shared::run::{RunId, RunState};
 use sluice_tui::console::inputs::{self as console_inputs, input_value};
 
 use crate::cli::{Command, LimitsCommand, ResolveAction, RunsArgs, TokenCommand};
-use crate::client::{Client, ClientError};
-use crate::exit::Exit;
+use crate::client::Client;
+use crate::exit::{Exit, Failure};
 use crate::output::emit;
 use crate::table;
 
-/// What went wrong, and the exit code it maps to.
-pub struct Failure {
-    /// Exit code.
-    pub exit: Exit,
-    /// Message for stderr.
-    pub message: String,
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        Self {
-            exit: Exit::of(&e),
-            message: e.to_string(),
-        }
-    }
-}
-
 fn usage(message: impl Into<String>) -> Failure {
-    Failure {
-        exit: Exit::Usage,
-        message: message.into(),
-    }
+    Failure::usage(message)
 }
 
 fn io(e: std::io::Error) -> Failure {
-    Failure {
-        exit: Exit::Failure,
-        message: e.to_string(),
-    }
+    Failure::new(Exit::Failure, e.to_string())
 }
 
 fn run_id(text: &str) -> Result<RunId, Failure> {
@@ -83,10 +60,8 @@ fn inputs(pairs: &[String], definition: Option<&Value>) -> Result<Map<String, Va
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| Failure {
-        exit: Exit::Failure,
-        message: e.to_string(),
-    })?;
+    let text =
+        serde_json::to_string_pretty(v).map_err(|e| Failure::new(Exit::Failure, e.to_string()))?;
     emit(&format!("{text}\n")).map_err(io)
 }
 
@@ -403,11 +378,15 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
         }
         Command::Errors => {
             let v: ConfigErrors = client.call("config.errors", json!({})).await?;
+            // Rejected files fail the command alike with and without --json.
+            let rejected = v.diagnostics.iter().any(|d| d.is_error());
             if json {
                 print_json(&v)?;
+                if rejected {
+                    return Ok(Exit::Failure);
+                }
             } else {
                 let text: String = v.diagnostics.iter().map(|d| format!("{d}\n")).collect();
-                let rejected = v.diagnostics.iter().any(|d| d.is_error());
                 if !rejected {
                     // Warnings (if any) first: they do not fail the command.
                     emit(&format!("{text}no pipeline file is rejected\n")).map_err(io)?;
@@ -511,7 +490,12 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
         }
         Command::Limits { action } => limits(&mut client, action, json).await?,
         Command::Token(action) => token(&mut client, action, json).await?,
-        Command::Validate(_) | Command::Cron(_) | Command::Schema | Command::Demo { .. } => {
+        Command::Validate(_)
+        | Command::Cron(_)
+        | Command::Schema
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Demo { .. } => {
             return Err(usage("offline command"));
         }
     }
@@ -711,6 +695,15 @@ async fn runs(client: &mut Client, args: RunsArgs, json: bool) -> Result<(), Fai
             json!({ "pipeline": args.pipeline, "states": args.state, "trigger": args.trigger, "user": args.user, "before": before, "limit": args.limit }),
         )
         .await?;
+    if page.runs.is_empty()
+        && let Some(name) = &args.pipeline
+    {
+        // No runs may mean no such pipeline: say so (exit 3) rather than print
+        // an empty table. A removed pipeline the daemon still knows is found.
+        client
+            .call::<Value>("pipelines.get", json!({ "name": name }))
+            .await?;
+    }
     if json {
         return print_json(&page);
     }

@@ -11,6 +11,7 @@ use sluice_shared::run::{RunId, RunState};
 
 use super::inputs::DeclaredInput;
 use super::keymap::{Action, Keymap, Scope};
+use super::lineedit::LineEdit;
 use super::logbuf::LogBuf;
 
 /// Options fixed at start.
@@ -169,6 +170,13 @@ pub struct RunsState {
     /// Indices of the rows the local text filter keeps (unused without one),
     /// kept up to date by `update` so that drawing never scans every row.
     pub matching: Vec<usize>,
+    /// The highlighted run, by id: the view highlights this run and every
+    /// action (open, retry, cancel) targets it, so the two cannot disagree
+    /// however the rows under it change.
+    pub selected_id: Option<RunId>,
+    /// The next first page replaces the rows instead of merging (after a
+    /// reconnect nothing loaded before is trusted to be complete).
+    pub replace: bool,
 }
 
 /// Which pane of the run detail keys move.
@@ -307,7 +315,7 @@ pub enum Overlay {
     /// Every key; the number is the scroll offset.
     Help(usize),
     /// The `:` command line.
-    Command(String),
+    Command(LineEdit),
     /// A one-line text prompt (filter, search).
     Prompt(Prompt),
     /// A confirmation, optionally with a text field (boxed: it is much
@@ -330,7 +338,7 @@ pub struct Prompt {
     /// What it is for.
     pub kind: PromptKind,
     /// The text so far.
-    pub text: String,
+    pub text: LineEdit,
 }
 
 /// Which part of a dialog has the focus. Dialogs open on Cancel (or the text field).
@@ -393,7 +401,7 @@ pub struct Dialog {
     /// read like the action itself).
     pub dismiss: String,
     /// A text field (reason, inputs) and its label.
-    pub field: Option<(String, String)>,
+    pub field: Option<(String, LineEdit)>,
     /// The field must not be empty.
     pub required: bool,
     /// Focus.
@@ -601,6 +609,14 @@ impl App {
                 .get(i)
                 .and_then(|&j| self.runs.rows.get(j))
         }
+    }
+
+    /// The highlighted run: the one with `selected_id` if it is listed.
+    pub fn selected_run(&self) -> Option<&RunSummary> {
+        let id = self.runs.selected_id?;
+        (0..self.visible_count())
+            .filter_map(|i| self.visible_run(i))
+            .find(|r| r.id == id)
     }
 
     /// Recomputes which rows the local text filter keeps (after rows or the filter changed).

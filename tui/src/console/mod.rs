@@ -10,6 +10,7 @@ pub mod app;
 pub mod conn;
 pub mod inputs;
 pub mod keymap;
+pub mod lineedit;
 pub mod logbuf;
 pub mod msg;
 pub mod theme;

@@ -18,6 +18,7 @@ use super::app::{
 };
 use super::inputs;
 use super::keymap::{Action, Key, Scope};
+use super::lineedit::{Edited, LineEdit};
 use super::logbuf::LogEntry;
 use super::msg::{CallError, ConnEvent, Effect, Msg, Tag};
 
@@ -95,6 +96,9 @@ fn conn(app: &mut App, ev: ConnEvent) -> Vec<Effect> {
                 *synced = true;
                 app.connected_once = true;
             }
+            // Rows from before the disconnect may be gone or out of order: the
+            // first page now replaces them rather than being merged with them.
+            app.runs.replace = true;
             app.last_seq = None;
             resync(app)
         }
@@ -160,6 +164,12 @@ fn resync(app: &mut App) -> Vec<Effect> {
 
 fn view_poll(app: &App) -> Vec<Effect> {
     match app.view {
+        // Next fire times pass and files get fixed without an event for this
+        // console to see (a skipped fire, an edit during a disconnect): look again.
+        View::Pipelines => vec![
+            call(Tag::Pipelines, "pipelines.list", json!({})),
+            call(Tag::ConfigErrors, "config.errors", json!({})),
+        ],
         View::Metrics => vec![
             call(Tag::Metrics, "metrics", json!({})),
             call(Tag::Usage, "limits.usage", json!({})),
@@ -432,7 +442,7 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
                     body,
                     confirm: "Trigger".into(),
                     dismiss: "Cancel".into(),
-                    field: Some(("inputs".into(), text)),
+                    field: Some(("inputs".into(), LineEdit::new(text))),
                     required: false,
                     focus: DialogFocus::Field,
                     action: PendingAction::Trigger {
@@ -520,9 +530,15 @@ fn failed(app: &mut App, tag: Tag, e: CallError) -> Vec<Effect> {
 }
 
 fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
-    let selected_id = app.visible_run(app.runs.cursor.selected).map(|r| r.id);
+    let selected_id = app
+        .runs
+        .selected_id
+        .or_else(|| app.visible_run(app.runs.cursor.selected).map(|r| r.id));
     let runs = &mut app.runs;
-    if append {
+    if !append && std::mem::take(&mut runs.replace) {
+        runs.rows = page.runs;
+        runs.next = page.next;
+    } else if append {
         let last = runs.rows.last().map(|r| r.id);
         runs.rows.extend(
             page.runs
@@ -554,6 +570,12 @@ fn merge_runs(app: &mut App, page: RunsPage, append: bool) {
         app.runs.cursor.selected = i;
     }
     app.runs.cursor.clamp(len);
+    select_row(app);
+}
+
+/// Makes the run under the cursor the highlighted, targeted one.
+fn select_row(app: &mut App) {
+    app.runs.selected_id = app.visible_run(app.runs.cursor.selected).map(|r| r.id);
 }
 
 /// "Types: who string, n integer, cfg object (JSON)." for the trigger form
@@ -647,6 +669,8 @@ fn event(app: &mut App, params: Value) -> Vec<Effect> {
         Event::RunCreated { run, pipeline } => {
             app.run_pipelines.insert(run, pipeline);
             app.runs.dirty = true;
+            // A cron fire moves the pipeline's next fire and its last run.
+            app.pipelines.dirty = true;
         }
         Event::RunState { run, state, error } => {
             let now = app.now_ms;
@@ -676,6 +700,10 @@ fn event(app: &mut App, params: Value) -> Vec<Effect> {
             }
             if state == RunState::Waiting || state.is_finished() {
                 app.approvals.dirty = true;
+            }
+            // The pipelines view shows each pipeline's last result.
+            if state.is_finished() {
+                app.pipelines.dirty = true;
             }
         }
         Event::NodeState {
@@ -778,8 +806,12 @@ fn key(app: &mut App, ev: KeyEvent) -> Vec<Effect> {
     }
     // Nothing is bound to Alt: an Alt chord is almost always Esc followed
     // quickly by a key (over SSH or tmux the two arrive together), so treat
-    // it as exactly that.
-    if ev.modifiers.contains(KeyModifiers::ALT) && matches!(ev.code, KeyCode::Char(_)) {
+    // it as exactly that — except the readline word keys (Alt-B, Alt-F,
+    // Alt-D) while a text field has the focus, which only move or edit text.
+    if ev.modifiers.contains(KeyModifiers::ALT)
+        && matches!(ev.code, KeyCode::Char(_))
+        && !(editing(app) && matches!(ev.code, KeyCode::Char('b' | 'f' | 'd' | 'B' | 'F' | 'D')))
+    {
         let mut fx = key(app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
         let plain = KeyEvent::new(ev.code, ev.modifiers - KeyModifiers::ALT);
         fx.extend(key(app, plain));
@@ -795,6 +827,15 @@ fn key(app: &mut App, ev: KeyEvent) -> Vec<Effect> {
         return Vec::new();
     };
     act(app, action, k)
+}
+
+/// Whether a text field has the focus (the command line, a prompt, a dialog's field).
+fn editing(app: &App) -> bool {
+    match &app.overlay {
+        Some(Overlay::Command(_) | Overlay::Prompt(_)) => true,
+        Some(Overlay::Dialog(d)) => d.field.is_some() && d.focus == DialogFocus::Field,
+        _ => false,
+    }
 }
 
 fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
@@ -836,7 +877,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             Vec::new()
         }
         Action::Command => {
-            app.overlay = Some(Overlay::Command(String::new()));
+            app.overlay = Some(Overlay::Command(LineEdit::default()));
             Vec::new()
         }
         Action::ViewRuns => switch_view(app, View::Runs),
@@ -852,7 +893,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Bottom => move_by(app, isize::MAX / 2),
         Action::Refresh => resync(app),
         Action::Open => match app.view {
-            View::Runs => match app.visible_run(app.runs.cursor.selected) {
+            View::Runs => match app.selected_run() {
                 Some(r) => {
                     let id = r.id;
                     open_run(app, id)
@@ -881,7 +922,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Filter => {
             app.overlay = Some(Overlay::Prompt(Prompt {
                 kind: PromptKind::Filter,
-                text: app.runs.filter.clone(),
+                text: LineEdit::new(app.runs.filter.clone()),
             }));
             Vec::new()
         }
@@ -919,11 +960,12 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Search => {
             app.overlay = Some(Overlay::Prompt(Prompt {
                 kind: PromptKind::Search,
-                text: app
-                    .detail
-                    .as_ref()
-                    .and_then(|d| d.search.clone())
-                    .unwrap_or_default(),
+                text: LineEdit::new(
+                    app.detail
+                        .as_ref()
+                        .and_then(|d| d.search.clone())
+                        .unwrap_or_default(),
+                ),
             }));
             Vec::new()
         }
@@ -979,7 +1021,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
                             "reason (required)"
                         }
                         .into(),
-                        String::new(),
+                        LineEdit::default(),
                     )),
                     required: !approve,
                     focus: DialogFocus::Field,
@@ -1073,9 +1115,8 @@ fn run_action(app: &mut App, action: Action) -> Vec<Effect> {
             .detail
             .as_ref()
             .map(|d| (d.id, d.run.as_ref().map(|r| r.run.state))),
-        View::Runs => app
-            .visible_run(app.runs.cursor.selected)
-            .map(|r| (r.id, Some(r.state))),
+        // The highlighted run, by id: never whatever index the cursor holds.
+        View::Runs => app.selected_run().map(|r| (r.id, Some(r.state))),
         _ => None,
     };
     let Some((run, state)) = target else {
@@ -1208,6 +1249,7 @@ fn move_by(app: &mut App, delta: isize) -> Vec<Effect> {
         View::Runs => {
             let len = app.visible_count();
             app.runs.cursor.step(delta, len);
+            select_row(app);
             // Keyset paging: fetch the next page before the operator reaches the end.
             if app.runs.cursor.selected + 50 >= len
                 && app.runs.next.is_some()
@@ -1273,6 +1315,7 @@ fn set_filter(app: &mut App, filter: String) -> Vec<Effect> {
     app.runs.matching.clear();
     app.runs.next = None;
     app.runs.cursor = Default::default();
+    app.runs.selected_id = None;
     if synced(app) {
         vec![runs_request(app, false)]
     } else {
@@ -1282,15 +1325,15 @@ fn set_filter(app: &mut App, filter: String) -> Vec<Effect> {
 }
 
 fn paste(app: &mut App, text: &str) {
-    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    // Control characters are dropped by the editor: a pasted newline never submits.
     match &mut app.overlay {
-        Some(Overlay::Command(s)) => s.push_str(&clean),
-        Some(Overlay::Prompt(p)) => p.text.push_str(&clean),
+        Some(Overlay::Command(s)) => s.insert_str(text),
+        Some(Overlay::Prompt(p)) => p.text.insert_str(text),
         Some(Overlay::Dialog(d)) if d.field.is_some() => {
             d.focus = DialogFocus::Field;
             d.error = None;
             if let Some((_, v)) = &mut d.field {
-                v.push_str(&clean);
+                v.insert_str(text);
             }
         }
         _ => {}
@@ -1326,19 +1369,11 @@ fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
         }
         Overlay::Command(mut text) => match ev.code {
             KeyCode::Esc => Vec::new(),
-            KeyCode::Enter => command(app, text.trim()),
-            KeyCode::Backspace => {
-                if text.pop().is_some() {
-                    app.overlay = Some(Overlay::Command(text));
-                }
-                Vec::new()
-            }
-            KeyCode::Char(c) => {
-                text.push(c);
-                app.overlay = Some(Overlay::Command(text));
-                Vec::new()
-            }
+            // Backspace on an empty line closes it, as in vim.
+            KeyCode::Backspace if text.is_empty() && ev.modifiers.is_empty() => Vec::new(),
+            KeyCode::Enter => command(app, text.text().trim()),
             _ => {
+                text.key(&ev);
                 app.overlay = Some(Overlay::Command(text));
                 Vec::new()
             }
@@ -1346,26 +1381,17 @@ fn overlay_key(app: &mut App, overlay: Overlay, ev: KeyEvent) -> Vec<Effect> {
         Overlay::Prompt(mut p) => match ev.code {
             KeyCode::Esc => Vec::new(),
             KeyCode::Enter => match p.kind {
-                PromptKind::Filter => set_filter(app, p.text.trim().to_string()),
+                PromptKind::Filter => set_filter(app, p.text.text().trim().to_string()),
                 PromptKind::Search => {
                     if let Some(d) = &mut app.detail {
-                        d.search = Some(p.text.clone()).filter(|s| !s.is_empty());
+                        d.search = Some(p.text.text().to_string()).filter(|s| !s.is_empty());
                     }
                     search(app, true, false);
                     Vec::new()
                 }
             },
-            KeyCode::Backspace => {
-                p.text.pop();
-                app.overlay = Some(Overlay::Prompt(p));
-                Vec::new()
-            }
-            KeyCode::Char(c) => {
-                p.text.push(c);
-                app.overlay = Some(Overlay::Prompt(p));
-                Vec::new()
-            }
             _ => {
+                p.text.key(&ev);
                 app.overlay = Some(Overlay::Prompt(p));
                 Vec::new()
             }
@@ -1407,6 +1433,24 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
         (DialogFocus::Cancel, false) if has_field => DialogFocus::Field,
         (DialogFocus::Cancel, false) => DialogFocus::Confirm,
     };
+    if d.focus == DialogFocus::Field
+        && let Some((_, v)) = &mut d.field
+    {
+        // The field's editing keys (Left/Right, Home/End, Ctrl-A/E/U/W/K, ...)
+        // act on the text; Enter, Tab and Esc move the focus or close.
+        match v.key(&ev) {
+            Edited::Changed => {
+                d.error = None;
+                app.overlay = Some(Overlay::Dialog(Box::new(d)));
+                return Vec::new();
+            }
+            Edited::Moved => {
+                app.overlay = Some(Overlay::Dialog(Box::new(d)));
+                return Vec::new();
+            }
+            Edited::Ignored => {}
+        }
+    }
     match (ev.code, d.focus) {
         (KeyCode::Esc, _) => return dismiss(app, &d),
         (KeyCode::Tab | KeyCode::Right, f)
@@ -1434,7 +1478,7 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
             d.focus = DialogFocus::Field;
             d.error = None;
             if let Some((_, v)) = &mut d.field {
-                v.pop();
+                v.backspace();
             }
         }
         // Typing on a button goes back into the field rather than being lost.
@@ -1442,7 +1486,7 @@ fn dialog_key(app: &mut App, mut d: Dialog, ev: KeyEvent) -> Vec<Effect> {
             d.focus = DialogFocus::Field;
             d.error = None;
             if let Some((_, v)) = &mut d.field {
-                v.push(c);
+                v.insert(c);
             }
         }
         (KeyCode::Char(_), _) if yes_no => {
@@ -1484,7 +1528,7 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
     let text = d
         .field
         .as_ref()
-        .map(|(_, v)| v.trim().to_string())
+        .map(|(_, v)| v.text().trim().to_string())
         .unwrap_or_default();
     if d.required && text.is_empty() {
         d.error = Some("a reason is required".into());
@@ -1917,7 +1961,15 @@ mod tests {
             press(&mut app, KeyCode::Char(c));
         }
         assert_eq!(dialog(&app).focus, DialogFocus::Field);
-        assert!(dialog(&app).field.as_ref().unwrap().1.ends_with(" n=2"));
+        assert!(
+            dialog(&app)
+                .field
+                .as_ref()
+                .unwrap()
+                .1
+                .text()
+                .ends_with(" n=2")
+        );
         press(&mut app, KeyCode::Enter);
         let fx = press(&mut app, KeyCode::Enter);
         assert_eq!(calls(&fx), ["pipelines.trigger"]);
@@ -1928,24 +1980,291 @@ mod tests {
         assert_eq!(params["inputs"]["who"], json!("world"), "{params}");
     }
 
+    fn runs_page(ids: &[i64]) -> Value {
+        let runs: Vec<Value> = ids
+            .iter()
+            .map(|&id| {
+                json!({"id": id, "pipeline": "p", "state": if id == 9 { "running" } else { "succeeded" },
+                    "trigger": {"kind": "manual"}, "created_at": id, "started_at": id, "finished_at": if id == 9 { Value::Null } else { json!(id + 1) }})
+            })
+            .collect();
+        json!({ "runs": runs })
+    }
+
+    /// The row the rendered table highlights (its first cell, the id).
+    fn highlighted(app: &App) -> String {
+        use ratatui::Terminal;
+        use ratatui::backend::TestBackend;
+        let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        term.draw(|f| super::super::views::draw(f, app)).unwrap();
+        let buf = term.backend().buffer();
+        for y in 0..buf.area.height {
+            let cells: Vec<_> = (0..buf.area.width).map(|x| &buf[(x, y)]).collect();
+            let reversed = cells.iter().any(|c| {
+                c.modifier.contains(ratatui::style::Modifier::REVERSED) && c.symbol() == "#"
+            });
+            if reversed {
+                let line: String = cells.iter().map(|c| c.symbol()).collect();
+                return line
+                    .split_whitespace()
+                    .find_map(|w| w.find('#').map(|i| w[i..].to_string()))
+                    .unwrap_or_default();
+            }
+        }
+        String::new()
+    }
+
+    /// After a reconnect the first page replaces what was loaded (runs gone
+    /// meanwhile disappear, none are kept from a partial list), and an action
+    /// always targets the run the table highlights, wherever its row moved.
+    #[test]
+    fn after_a_reconnect_actions_target_the_highlighted_run() {
+        let mut app = app_as("operator", false);
+        let reply = |app: &mut App, ids: &[i64]| {
+            let generation = app.runs.generation;
+            update(
+                app,
+                Msg::Reply(
+                    Tag::Runs {
+                        append: false,
+                        generation,
+                    },
+                    Ok(runs_page(ids)),
+                ),
+            );
+        };
+        reply(&mut app, &[13, 12, 11, 10, 9, 8, 7]);
+        press(&mut app, KeyCode::Home);
+        for _ in 0..4 {
+            press(&mut app, KeyCode::Down);
+        }
+        assert_eq!(app.selected_run().map(|r| r.id), Some(RunId(9)));
+        assert_eq!(highlighted(&app), "#9");
+        update(
+            &mut app,
+            Msg::Conn(ConnEvent::Disconnected {
+                error: "gone".into(),
+                retry_at_ms: 0,
+            }),
+        );
+        let hello =
+            json!({"protocol": "1.0", "daemon_version": "0.1.0", "user": "u", "role": "operator"});
+        update(
+            &mut app,
+            Msg::Conn(ConnEvent::Connected(serde_json::from_value(hello).unwrap())),
+        );
+        update(&mut app, Msg::Conn(ConnEvent::Synced));
+        // Two runs arrived while away; #12 and #7 were removed by retention.
+        reply(&mut app, &[15, 14, 13, 11, 10, 9, 8]);
+        let ids: Vec<i64> = app.runs.rows.iter().map(|r| r.id.0).collect();
+        assert_eq!(
+            ids,
+            [15, 14, 13, 11, 10, 9, 8],
+            "replaced, not merged with stale rows"
+        );
+        assert_eq!(highlighted(&app), "#9", "the highlight stays on its run");
+        press(&mut app, KeyCode::Char('c'));
+        let Some(Overlay::Dialog(d)) = &app.overlay else {
+            panic!("no dialog: {:?} {:?}", app.overlay, app.flash)
+        };
+        assert_eq!(d.action, PendingAction::Cancel(RunId(9)));
+        press(&mut app, KeyCode::Esc);
+        // The highlighted run gone from the list: the highlight and the target move together.
+        reply(&mut app, &[15, 14, 13, 11, 10, 8]);
+        let shown = highlighted(&app);
+        assert_eq!(
+            Some(shown.clone()),
+            app.selected_run().map(|r| r.id.to_string())
+        );
+        press(&mut app, KeyCode::Char('R'));
+        let Some(Overlay::Dialog(d)) = &app.overlay else {
+            panic!("no dialog: {:?} {:?}", app.overlay, app.flash)
+        };
+        assert_eq!(
+            Some(format!("Retry run {shown} (all nodes)?")),
+            Some(d.title.clone())
+        );
+    }
+
+    fn screen(app: &App, w: u16, h: u16) -> String {
+        use ratatui::Terminal;
+        use ratatui::backend::TestBackend;
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+        term.draw(|f| super::super::views::draw(f, app)).unwrap();
+        let buf = term.backend().buffer();
+        (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    /// A cron fire (its run) and a finished run refetch the pipelines (next
+    /// fire, last result); the view is also polled, so a fixed file's error
+    /// goes without Ctrl-L. The errors panel never shows `:0:0:` and says how
+    /// many it could not show.
+    #[test]
+    fn the_pipelines_view_follows_fires_results_and_fixed_files() {
+        let mut app = app_as("operator", false);
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(app.view, View::Pipelines);
+        let notice = |app: &mut App, seq: u64, event: Value| {
+            update(
+                app,
+                Msg::Notice(Notification {
+                    jsonrpc: "2.0".into(),
+                    method: "event".into(),
+                    params: json!({"subscription": 1, "seq": seq, "event": event}),
+                }),
+            )
+        };
+        let now = app.now_ms;
+        notice(
+            &mut app,
+            1,
+            json!({"type": "run_created", "run": 8, "pipeline": "nightly"}),
+        );
+        let fx = update(&mut app, Msg::Tick(now + 100));
+        assert!(calls(&fx).contains(&"pipelines.list"), "{:?}", calls(&fx));
+        notice(
+            &mut app,
+            2,
+            json!({"type": "run_state", "run": 8, "state": "succeeded"}),
+        );
+        let fx = update(&mut app, Msg::Tick(now + 200));
+        assert!(calls(&fx).contains(&"pipelines.list"), "{:?}", calls(&fx));
+        // No event at all: the poll looks again, config errors included.
+        let fx = update(&mut app, Msg::Tick(now + 6_000));
+        assert!(
+            calls(&fx).contains(&"pipelines.list") && calls(&fx).contains(&"config.errors"),
+            "{:?}",
+            calls(&fx)
+        );
+
+        let diag = |file: &str, line: Option<u32>, severity: &str, message: &str| {
+            json!({"file": file, "line": line, "column": line.map(|_| 3), "severity": severity,
+                "path": "", "message": message})
+        };
+        let errors = json!({"diagnostics": [
+            diag("hook.yaml", None, "warning", "secret 'k' is not configured"),
+            diag("a.yaml", Some(4), "error", "unknown kind 'nope'"),
+            diag("b.yaml", Some(7), "error", "unknown kind 'nope'"),
+            diag("c.yaml", Some(9), "error", "unknown kind 'nope'"),
+        ]});
+        update(&mut app, Msg::Reply(Tag::ConfigErrors, Ok(errors)));
+        assert_eq!(app.pipelines.errors.len(), 4);
+        let big = screen(&app, 100, 30);
+        assert!(big.contains("Config errors 3 · warnings 1"), "{big}");
+        assert!(big.contains("a.yaml:4:3: unknown kind"), "{big}");
+        assert!(big.contains("hook.yaml: warning: secret"), "{big}");
+        assert!(!big.contains(":0:0:"), "{big}");
+        // A short screen: what does not fit is counted, rejections first.
+        let small = screen(&app, 60, 20);
+        assert!(small.contains("a.yaml:4:3"), "{small}");
+        assert!(small.contains("more (sluice errors"), "{small}");
+        // Fixed: the next reply clears the panel.
+        update(
+            &mut app,
+            Msg::Reply(Tag::ConfigErrors, Ok(json!({"diagnostics": []}))),
+        );
+        assert!(!screen(&app, 100, 30).contains("Config errors"));
+    }
+
+    fn chord(app: &mut App, c: char, m: KeyModifiers) -> Vec<Effect> {
+        update(app, Msg::Key(KeyEvent::new(KeyCode::Char(c), m)))
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            press(app, KeyCode::Char(c));
+        }
+    }
+
+    /// Ctrl-U, Ctrl-W and the cursor keys edit the filter, the command line
+    /// and the trigger form alike; none of them types a letter or leaves the field.
+    #[test]
+    fn every_text_field_edits_in_place_with_the_readline_keys() {
+        const CTRL: KeyModifiers = KeyModifiers::CONTROL;
+        const ALT: KeyModifiers = KeyModifiers::ALT;
+        let mut app = app_as("operator", false);
+        // The runs filter.
+        press(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "p:deploy failed");
+        chord(&mut app, 'w', CTRL);
+        let Some(Overlay::Prompt(p)) = &app.overlay else {
+            panic!("{:?}", app.overlay)
+        };
+        assert_eq!(p.text.text(), "p:deploy ");
+        // Alt-B is a word left here, not Esc (which would close the prompt).
+        chord(&mut app, 'b', ALT);
+        press(&mut app, KeyCode::Right);
+        press(&mut app, KeyCode::Char('X'));
+        chord(&mut app, 'e', CTRL);
+        typed(&mut app, "ok");
+        let Some(Overlay::Prompt(p)) = &app.overlay else {
+            panic!("{:?}", app.overlay)
+        };
+        assert_eq!(p.text.text(), "pX:deploy ok");
+        chord(&mut app, 'u', CTRL);
+        let fx = press(&mut app, KeyCode::Enter);
+        assert_eq!(app.runs.filter, "", "Ctrl-U left nothing to filter by");
+        assert_eq!(calls(&fx), ["runs.list"]);
+
+        // The command line.
+        press(&mut app, KeyCode::Char(':'));
+        typed(&mut app, "run 12");
+        press(&mut app, KeyCode::Home);
+        chord(&mut app, 'k', CTRL);
+        typed(&mut app, "metrics");
+        let Some(Overlay::Command(c)) = &app.overlay else {
+            panic!("{:?}", app.overlay)
+        };
+        assert_eq!(c.text(), "metrics");
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.view, View::Metrics);
+
+        // The trigger form.
+        trigger_dialog(&mut app);
+        chord(&mut app, 'u', CTRL);
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1.text(), "");
+        typed(&mut app, "who=me n=2");
+        chord(&mut app, 'w', CTRL);
+        typed(&mut app, "n=3");
+        press(&mut app, KeyCode::Home);
+        press(&mut app, KeyCode::Delete);
+        press(&mut app, KeyCode::Char('W'));
+        let d = dialog(&app);
+        assert_eq!(d.field.as_ref().unwrap().1.text(), "Who=me n=3");
+        assert_eq!(d.focus, DialogFocus::Field, "editing keys keep the focus");
+    }
+
     #[test]
     fn letters_on_a_text_dialogs_buttons_are_typing_not_yes_or_no() {
         let mut app = app_as("operator", false);
         trigger_dialog(&mut app);
-        let typed = dialog(&app).field.clone().unwrap().1;
+        let typed = dialog(&app).field.clone().unwrap().1.text().to_string();
         press(&mut app, KeyCode::Enter);
         assert_eq!(dialog(&app).focus, DialogFocus::Confirm);
         // `y` on [ Trigger ] sends nothing: it goes into the field.
         assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
         assert_eq!(dialog(&app).focus, DialogFocus::Field);
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, format!("{typed}y"));
+        assert_eq!(
+            dialog(&app).field.as_ref().unwrap().1.text(),
+            format!("{typed}y")
+        );
         press(&mut app, KeyCode::Backspace);
         // `n` on [ Cancel ] cancels nothing either.
         press(&mut app, KeyCode::Enter);
         press(&mut app, KeyCode::BackTab);
         assert_eq!(dialog(&app).focus, DialogFocus::Cancel);
         assert!(press(&mut app, KeyCode::Char('n')).is_empty());
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, format!("{typed}n"));
+        assert_eq!(
+            dialog(&app).field.as_ref().unwrap().1.text(),
+            format!("{typed}n")
+        );
         assert!(app.flash.is_none(), "nothing was cancelled");
         // Enter on the focused button is what acts.
         press(&mut app, KeyCode::Backspace);
@@ -1971,7 +2290,7 @@ mod tests {
             assert!(calls(&press(&mut app, KeyCode::Char(c))).is_empty(), "{c}");
         }
         assert_eq!(dialog(&app).focus, DialogFocus::Field);
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "yes, tested");
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1.text(), "yes, tested");
         press(&mut app, KeyCode::Enter);
         // On [ Cancel ], `n` is typing too.
         press(&mut app, KeyCode::BackTab);
@@ -1996,7 +2315,7 @@ mod tests {
         }
         press(&mut app, KeyCode::Enter);
         assert!(calls(&press(&mut app, KeyCode::Char('y'))).is_empty());
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "noy");
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1.text(), "noy");
         press(&mut app, KeyCode::Esc);
         // A dialog without a text field keeps `y` and `n`.
         press(&mut app, KeyCode::Char('1'));
@@ -2046,7 +2365,7 @@ mod tests {
         assert_eq!(dialog(&app).focus, DialogFocus::Field);
         press(&mut app, KeyCode::Char('n'));
         assert_eq!(dialog(&app).error, None);
-        assert_eq!(dialog(&app).field.as_ref().unwrap().1, "n");
+        assert_eq!(dialog(&app).field.as_ref().unwrap().1.text(), "n");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{Col, Tier, block, clock, fit_columns, natural_width, theme};
 use crate::console::app::App;
 
 /// Draws the audit view.
-pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
+pub fn draw(frame: &mut Frame, app: &App, area: Rect, _tier: Tier) {
     let t = theme(app);
     let outer = block(app, format!("Audit trail {}", app.audit.len()));
     let inner = outer.inner(area);
@@ -23,7 +23,6 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     }
     let height = inner.height.saturating_sub(1) as usize;
     let start = app.audit_cursor.window(height, app.audit.len());
-    let wide = tier == Tier::Split;
     let shown: Vec<_> = app.audit.iter().skip(start).take(height).collect();
     let ats: Vec<String> = shown.iter().map(|a| clock(app, a.at)).collect();
     let w = |vals: Vec<&str>, title: &'static str, max: u16| {
@@ -69,7 +68,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         ),
         Col::flex("DETAIL", 20, 4),
     ];
-    let keep = fit_columns(&columns[..if wide { 6 } else { 5 }], inner.width);
+    // The detail (decision, reason, target...) whenever it fits, not only when split.
+    let keep = fit_columns(&columns, inner.width);
     let rows: Vec<Row> = app
         .audit
         .iter()
@@ -83,7 +83,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
                 "USER" => Cell::from(a.user.clone()),
                 "ACTION" => Cell::from(a.action.clone()),
                 "TARGET" => Cell::from(a.target.clone().unwrap_or_default()),
-                _ => Cell::from(a.detail.to_string()),
+                _ => Cell::from(detail_text(&a.detail)),
             });
             let row = Row::new(cells.collect::<Vec<_>>());
             if i == app.audit_cursor.selected {
@@ -96,4 +96,23 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     let header = Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading());
     let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
     frame.render_widget(Table::new(rows, widths).header(header), inner);
+}
+
+/// An audit row's details as `key=value` words (`decision=approve
+/// reason=looks good`), control characters escaped; other JSON as it is.
+fn detail_text(detail: &serde_json::Value) -> String {
+    let text = match detail {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    crate::escape::controls(&text).into_owned()
 }

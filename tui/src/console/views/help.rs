@@ -76,15 +76,17 @@ pub fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, d: &Dialog) {
         lines.push(Line::raw(format!("{label}:")));
         // The cursor shows only where typing goes.
         let field = if d.focus == DialogFocus::Field {
-            Line::from(vec![
-                Span::styled(value.clone(), t.selected()),
-                Span::styled("_", t.selected()),
-            ])
+            // The cursor cell in reverse video inside the highlighted field.
+            let cursor = t.selected().add_modifier(
+                ratatui::style::Modifier::REVERSED | ratatui::style::Modifier::UNDERLINED,
+            );
+            // Never scrolled: the dialog wraps a long value so all of it shows.
+            Line::from(super::field_spans(value, usize::MAX, t.selected(), cursor))
         } else if value.is_empty() {
             Line::styled("(empty)", t.dim())
         } else {
             Line::styled(
-                value.clone(),
+                crate::escape::controls(value.text()).into_owned(),
                 Style::new().add_modifier(ratatui::style::Modifier::UNDERLINED),
             )
         };

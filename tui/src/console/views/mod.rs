@@ -254,6 +254,25 @@ fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// A text field's spans in `width` columns: the text scrolled so the
+/// cursor shows, the cursor as the highlighted character under it (an
+/// underscore at the end), typed text escaped of control characters.
+pub fn field_spans(
+    field: &super::lineedit::LineEdit,
+    width: usize,
+    text: Style,
+    cursor: Style,
+) -> Vec<Span<'static>> {
+    let from = field.scroll_for(width);
+    let (before, under, after) = field.parts();
+    let before = before.get(from..).unwrap_or_default();
+    vec![
+        Span::styled(crate::escape::controls(before).into_owned(), text),
+        Span::styled(under.unwrap_or("_").to_owned(), cursor),
+        Span::styled(crate::escape::controls(after).into_owned(), text),
+    ]
+}
+
 /// The footer's message line, if any: the latest flash, or why the daemon is unreachable.
 fn footer_message(app: &App) -> Option<(String, bool)> {
     if matches!(
@@ -274,21 +293,26 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     let t = theme(app);
     let mut lines = Vec::new();
     match &app.overlay {
-        Some(Overlay::Command(text)) => lines.push(Line::from(vec![
-            Span::styled(":", t.key()),
-            Span::raw(text.clone()),
-            Span::styled("_", t.selected()),
-        ])),
+        Some(Overlay::Command(text)) => {
+            let mut spans = vec![Span::styled(":", t.key())];
+            spans.extend(field_spans(
+                text,
+                (area.width as usize).saturating_sub(1),
+                Style::new(),
+                t.selected(),
+            ));
+            lines.push(Line::from(spans));
+        }
         Some(Overlay::Prompt(p)) => {
             let label = match p.kind {
                 PromptKind::Filter => "filter (pipeline:NAME, a state, or text): ",
                 PromptKind::Search => "search log: ",
             };
-            lines.push(Line::from(vec![
-                Span::styled(format!("/ {label}"), t.key()),
-                Span::raw(p.text.clone()),
-                Span::styled("_", t.selected()),
-            ]));
+            let label = format!("/ {label}");
+            let room = (area.width as usize).saturating_sub(label.chars().count());
+            let mut spans = vec![Span::styled(label, t.key())];
+            spans.extend(field_spans(&p.text, room, Style::new(), t.selected()));
+            lines.push(Line::from(spans));
         }
         _ => {
             if let Some((text, error)) = footer_message(app) {

@@ -4,7 +4,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{Col, Tier, block, fit, fit_columns, natural_width, theme};
 use crate::console::app::App;
@@ -59,7 +59,9 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         // Whole columns go when there is no room (description, triggers, the
         // enabled flag, the next fire), never half a value.
         let columns = [
-            Col::flex("NAME", names_w, 0),
+            // Only the description grows: a wide screen shows more of it,
+            // not a wider name column.
+            Col::fixed("NAME", names_w, 0),
             Col::fixed("ENABLED", 7, 3),
             Col::fixed(
                 "TRIGGERS",
@@ -89,6 +91,12 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             Col::flex("DESCRIPTION", 12, 5),
         ];
         let keep = fit_columns(&columns, inner.width);
+        // What the description gets: the room the other columns leave.
+        let desc_w = keep
+            .iter()
+            .filter(|&&c| columns[c].title != "DESCRIPTION")
+            .fold(inner.width, |w, &c| w.saturating_sub(columns[c].width + 1))
+            as usize;
         let body: Vec<Row> = shown
             .iter()
             .enumerate()
@@ -116,7 +124,11 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
                         Some((text, s)) => Span::styled(text.clone(), t.run_state(*s)),
                         None => Span::styled("never run", t.dim()),
                     }),
-                    _ => Cell::from(p.description.clone().unwrap_or_default()),
+                    _ => Cell::from(fit_words(
+                        &crate::escape::controls(p.description.as_deref().unwrap_or_default()),
+                        desc_w,
+                        t.ascii,
+                    )),
                 });
                 let row = Row::new(cells.collect::<Vec<_>>());
                 if *i == app.pipelines.cursor.selected {
@@ -127,33 +139,86 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             })
             .collect();
         let header = Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading());
-        let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
+        // Without a description the name takes the room left.
+        let described = keep.iter().any(|&c| columns[c].title == "DESCRIPTION");
+        let widths: Vec<Constraint> = keep
+            .iter()
+            .map(|&c| match columns[c].title {
+                "NAME" if !described => Constraint::Min(columns[c].width),
+                _ => columns[c].constraint(),
+            })
+            .collect();
         frame.render_widget(Table::new(body, widths).header(header), inner);
     }
     if err_height > 0 {
-        let lines: Vec<Line> = errors
+        // Rejections first; one line each (cut to fit), and what does not fit
+        // is counted rather than silently left out.
+        let mut sorted: Vec<_> = errors.iter().collect();
+        sorted.sort_by_key(|d| !d.is_error());
+        let room = errs.height.saturating_sub(2) as usize;
+        let width = errs.width.saturating_sub(2) as usize;
+        let cut = sorted.len() > room;
+        let shown = if cut { room.saturating_sub(1) } else { room };
+        let mut lines: Vec<Line> = sorted
             .iter()
+            .take(shown)
             .map(|d| {
                 Line::styled(
-                    format!(
-                        "{}:{}:{}: {}{}",
-                        d.file.display(),
-                        d.line.unwrap_or(0),
-                        d.column.unwrap_or(0),
-                        if d.is_error() { "" } else { "warning: " },
-                        d.message
-                    ),
+                    fit(&diagnostic_line(d), width, t.ascii),
                     if d.is_error() { t.error() } else { t.warn() },
                 )
             })
             .collect();
-        frame.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(block(app, format!("Config errors {}", errors.len()))),
-            errs,
-        );
+        if cut {
+            lines.push(Line::styled(
+                format!(
+                    "+{} more (sluice errors lists them all)",
+                    sorted.len() - shown
+                ),
+                t.dim(),
+            ));
+        }
+        let rejected = errors.iter().filter(|d| d.is_error()).count();
+        let warnings = errors.len() - rejected;
+        let title = match (rejected, warnings) {
+            (r, 0) => format!("Config errors {r}"),
+            (0, w) => format!("Config warnings {w}"),
+            (r, w) => format!("Config errors {r}{}warnings {w}", t.dot()),
+        };
+        frame.render_widget(Paragraph::new(lines).block(block(app, title)), errs);
     }
+}
+
+/// `s` in `width` columns, cut at a word boundary with an ellipsis (a word
+/// longer than the width is cut inside it).
+fn fit_words(s: &str, width: usize, ascii: bool) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let cut = fit(s, width, ascii);
+    let body: String = cut.chars().take(width.saturating_sub(1)).collect();
+    match body.rfind(' ') {
+        Some(i) if i > 0 => format!("{}{}", body[..i].trim_end(), if ascii { "~" } else { "…" }),
+        _ => cut,
+    }
+}
+
+/// `file:line:column: [warning: ]message`, the position only as far as it
+/// is known (never `:0:0:`), control characters escaped.
+fn diagnostic_line(d: &sluice_shared::diagnostic::Diagnostic) -> String {
+    let mut text = d.file.display().to_string();
+    if let Some(line) = d.line {
+        text.push_str(&format!(":{line}"));
+        if let Some(column) = d.column {
+            text.push_str(&format!(":{column}"));
+        }
+    }
+    text.push_str(": ");
+    if !d.is_error() {
+        text.push_str("warning: ");
+    }
+    text.push_str(&d.message);
+    crate::escape::controls(&text).into_owned()
 }
 
 /// An RFC 3339 fire time as the console shows times (clock today, date otherwise).

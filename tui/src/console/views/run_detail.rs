@@ -209,7 +209,12 @@ fn draw_node_info(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: 
 fn draw_log(frame: &mut Frame, app: &App, d: &DetailState, area: Rect, t: Theme) {
     let focused = d.focus == DetailFocus::Log;
     let mut title = format!("Log {}", d.log_node.as_deref().unwrap_or("-"));
-    title.push_str(&format!("{}{} lines", t.dot(), d.log.len()));
+    let n = d.log.len();
+    title.push_str(&format!(
+        "{}{n} line{}",
+        t.dot(),
+        if n == 1 { "" } else { "s" }
+    ));
     if d.log.dropped() > 0 {
         title.push_str(&format!(" (+{} older not kept)", d.log.dropped()));
     }

@@ -72,8 +72,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         .collect();
     let header = Row::new(cols.iter().map(|&i| Cell::from(COLUMNS[i].0))).style(t.heading());
     let body: Vec<Row> = (start..(start + height).min(count))
-        .filter_map(|i| app.visible_run(i).map(|r| (i, r)))
-        .map(|(i, r)| {
+        .filter_map(|i| app.visible_run(i))
+        .map(|r| {
             let end = r.finished_at.unwrap_or(app.now_ms);
             let cells = cols.iter().map(|&c| match COLUMNS[c].0 {
                 "ID" => Cell::from(r.id.to_string()),
@@ -91,7 +91,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
                 }),
             });
             let row = Row::new(cells.collect::<Vec<_>>());
-            if i == app.runs.cursor.selected {
+            // Highlighted by id: the very run actions target.
+            if Some(r.id) == app.runs.selected_id {
                 row.style(t.selected())
             } else {
                 row
@@ -122,7 +123,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
 
 fn draw_summary(frame: &mut Frame, app: &App, area: Rect) {
     let t = theme(app);
-    let Some(r) = app.visible_run(app.runs.cursor.selected) else {
+    let Some(r) = app.selected_run() else {
         frame.render_widget(block(app, "Run".into()), area);
         return;
     };

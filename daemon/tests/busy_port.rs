@@ -1,0 +1,40 @@
+//! A `sluiced` that cannot start (its HTTP port is taken) leaves no socket
+//! file behind for clients to find.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Lines, wait_exit};
+
+#[test]
+fn a_start_failing_on_a_busy_http_port_removes_its_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::write(dir.path().join("sluiced.toml"), "").expect("config");
+    let socket = dir.path().join("second.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
+        .arg("--config")
+        .arg(dir.path().join("sluiced.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--pipelines")
+        .arg(dir.path().join("pipelines"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--listen")
+        .arg(&addr)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluiced");
+    let mut lines = Lines::new(child.stderr.take().expect("stderr"));
+    let status = wait_exit(&mut child, 60, "sluiced on a busy port");
+    let said = lines.rest(30, "sluiced's stderr").join("\n");
+    assert!(!status.success(), "{said}");
+    assert!(said.contains(&addr), "names the address: {said}");
+    assert!(!socket.exists(), "the socket file is left behind: {said}");
+}
