@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::{Lines, wait_exit};
 
@@ -15,18 +15,7 @@ fn a_start_failing_on_a_busy_http_port_removes_its_socket() {
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     std::fs::write(dir.path().join("sluiced.toml"), "").expect("config");
     let socket = dir.path().join("second.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
-        .arg("--config")
-        .arg(dir.path().join("sluiced.toml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--pipelines")
-        .arg(dir.path().join("pipelines"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--listen")
-        .arg(&addr)
-        .env("SLUICE_LOG", "warn")
+    let mut child = common::sluiced_in(dir.path(), &socket, &addr, "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,8 +1,10 @@
 //! The daemon's own log cannot be forged through request data: a pipeline
 //! name taken from a webhook URL is quoted and escaped in log fields.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -25,22 +27,16 @@ fn a_newline_in_a_webhook_pipeline_name_cannot_forge_a_log_line() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
-        .arg("--config")
-        .arg(dir.path().join("sluiced.toml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--pipelines")
-        .arg(dir.path().join("pipelines"))
-        .arg("--socket")
-        .arg(dir.path().join("s.sock"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("SLUICE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn sluiced");
+    let mut child = common::sluiced_in(
+        dir.path(),
+        &dir.path().join("s.sock"),
+        &format!("127.0.0.1:{port}"),
+        "info",
+    )
+    .stderr(Stdio::piped())
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("spawn sluiced");
     let stderr = child.stderr.take().expect("stderr");
     let _daemon = Sluiced(child);
     let (tx, rx) = mpsc::channel();

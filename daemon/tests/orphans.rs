@@ -39,6 +39,26 @@ fn recorded_pgid(d: &Daemon) -> Option<i64> {
     .ok()
 }
 
+/// Waits (60 s at most) for run 1, retried after the restart, to succeed.
+async fn first_run_succeeds(d: &Daemon) {
+    let mut c = d.client().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = c
+            .call("runs.get", json!({ "id": 1 }))
+            .await
+            .expect("runs.get");
+        if run["state"] == "succeeded" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retried attempt did not succeed: {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
     let out_dir = tempfile::tempdir().expect("tempdir");
@@ -73,22 +93,7 @@ async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
         (!running(pgid)).then_some(())
     })
     .await;
-    let mut c = d.client().await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let run = c
-            .call("runs.get", json!({ "id": 1 }))
-            .await
-            .expect("runs.get");
-        if run["state"] == "succeeded" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the retried attempt did not succeed: {run}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    first_run_succeeds(&d).await;
     assert_eq!(
         lines(&started),
         2,
@@ -228,20 +233,5 @@ async fn a_child_that_left_its_process_group_is_still_stopped() {
         (!running(pid)).then_some(())
     })
     .await;
-    let mut c = d.client().await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let run = c
-            .call("runs.get", json!({ "id": 1 }))
-            .await
-            .expect("runs.get");
-        if run["state"] == "succeeded" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the retried attempt did not succeed: {run}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    first_run_succeeds(&d).await;
 }

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -50,23 +50,13 @@ impl Daemon {
 
     /// Starts (or restarts) the process and waits for its ready line.
     pub fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluiced"))
-            .arg("--config")
-            .arg(self.path("sluiced.toml"))
-            .arg("--state-dir")
-            .arg(self.path("state"))
-            .arg("--pipelines")
-            .arg(self.path("pipelines"))
-            .arg("--socket")
-            .arg(&self.socket)
-            // A restart keeps the address, so clients can go on sending.
-            .arg("--listen")
-            .arg(if self.http.is_empty() {
-                "127.0.0.1:0"
-            } else {
-                self.http.as_str()
-            })
-            .env("SLUICE_LOG", "warn")
+        // A restart keeps the address, so clients can go on sending.
+        let listen = if self.http.is_empty() {
+            "127.0.0.1:0"
+        } else {
+            self.http.as_str()
+        };
+        let mut child = crate::common::sluiced_in(self.dir.path(), &self.socket, listen, "warn")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

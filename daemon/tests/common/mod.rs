@@ -21,6 +21,24 @@ pub struct Fixture {
     pub secrets: Secrets,
 }
 
+/// The real `sluiced` on directory `dir` (its `sluiced.toml`, `state/` and
+/// `pipelines/`), serving `socket` and HTTP on `listen`, logging at `log`.
+pub fn sluiced_in(dir: &Path, socket: &Path, listen: &str, log: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluiced"));
+    cmd.arg("--config")
+        .arg(dir.join("sluiced.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--pipelines")
+        .arg(dir.join("pipelines"))
+        .arg("--socket")
+        .arg(socket)
+        .arg("--listen")
+        .arg(listen)
+        .env("SLUICE_LOG", log);
+    cmd
+}
+
 pub fn db_path(dir: &Path) -> PathBuf {
     dir.join("sluice.db")
 }
