@@ -415,3 +415,63 @@ fn actions_target_the_highlighted_run_after_a_reconnect() {
     c.keys(&["Escape"]);
     c.wait("the dialog to close", 5, |s| !s.contains("Retry run #5?"));
 }
+
+/// The `#N` run id and the `HH:MM:SS` times on a row.
+fn run_and_times(row: &str) -> (Option<String>, Vec<String>) {
+    let tokens: Vec<&str> = row
+        .split(|c: char| c.is_whitespace() || c == '│')
+        .filter(|t| !t.is_empty())
+        .collect();
+    let run = tokens
+        .iter()
+        .find(|t| t.starts_with('#') && t[1..].chars().all(|c| c.is_ascii_digit()))
+        .map(|t| (*t).to_owned());
+    let times = tokens
+        .iter()
+        .filter(|t| {
+            t.len() == 8
+                && t.char_indices().all(|(i, c)| {
+                    if i == 2 || i == 5 {
+                        c == ':'
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                })
+        })
+        .map(|t| (*t).to_owned())
+        .collect();
+    (run, times)
+}
+
+#[test]
+fn the_pipelines_view_follows_real_cron_fires_without_a_key() {
+    if tmux_missing() {
+        return;
+    }
+    let d = common::Daemon::started(
+        &[(
+            "tick.yaml",
+            "description: fires every second\ntriggers:\n  - cron: \"* * * * * *\"\n    seconds: true\nnodes:\n  - id: t\n    kind: shell\n    run: echo tick\n",
+        )],
+        "",
+    );
+    let c = Console::open(&d.socket());
+    c.wait_for("● connected", 20);
+    c.keys(&["2"]);
+    // A first fire has happened: the row shows a run and the next fire.
+    let s = c.wait("the first fire on the row", 30, |s| {
+        line_with(s, &["tick", "#"]).is_some_and(|row| {
+            let (run, times) = run_and_times(row);
+            run.is_some() && !times.is_empty()
+        })
+    });
+    let row = line_with(&s, &["tick", "#"]).unwrap_or_default().to_owned();
+    let (first_run, first_times) = run_and_times(&row);
+    // No key from here on: later fires must reach the screen by themselves.
+    c.wait("a later fire's run and next fire time", 30, |s| {
+        line_with(s, &["tick", "#"]).is_some_and(|row| {
+            let (run, times) = run_and_times(row);
+            run.is_some() && run != first_run && !times.is_empty() && times != first_times
+        })
+    });
+}
