@@ -100,6 +100,42 @@ async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
         "one attempt before the crash, one after"
     );
     assert_eq!(lines(&marks), 1, "the interrupted attempt never finished");
+    // The node's log says where the crash fell, and ends with the outcome.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let notes = loop {
+        let page = c
+            .call("logs.get", json!({ "run": 1, "node": "slow" }))
+            .await
+            .expect("logs.get");
+        let notes: Vec<(u64, String)> = page["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .filter(|l| l["stream"] == "sluice")
+            .map(|l| {
+                let attempt = l["attempt"].as_u64().unwrap_or(0);
+                (attempt, l["line"].as_str().unwrap_or("").to_owned())
+            })
+            .collect();
+        if notes.iter().any(|(_, l)| l == "node succeeded") {
+            break notes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no outcome in the log: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        notes,
+        [
+            (
+                1,
+                "attempt 1 interrupted by a daemon stop; retrying".to_owned()
+            ),
+            (2, "node succeeded".to_owned()),
+        ]
+    );
 }
 
 /// Every recorded process group of an attempt still marked running.

@@ -176,7 +176,9 @@ async fn logs_get_pages_are_bounded_in_bytes_and_follow_on_to_every_line() {
         assert!(pages < 10, "paging does not end");
     }
     assert!(pages >= 2, "1.5 MB of lines took {pages} page(s)");
-    assert_eq!(lines.len(), 1501, "every line, once");
+    // The script's 1501 lines, then sluice's outcome line.
+    assert_eq!(lines.len(), 1502, "every line, once");
+    assert_eq!(lines[1501], "node succeeded");
     for (i, l) in lines.iter().take(1500).enumerate() {
         assert!(
             l.starts_with(&format!("L{:05} ", i + 1)),

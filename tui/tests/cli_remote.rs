@@ -98,7 +98,11 @@ fn status_pipelines_trigger_runs_and_run_work_with_tables_and_json() {
         out(&r)
     );
     let l = d.sluice(&["logs", &failed.to_string()]);
-    assert_eq!(out(&l), "boom#1 | bad\n");
+    // The log ends with the node's outcome, from sluice itself.
+    assert_eq!(
+        out(&l),
+        "boom#1 | bad\nboom#1 sluice | node failed: exit code 1\n"
+    );
 
     let retry = d.sluice(&["retry", &failed.to_string(), "--json"]);
     assert_eq!(retry.status.code(), Some(0), "{}", err(&retry));
@@ -160,7 +164,7 @@ fn trigger_inputs_are_read_as_their_declared_type() {
     assert!(v["inputs"]["n"].is_i64(), "{}", v["inputs"]);
     assert_eq!(v["inputs"]["who"], serde_json::json!("007"));
     let l = sluice(&["logs", &id]);
-    assert_eq!(out(&l), "show#1 | n=5\n");
+    assert_eq!(out(&l), "show#1 | n=5\nshow#1 sluice | node succeeded\n");
 }
 
 #[test]
@@ -171,7 +175,11 @@ fn logs_follow_streams_until_the_run_ends() {
     let run = v["run"].as_i64().unwrap().to_string();
     let l = d.sluice(&["logs", &run, "-f"]);
     assert_eq!(l.status.code(), Some(0), "{}", err(&l));
-    assert_eq!(out(&l), "c#1 | line 1\nc#1 | line 2\nc#1 | line 3\n");
+    // Following ends at the run's end, after the node's outcome line.
+    assert_eq!(
+        out(&l),
+        "c#1 | line 1\nc#1 | line 2\nc#1 | line 3\nc#1 sluice | node succeeded\n"
+    );
 }
 
 #[test]

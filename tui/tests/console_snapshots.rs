@@ -402,7 +402,7 @@ fn narrow_layouts_drop_columns_not_values() {
     let mut app = recorded(false);
     chars(&mut app, "3");
     let shot = text(&mut app, 60, 20);
-    assert!(shot.contains("until 04:08:21"), "{shot}");
+    assert!(shot.contains("pending in 3h58m"), "{shot}");
     assert!(
         shot.contains("Approval #3"),
         "the detail pane stays: {shot}"
@@ -672,4 +672,47 @@ fn the_reason_dialogs_buttons_offer_enter_not_yes_or_no() {
         assert!(press(&mut app, KeyCode::Char('y')).is_empty());
         assert!(text(&mut app, 80, 24).contains("oky_"));
     }
+}
+
+/// At 200 columns the name column stays as wide as the longest name, and
+/// the room goes to the description, which is cut at a word when longer.
+#[test]
+fn pipelines_at_200_columns_give_the_room_to_the_description() {
+    let long = "Copy the state directory to the backup host over rsync, verify every \
+                checksum against the manifest, rotate the snapshots older than thirty \
+                days, and page the on-call operator when any of those steps fails twice";
+    let mut pipelines = session()["pipelines"].clone();
+    pipelines[0]["description"] = Value::from(long);
+    let mut app = recorded(false);
+    update(&mut app, Msg::Reply(Tag::Pipelines, Ok(pipelines)));
+    chars(&mut app, "2");
+    let shot = text(&mut app, 200, 20);
+    insta::assert_snapshot!("pipelines_200x20", shot);
+
+    let header = shot
+        .lines()
+        .find(|l| l.contains("NAME") && l.contains("DESCRIPTION"))
+        .expect("header");
+    let col = |s: &str, what: &str| s[..s.find(what).unwrap()].chars().count();
+    // "uptime-check" is the longest name: its width, two spaces, one column gap.
+    assert_eq!(
+        col(header, "ENABLED") - col(header, "NAME"),
+        "uptime-check".len() + 2 + 1,
+        "{shot}"
+    );
+    let row = shot
+        .lines()
+        .find(|l| l.contains("backup") && l.contains("Copy the state"))
+        .expect("backup row");
+    let shown = row[row.find("Copy the state").unwrap()..]
+        .trim_end_matches(['│', ' '])
+        .to_owned();
+    let kept = shown
+        .strip_suffix('…')
+        .unwrap_or_else(|| panic!("not cut: {shown}"));
+    assert!(long.starts_with(kept), "{kept}");
+    // Cut between words: what follows in the full text is a space.
+    assert_eq!(long[kept.len()..].chars().next(), Some(' '), "{shown}");
+    // And most of the 200 columns went to it.
+    assert!(shown.chars().count() > 80, "{shown}");
 }

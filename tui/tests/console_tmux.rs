@@ -104,6 +104,36 @@ impl Console {
         self.tmux(&["capture-pane", "-p", "-t", "c"])
     }
 
+    /// The table row drawn in reverse video (the highlighted run), escapes
+    /// removed; None when no row is. The active tab is reversed too, so only
+    /// rows that start with an id count.
+    fn highlighted(&self) -> Option<String> {
+        let styled = self.tmux(&["capture-pane", "-p", "-e", "-t", "c"]);
+        styled
+            .lines()
+            .filter(|l| sgr_params(l).iter().any(|p| p == "7"))
+            .map(strip_sgr)
+            .find(|l| l.trim_start_matches(['│', ' ']).starts_with('#'))
+    }
+
+    /// Polls until the highlighted line holds every one of `parts`.
+    fn wait_highlight(&self, what: &str, secs: u64, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let h = self.highlighted();
+            if let Some(h) = h.as_deref().filter(|h| parts.iter().all(|p| h.contains(p))) {
+                return h.to_owned();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; highlighted: {h:?}; screen:\n{}",
+                    self.screen()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Keys by tmux name (`Enter`, `Escape`) or single characters.
     fn keys(&self, keys: &[&str]) {
         for k in keys {
@@ -145,6 +175,42 @@ fn fastrand_name() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Every parameter of every SGR escape (`ESC [ … m`) on `line`.
+fn sgr_params(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("\x1b[") {
+        rest = &rest[i + 2..];
+        let Some(end) = rest.find(|c: char| !(c.is_ascii_digit() || c == ';')) else {
+            break;
+        };
+        if rest[end..].starts_with('m') {
+            out.extend(rest[..end].split(';').map(str::to_owned));
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// `line` without its CSI escapes.
+fn strip_sgr(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // ESC [ params final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn line_with<'a>(screen: &'a str, parts: &[&str]) -> Option<&'a str> {
@@ -287,4 +353,125 @@ fn a_conflicting_keys_file_is_refused_before_the_screen_changes() {
         "{:?}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[test]
+fn actions_target_the_highlighted_run_after_a_reconnect() {
+    if tmux_missing() {
+        return;
+    }
+    let mut d = common::Daemon::started(PIPELINES, "");
+    // #1-#3 wait for approval (cancellable), #4 and #5 failed (retryable).
+    for _ in 0..3 {
+        d.cli(&["trigger", "deploy"]);
+    }
+    d.cli(&["trigger", "fails", "--wait"]);
+    d.cli(&["trigger", "fails", "--wait"]);
+    let c = Console::open(&d.socket());
+    c.wait("the five runs", 30, |s| {
+        s.contains("Runs 5") && line_with(s, &["#5", "fails"]).is_some()
+    });
+    // The daemon is killed and started again on the same socket and state,
+    // and a run is added while the console is still reconnecting.
+    d.stop();
+    c.wait_for("DISCONNECTED", 20);
+    d.start();
+    d.cli(&["trigger", "deploy"]);
+    let s = c.wait("the reconnection with every run", 30, |s| {
+        s.contains("● connected")
+            && !s.contains("stale")
+            && s.contains("Runs 6")
+            && line_with(s, &["#6", "deploy"]).is_some()
+    });
+    for id in ["#1", "#2", "#3", "#4", "#5", "#6"] {
+        assert!(line_with(&s, &[id]).is_some(), "{id} missing:\n{s}");
+    }
+    // Walk down to #3: newest first, so #6 #5 #4 #3.
+    c.keys(&["g"]);
+    c.wait_highlight("#6 highlighted", 10, &["#6", "deploy"]);
+    for id in ["#5", "#4", "#3"] {
+        c.keys(&["Down"]);
+        c.wait_highlight(&format!("{id} highlighted"), 10, &[id]);
+    }
+    c.keys(&["c"]);
+    let s = c.wait_for("Cancel run #3?", 10);
+    assert_eq!(s.matches("Cancel run #").count(), 1, "{s}");
+    c.keys(&["y"]);
+    c.wait("run #3 cancelled", 20, |s| {
+        line_with(s, &["#3", "cancelled"]).is_some()
+    });
+    // Only the highlighted run was cancelled.
+    let runs = d.cli(&["runs"]);
+    for id in ["#1", "#2", "#6"] {
+        let row = runs.lines().find(|l| l.contains(id)).unwrap_or_default();
+        assert!(row.contains("waiting"), "{id} should still wait:\n{runs}");
+    }
+    // Retry acts on the highlighted failed run too.
+    c.keys(&["Up", "Up"]);
+    c.wait_highlight("#5 highlighted", 10, &["#5", "fails"]);
+    c.keys(&["r"]);
+    let s = c.wait_for("Retry run #5?", 10);
+    assert_eq!(s.matches("Retry run #").count(), 1, "{s}");
+    c.keys(&["Escape"]);
+    c.wait("the dialog to close", 5, |s| !s.contains("Retry run #5?"));
+}
+
+/// The `#N` run id and the `HH:MM:SS` times on a row.
+fn run_and_times(row: &str) -> (Option<String>, Vec<String>) {
+    let tokens: Vec<&str> = row
+        .split(|c: char| c.is_whitespace() || c == '│')
+        .filter(|t| !t.is_empty())
+        .collect();
+    let run = tokens
+        .iter()
+        .find(|t| t.starts_with('#') && t[1..].chars().all(|c| c.is_ascii_digit()))
+        .map(|t| (*t).to_owned());
+    let times = tokens
+        .iter()
+        .filter(|t| {
+            t.len() == 8
+                && t.char_indices().all(|(i, c)| {
+                    if i == 2 || i == 5 {
+                        c == ':'
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                })
+        })
+        .map(|t| (*t).to_owned())
+        .collect();
+    (run, times)
+}
+
+#[test]
+fn the_pipelines_view_follows_real_cron_fires_without_a_key() {
+    if tmux_missing() {
+        return;
+    }
+    let d = common::Daemon::started(
+        &[(
+            "tick.yaml",
+            "description: fires every second\ntriggers:\n  - cron: \"* * * * * *\"\n    seconds: true\nnodes:\n  - id: t\n    kind: shell\n    run: echo tick\n",
+        )],
+        "",
+    );
+    let c = Console::open(&d.socket());
+    c.wait_for("● connected", 20);
+    c.keys(&["2"]);
+    // A first fire has happened: the row shows a run and the next fire.
+    let s = c.wait("the first fire on the row", 30, |s| {
+        line_with(s, &["tick", "#"]).is_some_and(|row| {
+            let (run, times) = run_and_times(row);
+            run.is_some() && !times.is_empty()
+        })
+    });
+    let row = line_with(&s, &["tick", "#"]).unwrap_or_default().to_owned();
+    let (first_run, first_times) = run_and_times(&row);
+    // No key from here on: later fires must reach the screen by themselves.
+    c.wait("a later fire's run and next fire time", 30, |s| {
+        line_with(s, &["tick", "#"]).is_some_and(|row| {
+            let (run, times) = run_and_times(row);
+            run.is_some() && run != first_run && !times.is_empty() && times != first_times
+        })
+    });
 }

@@ -259,7 +259,9 @@ fn sluice_logs_reassembles_a_node_log_larger_than_one_page() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1501, "every line once");
+    // The script's 1501 lines, then sluice's outcome line.
+    assert_eq!(lines.len(), 1502, "every line once");
+    assert_eq!(lines[1501], "big#1 sluice | node succeeded");
     for (i, l) in lines.iter().take(1500).enumerate() {
         assert!(
             l.starts_with(&format!("big#1 | L{:05} 000", i + 1)),
@@ -273,7 +275,7 @@ fn sluice_logs_reassembles_a_node_log_larger_than_one_page() {
     );
     // --json carries the same lines.
     let out = run_with_deadline(sluice(&socket).args(["logs", &run, "--json"]), 60);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1501);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1502);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use sluice_shared::template::Escape;
 use std::collections::BTreeSet;
 
 use super::{Command, Engine, EngineError, Inner, now_ms};
-use crate::nodes::{self, NodeError, Outcome};
+use crate::nodes::{self, NodeError, NoteSlot, Outcome};
 use crate::notify::approval::{ApprovalEvent, ApprovalNotice};
 use crate::store::NodeChange;
 use crate::store::approvals::{NewApproval, Vote};
@@ -220,6 +220,43 @@ fn output(a: &ApprovalInfo, decision: &str) -> Value {
     })
 }
 
+/// The node's log line for a final approval: who decided and why, or the
+/// expiry. None while pending, and for a cancellation (the run's end says it).
+fn decision_note(a: &ApprovalInfo, on_timeout: &str) -> Option<String> {
+    let with_reason =
+        |user: &str, reason: Option<&str>| match reason.filter(|r| !r.trim().is_empty()) {
+            Some(r) => format!("{user} ({r})"),
+            None => user.to_owned(),
+        };
+    match a.state.as_str() {
+        "approved" => {
+            let mut by: Vec<String> = a
+                .votes
+                .iter()
+                .map(|v| with_reason(&v.user, v.reason.as_deref()))
+                .collect();
+            if by.is_empty() {
+                by.push(with_reason(
+                    a.decided_by.as_deref().unwrap_or("?"),
+                    a.reason.as_deref(),
+                ));
+            }
+            Some(format!("approval #{} approved by {}", a.id, by.join(", ")))
+        }
+        "rejected" => Some(format!(
+            "approval #{} rejected by {}: {}",
+            a.id,
+            a.decided_by.as_deref().unwrap_or("?"),
+            a.reason.as_deref().unwrap_or("no reason given")
+        )),
+        "expired" => Some(format!(
+            "approval #{} expired with no decision; on_timeout: {on_timeout}",
+            a.id
+        )),
+        _ => None,
+    }
+}
+
 /// What one look at an approval node found.
 pub(super) enum Step {
     /// Opened or still waiting: the node waits until this time (or a nudge).
@@ -393,11 +430,6 @@ pub(super) async fn check(
                     node: node_id.to_owned(),
                     outcome: timeout.on_timeout.clone(),
                 });
-                log.note(&format!(
-                    "approval #{} expired with no decision; on_timeout: {}",
-                    a.id, timeout.on_timeout
-                ))
-                .await;
                 let outcome = match timeout.on_timeout.as_str() {
                     "approve" => OnTimeout::Approve,
                     "fail" => OnTimeout::Fail,
@@ -416,6 +448,10 @@ pub(super) async fn check(
             let wake = next_wake(a.requested_at, a.deadline, timeout.remind_every, now);
             return Ok((Step::Wait(wake), events, notice));
         }
+    }
+    // Every look at a final row writes the note again; its fixed slot keeps it once.
+    if let Some(text) = decision_note(&a, &timeout.on_timeout) {
+        log.closing_note(NoteSlot::Decision, &text).await;
     }
     let step = match (a.state.as_str(), a.decision.as_deref()) {
         ("approved", _) | ("expired", Some("approved")) => {

@@ -20,7 +20,7 @@ use super::approval::{self, Step};
 use super::context::{self, RunFacts};
 use super::dispatch::{Waiting, Worker};
 use super::{Command, DriverExit, EngineError, Inner, LoadedVersion, backoff, now_ms};
-use crate::nodes::{self, LogSink, NodeContext, NodeError, Outcome};
+use crate::nodes::{self, LogSink, NodeContext, NodeError, NoteSlot, Outcome};
 use crate::notify::approval::ApprovalEvent;
 use crate::store::{Change, NewRun, NodeChange, RunChange, RunRecord};
 
@@ -43,6 +43,9 @@ struct Run {
     nodes: Vec<NodeRt>,
     changes: Vec<Change>,
     events: Vec<Event>,
+    /// Notes for node logs (node index, attempt, slot, text), written once
+    /// the changes they describe are committed.
+    notes: Vec<(usize, u32, NoteSlot, String)>,
 }
 
 type Finished = (usize, u32, Result<Outcome, NodeError>);
@@ -82,6 +85,10 @@ impl Run {
                     None
                 },
             });
+            if let Some(text) = outcome_note(state, rt.error.as_deref()) {
+                let attempt = rt.attempts;
+                self.notes.push((i, attempt, NoteSlot::Outcome, text));
+            }
         }
         self.push_node(id, change);
     }
@@ -147,12 +154,21 @@ impl Run {
         }
     }
 
-    /// Commits the pending changes, then announces them.
+    /// Commits the pending changes, writes the notes on them, then announces them.
     async fn flush(&mut self, inner: &Inner) -> Result<(), EngineError> {
-        if self.changes.is_empty() {
+        let committed = !self.changes.is_empty();
+        if committed {
+            inner.store.apply(std::mem::take(&mut self.changes)).await?;
+        }
+        // In order, and before the run's end below waits for the log to settle.
+        for (i, attempt, slot, text) in std::mem::take(&mut self.notes) {
+            self.log_sink(inner, i, attempt)
+                .closing_note(slot, &text)
+                .await;
+        }
+        if !committed {
             return Ok(());
         }
-        inner.store.apply(std::mem::take(&mut self.changes)).await?;
         let ends_run = self
             .events
             .iter()
@@ -466,7 +482,7 @@ impl Run {
                         attempt + 1,
                         policy.attempts
                     );
-                    self.log_note(inner, i, attempt, note);
+                    self.notes.push((i, attempt, NoteSlot::Retry, note));
                     self.set(
                         i,
                         NodeChange {
@@ -608,16 +624,16 @@ impl Run {
                 let policy = self.version.pipeline.retry_for(self.node(i));
                 let again = attempt < policy.attempts;
                 if again {
-                    self.log_note(
-                        inner,
+                    self.notes.push((
                         i,
                         attempt,
+                        NoteSlot::Retry,
                         format!(
                             "{msg}; asking again (attempt {} of {})",
                             attempt + 1,
                             policy.attempts
                         ),
-                    );
+                    ));
                 }
                 self.set(
                     i,
@@ -636,19 +652,6 @@ impl Run {
                 true
             }
         })
-    }
-
-    fn log_note(&self, inner: &Inner, i: usize, attempt: u32, note: String) {
-        let sink = LogSink::new(
-            self.id,
-            &self.node(i).id,
-            attempt,
-            inner.logs.clone(),
-            Arc::clone(&inner.redactor),
-        );
-        tokio::spawn(async move {
-            sink.closing_note(&note).await;
-        });
     }
 
     fn apply_command(&mut self, cmd: Command) {
@@ -789,6 +792,21 @@ impl Run {
     }
 }
 
+/// The line that ends a node's log, once the node reached `state` (None while it is not finished).
+pub(crate) fn outcome_note(state: NodeState, error: Option<&str>) -> Option<String> {
+    let why = error.filter(|e| !e.is_empty());
+    Some(match (state, why) {
+        (NodeState::Succeeded, _) => "node succeeded".to_owned(),
+        (NodeState::Failed, Some(e)) => format!("node failed: {e}"),
+        (NodeState::Failed, None) => "node failed".to_owned(),
+        (NodeState::Skipped, Some(e)) => format!("node skipped: {e}"),
+        (NodeState::Skipped, None) => "node skipped".to_owned(),
+        (NodeState::Cancelled, Some(e)) if e != "cancelled" => format!("node cancelled: {e}"),
+        (NodeState::Cancelled, _) => "node cancelled".to_owned(),
+        _ => return None,
+    })
+}
+
 /// A run this process has just committed, handed to its first driver so that
 /// loading it reads nothing back from the store.
 pub(crate) struct Created {
@@ -860,6 +878,7 @@ async fn load(
         nodes,
         changes: Vec::new(),
         events: Vec::new(),
+        notes: Vec::new(),
     }))
 }
 
@@ -914,6 +933,7 @@ async fn load_created(inner: &Inner, created: Created) -> Result<Run, EngineErro
         nodes,
         changes: Vec::new(),
         events: Vec::new(),
+        notes: Vec::new(),
     })
 }
 

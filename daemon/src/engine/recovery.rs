@@ -16,7 +16,9 @@ use sluice_shared::model::NodeKind;
 use sluice_shared::model::node::OnCrash;
 use sluice_shared::run::{AttemptState, NodeState, RunState};
 
+use super::driver::outcome_note;
 use super::{EngineError, Inner, needs_driver};
+use crate::nodes::{LogSink, NoteSlot};
 use crate::store::{Change, NodeChange, RunChange};
 
 /// An attempt interrupted this many times is failed instead of retried again,
@@ -144,6 +146,8 @@ async fn repair(inner: &Arc<Inner>, run: &crate::store::RunRecord) -> Result<boo
     let nodes = inner.store.nodes(run.id).await?;
     let attempts = inner.store.attempts(run.id).await?;
     let mut changes = Vec::new();
+    // Notes for the interrupted attempts' logs, written once the repair is committed.
+    let mut notes = Vec::new();
     let mut needs_work = false;
     for n in nodes.iter().filter(|n| n.state == NodeState::Running) {
         let Some(node) = version.pipeline.node(&n.node_id) else {
@@ -188,18 +192,35 @@ async fn repair(inner: &Arc<Inner>, run: &crate::store::RunRecord) -> Result<boo
             .filter(|a| a.node_id == n.node_id && a.state == AttemptState::Interrupted)
             .count()
             + 1;
+        let attempt = n.attempts;
         let change = if node.effective_on_crash() == OnCrash::Ask {
+            notes.push((n.node_id.clone(), attempt, NoteSlot::Retry, format!("attempt {attempt} interrupted by a daemon stop; not safe to repeat: waiting for an operator to retry, succeed or fail it")));
             NodeChange { state: Some(NodeState::NeedsDecision), error: Some(Some("interrupted by a daemon stop; not safe to repeat without a decision (retry, succeed or fail it)".into())), ..Default::default() }
         } else if interrupted >= MAX_INTERRUPTIONS {
+            let error =
+                format!("interrupted {interrupted} times by daemon stops; not retried again");
+            notes.push((
+                n.node_id.clone(),
+                attempt,
+                NoteSlot::Retry,
+                format!("attempt {attempt} interrupted by a daemon stop"),
+            ));
+            if let Some(text) = outcome_note(NodeState::Failed, Some(&error)) {
+                notes.push((n.node_id.clone(), attempt, NoteSlot::Outcome, text));
+            }
             NodeChange {
                 state: Some(NodeState::Failed),
-                error: Some(Some(format!(
-                    "interrupted {interrupted} times by daemon stops; not retried again"
-                ))),
+                error: Some(Some(error)),
                 finished_at: Some(Some(jiff::Timestamp::now().as_millisecond())),
                 ..Default::default()
             }
         } else {
+            notes.push((
+                n.node_id.clone(),
+                attempt,
+                NoteSlot::Retry,
+                format!("attempt {attempt} interrupted by a daemon stop; retrying"),
+            ));
             NodeChange {
                 state: Some(NodeState::Pending),
                 ..Default::default()
@@ -210,6 +231,17 @@ async fn repair(inner: &Arc<Inner>, run: &crate::store::RunRecord) -> Result<boo
     }
     if !changes.is_empty() {
         inner.store.apply(changes).await?;
+    }
+    for (node, attempt, slot, text) in notes {
+        LogSink::new(
+            run.id,
+            &node,
+            attempt,
+            inner.logs.clone(),
+            Arc::clone(&inner.redactor),
+        )
+        .closing_note(slot, &text)
+        .await;
     }
     Ok(needs_work)
 }

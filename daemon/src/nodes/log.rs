@@ -2,10 +2,10 @@
 //! whoever listens (the engine stores and announces them).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_shared::run::{LogLine, RunId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::secrets::Redactor;
 
@@ -23,6 +23,32 @@ pub enum LogMsg {
     Barrier(oneshot::Sender<()>),
 }
 
+/// The engine's notes about an attempt that are written after it ended. Each
+/// has its own fixed place after every line the attempt could write, so one
+/// written again (a driver looking twice, a restart) is stored once, and they
+/// read in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteSlot {
+    /// Retrying after a failure, asking an approval again, or interrupted by a daemon stop.
+    Retry,
+    /// An approval's decision or expiry.
+    Decision,
+    /// How the node ended: succeeded, failed, skipped or cancelled.
+    Outcome,
+}
+
+impl NoteSlot {
+    /// The note's `seq` in a log capped at `max_lines` (`max_lines + 1` is the truncation marker).
+    fn seq(self, max_lines: u32) -> u32 {
+        let offset = match self {
+            Self::Retry => 2,
+            Self::Decision => 3,
+            Self::Outcome => 4,
+        };
+        max_lines.saturating_add(offset)
+    }
+}
+
 /// Where one attempt's log lines go. Cheap to clone.
 #[derive(Clone)]
 pub struct LogSink {
@@ -31,7 +57,11 @@ pub struct LogSink {
     attempt: u32,
     tx: mpsc::Sender<LogMsg>,
     redactor: Arc<Redactor>,
-    seq: Arc<AtomicU32>,
+    /// The last `seq` handed out. Held from numbering a line until it is
+    /// queued, so lines reach the store in `seq` order even when clones of the
+    /// sink write from several threads (stdout and stderr, a notification):
+    /// readers page by insertion and skip a `seq` they have passed.
+    seq: Arc<Mutex<u32>>,
     dropped: Arc<AtomicU64>,
     max_lines: u32,
 }
@@ -51,7 +81,7 @@ impl LogSink {
             attempt,
             tx,
             redactor,
-            seq: Arc::new(AtomicU32::new(0)),
+            seq: Arc::new(Mutex::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
             max_lines: MAX_LINES,
         }
@@ -66,11 +96,13 @@ impl LogSink {
     /// Writes one line (without its newline). Waits when the store is behind,
     /// which slows the producer rather than growing memory.
     pub async fn line(&self, stream: &str, text: &str) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if seq > self.max_lines {
+        let mut last = self.seq.lock().await;
+        if *last >= self.max_lines {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        *last += 1;
+        let seq = *last;
         let mut text = self.redactor.redact(text).into_owned();
         if text.len() > MAX_LINE_BYTES {
             let mut cut = MAX_LINE_BYTES;
@@ -89,11 +121,10 @@ impl LogSink {
     }
 
     /// A note from the engine after the attempt ended (e.g. "retrying in 2s"):
-    /// placed after every line the attempt could have written.
-    pub async fn closing_note(&self, text: &str) {
+    /// placed in its slot after every line the attempt could have written.
+    pub async fn closing_note(&self, slot: NoteSlot, text: &str) {
         let text = self.redactor.redact(text).into_owned();
-        self.send(self.max_lines.saturating_add(2), "sluice", text)
-            .await;
+        self.send(slot.seq(self.max_lines), "sluice", text).await;
     }
 
     /// Ends the attempt's log, adding a visible marker if lines were dropped.
@@ -118,5 +149,38 @@ impl LogSink {
         };
         // A closed channel means the daemon is stopping; the line has nowhere to go.
         let _ = self.tx.send(LogMsg::Line(record)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn lines_from_clones_on_several_threads_arrive_in_seq_order() {
+        // A channel of one makes writers wait, which is when numbering and
+        // queueing apart would let a later seq overtake an earlier one.
+        let (tx, mut rx) = mpsc::channel(1);
+        let sink = LogSink::new(RunId(1), "n", 1, tx, Arc::new(Redactor::default()));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let sink = sink.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..500 {
+                    sink.line("stdout", &format!("{w} {i}")).await;
+                }
+            }));
+        }
+        drop(sink);
+        let mut seqs = Vec::new();
+        while let Some(msg) = rx.recv().await {
+            if let LogMsg::Line(l) = msg {
+                seqs.push(l.seq);
+            }
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(seqs, (1..=2000).collect::<Vec<u32>>());
     }
 }

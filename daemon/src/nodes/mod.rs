@@ -27,7 +27,7 @@ use sluice_shared::template::{Context, TemplateEngine};
 use tokio_util::sync::CancellationToken;
 
 use crate::secrets::Redactor;
-pub use log::{LogMsg, LogSink};
+pub use log::{LogMsg, LogSink, NoteSlot};
 
 /// Largest stdout or stderr kept in a node's output (the log keeps every line up to its cap).
 pub const MAX_CAPTURE: usize = 64 * 1024;

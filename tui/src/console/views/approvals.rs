@@ -49,9 +49,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
                     ap.decided_by.as_deref().unwrap_or("-")
                 )
             } else {
-                ap.deadline
-                    .map(|d| format!("until {}", clock(app, d)))
-                    .unwrap_or_else(|| "no deadline".into())
+                ap.state.clone()
             }
         };
         let pipeline_of = |ap: &sluice_shared::protocol::ApprovalInfo| {
@@ -81,7 +79,22 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             9,
             14,
         );
-        let columns = [
+        // When a pending approval expires, relative (what an operator acts
+        // on) and, where the row has room, the clock time too.
+        let expiries: Vec<(String, String)> = shown
+            .iter()
+            .map(|(_, ap)| match ap.deadline {
+                Some(d) => {
+                    let short = expires_in(d - app.now_ms);
+                    let long = format!("{short} ({})", clock(app, d));
+                    (short, long)
+                }
+                None => ("never".to_owned(), "never".to_owned()),
+            })
+            .collect();
+        let short_w = natural_width(expiries.iter().map(|e| e.0.as_str()), 7, 12);
+        let long_w = natural_width(expiries.iter().map(|e| e.1.as_str()), 7, 28);
+        let mut columns = vec![
             Col::fixed("ID", 5, 0),
             Col::fixed("RUN", 7, 3),
             Col::flex("PIPELINE", 8, 2),
@@ -89,11 +102,26 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             Col::fixed("REQUESTED", requested_w, 4),
             Col::fixed("STATE", state_w, 0),
         ];
+        // Decided approvals expire no more: the history has no such column.
+        let mut long = false;
+        if !a.show_history {
+            columns.push(Col::fixed("EXPIRES", short_w, 1));
+            let with_short = fit_columns(&columns, inner.width).len();
+            if let Some(c) = columns.last_mut() {
+                c.width = long_w;
+            }
+            // The clock time only when it costs no other column.
+            long = fit_columns(&columns, inner.width).len() == with_short;
+            if !long && let Some(c) = columns.last_mut() {
+                c.width = short_w;
+            }
+        }
         let keep = fit_columns(&columns, inner.width);
         let body: Vec<Row> = shown
             .iter()
             .zip(&states)
-            .map(|((i, ap), last)| {
+            .zip(&expiries)
+            .map(|(((i, ap), last), (short, full))| {
                 let state_style = match ap.state.as_str() {
                     "approved" => t.ok(),
                     "rejected" | "expired" => t.error(),
@@ -106,6 +134,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
                     "PIPELINE" => Cell::from(pipeline_of(ap)),
                     "NODE" => Cell::from(ap.node.clone()),
                     "REQUESTED" => Cell::from(clock(app, ap.requested_at)),
+                    "EXPIRES" => Cell::from(if long { full.clone() } else { short.clone() }),
                     _ => Cell::from(Span::styled(last.clone(), state_style)),
                 });
                 let row = Row::new(cells.collect::<Vec<_>>());
@@ -122,6 +151,23 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
     }
     if let Some(side) = side {
         draw_context(frame, app, side);
+    }
+}
+
+/// How long until a deadline `left_ms` away: `in 45s`, `in 12m`, `in 3h05m`,
+/// `in 2d04h`; `now` once it is due (the daemon expires it at its next look).
+fn expires_in(left_ms: i64) -> String {
+    let s = (left_ms.max(0) + 999) / 1000;
+    if s == 0 {
+        "now".into()
+    } else if s < 60 {
+        format!("in {s}s")
+    } else if s < 3600 {
+        format!("in {}m", s / 60)
+    } else if s < 86_400 {
+        format!("in {}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("in {}d{:02}h", s / 86_400, (s % 86_400) / 3600)
     }
 }
 
@@ -185,4 +231,20 @@ fn draw_context(frame: &mut Frame, app: &App, area: Rect) {
             .block(block(app, format!("Approval #{}", ap.id))),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expires_in;
+
+    #[test]
+    fn expiry_reads_relative_and_rounds_up() {
+        assert_eq!(expires_in(-5), "now");
+        assert_eq!(expires_in(0), "now");
+        assert_eq!(expires_in(1), "in 1s");
+        assert_eq!(expires_in(59_000), "in 59s");
+        assert_eq!(expires_in(12 * 60_000 + 30_000), "in 12m");
+        assert_eq!(expires_in(3 * 3_600_000 + 5 * 60_000), "in 3h05m");
+        assert_eq!(expires_in(2 * 86_400_000 + 4 * 3_600_000), "in 2d04h");
+    }
 }
