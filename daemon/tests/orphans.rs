@@ -39,8 +39,9 @@ fn recorded_pgid(d: &Daemon) -> Option<i64> {
     .ok()
 }
 
-/// Waits (60 s at most) for run 1, retried after the restart, to succeed.
-async fn first_run_succeeds(d: &Daemon) {
+/// Waits (60 s at most) for run 1, retried after the restart, to succeed;
+/// returns the client it asked with.
+async fn first_run_succeeds(d: &Daemon) -> daemon::Client {
     let mut c = d.client().await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -49,7 +50,7 @@ async fn first_run_succeeds(d: &Daemon) {
             .await
             .expect("runs.get");
         if run["state"] == "succeeded" {
-            return;
+            return c;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -93,7 +94,7 @@ async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
         (!running(pgid)).then_some(())
     })
     .await;
-    first_run_succeeds(&d).await;
+    let mut c = first_run_succeeds(&d).await;
     assert_eq!(
         lines(&started),
         2,
