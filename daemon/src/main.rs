@@ -91,6 +91,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    sluice_daemon::procstat::mark_start();
     // Before any thread exists (the runtime, the log file writer): take the
     // service manager's variables out of the environment, so no child inherits them.
     // SAFETY: no other thread has been started yet.

@@ -34,10 +34,15 @@ pub fn read() -> Option<ProcessStats> {
     let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
     let page = u64::try_from(page).ok().filter(|&p| p > 0)?;
     let (utime, stime) = (field(14)?, field(15)?);
-    let boot = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))?;
+    // /proc/stat is hidden under ProcSubset=pid: then the time `mark_start` noted.
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
+    });
+    let start_time_seconds = match (boot, field(22)) {
+        (Some(boot), Some(since_boot)) => boot as f64 + since_boot as f64 / ticks as f64,
+        _ => *STARTED.get_or_init(now_seconds),
+    };
     let open_fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
         .unwrap_or(0);
@@ -58,8 +63,19 @@ pub fn read() -> Option<ProcessStats> {
         open_fds,
         max_fds,
         threads: field(20)?,
-        start_time_seconds: boot as f64 + field(22)? as f64 / ticks as f64,
+        start_time_seconds,
     })
+}
+
+static STARTED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+fn now_seconds() -> f64 {
+    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
+}
+
+/// Notes now as the start time, for when `/proc/stat` cannot be read (call early).
+pub fn mark_start() {
+    STARTED.get_or_init(now_seconds);
 }
 
 #[cfg(test)]
