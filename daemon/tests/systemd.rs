@@ -313,3 +313,110 @@ fn a_stalled_store_writer_stops_the_watchdog_pings() {
     std::fs::remove_file(&flag).unwrap();
     notify.wait_for(15, "WATCHDOG=1");
 }
+
+/// A pipeline file with a mistake whose diagnostic spans two lines (a hint).
+const BROKEN: &str = "nodes:\n  - id: fetch\n    kind: transform\n    output: {}\n  - id: post\n    kind: transform\n    needs: [fetc]\n    output: {}\n";
+
+#[test]
+fn stderr_in_the_journal_gets_one_prefixed_line_per_event_and_a_rejected_file_is_logged_once() {
+    let mut notify = NotifySocket::bind();
+    let logs = tempfile::tempdir().unwrap();
+    let stderr_path = logs.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    // What systemd sets for a service whose stderr is the journal: device and
+    // inode of that stream (here a file the test can read back).
+    let meta = std::os::unix::fs::MetadataExt::dev(&stderr.metadata().unwrap());
+    let ino = std::os::unix::fs::MetadataExt::ino(&stderr.metadata().unwrap());
+    let mut d = Daemon::prepare("", &[("hello.yaml", HELLO), ("broken.yaml", BROKEN)]);
+    d.http = format!("127.0.0.1:{}", free_port());
+    d.env.push((
+        "NOTIFY_SOCKET".into(),
+        notify.path.to_string_lossy().into_owned(),
+    ));
+    d.env.push(("JOURNAL_STREAM".into(), format!("{meta}:{ino}")));
+    d.env.push(("SLUICE_LOG".into(), "info".into()));
+    d.spawn_with(false, Stdio::from(stderr));
+    notify.wait_for(60, "READY=1");
+    // Two reloads that change nothing: the rejected file must not be logged again.
+    for _ in 0..2 {
+        d.signal(libc::SIGHUP);
+        notify.wait_for(30, "RELOADING=1");
+        notify.wait_for(30, "READY=1");
+    }
+    d.signal(libc::SIGTERM);
+    let mut child = d.child.take().unwrap();
+    common::wait_exit(&mut child, 90, "sluiced to stop after SIGTERM");
+
+    let text = std::fs::read_to_string(&stderr_path).unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("sluiced: ready"))
+        .collect();
+    assert!(!events.is_empty(), "nothing logged:\n{text}");
+    for l in &events {
+        let prio = l
+            .strip_prefix('<')
+            .and_then(|r| r.split_once('>'))
+            .map(|(p, _)| p);
+        assert!(
+            matches!(prio, Some("3" | "4" | "6" | "7")),
+            "a line without a syslog priority prefix: {l:?}\n{text}"
+        );
+        let body = &l[3..];
+        assert!(
+            !body.starts_with(|c: char| c.is_ascii_digit()),
+            "a line with our own timestamp (journald stamps lines itself): {l:?}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("sluiced ready")),
+        "{text}"
+    );
+    // The diagnostic and its hint are one entry, at warning priority, once.
+    let rejected: Vec<&&str> = events
+        .iter()
+        .filter(|l| l.contains("unknown node 'fetc'"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{text}");
+    assert!(
+        rejected[0].starts_with("<4>") && rejected[0].contains("did you mean 'fetch'"),
+        "{}",
+        rejected[0]
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|l| l.contains("SIGHUP: reloading"))
+            .count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn stderr_that_is_not_the_journal_keeps_timestamps() {
+    let notify = NotifySocket::bind();
+    let mut d = Daemon::prepare("", &[("hello.yaml", HELLO)]);
+    d.env.push((
+        "NOTIFY_SOCKET".into(),
+        notify.path.to_string_lossy().into_owned(),
+    ));
+    // A JOURNAL_STREAM inherited from a parent, naming some other stream.
+    d.env.push(("JOURNAL_STREAM".into(), "1:1".into()));
+    d.env.push(("SLUICE_LOG".into(), "info".into()));
+    d.spawn();
+    // The event comes before the ready line the fixture waited for.
+    let lines = d.stderr.as_mut().unwrap();
+    let line = lines
+        .seen
+        .iter()
+        .find(|l| l.contains("sluiced ready"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no 'sluiced ready' event before the ready line: {:?}", lines.seen));
+    assert!(
+        line.starts_with(|c: char| c.is_ascii_digit()) && !line.starts_with('<'),
+        "{line:?}"
+    );
+}
