@@ -30,7 +30,7 @@ pub const LOG_ENV: &str = "SLUICE_LOG";
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
     /// `[log] level` (or `SLUICE_LOG`) is not a filter.
-    #[error("invalid log level '{text}': {message}")]
+    #[error("[log] level (or SLUICE_LOG) '{text}' is not a log filter: {message}")]
     Level {
         /// What was given.
         text: String,

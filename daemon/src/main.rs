@@ -278,7 +278,7 @@ async fn check_config(s: &Settings) -> anyhow::Result<ExitCode> {
         problems += 1;
     };
     if let Err(e) = sluice_daemon::logging::check(&s.config.log) {
-        problem(format!("[log] {e}"));
+        problem(e.to_string());
     }
     if s.config.engine.threads == Some(0) {
         problem("[engine] threads must be at least 1 (leave it unset for one per CPU)".into());
