@@ -104,9 +104,16 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Some(Command::Completions { shell }) => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "sluiced", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            // Into memory first: `generate` panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "sluiced", &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluiced: error: writing the completions: {e}");
+                    ExitCode::from(1)
+                }
+            };
         }
         Some(Command::Manpage) => {
             return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {

@@ -188,6 +188,13 @@ pub enum Command {
     Cron(CronCommand),
     /// Print the JSON Schema of pipeline files.
     Schema,
+    /// Print a shell completion script for sluice.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print sluice's man page (roff).
+    Manpage,
 }
 
 /// `sluice limits ...`.

@@ -54,6 +54,21 @@ fn main() -> std::process::ExitCode {
         Command::Schema => output::emit(&sluice_shared::schema::pipeline_schema_json())
             .map(|()| Exit::Success)
             .map_err(Into::into),
+        Command::Completions { shell } => {
+            // Into memory first: `generate` panics on a write error (a closed pipe).
+            let mut cmd = <cli::Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "sluice", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map(|()| Exit::Success)
+                .map_err(Into::into)
+        }
+        Command::Manpage => {
+            clap_mangen::Man::new(<cli::Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())
+                .map(|()| Exit::Success)
+                .map_err(Into::into)
+        }
         Command::Demo { no_console } => match runtime() {
             Ok(rt) => rt.block_on(cmd::demo::run(
                 no_console,

@@ -511,7 +511,12 @@ pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, 
         }
         Command::Limits { action } => limits(&mut client, action, json).await?,
         Command::Token(action) => token(&mut client, action, json).await?,
-        Command::Validate(_) | Command::Cron(_) | Command::Schema | Command::Demo { .. } => {
+        Command::Validate(_)
+        | Command::Cron(_)
+        | Command::Schema
+        | Command::Demo { .. }
+        | Command::Completions { .. }
+        | Command::Manpage => {
             return Err(usage("offline command"));
         }
     }
