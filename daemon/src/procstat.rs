@@ -36,8 +36,10 @@ pub fn read() -> Option<ProcessStats> {
     let (utime, stime) = (field(14)?, field(15)?);
     // /proc/stat is hidden under ProcSubset=pid: then the time `mark_start` noted.
     let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
+        t.lines().find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
     });
     let start_time_seconds = match (boot, field(22)) {
         (Some(boot), Some(since_boot)) => boot as f64 + since_boot as f64 / ticks as f64,

@@ -57,7 +57,9 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Run durations: from a second to a day.
 fn run_duration_histogram() -> Histogram {
-    Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0])
+    Histogram::new([
+        0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+    ])
 }
 
 /// Request latencies: a webhook is answered once its run is committed (ms).
@@ -208,11 +210,7 @@ impl Exporter {
             "Node attempts executing now",
             gauges.workers_busy.clone(),
         );
-        registry.register(
-            "pipelines",
-            "Pipelines loaded",
-            gauges.pipelines.clone(),
-        );
+        registry.register("pipelines", "Pipelines loaded", gauges.pipelines.clone());
         let pipelines = Arc::clone(triggers.registry());
         registry.register_collector(Box::new(TriggerCounters {
             triggers,
@@ -232,7 +230,11 @@ impl Exporter {
         let store = self.engine.store();
         match store.state_counts().await {
             Ok((queued, running, waiting)) => {
-                for (state, n) in [("queued", queued), ("running", running), ("waiting", waiting)] {
+                for (state, n) in [
+                    ("queued", queued),
+                    ("running", running),
+                    ("waiting", waiting),
+                ] {
                     self.gauges
                         .runs
                         .get_or_create(&StateLabel { state })

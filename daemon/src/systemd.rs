@@ -98,10 +98,7 @@ impl ServiceManager {
 
     /// `RELOADING=1`, with the monotonic time systemd ≥ 253 wants for `Type=notify-reload`.
     pub fn reloading(&self) -> Result<(), NotifyError> {
-        self.notify(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            monotonic_usec()
-        ))
+        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()))
     }
 
     /// `STOPPING=1`.
@@ -148,7 +145,8 @@ fn monotonic_usec() -> u64 {
     if !ok {
         return 0;
     }
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
 }
 
 /// Whether stderr is the journal: `JOURNAL_STREAM` (`device:inode`) names

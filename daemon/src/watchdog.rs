@@ -19,9 +19,9 @@ const STATUS_EVERY: Duration = Duration::from_secs(10);
 pub async fn status_line(engine: &Engine, registry: &Registry) -> String {
     let pipelines = registry.list().len();
     match engine.store().state_counts().await {
-        Ok((queued, running, waiting)) => format!(
-            "{pipelines} pipelines; {running} running, {queued} queued, {waiting} waiting"
-        ),
+        Ok((queued, running, waiting)) => {
+            format!("{pipelines} pipelines; {running} running, {queued} queued, {waiting} waiting")
+        }
         Err(e) => format!("{pipelines} pipelines; run counts unavailable: {e}"),
     }
 }

@@ -80,10 +80,7 @@ fn every_default_the_sample_states_is_the_real_default() {
     assert_eq!(c.log.level, d.log.level);
     assert_eq!(c.log.rotation, d.log.rotation);
     assert_eq!(c.log.keep, d.log.keep);
-    let (cl, dl) = (
-        Limits::new(c.limits.clone()),
-        Limits::new(d.limits.clone()),
-    );
+    let (cl, dl) = (Limits::new(c.limits.clone()), Limits::new(d.limits.clone()));
     assert_eq!(cl.queue_bounds(NO_USER), dl.queue_bounds(NO_USER));
     let day = |l: &sluice_daemon::limits::LimitsConfig| {
         let s = l.default.day_starts.clone().unwrap_or_default();
@@ -125,10 +122,18 @@ fn every_key_of_the_configuration_is_in_the_sample() {
     // The keys each section accepts (deny_unknown_fields makes a stale sample
     // fail to parse; this catches a key the sample forgot).
     let sections: &[(&str, &[&str])] = &[
-        ("[paths]", &["state_dir", "pipelines", "socket", "plugins", "secrets"]),
+        (
+            "[paths]",
+            &["state_dir", "pipelines", "socket", "plugins", "secrets"],
+        ),
         (
             "[http]",
-            &["listen", "max_body", "max_connections_per_peer", "metrics_token"],
+            &[
+                "listen",
+                "max_body",
+                "max_connections_per_peer",
+                "metrics_token",
+            ],
         ),
         (
             "[engine]",
@@ -161,7 +166,9 @@ fn every_key_of_the_configuration_is_in_the_sample() {
         ),
         (
             "# [smtp]",
-            &["host", "port", "tls", "username", "password", "from", "timeout"],
+            &[
+                "host", "port", "tls", "username", "password", "from", "timeout",
+            ],
         ),
         (
             "# [llm.providers.local]",

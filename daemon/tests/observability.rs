@@ -159,7 +159,11 @@ async fn metrics_after_a_few_runs_parse_and_count_them() {
         .sum::<f64>();
     assert_eq!(accepted, 4.0, "2xx webhook answers");
     assert_eq!(
-        one(&scrape, "sluice_webhook_requests_total", &[("status", "404")]),
+        one(
+            &scrape,
+            "sluice_webhook_requests_total",
+            &[("status", "404")]
+        ),
         1.0
     );
     // The intake histogram saw all five deliveries.

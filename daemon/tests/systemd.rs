@@ -263,9 +263,7 @@ fn readiness_watchdog_reload_and_stop_reach_the_service_manager() {
     );
     let before: Vec<&String> = notify.seen.iter().take(notify.seen.len() - 1).collect();
     assert!(
-        before
-            .iter()
-            .all(|m| !m.lines().any(|l| l == "WATCHDOG=1")),
+        before.iter().all(|m| !m.lines().any(|l| l == "WATCHDOG=1")),
         "watchdog pings before READY: {before:?}"
     );
 
@@ -333,7 +331,8 @@ fn stderr_in_the_journal_gets_one_prefixed_line_per_event_and_a_rejected_file_is
         "NOTIFY_SOCKET".into(),
         notify.path.to_string_lossy().into_owned(),
     ));
-    d.env.push(("JOURNAL_STREAM".into(), format!("{meta}:{ino}")));
+    d.env
+        .push(("JOURNAL_STREAM".into(), format!("{meta}:{ino}")));
     d.env.push(("SLUICE_LOG".into(), "info".into()));
     d.spawn_with(false, Stdio::from(stderr));
     notify.wait_for(60, "READY=1");
@@ -414,7 +413,12 @@ fn stderr_that_is_not_the_journal_keeps_timestamps() {
         .iter()
         .find(|l| l.contains("sluiced ready"))
         .cloned()
-        .unwrap_or_else(|| panic!("no 'sluiced ready' event before the ready line: {:?}", lines.seen));
+        .unwrap_or_else(|| {
+            panic!(
+                "no 'sluiced ready' event before the ready line: {:?}",
+                lines.seen
+            )
+        });
     assert!(
         line.starts_with(|c: char| c.is_ascii_digit()) && !line.starts_with('<'),
         "{line:?}"

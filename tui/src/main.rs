@@ -63,12 +63,10 @@ fn main() -> std::process::ExitCode {
                 .map(|()| Exit::Success)
                 .map_err(Into::into)
         }
-        Command::Manpage => {
-            clap_mangen::Man::new(<cli::Cli as clap::CommandFactory>::command())
-                .render(&mut std::io::stdout())
-                .map(|()| Exit::Success)
-                .map_err(Into::into)
-        }
+        Command::Manpage => clap_mangen::Man::new(<cli::Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
         Command::Demo { no_console } => match runtime() {
             Ok(rt) => rt.block_on(cmd::demo::run(
                 no_console,

@@ -394,7 +394,11 @@ async fn metrics(State(st): State<WebhookState>, headers: HeaderMap) -> Response
         // A token that cannot be read refuses every scrape rather than opening the endpoint.
         let Some(expected) = secrets.get(name) else {
             tracing::warn!(secret = %name, "metrics: the [http] metrics_token secret is not set; refusing scrapes");
-            return (StatusCode::SERVICE_UNAVAILABLE, "metrics token not configured\n").into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics token not configured\n",
+            )
+                .into_response();
         };
         let given = headers
             .get(axum::http::header::AUTHORIZATION)

@@ -69,8 +69,7 @@ impl Daemon {
     /// with `wait`, waits for the ready line (needs a piped stderr).
     pub fn spawn_with(&mut self, wait: bool, stderr: Stdio) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluiced"));
-        cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(self.path("sluiced.toml"))
             .arg("--state-dir")
             .arg(self.path("state"))
