@@ -61,6 +61,68 @@ pub struct Config {
     /// Email delivery for notifications (see [`crate::notify::SmtpConfig`]).
     #[serde(default)]
     pub smtp: Option<crate::notify::SmtpConfig>,
+    /// The daemon's own log: level and rolling files.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// A tracing filter, e.g. `info` or `warn,sluice_daemon::triggers=debug`
+    /// (`SLUICE_LOG` overrides it).
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// Directory of rolling log files; unset: `$LOGS_DIRECTORY` under systemd,
+    /// else no files (stderr only).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// When a new file starts.
+    #[serde(default)]
+    pub rotation: LogRotation,
+    /// Files kept in `dir` (older ones are deleted); 0 keeps every file.
+    #[serde(default = "default_log_keep")]
+    pub keep: usize,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            dir: None,
+            rotation: LogRotation::default(),
+            keep: default_log_keep(),
+        }
+    }
+}
+
+impl Log {
+    /// The directory files go to: the key, else `$LOGS_DIRECTORY` (systemd's `LogsDirectory=`).
+    pub fn resolved_dir(&self) -> Option<PathBuf> {
+        self.dir.clone().or_else(|| env_path("LOGS_DIRECTORY"))
+    }
+}
+
+/// `[log] rotation`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogRotation {
+    /// A file per hour: `sluiced.YYYY-MM-DD-HH.log` (UTC).
+    Hourly,
+    /// A file per day: `sluiced.YYYY-MM-DD.log` (UTC).
+    #[default]
+    Daily,
+    /// One file, `sluiced.log`, never rotated (leave it to logrotate).
+    Never,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn default_log_keep() -> usize {
+    14
 }
 
 /// `[paths]`.
@@ -92,6 +154,10 @@ pub struct Http {
     /// Connections one client address may hold open (raise it behind a local proxy).
     #[serde(default)]
     pub max_connections_per_peer: Option<usize>,
+    /// The name of a secret whose value `GET /metrics` requires as a bearer
+    /// token; unset: `/metrics` is open to whoever reaches the listener.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Http {
@@ -100,6 +166,7 @@ impl Default for Http {
             listen: default_listen(),
             max_body: None,
             max_connections_per_peer: None,
+            metrics_token: None,
         }
     }
 }
@@ -121,6 +188,19 @@ pub struct Engine {
     /// How long running nodes may finish after SIGTERM before they are stopped.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Duration,
+    /// Runtime worker threads; unset: the available parallelism (CPUs this
+    /// process may use, cgroup quotas included).
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+impl Engine {
+    /// The runtime's worker threads: `threads`, else the available parallelism.
+    pub fn runtime_threads(&self) -> usize {
+        self.threads.filter(|&n| n > 0).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for Engine {
@@ -129,6 +209,7 @@ impl Default for Engine {
             workers: default_workers(),
             durability: Durability::default(),
             shutdown_grace: default_grace(),
+            threads: None,
         }
     }
 }

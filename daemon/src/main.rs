@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ use sluice_daemon::registry::Registry;
 use sluice_daemon::secrets::Secrets;
 use sluice_daemon::statedir::{self, StateLock};
 use sluice_daemon::store::Store;
+use sluice_daemon::systemd::ServiceManager;
 use sluice_shared::Pipeline;
 use sluice_shared::run::{RunState, TriggerInfo};
 use sluice_shared::validate::ValidateOptions;
@@ -64,6 +65,17 @@ enum Command {
     RunOnce(RunArgs),
     /// Queue a run of a pipeline file for the daemon serving this state directory.
     Submit(RunArgs),
+    /// Check sluiced.toml, its secrets and the pipelines directory, then exit:
+    /// 0 when the daemon would start with them, 1 otherwise (for ExecStartPre= and CI).
+    CheckConfig,
+    /// Print a shell completion script for sluiced.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print sluiced's man page (roff), e.g. `sluiced man | man -l -`.
+    #[command(alias = "manpage")]
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -80,14 +92,57 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    sluice_daemon::procstat::mark_start();
+    // Before any thread exists (the runtime, the log file writer): take the
+    // service manager's variables out of the environment, so no child inherits them.
+    // SAFETY: no other thread has been started yet.
+    let manager = match unsafe { ServiceManager::from_env_and_unset() } {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            eprintln!("sluiced: warning: {e}; not notifying the service manager");
+            Arc::new(ServiceManager::default())
+        }
+    };
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            // Into memory first: `generate` panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "sluiced", &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluiced: error: writing the completions: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Some(Command::Man) => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluiced: error: writing the man page: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
+    let s = match settings(&cli.common) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluiced: error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    // Files only for the daemon itself: a one-off command logs to stderr.
+    let serving = cli.command.is_none();
+    let _log_guard = match sluice_daemon::logging::init(&s.config.log, serving) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("sluiced: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // Before any thread or file exists: the daemon's files are private from
     // the start, and node processes get back the umask we were given.
     // SAFETY: umask only swaps the process's file mode mask.
@@ -112,8 +167,9 @@ fn main() -> ExitCode {
             }
         }
     };
+    let threads = s.config.engine.runtime_threads();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -123,9 +179,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli, budget)) {
+    tracing::debug!(threads, "runtime started");
+    match runtime.block_on(run(cli, s, budget, manager)) {
         Ok(code) => code,
         Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "sluiced stopped on an error");
             eprintln!("sluiced: error: {e:#}");
             ExitCode::from(1)
         }
@@ -203,16 +261,120 @@ fn load_secrets(s: &Settings) -> anyhow::Result<Secrets> {
     )?)
 }
 
-async fn run(cli: Cli, budget: Budget) -> anyhow::Result<ExitCode> {
-    let s = settings(&cli.common)?;
+async fn run(
+    cli: Cli,
+    s: Settings,
+    budget: Budget,
+    manager: Arc<ServiceManager>,
+) -> anyhow::Result<ExitCode> {
     match cli.command {
-        None => serve(&s, budget).await,
+        None => serve(&s, budget, manager).await,
         Some(Command::RunOnce(args)) => run_once(&s, &args).await,
         Some(Command::Submit(args)) => submit(&s, &args).await,
+        Some(Command::CheckConfig) => check_config(&s).await,
+        // Handled before the runtime started.
+        Some(Command::Completions { .. } | Command::Man) => Ok(ExitCode::SUCCESS),
     }
 }
 
-async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
+/// `sluiced check-config`: everything `serve` reads before it binds, checked
+/// the same way, each problem printed; nothing is opened for writing.
+async fn check_config(s: &Settings) -> anyhow::Result<ExitCode> {
+    let mut problems = 0usize;
+    let mut problem = |what: String| {
+        eprintln!("error: {what}");
+        problems += 1;
+    };
+    if let Err(e) = sluice_daemon::logging::check(&s.config.log) {
+        problem(e.to_string());
+    }
+    if s.config.engine.threads == Some(0) {
+        problem("[engine] threads must be at least 1 (leave it unset for one per CPU)".into());
+    }
+    if s.config.engine.workers == 0 {
+        problem("[engine] workers must be at least 1".into());
+    }
+    if let Some(text) = &s.config.http.max_body
+        && let Err(e) = sluice_daemon::triggers::webhook::parse_size(text)
+    {
+        problem(format!("[http] max_body: {e}"));
+    }
+    if let Err(e) = s.config.http.listen.parse::<std::net::SocketAddr>() {
+        problem(format!(
+            "[http] listen '{}': {e} (use address:port, e.g. 127.0.0.1:8677)",
+            s.config.http.listen
+        ));
+    }
+    if let Err(e) = sluice_daemon::api::SocketLimits::from_config(&s.config.socket) {
+        problem(format!("{e}"));
+    }
+    if let Err(e) = Access::from_config(s.config.access.as_ref()) {
+        problem(format!("[access] {e:#}"));
+    }
+    match load_secrets(s) {
+        Ok(secrets) => {
+            if let Err(e) = llm_providers(s, &secrets) {
+                problem(format!("[llm] {e:#}"));
+            }
+            if let Err(e) = notifier(s, &secrets) {
+                problem(format!("[smtp] {e:#}"));
+            }
+            if let Some(name) = &s.config.http.metrics_token
+                && secrets.get(name).is_none()
+            {
+                problem(format!(
+                    "[http] metrics_token names the secret '{name}', which is not set"
+                ));
+            }
+        }
+        Err(e) => problem(format!("secrets: {e:#}")),
+    }
+    let dir = &s.paths.pipelines;
+    let (mut valid, mut invalid) = (0usize, 0usize);
+    if dir.is_dir() {
+        let opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
+        let set = sluice_shared::load_paths(std::slice::from_ref(dir), &opts);
+        for f in &set.files {
+            for d in &f.diagnostics {
+                eprintln!("{d}");
+            }
+            if f.is_valid() {
+                valid += 1;
+            } else {
+                invalid += 1;
+            }
+        }
+        if invalid > 0 {
+            problem(format!(
+                "{invalid} pipeline file(s) in {} rejected",
+                dir.display()
+            ));
+        }
+    } else {
+        eprintln!(
+            "warning: the pipelines directory {} does not exist; the daemon starts with no pipelines",
+            dir.display()
+        );
+    }
+    if problems > 0 {
+        eprintln!("{problems} problem(s); sluiced would not start as configured");
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "ok: configuration valid; {valid} pipeline file(s) in {}",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    s: &Settings,
+    budget: Budget,
+    manager: Arc<ServiceManager>,
+) -> anyhow::Result<ExitCode> {
+    if let Err(e) = manager.status("starting: opening the store") {
+        tracing::warn!(error = %e, "cannot reach the service manager");
+    }
     statedir::prepare(&s.paths.state_dir)?;
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = open_store(s).await?;
@@ -316,12 +478,22 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
         webhook_opts.max_body =
             sluice_daemon::triggers::webhook::parse_size(text).context("[http] max_body")?;
     }
+    let exporter = Arc::new(sluice_daemon::prometheus::Exporter::new(
+        engine.clone(),
+        triggers.clone(),
+    ));
+    if let Some(name) = &s.config.http.metrics_token
+        && secrets.get(name).is_none()
+    {
+        tracing::warn!(secret = %name, "[http] metrics_token names a secret that is not set; /metrics refuses every scrape");
+    }
     let webhook_state = sluice_daemon::triggers::webhook::WebhookState::new(
         triggers.clone(),
         secrets.clone(),
         webhook_opts,
         stop_triggers.clone(),
-    );
+    )
+    .with_metrics(exporter, s.config.http.metrics_token.clone());
     let http_listener = tokio::net::TcpListener::bind(&s.config.http.listen)
         .await
         .with_context(|| format!("binding the HTTP listener to {}", s.config.http.listen))?;
@@ -352,6 +524,7 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
             webhook_state.clone(),
         );
         let limits = Arc::clone(engine.limits());
+        let (manager, engine) = (Arc::clone(&manager), engine.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -359,6 +532,9 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
                     () = stop.cancelled() => return,
                 }
                 tracing::info!("SIGHUP: reloading sluiced.toml and the pipelines directory");
+                if let Err(e) = manager.reloading() {
+                    tracing::warn!(error = %e, "cannot tell the service manager about the reload");
+                }
                 let mut new_validate = None;
                 match Cli::try_parse()
                     .map_err(anyhow::Error::from)
@@ -396,6 +572,12 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
                 if let Err(e) = rescanned {
                     tracing::error!(error = %format!("{e:#}"), "rescanning the pipelines directory failed");
                 }
+                // Ready again whether or not the new files were good: the
+                // previous versions keep running (RELOADING=1 … READY=1).
+                let status = sluice_daemon::watchdog::status_line(&engine, &registry).await;
+                if let Err(e) = manager.ready(&status) {
+                    tracing::warn!(error = %e, "cannot tell the service manager the reload is done");
+                }
             }
         });
     }
@@ -408,6 +590,19 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
         stop_retention.clone(),
     );
     tracing::info!(state_dir = %s.paths.state_dir.display(), recovered, "sluiced ready");
+    // The store is open, recovery has started, the pipelines are loaded and
+    // both listeners are bound (and /readyz answers 200): now systemd may
+    // start what orders itself after us.
+    let status = sluice_daemon::watchdog::status_line(&engine, &registry).await;
+    if let Err(e) = manager.ready(&status) {
+        tracing::warn!(error = %e, "cannot tell the service manager we are ready");
+    }
+    sluice_daemon::watchdog::spawn(
+        Arc::clone(&manager),
+        engine.clone(),
+        Arc::clone(&registry),
+        stop_retention.clone(),
+    );
     // Announce readiness to whoever started us (tests wait for this line).
     eprintln!(
         "sluiced: ready (state {}, socket {}, http {http_addr})",
@@ -415,6 +610,9 @@ async fn serve(s: &Settings, budget: Budget) -> anyhow::Result<ExitCode> {
         s.paths.socket.display()
     );
     wait_for_stop().await?;
+    if let Err(e) = manager.stopping() {
+        tracing::warn!(error = %e, "cannot tell the service manager we are stopping");
+    }
     tracing::info!("stopping: letting running nodes finish");
     // --- triggers: stop intake first (no new runs), then the rest below ---
     stop_triggers.cancel();

@@ -53,6 +53,9 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     /// Files rejected, with their problems.
     pub rejected: Vec<PathBuf>,
+    /// Of `rejected`, the files whose problems are new or changed since the
+    /// previous reload (logged once per change, not at every reload).
+    pub newly_rejected: Vec<PathBuf>,
     /// The directory or files that could not be read (an I/O error other
     /// than "not found"); what was loaded from them stays as it was.
     pub unreadable: Vec<PathBuf>,
@@ -512,6 +515,7 @@ impl Registry {
                         file: file.display().to_string(),
                         diagnostics: diagnostics.clone(),
                     });
+                    report.newly_rejected.push(file.clone());
                 }
                 report.rejected.push(file.clone());
             }

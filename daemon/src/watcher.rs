@@ -252,7 +252,9 @@ fn log_report(report: &ReloadReport) {
     for name in &report.removed {
         tracing::info!(pipeline = ?name, "pipeline file removed; pipeline disabled");
     }
-    for file in &report.rejected {
+    // Once per change of a file's problems: a SIGHUP or an unrelated edit
+    // does not repeat it.
+    for file in &report.newly_rejected {
         tracing::warn!(file = %file.display(), "pipeline file rejected; `sluice errors` shows why");
     }
 }

@@ -211,6 +211,7 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff), e.g. `sluice man | man -l -`.
+    #[command(alias = "manpage")]
     Man,
 }
 

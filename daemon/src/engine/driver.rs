@@ -157,6 +157,21 @@ impl Run {
     /// Commits the pending changes, writes the notes on them, then announces them.
     async fn flush(&mut self, inner: &Inner) -> Result<(), EngineError> {
         let committed = !self.changes.is_empty();
+        // Attempts that end in this flush, counted once it is committed.
+        let ended: Vec<(usize, AttemptState)> = self
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::AttemptEnd(_, node, _, state, _) => self
+                    .version
+                    .pipeline
+                    .nodes
+                    .iter()
+                    .position(|n| &n.id == node)
+                    .map(|i| (i, *state)),
+                _ => None,
+            })
+            .collect();
         if committed {
             inner.store.apply(std::mem::take(&mut self.changes)).await?;
         }
@@ -169,10 +184,28 @@ impl Run {
         if !committed {
             return Ok(());
         }
-        let ends_run = self
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::RunState { state, .. } if state.is_finished()));
+        for (i, state) in ended {
+            inner
+                .opts
+                .telemetry
+                .attempt_finished(self.node(i).kind.name(), state);
+        }
+        let finished = self.events.iter().find_map(|e| match e {
+            Event::RunState { state, .. } if state.is_finished() => Some(*state),
+            _ => None,
+        });
+        if let Some(state) = finished {
+            let took = self.record.started_at.and_then(|at| {
+                u64::try_from(jiff::Timestamp::now().as_millisecond() - at)
+                    .ok()
+                    .map(std::time::Duration::from_millis)
+            });
+            inner
+                .opts
+                .telemetry
+                .run_finished(&self.record.pipeline, state, took);
+        }
+        let ends_run = finished.is_some();
         if ends_run {
             // Followers stop at the run's end: its last lines must be out first.
             inner.logs_settled().await;

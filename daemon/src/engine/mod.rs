@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub llm: Arc<crate::llm::LlmProviders>,
     /// Delivers `notify` nodes and approval notifications (webhooks only by default).
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Where finished runs and attempts are counted for `/metrics`.
+    pub telemetry: crate::prometheus::Telemetry,
 }
 
 impl Default for EngineOptions {
@@ -65,6 +67,7 @@ impl Default for EngineOptions {
             limits: Arc::default(),
             llm: Arc::default(),
             notifier: Arc::default(),
+            telemetry: crate::prometheus::Telemetry::default(),
         }
     }
 }
@@ -110,6 +113,28 @@ pub enum EngineError {
     /// Setting up failed.
     #[error("cannot start the engine: {0}")]
     Setup(String),
+}
+
+/// What the timer loop is told.
+pub(crate) enum TimerMsg {
+    /// Wake `run` at `at` (ms since the epoch).
+    Wake(i64, RunId),
+    /// Answer at once: the loop is turning (the watchdog's liveness probe).
+    Ping(oneshot::Sender<()>),
+}
+
+/// Why the liveness probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// A loop did not answer in time.
+    #[error("the {0} did not answer within {1:?}")]
+    Timeout(&'static str, Duration),
+    /// A loop is gone.
+    #[error("the {0} has stopped")]
+    Gone(&'static str),
+    /// The store writer failed the no-op write.
+    #[error("the store writer failed a no-op write: {0}")]
+    Store(#[from] StoreError),
 }
 
 pub(crate) enum Command {
@@ -159,7 +184,7 @@ pub(crate) struct Inner {
     /// repaired: whoever takes a run out first (recovery or a driver started
     /// by a command meanwhile) repairs it, so no driver sees stale state.
     pub(crate) recovering: Mutex<std::collections::HashSet<RunId>>,
-    timers: mpsc::UnboundedSender<(i64, RunId)>,
+    timers: mpsc::UnboundedSender<TimerMsg>,
     versions: Mutex<HashMap<VersionId, Arc<LoadedVersion>>>,
     /// True while the log pump holds lines not yet handed to the store.
     log_busy: Arc<std::sync::atomic::AtomicBool>,
@@ -365,6 +390,11 @@ impl Engine {
     /// The store the engine writes to.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Where runs, attempts and triggers are counted for `/metrics`.
+    pub fn telemetry(&self) -> &crate::prometheus::Telemetry {
+        &self.inner.opts.telemetry
     }
 
     /// The limits in force (trigger rates, concurrency and daily caps).
@@ -651,6 +681,31 @@ impl Engine {
         let _ = self.inner.store.flush().await;
     }
 
+    /// Proves the engine turns: a no-op goes round the timer loop (which wakes
+    /// every waiting run), a barrier through the log pump, and a no-op write
+    /// through the store's single writer, each within `within`. The systemd
+    /// watchdog pings only after this succeeds, so a wedged loop or writer
+    /// stops the pings and systemd restarts the daemon.
+    pub async fn probe(&self, within: Duration) -> Result<(), ProbeError> {
+        let timed = |what: &'static str| move |_| ProbeError::Timeout(what, within);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .timers
+            .send(TimerMsg::Ping(tx))
+            .map_err(|_| ProbeError::Gone("timer loop"))?;
+        tokio::time::timeout(within, rx)
+            .await
+            .map_err(timed("timer loop"))?
+            .map_err(|_| ProbeError::Gone("timer loop"))?;
+        tokio::time::timeout(within, self.inner.logs_settled())
+            .await
+            .map_err(timed("log pump"))?;
+        tokio::time::timeout(within, self.inner.store.flush())
+            .await
+            .map_err(timed("store writer"))??;
+        Ok(())
+    }
+
     /// Runs currently driven by a task (not waiting).
     pub fn active_runs(&self) -> usize {
         self.inner.drivers.lock().map_or(0, |d| d.len())
@@ -748,7 +803,7 @@ impl Inner {
             }
             DriverExit::Waiting(wake) => {
                 if let Some(at) = wake {
-                    let _ = self.timers.send((at, run));
+                    let _ = self.timers.send(TimerMsg::Wake(at, run));
                 }
                 // Commands that arrived while the driver decided to stop go to a new one.
                 if !pending.is_empty()
@@ -874,7 +929,7 @@ async fn log_pump(
 /// a wall-clock jump is noticed.
 async fn timer_loop(
     inner: Weak<Inner>,
-    mut rx: mpsc::UnboundedReceiver<(i64, RunId)>,
+    mut rx: mpsc::UnboundedReceiver<TimerMsg>,
     shutdown: CancellationToken,
 ) {
     let mut due: BTreeSet<(i64, RunId)> = BTreeSet::new();
@@ -893,7 +948,8 @@ async fn timer_loop(
             .map_or(60_000, |(at, _)| (at - now).clamp(0, 60_000));
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(entry) => { due.insert(entry); }
+                Some(TimerMsg::Wake(at, run)) => { due.insert((at, run)); }
+                Some(TimerMsg::Ping(reply)) => { let _ = reply.send(()); }
                 None => return,
             },
             () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))) => {}

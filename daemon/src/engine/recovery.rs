@@ -86,7 +86,7 @@ async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) {
         if needs_work || needs_driver(run.state) {
             inner.spawn_driver(run.id, false);
         } else if let Some(at) = run.wake_at.or(run.deadline) {
-            let _ = inner.timers.send((at, run.id));
+            let _ = inner.timers.send(super::TimerMsg::Wake(at, run.id));
         }
     }
 }

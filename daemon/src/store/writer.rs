@@ -158,6 +158,7 @@ pub(crate) async fn start(
     rx: mpsc::Receiver<(Write, Reply)>,
 ) -> Result<(), StoreError> {
     let (ready_tx, ready_rx) = oneshot::channel();
+    let stall = StallHook::from_env();
     std::thread::Builder::new()
         .name("sluice-store-writer".into())
         .spawn(move || {
@@ -165,7 +166,7 @@ pub(crate) async fn start(
             match open(&path, durability) {
                 Ok(conn) => {
                     let _ = ready_tx.send(Ok(()));
-                    run(conn, rx);
+                    run(conn, rx, &stall);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(StoreError::from(e)));
@@ -205,10 +206,43 @@ fn open(path: &std::path::Path, durability: Durability) -> rusqlite::Result<Conn
     Ok(conn)
 }
 
+/// A test-only way to wedge the writer, so the watchdog test can prove that a
+/// stuck writer stops the systemd watchdog pings: while the file named by
+/// `SLUICE_TEST_STALL_WRITER_FILE` exists, the writer takes no batch (as a
+/// writer hung on a dead disk would). A file, not a timer, so the test decides
+/// the moment without racing the daemon's start-up. Only debug builds (what
+/// `cargo test` runs) read the variable; release builds compile it out.
+struct StallHook {
+    #[cfg(debug_assertions)]
+    flag: Option<PathBuf>,
+}
+
+impl StallHook {
+    fn from_env() -> Self {
+        Self {
+            #[cfg(debug_assertions)]
+            flag: std::env::var_os("SLUICE_TEST_STALL_WRITER_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+
+    /// Blocks while the stall file exists (debug builds only).
+    fn wait(&self) {
+        #[cfg(debug_assertions)]
+        if let Some(flag) = &self.flag {
+            while flag.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 /// Runs until every sender is dropped, then closes the connection.
-fn run(conn: Connection, mut rx: mpsc::Receiver<(Write, Reply)>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<(Write, Reply)>, stall: &StallHook) {
     let mut batch: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
+        stall.wait();
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

@@ -859,6 +859,11 @@ impl FireJob {
             match self.fire(t, None).await {
                 Ok(Fired::Started { run, .. }) => {
                     Counters::add(&counters.cron_fires, 1);
+                    let late = jiff::Timestamp::now().duration_since(t);
+                    self.triggers
+                        .engine()
+                        .telemetry()
+                        .cron_fired_late(std::time::Duration::try_from(late).unwrap_or_default());
                     progress.fired = Some((t.as_millisecond(), run));
                 }
                 Ok(Fired::Skipped { reason }) => {

@@ -193,6 +193,8 @@ pub struct WebhookState {
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
+    /// `GET /metrics`, when served, with the secret naming its bearer token.
+    metrics: Option<(Arc<crate::prometheus::Exporter>, Option<String>)>,
 }
 
 impl WebhookState {
@@ -210,7 +212,19 @@ impl WebhookState {
             ready: Arc::new(AtomicBool::new(false)),
             shutdown,
             clock: Arc::new(SystemClock),
+            metrics: None,
         }
+    }
+
+    /// Serves `GET /metrics` from `exporter`; with `token_secret`, only to
+    /// requests bearing that secret's value.
+    pub fn with_metrics(
+        mut self,
+        exporter: Arc<crate::prometheus::Exporter>,
+        token_secret: Option<String>,
+    ) -> Self {
+        self.metrics = Some((exporter, token_secret));
+        self
     }
 
     /// Uses `clock` for signature timestamps (tests check published vectors at their own time).
@@ -244,6 +258,7 @@ pub fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/hooks/{pipeline}", post(hook))
         .with_state(state)
 }
@@ -256,6 +271,7 @@ pub async fn serve(listener: TcpListener, state: WebhookState, shutdown: Cancell
     let slots = Arc::new(Semaphore::new(state.opts.max_connections.max(1)));
     let peers = super::peers::PeerSlots::new(state.opts.max_per_peer);
     let mut backoff = crate::fdlimit::Backoff::default();
+    let telemetry = state.triggers.engine().telemetry().clone();
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => match p {
@@ -301,13 +317,25 @@ pub async fn serve(listener: TcpListener, state: WebhookState, shutdown: Cancell
         let app = app.clone();
         let header_timeout = state.opts.header_timeout;
         let stop = shutdown.clone();
+        let telemetry = telemetry.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let _peer_slot = peer_slot;
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(req.map(Body::new))
+                    // Only deliveries are counted: probes and scrapes are not webhooks.
+                    let hook = req.uri().path().starts_with("/hooks/");
+                    let started = std::time::Instant::now();
+                    let answered = app.clone().oneshot(req.map(Body::new));
+                    let telemetry = telemetry.clone();
+                    async move {
+                        let r = answered.await;
+                        if hook && let Ok(resp) = &r {
+                            telemetry.webhook_answered(resp.status().as_u16(), started.elapsed());
+                        }
+                        r
+                    }
                 },
             );
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -354,6 +382,55 @@ async fn refuse_busy_peer(
         stream.shutdown().await
     })
     .await;
+}
+
+/// `GET /metrics`: 404 when not served, 401 without the configured bearer token.
+async fn metrics(State(st): State<WebhookState>, headers: HeaderMap) -> Response {
+    let Some((exporter, token_secret)) = &st.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are not served here\n").into_response();
+    };
+    if let Some(name) = token_secret {
+        let secrets = st.secrets();
+        // A token that cannot be read refuses every scrape rather than opening the endpoint.
+        let Some(expected) = secrets.get(name) else {
+            tracing::warn!(secret = %name, "metrics: the [http] metrics_token secret is not set; refusing scrapes");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics token not configured\n",
+            )
+                .into_response();
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared as digests in constant time, like webhook bearer tokens.
+        let given = CtOutput::<Sha256>::new(Sha256::digest(given.trim().as_bytes()));
+        let expected = CtOutput::<Sha256>::new(Sha256::digest(expected.as_bytes()));
+        if given != expected {
+            let mut r = (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sluice metrics\""),
+            );
+            return r;
+        }
+    }
+    match exporter.render().await {
+        Ok(text) => {
+            let mut r = text.into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::prometheus::CONTENT_TYPE),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: encoding failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn readyz(State(st): State<WebhookState>) -> Response {

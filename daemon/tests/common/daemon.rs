@@ -19,11 +19,23 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// The webhook listener's address, from the ready line.
     pub http: String,
+    /// Extra environment for the process (applied after the fixture's own).
+    pub env: Vec<(String, String)>,
+    /// The process's stderr, read on a thread (lines after the ready line included).
+    pub stderr: Option<crate::common::Lines>,
 }
 
 impl Daemon {
     /// Starts sluiced with `config` (sluiced.toml text) and pipeline files.
     pub fn start(config: &str, pipelines: &[(&str, &str)]) -> Self {
+        let mut d = Self::prepare(config, pipelines);
+        d.spawn();
+        d
+    }
+
+    /// Writes the files of [`Daemon::start`] without starting the process
+    /// (set `env`, or `http` to a fixed address, then call `spawn*`).
+    pub fn prepare(config: &str, pipelines: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pdir = dir.path().join("pipelines");
         std::fs::create_dir_all(&pdir).expect("mkdir");
@@ -34,14 +46,14 @@ impl Daemon {
         }
         std::fs::write(dir.path().join("sluiced.toml"), config).expect("write config");
         let socket = dir.path().join("sluice.sock");
-        let mut d = Self {
+        Self {
             dir,
             child: None,
             socket,
             http: String::new(),
-        };
-        d.spawn();
-        d
+            env: Vec::new(),
+            stderr: None,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -50,26 +62,50 @@ impl Daemon {
 
     /// Starts (or restarts) the process and waits for its ready line.
     pub fn spawn(&mut self) {
+        self.spawn_with(true, Stdio::piped());
+    }
+
+    /// Starts the process with `stderr` (piped: read into [`Daemon::stderr`]);
+    /// with `wait`, waits for the ready line (needs a piped stderr).
+    pub fn spawn_with(&mut self, wait: bool, stderr: Stdio) {
         // A restart keeps the address, so clients can go on sending.
         let listen = if self.http.is_empty() {
             "127.0.0.1:0"
         } else {
             self.http.as_str()
         };
-        let mut child = crate::common::sluiced_in(self.dir.path(), &self.socket, listen, "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn sluiced");
-        let stderr = child.stderr.take().expect("stderr");
+        let mut cmd = crate::common::sluiced_in(self.dir.path(), &self.socket, listen, "warn");
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stderr(stderr)
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn sluiced");
         // The reader thread keeps draining stderr after the ready line.
-        let line = crate::common::Lines::new(stderr).wait_for(60, "sluiced's ready line", |l| {
-            l.starts_with("sluiced: ready")
-        });
+        self.stderr = child.stderr.take().map(crate::common::Lines::new);
+        self.child = Some(child);
+        if !wait {
+            return;
+        }
+        let line = self
+            .stderr
+            .as_mut()
+            .expect("a piped stderr to wait on")
+            .wait_for(60, "sluiced's ready line", |l| {
+                l.starts_with("sluiced: ready")
+            });
         if let Some(at) = line.find("http ") {
             self.http = line[at + 5..].trim_end_matches(')').to_owned();
         }
-        self.child = Some(child);
+    }
+
+    /// The process id (panics when not running).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("a running sluiced").id() as i32
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), signal) };
     }
 
     pub fn stop(&mut self) {
