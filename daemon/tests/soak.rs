@@ -84,8 +84,11 @@ async fn sender(id: usize, url: String, acks: Acks, stop: Arc<AtomicBool>, sent:
 }
 
 async fn soak(config: &str, pipeline: &str, clients: usize) {
+    // Retention would prune runs beyond 10,000 per pipeline, which a long
+    // soak makes, and the check below looks for every acknowledged one.
+    let config = format!("[retention]\nmax_runs_per_pipeline = 1000000000\n{config}");
     // A restart that is not ready at its first attempt fails the fixture's spawn.
-    let mut d = Daemon::start(config, &[("soak.yaml", pipeline)]);
+    let mut d = Daemon::start(&config, &[("soak.yaml", pipeline)]);
     let acks: Acks = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
