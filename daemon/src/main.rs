@@ -127,6 +127,12 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    // Before any thread or file exists (the log file writer makes both): the
+    // daemon's files are private from the start, and node processes get back
+    // the umask we were given.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let inherited = unsafe { libc::umask(0o077) };
+    sluice_daemon::nodes::process::set_child_umask(inherited);
     let s = match settings(&cli.common) {
         Ok(s) => s,
         Err(e) => {
@@ -143,11 +149,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Before any thread or file exists: the daemon's files are private from
-    // the start, and node processes get back the umask we were given.
-    // SAFETY: umask only swaps the process's file mode mask.
-    let inherited = unsafe { libc::umask(0o077) };
-    sluice_daemon::nodes::process::set_child_umask(inherited);
     let budget = match sluice_daemon::fdlimit::raise() {
         Ok(b) => {
             if b.soft != b.before {

@@ -266,6 +266,11 @@ fn log_files_appear_in_the_log_dir_and_old_ones_are_pruned() {
     assert_eq!(left.len(), 3, "{left:?}");
     // The writer is a background thread: wait (bounded) for the ready line to land.
     let path = dir.join(&file);
+    // Log lines hold run details: the file is the daemon user's alone.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&path).expect("log file").permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "log file mode {mode:o}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
