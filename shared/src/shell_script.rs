@@ -509,6 +509,12 @@ impl Lexer<'_> {
         }
     }
 
+    fn set_arith_parens(&mut self, n: u32) {
+        if let Some(Frame::Arithmetic { parens, .. }) = self.stack.last_mut() {
+            *parens = n;
+        }
+    }
+
     fn set_parens(&mut self, n: u32) {
         if let Some(Frame::Command { parens, .. }) = self.stack.last_mut() {
             *parens = n;
@@ -761,14 +767,6 @@ fn numeric_test_end(s: &[u8], from: usize) -> Option<usize> {
         .split(|b| b.is_ascii_whitespace())
         .any(|w| matches!(w, b"-eq" | b"-ne" | b"-lt" | b"-le" | b"-gt" | b"-ge"));
     numeric.then_some(from + len)
-}
-
-impl Lexer<'_> {
-    fn set_arith_parens(&mut self, n: u32) {
-        if let Some(Frame::Arithmetic { parens, .. }) = self.stack.last_mut() {
-            *parens = n;
-        }
-    }
 }
 
 #[cfg(test)]
