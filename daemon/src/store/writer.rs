@@ -632,33 +632,22 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
 /// depends only on which fields are set, so the few shapes stay cached.
 fn update_run(conn: &Connection, run: RunId, change: &RunChange) -> Result<usize, StoreError> {
     let state = change.state.map(|s| s.as_str());
-    let mut sql = String::from("UPDATE runs SET id = id");
-    let mut args: Vec<&dyn ToSql> = Vec::new();
-    if let Some(state) = &state {
-        sql.push_str(", state = ?");
-        args.push(state);
+    let mut set = SetClause::default();
+    set.add("state = ?", &state);
+    set.add("started_at = COALESCE(started_at, ?)", &change.started_at);
+    set.add("finished_at = ?", &change.finished_at);
+    set.add("wake_at = ?", &change.wake_at);
+    set.add("error = ?", &change.error);
+    set.add("deadline = ?", &change.deadline);
+    if set.is_empty() {
+        // Nothing to change; still report whether the run exists.
+        return Ok(conn
+            .prepare_cached("SELECT 1 FROM runs WHERE id = ?")?
+            .query_row(params![run.0], |_| Ok(()))
+            .optional()?
+            .map_or(0, |()| 1));
     }
-    if let Some(at) = &change.started_at {
-        sql.push_str(", started_at = COALESCE(started_at, ?)");
-        args.push(at);
-    }
-    if let Some(at) = &change.finished_at {
-        sql.push_str(", finished_at = ?");
-        args.push(at);
-    }
-    if let Some(wake) = &change.wake_at {
-        sql.push_str(", wake_at = ?");
-        args.push(wake);
-    }
-    if let Some(error) = &change.error {
-        sql.push_str(", error = ?");
-        args.push(error);
-    }
-    if let Some(deadline) = &change.deadline {
-        sql.push_str(", deadline = ?");
-        args.push(deadline);
-    }
-    sql.push_str(" WHERE id = ?");
+    let (sql, mut args) = set.finish("UPDATE runs SET ", " WHERE id = ?");
     args.push(&run.0);
     Ok(conn.prepare_cached(&sql)?.execute(args.as_slice())?)
 }
@@ -673,40 +662,55 @@ fn update_node(
     let state = change.state.map(|s| s.as_str());
     let attempts = change.attempts.map(i64::from);
     let output = change.output.as_ref().map(|o| o.as_ref().map(json_text));
-    let mut sql = String::from("UPDATE run_nodes SET run_id = run_id");
-    let mut args: Vec<&dyn ToSql> = Vec::new();
-    if let Some(state) = &state {
-        sql.push_str(", state = ?");
-        args.push(state);
+    let mut set = SetClause::default();
+    set.add("state = ?", &state);
+    set.add("attempts = ?", &attempts);
+    set.add("output = ?", &output);
+    set.add("error = ?", &change.error);
+    set.add("started_at = COALESCE(started_at, ?)", &change.started_at);
+    set.add("finished_at = ?", &change.finished_at);
+    set.add("wake_at = ?", &change.wake_at);
+    if set.is_empty() {
+        return Ok(conn
+            .prepare_cached("SELECT 1 FROM run_nodes WHERE run_id = ? AND node_id = ?")?
+            .query_row(params![run.0, node], |_| Ok(()))
+            .optional()?
+            .map_or(0, |()| 1));
     }
-    if let Some(n) = &attempts {
-        sql.push_str(", attempts = ?");
-        args.push(n);
-    }
-    if let Some(output) = &output {
-        sql.push_str(", output = ?");
-        args.push(output);
-    }
-    if let Some(error) = &change.error {
-        sql.push_str(", error = ?");
-        args.push(error);
-    }
-    if let Some(at) = &change.started_at {
-        sql.push_str(", started_at = COALESCE(started_at, ?)");
-        args.push(at);
-    }
-    if let Some(at) = &change.finished_at {
-        sql.push_str(", finished_at = ?");
-        args.push(at);
-    }
-    if let Some(wake) = &change.wake_at {
-        sql.push_str(", wake_at = ?");
-        args.push(wake);
-    }
-    sql.push_str(" WHERE run_id = ? AND node_id = ?");
+    let (sql, mut args) = set.finish("UPDATE run_nodes SET ", " WHERE run_id = ? AND node_id = ?");
     args.push(&run.0);
     args.push(&node);
     Ok(conn.prepare_cached(&sql)?.execute(args.as_slice())?)
+}
+
+/// The `SET` list of an UPDATE built from the fields a change sets. It never
+/// assigns a key column to itself as a placeholder: SQLite treats any
+/// assignment to the rowid or an indexed key as a key change and rewrites
+/// the row and its index entries (and re-checks foreign keys) for it.
+#[derive(Default)]
+struct SetClause<'a> {
+    columns: Vec<&'static str>,
+    args: Vec<&'a dyn ToSql>,
+}
+
+impl<'a> SetClause<'a> {
+    fn add<T: ToSql>(&mut self, column: &'static str, value: &'a Option<T>) {
+        if let Some(v) = value {
+            self.columns.push(column);
+            self.args.push(v);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    fn finish(self, head: &str, tail: &str) -> (String, Vec<&'a dyn ToSql>) {
+        (
+            format!("{head}{}{tail}", self.columns.join(", ")),
+            self.args,
+        )
+    }
 }
 
 impl From<VersionId> for i64 {
