@@ -167,6 +167,32 @@ pub(crate) struct LoadedVersion {
     pub order: Vec<usize>,
 }
 
+impl LoadedVersion {
+    /// Builds `pipeline`'s graph; a stored pipeline with a cycle is refused.
+    pub(crate) fn new(pipeline: Pipeline, version: i64) -> Result<Self, EngineError> {
+        let graph = Graph::new(
+            pipeline
+                .nodes
+                .iter()
+                .map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))),
+        );
+        let order = graph.topo_order().map_err(|cycle| {
+            EngineError::Conflict(format!(
+                "stored pipeline has a cycle: {}",
+                cycle.join(" -> ")
+            ))
+        })?;
+        let upstream = graph.upstream_sets();
+        Ok(Self {
+            pipeline,
+            version,
+            graph,
+            upstream,
+            order,
+        })
+    }
+}
+
 pub(crate) struct Inner {
     pub store: Store,
     pub events: broadcast::Sender<Event>,
@@ -837,26 +863,7 @@ impl Inner {
             return Ok(v);
         }
         let (pipeline, version) = self.store.version(id).await?;
-        let graph = Graph::new(
-            pipeline
-                .nodes
-                .iter()
-                .map(|n| (n.id.as_str(), n.needs.iter().map(String::as_str))),
-        );
-        let order = graph.topo_order().map_err(|cycle| {
-            EngineError::Conflict(format!(
-                "stored pipeline has a cycle: {}",
-                cycle.join(" -> ")
-            ))
-        })?;
-        let upstream = graph.upstream_sets();
-        let loaded = Arc::new(LoadedVersion {
-            pipeline,
-            version,
-            graph,
-            upstream,
-            order,
-        });
+        let loaded = Arc::new(LoadedVersion::new(pipeline, version)?);
         if let Ok(mut m) = self.versions.lock() {
             m.insert(id, Arc::clone(&loaded));
         }

@@ -1,0 +1,215 @@
+//! Building a run's driver state: from the store, or from what was just
+//! committed; and the context each node attempt sees.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_shared::model::{Node, NodeKind};
+use sluice_shared::run::{NodeState, RunId, RunState};
+use sluice_shared::template::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::{Created, NodeRt, Run, process_recorder};
+use crate::engine::context::{self, RunFacts};
+use crate::engine::{EngineError, Inner};
+use crate::nodes::{self, LogSink, NodeContext};
+use crate::store::{NewRun, RunRecord};
+
+impl Run {
+    pub(super) fn facts(&self) -> RunFacts<'_> {
+        RunFacts {
+            id: self.id.0,
+            started_at: self.record.started_at,
+            retry_of: self.record.retry_of.map(|r| r.0),
+            trigger: &self.record.trigger,
+            inputs: &self.record.inputs,
+            pipeline: &self.version.pipeline,
+            version: self.version.version,
+        }
+    }
+
+    pub(super) fn node_context(
+        &self,
+        inner: &Inner,
+        i: usize,
+        attempt: u32,
+        cancel: CancellationToken,
+    ) -> NodeContext {
+        let upstream: Vec<(String, Value)> = (0..self.nodes.len())
+            .filter(|&j| self.version.upstream[i].contains(j))
+            .filter(|&j| self.nodes[j].state == NodeState::Succeeded)
+            .map(|j| {
+                (
+                    self.node(j).id.clone(),
+                    self.nodes[j].output.clone().unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        let plain = context::build(&self.facts(), upstream);
+        let node = self.node(i);
+        NodeContext {
+            run: self.id,
+            node: node.id.clone(),
+            attempt,
+            template: Context::from_json_with(&plain, "secrets", &inner.secrets_json),
+            context_json: plain,
+            templates: Arc::clone(&inner.templates),
+            log: LogSink::new(
+                self.id,
+                &node.id,
+                attempt,
+                inner.logs.clone(),
+                Arc::clone(&inner.redactor),
+            ),
+            cancel,
+            redactor: Arc::clone(&inner.redactor),
+            http: inner.http.clone(),
+            plugins_dir: inner.opts.plugins_dir.clone(),
+            retry_if: node.retry_if.clone().unwrap_or_default(),
+            timeout: node.timeout.map(|t| t.std()),
+            base_env: inner.opts.base_env.clone(),
+            llm: Arc::clone(&inner.opts.llm),
+            notifier: Arc::clone(&inner.opts.notifier),
+            on_spawn: Some(process_recorder(inner, self.id, &node.id, attempt)),
+            marker: Some(nodes::attempt_marker(
+                self.id,
+                self.record.created_at,
+                &node.id,
+                attempt,
+            )),
+        }
+    }
+
+    /// Marks pending nodes whose needs did not all succeed as skipped, and
+    /// returns the nodes that can start now. Waiting nodes past their deadline
+
+    pub(super) fn log_sink(&self, inner: &Inner, i: usize, attempt: u32) -> LogSink {
+        LogSink::new(
+            self.id,
+            &self.node(i).id,
+            attempt,
+            inner.logs.clone(),
+            Arc::clone(&inner.redactor),
+        )
+    }
+}
+
+/// A node's runtime state from what is stored of it.
+pub(super) fn node_rt(
+    n: &Node,
+    state: NodeState,
+    attempts: u32,
+    output: Option<Value>,
+    error: Option<String>,
+    wake_at: Option<i64>,
+) -> NodeRt {
+    let stopped = matches!(n.kind, NodeKind::Filter(_))
+        && matches!(
+            output.as_ref().and_then(|o| o.get("passed")),
+            Some(Value::Bool(false))
+        );
+    NodeRt {
+        state,
+        attempts,
+        error,
+        wake_at,
+        recheck: matches!(n.kind, NodeKind::Approval(_)) && state == NodeState::Waiting,
+        output,
+        stopped,
+    }
+}
+
+pub(super) async fn load(
+    inner: &Inner,
+    id: RunId,
+    created: Option<Created>,
+) -> Result<Option<Run>, EngineError> {
+    if let Some(created) = created {
+        return load_created(inner, created).await.map(Some);
+    }
+    let Some(record) = inner.store.run(id).await? else {
+        return Ok(None);
+    };
+    let version = inner.version(record.version_id).await?;
+    let stored = inner.store.nodes(id).await?;
+    let nodes = version
+        .pipeline
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = stored.iter().find(|r| r.node_id == n.id);
+            node_rt(
+                n,
+                s.map_or(NodeState::Pending, |r| r.state),
+                s.map_or(0, |r| r.attempts),
+                s.and_then(|r| r.output.clone()),
+                s.and_then(|r| r.error.clone()),
+                s.and_then(|r| r.wake_at),
+            )
+        })
+        .collect();
+    Ok(Some(Run {
+        id,
+        record,
+        version,
+        nodes,
+        changes: Vec::new(),
+        events: Vec::new(),
+        notes: Vec::new(),
+    }))
+}
+
+/// The run as the store holds it right after its creation, built from what was
+/// written (the same record `load` would read back).
+pub(super) async fn load_created(inner: &Inner, created: Created) -> Result<Run, EngineError> {
+    let version = inner.version(created.run.version_id).await?;
+    let NewRun {
+        pipeline,
+        version_id,
+        trigger,
+        inputs,
+        retry_of,
+        deadline,
+        nodes: mut new_nodes,
+    } = Arc::unwrap_or_clone(created.run);
+    let record = RunRecord {
+        id: created.id,
+        pipeline,
+        version_id,
+        state: RunState::Queued,
+        user: trigger.user.clone(),
+        trigger,
+        inputs,
+        retry_of,
+        created_at: created.created_at,
+        started_at: None,
+        finished_at: None,
+        deadline,
+        wake_at: None,
+        error: None,
+    };
+    let nodes = version
+        .pipeline
+        .nodes
+        .iter()
+        .map(|n| {
+            let reused = new_nodes
+                .iter_mut()
+                .find(|r| r.id == n.id)
+                .and_then(|r| r.reused.take());
+            match reused {
+                Some((_, output)) => node_rt(n, NodeState::Succeeded, 0, Some(output), None, None),
+                None => node_rt(n, NodeState::Pending, 0, None, None, None),
+            }
+        })
+        .collect();
+    Ok(Run {
+        id: created.id,
+        record,
+        version,
+        nodes,
+        changes: Vec::new(),
+        events: Vec::new(),
+        notes: Vec::new(),
+    })
+}
