@@ -17,6 +17,7 @@ pub mod schema;
 pub mod shell_script;
 pub mod suggest;
 pub mod template;
+pub mod time;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};

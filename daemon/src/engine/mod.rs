@@ -5,7 +5,6 @@
 
 pub(crate) mod admission;
 mod approval;
-pub(crate) mod backoff;
 mod context;
 pub(crate) mod dispatch;
 pub use dispatch::DispatchView;
@@ -25,6 +24,9 @@ use sluice_shared::event::Event;
 use sluice_shared::graph::{Graph, Upstream};
 use sluice_shared::run::{Resolution, RetryMode, RunId, RunState, TriggerInfo, TriggerKind};
 use sluice_shared::template::TemplateEngine;
+// The engine's clock and its retry waits (`backoff::delay` in the driver) are
+// the shared ones: one clock and one jitter for the whole daemon.
+use sluice_shared::time::{self as backoff, now_ms};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -196,10 +198,6 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 /// Checks `given` inputs against the pipeline's declarations and fills defaults.

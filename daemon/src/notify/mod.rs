@@ -456,8 +456,7 @@ impl Notifier {
             } else if n >= max {
                 Err("no attempts left".to_owned())
             } else {
-                let wait =
-                    crate::engine::backoff::delay(&self.policy.retry, n + 1, error.retry_after);
+                let wait = sluice_shared::time::delay(&self.policy.retry, n + 1, error.retry_after);
                 if Instant::now() + wait >= deadline {
                     Err(format!(
                         "giving up: the next attempt would start after the {} limit",
