@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use sluice_daemon::statedir::{self, StateLock};
 use sluice_daemon::store::Store;
 use sluice_daemon::systemd::ServiceManager;
 use sluice_shared::Pipeline;
+use sluice_shared::inputs::DeclaredInput;
 use sluice_shared::run::{RunState, TriggerInfo};
 use sluice_shared::validate::ValidateOptions;
 
@@ -82,7 +83,8 @@ enum Command {
 struct RunArgs {
     /// The pipeline file.
     file: PathBuf,
-    /// An input value, `name=value` (JSON values are parsed: n=3, flag=true).
+    /// An input value, `name=value`, read as the input's declared type
+    /// (n=3 for an integer, v=2.0 stays text for a string, o='{"a":1}' for an object).
     #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
     inputs: Vec<String>,
     /// Machine-readable output.
@@ -636,17 +638,10 @@ async fn wait_for_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_inputs(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut map = Map::new();
-    for pair in pairs {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--input '{pair}': expected NAME=VALUE"))?;
-        let value =
-            serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_owned()));
-        map.insert(k.to_owned(), value);
-    }
-    Ok(map)
+/// `-i name=value` read as the types the pipeline declares (shared with `sluice -i`).
+fn parse_inputs(pipeline: &Pipeline, pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let declared = DeclaredInput::from_specs(&pipeline.inputs);
+    sluice_shared::inputs::from_assignments(pairs, Some(&declared)).map_err(anyhow::Error::msg)
 }
 
 fn load_pipeline(s: &Settings, file: &Path) -> anyhow::Result<Option<Pipeline>> {
@@ -695,7 +690,7 @@ async fn submit(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_pipeline(s, &args.file)? else {
         return Ok(ExitCode::from(2));
     };
-    let inputs = parse_inputs(&args.inputs)?;
+    let inputs = parse_inputs(&pipeline, &args.inputs)?;
     // The queued run executes as the daemon's user: the same trust checks apply.
     statedir::prepare(&s.paths.state_dir)?;
     let store = open_store(s).await?;
@@ -720,7 +715,7 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_pipeline(s, &args.file)? else {
         return Ok(ExitCode::from(2));
     };
-    let inputs = parse_inputs(&args.inputs)?;
+    let inputs = parse_inputs(&pipeline, &args.inputs)?;
     statedir::prepare(&s.paths.state_dir)?;
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = open_store(s).await?;

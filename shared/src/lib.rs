@@ -8,6 +8,7 @@ pub mod document;
 pub mod duration;
 pub mod event;
 pub mod graph;
+pub mod inputs;
 pub mod loader;
 pub mod model;
 pub mod paths;

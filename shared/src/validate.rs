@@ -12,6 +12,7 @@ use crate::cron;
 use crate::diagnostic::Diagnostic;
 use crate::document::{DocPath, Document};
 use crate::graph::Graph;
+use crate::inputs::{self, ProblemKind};
 use crate::model::node::{BUILTIN_KINDS, FieldError};
 use crate::model::trigger::{MisfirePolicy, WebhookAuth};
 use crate::model::{InputSpec, Node, NodeKind, Pipeline, Trigger};
@@ -1075,62 +1076,31 @@ pub fn check_inputs(
     }
 }
 
-/// Checks that `values` fit the declared specs; missing required ones are reported at `base`.
+/// Checks that `values` fit the declared specs ([`inputs::check`]); missing
+/// required ones are reported at `base`. `what` is "input" or "param".
 pub fn check_values(
     c: &mut Checker<'_>,
     base: &DocPath,
     values: &IndexMap<String, Value>,
     specs: &IndexMap<String, InputSpec>,
-    what: &str,
+    what: &'static str,
 ) {
-    for (name, value) in values {
-        match specs.get(name) {
-            None => {
-                let hint =
-                    suggest::did_you_mean(name, specs.keys().map(String::as_str)).or_else(|| {
-                        Some(if specs.is_empty() {
-                            format!("no {what}s are declared")
-                        } else {
-                            format!(
-                                "declared: {}",
-                                specs.keys().cloned().collect::<Vec<_>>().join(", ")
-                            )
-                        })
-                    });
-                c.error(
-                    &base.key(name),
-                    true,
-                    format!("unknown {what} '{name}'"),
-                    hint,
-                );
+    for p in inputs::check(specs, values, what) {
+        let at = base.key(&p.name);
+        match &p.kind {
+            ProblemKind::Unknown { hint } => {
+                c.error(&at, true, p.message(), Some(hint.clone()));
             }
-            Some(spec) => {
-                if !spec.ty.accepts(value) {
-                    c.error(
-                        &base.key(name),
-                        false,
-                        format!("{what} '{name}' must be {}", spec.ty.with_article()),
-                        None,
-                    );
-                } else if !spec.choices.is_empty() && !spec.choices.contains(value) {
-                    c.error(
-                        &base.key(name),
-                        false,
-                        format!("{what} '{name}' is not one of its choices"),
-                        None,
-                    );
-                }
+            ProblemKind::WrongType(_) | ProblemKind::NotAChoice => {
+                c.error(&at, false, p.message(), None);
             }
-        }
-    }
-    for (name, spec) in specs {
-        if spec.is_required() && !values.contains_key(name) {
-            c.error(
+            // In a file the value is missing *here*: say where it could go.
+            ProblemKind::Missing => c.error(
                 base,
                 true,
-                format!("required {what} '{name}' is not given"),
+                format!("required {what} '{}' is not given", p.name),
                 Some("give it a value here or a default where it is declared".into()),
-            );
+            ),
         }
     }
 }

@@ -200,61 +200,6 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-/// Checks `given` inputs against the pipeline's declarations and fills defaults.
-pub fn resolve_inputs(
-    pipeline: &Pipeline,
-    given: &Map<String, Value>,
-) -> Result<Value, EngineError> {
-    let mut out = Map::new();
-    for (name, value) in given {
-        let Some(spec) = pipeline.inputs.get(name) else {
-            let declared: Vec<&str> = pipeline.inputs.keys().map(String::as_str).collect();
-            let hint = sluice_shared::suggest::did_you_mean(name, declared.iter().copied())
-                .map_or_else(
-                    || {
-                        format!(
-                            " (declared: {})",
-                            if declared.is_empty() {
-                                "none".into()
-                            } else {
-                                declared.join(", ")
-                            }
-                        )
-                    },
-                    |h| format!(" ({h})"),
-                );
-            return Err(EngineError::Input(format!("unknown input '{name}'{hint}")));
-        };
-        if !spec.ty.accepts(value) {
-            return Err(EngineError::Input(format!(
-                "input '{name}' must be {}",
-                spec.ty.with_article()
-            )));
-        }
-        if !spec.choices.is_empty() && !spec.choices.contains(value) {
-            return Err(EngineError::Input(format!(
-                "input '{name}' is not one of its choices"
-            )));
-        }
-        out.insert(name.clone(), value.clone());
-    }
-    for (name, spec) in &pipeline.inputs {
-        if !out.contains_key(name) {
-            match &spec.default {
-                Some(d) => {
-                    out.insert(name.clone(), d.clone());
-                }
-                None => {
-                    return Err(EngineError::Input(format!(
-                        "required input '{name}' is missing"
-                    )));
-                }
-            }
-        }
-    }
-    Ok(Value::Object(out))
-}
-
 /// Approval nodes and every node downstream of one.
 fn behind_approval(version: &LoadedVersion) -> BTreeSet<&str> {
     let mut out = BTreeSet::new();
@@ -296,7 +241,9 @@ async fn enqueue_shared(
     inputs: &Map<String, Value>,
     trigger: TriggerInfo,
 ) -> Result<driver::Created, EngineError> {
-    let inputs = resolve_inputs(pipeline, inputs)?;
+    let inputs = sluice_shared::inputs::resolve(&pipeline.inputs, inputs)
+        .map(Value::Object)
+        .map_err(|p| EngineError::Input(p.to_string()))?;
     let version_id = store.save_version(pipeline, source).await?;
     // The run's time limit starts when it starts running, not while it waits in the queue.
     let deadline: Option<i64> = None;
