@@ -55,7 +55,7 @@ pub struct EngineOptions {
     /// Delivers `notify` nodes and approval notifications (webhooks only by default).
     pub notifier: Arc<crate::notify::Notifier>,
     /// Where finished runs and attempts are counted for `/metrics`.
-    pub telemetry: crate::prometheus::Telemetry,
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 impl Default for EngineOptions {
@@ -69,7 +69,7 @@ impl Default for EngineOptions {
             limits: Arc::default(),
             llm: Arc::default(),
             notifier: Arc::default(),
-            telemetry: crate::prometheus::Telemetry::default(),
+            telemetry: crate::telemetry::Telemetry::default(),
         }
     }
 }
@@ -338,7 +338,7 @@ impl Engine {
     }
 
     /// Where runs, attempts and triggers are counted for `/metrics`.
-    pub fn telemetry(&self) -> &crate::prometheus::Telemetry {
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
         &self.inner.opts.telemetry
     }
 

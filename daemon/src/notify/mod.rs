@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use sluice_shared::model::RetryPolicy;
 use tokio::time::Instant;
 
-use crate::nodes::LogSink;
+use crate::attempt_log::LogSink;
 use crate::secrets::{Redactor, Secrets};
 
 pub use approval::{ApprovalEvent, ApprovalNotice};
