@@ -13,6 +13,7 @@ pub mod api;
 pub mod attempt_log;
 pub mod audit;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod fdlimit;
 pub mod http_client;
@@ -34,3 +35,5 @@ pub mod telemetry;
 pub mod triggers;
 pub mod watchdog;
 pub mod watcher;
+
+pub use daemon::{Daemon, Handle, Overrides, ReloadOutcome, Settings, StartError};
