@@ -41,17 +41,18 @@ fn write_secret(dir: &Path, token: &str) {
 /// `sluiced.toml` on `dir`, HTTP on `listen`, as `sluiced --config` reads it.
 fn settings(dir: &Path, listen: &str) -> Settings {
     let toml = format!(
-        "[paths]\nstate_dir = {state:?}\npipelines = {pipelines:?}\nsocket = {socket:?}\nsecrets = {secrets:?}\nplugins = {plugins:?}\n\n[http]\nlisten = {listen:?}\n\n[engine]\nworkers = 2\n",
+        "[paths]\nstate_dir = {state:?}\npipelines = {pipelines:?}\nsecrets = {secrets:?}\nplugins = {plugins:?}\n\n[http]\nlisten = {listen:?}\n\n[engine]\nworkers = 2\n",
         state = dir.join("state"),
         pipelines = dir.join("pipelines"),
-        socket = dir.join("sluice.sock"),
         secrets = dir.join("secrets.toml"),
         plugins = dir.join("plugins"),
     );
     let file = dir.join("sluiced.toml");
     std::fs::write(&file, toml).expect("write sluiced.toml");
+    // The socket as a flag: it wins over a SLUICE_SOCKET the test runner may have.
     Settings::load(Overrides {
         config_file: Some(file),
+        socket: Some(dir.join("sluice.sock")),
         ..Overrides::default()
     })
     .expect("settings")
