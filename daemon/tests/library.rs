@@ -148,6 +148,10 @@ async fn a_daemon_in_process_runs_a_webhook_reloads_and_stops() {
     common::within(60, "the daemon to stop", handle.shutdown()).await;
     // A second stop returns at once.
     common::within(5, "a second stop", handle.shutdown()).await;
+    // A reload after the stop does nothing and says so.
+    let late = common::within(5, "a reload after the stop", handle.reload()).await;
+    assert!(late.pipelines.is_none(), "{late:?}");
+    assert!(late.problems[0].contains("stopping"), "{late:?}");
     assert!(!socket.exists(), "the socket file is left behind");
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),

@@ -27,6 +27,13 @@ impl Handle {
         let inner = &self.inner;
         let manager = &inner.settings.service_manager;
         let mut validate = inner.reloading.lock().await;
+        // Once a stop has begun the service manager must hear no READY=1 again.
+        if inner.stop_triggers.is_cancelled() {
+            return ReloadOutcome {
+                pipelines: None,
+                problems: vec!["the daemon is stopping; nothing reloaded".into()],
+            };
+        }
         if let Err(e) = manager.reloading() {
             tracing::warn!(error = %e, "cannot tell the service manager about the reload");
         }
@@ -76,7 +83,10 @@ impl Handle {
         // Ready again whether or not the new files were good: the previous
         // versions keep running (RELOADING=1 … READY=1).
         let status = crate::watchdog::status_line(&inner.engine, &inner.registry).await;
-        if let Err(e) = manager.ready(&status) {
+        // A stop begun meanwhile had the last word (STOPPING=1): no READY=1 after it.
+        if !inner.stop_triggers.is_cancelled()
+            && let Err(e) = manager.ready(&status)
+        {
             tracing::warn!(error = %e, "cannot tell the service manager the reload is done");
         }
         ReloadOutcome {
