@@ -317,7 +317,7 @@ impl Audit {
         detail: Value,
     ) -> Result<i64, AuditError> {
         let mut chain = self.chain.lock().await;
-        let at = jiff::Timestamp::now().as_millisecond();
+        let at = sluice_shared::time::now_ms();
         if let Some(problem) = &chain.broken {
             let problem = problem.clone();
             if chain.held.len() < MAX_HELD {
@@ -355,7 +355,7 @@ impl Audit {
             "held_rows": chain.held.len(),
         });
         chain.head = found;
-        let at = jiff::Timestamp::now().as_millisecond();
+        let at = sluice_shared::time::now_ms();
         let id = self
             .append(&mut chain, at, user, ACK_ACTION, None, &detail)
             .await?;

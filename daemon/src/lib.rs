@@ -10,10 +10,13 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
+pub mod attempt_log;
 pub mod audit;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod fdlimit;
+pub mod http_client;
 pub mod limits;
 pub mod llm;
 pub mod logging;
@@ -28,6 +31,9 @@ pub mod secrets;
 pub mod statedir;
 pub mod store;
 pub mod systemd;
+pub mod telemetry;
 pub mod triggers;
 pub mod watchdog;
 pub mod watcher;
+
+pub use daemon::{Daemon, Handle, Overrides, ReloadOutcome, Settings, StartError};

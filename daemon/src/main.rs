@@ -4,28 +4,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::bail;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
 
-use sluice_daemon::api::ApiContext;
 use sluice_daemon::api::identity::Access;
-use sluice_daemon::audit::Audit;
-use sluice_daemon::config::Config;
-use sluice_daemon::engine::{Engine, EngineOptions, default_base_env};
-use sluice_daemon::fdlimit::Budget;
-use sluice_daemon::llm::LlmProviders;
-use sluice_daemon::metrics::Metrics;
-use sluice_daemon::notify::Notifier;
-use sluice_daemon::registry::Registry;
-use sluice_daemon::secrets::Secrets;
+use sluice_daemon::engine::Engine;
 use sluice_daemon::statedir::{self, StateLock};
-use sluice_daemon::store::Store;
 use sluice_daemon::systemd::ServiceManager;
+use sluice_daemon::{Daemon, Overrides, Settings};
 use sluice_shared::Pipeline;
+use sluice_shared::inputs::DeclaredInput;
 use sluice_shared::run::{RunState, TriggerInfo};
-use sluice_shared::validate::ValidateOptions;
 
 /// sluiced: runs sluice pipelines.
 #[derive(Debug, Parser)]
@@ -82,7 +74,8 @@ enum Command {
 struct RunArgs {
     /// The pipeline file.
     file: PathBuf,
-    /// An input value, `name=value` (JSON values are parsed: n=3, flag=true).
+    /// An input value, `name=value`, read as the input's declared type
+    /// (n=3 for an integer, v=2.0 stays text for a string, o='{"a":1}' for an object).
     #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
     inputs: Vec<String>,
     /// Machine-readable output.
@@ -133,8 +126,8 @@ fn main() -> ExitCode {
     // SAFETY: umask only swaps the process's file mode mask.
     let inherited = unsafe { libc::umask(0o077) };
     sluice_daemon::nodes::process::set_child_umask(inherited);
-    let s = match settings(&cli.common) {
-        Ok(s) => s,
+    let s = match Settings::load(cli.common.overrides()) {
+        Ok(s) => s.with_service_manager(manager),
         Err(e) => {
             eprintln!("sluiced: error: {e:#}");
             return ExitCode::from(1);
@@ -149,7 +142,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let budget = match sluice_daemon::fdlimit::raise() {
+    let s = match sluice_daemon::fdlimit::raise() {
         Ok(b) => {
             if b.soft != b.before {
                 tracing::debug!(
@@ -158,14 +151,12 @@ fn main() -> ExitCode {
                     "raised the file descriptor limit"
                 );
             }
-            b
+            s.with_fd_budget(b)
         }
         Err(e) => {
+            // The settings' default budget (1024) stands.
             tracing::warn!(error = %e, "cannot raise the file descriptor limit; keeping it");
-            Budget {
-                before: 1024,
-                soft: 1024,
-            }
+            s
         }
     };
     let threads = s.config.engine.runtime_threads();
@@ -181,7 +172,7 @@ fn main() -> ExitCode {
         }
     };
     tracing::debug!(threads, "runtime started");
-    match runtime.block_on(run(cli, s, budget, manager)) {
+    match runtime.block_on(run(cli, s)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "sluiced stopped on an error");
@@ -191,85 +182,23 @@ fn main() -> ExitCode {
     }
 }
 
-struct Settings {
-    config: Config,
-    paths: sluice_daemon::config::ResolvedPaths,
-}
-
-fn settings(common: &Common) -> anyhow::Result<Settings> {
-    let mut config = match &common.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    if let Some(d) = &common.state_dir {
-        config.paths.state_dir = Some(d.clone());
-    }
-    if let Some(d) = &common.pipelines {
-        config.paths.pipelines = Some(d.clone());
-    }
-    // The flag wins, then SLUICE_SOCKET, then the file.
-    if let Some(s) = &common.socket {
-        config.paths.socket = Some(s.clone());
-    } else if let Some(env) = std::env::var_os("SLUICE_SOCKET").filter(|v| !v.is_empty()) {
-        config.paths.socket = Some(PathBuf::from(env));
-    }
-    if let Some(p) = &common.plugins {
-        config.paths.plugins = Some(p.clone());
-    }
-    if let Some(l) = &common.listen {
-        config.http.listen = l.clone();
-    }
-    let paths = config.paths.resolve();
-    Ok(Settings { config, paths })
-}
-
-fn engine_options(s: &Settings, poll: bool) -> EngineOptions {
-    EngineOptions {
-        workers: s.config.engine.workers,
-        plugins_dir: s.paths.plugins.clone(),
-        base_env: default_base_env(),
-        shutdown_grace: s.config.engine.shutdown_grace.std(),
-        poll_interval: poll.then(|| std::time::Duration::from_millis(250)),
-        limits: Arc::new(sluice_daemon::limits::Limits::new(s.config.limits.clone())),
-        // `llm` and `notifier` need the secrets: the callers set them.
-        ..EngineOptions::default()
+impl Common {
+    /// The flags that override `sluiced.toml`.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            state_dir: self.state_dir.clone(),
+            pipelines: self.pipelines.clone(),
+            socket: self.socket.clone(),
+            listen: self.listen.clone(),
+            plugins: self.plugins.clone(),
+        }
     }
 }
 
-/// The `[llm]` providers, API keys read from their secrets (fixed until restart,
-/// like the secrets node templates see).
-fn llm_providers(s: &Settings, secrets: &Secrets) -> anyhow::Result<Arc<LlmProviders>> {
-    Ok(Arc::new(LlmProviders::from_config(&s.config.llm, secrets)?))
-}
-
-/// Webhook and `[smtp]` email delivery; the SMTP password is read from its
-/// secret now, so a missing one stops the start with a clear error.
-fn notifier(s: &Settings, secrets: &Secrets) -> anyhow::Result<Arc<Notifier>> {
-    Ok(Arc::new(Notifier::new(s.config.smtp.as_ref(), secrets)?))
-}
-
-async fn open_store(s: &Settings) -> anyhow::Result<Store> {
-    let db = s.paths.state_dir.join("sluice.db");
-    Store::open(&db, s.config.engine.durability)
-        .await
-        .with_context(|| format!("opening the store at {}", db.display()))
-}
-
-fn load_secrets(s: &Settings) -> anyhow::Result<Secrets> {
-    Ok(Secrets::load(
-        s.paths.credentials.as_deref(),
-        Some(&s.paths.secrets),
-    )?)
-}
-
-async fn run(
-    cli: Cli,
-    s: Settings,
-    budget: Budget,
-    manager: Arc<ServiceManager>,
-) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
     match cli.command {
-        None => serve(&s, budget, manager).await,
+        None => serve(s).await,
         Some(Command::RunOnce(args)) => run_once(&s, &args).await,
         Some(Command::Submit(args)) => submit(&s, &args).await,
         Some(Command::CheckConfig) => check_config(&s).await,
@@ -312,12 +241,12 @@ async fn check_config(s: &Settings) -> anyhow::Result<ExitCode> {
     if let Err(e) = Access::from_config(s.config.access.as_ref()) {
         problem(format!("[access] {e:#}"));
     }
-    match load_secrets(s) {
+    match s.load_secrets() {
         Ok(secrets) => {
-            if let Err(e) = llm_providers(s, &secrets) {
+            if let Err(e) = s.llm_providers(&secrets) {
                 problem(format!("[llm] {e:#}"));
             }
-            if let Err(e) = notifier(s, &secrets) {
+            if let Err(e) = s.notifier(&secrets) {
                 problem(format!("[smtp] {e:#}"));
             }
             if let Some(name) = &s.config.http.metrics_token
@@ -333,7 +262,7 @@ async fn check_config(s: &Settings) -> anyhow::Result<ExitCode> {
     let dir = &s.paths.pipelines;
     let (mut valid, mut invalid) = (0usize, 0usize);
     if dir.is_dir() {
-        let opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
+        let opts = s.validate_options();
         let set = sluice_shared::load_paths(std::slice::from_ref(dir), &opts);
         for f in &set.files {
             for d in &f.diagnostics {
@@ -368,289 +297,52 @@ async fn check_config(s: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(
-    s: &Settings,
-    budget: Budget,
-    manager: Arc<ServiceManager>,
-) -> anyhow::Result<ExitCode> {
-    if let Err(e) = manager.status("starting: opening the store") {
-        tracing::warn!(error = %e, "cannot reach the service manager");
-    }
-    statedir::prepare(&s.paths.state_dir)?;
-    let _lock = StateLock::acquire(&s.paths.state_dir)?;
-    let store = open_store(s).await?;
-    let secrets = load_secrets(s)?;
-    let mut opts = engine_options(s, true);
-    opts.llm = llm_providers(s, &secrets)?;
-    opts.notifier = notifier(s, &secrets)?;
-    let engine = Engine::start(store, &secrets, opts)?;
-    let recovered = engine.recover_in_background().await?;
-
-    // The pipeline registry, shared by the triggers and the socket API.
-    let registry = Arc::new(Registry::new(engine.store().clone(), engine.events()).await?);
-    registry.set_secrets(&secrets);
-    let validate_opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
-    let report = registry.reload(&s.paths.pipelines, &validate_opts).await?;
-    tracing::info!(pipelines = registry.list().len(), rejected = report.rejected.len(), dir = %s.paths.pipelines.display(), "pipelines loaded");
-
-    // --- triggers: pipeline directory watcher, cron scheduler, webhook listener, SIGHUP ---
-    let stop_triggers = tokio_util::sync::CancellationToken::new();
-    let triggers = sluice_daemon::triggers::Triggers::new(engine.clone(), Arc::clone(&registry));
-    let watcher = match sluice_daemon::watcher::Watcher::start(
-        Arc::clone(&registry),
-        &s.paths.pipelines,
-        validate_opts.clone(),
-        sluice_daemon::watcher::WatchOptions::default(),
-        stop_triggers.clone(),
-    )
-    .await
-    {
-        Ok((w, _)) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "pipeline files are not watched; SIGHUP still rescans");
-            None
+/// The daemon itself, until SIGTERM or SIGINT; SIGHUP reloads.
+async fn serve(s: Settings) -> anyhow::Result<ExitCode> {
+    // Before the start: a SIGHUP during it waits for the start to finish
+    // instead of ending the process.
+    let mut hup = signal(SignalKind::hangup())?;
+    let daemon = Daemon::start(s).await?;
+    let stop = wait_for_stop()?;
+    let reloader = daemon.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading sluiced.toml and the pipelines directory");
+            reloader.reload().await;
         }
-    };
-    let scheduler = sluice_daemon::triggers::cron::Scheduler::spawn(
-        triggers.clone(),
-        Arc::new(sluice_daemon::triggers::cron::SystemClock),
-        stop_triggers.clone(),
-    );
-
-    // --- socket API ---
-    let stop_api = tokio_util::sync::CancellationToken::new();
-    let access = Access::from_config(s.config.access.as_ref())?;
-    // The chain's head is also kept outside the database, so a cut tail is found.
-    let audit = Arc::new(
-        Audit::open_with_head(
-            engine.store().clone(),
-            Some(s.paths.state_dir.join("audit.head")),
-        )
-        .await?,
-    );
-    tokio::spawn(sluice_daemon::audit::watch_pipelines(
-        Arc::clone(&audit),
-        engine.subscribe(),
-        stop_triggers.clone(),
-    ));
-    // Limit refusals reach the store and the audit trail in aggregate, every few seconds.
-    sluice_daemon::limits::ledger::spawn(
-        Arc::clone(engine.limits()),
-        engine.store().clone(),
-        Some(Arc::clone(&audit)),
-        Some(engine.events()),
-        stop_triggers.clone(),
-    );
-    let metrics = Arc::new(Metrics::default());
-    metrics.seed(engine.store()).await?;
-    let api = ApiContext::new(
-        engine.clone(),
-        Arc::clone(&registry),
-        triggers.clone(),
-        Some(scheduler.clone()),
-        access,
-        audit,
-        metrics,
-        s.paths.pipelines.clone(),
-        validate_opts.clone(),
-        s.paths.state_dir.clone(),
-        sluice_daemon::api::SocketLimits::from_config(&s.config.socket)?,
-    );
-    let listener = sluice_daemon::api::bind(&s.paths.socket)?;
-    // From here every way out of main removes the socket file (a failed start included).
-    let _socket_file = sluice_daemon::api::SocketFile::new(&s.paths.socket);
-    tokio::spawn(sluice_daemon::api::serve(listener, api, stop_api.clone()));
-    // --- end socket API ---
-
-    let mut webhook_opts = sluice_daemon::triggers::webhook::WebhookOptions {
-        max_connections: budget.webhook_connections(),
-        ..Default::default()
-    };
-    if let Some(n) = s.config.http.max_connections_per_peer {
-        webhook_opts.max_per_peer = n;
-    }
-    tracing::info!(
-        nofile = budget.soft,
-        per_peer = webhook_opts.max_per_peer,
-        webhook_connections = webhook_opts.max_connections,
-        "file descriptor budget"
-    );
-    if let Some(text) = &s.config.http.max_body {
-        webhook_opts.max_body =
-            sluice_daemon::triggers::webhook::parse_size(text).context("[http] max_body")?;
-    }
-    let exporter = Arc::new(sluice_daemon::prometheus::Exporter::new(
-        engine.clone(),
-        triggers.clone(),
-    ));
-    if let Some(name) = &s.config.http.metrics_token
-        && secrets.get(name).is_none()
-    {
-        tracing::warn!(secret = %name, "[http] metrics_token names a secret that is not set; /metrics refuses every scrape");
-    }
-    let webhook_state = sluice_daemon::triggers::webhook::WebhookState::new(
-        triggers.clone(),
-        secrets.clone(),
-        webhook_opts,
-        stop_triggers.clone(),
-    )
-    .with_metrics(exporter, s.config.http.metrics_token.clone());
-    let http_listener = tokio::net::TcpListener::bind(&s.config.http.listen)
-        .await
-        .with_context(|| format!("binding the HTTP listener to {}", s.config.http.listen))?;
-    let http_addr = match http_listener.local_addr() {
-        Ok(addr) => {
-            tracing::info!(listen = %addr, "webhook listener ready");
-            addr.to_string()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "webhook listener address unknown");
-            s.config.http.listen.clone()
-        }
-    };
-    let http_done = tokio::spawn(sluice_daemon::triggers::webhook::serve(
-        http_listener,
-        webhook_state.clone(),
-        stop_triggers.clone(),
-    ));
-    webhook_state.set_ready(true);
-    {
-        // SIGHUP: re-read sluiced.toml (with the same flags), then rescan the pipelines directory.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let (registry, dir, validate, stop, webhook_state) = (
-            Arc::clone(&registry),
-            s.paths.pipelines.clone(),
-            validate_opts.clone(),
-            stop_triggers.clone(),
-            webhook_state.clone(),
-        );
-        let limits = Arc::clone(engine.limits());
-        let (manager, engine) = (Arc::clone(&manager), engine.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    r = hup.recv() => if r.is_none() { return },
-                    () = stop.cancelled() => return,
-                }
-                tracing::info!("SIGHUP: reloading sluiced.toml and the pipelines directory");
-                if let Err(e) = manager.reloading() {
-                    tracing::warn!(error = %e, "cannot tell the service manager about the reload");
-                }
-                let mut new_validate = None;
-                match Cli::try_parse()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|cli| settings(&cli.common))
-                {
-                    Ok(new) => {
-                        // New limits apply at once; usage counters and running runs are kept.
-                        limits.reload(new.config.limits.clone());
-                        match load_secrets(&new) {
-                            // Node templates keep the secrets the engine started with.
-                            Ok(secrets) => {
-                                registry.set_secrets(&secrets);
-                                webhook_state.set_secrets(secrets);
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %format!("{e:#}"), "secrets not reloaded; keeping the previous ones")
-                            }
-                        }
-                        if new.paths.pipelines != dir {
-                            tracing::warn!(dir = %new.paths.pipelines.display(), "the pipelines directory changed; restart sluiced to use it");
-                        }
-                        new_validate = Some(ValidateOptions::with_plugin_dir(&new.paths.plugins));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "sluiced.toml not reloaded; keeping the previous configuration")
-                    }
-                }
-                let rescanned = match &watcher {
-                    Some(w) => w.rescan(new_validate).await.map_err(anyhow::Error::from),
-                    None => registry
-                        .reload(&dir, new_validate.as_ref().unwrap_or(&validate))
-                        .await
-                        .map_err(anyhow::Error::from),
-                };
-                if let Err(e) = rescanned {
-                    tracing::error!(error = %format!("{e:#}"), "rescanning the pipelines directory failed");
-                }
-                // Ready again whether or not the new files were good: the
-                // previous versions keep running (RELOADING=1 … READY=1).
-                let status = sluice_daemon::watchdog::status_line(&engine, &registry).await;
-                if let Err(e) = manager.ready(&status) {
-                    tracing::warn!(error = %e, "cannot tell the service manager the reload is done");
-                }
-            }
-        });
-    }
-    // --- end triggers ---
-
-    let stop_retention = tokio_util::sync::CancellationToken::new();
-    sluice_daemon::retention::spawn(
-        engine.store().clone(),
-        s.config.retention.clone(),
-        stop_retention.clone(),
-    );
-    tracing::info!(state_dir = %s.paths.state_dir.display(), recovered, "sluiced ready");
-    // The store is open, recovery has started, the pipelines are loaded and
-    // both listeners are bound (and /readyz answers 200): now systemd may
-    // start what orders itself after us.
-    let status = sluice_daemon::watchdog::status_line(&engine, &registry).await;
-    if let Err(e) = manager.ready(&status) {
-        tracing::warn!(error = %e, "cannot tell the service manager we are ready");
-    }
-    sluice_daemon::watchdog::spawn(
-        Arc::clone(&manager),
-        engine.clone(),
-        Arc::clone(&registry),
-        stop_retention.clone(),
-    );
+    });
     // Announce readiness to whoever started us (tests wait for this line).
     eprintln!(
-        "sluiced: ready (state {}, socket {}, http {http_addr})",
-        s.paths.state_dir.display(),
-        s.paths.socket.display()
+        "sluiced: ready (state {}, socket {}, http {})",
+        daemon.state_dir().display(),
+        daemon.socket_path().display(),
+        daemon.http_addr()
     );
-    wait_for_stop().await?;
-    if let Err(e) = manager.stopping() {
-        tracing::warn!(error = %e, "cannot tell the service manager we are stopping");
-    }
-    tracing::info!("stopping: letting running nodes finish");
-    // --- triggers: stop intake first (no new runs), then the rest below ---
-    stop_triggers.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), http_done).await;
-    stop_api.cancel();
-    let _ = std::fs::remove_file(&s.paths.socket);
-    stop_retention.cancel();
-    engine.shutdown().await;
+    stop.await;
+    daemon.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_stop() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
+/// Resolves at the first SIGTERM or SIGINT; the handlers are installed now.
+fn wait_for_stop() -> std::io::Result<impl Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
-fn parse_inputs(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut map = Map::new();
-    for pair in pairs {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--input '{pair}': expected NAME=VALUE"))?;
-        let value =
-            serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_owned()));
-        map.insert(k.to_owned(), value);
-    }
-    Ok(map)
+/// `-i name=value` read as the types the pipeline declares (shared with `sluice -i`).
+fn parse_inputs(pipeline: &Pipeline, pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let declared = DeclaredInput::from_specs(&pipeline.inputs);
+    sluice_shared::inputs::from_assignments(pairs, Some(&declared)).map_err(anyhow::Error::msg)
 }
 
 fn load_pipeline(s: &Settings, file: &Path) -> anyhow::Result<Option<Pipeline>> {
-    let opts = ValidateOptions::with_plugin_dir(&s.paths.plugins);
+    let opts = s.validate_options();
     // Load the file's directory too, so a `template:` can be resolved.
     let mut paths = vec![file.to_owned()];
     if let Some(dir) = file
@@ -695,10 +387,10 @@ async fn submit(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_pipeline(s, &args.file)? else {
         return Ok(ExitCode::from(2));
     };
-    let inputs = parse_inputs(&args.inputs)?;
+    let inputs = parse_inputs(&pipeline, &args.inputs)?;
     // The queued run executes as the daemon's user: the same trust checks apply.
     statedir::prepare(&s.paths.state_dir)?;
-    let store = open_store(s).await?;
+    let store = s.open_store().await?;
     let run = sluice_daemon::engine::enqueue(
         &store,
         &pipeline,
@@ -720,14 +412,14 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_pipeline(s, &args.file)? else {
         return Ok(ExitCode::from(2));
     };
-    let inputs = parse_inputs(&args.inputs)?;
+    let inputs = parse_inputs(&pipeline, &args.inputs)?;
     statedir::prepare(&s.paths.state_dir)?;
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
-    let store = open_store(s).await?;
-    let secrets = load_secrets(s)?;
-    let mut opts = engine_options(s, false);
-    opts.llm = llm_providers(s, &secrets)?;
-    opts.notifier = notifier(s, &secrets)?;
+    let store = s.open_store().await?;
+    let secrets = s.load_secrets()?;
+    let mut opts = s.engine_options(false);
+    opts.llm = s.llm_providers(&secrets)?;
+    opts.notifier = s.notifier(&secrets)?;
     let engine = Engine::start(store.clone(), &secrets, opts)?;
     let run = engine
         .submit(
@@ -739,8 +431,7 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .await?;
     let record = tokio::select! {
         r = engine.wait(run) => r?,
-        r = wait_for_stop() => {
-            r?;
+        () = wait_for_stop()? => {
             engine.cancel(run).await?;
             engine.wait(run).await?
         }

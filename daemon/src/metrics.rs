@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use sluice_shared::event::Event;
 use sluice_shared::protocol::{MetricsResult, PipelineDurations};
 use sluice_shared::run::{RunId, RunState};
+use sluice_shared::time::now_ms;
 
 use crate::store::{Store, StoreError};
 
@@ -34,10 +35,6 @@ pub struct Metrics {
 
 fn minute(ms: i64) -> i64 {
     ms.div_euclid(MINUTE_MS)
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 impl Metrics {

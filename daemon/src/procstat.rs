@@ -72,7 +72,7 @@ pub fn read() -> Option<ProcessStats> {
 static STARTED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 
 fn now_seconds() -> f64 {
-    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
+    sluice_shared::time::now_ms() as f64 / 1000.0
 }
 
 /// Notes now as the start time, for when `/proc/stat` cannot be read (call early).

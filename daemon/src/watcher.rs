@@ -19,6 +19,13 @@
 //! registry keeps what it had and reloads are retried every
 //! [`WatchOptions::retry`], so the error clears on its own once the cause is
 //! gone (EMFILE, a directory briefly missing mid-swap).
+//!
+//! The debounce is written here rather than taken from
+//! `notify-debouncer-mini`, which keeps only each event's path: it cannot
+//! tell the `Access` events of a reload's own reads (notify's inotify backend
+//! watches `IN_OPEN`) from edits, so every reload would schedule the next,
+//! and it drops events without a path, which is how an overflowed inotify
+//! queue asks for a rescan ([`notify::Event::need_rescan`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -394,6 +401,15 @@ mod tests {
             EventKind::Access(notify::event::AccessKind::Any),
             "/p/hello.yaml"
         )));
+    }
+
+    /// An overflowed queue names no path; it must still cause a full rescan.
+    #[test]
+    fn a_rescan_request_without_paths_counts() {
+        let overflow = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert!(overflow.paths.is_empty());
+        assert!(relevant(&overflow));
+        assert!(!relevant(&notify::Event::new(EventKind::Other)));
     }
 
     #[test]

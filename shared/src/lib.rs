@@ -8,6 +8,7 @@ pub mod document;
 pub mod duration;
 pub mod event;
 pub mod graph;
+pub mod inputs;
 pub mod loader;
 pub mod model;
 pub mod paths;
@@ -17,6 +18,7 @@ pub mod schema;
 pub mod shell_script;
 pub mod suggest;
 pub mod template;
+pub mod time;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};

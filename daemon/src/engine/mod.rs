@@ -5,7 +5,6 @@
 
 pub(crate) mod admission;
 mod approval;
-pub(crate) mod backoff;
 mod context;
 pub(crate) mod dispatch;
 pub use dispatch::DispatchView;
@@ -25,6 +24,9 @@ use sluice_shared::event::Event;
 use sluice_shared::graph::{Graph, Upstream};
 use sluice_shared::run::{Resolution, RetryMode, RunId, RunState, TriggerInfo, TriggerKind};
 use sluice_shared::template::TemplateEngine;
+// The engine's clock and its retry waits (`backoff::delay` in the driver) are
+// the shared ones: one clock and one jitter for the whole daemon.
+use sluice_shared::time::now_ms;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,7 +55,7 @@ pub struct EngineOptions {
     /// Delivers `notify` nodes and approval notifications (webhooks only by default).
     pub notifier: Arc<crate::notify::Notifier>,
     /// Where finished runs and attempts are counted for `/metrics`.
-    pub telemetry: crate::prometheus::Telemetry,
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 impl Default for EngineOptions {
@@ -67,7 +69,7 @@ impl Default for EngineOptions {
             limits: Arc::default(),
             llm: Arc::default(),
             notifier: Arc::default(),
-            telemetry: crate::prometheus::Telemetry::default(),
+            telemetry: crate::telemetry::Telemetry::default(),
         }
     }
 }
@@ -224,65 +226,6 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
-/// Checks `given` inputs against the pipeline's declarations and fills defaults.
-pub fn resolve_inputs(
-    pipeline: &Pipeline,
-    given: &Map<String, Value>,
-) -> Result<Value, EngineError> {
-    let mut out = Map::new();
-    for (name, value) in given {
-        let Some(spec) = pipeline.inputs.get(name) else {
-            let declared: Vec<&str> = pipeline.inputs.keys().map(String::as_str).collect();
-            let hint = sluice_shared::suggest::did_you_mean(name, declared.iter().copied())
-                .map_or_else(
-                    || {
-                        format!(
-                            " (declared: {})",
-                            if declared.is_empty() {
-                                "none".into()
-                            } else {
-                                declared.join(", ")
-                            }
-                        )
-                    },
-                    |h| format!(" ({h})"),
-                );
-            return Err(EngineError::Input(format!("unknown input '{name}'{hint}")));
-        };
-        if !spec.ty.accepts(value) {
-            return Err(EngineError::Input(format!(
-                "input '{name}' must be {}",
-                spec.ty.with_article()
-            )));
-        }
-        if !spec.choices.is_empty() && !spec.choices.contains(value) {
-            return Err(EngineError::Input(format!(
-                "input '{name}' is not one of its choices"
-            )));
-        }
-        out.insert(name.clone(), value.clone());
-    }
-    for (name, spec) in &pipeline.inputs {
-        if !out.contains_key(name) {
-            match &spec.default {
-                Some(d) => {
-                    out.insert(name.clone(), d.clone());
-                }
-                None => {
-                    return Err(EngineError::Input(format!(
-                        "required input '{name}' is missing"
-                    )));
-                }
-            }
-        }
-    }
-    Ok(Value::Object(out))
-}
-
 /// Approval nodes and every node downstream of one.
 fn behind_approval(version: &LoadedVersion) -> BTreeSet<&str> {
     let mut out = BTreeSet::new();
@@ -324,7 +267,9 @@ async fn enqueue_shared(
     inputs: &Map<String, Value>,
     trigger: TriggerInfo,
 ) -> Result<driver::Created, EngineError> {
-    let inputs = resolve_inputs(pipeline, inputs)?;
+    let inputs = sluice_shared::inputs::resolve(&pipeline.inputs, inputs)
+        .map(Value::Object)
+        .map_err(|p| EngineError::Input(p.to_string()))?;
     let version_id = store.save_version(pipeline, source).await?;
     // The run's time limit starts when it starts running, not while it waits in the queue.
     let deadline: Option<i64> = None;
@@ -419,7 +364,7 @@ impl Engine {
     }
 
     /// Where runs, attempts and triggers are counted for `/metrics`.
-    pub fn telemetry(&self) -> &crate::prometheus::Telemetry {
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
         &self.inner.opts.telemetry
     }
 

@@ -124,7 +124,7 @@ async fn repair(inner: &Arc<Inner>, run: &crate::store::RunRecord) -> Result<boo
         Err(e) => {
             tracing::error!(run = %run.id, error = %e, "cannot load the run's pipeline version");
             inner.admission.release(run.id);
-            let now = jiff::Timestamp::now().as_millisecond();
+            let now = sluice_shared::time::now_ms();
             inner
                 .store
                 .apply(vec![
@@ -211,7 +211,7 @@ async fn repair(inner: &Arc<Inner>, run: &crate::store::RunRecord) -> Result<boo
             NodeChange {
                 state: Some(NodeState::Failed),
                 error: Some(Some(error)),
-                finished_at: Some(Some(jiff::Timestamp::now().as_millisecond())),
+                finished_at: Some(Some(sluice_shared::time::now_ms())),
                 ..Default::default()
             }
         } else {

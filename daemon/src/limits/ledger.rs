@@ -30,7 +30,7 @@ pub async fn flush(
     if pending.is_empty() {
         return 0;
     }
-    let minute = jiff::Timestamp::now().as_millisecond().div_euclid(60_000);
+    let minute = sluice_shared::time::now_ms().div_euclid(60_000);
     let total: i64 = pending.iter().map(|(_, n)| *n).sum();
     let mut summary: Vec<_> = pending
         .iter()

@@ -9,22 +9,20 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
 use sluice_shared::model::node::{HttpMethod, HttpNode};
 use sluice_shared::template::Escape;
 
 use super::{Execute, NodeContext, NodeError, Outcome, render, render_json};
+use crate::http_client::{error_chain, retry_after};
 
 /// Largest response body read; a longer one fails the attempt.
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// Time limit for a request when the node sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest `Retry-After` honoured; a server asking for more gets this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Characters of a failed response's body quoted in the error message.
 const SNIPPET_CHARS: usize = 200;
@@ -315,23 +313,6 @@ fn snippet(body: &Value) -> Option<String> {
     Some(cut)
 }
 
-/// `Retry-After` as delta-seconds or an HTTP-date, capped at [`MAX_RETRY_AFTER`].
-pub(crate) fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => {
-            // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is RFC 2822 syntax.
-            let at = jiff::fmt::rfc2822::DateTimeParser::new()
-                .parse_timestamp(value)
-                .ok()?;
-            let seconds = at.as_second().saturating_sub(now.as_second());
-            Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
-        }
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 fn transport_error(
     ctx: &NodeContext,
     method: &Method,
@@ -356,21 +337,6 @@ fn transport_error(
         // Connection reset, truncated body and the like: the next try may pass.
         NodeError::retryable(format!("{method} {shown} failed: {detail}"))
     }
-}
-
-/// An error and its causes, joined with ": ".
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -726,24 +692,5 @@ mod tests {
             "{}",
             err.message
         );
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_dates_and_is_capped() {
-        let now: jiff::Timestamp = "2015-10-21T07:27:00Z".parse().unwrap();
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(RETRY_AFTER, value.parse().unwrap());
-            retry_after(&headers, now)
-        };
-        assert_eq!(with("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            with("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(with("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
-        assert_eq!(with("99999999"), Some(MAX_RETRY_AFTER));
-        assert_eq!(with("soon"), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 }

@@ -7,7 +7,6 @@ pub mod delay;
 pub mod filter;
 pub mod http;
 pub mod llm;
-pub mod log;
 pub mod notify;
 pub mod pgroup;
 pub mod plugin;
@@ -26,8 +25,8 @@ use sluice_shared::run::RunId;
 use sluice_shared::template::{Context, TemplateEngine};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::attempt_log::{LogMsg, LogSink, NoteSlot};
 use crate::secrets::Redactor;
-pub use log::{LogMsg, LogSink, NoteSlot};
 
 /// Largest stdout or stderr kept in a node's output (the log keeps every line up to its cap).
 pub const MAX_CAPTURE: usize = 64 * 1024;

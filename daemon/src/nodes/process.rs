@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 
-use super::log::MAX_LINE_BYTES;
 use super::{LogSink, NodeContext};
+use crate::attempt_log::MAX_LINE_BYTES;
 use crate::fdlimit;
 use crate::secrets::Redactor;
 

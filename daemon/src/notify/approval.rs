@@ -7,7 +7,7 @@ use sluice_shared::run::RunId;
 use sluice_shared::model::node::NotifyTarget;
 
 use super::{Message, Notifier, ResolvedTarget};
-use crate::nodes::LogSink;
+use crate::attempt_log::LogSink;
 
 /// What happened to an approval request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use sluice_shared::model::RetryPolicy;
 use tokio::time::Instant;
 
-use crate::nodes::LogSink;
+use crate::attempt_log::LogSink;
 use crate::secrets::{Redactor, Secrets};
 
 pub use approval::{ApprovalEvent, ApprovalNotice};
@@ -456,8 +456,7 @@ impl Notifier {
             } else if n >= max {
                 Err("no attempts left".to_owned())
             } else {
-                let wait =
-                    crate::engine::backoff::delay(&self.policy.retry, n + 1, error.retry_after);
+                let wait = sluice_shared::time::delay(&self.policy.retry, n + 1, error.retry_after);
                 if Instant::now() + wait >= deadline {
                     Err(format!(
                         "giving up: the next attempt would start after the {} limit",

@@ -175,7 +175,7 @@ pub(super) async fn post(
     if status.is_success() {
         return Ok(status_text);
     }
-    let retry_after = crate::nodes::http::retry_after(response.headers(), jiff::Timestamp::now());
+    let retry_after = crate::http_client::retry_after(response.headers(), jiff::Timestamp::now());
     let body = read_some(response).await;
     let mut message = format!("the webhook answered {status_text}");
     if let Some(snippet) = snippet(&body) {
@@ -216,7 +216,7 @@ fn snippet(body: &[u8]) -> Option<String> {
 fn transport_error(error: reqwest::Error) -> AttemptError {
     // reqwest puts the full URL in its messages, and the URL is the secret.
     let error = error.without_url();
-    let detail = crate::nodes::http::error_chain(&error);
+    let detail = crate::http_client::error_chain(&error);
     if error.is_timeout() {
         AttemptError::retryable(format!("timed out: {detail}"))
     } else if error.is_connect() {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice_shared::Pipeline;
 use sluice_shared::run::{AttemptState, LogLine, RunId, RunState, TriggerInfo};
+use sluice_shared::time::now_ms;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -114,10 +115,6 @@ fn pragmas(durability: Durability) -> String {
 pub struct Store {
     writes: mpsc::Sender<(Write, Reply)>,
     reads: SqlitePool,
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 impl Store {

@@ -19,7 +19,7 @@ impl Store {
             vec![
                 SqlArg::Text(name.into()),
                 SqlArg::Int(i64::from(enabled)),
-                SqlArg::Int(jiff::Timestamp::now().as_millisecond()),
+                SqlArg::Int(sluice_shared::time::now_ms()),
                 by.map_or(SqlArg::Null, |b| SqlArg::Text(b.into())),
             ],
         )])

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use sluice_shared::model::OverlapPolicy;
 use sluice_shared::run::{RetryMode, RunId, TriggerInfo, TriggerKind};
 
-use crate::engine::{Engine, EngineError, resolve_inputs};
+use crate::engine::{Engine, EngineError};
 use crate::limits::LimitKind;
 use crate::registry::{Entry, Registry};
 use crate::store::usage::Charged;
@@ -217,10 +217,9 @@ impl Triggers {
         trigger: TriggerInfo,
         key: Option<&str>,
     ) -> Result<Fired, TriggerError> {
-        let resolved = resolve_inputs(&entry.pipeline, inputs).map_err(|e| match e {
-            EngineError::Input(m) => TriggerError::Input(m),
-            other => TriggerError::Engine(other),
-        })?;
+        let resolved = sluice_shared::inputs::resolve(&entry.pipeline.inputs, inputs)
+            .map(Value::Object)
+            .map_err(|p| TriggerError::Input(p.to_string()))?;
         // A redelivery of an accepted trigger gets its run back before the
         // limits: it spends no rate token and is never refused. With no limit
         // that could refuse it, the write below finds the earlier run itself,

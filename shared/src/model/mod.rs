@@ -188,7 +188,7 @@ pub struct RetryPolicy {
     /// The longest wait between attempts.
     #[serde(default = "default_max_backoff")]
     pub max_backoff: Duration,
-    /// Randomise waits (full jitter) so retries of many runs do not align.
+    /// Randomise waits (each between half and all of its step) so retries of many runs do not align.
     #[serde(default = "default_true")]
     pub jitter: bool,
 }

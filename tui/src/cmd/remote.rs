@@ -15,7 +15,7 @@ use sluice_shared::protocol::{
     TokenCreateParams, TokenCreateResult, TokenInfo, TokenRevokeParams,
 };
 use sluice_shared::run::{RunId, RunState};
-use sluice_tui::console::inputs::{self as console_inputs, input_value};
+use sluice_tui::console::inputs as console_inputs;
 
 use crate::cli::{Command, LimitsCommand, ResolveAction, RunsArgs, TokenCommand};
 use crate::client::Client;
@@ -37,7 +37,7 @@ fn run_id(text: &str) -> Result<RunId, Failure> {
 }
 
 /// `name=value` pairs as inputs, each value read as the console's trigger
-/// form reads it ([`input_value`]): with the pipeline's definition, as the
+/// form reads it ([`sluice_shared::inputs::input_value`]): with the pipeline's definition, as the
 /// type its input declares (`version=2.0` stays text for a string input,
 /// `n=abc` for an integer input is refused here, before anything is sent),
 /// and a name the pipeline does not declare is refused with a hint. Without
@@ -45,18 +45,7 @@ fn run_id(text: &str) -> Result<RunId, Failure> {
 /// (`n=3`, `flag=true`, `list=[1,2]`), else text, and the daemon checks them.
 fn inputs(pairs: &[String], definition: Option<&Value>) -> Result<Map<String, Value>, Failure> {
     let declared = definition.and_then(console_inputs::declared);
-    let mut map = Map::new();
-    for pair in pairs {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--input '{pair}': expected NAME=VALUE")))?;
-        if k.is_empty() {
-            return Err(usage(format!("--input '{pair}': no name before '='")));
-        }
-        let value = input_value(k, v, false, declared.as_deref()).map_err(usage)?;
-        map.insert(k.to_owned(), value);
-    }
-    Ok(map)
+    sluice_shared::inputs::from_assignments(pairs, declared.as_deref()).map_err(usage)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {

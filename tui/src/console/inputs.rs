@@ -4,42 +4,8 @@
 //! JSON, ...), and a pipeline's defaults written back as such text.
 
 use serde_json::{Map, Value};
-use sluice_shared::model::InputType;
-
-/// One input a pipeline declares, as the trigger form needs it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeclaredInput {
-    /// Its name.
-    pub name: String,
-    /// Its type; None for a type this console does not know (a newer daemon),
-    /// whose values are read loosely (JSON where they parse, else text).
-    pub ty: Option<InputType>,
-    /// Its default, if any.
-    pub default: Option<Value>,
-}
-
-/// The inputs a stored pipeline definition (`pipelines.get`) declares, in
-/// order; None when the definition says nothing about its inputs.
-pub fn declared(definition: &Value) -> Option<Vec<DeclaredInput>> {
-    let inputs = definition.get("inputs")?.as_object()?;
-    Some(
-        inputs
-            .iter()
-            .map(|(name, spec)| {
-                let ty = match spec.get("type") {
-                    // The model's default type.
-                    None | Some(Value::Null) => Some(InputType::default()),
-                    Some(t) => serde_json::from_value::<InputType>(t.clone()).ok(),
-                };
-                DeclaredInput {
-                    name: name.clone(),
-                    ty,
-                    default: spec.get("default").filter(|d| !d.is_null()).cloned(),
-                }
-            })
-            .collect(),
-    )
-}
+// Reading one value as its declared type is shared with `sluiced -i` and the CLI.
+pub use sluice_shared::inputs::{DeclaredInput, declared, input_value};
 
 /// The form's first text: `who=world n=3 cfg='{"a":1}'`, every declared input
 /// with its default (empty without one), quoted so that [`form_inputs`] reads
@@ -208,109 +174,9 @@ pub fn form_inputs(
     Ok(map)
 }
 
-/// One input's value as the console's form and the CLI's `-i name=value`
-/// both read it. With the pipeline's declared inputs (`declared`), `text` is
-/// read as the input's type ([`typed`]), a name the pipeline does not declare
-/// is refused with a did-you-mean hint, and an input of a type this console
-/// does not know is read loosely. Without them (the definition was not
-/// available) the value is read loosely: JSON where it parses, else text;
-/// `quoted` (the form's `name='3'`) keeps it text unless it is a JSON array
-/// or object. The error names the input, the type and the value.
-pub fn input_value(
-    name: &str,
-    text: &str,
-    quoted: bool,
-    declared: Option<&[DeclaredInput]>,
-) -> Result<Value, String> {
-    let Some(declared) = declared else {
-        return Ok(loose(text, quoted));
-    };
-    let Some(input) = declared.iter().find(|i| i.name == name) else {
-        return Err(unknown_input(name, declared));
-    };
-    match input.ty {
-        Some(ty) => typed(name, ty, text),
-        None => Ok(loose(text, quoted)),
-    }
-}
-
 /// [`form_inputs`] without declared types.
 pub fn parse_inputs(text: &str) -> Result<Map<String, Value>, String> {
     form_inputs(text, None)
-}
-
-/// A value of an unknown type: JSON where a bare value parses, else text.
-fn loose(v: &str, quoted: bool) -> Value {
-    match serde_json::from_str::<Value>(v) {
-        Ok(j) if !quoted || j.is_array() || j.is_object() => j,
-        _ => Value::String(v.to_string()),
-    }
-}
-
-fn unknown_input(name: &str, declared: &[DeclaredInput]) -> String {
-    let names = declared.iter().map(|i| i.name.as_str());
-    let hint = match sluice_shared::suggest::did_you_mean(name, names.clone()) {
-        Some(h) => h,
-        None if declared.is_empty() => "it declares no inputs".to_string(),
-        None => format!("declared: {}", names.collect::<Vec<_>>().join(", ")),
-    };
-    format!("unknown input '{name}' ({hint})")
-}
-
-/// `text` read as an input of type `ty`, or why it cannot be.
-pub fn typed(name: &str, ty: InputType, text: &str) -> Result<Value, String> {
-    let json = || serde_json::from_str::<Value>(text);
-    let value = match ty {
-        InputType::String => return Ok(Value::String(text.to_string())),
-        InputType::Boolean => match text {
-            "true" => Some(Value::Bool(true)),
-            "false" => Some(Value::Bool(false)),
-            _ => None,
-        },
-        InputType::Number => json().ok().filter(Value::is_number),
-        InputType::Integer => json().ok().and_then(integral),
-        InputType::Object | InputType::Array => match json() {
-            Ok(v) => Some(v).filter(|v| ty.accepts(v)),
-            Err(e) => {
-                return Err(format!("{}, not {}: {e}", expected(name, ty), shown(text)));
-            }
-        },
-    };
-    value.ok_or_else(|| format!("{}, not {}", expected(name, ty), shown(text)))
-}
-
-/// A whole number as an integer (`3`, `3.0`, `1e3`), or None.
-fn integral(v: Value) -> Option<Value> {
-    if v.is_i64() || v.is_u64() {
-        return Some(v);
-    }
-    let f = v.as_f64()?;
-    // Beyond 2^53 an f64 no longer holds every whole number exactly.
-    (f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0).then(|| Value::from(f as i64))
-}
-
-/// "input 'n' must be an integer (a whole number)".
-fn expected(name: &str, ty: InputType) -> String {
-    let example = match ty {
-        InputType::String => "",
-        InputType::Number => " (like 3 or 2.5)",
-        InputType::Integer => " (a whole number)",
-        InputType::Boolean => " (true or false)",
-        InputType::Object => r#" (JSON like {"a": 1})"#,
-        InputType::Array => " (JSON like [1, 2])",
-    };
-    format!("input '{name}' must be {}{example}", ty.with_article())
-}
-
-/// The value in a message, cut short when long.
-fn shown(text: &str) -> String {
-    const MAX: usize = 24;
-    if text.chars().count() > MAX {
-        let head: String = text.chars().take(MAX - 1).collect();
-        format!("'{head}…'")
-    } else {
-        format!("'{text}'")
-    }
 }
 
 #[cfg(test)]
@@ -404,109 +270,30 @@ mod tests {
         form_inputs(text, Some(&declared)).map(|m| m["x"].clone())
     }
 
+    /// The form's quoting comes off before the value is read as its declared
+    /// type (the reading itself is `sluice_shared::inputs`', tested there).
     #[test]
-    fn values_are_read_as_their_declared_type() {
-        // A string stays text exactly as typed, however it looks.
-        assert_eq!(one("string", "x=42"), Ok(json!("42")));
-        assert_eq!(one("string", "x=true"), Ok(json!("true")));
-        assert_eq!(one("string", "x=[1,2]"), Ok(json!("[1,2]")));
+    fn quoted_values_are_read_as_their_declared_type() {
         assert_eq!(one("string", "x=' 007 '"), Ok(json!(" 007 ")));
-        // No type is a string (the model's default).
-        let declared = declared(&json!({ "inputs": { "x": {} } })).unwrap();
-        assert_eq!(
-            form_inputs("x=3", Some(&declared)).unwrap()["x"],
-            json!("3")
-        );
-        assert_eq!(one("number", "x=2.5"), Ok(json!(2.5)));
-        assert_eq!(one("number", "x=-3"), Ok(json!(-3)));
+        assert_eq!(one("string", "x=42"), Ok(json!("42")));
         assert_eq!(one("number", "x='1e3'"), Ok(json!(1000.0)));
-        assert_eq!(one("integer", "x=42"), Ok(json!(42)));
-        assert_eq!(one("integer", "x=4.0"), Ok(json!(4)));
-        assert_eq!(one("boolean", "x=true"), Ok(json!(true)));
-        assert_eq!(one("boolean", "x=false"), Ok(json!(false)));
-        assert_eq!(one("object", r#"x='{"a":[1]}'"#), Ok(json!({"a": [1]})));
-        assert_eq!(one("array", "x=[]"), Ok(json!([])));
         assert_eq!(one("array", r#"x='["a b", 2]'"#), Ok(json!(["a b", 2])));
-        // A type this console does not know is read loosely.
-        assert_eq!(one("enum", "x=3"), Ok(json!(3)));
-        assert_eq!(one("enum", "x=abc"), Ok(json!("abc")));
-    }
-
-    #[test]
-    fn a_value_that_does_not_fit_its_type_names_the_input_and_the_type() {
-        for (ty, text, says) in [
-            ("number", "x=abc", "input 'x' must be a number"),
-            ("number", "x=''", "input 'x' must be a number"),
-            ("number", "x=NaN", "input 'x' must be a number"),
-            ("integer", "x=3.5", "input 'x' must be an integer"),
-            ("integer", "x=1e300", "input 'x' must be an integer"),
-            ("integer", "x=\"4\"x", "input 'x' must be an integer"),
-            (
-                "boolean",
-                "x=yes",
-                "input 'x' must be a boolean (true or false)",
-            ),
-            ("boolean", "x=1", "input 'x' must be a boolean"),
-            ("object", "x=[1]", "input 'x' must be an object"),
-            ("object", "x={a:1}", "input 'x' must be an object"),
-            ("array", r#"x='{"a":1}'"#, "input 'x' must be an array"),
-            ("array", "x=[1,", "input 'x' must be an array"),
-        ] {
-            let err = one(ty, text).expect_err(text);
-            assert!(err.starts_with(says), "{text}: {err}");
-        }
+        assert!(
+            one("number", "x=''")
+                .unwrap_err()
+                .starts_with("input 'x' must be a number")
+        );
+        assert!(
+            one("integer", "x=\"4\"x")
+                .unwrap_err()
+                .starts_with("input 'x' must be an integer")
+        );
         // A bare empty value is left out (the default applies), not refused.
         let number = declared(&json!({ "inputs": { "x": { "type": "number" } } })).unwrap();
         assert!(form_inputs("x=", Some(&number)).unwrap().is_empty());
-        // JSON that does not parse says where.
-        assert!(
-            one("object", "x={a:1}")
-                .unwrap_err()
-                .contains("line 1 column 2")
-        );
-        // Long values are cut in the message.
-        let long = format!("x={}", "9".repeat(100));
-        assert!(one("boolean", &long).unwrap_err().len() < 100);
-    }
-
-    #[test]
-    fn a_name_the_pipeline_does_not_declare_is_refused_with_a_hint() {
-        let def = json!({ "inputs": { "count": { "type": "integer" }, "who": {} } });
-        let declared = declared(&def).unwrap();
-        let err = form_inputs("cuont=3", Some(&declared)).unwrap_err();
+        // A name the pipeline does not declare is refused with a hint.
+        let def = json!({ "inputs": { "count": { "type": "integer" } } });
+        let err = form_inputs("cuont=3", Some(&declared(&def).unwrap())).unwrap_err();
         assert_eq!(err, "unknown input 'cuont' (did you mean 'count'?)");
-        let err = form_inputs("zzz=3", Some(&declared)).unwrap_err();
-        assert_eq!(err, "unknown input 'zzz' (declared: count, who)");
-        let none = declared_none();
-        let err = form_inputs("a=1", Some(&none)).unwrap_err();
-        assert_eq!(err, "unknown input 'a' (it declares no inputs)");
-    }
-
-    /// One value as the CLI's `-i name=value` reads it (never quoted: the
-    /// shell took the quotes).
-    #[test]
-    fn one_value_reads_as_the_form_does() {
-        let def = json!({ "inputs": { "n": { "type": "integer" }, "who": {} } });
-        let declared = declared(&def).unwrap();
-        let d = Some(&declared[..]);
-        assert_eq!(input_value("n", "5", false, d), Ok(json!(5)));
-        assert_eq!(
-            input_value("n", "abc", false, d),
-            Err("input 'n' must be an integer (a whole number), not 'abc'".into())
-        );
-        assert_eq!(input_value("who", "5", false, d), Ok(json!("5")));
-        assert_eq!(input_value("who", "", false, d), Ok(json!("")));
-        assert!(
-            input_value("nn", "5", false, d)
-                .unwrap_err()
-                .contains("did you mean 'n'")
-        );
-        // Without the definition: JSON where it parses, else text.
-        assert_eq!(input_value("n", "5", false, None), Ok(json!(5)));
-        assert_eq!(input_value("n", "abc", false, None), Ok(json!("abc")));
-    }
-
-    fn declared_none() -> Vec<DeclaredInput> {
-        declared(&json!({ "inputs": {} })).unwrap()
     }
 }

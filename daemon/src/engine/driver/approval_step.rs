@@ -8,10 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Run;
 use crate::engine::approval::{self, Step};
-use crate::engine::{EngineError, Inner, now_ms};
+use crate::engine::{EngineError, Inner};
 use crate::nodes::{NodeError, NoteSlot};
 use crate::notify::approval::ApprovalEvent;
 use crate::store::NodeChange;
+use sluice_shared::time::now_ms;
 
 impl Run {
     pub(super) async fn approval_step(

@@ -7,9 +7,10 @@ use sluice_shared::model::{Node, NodeKind};
 use sluice_shared::run::{AttemptState, NodeState, RunState};
 
 use super::Run;
-use crate::engine::{EngineError, Inner, now_ms};
+use crate::engine::{EngineError, Inner};
 use crate::nodes::NoteSlot;
 use crate::store::{Change, NodeChange, RunChange};
+use sluice_shared::time::now_ms;
 
 impl Run {
     pub(super) fn node(&self, i: usize) -> &Node {
@@ -163,7 +164,7 @@ impl Run {
         });
         if let Some(state) = finished {
             let took = self.record.started_at.and_then(|at| {
-                u64::try_from(jiff::Timestamp::now().as_millisecond() - at)
+                u64::try_from(now_ms() - at)
                     .ok()
                     .map(std::time::Duration::from_millis)
             });

@@ -5,9 +5,10 @@ use sluice_shared::model::NodeKind;
 use sluice_shared::run::{AttemptState, NodeState, Resolution};
 
 use super::Run;
-use crate::engine::{Command, EngineError, Inner, backoff, now_ms};
+use crate::engine::{Command, EngineError, Inner};
 use crate::nodes::{NodeError, NoteSlot, Outcome};
 use crate::store::NodeChange;
+use sluice_shared::time::{self as backoff, now_ms};
 
 impl Run {
     pub(super) fn complete(

@@ -15,9 +15,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{Waiting, Worker};
-use super::{Command, DriverExit, EngineError, Inner, LoadedVersion, now_ms};
+use super::{Command, DriverExit, EngineError, Inner, LoadedVersion};
 use crate::nodes::{self, NodeContext, NodeError, NoteSlot, Outcome};
 use crate::store::{Change, NewRun, NodeChange, RunChange, RunRecord};
+use sluice_shared::time::now_ms;
 
 struct NodeRt {
     state: NodeState,

@@ -8,8 +8,9 @@ use sluice_shared::run::{AttemptState, NodeState};
 use tokio_util::sync::CancellationToken;
 
 use super::Run;
-use crate::engine::{Inner, now_ms};
+use crate::engine::Inner;
 use crate::store::NodeChange;
+use sluice_shared::time::now_ms;
 
 /// Evaluates node `i`'s `when` for attempt `attempt`: whether it holds, or why
 /// it cannot be evaluated (already redacted).

@@ -26,8 +26,8 @@ use sluice_shared::model::node::{ChatRole, LlmFormat, LlmNode, ModelChoice};
 use sluice_shared::template::Escape;
 
 use self::wire::{Decoder, Message, Piece};
-use super::http::{error_chain, retry_after};
 use super::{Execute, NodeContext, NodeError, Outcome, render};
+use crate::http_client::{error_chain, retry_after};
 use crate::llm::Provider;
 
 /// Longest reply kept; a longer one fails the attempt.

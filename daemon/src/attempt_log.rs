@@ -1,5 +1,9 @@
 //! A node attempt's log: lines are redacted, numbered, capped and handed to
 //! whoever listens (the engine stores and announces them).
+//!
+//! Below both `nodes` and `notify`: a node writes its lines here, and so does
+//! a notification's delivery (its retries) for the node or approval it
+//! serves, without `notify` knowing the nodes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,7 +147,7 @@ impl LogSink {
             node: self.node.to_string(),
             attempt: self.attempt,
             seq,
-            at_ms: jiff::Timestamp::now().as_millisecond(),
+            at_ms: sluice_shared::time::now_ms(),
             stream: stream.to_owned(),
             line,
         };
