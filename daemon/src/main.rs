@@ -125,7 +125,10 @@ fn main() -> ExitCode {
     // the umask we were given.
     // SAFETY: umask only swaps the process's file mode mask.
     let inherited = unsafe { libc::umask(0o077) };
-    sluice_daemon::nodes::process::set_child_umask(inherited);
+    sluice_daemon::nodes::process::set_child_umask(inherited, 0o077);
+    // Node processes are started without code between fork and exec, so no
+    // descriptor a parent handed down may reach them.
+    sluice_daemon::nodes::process::seal_inherited_descriptors();
     let s = match Settings::load(cli.common.overrides()) {
         Ok(s) => s.with_service_manager(manager),
         Err(e) => {

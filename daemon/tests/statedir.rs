@@ -143,6 +143,59 @@ async fn state_files_are_private_the_socket_0660_and_scripts_keep_the_callers_um
     assert_eq!(text.trim(), "0027");
 }
 
+/// The descriptors a node's process starts with, when sluiced was started
+/// with `umask`: a script lists them (`ls` adds its own directory, 3).
+async fn child_descriptors(umask: libc::mode_t) -> Vec<String> {
+    let p = Paths::new();
+    let out = p.root.join("fds.txt");
+    let file = p.root.join("pipelines/fds.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "nodes:\n  - id: a\n    kind: shell\n    run: ls /proc/self/fd > {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _d = p.ready("s.sock", |cmd| {
+        // SAFETY: umask is async-signal-safe and touches no memory.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask);
+                Ok(())
+            });
+        }
+    });
+    let mut c = daemon::Client::connect(&p.root.join("s.sock")).await;
+    c.hello().await.unwrap();
+    // The daemon has its database, WAL, lock, log, socket, listener and
+    // inotify descriptors open while the node starts.
+    c.call("pipelines.trigger", serde_json::json!({ "name": "fds" }))
+        .await
+        .unwrap();
+    let text = common::eventually(30, "the script to list its descriptors", || async {
+        std::fs::read_to_string(&out)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    })
+    .await;
+    text.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_processes_start_with_only_stdio_however_they_are_spawned() {
+    // 077 is the daemon's own umask: children inherit it and are started by
+    // posix_spawn. 022 differs: set between fork and exec, with the fd sweep.
+    for umask in [0o077, 0o022] {
+        assert_eq!(
+            child_descriptors(umask).await,
+            ["0", "1", "2", "3"],
+            "descriptors of a node process when sluiced runs under umask {umask:03o}"
+        );
+    }
+}
+
 #[test]
 fn a_database_owned_by_another_user_is_refused_naming_path_owner_and_mode() {
     let p = Paths::new();

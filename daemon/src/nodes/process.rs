@@ -63,12 +63,14 @@ const SPAWN_EXHAUSTION_LIMIT: Duration = Duration::from_secs(30);
 static CHILD_UMASK: AtomicU32 = AtomicU32::new(NO_UMASK);
 const NO_UMASK: u32 = u32::MAX;
 
-/// Gives node processes `mask` as their umask. sluiced runs with 077 so its
-/// own files are private, but scripts should create files as the operator's
-/// shell (or the unit's `UMask=`) would, so they get the umask sluiced was
-/// started with.
-pub fn set_child_umask(mask: u32) {
-    CHILD_UMASK.store(mask, Ordering::Relaxed);
+/// Gives node processes `mask` as their umask, where the daemon itself runs
+/// with `own`. sluiced runs with 077 so its own files are private, but
+/// scripts should create files as the operator's shell (or the unit's
+/// `UMask=`) would, so they get the umask sluiced was started with. When the
+/// two are the same (a unit with `UMask=0077`), children simply inherit it.
+pub fn set_child_umask(mask: u32, own: u32) {
+    let differs = if mask == own { NO_UMASK } else { mask };
+    CHILD_UMASK.store(differs, Ordering::Relaxed);
 }
 
 /// What to run and how.
@@ -384,6 +386,16 @@ fn command(spec: &Spec, base_env: &[(String, String)]) -> Command {
     .process_group(0)
     .kill_on_drop(true);
     let umask = CHILD_UMASK.load(Ordering::Relaxed);
+    // Without code to run between fork and exec, std starts the child with
+    // posix_spawn (vfork-like: the daemon's page tables are not copied, which
+    // made fork most of a shell step's cost). Every descriptor sluice and
+    // its libraries open is close-on-exec, so the child still starts with
+    // only 0, 1 and 2 (tests/fds.rs checks both ways). Only a umask other
+    // than the daemon's own needs the closure, and with it the fd sweep
+    // comes along as a second guard.
+    if umask == NO_UMASK {
+        return cmd;
+    }
     // SAFETY: the closure runs in the forked child between fork and exec,
     // where only async-signal-safe functions may be called. It makes raw
     // `close_range`/`fcntl`/`umask` system calls on integer arguments and
@@ -391,16 +403,23 @@ fn command(spec: &Spec, base_env: &[(String, String)]) -> Command {
     unsafe {
         cmd.pre_exec(move || {
             mark_inherited_fds_cloexec();
-            if umask != NO_UMASK {
-                libc::umask(umask as libc::mode_t);
-            }
+            libc::umask(umask as libc::mode_t);
             Ok(())
         });
     }
     cmd
 }
 
-/// Marks every descriptor above 2 close-on-exec, in the child before exec.
+/// Marks every descriptor the daemon inherited above 2 close-on-exec (they
+/// stay usable by the daemon). Call once at start: a parent may hand down
+/// descriptors without the flag (a shell's, a build tool's jobserver pipe),
+/// and children started by posix_spawn must not inherit them.
+pub fn seal_inherited_descriptors() {
+    mark_inherited_fds_cloexec();
+}
+
+/// Marks every descriptor above 2 close-on-exec, in the child before exec
+/// (and once in the daemon at start, see [`seal_inherited_descriptors`]).
 ///
 /// Close-on-exec rather than closing: std reports a failed `exec` (a missing
 /// interpreter) to the parent through a close-on-exec pipe that is open at this
