@@ -15,6 +15,7 @@ use crate::store::NodeChange;
 use sluice_shared::time::now_ms;
 
 impl Run {
+    /// Opens or looks at approval node `i`; true when it finished or must be opened again.
     pub(super) async fn approval_step(
         &mut self,
         inner: &Inner,

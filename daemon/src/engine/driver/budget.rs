@@ -8,6 +8,8 @@ use crate::engine::{EngineError, Inner};
 use crate::nodes::{self, NodeError, Outcome};
 
 impl Run {
+    /// Whom the run's LLM tokens count against: its trigger's user, else the
+    /// pipeline's owner.
     pub(super) fn llm_user(&self) -> String {
         let user = self.record.trigger.user.as_deref();
         let user = user.or(self.version.pipeline.owner.as_deref());

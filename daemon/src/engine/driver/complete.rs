@@ -11,6 +11,7 @@ use crate::store::NodeChange;
 use sluice_shared::time::{self as backoff, now_ms};
 
 impl Run {
+    /// Records how an attempt ended: success, wait, retry after backoff, or failure.
     pub(super) fn complete(
         &mut self,
         inner: &Inner,
@@ -117,6 +118,8 @@ impl Run {
         }
     }
 
+    /// Applies an operator's resolution of a node that needs a decision, or a
+    /// nudge to look at an approval again.
     pub(super) fn apply_command(&mut self, cmd: Command) {
         let (node_id, resolution, reply) = match cmd {
             Command::Resolve(node_id, resolution, reply) => (node_id, resolution, reply),

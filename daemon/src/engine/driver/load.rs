@@ -80,9 +80,7 @@ impl Run {
         }
     }
 
-    /// Marks pending nodes whose needs did not all succeed as skipped, and
-    /// returns the nodes that can start now. Waiting nodes past their deadline
-
+    /// The log of node `i`'s attempt `attempt`.
     pub(super) fn log_sink(&self, inner: &Inner, i: usize, attempt: u32) -> LogSink {
         LogSink::new(
             self.id,

@@ -127,8 +127,7 @@ impl Run {
         ready
     }
 
-    /// Whom the run's LLM tokens count against: its trigger's user, else the
-
+    /// When the run must look again: its next node wait or its deadline.
     pub(super) fn next_wake(&self) -> Option<i64> {
         let nodes = self
             .nodes

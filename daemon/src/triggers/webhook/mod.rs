@@ -171,8 +171,6 @@ pub fn router(state: WebhookState) -> Router {
         .with_state(state)
 }
 
-/// Serves `listener` until `shutdown`: stops accepting, lets requests in
-
 /// An error reply: status plus a JSON body saying what is wrong.
 #[derive(Debug)]
 pub(super) struct Refusal {

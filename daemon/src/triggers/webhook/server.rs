@@ -20,6 +20,7 @@ use tower::ServiceExt as _;
 
 use super::{WebhookState, router};
 
+/// Serves `listener` until `shutdown`: stops accepting, lets requests in
 /// progress finish (a `?wait` answers at once with the run's current state).
 pub async fn serve(listener: TcpListener, state: WebhookState, shutdown: CancellationToken) {
     let app = router(state.clone());
