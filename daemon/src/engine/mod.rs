@@ -5,8 +5,10 @@
 
 pub(crate) mod admission;
 mod approval;
+mod background;
 mod context;
 pub(crate) mod dispatch;
+mod drivers;
 pub use dispatch::DispatchView;
 mod driver;
 mod recovery;
@@ -15,7 +17,7 @@ pub use approval::Decider;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -336,13 +338,13 @@ impl Engine {
             admission: admission::Admission::new(Arc::clone(&opts_limits)),
         });
         // Background tasks run outside the tracker: they must outlive the drivers' drain.
-        tokio::spawn(log_pump(
+        tokio::spawn(background::log_pump(
             inner.store.clone(),
             inner.events.clone(),
             log_rx,
             Arc::clone(&inner.log_busy),
         ));
-        tokio::spawn(timer_loop(
+        tokio::spawn(background::timer_loop(
             Arc::downgrade(&inner),
             timer_rx,
             shutdown.clone(),
@@ -353,7 +355,11 @@ impl Engine {
             shutdown.clone(),
         ));
         if let Some(every) = inner.opts.poll_interval {
-            tokio::spawn(poll_queued(Arc::downgrade(&inner), every, shutdown));
+            tokio::spawn(background::poll_queued(
+                Arc::downgrade(&inner),
+                every,
+                shutdown,
+            ));
         }
         Ok(Self { inner })
     }
@@ -682,272 +688,6 @@ impl Engine {
         self.inner.drivers.lock().map_or(0, |d| d.len())
     }
 }
-
-impl Inner {
-    /// Starts a driver for `run` unless one is active; returns its command channel.
-    pub(crate) fn spawn_driver(
-        self: &Arc<Self>,
-        run: RunId,
-        cancel: bool,
-    ) -> Option<mpsc::UnboundedSender<Command>> {
-        self.spawn_driver_with(run, cancel, None)
-    }
-
-    /// Starts the first driver of a run this process has just created.
-    fn spawn_driver_created(self: &Arc<Self>, created: driver::Created) {
-        self.spawn_driver_with(created.id, false, Some(created));
-    }
-
-    fn spawn_driver_with(
-        self: &Arc<Self>,
-        run: RunId,
-        cancel: bool,
-        created: Option<driver::Created>,
-    ) -> Option<mpsc::UnboundedSender<Command>> {
-        if self.shutdown.is_cancelled() {
-            return None;
-        }
-        let mut drivers = self.drivers.lock().ok()?;
-        if let Some(h) = drivers.get(&run) {
-            if cancel {
-                h.cancel.cancel();
-            }
-            return Some(h.commands.clone());
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let token = CancellationToken::new();
-        if cancel {
-            token.cancel();
-        }
-        drivers.insert(
-            run,
-            DriverHandle {
-                cancel: token.clone(),
-                commands: tx.clone(),
-            },
-        );
-        drop(drivers);
-        let inner = Arc::clone(self);
-        self.tracker.spawn(async move {
-            let mut rx = rx;
-            // Frees the run's concurrency slot and driver entry should the driver panic.
-            let guard = admission::PanicGuard::new(&inner, run);
-            let exit = driver::drive(&inner, run, token, &mut rx, created).await;
-            guard.disarm();
-            inner.driver_exited(run, rx, exit);
-        });
-        Some(tx)
-    }
-
-    fn driver_exited(
-        self: &Arc<Self>,
-        run: RunId,
-        mut rx: mpsc::UnboundedReceiver<Command>,
-        exit: DriverExit,
-    ) {
-        // However the driver ended, the run no longer runs here: its concurrency slot is free.
-        self.admission.release(run);
-        if matches!(exit, DriverExit::Done) {
-            self.opts.limits.backlog().leave(run);
-        }
-        let cancelled = self
-            .drivers
-            .lock()
-            .ok()
-            .and_then(|mut d| d.remove(&run))
-            .is_some_and(|h| h.cancel.is_cancelled());
-        rx.close();
-        let mut pending = Vec::new();
-        while let Ok(cmd) = rx.try_recv() {
-            pending.push(cmd);
-        }
-        match exit {
-            // A cancel that arrived while the driver was saving its wait would be lost:
-            // hand it to a new driver.
-            DriverExit::Waiting(_) if cancelled => {
-                if let Some(tx) = self.spawn_driver(run, true) {
-                    for cmd in pending {
-                        let _ = tx.send(cmd);
-                    }
-                    return;
-                }
-            }
-            DriverExit::Waiting(wake) => {
-                if let Some(at) = wake {
-                    let _ = self.timers.send(TimerMsg::Wake(at, run));
-                }
-                // Commands that arrived while the driver decided to stop go to a new one.
-                if !pending.is_empty()
-                    && let Some(tx) = self.spawn_driver(run, false)
-                {
-                    for cmd in pending {
-                        let _ = tx.send(cmd);
-                    }
-                    return;
-                }
-            }
-            DriverExit::Done | DriverExit::Stopped => {}
-        }
-        for cmd in pending {
-            if let Command::Resolve(node, _, reply) = cmd {
-                let _ = reply.send(Err(EngineError::Conflict(format!(
-                    "node '{node}' of run {run} cannot be resolved now"
-                ))));
-            }
-        }
-    }
-
-    /// How many runs have an active driver.
-    pub(crate) fn driver_count(&self) -> usize {
-        self.drivers.lock().map_or(0, |d| d.len())
-    }
-
-    /// The stored version with its graph (cached).
-    pub(crate) async fn version(&self, id: VersionId) -> Result<Arc<LoadedVersion>, EngineError> {
-        if let Some(v) = self.versions.lock().ok().and_then(|m| m.get(&id).cloned()) {
-            return Ok(v);
-        }
-        let (pipeline, version) = self.store.version(id).await?;
-        let loaded = Arc::new(LoadedVersion::new(pipeline, version)?);
-        if let Ok(mut m) = self.versions.lock() {
-            m.insert(id, Arc::clone(&loaded));
-        }
-        Ok(loaded)
-    }
-
-    /// Waits until every log line sent so far is stored and announced.
-    pub(crate) async fn logs_settled(&self) {
-        let (done, settled) = oneshot::channel();
-        if self.logs.send(LogMsg::Barrier(done)).await.is_ok() {
-            let _ = settled.await;
-        }
-    }
-
-    pub(crate) fn publish(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-}
-
-/// Stores log lines in batches, then announces each one: a line anyone hears
-/// about is already readable with `logs.get`.
-async fn log_pump(
-    store: Store,
-    events: broadcast::Sender<Event>,
-    mut rx: mpsc::Receiver<LogMsg>,
-    busy: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let mut batch = Vec::with_capacity(512);
-    let mut barriers = Vec::new();
-    while let Some(first) = rx.recv().await {
-        busy.store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                LogMsg::Line(l) => batch.push(l),
-                LogMsg::Barrier(done) => barriers.push(done),
-            }
-            if batch.len() < 512 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !batch.is_empty() {
-            let lines = std::mem::take(&mut batch);
-            let events_of: Vec<Event> = lines
-                .iter()
-                .map(|l| Event::Log {
-                    run: l.run,
-                    node: l.node.clone(),
-                    attempt: l.attempt,
-                    seq: l.seq,
-                    stream: l.stream.clone(),
-                    line: l.line.clone(),
-                })
-                .collect();
-            if let Err(e) = store.append_logs(lines).await {
-                tracing::error!(error = %e, "cannot store log lines");
-            }
-            for e in events_of {
-                let _ = events.send(e);
-            }
-        }
-        for done in barriers.drain(..) {
-            let _ = done.send(());
-        }
-        busy.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// Wakes waiting runs at their deadlines. Sleeps at most a minute at a time so
-/// a wall-clock jump is noticed.
-async fn timer_loop(
-    inner: Weak<Inner>,
-    mut rx: mpsc::UnboundedReceiver<TimerMsg>,
-    shutdown: CancellationToken,
-) {
-    let mut due: BTreeSet<(i64, RunId)> = BTreeSet::new();
-    loop {
-        let now = now_ms();
-        while let Some(&(at, run)) = due.first() {
-            if at > now {
-                break;
-            }
-            due.pop_first();
-            let Some(inner) = inner.upgrade() else { return };
-            inner.spawn_driver(run, false);
-        }
-        let wait_ms = due
-            .first()
-            .map_or(60_000, |(at, _)| (at - now).clamp(0, 60_000));
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(TimerMsg::Wake(at, run)) => { due.insert((at, run)); }
-                Some(TimerMsg::Ping(reply)) => { let _ = reply.send(()); }
-                None => return,
-            },
-            () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Starts runs that other processes queued in the store.
-async fn poll_queued(inner: Weak<Inner>, every: Duration, shutdown: CancellationToken) {
-    let mut last = RunId(0);
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shutdown.cancelled() => return,
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        // Start queued runs a bounded number at a time, so a backlog of thousands
-        // (after downtime) does not load every run into memory at once.
-        let room = MAX_STARTING.saturating_sub(inner.driver_count());
-        if room == 0 {
-            continue;
-        }
-        match inner
-            .store
-            .queued_after(last, i64::try_from(room).unwrap_or(0))
-            .await
-        {
-            Ok(ids) => {
-                if ids.is_empty() {
-                    // Runs older than the cursor may have been left behind (a full
-                    // pass ended); look from the start again next time.
-                    last = RunId(0);
-                }
-                for id in ids {
-                    last = last.max(id);
-                    inner.spawn_driver(id, false);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot look for queued runs"),
-        }
-    }
-}
-
-/// Drivers the queue poller keeps going at once.
-const MAX_STARTING: usize = 256;
 
 /// The deadline of a run of `pipeline` that starts running at `now` (ms).
 pub(crate) fn run_deadline(pipeline: &Pipeline, now: i64) -> Option<i64> {

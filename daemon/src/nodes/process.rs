@@ -388,12 +388,16 @@ fn command(spec: &Spec, base_env: &[(String, String)]) -> Command {
     let umask = CHILD_UMASK.load(Ordering::Relaxed);
     // Without code to run between fork and exec, std starts the child with
     // posix_spawn (vfork-like: the daemon's page tables are not copied, which
-    // made fork most of a shell step's cost). Every descriptor sluice and
-    // its libraries open is close-on-exec, so the child still starts with
-    // only 0, 1 and 2 (tests/fds.rs checks both ways). Only a umask other
+    // made fork most of a shell step's cost). Descriptors are sealed
+    // close-on-exec in the parent just before, so the child still starts
+    // with only 0, 1 and 2 (tests/statedir.rs checks both ways). Only a umask other
     // than the daemon's own needs the closure, and with it the fd sweep
     // comes along as a second guard.
     if umask == NO_UMASK {
+        // One system call in the parent instead of the sweep in the child: a
+        // descriptor a library opened without close-on-exec since the last
+        // spawn (or one inherited by an embedding process) is sealed too.
+        mark_inherited_fds_cloexec();
         return cmd;
     }
     // SAFETY: the closure runs in the forked child between fork and exec,
@@ -419,7 +423,7 @@ pub fn seal_inherited_descriptors() {
 }
 
 /// Marks every descriptor above 2 close-on-exec, in the child before exec
-/// (and once in the daemon at start, see [`seal_inherited_descriptors`]).
+/// (and in the daemon before each posix_spawn and once at start).
 ///
 /// Close-on-exec rather than closing: std reports a failed `exec` (a missing
 /// interpreter) to the parent through a close-on-exec pipe that is open at this

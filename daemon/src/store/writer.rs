@@ -419,29 +419,14 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             definition,
             source_path,
             at,
-        } => {
-            let existing: Option<(i64, String)> = conn
-                .prepare_cached(
-                    "SELECT id, hash FROM pipeline_versions WHERE pipeline = ? ORDER BY version DESC LIMIT 1",
-                )?
-                .query_row(params![pipeline], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            if let Some((id, h)) = &existing
-                && h == hash
-            {
-                return Ok(Written::Id(*id));
-            }
-            let id: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO pipeline_versions (pipeline, version, hash, definition, source_path, created_at)
-                     VALUES (?1, COALESCE((SELECT MAX(version) FROM pipeline_versions WHERE pipeline = ?1), 0) + 1, ?2, ?3, ?4, ?5)
-                     RETURNING id",
-                )?
-                .query_row(params![pipeline, hash, definition, source_path, at], |r| {
-                    r.get(0)
-                })?;
-            Ok(Written::Id(id))
-        }
+        } => save_version(
+            conn,
+            pipeline,
+            hash,
+            definition,
+            source_path.as_deref(),
+            *at,
+        ),
         Write::CreateRun(row, at) => Ok(Written::Id(insert_run(conn, row, *at)?)),
         Write::Run(run, change) => {
             if update_run(conn, *run, change)? == 0 {
@@ -511,42 +496,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             ])?;
             Ok(Written::Nothing)
         }
-        Write::Logs(lines) => {
-            let mut insert = conn.prepare_cached(
-                "INSERT OR IGNORE INTO logs (run_id, node_id, attempt, seq, at, stream, line)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )?;
-            for l in lines {
-                insert.execute(params![
-                    l.run.0,
-                    l.node,
-                    i64::from(l.attempt),
-                    i64::from(l.seq),
-                    l.at_ms,
-                    l.stream,
-                    l.line,
-                ])?;
-            }
-            Ok(Written::Count(lines.len() as u64))
-        }
-        Write::Exec(statements) => {
-            let mut last = Written::Nothing;
-            for (sql, args) in statements {
-                let mut stmt = conn.prepare_cached(sql)?;
-                if sql.to_ascii_uppercase().contains("RETURNING") {
-                    // SQLite makes every change of a RETURNING statement on the
-                    // first step, so reading only the first row applies all of it.
-                    let mut rows = stmt.query(params_from_iter(args))?;
-                    last = match rows.next()? {
-                        Some(r) => Written::Id(r.get(0)?),
-                        None => Written::Nothing,
-                    };
-                } else {
-                    last = Written::Count(stmt.execute(params_from_iter(args))? as u64);
-                }
-            }
-            Ok(last)
-        }
+        Write::Logs(lines) => insert_logs(conn, lines),
+        Write::Exec(statements) => exec_statements(conn, statements),
         Write::CreateRunOnce {
             run,
             key,
@@ -569,34 +520,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             day,
             cap,
             then,
-        } => {
-            // A redelivery finds its run even when the cap is reached since.
-            if let Write::CreateRunOnce { run, key, at, .. } = then.as_ref()
-                && let Some(id) = keyed_run(conn, &run.run.pipeline, key, *at)?
-            {
-                return Ok(Written::Existing(id));
-            }
-            // Counted but not capped (`i64::MAX`): nothing to look up.
-            if *cap < i64::MAX {
-                let used: i64 = conn
-                    .prepare_cached("SELECT runs FROM usage WHERE user = ? AND day = ?")?
-                    .query_row(params![user, day], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(0);
-                if used >= *cap {
-                    return Ok(Written::OverCap(used));
-                }
-            }
-            let result = apply(conn, then)?;
-            if let Written::Id(_) = result {
-                conn.prepare_cached(
-                    "INSERT INTO usage (user, day, runs) VALUES (?, ?, 1)
-                     ON CONFLICT (user, day) DO UPDATE SET runs = runs + 1",
-                )?
-                .execute(params![user, day])?;
-            }
-            Ok(result)
-        }
+        } => charged(conn, user, day, *cap, then),
         Write::All(writes) => {
             for w in writes {
                 apply(conn, w)?;
@@ -606,26 +530,144 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
         Write::Prune {
             finished_before,
             keep_per_pipeline,
-        } => {
-            let by_age = conn
-                .prepare_cached(
-                    // Bounded per write so a first prune of a big store does not hold the
-                    // single writer for long; the caller repeats until nothing is left.
-                    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 500)",
-                )?
-                .execute(params![finished_before])?;
-            let by_count = conn
-                .prepare_cached(
-                    "DELETE FROM runs WHERE id IN (
-                        SELECT id FROM (
-                            SELECT id, finished_at, ROW_NUMBER() OVER (PARTITION BY pipeline ORDER BY id DESC) AS n FROM runs
-                        ) WHERE n > ? AND finished_at IS NOT NULL LIMIT 500
-                    )",
-                )?
-                .execute(params![keep_per_pipeline])?;
-            Ok(Written::Count((by_age + by_count) as u64))
+        } => prune(conn, *finished_before, *keep_per_pipeline),
+    }
+}
+
+/// Stores a pipeline version unless its latest version has the same hash.
+fn save_version(
+    conn: &Connection,
+    pipeline: &str,
+    hash: &str,
+    definition: &str,
+    source_path: Option<&str>,
+    at: i64,
+) -> Result<Written, StoreError> {
+    let existing: Option<(i64, String)> = conn
+            .prepare_cached(
+                "SELECT id, hash FROM pipeline_versions WHERE pipeline = ? ORDER BY version DESC LIMIT 1",
+            )?
+            .query_row(params![pipeline], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+    if let Some((id, h)) = &existing
+        && h == hash
+    {
+        return Ok(Written::Id(*id));
+    }
+    let id: i64 = conn
+            .prepare_cached(
+                "INSERT INTO pipeline_versions (pipeline, version, hash, definition, source_path, created_at)
+                 VALUES (?1, COALESCE((SELECT MAX(version) FROM pipeline_versions WHERE pipeline = ?1), 0) + 1, ?2, ?3, ?4, ?5)
+                 RETURNING id",
+            )?
+            .query_row(params![pipeline, hash, definition, source_path, at], |r| {
+                r.get(0)
+            })?;
+    Ok(Written::Id(id))
+}
+
+/// Inserts log lines; a line already stored (same attempt and seq) is kept.
+fn insert_logs(conn: &Connection, lines: &[LogLine]) -> Result<Written, StoreError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO logs (run_id, node_id, attempt, seq, at, stream, line)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for l in lines {
+        insert.execute(params![
+            l.run.0,
+            l.node,
+            i64::from(l.attempt),
+            i64::from(l.seq),
+            l.at_ms,
+            l.stream,
+            l.line,
+        ])?;
+    }
+    Ok(Written::Count(lines.len() as u64))
+}
+
+/// Runs a store submodule's statements (see [`Write::Exec`]).
+fn exec_statements(
+    conn: &Connection,
+    statements: &[(String, Vec<SqlArg>)],
+) -> Result<Written, StoreError> {
+    let mut last = Written::Nothing;
+    for (sql, args) in statements {
+        let mut stmt = conn.prepare_cached(sql)?;
+        if sql.to_ascii_uppercase().contains("RETURNING") {
+            // SQLite makes every change of a RETURNING statement on the
+            // first step, so reading only the first row applies all of it.
+            let mut rows = stmt.query(params_from_iter(args))?;
+            last = match rows.next()? {
+                Some(r) => Written::Id(r.get(0)?),
+                None => Written::Nothing,
+            };
+        } else {
+            last = Written::Count(stmt.execute(params_from_iter(args))? as u64);
         }
     }
+    Ok(last)
+}
+
+/// Applies `then` charged to a daily run cap (see [`Write::Charged`]).
+fn charged(
+    conn: &Connection,
+    user: &str,
+    day: &str,
+    cap: i64,
+    then: &Write,
+) -> Result<Written, StoreError> {
+    // A redelivery finds its run even when the cap is reached since.
+    if let Write::CreateRunOnce { run, key, at, .. } = then
+        && let Some(id) = keyed_run(conn, &run.run.pipeline, key, *at)?
+    {
+        return Ok(Written::Existing(id));
+    }
+    // Counted but not capped (`i64::MAX`): nothing to look up.
+    if cap < i64::MAX {
+        let used: i64 = conn
+            .prepare_cached("SELECT runs FROM usage WHERE user = ? AND day = ?")?
+            .query_row(params![user, day], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if used >= cap {
+            return Ok(Written::OverCap(used));
+        }
+    }
+    let result = apply(conn, then)?;
+    if let Written::Id(_) = result {
+        conn.prepare_cached(
+            "INSERT INTO usage (user, day, runs) VALUES (?, ?, 1)
+                 ON CONFLICT (user, day) DO UPDATE SET runs = runs + 1",
+        )?
+        .execute(params![user, day])?;
+    }
+    Ok(result)
+}
+
+/// Deletes a bounded batch of finished runs past retention.
+fn prune(
+    conn: &Connection,
+    finished_before: i64,
+    keep_per_pipeline: i64,
+) -> Result<Written, StoreError> {
+    let by_age = conn
+            .prepare_cached(
+                // Bounded per write so a first prune of a big store does not hold the
+                // single writer for long; the caller repeats until nothing is left.
+                "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 500)",
+            )?
+            .execute(params![finished_before])?;
+    let by_count = conn
+            .prepare_cached(
+                "DELETE FROM runs WHERE id IN (
+                    SELECT id FROM (
+                        SELECT id, finished_at, ROW_NUMBER() OVER (PARTITION BY pipeline ORDER BY id DESC) AS n FROM runs
+                    ) WHERE n > ? AND finished_at IS NOT NULL LIMIT 500
+                )",
+            )?
+            .execute(params![keep_per_pipeline])?;
+    Ok(Written::Count((by_age + by_count) as u64))
 }
 
 /// Applies a [`RunChange`]; returns the rows changed. The statement's shape
