@@ -7,20 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice_shared::method::{self, Method, notice};
 use sluice_shared::protocol::{
     ErrorCode, EventNotice, HelloResult, LaggedNotice, Notification, Response, Role, RpcError,
-    SubscribeParams, SubscribeResult, protocol_version,
+    SubscribeParams, SubscribeResult, UnsubscribeParams, protocol_version,
 };
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::ApiContext;
+use super::dispatch::{self, parse, permit};
 use super::frame::{BadFrame, Frame, FrameDecoder, check_hello, decode_request, read_frame};
-use super::handlers::parse;
 use super::identity::Caller;
 use super::slots::{SlotRefusal, UserSlot};
-use super::{ApiContext, handlers};
 
 /// Frames queued for a client before events are dropped for it.
 const OUT_QUEUE: usize = 1024;
@@ -150,93 +151,92 @@ pub(crate) async fn serve(
             Ok(v) => encode(&Response::ok(id.clone(), v)),
             Err(e) => encode(&Response::err(id.clone(), e)),
         };
-        match request.method.as_str() {
-            "hello" => {
-                let result = hello(&session, request.params);
-                let fatal = result.is_err();
-                greeted = !fatal;
-                if !send(&out_tx, reply(result)).await || fatal {
-                    break;
-                }
-                continue;
+        let name = request.method.as_str();
+        if name == method::Hello::NAME {
+            let result = hello(&session, request.params);
+            let fatal = result.is_err();
+            greeted = !fatal;
+            if !send(&out_tx, reply(result)).await || fatal {
+                break;
             }
-            _ if !greeted => {
-                let e = RpcError::new(
-                    ErrorCode::Handshake,
-                    "send `hello` with your protocol version first",
-                );
-                if !send(&out_tx, reply(Err(e))).await {
-                    break;
-                }
-                continue;
+            continue;
+        }
+        if !greeted {
+            let e = RpcError::new(
+                ErrorCode::Handshake,
+                "send `hello` with your protocol version first",
+            );
+            if !send(&out_tx, reply(Err(e))).await {
+                break;
             }
-            _ if session.role.is_none() => {
-                let e = RpcError::new(
-                    ErrorCode::PermissionDenied,
-                    format!("user '{}' has no role in [access]", session.caller.user),
-                );
-                if !send(&out_tx, reply(Err(e))).await {
-                    break;
-                }
-                continue;
+            continue;
+        }
+        if session.role.is_none() {
+            let e = RpcError::new(
+                ErrorCode::PermissionDenied,
+                format!("user '{}' has no role in [access]", session.caller.user),
+            );
+            if !send(&out_tx, reply(Err(e))).await {
+                break;
             }
-            "subscribe" => {
-                let params: Result<SubscribeParams, RpcError> =
-                    parse(request.params).and_then(|p| {
-                        if subscriptions.len() >= ctx.limits.max_subscriptions {
-                            Err(subscription_cap(ctx.limits.max_subscriptions))
-                        } else {
-                            Ok(p)
-                        }
-                    });
-                let params = match params {
-                    Ok(p) => p,
-                    Err(e) => {
-                        if !send(&out_tx, reply(Err(e))).await {
-                            break;
-                        }
-                        continue;
+            continue;
+        }
+        if name == method::Subscribe::NAME {
+            let checked = permit(&session, info::<method::Subscribe>())
+                .and_then(|()| parse::<SubscribeParams>(request.params))
+                .and_then(|p| {
+                    if subscriptions.len() >= ctx.limits.max_subscriptions {
+                        Err(subscription_cap(ctx.limits.max_subscriptions))
+                    } else {
+                        Ok(p)
                     }
-                };
-                let id_sub = next_sub;
-                next_sub += 1;
-                let (rx, seq) = ctx.subscribe_feed();
-                let token = conn_stop.child_token();
-                subscriptions.insert(id_sub, token.clone());
-                // The reply goes first so the client knows the id before events arrive.
-                if !send(
-                    &out_tx,
-                    reply(Ok(serde_json::to_value(SubscribeResult {
-                        subscription: id_sub,
-                        seq,
-                    })
-                    .unwrap_or_default())),
-                )
-                .await
-                {
-                    break;
+                });
+            let params = match checked {
+                Ok(p) => p,
+                Err(e) => {
+                    if !send(&out_tx, reply(Err(e))).await {
+                        break;
+                    }
+                    continue;
                 }
-                tokio::spawn(forward(rx, out_tx.clone(), id_sub, params, token));
-                continue;
+            };
+            let id_sub = next_sub;
+            next_sub += 1;
+            let (rx, seq) = ctx.subscribe_feed();
+            let token = conn_stop.child_token();
+            subscriptions.insert(id_sub, token.clone());
+            let result = SubscribeResult {
+                subscription: id_sub,
+                seq,
+            };
+            // The reply goes first so the client knows the id before events arrive.
+            if !send(&out_tx, reply(dispatch::to_value(result))).await {
+                break;
             }
-            "unsubscribe" => {
-                let sub = request.params.get("subscription").and_then(Value::as_u64);
-                let result = match sub.and_then(|s| subscriptions.remove(&s)) {
+            tokio::spawn(forward(rx, out_tx.clone(), id_sub, params, token));
+            continue;
+        }
+        if name == method::Unsubscribe::NAME {
+            // Params that do not read as a subscription name none (not found).
+            let sub = parse::<UnsubscribeParams>(request.params)
+                .ok()
+                .and_then(|p| p.subscription);
+            let result = permit(&session, info::<method::Unsubscribe>()).and_then(|()| {
+                match sub.and_then(|s| subscriptions.remove(&s)) {
                     Some(token) => {
                         token.cancel();
-                        Ok(Value::Bool(true))
+                        dispatch::to_value(true)
                     }
                     None => Err(RpcError::new(
                         ErrorCode::NotFound,
                         "no such subscription on this connection",
                     )),
-                };
-                if !send(&out_tx, reply(result)).await {
-                    break;
                 }
-                continue;
+            });
+            if !send(&out_tx, reply(result)).await {
+                break;
             }
-            _ => {}
+            continue;
         }
         // Other requests run concurrently; replies carry their ids. A request runs to
         // its end even if the client leaves: stopping it halfway could leave a store
@@ -251,7 +251,7 @@ pub(crate) async fn serve(
         let out = out_tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let result = handlers::dispatch(&ctx, &session, &request.method, request.params).await;
+            let result = dispatch::dispatch(&ctx, &session, &request.method, request.params).await;
             let text = reply(result);
             let _ = send(&out, text).await;
         });
@@ -286,6 +286,14 @@ fn hello(session: &Session, params: Value) -> Result<Value, RpcError> {
     .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
 }
 
+/// The table's entry for `M`.
+fn info<M: Method>() -> method::MethodInfo {
+    method::MethodInfo {
+        name: M::NAME,
+        role: M::ROLE,
+    }
+}
+
 fn subscription_cap(max: usize) -> RpcError {
     RpcError::new(
         ErrorCode::Refused,
@@ -299,7 +307,7 @@ fn subscription_cap(max: usize) -> RpcError {
 fn lagged(subscription: u64, missed: u64) -> String {
     encode(&Notification {
         jsonrpc: "2.0".into(),
-        method: "lagged".into(),
+        method: notice::LAGGED.into(),
         params: serde_json::to_value(LaggedNotice {
             subscription,
             missed,
@@ -373,7 +381,7 @@ async fn forward(
         }
         let notice = Notification {
             jsonrpc: "2.0".into(),
-            method: "event".into(),
+            method: notice::EVENT.into(),
             params: serde_json::to_value(EventNotice {
                 subscription,
                 seq: *seq,

@@ -3,13 +3,15 @@
 //! terminal or a daemon.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_shared::event::Event;
+use sluice_shared::method::{self as m, Method, notice};
 use sluice_shared::model::InputType;
 use sluice_shared::protocol::{
-    ApprovalInfo, AttemptInfo, AuditEntry, ConfigErrors, EventNotice, LimitsUsageResult, LogsPage,
-    MetricsResult, PipelineSummary, RunDetail, RunsPage, StatusResult,
+    ApprovalsListParams, AttemptInfo, AuditListParams, DecideParams, EventNotice, LogsParams,
+    NoParams, PipelineRef, RetryParams, RunRef, RunsListParams, RunsPage, TriggerParams,
 };
+use sluice_shared::run::RetryMode;
 use sluice_shared::run::{AttemptState, NodeState, RunId, RunState};
 
 use super::app::{
@@ -46,8 +48,8 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::Reply(tag, result) => reply(app, tag, result),
         Msg::Notice(n) => match n.method.as_str() {
             // Events were dropped for us: fetch what is on screen again, quietly.
-            "lagged" => resync(app),
-            "event" => event(app, n.params),
+            notice::LAGGED => resync(app),
+            notice::EVENT => event(app, n.params),
             _ => Vec::new(),
         },
     }
@@ -61,12 +63,43 @@ fn flash(app: &mut App, text: impl Into<String>, error: bool) {
     });
 }
 
-fn call(tag: Tag, method: &'static str, params: Value) -> Effect {
+/// A call of method `M`; its reply comes back under `tag`.
+fn call<M: Method>(tag: Tag, params: M::Params) -> Effect {
+    let c = m::Call::new::<M>(&params);
     Effect::Call {
         tag,
-        method,
-        params,
+        method: c.method,
+        params: c.params,
     }
+}
+
+/// The reply of method `M`, read; `None` when it does not read as `M`'s result.
+fn decode<M: Method>(v: Value) -> Option<M::Result> {
+    serde_json::from_value(v).ok()
+}
+
+fn status_call() -> Effect {
+    call::<m::Status>(Tag::Status, NoParams)
+}
+
+fn pipelines_calls() -> [Effect; 2] {
+    [
+        call::<m::PipelinesList>(Tag::Pipelines, NoParams),
+        call::<m::ConfigErrorsList>(Tag::ConfigErrors, NoParams),
+    ]
+}
+
+fn approvals_call(pending: bool) -> Effect {
+    call::<m::ApprovalsList>(
+        Tag::Approvals { pending },
+        ApprovalsListParams {
+            pending: Some(pending),
+        },
+    )
+}
+
+fn detail_call(tag: Tag, id: RunId) -> Effect {
+    call::<m::RunsGet>(tag, RunRef { id })
 }
 
 fn synced(app: &App) -> bool {
@@ -130,27 +163,20 @@ fn resync(app: &mut App) -> Vec<Effect> {
     }
     app.stale = false;
     app.polled_ms = app.now_ms;
+    let [pipelines, errors] = pipelines_calls();
     let mut fx = vec![
-        call(Tag::Status, "status", json!({})),
+        status_call(),
         runs_request(app, false),
-        call(Tag::Pipelines, "pipelines.list", json!({})),
-        call(Tag::ConfigErrors, "config.errors", json!({})),
-        call(
-            Tag::Approvals { pending: true },
-            "approvals.list",
-            json!({ "pending": true }),
-        ),
+        pipelines,
+        errors,
+        approvals_call(true),
     ];
     if app.approvals.show_history {
-        fx.push(call(
-            Tag::Approvals { pending: false },
-            "approvals.list",
-            json!({ "pending": false }),
-        ));
+        fx.push(approvals_call(false));
     }
     if let Some(d) = &mut app.detail {
         d.dirty = false;
-        fx.push(call(Tag::Detail(d.id), "runs.get", json!({ "id": d.id })));
+        fx.push(detail_call(Tag::Detail(d.id), d.id));
         // Lines written while we were away come from logs.get; the buffer drops repeats.
         if let Some(node) = d.log_node.clone() {
             d.log_loading = true;
@@ -166,15 +192,18 @@ fn view_poll(app: &App) -> Vec<Effect> {
     match app.view {
         // Next fire times pass and files get fixed without an event for this
         // console to see (a skipped fire, an edit during a disconnect): look again.
-        View::Pipelines => vec![
-            call(Tag::Pipelines, "pipelines.list", json!({})),
-            call(Tag::ConfigErrors, "config.errors", json!({})),
-        ],
+        View::Pipelines => Vec::from(pipelines_calls()),
         View::Metrics => vec![
-            call(Tag::Metrics, "metrics", json!({})),
-            call(Tag::Usage, "limits.usage", json!({})),
+            call::<m::Metrics>(Tag::Metrics, NoParams),
+            call::<m::LimitsUsage>(Tag::Usage, Default::default()),
         ],
-        View::Audit => vec![call(Tag::Audit, "audit.list", json!({ "limit": 500 }))],
+        View::Audit => vec![call::<m::AuditList>(
+            Tag::Audit,
+            AuditListParams {
+                before: None,
+                limit: Some(500),
+            },
+        )],
         _ => Vec::new(),
     }
 }
@@ -196,31 +225,22 @@ fn tick(app: &mut App, now: i64) -> Vec<Effect> {
         && d.dirty
     {
         d.dirty = false;
-        fx.push(call(Tag::Detail(d.id), "runs.get", json!({ "id": d.id })));
+        fx.push(detail_call(Tag::Detail(d.id), d.id));
     }
     if app.approvals.dirty {
         app.approvals.dirty = false;
-        fx.push(call(
-            Tag::Approvals { pending: true },
-            "approvals.list",
-            json!({ "pending": true }),
-        ));
+        fx.push(approvals_call(true));
         if app.approvals.show_history {
-            fx.push(call(
-                Tag::Approvals { pending: false },
-                "approvals.list",
-                json!({ "pending": false }),
-            ));
+            fx.push(approvals_call(false));
         }
     }
     if app.pipelines.dirty {
         app.pipelines.dirty = false;
-        fx.push(call(Tag::Pipelines, "pipelines.list", json!({})));
-        fx.push(call(Tag::ConfigErrors, "config.errors", json!({})));
+        fx.extend(pipelines_calls());
     }
     if now - app.polled_ms >= POLL_MS {
         app.polled_ms = now;
-        fx.push(call(Tag::Status, "status", json!({})));
+        fx.push(status_call());
         fx.extend(view_poll(app));
     }
     fx
@@ -230,36 +250,37 @@ fn tick(app: &mut App, now: i64) -> Vec<Effect> {
 
 fn runs_request(app: &mut App, append: bool) -> Effect {
     let (pipeline, states) = server_filter(&app.runs.filter);
-    let mut params = json!({ "limit": RUNS_PAGE });
-    if let Some(p) = pipeline {
-        params["pipeline"] = json!(p);
-    }
-    if !states.is_empty() {
-        params["states"] = json!(states);
-    }
-    if append && let Some(before) = app.runs.next {
-        params["before"] = json!(before);
-    }
+    let params = RunsListParams {
+        pipeline,
+        states,
+        before: if append { app.runs.next } else { None },
+        limit: Some(RUNS_PAGE),
+        ..Default::default()
+    };
     app.runs.loading = true;
-    call(
+    call::<m::RunsList>(
         Tag::Runs {
             append,
             generation: app.runs.generation,
         },
-        "runs.list",
         params,
     )
 }
 
 fn logs_request(run: RunId, node: &str, generation: u64, after: u64) -> Effect {
-    call(
+    call::<m::LogsGet>(
         Tag::Logs {
             run,
             node: node.to_string(),
             generation,
         },
-        "logs.get",
-        json!({ "run": run, "node": node, "after": after, "limit": LOG_PAGE }),
+        LogsParams {
+            run,
+            node: Some(node.to_string()),
+            attempt: None,
+            after: Some(after),
+            limit: Some(LOG_PAGE),
+        },
     )
 }
 
@@ -269,7 +290,7 @@ fn open_run(app: &mut App, id: RunId) -> Vec<Effect> {
     }
     app.view = View::Detail;
     app.detail = Some(DetailState::new(id, app.opts.log_cap));
-    vec![call(Tag::Detail(id), "runs.get", json!({ "id": id }))]
+    vec![detail_call(Tag::Detail(id), id)]
 }
 
 fn load_log(d: &mut DetailState) -> Vec<Effect> {
@@ -297,22 +318,13 @@ fn switch_view(app: &mut App, view: View) -> Vec<Effect> {
     if synced(app) {
         match view {
             View::Approvals => {
-                fx.push(call(
-                    Tag::Approvals { pending: true },
-                    "approvals.list",
-                    json!({ "pending": true }),
-                ));
+                fx.push(approvals_call(true));
                 if app.approvals.show_history {
-                    fx.push(call(
-                        Tag::Approvals { pending: false },
-                        "approvals.list",
-                        json!({ "pending": false }),
-                    ));
+                    fx.push(approvals_call(false));
                 }
             }
             View::Pipelines => {
-                fx.push(call(Tag::Pipelines, "pipelines.list", json!({})));
-                fx.push(call(Tag::ConfigErrors, "config.errors", json!({})));
+                fx.extend(pipelines_calls());
             }
             _ => fx.extend(view_poll(app)),
         }
@@ -322,29 +334,25 @@ fn switch_view(app: &mut App, view: View) -> Vec<Effect> {
 
 // ---------------------------------------------------------------- replies
 
-fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Option<T> {
-    serde_json::from_value(v).ok()
-}
-
 fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effect> {
     let value = match result {
         Ok(v) => v,
         Err(e) => return failed(app, tag, e),
     };
     match tag {
-        Tag::Status => app.status = decode::<StatusResult>(value).or(app.status.take()),
+        Tag::Status => app.status = decode::<m::Status>(value).or(app.status.take()),
         Tag::Runs { append, generation } => {
             if generation != app.runs.generation {
                 return Vec::new();
             }
             app.runs.loading = false;
-            let Some(page) = decode::<RunsPage>(value) else {
+            let Some(page) = decode::<m::RunsList>(value) else {
                 return Vec::new();
             };
             merge_runs(app, page, append);
         }
         Tag::Detail(id) => {
-            let Some(run) = decode::<RunDetail>(value) else {
+            let Some(run) = decode::<m::RunsGet>(value) else {
                 return Vec::new();
             };
             let Some(d) = app.detail.as_mut().filter(|d| d.id == id) else {
@@ -378,7 +386,7 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
             }) else {
                 return Vec::new();
             };
-            let Some(page) = decode::<LogsPage>(value) else {
+            let Some(page) = decode::<m::LogsGet>(value) else {
                 d.log_loading = false;
                 return Vec::new();
             };
@@ -405,13 +413,13 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
             }
         }
         Tag::Pipelines => {
-            if let Some(rows) = decode::<Vec<PipelineSummary>>(value) {
+            if let Some(rows) = decode::<m::PipelinesList>(value) {
                 app.pipelines.rows = rows;
                 app.pipelines.cursor.clamp(app.pipelines.rows.len());
             }
         }
         Tag::ConfigErrors => {
-            if let Some(e) = decode::<ConfigErrors>(value) {
+            if let Some(e) = decode::<m::ConfigErrorsList>(value) {
                 app.pipelines.errors = e.diagnostics;
             }
         }
@@ -455,7 +463,7 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
             );
         }
         Tag::Approvals { pending } => {
-            if let Some(rows) = decode::<Vec<ApprovalInfo>>(value) {
+            if let Some(rows) = decode::<m::ApprovalsList>(value) {
                 if pending {
                     app.approvals.pending = rows;
                     app.approvals.loaded = true;
@@ -470,13 +478,13 @@ fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effec
         }
         Tag::ApprovalContext(run) => {
             if app.approvals.selected().is_some_and(|a| a.run == run) {
-                app.approvals.context = decode::<RunDetail>(value);
+                app.approvals.context = decode::<m::RunsGet>(value);
             }
         }
-        Tag::Metrics => app.metrics = decode::<MetricsResult>(value).or(app.metrics.take()),
-        Tag::Usage => app.usage = decode::<LimitsUsageResult>(value).or(app.usage.take()),
+        Tag::Metrics => app.metrics = decode::<m::Metrics>(value).or(app.metrics.take()),
+        Tag::Usage => app.usage = decode::<m::LimitsUsage>(value).or(app.usage.take()),
         Tag::Audit => {
-            if let Some(rows) = decode::<Vec<AuditEntry>>(value) {
+            if let Some(rows) = decode::<m::AuditList>(value) {
                 app.audit = rows;
                 app.audit_cursor.clamp(app.audit.len());
             }
@@ -615,11 +623,7 @@ fn approval_context(app: &mut App) -> Vec<Effect> {
     if !synced(app) {
         return Vec::new();
     }
-    vec![call(
-        Tag::ApprovalContext(run),
-        "runs.get",
-        json!({ "id": run }),
-    )]
+    vec![detail_call(Tag::ApprovalContext(run), run)]
 }
 
 // ---------------------------------------------------------------- events
@@ -1038,11 +1042,7 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             app.approvals.context = None;
             let mut fx = Vec::new();
             if app.approvals.show_history && synced(app) {
-                fx.push(call(
-                    Tag::Approvals { pending: false },
-                    "approvals.list",
-                    json!({ "pending": false }),
-                ));
+                fx.push(approvals_call(false));
             }
             fx.extend(approval_context(app));
             fx
@@ -1050,10 +1050,9 @@ fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Trigger => match app.pipelines.rows.get(app.pipelines.cursor.selected) {
             Some(p) => {
                 let name = p.name.clone();
-                vec![call(
+                vec![call::<m::PipelinesGet>(
                     Tag::TriggerForm(name.clone()),
-                    "pipelines.get",
-                    json!({ "name": name }),
+                    PipelineRef { name },
                 )]
             }
             None => Vec::new(),
@@ -1537,17 +1536,22 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
         return Vec::new();
     }
     let key = d.idempotency_key.clone();
-    let (what, method, mut params, open_new_run) = match d.action {
+    let (what, request, open_new_run) = match d.action {
         PendingAction::Retry { run, all } => (
             format!("retry {run}"),
-            "runs.retry",
-            json!({ "id": run, "mode": if all { "all" } else { "failed" } }),
+            m::Call::new::<m::RunsRetry>(&RetryParams {
+                id: run,
+                mode: if all {
+                    RetryMode::All
+                } else {
+                    RetryMode::Failed
+                },
+            }),
             true,
         ),
         PendingAction::Cancel(run) => (
             format!("cancel {run}"),
-            "runs.cancel",
-            json!({ "id": run }),
+            m::Call::new::<m::RunsCancel>(&RunRef { id: run }),
             false,
         ),
         PendingAction::Decide { id, approve } => (
@@ -1555,8 +1559,11 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
                 "{} approval #{id}",
                 if approve { "approve" } else { "reject" }
             ),
-            "approvals.decide",
-            json!({ "id": id, "approve": approve, "reason": Some(text).filter(|t| !t.is_empty()) }),
+            m::Call::new::<m::ApprovalsDecide>(&DecideParams {
+                id,
+                approve,
+                reason: Some(text).filter(|t| !t.is_empty()),
+            }),
             false,
         ),
         PendingAction::Trigger { name, inputs } => {
@@ -1574,25 +1581,32 @@ fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
             };
             (
                 format!("trigger {name}"),
-                "pipelines.trigger",
-                json!({ "name": name, "inputs": values }),
+                m::Call::new::<m::PipelinesTrigger>(&TriggerParams {
+                    name,
+                    inputs: values,
+                    wait: false,
+                }),
                 true,
             )
         }
-        PendingAction::SetEnabled { name, enabled } => (
-            format!("{} {name}", if enabled { "enable" } else { "disable" }),
-            if enabled {
-                "pipelines.enable"
+        PendingAction::SetEnabled { name, enabled } => {
+            let what = format!("{} {name}", if enabled { "enable" } else { "disable" });
+            let p = PipelineRef { name };
+            let request = if enabled {
+                m::Call::new::<m::PipelinesEnable>(&p)
             } else {
-                "pipelines.disable"
-            },
-            json!({ "name": name }),
-            false,
-        ),
+                m::Call::new::<m::PipelinesDisable>(&p)
+            };
+            (what, request, false)
+        }
     };
-    params["idempotency_key"] = json!(key);
+    let request = request.idempotent(&key);
     flash(app, format!("{what}: sent"), false);
-    vec![call(Tag::Action { what, open_new_run }, method, params)]
+    vec![Effect::Call {
+        tag: Tag::Action { what, open_new_run },
+        method: request.method,
+        params: request.params,
+    }]
 }
 
 fn command(app: &mut App, text: &str) -> Vec<Effect> {
@@ -1641,6 +1655,7 @@ fn command(app: &mut App, text: &str) -> Vec<Effect> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     use super::super::app::Options;
     use super::super::keymap::Keymap;
