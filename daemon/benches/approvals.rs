@@ -7,6 +7,7 @@
 
 mod support;
 
+use sluice_shared::method as m;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -74,10 +75,7 @@ async fn main() {
     for a in &pending {
         let t = Instant::now();
         let r = conn
-            .call(
-                "approvals.decide",
-                json!({ "id": a.id, "approve": true, "reason": "bench" }),
-            )
+            .call::<m::ApprovalsDecide>(json!({ "id": a.id, "approve": true, "reason": "bench" }))
             .await;
         times.push(t.elapsed());
         assert_eq!(r["decided"], true, "{r}");

@@ -8,6 +8,7 @@ mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
+use sluice_shared::method as m;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -131,7 +132,7 @@ async fn state_files_are_private_the_socket_0660_and_scripts_keep_the_callers_um
     // A script creates files with the umask sluiced was started with, not 077.
     let mut c = daemon::Client::connect(&p.root.join("s.sock")).await;
     c.hello().await.unwrap();
-    c.call("pipelines.trigger", serde_json::json!({ "name": "hello" }))
+    c.call::<m::PipelinesTrigger>(serde_json::json!({ "name": "hello" }))
         .await
         .unwrap();
     let text = common::eventually(30, "the script to write its umask", || async {

@@ -5,6 +5,7 @@
 //!
 //! Target: under 5 ms per frame.
 
+use sluice_shared::method::notice;
 use std::time::{Duration, Instant};
 
 use ratatui::Terminal;
@@ -265,7 +266,7 @@ fn latency() {
                         let params = json!({"subscription": 1, "seq": seq as u64,
                             "event": {"type": "log", "run": 1, "node": "work", "attempt": 1, "seq": seq,
                                 "stream": "stdout", "line": format!("event line {seq}")}});
-                        let n = Notification { jsonrpc: "2.0".into(), method: "event".into(), params };
+                        let n = Notification { jsonrpc: "2.0".into(), method: notice::EVENT.into(), params };
                         let _ = tx.send((Instant::now(), Msg::Notice(n)));
                     }
                 }

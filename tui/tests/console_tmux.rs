@@ -7,6 +7,7 @@
 
 mod common;
 
+use sluice_shared::method::{self as m, Method as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -241,7 +242,7 @@ fn approve_with_a_reason_and_see_the_run_complete() {
         line_with(s, &["#1", "deploy", "succeeded"]).is_some()
     });
     let audit = d.cli(&["audit"]);
-    assert!(audit.contains("approvals.decide"), "{audit}");
+    assert!(audit.contains(m::ApprovalsDecide::NAME), "{audit}");
 }
 
 #[test]
