@@ -1,10 +1,11 @@
 //! The `:` command line.
 
-use super::super::app::{App, Overlay, View};
-use super::super::msg::Effect;
+use sluice_shared::run::RunId;
+
 use super::flash;
 use super::sync::{open_run, set_filter, switch_view};
-use sluice_shared::run::RunId;
+use crate::console::app::{App, Overlay, View};
+use crate::console::msg::Effect;
 
 pub(super) fn command(app: &mut App, text: &str) -> Vec<Effect> {
     let (word, rest) = text.split_once(' ').unwrap_or((text, ""));

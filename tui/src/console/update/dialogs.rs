@@ -1,17 +1,19 @@
 //! Dialogs: confirmations of state-changing actions, their keys, and the call
 //! a confirmed one sends (with an idempotency key).
 
-use super::super::app::{App, Dialog, DialogFocus, Overlay, PendingAction, View};
-use super::super::inputs;
-use super::super::keymap::Action;
-use super::super::lineedit::Edited;
-use super::super::msg::{Effect, Tag};
-use super::flash;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use sluice_shared::method::{self as m};
+use serde_json::Value;
+use sluice_shared::method as m;
 use sluice_shared::model::InputType;
 use sluice_shared::protocol::{DecideParams, PipelineRef, RetryParams, RunRef, TriggerParams};
 use sluice_shared::run::{RetryMode, RunState};
+
+use super::flash;
+use crate::console::app::{App, Dialog, DialogFocus, Overlay, PendingAction, View};
+use crate::console::inputs;
+use crate::console::keymap::Action;
+use crate::console::lineedit::{Edited, LineEdit};
+use crate::console::msg::{Effect, Tag};
 
 /// Opens a dialog; whatever the footer said before is about something else.
 pub(super) fn open_dialog(app: &mut App, d: Dialog) {
@@ -332,4 +334,125 @@ pub(super) fn confirm(app: &mut App, mut d: Dialog) -> Vec<Effect> {
         method: request.method,
         params: request.params,
     }]
+}
+
+/// The approve or reject dialog for the selected pending approval.
+pub(super) fn decide_dialog(app: &mut App, approve: bool) -> Vec<Effect> {
+    if app.approvals.show_history {
+        flash(
+            app,
+            "only pending approvals can be decided (Tab: pending)",
+            true,
+        );
+        return Vec::new();
+    }
+    let Some(a) = app.approvals.selected().cloned() else {
+        flash(app, "no pending approval selected", true);
+        return Vec::new();
+    };
+    let key = idempotency_key(app);
+    open_dialog(
+        app,
+        Dialog {
+            title: format!(
+                "{} approval #{} (run {} node {})?",
+                if approve { "Approve" } else { "Reject" },
+                a.id,
+                a.run,
+                a.node
+            ),
+            body: a.message.iter().cloned().collect(),
+            confirm: if approve { "Approve" } else { "Reject" }.into(),
+            dismiss: "Cancel".into(),
+            field: Some((
+                if approve {
+                    "reason (optional)"
+                } else {
+                    "reason (required)"
+                }
+                .into(),
+                LineEdit::default(),
+            )),
+            required: !approve,
+            focus: DialogFocus::Field,
+            action: PendingAction::Decide { id: a.id, approve },
+            idempotency_key: key,
+            error: None,
+        },
+    );
+    Vec::new()
+}
+
+/// The enable or disable dialog for the selected pipeline.
+pub(super) fn enable_dialog(app: &mut App, enabled: bool) -> Vec<Effect> {
+    let Some(p) = app.pipelines.rows.get(app.pipelines.cursor.selected) else {
+        return Vec::new();
+    };
+    let name = p.name.clone();
+    let key = idempotency_key(app);
+    open_dialog(
+        app,
+        Dialog {
+            title: format!(
+                "{} pipeline {name}?",
+                if enabled { "Enable" } else { "Disable" }
+            ),
+            body: vec![if enabled {
+                "Its triggers may start runs again.".into()
+            } else {
+                "Cron, webhooks and manual triggers stop starting runs; runs in flight continue."
+                    .into()
+            }],
+            confirm: if enabled { "Enable" } else { "Disable" }.into(),
+            dismiss: "Cancel".into(),
+            field: None,
+            required: false,
+            focus: DialogFocus::Cancel,
+            action: PendingAction::SetEnabled { name, enabled },
+            idempotency_key: key,
+            error: None,
+        },
+    );
+    Vec::new()
+}
+
+/// The trigger form, prefilled from the pipeline's declared inputs (`pipelines.get`).
+pub(super) fn trigger_form(app: &mut App, name: String, detail: &Value) {
+    // Only the definition matters here: read it even when the rest of
+    // the reply is of a newer shape than this console knows.
+    let declared = detail.get("definition").and_then(inputs::declared);
+    let text = declared
+        .as_deref()
+        .map(inputs::form_text)
+        .unwrap_or_default();
+    if let Some(reason) = app.disabled_reason(Action::Trigger) {
+        flash(app, format!("trigger: {reason}"), true);
+        return;
+    }
+    let key = idempotency_key(app);
+    let mut body = vec![
+        r#"Inputs as name=value, separated by spaces. Quote a value as in a shell: 'you & me' (literal) or "say \"hi\"" (\" escapes)."#
+            .to_string(),
+    ];
+    if let Some(types) = declared.as_deref().and_then(input_types) {
+        body.push(types);
+    }
+    open_dialog(
+        app,
+        Dialog {
+            title: format!("Trigger {name} now?"),
+            body,
+            confirm: "Trigger".into(),
+            dismiss: "Cancel".into(),
+            field: Some(("inputs".into(), LineEdit::new(text))),
+            required: false,
+            focus: DialogFocus::Field,
+            action: PendingAction::Trigger {
+                name,
+                inputs: declared,
+            },
+            idempotency_key: key,
+            error: None,
+        },
+    );
 }

@@ -1,14 +1,15 @@
 //! Event folding: events of the subscription applied to what is on screen,
 //! and what must be fetched again marked dirty.
 
-use super::super::app::{App, DetailState};
-use super::super::logbuf::LogEntry;
-use super::super::msg::Effect;
-use super::sync::resync;
 use serde_json::Value;
 use sluice_shared::event::Event;
 use sluice_shared::protocol::{AttemptInfo, EventNotice};
-use sluice_shared::run::{AttemptState, NodeState, RunState};
+use sluice_shared::run::{AttemptState, NodeState, RunId, RunState};
+
+use super::sync::resync;
+use crate::console::app::{App, DetailState};
+use crate::console::logbuf::LogEntry;
+use crate::console::msg::Effect;
 
 pub(super) fn push_log(d: &mut DetailState, e: LogEntry) {
     let full = d.log.len() == d.log.capacity();
@@ -58,80 +59,14 @@ pub(super) fn event(app: &mut App, params: Value) -> Vec<Effect> {
             // A cron fire moves the pipeline's next fire and its last run.
             app.pipelines.dirty = true;
         }
-        Event::RunState { run, state, error } => {
-            let now = app.now_ms;
-            if let Some(r) = app.runs.rows.iter_mut().find(|r| r.id == run) {
-                r.state = state;
-                if state == RunState::Running && r.started_at.is_none() {
-                    r.started_at = Some(now);
-                }
-                if state.is_finished() && r.finished_at.is_none() {
-                    r.finished_at = Some(now);
-                }
-                if error.is_some() {
-                    r.error = error.clone();
-                }
-            }
-            app.runs.dirty = true;
-            if let Some(d) = &mut app.detail
-                && d.id == run
-            {
-                if let Some(r) = &mut d.run {
-                    r.run.state = state;
-                    if error.is_some() {
-                        r.run.error = error;
-                    }
-                }
-                d.dirty = true;
-            }
-            if state == RunState::Waiting || state.is_finished() {
-                app.approvals.dirty = true;
-            }
-            // The pipelines view shows each pipeline's last result.
-            if state.is_finished() {
-                app.pipelines.dirty = true;
-            }
-        }
+        Event::RunState { run, state, error } => run_state(app, run, state, error),
         Event::NodeState {
             run,
             node,
             state,
             attempt,
             error,
-        } => {
-            let now = app.now_ms;
-            if let Some(d) = &mut app.detail
-                && d.id == run
-            {
-                if let Some(n) = d
-                    .run
-                    .as_mut()
-                    .and_then(|r| r.nodes.iter_mut().find(|n| n.id == node))
-                {
-                    n.state = state;
-                    if error.is_some() {
-                        n.error = error;
-                    }
-                    if state == NodeState::Running && (n.attempts.len() as u32) < attempt {
-                        n.attempts.push(AttemptInfo {
-                            attempt,
-                            state: AttemptState::Running,
-                            started_at: now,
-                            finished_at: None,
-                            error: None,
-                        });
-                        n.started_at.get_or_insert(now);
-                    }
-                    if state.is_finished() {
-                        n.finished_at.get_or_insert(now);
-                    }
-                }
-                d.dirty = true;
-            }
-            if state == NodeState::Waiting {
-                app.approvals.dirty = true;
-            }
-        }
+        } => node_state(app, run, &node, state, attempt, error),
         Event::Log {
             run,
             node,
@@ -178,4 +113,83 @@ pub(super) fn event(app: &mut App, params: Value) -> Vec<Effect> {
         }
     }
     fx
+}
+
+/// A run changed state: the row and the detail follow at once; lists refetch.
+fn run_state(app: &mut App, run: RunId, state: RunState, error: Option<String>) {
+    let now = app.now_ms;
+    if let Some(r) = app.runs.rows.iter_mut().find(|r| r.id == run) {
+        r.state = state;
+        if state == RunState::Running && r.started_at.is_none() {
+            r.started_at = Some(now);
+        }
+        if state.is_finished() && r.finished_at.is_none() {
+            r.finished_at = Some(now);
+        }
+        if error.is_some() {
+            r.error = error.clone();
+        }
+    }
+    app.runs.dirty = true;
+    if let Some(d) = &mut app.detail
+        && d.id == run
+    {
+        if let Some(r) = &mut d.run {
+            r.run.state = state;
+            if error.is_some() {
+                r.run.error = error;
+            }
+        }
+        d.dirty = true;
+    }
+    if state == RunState::Waiting || state.is_finished() {
+        app.approvals.dirty = true;
+    }
+    // The pipelines view shows each pipeline's last result.
+    if state.is_finished() {
+        app.pipelines.dirty = true;
+    }
+}
+
+/// A node changed state: the open detail follows (a new attempt starts a row).
+fn node_state(
+    app: &mut App,
+    run: RunId,
+    node: &str,
+    state: NodeState,
+    attempt: u32,
+    error: Option<String>,
+) {
+    let now = app.now_ms;
+    if let Some(d) = &mut app.detail
+        && d.id == run
+    {
+        if let Some(n) = d
+            .run
+            .as_mut()
+            .and_then(|r| r.nodes.iter_mut().find(|n| n.id == node))
+        {
+            n.state = state;
+            if error.is_some() {
+                n.error = error;
+            }
+            if state == NodeState::Running && (n.attempts.len() as u32) < attempt {
+                n.attempts.push(AttemptInfo {
+                    attempt,
+                    state: AttemptState::Running,
+                    started_at: now,
+                    finished_at: None,
+                    error: None,
+                });
+                n.started_at.get_or_insert(now);
+            }
+            if state.is_finished() {
+                n.finished_at.get_or_insert(now);
+            }
+        }
+        d.dirty = true;
+    }
+    if state == NodeState::Waiting {
+        app.approvals.dirty = true;
+    }
 }

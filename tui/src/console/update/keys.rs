@@ -1,20 +1,19 @@
 //! Keys: from a key press to an action of the keymap, and what each action does
 //! to the lists, the detail view and the overlays.
 
-use super::super::app::{
-    App, DetailFocus, Dialog, DialogFocus, Overlay, PendingAction, Prompt, PromptKind, View,
-};
-use super::super::keymap::{Action, Key, Scope};
-use super::super::lineedit::LineEdit;
-use super::super::msg::{Effect, Tag};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use sluice_shared::method as m;
+use sluice_shared::protocol::PipelineRef;
+
 use super::command::command;
-use super::dialogs::{dialog_key, idempotency_key, open_dialog, run_action};
+use super::dialogs::{decide_dialog, dialog_key, enable_dialog, run_action};
 use super::replies::{approval_context, select_row};
 use super::sync::{load_log, open_run, resync, runs_request, set_filter, switch_view};
 use super::{approvals_call, call, flash, synced};
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use sluice_shared::method::{self as m};
-use sluice_shared::protocol::PipelineRef;
+use crate::console::app::{App, DetailFocus, DialogFocus, Overlay, Prompt, PromptKind, View};
+use crate::console::keymap::{Action, Key, Scope};
+use crate::console::lineedit::LineEdit;
+use crate::console::msg::{Effect, Tag};
 
 pub(super) fn page(app: &App) -> isize {
     (app.size.1 as isize - 8).max(1)
@@ -58,6 +57,7 @@ pub(super) fn editing(app: &App) -> bool {
     }
 }
 
+/// Carries out an action of the keymap (one allowed in this state).
 pub(super) fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
     if action.changes_state()
         && let Some(reason) = app.disabled_reason(action)
@@ -74,23 +74,7 @@ pub(super) fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             app.quit = true;
             vec![Effect::Quit]
         }
-        Action::Back => {
-            if app.view == View::Runs && !app.runs.filter.is_empty() && app.back.is_empty() {
-                return set_filter(app, String::new());
-            }
-            if let Some(v) = app.back.pop() {
-                app.view = v;
-                if v != View::Detail {
-                    app.detail = None;
-                }
-                Vec::new()
-            } else if k.code == KeyCode::Esc {
-                Vec::new()
-            } else {
-                app.quit = true;
-                vec![Effect::Quit]
-            }
-        }
+        Action::Back => back(app, k),
         Action::Help => {
             app.flash = None;
             app.overlay = Some(Overlay::Help(0));
@@ -112,157 +96,36 @@ pub(super) fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
         Action::Top => move_by(app, isize::MIN / 2),
         Action::Bottom => move_by(app, isize::MAX / 2),
         Action::Refresh => resync(app),
-        Action::Open => match app.view {
-            View::Runs => match app.selected_run() {
-                Some(r) => {
-                    let id = r.id;
-                    open_run(app, id)
-                }
-                None => Vec::new(),
-            },
-            View::Approvals => match app.approvals.selected() {
-                Some(a) => {
-                    let id = a.run;
-                    open_run(app, id)
-                }
-                None => Vec::new(),
-            },
-            View::Pipelines => match app.pipelines.rows.get(app.pipelines.cursor.selected) {
-                Some(p) => {
-                    let filter = format!("p:{}", p.name);
-                    app.back.clear();
-                    app.back.push(View::Pipelines);
-                    app.view = View::Runs;
-                    set_filter(app, filter)
-                }
-                None => Vec::new(),
-            },
-            _ => Vec::new(),
-        },
+        Action::Open => open_selected(app),
         Action::Filter => {
-            app.overlay = Some(Overlay::Prompt(Prompt {
-                kind: PromptKind::Filter,
-                text: LineEdit::new(app.runs.filter.clone()),
-            }));
-            Vec::new()
-        }
-        Action::Retry | Action::RetryAll | Action::Cancel => run_action(app, action),
-        Action::FocusNext => {
-            if let Some(d) = &mut app.detail {
-                d.focus = match d.focus {
-                    DetailFocus::Nodes => DetailFocus::Log,
-                    DetailFocus::Log => DetailFocus::Nodes,
-                };
-            }
-            Vec::new()
-        }
-        Action::Left | Action::Right => {
-            let half = (app.size.0 as usize / 2).max(1);
-            if let Some(d) = &mut app.detail {
-                d.hscroll = if action == Action::Left {
-                    d.hscroll.saturating_sub(half)
-                } else {
-                    d.hscroll + half
-                };
-            }
-            Vec::new()
-        }
-        Action::Follow => {
-            if let Some(d) = &mut app.detail {
-                d.follow = !d.follow;
-                if d.follow {
-                    d.log_cursor = d.log.len().saturating_sub(1);
-                    d.unseen = 0;
-                }
-            }
-            Vec::new()
+            let text = app.runs.filter.clone();
+            prompt(app, PromptKind::Filter, text)
         }
         Action::Search => {
-            app.overlay = Some(Overlay::Prompt(Prompt {
-                kind: PromptKind::Search,
-                text: LineEdit::new(
-                    app.detail
-                        .as_ref()
-                        .and_then(|d| d.search.clone())
-                        .unwrap_or_default(),
-                ),
-            }));
-            Vec::new()
+            let text = app
+                .detail
+                .as_ref()
+                .and_then(|d| d.search.clone())
+                .unwrap_or_default();
+            prompt(app, PromptKind::Search, text)
         }
         Action::NextMatch | Action::PrevMatch => {
             search(app, action == Action::NextMatch, true);
             Vec::new()
         }
-        Action::Wrap => {
-            if let Some(d) = &mut app.detail {
-                d.wrap = !d.wrap;
-            }
-            Vec::new()
-        }
-        Action::Timestamps => {
-            if let Some(d) = &mut app.detail {
-                d.timestamps = !d.timestamps;
-            }
+        Action::FocusNext
+        | Action::Left
+        | Action::Right
+        | Action::Follow
+        | Action::Wrap
+        | Action::Timestamps => {
+            detail_view_key(app, action);
             Vec::new()
         }
         Action::Copy => copy(app),
-        Action::Approve | Action::Reject => {
-            if app.approvals.show_history {
-                flash(
-                    app,
-                    "only pending approvals can be decided (Tab: pending)",
-                    true,
-                );
-                return Vec::new();
-            }
-            let Some(a) = app.approvals.selected().cloned() else {
-                flash(app, "no pending approval selected", true);
-                return Vec::new();
-            };
-            let approve = action == Action::Approve;
-            let key = idempotency_key(app);
-            open_dialog(
-                app,
-                Dialog {
-                    title: format!(
-                        "{} approval #{} (run {} node {})?",
-                        if approve { "Approve" } else { "Reject" },
-                        a.id,
-                        a.run,
-                        a.node
-                    ),
-                    body: a.message.iter().cloned().collect(),
-                    confirm: if approve { "Approve" } else { "Reject" }.into(),
-                    dismiss: "Cancel".into(),
-                    field: Some((
-                        if approve {
-                            "reason (optional)"
-                        } else {
-                            "reason (required)"
-                        }
-                        .into(),
-                        LineEdit::default(),
-                    )),
-                    required: !approve,
-                    focus: DialogFocus::Field,
-                    action: PendingAction::Decide { id: a.id, approve },
-                    idempotency_key: key,
-                    error: None,
-                },
-            );
-            Vec::new()
-        }
-        Action::HistoryTab => {
-            app.approvals.show_history = !app.approvals.show_history;
-            app.approvals.cursor = Default::default();
-            app.approvals.context = None;
-            let mut fx = Vec::new();
-            if app.approvals.show_history && synced(app) {
-                fx.push(approvals_call(false));
-            }
-            fx.extend(approval_context(app));
-            fx
-        }
+        Action::Retry | Action::RetryAll | Action::Cancel => run_action(app, action),
+        Action::Approve | Action::Reject => decide_dialog(app, action == Action::Approve),
+        Action::HistoryTab => history_tab(app),
         Action::Trigger => match app.pipelines.rows.get(app.pipelines.cursor.selected) {
             Some(p) => {
                 let name = p.name.clone();
@@ -273,39 +136,108 @@ pub(super) fn act(app: &mut App, action: Action, k: Key) -> Vec<Effect> {
             }
             None => Vec::new(),
         },
-        Action::Enable | Action::Disable => {
-            let Some(p) = app.pipelines.rows.get(app.pipelines.cursor.selected) else {
-                return Vec::new();
-            };
-            let enabled = action == Action::Enable;
-            let name = p.name.clone();
-            let key = idempotency_key(app);
-            open_dialog(
-                app,
-                Dialog {
-                    title: format!(
-                        "{} pipeline {name}?",
-                        if enabled { "Enable" } else { "Disable" }
-                    ),
-                    body: vec![if enabled {
-                        "Its triggers may start runs again.".into()
-                    } else {
-                        "Cron, webhooks and manual triggers stop starting runs; runs in flight continue."
-                        .into()
-                    }],
-                    confirm: if enabled { "Enable" } else { "Disable" }.into(),
-                    dismiss: "Cancel".into(),
-                    field: None,
-                    required: false,
-                    focus: DialogFocus::Cancel,
-                    action: PendingAction::SetEnabled { name, enabled },
-                    idempotency_key: key,
-                    error: None,
-                },
-            );
-            Vec::new()
-        }
+        Action::Enable | Action::Disable => enable_dialog(app, action == Action::Enable),
     }
+}
+
+/// Back: clears a filter, returns to the previous view, or quits (`q`, not Esc).
+fn back(app: &mut App, k: Key) -> Vec<Effect> {
+    if app.view == View::Runs && !app.runs.filter.is_empty() && app.back.is_empty() {
+        return set_filter(app, String::new());
+    }
+    if let Some(v) = app.back.pop() {
+        app.view = v;
+        if v != View::Detail {
+            app.detail = None;
+        }
+        Vec::new()
+    } else if k.code == KeyCode::Esc {
+        Vec::new()
+    } else {
+        app.quit = true;
+        vec![Effect::Quit]
+    }
+}
+
+/// Enter: the selected run, an approval's run, or a pipeline's runs.
+fn open_selected(app: &mut App) -> Vec<Effect> {
+    match app.view {
+        View::Runs => match app.selected_run() {
+            Some(r) => {
+                let id = r.id;
+                open_run(app, id)
+            }
+            None => Vec::new(),
+        },
+        View::Approvals => match app.approvals.selected() {
+            Some(a) => {
+                let id = a.run;
+                open_run(app, id)
+            }
+            None => Vec::new(),
+        },
+        View::Pipelines => match app.pipelines.rows.get(app.pipelines.cursor.selected) {
+            Some(p) => {
+                let filter = format!("p:{}", p.name);
+                app.back.clear();
+                app.back.push(View::Pipelines);
+                app.view = View::Runs;
+                set_filter(app, filter)
+            }
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// Opens the filter or search prompt with `text` to edit.
+fn prompt(app: &mut App, kind: PromptKind, text: String) -> Vec<Effect> {
+    app.overlay = Some(Overlay::Prompt(Prompt {
+        kind,
+        text: LineEdit::new(text),
+    }));
+    Vec::new()
+}
+
+/// The run detail's own keys: focus, horizontal scroll, follow, wrap, timestamps.
+fn detail_view_key(app: &mut App, action: Action) {
+    let half = (app.size.0 as usize / 2).max(1);
+    let Some(d) = &mut app.detail else {
+        return;
+    };
+    match action {
+        Action::FocusNext => {
+            d.focus = match d.focus {
+                DetailFocus::Nodes => DetailFocus::Log,
+                DetailFocus::Log => DetailFocus::Nodes,
+            };
+        }
+        Action::Left => d.hscroll = d.hscroll.saturating_sub(half),
+        Action::Right => d.hscroll += half,
+        Action::Follow => {
+            d.follow = !d.follow;
+            if d.follow {
+                d.log_cursor = d.log.len().saturating_sub(1);
+                d.unseen = 0;
+            }
+        }
+        Action::Wrap => d.wrap = !d.wrap,
+        Action::Timestamps => d.timestamps = !d.timestamps,
+        _ => {}
+    }
+}
+
+/// Tab in the approvals: pending queue or history.
+fn history_tab(app: &mut App) -> Vec<Effect> {
+    app.approvals.show_history = !app.approvals.show_history;
+    app.approvals.cursor = Default::default();
+    app.approvals.context = None;
+    let mut fx = Vec::new();
+    if app.approvals.show_history && synced(app) {
+        fx.push(approvals_call(false));
+    }
+    fx.extend(approval_context(app));
+    fx
 }
 
 pub(super) fn copy(app: &mut App) -> Vec<Effect> {
@@ -393,7 +325,7 @@ pub(super) fn move_by(app: &mut App, delta: isize) -> Vec<Effect> {
                 }
                 DetailFocus::Log => {
                     let len = d.log.len();
-                    let mut c = super::super::app::Cursor {
+                    let mut c = crate::console::app::Cursor {
                         selected: d.log_cursor,
                         offset: 0,
                     };

@@ -18,8 +18,8 @@ use sluice_shared::method::{self as m, Method, notice};
 use sluice_shared::protocol::{ApprovalsListParams, NoParams, RunRef};
 use sluice_shared::run::RunId;
 
-use super::app::{App, Conn, Flash};
-use super::msg::{Effect, Msg, Tag};
+use crate::console::app::{App, Conn, Flash};
+use crate::console::msg::{Effect, Msg, Tag};
 use events::event;
 use keys::{key, paste};
 use replies::reply;

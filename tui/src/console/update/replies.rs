@@ -1,21 +1,18 @@
 //! Reply decoding: each reply, read as its method's result, folded into the state.
 
-use super::super::app::{App, Dialog, DialogFocus, PendingAction, View};
-use super::super::inputs;
-use super::super::keymap::Action;
-use super::super::lineedit::LineEdit;
-use super::super::logbuf::LogEntry;
-use super::super::msg::{CallError, Effect, Tag};
+use serde_json::Value;
+use sluice_shared::method as m;
+use sluice_shared::protocol::{RunDetail, RunsPage};
+use sluice_shared::run::{NodeState, RunId};
+
 use super::LOG_PAGE;
-use super::dialogs::input_types;
-use super::dialogs::{idempotency_key, open_dialog};
+use super::dialogs::trigger_form;
 use super::events::push_log;
 use super::sync::{load_log, logs_request, open_run};
 use super::{decode, detail_call, flash, synced};
-use serde_json::Value;
-use sluice_shared::method::{self as m};
-use sluice_shared::protocol::RunsPage;
-use sluice_shared::run::{NodeState, RunId};
+use crate::console::app::{App, View};
+use crate::console::logbuf::LogEntry;
+use crate::console::msg::{CallError, Effect, Tag};
 
 pub(super) fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -> Vec<Effect> {
     let value = match result {
@@ -35,66 +32,15 @@ pub(super) fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -
             merge_runs(app, page, append);
         }
         Tag::Detail(id) => {
-            let Some(run) = decode::<m::RunsGet>(value) else {
-                return Vec::new();
-            };
-            let Some(d) = app.detail.as_mut().filter(|d| d.id == id) else {
-                return Vec::new();
-            };
-            let first = d.run.is_none();
-            if first {
-                // Land on what the operator most likely came for: the first failed node.
-                d.nodes.selected = run
-                    .nodes
-                    .iter()
-                    .position(|n| n.state == NodeState::Failed)
-                    .or_else(|| run.nodes.iter().position(|n| !n.state.is_finished()))
-                    .unwrap_or(0);
-            }
-            d.nodes.clamp(run.nodes.len());
-            d.run = Some(run);
-            if d.log_node.as_deref() != d.selected_node() {
-                return load_log(d);
+            if let Some(run) = decode::<m::RunsGet>(value) {
+                return detail(app, id, run);
             }
         }
         Tag::Logs {
             run,
             node,
             generation,
-        } => {
-            let Some(d) = app.detail.as_mut().filter(|d| {
-                d.id == run
-                    && d.log_generation == generation
-                    && d.log_node.as_deref() == Some(&node)
-            }) else {
-                return Vec::new();
-            };
-            let Some(page) = decode::<m::LogsGet>(value) else {
-                d.log_loading = false;
-                return Vec::new();
-            };
-            let got = page.lines.len();
-            for l in page.lines {
-                push_log(
-                    d,
-                    LogEntry {
-                        attempt: l.attempt,
-                        seq: l.seq,
-                        at_ms: l.at_ms,
-                        stream: l.stream,
-                        line: l.line,
-                    },
-                );
-            }
-            // `more` (protocol 1.2) ends a page early by size; an older daemon's full page may have a successor.
-            if page.more || got as u32 >= LOG_PAGE {
-                return vec![logs_request(run, &node, generation, page.next)];
-            }
-            d.log_loading = false;
-            for e in std::mem::take(&mut d.pending) {
-                push_log(d, e);
-            }
-        }
+        } => return logs(app, run, &node, generation, value),
         Tag::Pipelines => {
             if let Some(rows) = decode::<m::PipelinesList>(value) {
                 app.pipelines.rows = rows;
@@ -106,45 +52,7 @@ pub(super) fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -
                 app.pipelines.errors = e.diagnostics;
             }
         }
-        Tag::TriggerForm(name) => {
-            // Only the definition matters here: read it even when the rest of
-            // the reply is of a newer shape than this console knows.
-            let declared = value.get("definition").and_then(inputs::declared);
-            let text = declared
-                .as_deref()
-                .map(inputs::form_text)
-                .unwrap_or_default();
-            if let Some(reason) = app.disabled_reason(Action::Trigger) {
-                flash(app, format!("trigger: {reason}"), true);
-                return Vec::new();
-            }
-            let key = idempotency_key(app);
-            let mut body = vec![
-                r#"Inputs as name=value, separated by spaces. Quote a value as in a shell: 'you & me' (literal) or "say \"hi\"" (\" escapes)."#
-                    .to_string(),
-            ];
-            if let Some(types) = declared.as_deref().and_then(input_types) {
-                body.push(types);
-            }
-            open_dialog(
-                app,
-                Dialog {
-                    title: format!("Trigger {name} now?"),
-                    body,
-                    confirm: "Trigger".into(),
-                    dismiss: "Cancel".into(),
-                    field: Some(("inputs".into(), LineEdit::new(text))),
-                    required: false,
-                    focus: DialogFocus::Field,
-                    action: PendingAction::Trigger {
-                        name,
-                        inputs: declared,
-                    },
-                    idempotency_key: key,
-                    error: None,
-                },
-            );
-        }
+        Tag::TriggerForm(name) => trigger_form(app, name, &value),
         Tag::Approvals { pending } => {
             if let Some(rows) = decode::<m::ApprovalsList>(value) {
                 if pending {
@@ -184,6 +92,63 @@ pub(super) fn reply(app: &mut App, tag: Tag, result: Result<Value, CallError>) -
                 return open_run(app, RunId(id));
             }
         }
+    }
+    Vec::new()
+}
+
+/// A run's detail: the first time, the cursor lands on its first failed node.
+fn detail(app: &mut App, id: RunId, run: RunDetail) -> Vec<Effect> {
+    let Some(d) = app.detail.as_mut().filter(|d| d.id == id) else {
+        return Vec::new();
+    };
+    if d.run.is_none() {
+        // Land on what the operator most likely came for: the first failed node.
+        d.nodes.selected = run
+            .nodes
+            .iter()
+            .position(|n| n.state == NodeState::Failed)
+            .or_else(|| run.nodes.iter().position(|n| !n.state.is_finished()))
+            .unwrap_or(0);
+    }
+    d.nodes.clamp(run.nodes.len());
+    d.run = Some(run);
+    if d.log_node.as_deref() != d.selected_node() {
+        return load_log(d);
+    }
+    Vec::new()
+}
+
+/// A page of a node's log: lines in, the next page asked for while there is one.
+fn logs(app: &mut App, run: RunId, node: &str, generation: u64, value: Value) -> Vec<Effect> {
+    let Some(d) = app.detail.as_mut().filter(|d| {
+        d.id == run && d.log_generation == generation && d.log_node.as_deref() == Some(node)
+    }) else {
+        return Vec::new();
+    };
+    let Some(page) = decode::<m::LogsGet>(value) else {
+        d.log_loading = false;
+        return Vec::new();
+    };
+    let got = page.lines.len();
+    for l in page.lines {
+        push_log(
+            d,
+            LogEntry {
+                attempt: l.attempt,
+                seq: l.seq,
+                at_ms: l.at_ms,
+                stream: l.stream,
+                line: l.line,
+            },
+        );
+    }
+    // `more` (protocol 1.2) ends a page early by size; an older daemon's full page may have a successor.
+    if page.more || got as u32 >= LOG_PAGE {
+        return vec![logs_request(run, node, generation, page.next)];
+    }
+    d.log_loading = false;
+    for e in std::mem::take(&mut d.pending) {
+        push_log(d, e);
     }
     Vec::new()
 }

@@ -2,13 +2,14 @@
 //! resynchronisation after a reconnect or a lag, the periodic polls and the
 //! requests that fetch what a view shows.
 
-use super::super::app::{App, Conn, DetailState, View, server_filter};
-use super::super::msg::{ConnEvent, Effect, Tag};
-use super::{LOG_PAGE, POLL_MS, RUNS_PAGE};
-use super::{approvals_call, call, detail_call, pipelines_calls, status_call, synced};
-use sluice_shared::method::{self as m};
+use sluice_shared::method as m;
 use sluice_shared::protocol::{AuditListParams, LogsParams, NoParams, RunsListParams};
 use sluice_shared::run::RunId;
+
+use super::{LOG_PAGE, POLL_MS, RUNS_PAGE};
+use super::{approvals_call, call, detail_call, pipelines_calls, status_call, synced};
+use crate::console::app::{App, Conn, DetailState, View, server_filter};
+use crate::console::msg::{ConnEvent, Effect, Tag};
 
 pub(super) fn conn(app: &mut App, ev: ConnEvent) -> Vec<Effect> {
     match ev {
@@ -197,7 +198,7 @@ pub(super) fn load_log(d: &mut DetailState) -> Vec<Effect> {
     let Some(node) = d.selected_node().map(str::to_string) else {
         return Vec::new();
     };
-    d.log = super::super::logbuf::LogBuf::with_capacity(d.log.capacity());
+    d.log = crate::console::logbuf::LogBuf::with_capacity(d.log.capacity());
     d.log_generation += 1;
     d.log_node = Some(node.clone());
     d.log_loading = true;

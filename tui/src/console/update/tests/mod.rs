@@ -9,12 +9,12 @@ pub(super) use sluice_shared::method::{self as m, Method, notice};
 pub(super) use sluice_shared::protocol::Notification;
 pub(super) use sluice_shared::run::RunId;
 
-pub(super) use super::super::app::{
+pub(super) use super::update;
+pub(super) use crate::console::app::{
     App, Dialog, DialogFocus, Options, Overlay, PendingAction, View,
 };
-pub(super) use super::super::keymap::{Action, Keymap};
-pub(super) use super::super::msg::{CallError, ConnEvent, Effect, Msg, Tag};
-pub(super) use super::update;
+pub(super) use crate::console::keymap::{Action, Keymap};
+pub(super) use crate::console::msg::{CallError, ConnEvent, Effect, Msg, Tag};
 
 pub(super) fn app_as(role: &str, readonly: bool) -> App {
     let opts = Options {
@@ -98,7 +98,7 @@ pub(super) fn highlighted(app: &App) -> String {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap();
-    term.draw(|f| super::super::views::draw(f, app)).unwrap();
+    term.draw(|f| crate::console::views::draw(f, app)).unwrap();
     let buf = term.backend().buffer();
     for y in 0..buf.area.height {
         let cells: Vec<_> = (0..buf.area.width).map(|x| &buf[(x, y)]).collect();
@@ -120,7 +120,7 @@ pub(super) fn screen(app: &App, w: u16, h: u16) -> String {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
-    term.draw(|f| super::super::views::draw(f, app)).unwrap();
+    term.draw(|f| crate::console::views::draw(f, app)).unwrap();
     let buf = term.backend().buffer();
     (0..buf.area.height)
         .map(|y| {
