@@ -316,7 +316,7 @@ mod tests {
             let req = request(&mut r).await;
             assert_eq!(
                 (req.method.as_str(), req.params.clone()),
-                ("runs.get", serde_json::json!({ "id": 7 }))
+                (RunsGet::NAME, serde_json::json!({ "id": 7 }))
             );
             let out = r.get_mut();
             // Another id's reply, a notification, then ours.

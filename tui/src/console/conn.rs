@@ -59,7 +59,7 @@ fn words(e: ClientError) -> String {
     }
 }
 
-async fn handshake(socket: &PathBuf) -> Result<(Client, HelloResult), String> {
+async fn handshake(socket: &std::path::Path) -> Result<(Client, HelloResult), String> {
     let name = format!("sluice console {}", env!("CARGO_PKG_VERSION"));
     Client::open(socket, &name)
         .await
