@@ -5,7 +5,6 @@
 //! Run with `cargo bench -p sluice-daemon --bench api`.
 
 use sluice_shared::client::Notice;
-use sluice_shared::method as m;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +18,7 @@ use sluice_daemon::registry::Registry;
 use sluice_daemon::secrets::Secrets;
 use sluice_daemon::store::{Durability, NewNode, NewRun, Store};
 use sluice_shared::event::Event;
+use sluice_shared::method as m;
 use sluice_shared::run::TriggerInfo;
 use sqlx::{Connection, SqliteConnection};
 

@@ -7,13 +7,13 @@
 
 mod support;
 
-use sluice_shared::method as m;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, json};
 use sluice_daemon::engine::enqueue;
 use sluice_daemon::store::{Durability, Store};
+use sluice_shared::method as m;
 use sluice_shared::run::TriggerInfo;
 use support::{Conn, pct, rss_kib, start_daemon};
 

@@ -5,12 +5,12 @@ mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use sluice_shared::method::{self as m, Method as _};
 use std::time::Duration;
 
 use common::eventually;
 use daemon::{Client, Daemon};
 use serde_json::{Value, json};
+use sluice_shared::method::{self as m, Method as _};
 use sluice_shared::protocol::{ErrorCode, ServerMessage};
 
 const HELLO: &str = "nodes:\n  - id: greet\n    kind: shell\n    run: echo hello {{ inputs.who }}\ninputs:\n  who: { type: string, default: world }\n";
@@ -53,7 +53,17 @@ fn code(e: &sluice_shared::protocol::RpcError) -> i64 {
 async fn every_method_works_for_an_admin() {
     let d = Daemon::start(&config("admin"), &pipelines());
     let mut c = d.client().await;
+    reads(&mut c).await;
+    let failed_id = triggers_runs_and_logs(&mut c).await;
+    filters_and_paging(&mut c).await;
+    cancel_retry_resolve(&mut c, failed_id).await;
+    approvals(&mut c).await;
+    metrics(&mut c).await;
+    config_switches_and_audit(&mut c, &d).await;
+}
 
+/// `status` and the pipelines, with a hint for a misspelled name.
+async fn reads(c: &mut Client) {
     let status = c.call::<m::Status>(json!({})).await.unwrap();
     assert_eq!(status["pipelines"], 4);
     let list = c.call::<m::PipelinesList>(json!({})).await.unwrap();
@@ -73,7 +83,11 @@ async fn every_method_works_for_an_admin() {
         "{}",
         err.message
     );
+}
 
+/// Triggers (waiting for the end), a refused input, a run and its logs;
+/// returns the run that failed.
+async fn triggers_runs_and_logs(c: &mut Client) -> i64 {
     let done = c
         .call::<m::PipelinesTrigger>(
             json!({ "name": "hello", "inputs": { "who": "api" }, "wait": true }),
@@ -111,8 +125,11 @@ async fn every_method_works_for_an_admin() {
         .await
         .unwrap();
     assert!(more["lines"].as_array().unwrap().is_empty());
+    failed_id
+}
 
-    // Filters and keyset paging.
+/// `runs.list` filters and keyset paging.
+async fn filters_and_paging(c: &mut Client) {
     for _ in 0..3 {
         c.call::<m::PipelinesTrigger>(json!({ "name": "hello", "wait": true }))
             .await
@@ -146,8 +163,10 @@ async fn every_method_works_for_an_admin() {
         .await
         .unwrap();
     assert!(none["runs"].as_array().unwrap().is_empty());
+}
 
-    // Cancel, retry, resolve.
+/// Cancel, retry and resolve (of a run with nothing to resolve).
+async fn cancel_retry_resolve(c: &mut Client, failed_id: i64) {
     let slow = c
         .call::<m::PipelinesTrigger>(json!({ "name": "slow" }))
         .await
@@ -176,8 +195,10 @@ async fn every_method_works_for_an_admin() {
         .await
         .unwrap_err();
     assert_eq!(code(&resolve), ErrorCode::Conflict as i64);
+}
 
-    // Approvals (none exist yet), metrics, config, audit.
+/// Approvals, none of which exist yet.
+async fn approvals(c: &mut Client) {
     assert_eq!(
         c.call::<m::ApprovalsList>(json!({})).await.unwrap(),
         json!([])
@@ -196,6 +217,10 @@ async fn every_method_works_for_an_admin() {
         .await
         .unwrap_err();
     assert_eq!(code(&decide), ErrorCode::NotFound as i64);
+}
+
+/// Metrics of the runs so far: per-minute counts and exact percentiles.
+async fn metrics(c: &mut Client) {
     // Metrics follow the event stream: the finished runs are counted shortly after they finish.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let metrics = loop {
@@ -239,6 +264,10 @@ async fn every_method_works_for_an_admin() {
     let rank = |pct: usize| took[(pct * took.len()).div_ceil(100).max(1) - 1];
     assert_eq!(hello["p50_ms"], rank(50), "{hello} vs {took:?}");
     assert_eq!(hello["p99_ms"], rank(99), "{hello} vs {took:?}");
+}
+
+/// Config errors and reload, disable and enable, and the audit of it all.
+async fn config_switches_and_audit(c: &mut Client, d: &Daemon) {
     assert_eq!(
         c.call::<m::ConfigErrorsList>(json!({})).await.unwrap()["diagnostics"],
         json!([])
@@ -289,7 +318,7 @@ async fn every_method_works_for_an_admin() {
     ] {
         assert!(actions.contains(&wanted), "{wanted} audited: {actions:?}");
     }
-    assert!(!actions.contains(&"status"), "reads are not audited");
+    assert!(!actions.contains(&m::Status::NAME), "reads are not audited");
     assert_eq!(
         c.call::<m::AuditVerify>(json!({})).await.unwrap()["ok"],
         true

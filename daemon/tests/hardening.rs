@@ -7,7 +7,6 @@ mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use sluice_shared::method::{self as m, Method as _};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -18,6 +17,7 @@ use common::eventually;
 use daemon::Client;
 use serde_json::{Value, json};
 use sluice_daemon::triggers::webhook::{hmac_key, sign_standard_webhook};
+use sluice_shared::method::{self as m, Method as _};
 use sluice_shared::protocol::ErrorCode;
 use sqlx::Connection as _;
 

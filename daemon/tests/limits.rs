@@ -7,7 +7,6 @@ mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use sluice_shared::method as m;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use common::eventually;
 use daemon::Client;
 use serde_json::{Value, json};
+use sluice_shared::method as m;
 use sluice_shared::protocol::{ErrorCode, ServerMessage};
 
 /// The user running the tests, as the daemon names socket callers.

@@ -7,11 +7,11 @@ mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use sluice_shared::method as m;
 use std::time::Duration;
 
 use daemon::{Client, Daemon};
 use serde_json::{Value, json};
+use sluice_shared::method as m;
 use sluice_shared::protocol::{ErrorCode, LOGS_PAGE_BYTES, LogsPage, ServerMessage};
 
 /// 1,500 lines of 1,000 bytes each: half again the byte cap of one page.

@@ -8,7 +8,6 @@ mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use sluice_shared::method as m;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::{Lines, wait_exit};
 use sluice_daemon::statedir::StateLock;
+use sluice_shared::method as m;
 
 struct Paths {
     _tmp: tempfile::TempDir,

@@ -7,10 +7,11 @@ mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use sluice_shared::method::{self as m, Method as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use sluice_shared::method::{self as m, Method as _};
 
 use daemon::Daemon;
 

@@ -8,7 +8,6 @@ mod common;
 mod daemon;
 mod triggers_env;
 
-use sluice_shared::method as m;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_daemon::watcher::{WatchOptions, Watcher};
 use sluice_shared::event::Event;
+use sluice_shared::method as m;
 use sluice_shared::validate::ValidateOptions;
 use tokio_util::sync::CancellationToken;
 use triggers_env::{Env, write_file};

@@ -5,13 +5,13 @@
 //!
 //! Target: under 5 ms per frame.
 
-use sluice_shared::method::notice;
 use std::time::{Duration, Instant};
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::json;
+use sluice_shared::method::notice;
 use sluice_shared::protocol::Notification;
 use sluice_shared::run::RunId;
 use sluice_tui::console::app::{App, DetailFocus, Options};

@@ -3,9 +3,10 @@
 
 mod common;
 
-use sluice_shared::method::{self as m, Method as _};
 use std::path::Path;
 use std::process::{Command, Output};
+
+use sluice_shared::method::{self as m, Method as _};
 
 const PIPELINES: &[(&str, &str)] = &[
     (

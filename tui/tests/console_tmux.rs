@@ -7,10 +7,11 @@
 
 mod common;
 
-use sluice_shared::method::{self as m, Method as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use sluice_shared::method::{self as m, Method as _};
 
 fn tmux_missing() -> bool {
     // Not starting at all means not installed; once started it must answer in time.
