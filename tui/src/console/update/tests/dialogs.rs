@@ -66,13 +66,7 @@ fn forbidden_actions_say_why_and_send_nothing() {
 #[test]
 fn a_reject_needs_a_reason() {
     let mut app = app_as("operator", false);
-    let list = json!([{"id": 3, "run": 7, "node": "gate", "state": "pending", "requested_at": 1}]);
-    update(
-        &mut app,
-        Msg::Reply(Tag::Approvals { pending: true }, Ok(list)),
-    );
-    press(&mut app, KeyCode::Char('3'));
-    press(&mut app, KeyCode::Char('x'));
+    open_reject(&mut app);
     press(&mut app, KeyCode::Enter);
     assert!(calls(&press(&mut app, KeyCode::Enter)).is_empty());
     let Some(Overlay::Dialog(d)) = &app.overlay else {
@@ -290,13 +284,7 @@ fn cancelling_a_dialog_always_says_so() {
 #[test]
 fn a_validation_message_goes_as_soon_as_the_user_types() {
     let mut app = app_as("operator", false);
-    let list = json!([{"id": 3, "run": 7, "node": "gate", "state": "pending", "requested_at": 1}]);
-    update(
-        &mut app,
-        Msg::Reply(Tag::Approvals { pending: true }, Ok(list)),
-    );
-    press(&mut app, KeyCode::Char('3'));
-    press(&mut app, KeyCode::Char('x'));
+    open_reject(&mut app);
     press(&mut app, KeyCode::Enter);
     press(&mut app, KeyCode::Enter);
     assert_eq!(dialog(&app).error.as_deref(), Some("a reason is required"));
@@ -311,16 +299,7 @@ fn the_cancel_dialog_does_not_have_two_cancel_buttons() {
     let mut app = app_as("operator", false);
     let page = json!({"runs": [{"id": 8, "pipeline": "p", "state": "running",
         "trigger": {"kind": "manual"}, "created_at": 1}]});
-    update(
-        &mut app,
-        Msg::Reply(
-            Tag::Runs {
-                append: false,
-                generation: 0,
-            },
-            Ok(page),
-        ),
-    );
+    runs_reply(&mut app, page);
     press(&mut app, KeyCode::Char('c'));
     assert_eq!(
         (dialog(&app).dismiss.as_str(), dialog(&app).confirm.as_str()),
@@ -335,16 +314,7 @@ fn a_failed_only_retry_of_a_succeeded_run_points_to_retry_all() {
     let mut app = app_as("operator", false);
     let page = json!({"runs": [{"id": 9, "pipeline": "p", "state": "succeeded",
         "trigger": {"kind": "manual"}, "created_at": 1}]});
-    update(
-        &mut app,
-        Msg::Reply(
-            Tag::Runs {
-                append: false,
-                generation: 0,
-            },
-            Ok(page),
-        ),
-    );
+    runs_reply(&mut app, page);
     press(&mut app, KeyCode::Char('r'));
     assert!(app.overlay.is_none());
     let f = app.flash.clone().unwrap();

@@ -52,16 +52,7 @@ fn paging_fetches_older_runs_by_keyset_before_the_end() {
             "trigger": {"kind": "cron"}, "created_at": id})
         })
         .collect();
-    update(
-        &mut app,
-        Msg::Reply(
-            Tag::Runs {
-                append: false,
-                generation: 0,
-            },
-            Ok(json!({"runs": runs, "next": 101})),
-        ),
-    );
+    runs_reply(&mut app, json!({"runs": runs, "next": 101}));
     assert!(calls(&press(&mut app, KeyCode::Down)).is_empty());
     let fx = press(&mut app, KeyCode::End);
     let Some(Effect::Call {
@@ -98,16 +89,7 @@ fn paging_fetches_older_runs_by_keyset_before_the_end() {
             "trigger": {"kind": "cron"}, "created_at": id})
         })
         .collect();
-    update(
-        &mut app,
-        Msg::Reply(
-            Tag::Runs {
-                append: false,
-                generation: 0,
-            },
-            Ok(json!({"runs": newest, "next": 102})),
-        ),
-    );
+    runs_reply(&mut app, json!({"runs": newest, "next": 102}));
     assert_eq!(app.visible_count(), 301);
     assert_eq!(
         app.visible_run(app.runs.cursor.selected).map(|r| r.id),

@@ -30,16 +30,7 @@ pub(super) fn app_as(role: &str, readonly: bool) -> App {
     update(&mut app, Msg::Conn(ConnEvent::Synced));
     let page = json!({"runs": [{"id": 7, "pipeline": "p", "state": "failed",
         "trigger": {"kind": "manual"}, "created_at": 1, "started_at": 2, "finished_at": 3}]});
-    update(
-        &mut app,
-        Msg::Reply(
-            Tag::Runs {
-                append: false,
-                generation: 0,
-            },
-            Ok(page),
-        ),
-    );
+    runs_reply(&mut app, page);
     app
 }
 
@@ -140,4 +131,26 @@ pub(super) fn typed(app: &mut App, text: &str) {
     for c in text.chars() {
         press(app, KeyCode::Char(c));
     }
+}
+
+/// The first page of runs, as `runs.list` answers it.
+pub(super) fn runs_reply(app: &mut App, page: Value) -> Vec<Effect> {
+    update(
+        app,
+        Msg::Reply(
+            Tag::Runs {
+                append: false,
+                generation: 0,
+            },
+            Ok(page),
+        ),
+    )
+}
+
+/// The approvals view with approval #3 pending, and its reject dialog open.
+pub(super) fn open_reject(app: &mut App) {
+    let list = json!([{"id": 3, "run": 7, "node": "gate", "state": "pending", "requested_at": 1}]);
+    update(app, Msg::Reply(Tag::Approvals { pending: true }, Ok(list)));
+    press(app, KeyCode::Char('3'));
+    press(app, KeyCode::Char('x'));
 }
