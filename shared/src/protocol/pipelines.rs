@@ -123,12 +123,17 @@ pub struct ConfigErrors {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReloadResult {
     /// Pipelines added or changed (new versions).
+    #[serde(default)]
     pub updated: Vec<String>,
     /// Pipelines whose file disappeared.
+    #[serde(default)]
     pub removed: Vec<String>,
     /// Files rejected (`config.errors` says why).
+    #[serde(default)]
     pub rejected: Vec<String>,
-    /// The directory or files that could not be read; what was loaded from them stays active.
+    /// The directory or files that could not be read; what was loaded from
+    /// them stays active (absent from daemons that did not report it).
+    #[serde(default)]
     pub unreadable: Vec<String>,
 }
 
