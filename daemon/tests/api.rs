@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::eventually;
 use daemon::{Client, Daemon};
 use serde_json::{Value, json};
-use sluice_shared::method::{self as m, Method as _};
+use sluice_shared::method::{self as m, Method as _, notice};
 use sluice_shared::protocol::{ErrorCode, ServerMessage};
 
 const HELLO: &str = "nodes:\n  - id: greet\n    kind: shell\n    run: echo hello {{ inputs.who }}\ninputs:\n  who: { type: string, default: world }\n";
@@ -476,8 +476,8 @@ async fn subscriptions_stream_events_and_a_reader_that_stops_cannot_stall_the_da
     while !finished && !lagged && std::time::Instant::now() < deadline {
         let n = c.notification().await;
         match n.method.as_str() {
-            "lagged" => lagged = true,
-            "event" => {
+            notice::LAGGED => lagged = true,
+            notice::EVENT => {
                 if n.params["event"]["type"] == "run_state"
                     && n.params["event"]["state"] == "succeeded"
                 {

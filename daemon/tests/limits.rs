@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::eventually;
 use daemon::Client;
 use serde_json::{Value, json};
-use sluice_shared::method as m;
+use sluice_shared::method::{self as m, notice};
 use sluice_shared::protocol::{ErrorCode, ServerMessage};
 
 /// The user running the tests, as the daemon names socket callers.
@@ -327,7 +327,7 @@ async fn concurrency_caps_hold_under_200_concurrent_webhooks() {
             let ServerMessage::Notification(n) = watcher.read().await else {
                 continue;
             };
-            assert_ne!(n.method, "lagged", "the watcher fell behind");
+            assert_ne!(n.method, notice::LAGGED, "the watcher fell behind");
             let e = &n.params["event"];
             let run = e["run"].as_i64().unwrap_or(0);
             match (e["type"].as_str(), e["state"].as_str()) {

@@ -9,6 +9,7 @@ use crate::engine::EngineError;
 use crate::store::StoreError;
 use crate::triggers::TriggerError;
 
+/// A store failure: a missing row is not found, the rest internal.
 pub(crate) fn store_err(e: StoreError) -> RpcError {
     match e {
         StoreError::NotFound(what) => {
@@ -18,6 +19,7 @@ pub(crate) fn store_err(e: StoreError) -> RpcError {
     }
 }
 
+/// An engine refusal, by kind: bad inputs, not found, conflict, denied.
 pub(crate) fn engine_err(e: EngineError) -> RpcError {
     match e {
         EngineError::Input(m) => {
@@ -36,6 +38,7 @@ pub(crate) fn engine_err(e: EngineError) -> RpcError {
     }
 }
 
+/// A trigger refused: unknown or removed pipeline, disabled, bad inputs, a limit.
 pub(crate) fn trigger_err(e: TriggerError) -> RpcError {
     match e {
         TriggerError::UnknownPipeline(name) => {
@@ -87,6 +90,7 @@ pub(crate) fn retry_err(e: TriggerError) -> RpcError {
     }
 }
 
+/// An audit-trail failure; acknowledging a trail that is not broken is a conflict.
 pub(crate) fn audit_err(e: AuditError) -> RpcError {
     match e {
         AuditError::Store(s) => store_err(s),
