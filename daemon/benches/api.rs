@@ -4,6 +4,7 @@
 //!
 //! Run with `cargo bench -p sluice-daemon --bench api`.
 
+use sluice_shared::client::Notice;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use sluice_daemon::registry::Registry;
 use sluice_daemon::secrets::Secrets;
 use sluice_daemon::store::{Durability, NewNode, NewRun, Store};
 use sluice_shared::event::Event;
+use sluice_shared::method as m;
 use sluice_shared::run::TriggerInfo;
 use sqlx::{Connection, SqliteConnection};
 
@@ -134,14 +136,14 @@ async fn setup(dir: &std::path::Path) -> (Engine, std::path::PathBuf) {
 async fn latency(socket: &std::path::Path) {
     let mut c = Conn::open(socket).await;
     for i in 0..200 {
-        c.call("runs.get", json!({ "id": 1 + (i * 7919) % RUNS }))
+        c.call::<m::RunsGet>(json!({ "id": 1 + (i * 7919) % RUNS }))
             .await;
     }
     let mut times = Vec::with_capacity(5000);
     for i in 0..5000i64 {
         let id = 1 + (i * 104_729) % RUNS;
         let t = Instant::now();
-        let r = c.call("runs.get", json!({ "id": id })).await;
+        let r = c.call::<m::RunsGet>(json!({ "id": id })).await;
         times.push(t.elapsed());
         assert_eq!(r["id"], id);
     }
@@ -156,7 +158,7 @@ async fn latency(socket: &std::path::Path) {
     let mut times = Vec::with_capacity(2000);
     for _ in 0..2000 {
         let t = Instant::now();
-        c.call("status", json!({})).await;
+        c.call::<m::Status>(json!({})).await;
         times.push(t.elapsed());
     }
     times.sort();
@@ -173,7 +175,7 @@ async fn fan_out(engine: &Engine, socket: &std::path::Path) {
     let mut subs = Vec::new();
     for _ in 0..SUBSCRIBERS {
         let mut c = Conn::open(socket).await;
-        c.call("subscribe", json!({})).await;
+        c.call::<m::Subscribe>(json!({})).await;
         subs.push(c);
     }
     let started = Instant::now();
@@ -186,11 +188,10 @@ async fn fan_out(engine: &Engine, socket: &std::path::Path) {
                 let mut got = 0u64;
                 let mut missed = 0u64;
                 while got + missed < EVENTS {
-                    let v = c.line().await;
-                    match v["method"].as_str() {
-                        Some("event") => got += 1,
-                        Some("lagged") => missed += v["params"]["missed"].as_u64().unwrap_or(0),
-                        _ => {}
+                    match c.notice().await {
+                        Notice::Event(_) => got += 1,
+                        Notice::Lagged(l) => missed += l.missed,
+                        Notice::Other(_) => {}
                     }
                     progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, json};
 use sluice_daemon::engine::enqueue;
 use sluice_daemon::store::{Durability, Store};
+use sluice_shared::method as m;
 use sluice_shared::run::TriggerInfo;
 use support::{Conn, pct, rss_kib, start_daemon};
 
@@ -74,10 +75,7 @@ async fn main() {
     for a in &pending {
         let t = Instant::now();
         let r = conn
-            .call(
-                "approvals.decide",
-                json!({ "id": a.id, "approve": true, "reason": "bench" }),
-            )
+            .call::<m::ApprovalsDecide>(json!({ "id": a.id, "approve": true, "reason": "bench" }))
             .await;
         times.push(t.elapsed());
         assert_eq!(r["decided"], true, "{r}");

@@ -10,6 +10,7 @@
 //! chained onto the cut tail until an admin acknowledges it ([`Audit::acknowledge`]),
 //! which is itself the first row of the continued chain.
 
+use sluice_shared::method::{AuditAck, Method};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const MAX_HELD: usize = 1000;
 
 /// The action of the row that acknowledges a break.
-pub const ACK_ACTION: &str = "audit.ack";
+pub const ACK_ACTION: &str = <AuditAck as Method>::NAME;
 
 /// Why an audit row was not written.
 #[derive(Debug, thiserror::Error)]
@@ -522,6 +523,7 @@ pub async fn watch_pipelines(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_shared::method::{RunsCancel, RunsRetry};
 
     #[tokio::test]
     async fn altered_and_removed_rows_are_found() {
@@ -535,7 +537,7 @@ mod tests {
             audit
                 .record(
                     "alice",
-                    "runs.cancel",
+                    RunsCancel::NAME,
                     Some(format!("run #{i}")),
                     serde_json::json!({"i": i}),
                 )
@@ -579,7 +581,7 @@ mod tests {
             .unwrap();
         for i in 0..4 {
             audit
-                .record("alice", "runs.cancel", None, json!({ "i": i }))
+                .record("alice", RunsCancel::NAME, None, json!({ "i": i }))
                 .await
                 .unwrap();
         }
@@ -602,7 +604,7 @@ mod tests {
             "{r:?}"
         );
         let err = audit
-            .record("bob", "runs.retry", None, json!({}))
+            .record("bob", RunsRetry::NAME, None, json!({}))
             .await
             .unwrap_err();
         assert!(matches!(err, AuditError::Broken(_)), "{err}");

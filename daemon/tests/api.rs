@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::eventually;
 use daemon::{Client, Daemon};
 use serde_json::{Value, json};
+use sluice_shared::method::{self as m, Method as _, notice};
 use sluice_shared::protocol::{ErrorCode, ServerMessage};
 
 const HELLO: &str = "nodes:\n  - id: greet\n    kind: shell\n    run: echo hello {{ inputs.who }}\ninputs:\n  who: { type: string, default: world }\n";
@@ -52,18 +53,28 @@ fn code(e: &sluice_shared::protocol::RpcError) -> i64 {
 async fn every_method_works_for_an_admin() {
     let d = Daemon::start(&config("admin"), &pipelines());
     let mut c = d.client().await;
+    reads(&mut c).await;
+    let failed_id = triggers_runs_and_logs(&mut c).await;
+    filters_and_paging(&mut c).await;
+    cancel_retry_resolve(&mut c, failed_id).await;
+    approvals(&mut c).await;
+    metrics(&mut c).await;
+    config_switches_and_audit(&mut c, &d).await;
+}
 
-    let status = c.call("status", json!({})).await.unwrap();
+/// `status` and the pipelines, with a hint for a misspelled name.
+async fn reads(c: &mut Client) {
+    let status = c.call::<m::Status>(json!({})).await.unwrap();
     assert_eq!(status["pipelines"], 4);
-    let list = c.call("pipelines.list", json!({})).await.unwrap();
+    let list = c.call::<m::PipelinesList>(json!({})).await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 4);
     let get = c
-        .call("pipelines.get", json!({ "name": "hello" }))
+        .call::<m::PipelinesGet>(json!({ "name": "hello" }))
         .await
         .unwrap();
     assert_eq!(get["definition"]["nodes"][0]["id"], "greet");
     let err = c
-        .call("pipelines.get", json!({ "name": "helo" }))
+        .call::<m::PipelinesGet>(json!({ "name": "helo" }))
         .await
         .unwrap_err();
     assert_eq!(code(&err), ErrorCode::NotFound as i64);
@@ -72,10 +83,13 @@ async fn every_method_works_for_an_admin() {
         "{}",
         err.message
     );
+}
 
+/// Triggers (waiting for the end), a refused input, a run and its logs;
+/// returns the run that failed.
+async fn triggers_runs_and_logs(c: &mut Client) -> i64 {
     let done = c
-        .call(
-            "pipelines.trigger",
+        .call::<m::PipelinesTrigger>(
             json!({ "name": "hello", "inputs": { "who": "api" }, "wait": true }),
         )
         .await
@@ -87,119 +101,110 @@ async fn every_method_works_for_an_admin() {
         "hello api\n"
     );
     let bad = c
-        .call(
-            "pipelines.trigger",
-            json!({ "name": "hello", "inputs": { "whom": 1 } }),
-        )
+        .call::<m::PipelinesTrigger>(json!({ "name": "hello", "inputs": { "whom": 1 } }))
         .await
         .unwrap_err();
     assert_eq!(code(&bad), ErrorCode::InvalidParams as i64);
     let failed = c
-        .call(
-            "pipelines.trigger",
-            json!({ "name": "fails", "wait": true }),
-        )
+        .call::<m::PipelinesTrigger>(json!({ "name": "fails", "wait": true }))
         .await
         .unwrap();
     assert_eq!(failed["detail"]["state"], "failed");
     let failed_id = failed["run"].as_i64().unwrap();
 
-    let got = c.call("runs.get", json!({ "id": run })).await.unwrap();
+    let got = c.call::<m::RunsGet>(json!({ "id": run })).await.unwrap();
     assert_eq!(got["nodes"][0]["attempts"][0]["state"], "succeeded");
     let logs = c
-        .call("logs.get", json!({ "run": failed_id }))
+        .call::<m::LogsGet>(json!({ "run": failed_id }))
         .await
         .unwrap();
     assert_eq!(logs["lines"][0]["line"], "about to fail");
     assert_eq!(logs["finished"], true);
     let more = c
-        .call(
-            "logs.get",
-            json!({ "run": failed_id, "after": logs["next"] }),
-        )
+        .call::<m::LogsGet>(json!({ "run": failed_id, "after": logs["next"] }))
         .await
         .unwrap();
     assert!(more["lines"].as_array().unwrap().is_empty());
+    failed_id
+}
 
-    // Filters and keyset paging.
+/// `runs.list` filters and keyset paging.
+async fn filters_and_paging(c: &mut Client) {
     for _ in 0..3 {
-        c.call(
-            "pipelines.trigger",
-            json!({ "name": "hello", "wait": true }),
-        )
-        .await
-        .unwrap();
+        c.call::<m::PipelinesTrigger>(json!({ "name": "hello", "wait": true }))
+            .await
+            .unwrap();
     }
     let page1 = c
-        .call("runs.list", json!({ "pipeline": "hello", "limit": 2 }))
+        .call::<m::RunsList>(json!({ "pipeline": "hello", "limit": 2 }))
         .await
         .unwrap();
     assert_eq!(page1["runs"].as_array().unwrap().len(), 2);
     let next = page1["next"].clone();
     let page2 = c
-        .call(
-            "runs.list",
-            json!({ "pipeline": "hello", "limit": 2, "before": next }),
-        )
+        .call::<m::RunsList>(json!({ "pipeline": "hello", "limit": 2, "before": next }))
         .await
         .unwrap();
     assert_eq!(page2["runs"].as_array().unwrap().len(), 2);
     assert!(page2["next"].is_null(), "4 hello runs in 2 pages");
     assert!(page2["runs"][0]["id"].as_i64() < page1["runs"][1]["id"].as_i64());
     let failed_only = c
-        .call("runs.list", json!({ "states": ["failed"] }))
+        .call::<m::RunsList>(json!({ "states": ["failed"] }))
         .await
         .unwrap();
     assert_eq!(failed_only["runs"].as_array().unwrap().len(), 1);
     let by_trigger = c
-        .call(
-            "runs.list",
-            json!({ "trigger": "manual", "user": daemon_user() }),
-        )
+        .call::<m::RunsList>(json!({ "trigger": "manual", "user": daemon_user() }))
         .await
         .unwrap();
     assert_eq!(by_trigger["runs"].as_array().unwrap().len(), 5);
     let none = c
-        .call("runs.list", json!({ "since": 4_000_000_000_000i64 }))
+        .call::<m::RunsList>(json!({ "since": 4_000_000_000_000i64 }))
         .await
         .unwrap();
     assert!(none["runs"].as_array().unwrap().is_empty());
+}
 
-    // Cancel, retry, resolve.
+/// Cancel, retry and resolve (of a run with nothing to resolve).
+async fn cancel_retry_resolve(c: &mut Client, failed_id: i64) {
     let slow = c
-        .call("pipelines.trigger", json!({ "name": "slow" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "slow" }))
         .await
         .unwrap()["run"]
         .as_i64()
         .unwrap();
-    let cancelled = c.call("runs.cancel", json!({ "id": slow })).await.unwrap();
+    let cancelled = c
+        .call::<m::RunsCancel>(json!({ "id": slow }))
+        .await
+        .unwrap();
     assert_eq!(cancelled["cancelled"], true);
     let retried = c
-        .call("runs.retry", json!({ "id": failed_id, "mode": "all" }))
+        .call::<m::RunsRetry>(json!({ "id": failed_id, "mode": "all" }))
         .await
         .unwrap();
     assert_eq!(retried["retry_of"], failed_id);
     let unfinished = c
-        .call("runs.retry", json!({ "id": 999_999 }))
+        .call::<m::RunsRetry>(json!({ "id": 999_999 }))
         .await
         .unwrap_err();
     assert_eq!(code(&unfinished), ErrorCode::NotFound as i64);
     let resolve = c
-        .call(
-            "runs.resolve",
+        .call::<m::RunsResolve>(
             json!({ "id": failed_id, "node": "boom", "resolution": { "action": "retry" } }),
         )
         .await
         .unwrap_err();
     assert_eq!(code(&resolve), ErrorCode::Conflict as i64);
+}
 
-    // Approvals (none exist yet), metrics, config, audit.
+/// Approvals, none of which exist yet.
+async fn approvals(c: &mut Client) {
     assert_eq!(
-        c.call("approvals.list", json!({})).await.unwrap(),
+        c.call::<m::ApprovalsList>(json!({})).await.unwrap(),
         json!([])
     );
     let decide = c
-        .call("approvals.decide", json!({ "id": 1, "approve": false }))
+        .call::<m::ApprovalsDecide>(json!({ "id": 1, "approve": false }))
         .await
         .unwrap_err();
     assert_eq!(
@@ -208,14 +213,18 @@ async fn every_method_works_for_an_admin() {
         "a rejection needs a reason"
     );
     let decide = c
-        .call("approvals.decide", json!({ "id": 1, "approve": true }))
+        .call::<m::ApprovalsDecide>(json!({ "id": 1, "approve": true }))
         .await
         .unwrap_err();
     assert_eq!(code(&decide), ErrorCode::NotFound as i64);
+}
+
+/// Metrics of the runs so far: per-minute counts and exact percentiles.
+async fn metrics(c: &mut Client) {
     // Metrics follow the event stream: the finished runs are counted shortly after they finish.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let metrics = loop {
-        let metrics = c.call("metrics", json!({})).await.unwrap();
+        let metrics = c.call::<m::Metrics>(json!({})).await.unwrap();
         let finished: u64 = metrics["finished_per_minute"]
             .as_array()
             .unwrap()
@@ -241,7 +250,7 @@ async fn every_method_works_for_an_admin() {
         .cloned()
         .unwrap_or_else(|| panic!("no durations of hello: {metrics}"));
     let page = c
-        .call("runs.list", json!({ "pipeline": "hello", "limit": 100 }))
+        .call::<m::RunsList>(json!({ "pipeline": "hello", "limit": 100 }))
         .await
         .unwrap();
     let mut took: Vec<i64> = page["runs"]
@@ -255,8 +264,12 @@ async fn every_method_works_for_an_admin() {
     let rank = |pct: usize| took[(pct * took.len()).div_ceil(100).max(1) - 1];
     assert_eq!(hello["p50_ms"], rank(50), "{hello} vs {took:?}");
     assert_eq!(hello["p99_ms"], rank(99), "{hello} vs {took:?}");
+}
+
+/// Config errors and reload, disable and enable, and the audit of it all.
+async fn config_switches_and_audit(c: &mut Client, d: &Daemon) {
     assert_eq!(
-        c.call("config.errors", json!({})).await.unwrap()["diagnostics"],
+        c.call::<m::ConfigErrorsList>(json!({})).await.unwrap()["diagnostics"],
         json!([])
     );
     std::fs::write(
@@ -264,28 +277,31 @@ async fn every_method_works_for_an_admin() {
         "nodes:\n  - id: x\n    kind: nope\n",
     )
     .unwrap();
-    let reload = c.call("config.reload", json!({})).await.unwrap();
+    let reload = c.call::<m::ConfigReload>(json!({})).await.unwrap();
     assert_eq!(reload["rejected"].as_array().unwrap().len(), 1);
-    let errors = c.call("config.errors", json!({})).await.unwrap();
+    let errors = c.call::<m::ConfigErrorsList>(json!({})).await.unwrap();
     assert!(
         errors["diagnostics"][0]["message"]
             .as_str()
             .unwrap()
             .contains("unknown node kind 'nope'")
     );
-    c.call("pipelines.disable", json!({ "name": "hello" }))
+    c.call::<m::PipelinesDisable>(json!({ "name": "hello" }))
         .await
         .unwrap();
     let refused = c
-        .call("pipelines.trigger", json!({ "name": "hello" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "hello" }))
         .await
         .unwrap_err();
     assert_eq!(code(&refused), ErrorCode::Conflict as i64);
-    c.call("pipelines.enable", json!({ "name": "hello" }))
+    c.call::<m::PipelinesEnable>(json!({ "name": "hello" }))
         .await
         .unwrap();
 
-    let audit = c.call("audit.list", json!({ "limit": 100 })).await.unwrap();
+    let audit = c
+        .call::<m::AuditList>(json!({ "limit": 100 }))
+        .await
+        .unwrap();
     let actions: Vec<&str> = audit
         .as_array()
         .unwrap()
@@ -293,18 +309,21 @@ async fn every_method_works_for_an_admin() {
         .filter_map(|a| a["action"].as_str())
         .collect();
     for wanted in [
-        "pipelines.trigger",
-        "runs.cancel",
-        "runs.retry",
-        "config.reload",
-        "pipelines.disable",
-        "pipelines.enable",
+        m::PipelinesTrigger::NAME,
+        m::RunsCancel::NAME,
+        m::RunsRetry::NAME,
+        m::ConfigReload::NAME,
+        m::PipelinesDisable::NAME,
+        m::PipelinesEnable::NAME,
     ] {
         assert!(actions.contains(&wanted), "{wanted} audited: {actions:?}");
     }
-    assert!(!actions.contains(&"status"), "reads are not audited");
-    assert_eq!(c.call("audit.verify", json!({})).await.unwrap()["ok"], true);
-    let unknown = c.call("runs.explode", json!({})).await.unwrap_err();
+    assert!(!actions.contains(&m::Status::NAME), "reads are not audited");
+    assert_eq!(
+        c.call::<m::AuditVerify>(json!({})).await.unwrap()["ok"],
+        true
+    );
+    let unknown = c.call_unknown("runs.explode").await.unwrap_err();
     assert_eq!(code(&unknown), ErrorCode::MethodNotFound as i64);
 }
 
@@ -316,10 +335,10 @@ fn daemon_user() -> String {
 async fn roles_decide_what_a_caller_may_do() {
     let viewer = Daemon::start(&config("viewer"), &pipelines());
     let mut c = viewer.client().await;
-    assert!(c.call("status", json!({})).await.is_ok());
-    assert!(c.call("runs.list", json!({})).await.is_ok());
+    assert!(c.call::<m::Status>(json!({})).await.is_ok());
+    assert!(c.call::<m::RunsList>(json!({})).await.is_ok());
     let e = c
-        .call("pipelines.trigger", json!({ "name": "hello" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "hello" }))
         .await
         .unwrap_err();
     assert_eq!(code(&e), ErrorCode::PermissionDenied as i64);
@@ -329,27 +348,28 @@ async fn roles_decide_what_a_caller_may_do() {
         e.message
     );
     assert_eq!(
-        code(&c.call("runs.cancel", json!({ "id": 1 })).await.unwrap_err()),
+        code(
+            &c.call::<m::RunsCancel>(json!({ "id": 1 }))
+                .await
+                .unwrap_err()
+        ),
         ErrorCode::PermissionDenied as i64
     );
 
     let operator = Daemon::start(&config("operator"), &pipelines());
     let mut c = operator.client().await;
     assert!(
-        c.call(
-            "pipelines.trigger",
-            json!({ "name": "hello", "wait": true })
-        )
-        .await
-        .is_ok()
+        c.call::<m::PipelinesTrigger>(json!({ "name": "hello", "wait": true }))
+            .await
+            .is_ok()
     );
     let e = c
-        .call("pipelines.disable", json!({ "name": "hello" }))
+        .call::<m::PipelinesDisable>(json!({ "name": "hello" }))
         .await
         .unwrap_err();
     assert_eq!(code(&e), ErrorCode::PermissionDenied as i64);
     assert_eq!(
-        code(&c.call("config.reload", json!({})).await.unwrap_err()),
+        code(&c.call::<m::ConfigReload>(json!({})).await.unwrap_err()),
         ErrorCode::PermissionDenied as i64
     );
 
@@ -364,7 +384,7 @@ async fn bad_frames_get_errors_and_the_connection_survives() {
     let d = Daemon::start(&config("admin"), &pipelines());
     let mut c = Client::connect(&d.socket).await;
     // Before hello.
-    let e = c.call("status", json!({})).await.unwrap_err();
+    let e = c.call::<m::Status>(json!({})).await.unwrap_err();
     assert_eq!(code(&e), ErrorCode::Handshake as i64);
     c.hello().await.unwrap();
     c.send_raw(b"{this is not json\n").await;
@@ -392,7 +412,7 @@ async fn bad_frames_get_errors_and_the_connection_survives() {
         other => panic!("{other:?}"),
     }
     assert!(
-        c.call("status", json!({})).await.is_ok(),
+        c.call::<m::Status>(json!({})).await.is_ok(),
         "the connection still works"
     );
 }
@@ -402,7 +422,7 @@ async fn an_unknown_protocol_major_is_refused_clearly() {
     let d = Daemon::start(&config("admin"), &pipelines());
     let mut c = Client::connect(&d.socket).await;
     let e = c
-        .call("hello", json!({ "protocol": "2.0", "client": "future" }))
+        .call::<m::Hello>(json!({ "protocol": "2.0", "client": "future" }))
         .await
         .unwrap_err();
     assert_eq!(code(&e), ErrorCode::Handshake as i64);
@@ -421,23 +441,26 @@ async fn subscriptions_stream_events_and_a_reader_that_stops_cannot_stall_the_da
     let d = Daemon::start(&config("admin"), &pipelines());
     // A subscriber that never reads again.
     let mut stuck = d.client().await;
-    stuck.call("subscribe", json!({})).await.unwrap();
+    stuck.call::<m::Subscribe>(json!({})).await.unwrap();
     // A subscriber of one run that does read.
     let mut c = d.client().await;
     let run = c
-        .call("pipelines.trigger", json!({ "name": "chatty" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "chatty" }))
         .await
         .unwrap()["run"]
         .as_i64()
         .unwrap();
-    let sub = c.call("subscribe", json!({ "run": run })).await.unwrap();
+    let sub = c.call::<m::Subscribe>(json!({ "run": run })).await.unwrap();
     assert!(sub["subscription"].as_u64().is_some());
     // 10,000 log events flow; the daemon keeps answering another client quickly.
     let mut other = d.client().await;
     let started = std::time::Instant::now();
     loop {
-        let s = other.call("status", json!({})).await.unwrap();
-        let detail = other.call("runs.get", json!({ "id": run })).await.unwrap();
+        let s = other.call::<m::Status>(json!({})).await.unwrap();
+        let detail = other
+            .call::<m::RunsGet>(json!({ "id": run }))
+            .await
+            .unwrap();
         if detail["state"] == "succeeded" {
             break;
         }
@@ -453,8 +476,8 @@ async fn subscriptions_stream_events_and_a_reader_that_stops_cannot_stall_the_da
     while !finished && !lagged && std::time::Instant::now() < deadline {
         let n = c.notification().await;
         match n.method.as_str() {
-            "lagged" => lagged = true,
-            "event" => {
+            notice::LAGGED => lagged = true,
+            notice::EVENT => {
                 if n.params["event"]["type"] == "run_state"
                     && n.params["event"]["state"] == "succeeded"
                 {
@@ -469,14 +492,11 @@ async fn subscriptions_stream_events_and_a_reader_that_stops_cannot_stall_the_da
         "the subscriber saw the end or was told to resynchronise"
     );
     assert!(
-        c.call(
-            "unsubscribe",
-            json!({ "subscription": sub["subscription"] })
-        )
-        .await
-        .unwrap()
-        .as_bool()
-        .unwrap()
+        c.call::<m::Unsubscribe>(json!({ "subscription": sub["subscription"] }))
+            .await
+            .unwrap()
+            .as_bool()
+            .unwrap()
     );
 }
 
@@ -484,17 +504,14 @@ async fn subscriptions_stream_events_and_a_reader_that_stops_cannot_stall_the_da
 async fn clients_reconnect_after_a_restart_and_stale_sockets_are_replaced() {
     let mut d = Daemon::start(&config("admin"), &pipelines());
     let mut c = d.client().await;
-    c.call(
-        "pipelines.trigger",
-        json!({ "name": "hello", "wait": true }),
-    )
-    .await
-    .unwrap();
+    c.call::<m::PipelinesTrigger>(json!({ "name": "hello", "wait": true }))
+        .await
+        .unwrap();
     d.kill();
     assert!(d.socket.exists(), "SIGKILL leaves the socket file behind");
     d.spawn();
     let mut c = d.client().await;
-    let runs = c.call("runs.list", json!({})).await.unwrap();
+    let runs = c.call::<m::RunsList>(json!({})).await.unwrap();
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
     // A live socket is never taken over: a second daemon on it refuses to start.
     let out = common::output_within(
@@ -514,7 +531,7 @@ async fn clients_reconnect_after_a_restart_and_stale_sockets_are_replaced() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(c.call("status", json!({})).await.is_ok());
+    assert!(c.call::<m::Status>(json!({})).await.is_ok());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777,
@@ -532,11 +549,11 @@ async fn manual_triggers_follow_the_overlap_policy_and_schedules_can_be_paused()
     );
     let mut c = d.client().await;
     let first = c
-        .call("pipelines.trigger", json!({ "name": "single" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "single" }))
         .await
         .unwrap();
     let second = c
-        .call("pipelines.trigger", json!({ "name": "single" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "single" }))
         .await
         .unwrap_err();
     assert_eq!(code(&second), ErrorCode::Conflict as i64);
@@ -545,11 +562,11 @@ async fn manual_triggers_follow_the_overlap_policy_and_schedules_can_be_paused()
         "{}",
         second.message
     );
-    c.call("runs.cancel", json!({ "id": first["run"] }))
+    c.call::<m::RunsCancel>(json!({ "id": first["run"] }))
         .await
         .unwrap();
 
-    let list = c.call("schedules.list", json!({})).await.unwrap();
+    let list = c.call::<m::SchedulesList>(json!({})).await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["pipeline"], "nightly");
     assert_eq!(list[0]["paused"], false);
@@ -564,26 +581,26 @@ async fn manual_triggers_follow_the_overlap_policy_and_schedules_can_be_paused()
                 .contains("T03:00:00+02:00")
     );
     let paused = c
-        .call("schedules.pause", json!({ "pipeline": "nightly" }))
+        .call::<m::SchedulesPause>(json!({ "pipeline": "nightly" }))
         .await
         .unwrap();
     assert_eq!(paused["paused"], true);
-    let list = c.call("schedules.list", json!({})).await.unwrap();
+    let list = c.call::<m::SchedulesList>(json!({})).await.unwrap();
     assert_eq!(list[0]["paused"], true);
-    c.call("schedules.resume", json!({ "pipeline": "nightly" }))
+    c.call::<m::SchedulesResume>(json!({ "pipeline": "nightly" }))
         .await
         .unwrap();
     assert_eq!(
-        c.call("schedules.list", json!({})).await.unwrap()[0]["paused"],
+        c.call::<m::SchedulesList>(json!({})).await.unwrap()[0]["paused"],
         false
     );
     let none = c
-        .call("schedules.pause", json!({ "pipeline": "single" }))
+        .call::<m::SchedulesPause>(json!({ "pipeline": "single" }))
         .await
         .unwrap_err();
     assert_eq!(code(&none), ErrorCode::NotFound as i64);
     assert!(
-        c.call("misfires.list", json!({}))
+        c.call::<m::MisfiresList>(json!({}))
             .await
             .unwrap()
             .as_array()
@@ -598,7 +615,7 @@ async fn schedule_calls_name_their_target_and_unknown_pipelines() {
     let d = Daemon::start(&config("admin"), &[("nightly.yaml", nightly)]);
     let mut c = d.client().await;
     let e = c
-        .call("schedules.pause", json!({ "pipeline": "nightlly" }))
+        .call::<m::SchedulesPause>(json!({ "pipeline": "nightlly" }))
         .await
         .unwrap_err();
     assert_eq!(code(&e), ErrorCode::NotFound as i64);
@@ -607,16 +624,16 @@ async fn schedule_calls_name_their_target_and_unknown_pipelines() {
         "{}",
         e.message
     );
-    c.call("schedules.pause", json!({ "pipeline": "nightly" }))
+    c.call::<m::SchedulesPause>(json!({ "pipeline": "nightly" }))
         .await
         .unwrap();
-    let list = c.call("pipelines.list", json!({})).await.unwrap();
+    let list = c.call::<m::PipelinesList>(json!({})).await.unwrap();
     assert!(
         list[0]["next_fire"].is_null(),
         "a paused schedule has no next fire: {list}"
     );
-    let audit = c.call("audit.list", json!({ "limit": 1 })).await.unwrap();
-    assert_eq!(audit[0]["action"], "schedules.pause");
+    let audit = c.call::<m::AuditList>(json!({ "limit": 1 })).await.unwrap();
+    assert_eq!(audit[0]["action"], m::SchedulesPause::NAME);
     assert_eq!(audit[0]["target"], "pipeline nightly");
 }
 
@@ -631,14 +648,14 @@ async fn approvals_are_decided_over_the_socket_and_audited() {
     );
     let mut c = d.client().await;
     let run = c
-        .call("pipelines.trigger", json!({ "name": "gated" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "gated" }))
         .await
         .unwrap()["run"]
         .as_i64()
         .unwrap();
     let approval = eventually(20, "the approval to be listed", || async {
         let mut c = d.client().await;
-        let list = c.call("approvals.list", json!({})).await.unwrap();
+        let list = c.call::<m::ApprovalsList>(json!({})).await.unwrap();
         list.as_array()
             .and_then(|l| l.iter().find(|a| a["run"] == run).cloned())
     })
@@ -649,22 +666,19 @@ async fn approvals_are_decided_over_the_socket_and_audited() {
     let id = approval["id"].as_i64().unwrap();
 
     let decided = c
-        .call(
-            "approvals.decide",
-            json!({ "id": id, "approve": true, "reason": "ship it" }),
-        )
+        .call::<m::ApprovalsDecide>(json!({ "id": id, "approve": true, "reason": "ship it" }))
         .await
         .unwrap();
     assert_eq!(decided["decided"], true);
     assert_eq!(decided["approval"]["decided_by"], me());
     eventually(20, "the approved run to succeed", || async {
         let mut c = d.client().await;
-        let r = c.call("runs.get", json!({ "id": run })).await.unwrap();
+        let r = c.call::<m::RunsGet>(json!({ "id": run })).await.unwrap();
         (r["state"] == "succeeded").then_some(())
     })
     .await;
     let again = c
-        .call("approvals.decide", json!({ "id": id, "approve": true }))
+        .call::<m::ApprovalsDecide>(json!({ "id": id, "approve": true }))
         .await
         .unwrap_err();
     assert_eq!(code(&again), ErrorCode::Conflict as i64);
@@ -673,13 +687,16 @@ async fn approvals_are_decided_over_the_socket_and_audited() {
         "{}",
         again.message
     );
-    let audit = c.call("audit.list", json!({ "limit": 10 })).await.unwrap();
+    let audit = c
+        .call::<m::AuditList>(json!({ "limit": 10 }))
+        .await
+        .unwrap();
     assert!(
         audit
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["action"] == "approvals.decide"
+            .any(|a| a["action"] == m::ApprovalsDecide::NAME
                 && a["target"] == format!("approval #{id}")
                 && a["user"] == me()),
         "{audit:#}"
@@ -687,21 +704,20 @@ async fn approvals_are_decided_over_the_socket_and_audited() {
 
     // Not on the approvers list: refused with the list named.
     let strict = c
-        .call("pipelines.trigger", json!({ "name": "strict" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "strict" }))
         .await
         .unwrap()["run"]
         .as_i64()
         .unwrap();
     let approval = eventually(20, "the strict approval to be listed", || async {
         let mut c = d.client().await;
-        let list = c.call("approvals.list", json!({})).await.unwrap();
+        let list = c.call::<m::ApprovalsList>(json!({})).await.unwrap();
         list.as_array()
             .and_then(|l| l.iter().find(|a| a["run"] == strict).cloned())
     })
     .await;
     let refused = c
-        .call(
-            "approvals.decide",
+        .call::<m::ApprovalsDecide>(
             json!({ "id": approval["id"], "approve": false, "reason": "no" }),
         )
         .await
@@ -719,48 +735,44 @@ async fn a_call_with_an_idempotency_key_is_applied_once() {
     let d = Daemon::start(&config("operator"), &pipelines());
     let mut c = d.client().await;
     let params = json!({ "name": "hello", "idempotency_key": "console-1-7" });
-    let first = c.call("pipelines.trigger", params.clone()).await.unwrap();
+    let first = c.call::<m::PipelinesTrigger>(params.clone()).await.unwrap();
     // A resend after a lost reply, from another connection.
     let mut other = d.client().await;
-    let again = other.call("pipelines.trigger", params).await.unwrap();
+    let again = other.call::<m::PipelinesTrigger>(params).await.unwrap();
     assert_eq!(first["run"], again["run"]);
     let runs = c
-        .call("runs.list", json!({ "pipeline": "hello" }))
+        .call::<m::RunsList>(json!({ "pipeline": "hello" }))
         .await
         .unwrap();
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs:#}");
     // Another key is another call; a bad key is refused.
     let second = c
-        .call(
-            "pipelines.trigger",
-            json!({ "name": "hello", "idempotency_key": "console-1-8" }),
-        )
+        .call::<m::PipelinesTrigger>(json!({ "name": "hello", "idempotency_key": "console-1-8" }))
         .await
         .unwrap();
     assert_ne!(second["run"], first["run"]);
     let bad = c
-        .call(
-            "pipelines.trigger",
-            json!({ "name": "hello", "idempotency_key": "" }),
-        )
+        .call::<m::PipelinesTrigger>(json!({ "name": "hello", "idempotency_key": "" }))
         .await
         .unwrap_err();
     assert_eq!(code(&bad), ErrorCode::InvalidParams as i64);
     // The same key for another request is refused, not answered with the first reply.
     let reused = c
-        .call(
-            "pipelines.trigger",
+        .call::<m::PipelinesTrigger>(
             json!({ "name": "hello", "inputs": { "x": 1 }, "idempotency_key": "console-1-7" }),
         )
         .await
         .unwrap_err();
     assert_eq!(code(&reused), ErrorCode::InvalidParams as i64);
-    let audit = c.call("audit.list", json!({ "limit": 100 })).await.unwrap();
+    let audit = c
+        .call::<m::AuditList>(json!({ "limit": 100 }))
+        .await
+        .unwrap();
     let triggers = audit
         .as_array()
         .unwrap()
         .iter()
-        .filter(|a| a["action"] == "pipelines.trigger")
+        .filter(|a| a["action"] == m::PipelinesTrigger::NAME)
         .count();
     assert_eq!(triggers, 2, "one audit row per applied call");
 }

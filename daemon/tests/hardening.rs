@@ -17,6 +17,7 @@ use common::eventually;
 use daemon::Client;
 use serde_json::{Value, json};
 use sluice_daemon::triggers::webhook::{hmac_key, sign_standard_webhook};
+use sluice_shared::method::{self as m, Method as _};
 use sluice_shared::protocol::ErrorCode;
 use sqlx::Connection as _;
 
@@ -192,7 +193,7 @@ fn now_secs() -> i64 {
 
 async fn runs_of(c: &mut Client, pipeline: &str) -> Vec<Value> {
     let page = c
-        .call("runs.list", json!({ "pipeline": pipeline, "limit": 100 }))
+        .call::<m::RunsList>(json!({ "pipeline": pipeline, "limit": 100 }))
         .await
         .unwrap();
     page["runs"].as_array().cloned().unwrap_or_default()
@@ -201,7 +202,7 @@ async fn runs_of(c: &mut Client, pipeline: &str) -> Vec<Value> {
 async fn wait_finished(c: &mut Client, run: i64) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let r = c.call("runs.get", json!({ "id": run })).await.unwrap();
+        let r = c.call::<m::RunsGet>(json!({ "id": run })).await.unwrap();
         let state = r["state"].as_str().unwrap_or_default().to_owned();
         if ["succeeded", "failed", "cancelled"].contains(&state.as_str()) {
             return state;
@@ -220,7 +221,7 @@ async fn pending_approval(c: &mut Client, run: i64) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let list = c
-            .call("approvals.list", json!({ "pending": true }))
+            .call::<m::ApprovalsList>(json!({ "pending": true }))
             .await
             .unwrap();
         if let Some(a) = list
@@ -307,7 +308,7 @@ async fn empty_and_short_webhook_secrets_never_authenticate() {
         ],
     );
     let mut c = d.client().await;
-    let errors = c.call("config.errors", json!({})).await.unwrap();
+    let errors = c.call::<m::ConfigErrorsList>(json!({})).await.unwrap();
     let diags = errors["diagnostics"].as_array().unwrap();
     for (secret, file) in [("empty_key", "empty.yaml"), ("short_tok", "short.yaml")] {
         let d = diags
@@ -398,9 +399,9 @@ async fn retries_respect_disabled_and_removed_pipelines_and_the_limits() {
         ],
     );
     let mut c = d.client().await;
-    c.call("subscribe", json!({})).await.unwrap();
+    c.call::<m::Subscribe>(json!({})).await.unwrap();
     let first = c
-        .call("pipelines.trigger", json!({ "name": "flaky" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "flaky" }))
         .await
         .unwrap()["run"]
         .as_i64()
@@ -408,32 +409,32 @@ async fn retries_respect_disabled_and_removed_pipelines_and_the_limits() {
     assert_eq!(wait_finished(&mut c, first).await, "failed");
 
     // Disabled: refused with the reason, nothing created.
-    c.call("pipelines.disable", json!({ "name": "flaky" }))
+    c.call::<m::PipelinesDisable>(json!({ "name": "flaky" }))
         .await
         .unwrap();
     for mode in ["failed", "all"] {
         let e = c
-            .call("runs.retry", json!({ "id": first, "mode": mode }))
+            .call::<m::RunsRetry>(json!({ "id": first, "mode": mode }))
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::Refused as i64, "{e:?}");
         assert!(e.message.contains("disabled"), "{e:?}");
     }
     assert_eq!(runs_of(&mut c, "flaky").await.len(), 1);
-    c.call("pipelines.enable", json!({ "name": "flaky" }))
+    c.call::<m::PipelinesEnable>(json!({ "name": "flaky" }))
         .await
         .unwrap();
 
     // The rate: 3 tokens; the trigger spent one, two retries pass, the third is refused.
     for _ in 0..2 {
         let r = c
-            .call("runs.retry", json!({ "id": first, "mode": "all" }))
+            .call::<m::RunsRetry>(json!({ "id": first, "mode": "all" }))
             .await
             .unwrap();
         assert_eq!(r["retry_of"], first);
     }
     let e = c
-        .call("runs.retry", json!({ "id": first, "mode": "all" }))
+        .call::<m::RunsRetry>(json!({ "id": first, "mode": "all" }))
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Refused as i64, "{e:?}");
@@ -455,9 +456,9 @@ async fn retries_respect_disabled_and_removed_pipelines_and_the_limits() {
     };
     assert_eq!(wait_finished(&mut c, gone_run).await, "failed");
     std::fs::remove_file(d.dir.path().join("pipelines/gone.yaml")).unwrap();
-    c.call("config.reload", json!({})).await.unwrap();
+    c.call::<m::ConfigReload>(json!({})).await.unwrap();
     let e = c
-        .call("runs.retry", json!({ "id": gone_run }))
+        .call::<m::RunsRetry>(json!({ "id": gone_run }))
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound as i64, "{e:?}");
@@ -473,23 +474,25 @@ async fn a_retry_is_charged_to_the_daily_run_cap() {
         &[("flaky.yaml", failing.to_owned())],
     );
     let mut c = d.client().await;
-    c.call("subscribe", json!({})).await.unwrap();
+    c.call::<m::Subscribe>(json!({})).await.unwrap();
     let first = c
-        .call("pipelines.trigger", json!({ "name": "flaky" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "flaky" }))
         .await
         .unwrap()["run"]
         .as_i64()
         .unwrap();
     assert_eq!(wait_finished(&mut c, first).await, "failed");
-    c.call("runs.retry", json!({ "id": first })).await.unwrap();
+    c.call::<m::RunsRetry>(json!({ "id": first }))
+        .await
+        .unwrap();
     let e = c
-        .call("runs.retry", json!({ "id": first }))
+        .call::<m::RunsRetry>(json!({ "id": first }))
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Refused as i64, "{e:?}");
     assert_eq!(e.data.as_ref().unwrap()["limit"], "daily_runs", "{e:?}");
     let usage = c
-        .call("limits.usage", json!({ "user": me() }))
+        .call::<m::LimitsUsage>(json!({ "user": me() }))
         .await
         .unwrap();
     assert_eq!(usage["users"][0]["daily_runs"], 2, "{usage}");
@@ -501,31 +504,31 @@ async fn a_retried_run_asks_for_approval_again() {
     let gated = "nodes:\n  - id: gate\n    kind: approval\n    allow_self_approval: true\n  - id: work\n    kind: shell\n    needs: [gate]\n    run: \"exit 3\"\n";
     let d = Sluiced::start("", "", &[("gated.yaml", gated.to_owned())]);
     let mut c = d.client().await;
-    c.call("subscribe", json!({})).await.unwrap();
+    c.call::<m::Subscribe>(json!({})).await.unwrap();
     let first = c
-        .call("pipelines.trigger", json!({ "name": "gated" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "gated" }))
         .await
         .unwrap()["run"]
         .as_i64()
         .unwrap();
     let a = pending_approval(&mut c, first).await;
-    c.call(
-        "approvals.decide",
-        json!({ "id": a["id"], "approve": true }),
-    )
-    .await
-    .unwrap();
+    c.call::<m::ApprovalsDecide>(json!({ "id": a["id"], "approve": true }))
+        .await
+        .unwrap();
     assert_eq!(wait_finished(&mut c, first).await, "failed");
 
     let retried = c
-        .call("runs.retry", json!({ "id": first, "mode": "failed" }))
+        .call::<m::RunsRetry>(json!({ "id": first, "mode": "failed" }))
         .await
         .unwrap()["run"]
         .as_i64()
         .unwrap();
     let again = pending_approval(&mut c, retried).await;
     assert_ne!(again["id"], a["id"], "a new request, not the old decision");
-    let detail = c.call("runs.get", json!({ "id": retried })).await.unwrap();
+    let detail = c
+        .call::<m::RunsGet>(json!({ "id": retried }))
+        .await
+        .unwrap();
     let gate = detail["nodes"]
         .as_array()
         .unwrap()
@@ -557,9 +560,9 @@ async fn the_user_behind_a_token_or_webhook_may_not_approve_the_run() {
         ],
     );
     let mut c = d.client().await;
-    c.call("subscribe", json!({})).await.unwrap();
+    c.call::<m::Subscribe>(json!({})).await.unwrap();
     let token = c
-        .call("tokens.create", json!({ "user": me }))
+        .call::<m::TokensCreate>(json!({ "user": me }))
         .await
         .unwrap()["token"]
         .as_str()
@@ -592,10 +595,7 @@ async fn the_user_behind_a_token_or_webhook_may_not_approve_the_run() {
     for run in [by_token, by_hook] {
         let a = pending_approval(&mut c, run).await;
         let e = c
-            .call(
-                "approvals.decide",
-                json!({ "id": a["id"], "approve": true }),
-            )
+            .call::<m::ApprovalsDecide>(json!({ "id": a["id"], "approve": true }))
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::PermissionDenied as i64, "{e:?}");
@@ -603,7 +603,7 @@ async fn the_user_behind_a_token_or_webhook_may_not_approve_the_run() {
     }
     // A token for a name with stray spaces would dodge the comparison: refused.
     let e = c
-        .call("tokens.create", json!({ "user": format!(" {me}") }))
+        .call::<m::TokensCreate>(json!({ "user": format!(" {me}") }))
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidParams as i64, "{e:?}");
@@ -623,9 +623,9 @@ async fn secrets_and_credential_headers_never_reach_the_database() {
     let leaky = "triggers:\n  - webhook: { auth: none }\nnodes:\n  - id: dump\n    kind: shell\n    run: |\n      printf '%s\\n' \"{{ secrets.pem }}\"\n  - id: gate\n    kind: approval\n    needs: [dump]\n    message: \"deploy with {{ secrets.api_key }}?\"\n";
     let mut d = Sluiced::start("", &secrets, &[("leaky.yaml", leaky.to_owned())]);
     let mut c = d.client().await;
-    c.call("subscribe", json!({})).await.unwrap();
+    c.call::<m::Subscribe>(json!({})).await.unwrap();
     let run = c
-        .call("pipelines.trigger", json!({ "name": "leaky" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "leaky" }))
         .await
         .unwrap()["run"]
         .as_i64()
@@ -633,13 +633,11 @@ async fn secrets_and_credential_headers_never_reach_the_database() {
     let a = pending_approval(&mut c, run).await;
     assert_eq!(a["message"], "deploy with ***?");
     // A secret quoted in a reason reaches the approval row and the audit params.
-    c.call(
-        "approvals.decide",
-        json!({ "id": a["id"], "approve": false, "reason": "never ship sk-live-approval-9f8e7d6c" }),
+    c.call::<m::ApprovalsDecide>(json!({ "id": a["id"], "approve": false, "reason": "never ship sk-live-approval-9f8e7d6c" }),
     )
     .await
     .unwrap();
-    let audited = c.call("audit.list", json!({ "limit": 1 })).await.unwrap();
+    let audited = c.call::<m::AuditList>(json!({ "limit": 1 })).await.unwrap();
     assert_eq!(
         audited[0]["detail"]["reason"], "never ship ***",
         "{audited}"
@@ -656,7 +654,10 @@ async fn secrets_and_credential_headers_never_reach_the_database() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let hook_run = r.json::<Value>().await.unwrap()["run"].as_i64().unwrap();
-    let detail = c.call("runs.get", json!({ "id": hook_run })).await.unwrap();
+    let detail = c
+        .call::<m::RunsGet>(json!({ "id": hook_run }))
+        .await
+        .unwrap();
     let headers = &detail["trigger"]["details"]["headers"];
     assert_eq!(headers["x-gitlab-token"], "***", "{headers}");
     assert_eq!(headers["x-custom-session"], "***", "{headers}");
@@ -666,7 +667,7 @@ async fn secrets_and_credential_headers_never_reach_the_database() {
     );
     pending_approval(&mut c, hook_run).await;
     let logs = c
-        .call("logs.get", json!({ "run": run, "node": "dump" }))
+        .call::<m::LogsGet>(json!({ "run": run, "node": "dump" }))
         .await
         .unwrap();
     let text = logs.to_string();
@@ -694,10 +695,10 @@ async fn a_cut_audit_trail_is_detected_until_an_admin_acknowledges_it() {
     let mut d = Sluiced::start("", "", &[("p.yaml", p.clone())]);
     let mut c = d.client().await;
     for _ in 0..3 {
-        c.call("pipelines.disable", json!({ "name": "p" }))
+        c.call::<m::PipelinesDisable>(json!({ "name": "p" }))
             .await
             .unwrap();
-        c.call("pipelines.enable", json!({ "name": "p" }))
+        c.call::<m::PipelinesEnable>(json!({ "name": "p" }))
             .await
             .unwrap();
     }
@@ -707,13 +708,16 @@ async fn a_cut_audit_trail_is_detected_until_an_admin_acknowledges_it() {
         "nodes:\n  - { id: b, kind: transform, output: { ok: 2 } }\n",
     )
     .unwrap();
-    c.call("config.reload", json!({})).await.unwrap();
+    c.call::<m::ConfigReload>(json!({})).await.unwrap();
     let change = eventually(20, "the file change to be audited", || {
         let socket = d.socket.clone();
         async move {
             let mut c = Client::connect(&socket).await;
             c.hello().await.unwrap();
-            let rows = c.call("audit.list", json!({ "limit": 50 })).await.unwrap();
+            let rows = c
+                .call::<m::AuditList>(json!({ "limit": 50 }))
+                .await
+                .unwrap();
             rows.as_array()?
                 .iter()
                 .find(|r| r["action"] == "pipelines.file.updated")
@@ -736,7 +740,7 @@ async fn a_cut_audit_trail_is_detected_until_an_admin_acknowledges_it() {
         64,
         "{change}"
     );
-    let verified = c.call("audit.verify", json!({})).await.unwrap();
+    let verified = c.call::<m::AuditVerify>(json!({})).await.unwrap();
     assert_eq!(verified["ok"], true, "{verified}");
     let rows_before = verified["rows"].as_u64().unwrap();
     drop(c);
@@ -755,13 +759,13 @@ async fn a_cut_audit_trail_is_detected_until_an_admin_acknowledges_it() {
     }
     d.spawn().unwrap();
     let mut c = d.client().await;
-    let verified = c.call("audit.verify", json!({})).await.unwrap();
+    let verified = c.call::<m::AuditVerify>(json!({})).await.unwrap();
     assert_eq!(verified["ok"], false, "{verified}");
     assert!(
         verified["problem"].as_str().unwrap().contains("removed"),
         "{verified}"
     );
-    let status = c.call("status", json!({})).await.unwrap();
+    let status = c.call::<m::Status>(json!({})).await.unwrap();
     assert!(
         status["audit_problem"]
             .as_str()
@@ -770,28 +774,28 @@ async fn a_cut_audit_trail_is_detected_until_an_admin_acknowledges_it() {
     );
     // Nothing is chained onto the cut tail: state changes are refused, no row added.
     let e = c
-        .call("pipelines.disable", json!({ "name": "p" }))
+        .call::<m::PipelinesDisable>(json!({ "name": "p" }))
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict as i64, "{e:?}");
     assert!(e.message.contains("sluice audit ack"), "{e:?}");
     let rows = c
-        .call("audit.list", json!({ "limit": 1000 }))
+        .call::<m::AuditList>(json!({ "limit": 1000 }))
         .await
         .unwrap();
     assert_eq!(rows.as_array().unwrap().len() as u64, rows_before - 2);
-    let listed = c.call("pipelines.list", json!({})).await.unwrap();
+    let listed = c.call::<m::PipelinesList>(json!({})).await.unwrap();
     assert_eq!(listed[0]["enabled"], true, "the refused call did nothing");
 
     // The admin acknowledges: an audited row names what was found.
     let ack = c
-        .call("audit.ack", json!({ "note": "restored from backup" }))
+        .call::<m::AuditAck>(json!({ "note": "restored from backup" }))
         .await
         .unwrap();
     let row = ack["row"].as_i64().unwrap();
-    let rows = c.call("audit.list", json!({ "limit": 1 })).await.unwrap();
+    let rows = c.call::<m::AuditList>(json!({ "limit": 1 })).await.unwrap();
     assert_eq!(rows[0]["id"], row);
-    assert_eq!(rows[0]["action"], "audit.ack");
+    assert_eq!(rows[0]["action"], m::AuditAck::NAME);
     assert_eq!(rows[0]["user"], me());
     assert_eq!(rows[0]["detail"]["note"], "restored from backup");
     assert!(
@@ -800,15 +804,18 @@ async fn a_cut_audit_trail_is_detected_until_an_admin_acknowledges_it() {
             .unwrap()
             .contains("removed")
     );
-    assert_eq!(c.call("audit.verify", json!({})).await.unwrap()["ok"], true);
-    assert!(c.call("status", json!({})).await.unwrap()["audit_problem"].is_null());
-    let e = c.call("audit.ack", json!({})).await.unwrap_err();
+    assert_eq!(
+        c.call::<m::AuditVerify>(json!({})).await.unwrap()["ok"],
+        true
+    );
+    assert!(c.call::<m::Status>(json!({})).await.unwrap()["audit_problem"].is_null());
+    let e = c.call::<m::AuditAck>(json!({})).await.unwrap_err();
     assert_eq!(
         e.code,
         ErrorCode::Conflict as i64,
         "nothing left to acknowledge"
     );
-    c.call("pipelines.disable", json!({ "name": "p" }))
+    c.call::<m::PipelinesDisable>(json!({ "name": "p" }))
         .await
         .unwrap();
     // And a restart finds the trail whole again.
@@ -816,5 +823,8 @@ async fn a_cut_audit_trail_is_detected_until_an_admin_acknowledges_it() {
     d.stop();
     d.spawn().unwrap();
     let mut c = d.client().await;
-    assert_eq!(c.call("audit.verify", json!({})).await.unwrap()["ok"], true);
+    assert_eq!(
+        c.call::<m::AuditVerify>(json!({})).await.unwrap()["ok"],
+        true
+    );
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::eventually;
 use daemon::Client;
 use serde_json::{Value, json};
+use sluice_shared::method::{self as m, notice};
 use sluice_shared::protocol::{ErrorCode, ServerMessage};
 
 /// The user running the tests, as the daemon names socket callers.
@@ -154,7 +155,7 @@ fn header(r: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 async fn run_state(c: &mut Client, run: i64) -> (String, Option<i64>) {
-    let r = c.call("runs.get", json!({ "id": run })).await.unwrap();
+    let r = c.call::<m::RunsGet>(json!({ "id": run })).await.unwrap();
     (
         r["state"].as_str().unwrap_or_default().to_owned(),
         r["started_at"].as_i64(),
@@ -162,7 +163,7 @@ async fn run_state(c: &mut Client, run: i64) -> (String, Option<i64>) {
 }
 
 async fn usage(c: &mut Client) -> Value {
-    c.call("limits.usage", json!({})).await.unwrap()
+    c.call::<m::LimitsUsage>(json!({})).await.unwrap()
 }
 
 fn user_usage<'a>(u: &'a Value, user: &str) -> &'a Value {
@@ -181,7 +182,7 @@ async fn a_burst_over_the_rate_gets_exactly_the_allowed_runs_and_429s_with_retry
         &[("p.yaml", hook("alice", "true"))],
     );
     let mut watcher = d.client().await;
-    watcher.call("subscribe", json!({})).await.unwrap();
+    watcher.call::<m::Subscribe>(json!({})).await.unwrap();
     let http = common::http_client();
     let url = d.url("p");
     let replies = futures_util::future::join_all((0..12).map(|_| post(&http, &url))).await;
@@ -224,12 +225,12 @@ async fn a_burst_over_the_rate_gets_exactly_the_allowed_runs_and_429s_with_retry
 
     // Every refusal is counted (metrics) and written down in aggregate (audit, ledger).
     let mut c = d.client().await;
-    let m = c.call("metrics", json!({})).await.unwrap();
+    let m = c.call::<m::Metrics>(json!({})).await.unwrap();
     assert_eq!(m["limit_refusals"], 8);
     let u = usage(&mut c).await;
     assert_eq!(u["global"]["refusals"]["rate"], 8);
     // Written down in aggregate: a few audit rows with counts, not one per request.
-    let rows = c.call("audit.list", json!({})).await.unwrap();
+    let rows = c.call::<m::AuditList>(json!({})).await.unwrap();
     let refused: Vec<&Value> = rows
         .as_array()
         .unwrap()
@@ -253,7 +254,7 @@ async fn a_burst_over_the_rate_gets_exactly_the_allowed_runs_and_429s_with_retry
         async move {
             let mut c = Client::connect(&socket).await;
             c.hello().await.ok()?;
-            let u = c.call("limits.usage", json!({})).await.ok()?;
+            let u = c.call::<m::LimitsUsage>(json!({})).await.ok()?;
             (user_usage(&u, "alice")["refused_24h"]["rate"] == 8).then_some(u)
         }
     })
@@ -285,11 +286,11 @@ async fn one_user_at_its_limit_leaves_another_unaffected() {
 
     // A manual trigger over the caller's rate gets a socket error naming the limit.
     let mut c = d.client().await;
-    c.call("pipelines.trigger", json!({ "name": "b" }))
+    c.call::<m::PipelinesTrigger>(json!({ "name": "b" }))
         .await
         .unwrap();
     let e = c
-        .call("pipelines.trigger", json!({ "name": "b" }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "b" }))
         .await
         .unwrap_err();
     assert!(e.is(ErrorCode::Refused), "{e:?}");
@@ -316,7 +317,7 @@ async fn concurrency_caps_hold_under_200_concurrent_webhooks() {
     );
     // Watch every run start and finish, in the order the daemon announces them.
     let mut watcher = d.client().await;
-    watcher.call("subscribe", json!({})).await.unwrap();
+    watcher.call::<m::Subscribe>(json!({})).await.unwrap();
     let watch = tokio::spawn(async move {
         let mut pipeline_of: HashMap<i64, String> = HashMap::new();
         let mut running: BTreeMap<i64, String> = BTreeMap::new();
@@ -326,7 +327,7 @@ async fn concurrency_caps_hold_under_200_concurrent_webhooks() {
             let ServerMessage::Notification(n) = watcher.read().await else {
                 continue;
             };
-            assert_ne!(n.method, "lagged", "the watcher fell behind");
+            assert_ne!(n.method, notice::LAGGED, "the watcher fell behind");
             let e = &n.params["event"];
             let run = e["run"].as_i64().unwrap_or(0);
             match (e["type"].as_str(), e["state"].as_str()) {
@@ -437,7 +438,10 @@ async fn runs_start_in_a_fair_order_across_users() {
         async move {
             let mut c = Client::connect(&socket).await;
             c.hello().await.ok()?;
-            let e = c.call("limits.explain", json!({ "run": run })).await.ok()?;
+            let e = c
+                .call::<m::LimitsExplain>(json!({ "run": run }))
+                .await
+                .ok()?;
             (e["cap"] == "global").then_some(e)
         }
     })
@@ -561,7 +565,7 @@ async fn after_kill_9_held_slots_equal_running_runs_and_the_queue_moves_on() {
         async move {
             let mut c = Client::connect(&socket).await;
             c.hello().await.ok()?;
-            let u = c.call("limits.usage", json!({})).await.ok()?;
+            let u = c.call::<m::LimitsUsage>(json!({})).await.ok()?;
             (u["global"]["held"] == 1 && u["global"]["queued"] == 2).then_some(())
         }
     })
@@ -575,7 +579,7 @@ async fn after_kill_9_held_slots_equal_running_runs_and_the_queue_moves_on() {
         async move {
             let mut c = Client::connect(&socket).await;
             c.hello().await.ok()?;
-            let u = c.call("limits.usage", json!({})).await.ok()?;
+            let u = c.call::<m::LimitsUsage>(json!({})).await.ok()?;
             (u["global"]["held"] == 1 && u["global"]["queued"] == 2).then_some(u)
         }
     })
@@ -583,13 +587,15 @@ async fn after_kill_9_held_slots_equal_running_runs_and_the_queue_moves_on() {
     assert_eq!(u["global"]["held"], u["global"]["running"], "{u}");
     let mut c = d.client().await;
     let why = c
-        .call("limits.explain", json!({ "run": quick[0] }))
+        .call::<m::LimitsExplain>(json!({ "run": quick[0] }))
         .await
         .unwrap();
     assert_eq!(why["cap"], "global", "{why}");
 
     // The run holding the slot ends: the queue moves on and every queued run runs.
-    c.call("runs.cancel", json!({ "id": slow })).await.unwrap();
+    c.call::<m::RunsCancel>(json!({ "id": slow }))
+        .await
+        .unwrap();
     eventually(20, "the queued runs ran", || {
         let socket = d.socket.clone();
         let quick = quick.clone();
@@ -631,7 +637,7 @@ async fn reload_changes_a_limit_without_resetting_usage() {
             let mut c = Client::connect(&socket).await;
             c.hello().await.ok()?;
             let u = c
-                .call("limits.usage", json!({ "user": "alice" }))
+                .call::<m::LimitsUsage>(json!({ "user": "alice" }))
                 .await
                 .ok()?;
             (user_usage(&u, "alice")["daily_runs_max"] == 3).then_some(u)
@@ -657,12 +663,12 @@ async fn user_tokens_authenticate_webhooks_as_their_user_until_revoked() {
     );
     let mut c = d.client().await;
     let created = c
-        .call("tokens.create", json!({ "user": "carol", "pipeline": "p" }))
+        .call::<m::TokensCreate>(json!({ "user": "carol", "pipeline": "p" }))
         .await
         .unwrap();
     let token = created["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("slk_"));
-    let list = c.call("tokens.list", json!({})).await.unwrap();
+    let list = c.call::<m::TokensList>(json!({})).await.unwrap();
     assert!(!list.to_string().contains(&token), "only the hash is kept");
 
     let http = common::http_client();
@@ -676,7 +682,7 @@ async fn user_tokens_authenticate_webhooks_as_their_user_until_revoked() {
     let ok = send("p", &token).await.unwrap();
     assert_eq!(ok.status(), 202);
     let run = ok.json::<Value>().await.unwrap()["run"].as_i64().unwrap();
-    let detail = c.call("runs.get", json!({ "id": run })).await.unwrap();
+    let detail = c.call::<m::RunsGet>(json!({ "id": run })).await.unwrap();
     assert_eq!(detail["trigger"]["user"], "carol");
     // Carol's limits apply to her token's triggers.
     assert_eq!(send("p", &token).await.unwrap().status(), 429);
@@ -687,9 +693,11 @@ async fn user_tokens_authenticate_webhooks_as_their_user_until_revoked() {
     );
 
     let id = created["id"].as_i64().unwrap();
-    c.call("tokens.revoke", json!({ "id": id })).await.unwrap();
+    c.call::<m::TokensRevoke>(json!({ "id": id }))
+        .await
+        .unwrap();
     assert_eq!(send("p", &token).await.unwrap().status(), 403);
-    let list = c.call("tokens.list", json!({})).await.unwrap();
+    let list = c.call::<m::TokensList>(json!({})).await.unwrap();
     assert!(list[0]["revoked_at"].is_i64(), "{list}");
 }
 

@@ -9,6 +9,7 @@ mod daemon;
 
 use daemon::Daemon;
 use serde_json::json;
+use sluice_shared::method::{self as m, Method as _};
 
 fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
@@ -46,9 +47,9 @@ async fn first_run_succeeds(d: &Daemon) -> daemon::Client {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let run = c
-            .call("runs.get", json!({ "id": 1 }))
+            .call::<m::RunsGet>(json!({ "id": 1 }))
             .await
-            .expect("runs.get");
+            .expect(m::RunsGet::NAME);
         if run["state"] == "succeeded" {
             return c;
         }
@@ -75,7 +76,7 @@ async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
     );
     let mut d = Daemon::start("", &[("slow.yaml", &pipeline)]);
     let mut c = d.client().await;
-    c.call("pipelines.trigger", json!({ "name": "slow" }))
+    c.call::<m::PipelinesTrigger>(json!({ "name": "slow" }))
         .await
         .expect("trigger");
     let pgid = common::eventually(30, "the attempt's process group to be recorded", || {
@@ -105,9 +106,9 @@ async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let notes = loop {
         let page = c
-            .call("logs.get", json!({ "run": 1, "node": "slow" }))
+            .call::<m::LogsGet>(json!({ "run": 1, "node": "slow" }))
             .await
-            .expect("logs.get");
+            .expect(m::LogsGet::NAME);
         let notes: Vec<(u64, String)> = page["lines"]
             .as_array()
             .expect("lines")
@@ -183,7 +184,7 @@ async fn cancels_racing_recovery_still_stop_what_interrupted_attempts_left() {
     let mut d = Daemon::start("[engine]\nworkers = 64\n", &[("slow.yaml", pipeline)]);
     let mut c = d.client().await;
     for _ in 0..RUNS {
-        c.call("pipelines.trigger", json!({ "name": "slow" }))
+        c.call::<m::PipelinesTrigger>(json!({ "name": "slow" }))
             .await
             .expect("trigger");
     }
@@ -198,7 +199,7 @@ async fn cancels_racing_recovery_still_stop_what_interrupted_attempts_left() {
     d.spawn();
     let mut c = d.client().await;
     for id in 1..=RUNS {
-        c.call("runs.cancel", json!({ "id": id }))
+        c.call::<m::RunsCancel>(json!({ "id": id }))
             .await
             .expect("cancel");
     }
@@ -214,9 +215,9 @@ async fn cancels_racing_recovery_still_stop_what_interrupted_attempts_left() {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let runs = c
-            .call("runs.list", json!({ "limit": 100 }))
+            .call::<m::RunsList>(json!({ "limit": 100 }))
             .await
-            .expect("runs.list");
+            .expect(m::RunsList::NAME);
         let rows = runs["runs"].as_array().cloned().unwrap_or_default();
         let cancelled = rows.iter().filter(|r| r["state"] == "cancelled").count();
         if cancelled == RUNS {
@@ -250,7 +251,7 @@ async fn a_child_that_left_its_process_group_is_still_stopped() {
     );
     let mut d = Daemon::start("", &[("escape.yaml", &pipeline)]);
     let mut c = d.client().await;
-    c.call("pipelines.trigger", json!({ "name": "escape" }))
+    c.call::<m::PipelinesTrigger>(json!({ "name": "escape" }))
         .await
         .expect("trigger");
     let pid = common::eventually(30, "the escaped child to start", || {

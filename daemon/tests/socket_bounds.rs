@@ -11,34 +11,15 @@ use std::time::Duration;
 
 use daemon::{Client, Daemon};
 use serde_json::{Value, json};
+use sluice_shared::method as m;
 use sluice_shared::protocol::{ErrorCode, LOGS_PAGE_BYTES, LogsPage, ServerMessage};
-use tokio::io::AsyncReadExt;
 
 /// 1,500 lines of 1,000 bytes each: half again the byte cap of one page.
 const BIG: &str = "nodes:\n  - id: big\n    kind: shell\n    run: |\n      pad=$(printf '%0990d' 0)\n      i=1\n      while [ $i -le 1500 ]; do printf 'L%05d %s\\n' $i \"$pad\"; i=$((i+1)); done\n      printf 'esc \\033[31mred\\033[0m \\033]0;title\\007 cr\\rend\\n'\n";
 
 /// Reads what the daemon sends until it closes the connection (with a deadline).
 async fn until_closed(c: &mut Client) -> Vec<ServerMessage> {
-    let mut rest = Vec::new();
-    let read = async {
-        let mut line = Vec::new();
-        loop {
-            let mut byte = [0u8; 4096];
-            let n = c.reader_mut().read(&mut byte).await.expect("read");
-            if n == 0 {
-                break;
-            }
-            line.extend_from_slice(&byte[..n]);
-        }
-        line
-    };
-    let bytes = tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("the daemon closes the connection within 30 s");
-    for l in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        rest.push(serde_json::from_slice(l).expect("a JSON-RPC message"));
-    }
-    rest
+    c.until_closed().await
 }
 
 fn error_of(m: &ServerMessage) -> &sluice_shared::protocol::RpcError {
@@ -54,7 +35,7 @@ async fn a_connection_without_hello_is_closed_at_the_deadline_and_a_greeted_one_
     let mut greeted = d.client().await;
     let mut idle = Client::connect(&d.socket).await;
     // Requests other than hello do not count as a handshake.
-    let e = idle.call("status", json!({})).await.unwrap_err();
+    let e = idle.call::<m::Status>(json!({})).await.unwrap_err();
     assert!(e.is(ErrorCode::Handshake), "{e:?}");
     let said = until_closed(&mut idle).await;
     assert_eq!(said.len(), 1, "one goodbye, then the close: {said:?}");
@@ -62,7 +43,7 @@ async fn a_connection_without_hello_is_closed_at_the_deadline_and_a_greeted_one_
     assert!(e.is(ErrorCode::Handshake), "{e:?}");
     assert!(e.message.contains("no `hello` within 1 s"), "{}", e.message);
     // The greeted client outlived the deadline and is still served.
-    let status = greeted.call("status", json!({})).await.unwrap();
+    let status = greeted.call::<m::Status>(json!({})).await.unwrap();
     assert!(status["uptime_s"].is_u64(), "{status}");
 }
 
@@ -91,7 +72,7 @@ async fn one_uid_holds_at_most_its_share_of_connections() {
         let mut c = Client::connect(&d.socket).await;
         match c.try_hello().await {
             Some(Ok(_)) => {
-                c.call("status", json!({})).await.unwrap();
+                c.call::<m::Status>(json!({})).await.unwrap();
                 break;
             }
             other => assert!(
@@ -102,7 +83,7 @@ async fn one_uid_holds_at_most_its_share_of_connections() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for c in &mut held {
-        c.call("status", json!({})).await.unwrap();
+        c.call::<m::Status>(json!({})).await.unwrap();
     }
 }
 
@@ -110,9 +91,9 @@ async fn one_uid_holds_at_most_its_share_of_connections() {
 async fn subscriptions_per_connection_are_capped_with_a_clear_error() {
     let d = Daemon::start("[socket]\nmax_subscriptions = 2\n", &[]);
     let mut c = d.client().await;
-    let first = c.call("subscribe", json!({})).await.unwrap();
-    c.call("subscribe", json!({ "run": 1 })).await.unwrap();
-    let e = c.call("subscribe", json!({})).await.unwrap_err();
+    let first = c.call::<m::Subscribe>(json!({})).await.unwrap();
+    c.call::<m::Subscribe>(json!({ "run": 1 })).await.unwrap();
+    let e = c.call::<m::Subscribe>(json!({})).await.unwrap_err();
     assert!(e.is(ErrorCode::Refused), "{e:?}");
     assert!(
         e.message.contains("2 subscriptions already"),
@@ -123,16 +104,13 @@ async fn subscriptions_per_connection_are_capped_with_a_clear_error() {
     assert_eq!(e.data.as_ref().unwrap()["max"], 2);
     // Another connection has its own allowance; unsubscribing frees one here.
     let mut other = d.client().await;
-    other.call("subscribe", json!({})).await.unwrap();
+    other.call::<m::Subscribe>(json!({})).await.unwrap();
     let ok = c
-        .call(
-            "unsubscribe",
-            json!({ "subscription": first["subscription"] }),
-        )
+        .call::<m::Unsubscribe>(json!({ "subscription": first["subscription"] }))
         .await
         .unwrap();
     assert_eq!(ok, Value::Bool(true));
-    c.call("subscribe", json!({})).await.unwrap();
+    c.call::<m::Subscribe>(json!({})).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +118,7 @@ async fn logs_get_pages_are_bounded_in_bytes_and_follow_on_to_every_line() {
     let d = Daemon::start("", &[("big.yaml", BIG)]);
     let mut c = d.client().await;
     let run = c
-        .call("pipelines.trigger", json!({ "name": "big", "wait": true }))
+        .call::<m::PipelinesTrigger>(json!({ "name": "big", "wait": true }))
         .await
         .unwrap();
     assert_eq!(run["detail"]["state"], "succeeded", "{run}");
@@ -150,8 +128,7 @@ async fn logs_get_pages_are_bounded_in_bytes_and_follow_on_to_every_line() {
     let mut pages = 0;
     loop {
         let raw = c
-            .call(
-                "logs.get",
+            .call::<m::LogsGet>(
                 json!({ "run": run, "node": "big", "after": after, "limit": 10_000 }),
             )
             .await
@@ -191,7 +168,7 @@ async fn logs_get_pages_are_bounded_in_bytes_and_follow_on_to_every_line() {
     );
     // A small limit ends a page by count and still says more follows.
     let page: LogsPage = serde_json::from_value(
-        c.call("logs.get", json!({ "run": run, "limit": 2 }))
+        c.call::<m::LogsGet>(json!({ "run": run, "limit": 2 }))
             .await
             .unwrap(),
     )
@@ -200,7 +177,7 @@ async fn logs_get_pages_are_bounded_in_bytes_and_follow_on_to_every_line() {
     assert!(page.more);
     // Past the end: no lines, nothing more, and the cursor stays.
     let end: LogsPage = serde_json::from_value(
-        c.call("logs.get", json!({ "run": run, "after": u64::MAX }))
+        c.call::<m::LogsGet>(json!({ "run": run, "after": u64::MAX }))
             .await
             .unwrap(),
     )

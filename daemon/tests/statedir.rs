@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::{Lines, wait_exit};
 use sluice_daemon::statedir::StateLock;
+use sluice_shared::method as m;
 
 struct Paths {
     _tmp: tempfile::TempDir,
@@ -131,7 +132,7 @@ async fn state_files_are_private_the_socket_0660_and_scripts_keep_the_callers_um
     // A script creates files with the umask sluiced was started with, not 077.
     let mut c = daemon::Client::connect(&p.root.join("s.sock")).await;
     c.hello().await.unwrap();
-    c.call("pipelines.trigger", serde_json::json!({ "name": "hello" }))
+    c.call::<m::PipelinesTrigger>(serde_json::json!({ "name": "hello" }))
         .await
         .unwrap();
     let text = common::eventually(30, "the script to write its umask", || async {
@@ -171,7 +172,7 @@ async fn child_descriptors(umask: libc::mode_t) -> Vec<String> {
     c.hello().await.unwrap();
     // The daemon has its database, WAL, lock, log, socket, listener and
     // inotify descriptors open while the node starts.
-    c.call("pipelines.trigger", serde_json::json!({ "name": "fds" }))
+    c.call::<m::PipelinesTrigger>(serde_json::json!({ "name": "fds" }))
         .await
         .unwrap();
     let text = common::eventually(30, "the script to list its descriptors", || async {

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use sluice_shared::method::{self as m, Method as _};
+
 use daemon::Daemon;
 
 const BURST: usize = 2_000;
@@ -247,7 +249,7 @@ async fn a_full_queue_refuses_with_503_and_accepts_again_once_drained() {
     // The socket refuses too, with the limit error.
     let mut c = d.client().await;
     let err = c
-        .call("pipelines.trigger", serde_json::json!({ "name": "gate" }))
+        .call::<m::PipelinesTrigger>(serde_json::json!({ "name": "gate" }))
         .await
         .expect_err("refused while the queue is full");
     assert_eq!(err.code, sluice_shared::protocol::ErrorCode::Refused as i64);
@@ -269,9 +271,9 @@ async fn a_users_share_of_the_queue_refuses_with_429() {
     assert_eq!(codes, [202, 202, 202, 429, 429]);
     let mut c = d.client().await;
     let usage = c
-        .call("limits.usage", serde_json::json!({}))
+        .call::<m::LimitsUsage>(serde_json::json!({}))
         .await
-        .expect("limits.usage");
+        .expect(m::LimitsUsage::NAME);
     assert_eq!(usage["global"]["backlog"], 3, "{usage}");
     assert_eq!(usage["global"]["max_queued"], 10_000, "{usage}");
     std::fs::write(&gate, b"").expect("open the gate");

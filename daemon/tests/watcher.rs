@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_daemon::watcher::{WatchOptions, Watcher};
 use sluice_shared::event::Event;
+use sluice_shared::method as m;
 use sluice_shared::validate::ValidateOptions;
 use tokio_util::sync::CancellationToken;
 use triggers_env::{Env, write_file};
@@ -432,17 +433,17 @@ async fn an_unreadable_directory_is_retried_without_any_event() {
 }
 
 /// One call on a fresh connection (so a poll can make one per attempt).
-async fn call(socket: &Path, method: &str) -> Value {
+async fn call<M: m::Method>(socket: &Path) -> Value {
     let mut c = daemon::Client::connect(socket).await;
     c.hello().await.expect("hello");
-    c.call(method, json!({}))
+    c.call::<M>(json!({}))
         .await
-        .unwrap_or_else(|e| panic!("{method}: {e:?}"))
+        .unwrap_or_else(|e| panic!("{}: {e:?}", M::NAME))
 }
 
 /// (version, present) of a pipeline as `pipelines.list` reports it.
 async fn listed(socket: &Path, name: &str) -> Option<(i64, bool)> {
-    let list = call(socket, "pipelines.list").await;
+    let list = call::<m::PipelinesList>(socket).await;
     list.as_array()?
         .iter()
         .find(|p| p["name"] == name)
@@ -466,7 +467,7 @@ async fn the_real_daemon_follows_a_directory_swapped_by_rename() {
         let socket = socket.clone();
         let dir_text = dir_text.clone();
         async move {
-            let errors = call(&socket, "config.errors").await;
+            let errors = call::<m::ConfigErrorsList>(&socket).await;
             let found = errors["diagnostics"].as_array()?.iter().any(|e| {
                 e["file"] == dir_text.as_str()
                     && e["message"]
@@ -499,7 +500,7 @@ async fn the_real_daemon_follows_a_directory_swapped_by_rename() {
     })
     .await;
     assert_eq!(
-        call(&socket, "config.errors").await["diagnostics"],
+        call::<m::ConfigErrorsList>(&socket).await["diagnostics"],
         json!([]),
         "the error cleared"
     );

@@ -5,36 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
 use sluice_daemon::api::frame::{Frame, FrameDecoder, check_hello, decode_request};
-use sluice_daemon::api::{parse_params, required_role};
-use sluice_shared::protocol as p;
+use sluice_daemon::api::{check_params, required_role};
+use sluice_shared::method::{Hello, Method};
 
 const MAX: usize = 64;
-
-fn params(method: &str, v: Value) {
-    // The params type of each method, as its handler reads it.
-    let _ = match method {
-        "pipelines.get" | "pipelines.enable" | "pipelines.disable" => {
-            parse_params::<p::PipelineRef>(v).map(drop)
-        }
-        "pipelines.trigger" => parse_params::<p::TriggerParams>(v).map(drop),
-        "runs.list" => parse_params::<p::RunsListParams>(v).map(drop),
-        "runs.get" | "runs.cancel" => parse_params::<p::RunRef>(v).map(drop),
-        "runs.retry" => parse_params::<p::RetryParams>(v).map(drop),
-        "runs.resolve" => parse_params::<p::ResolveParams>(v).map(drop),
-        "logs.get" => parse_params::<p::LogsParams>(v).map(drop),
-        "approvals.decide" => parse_params::<p::DecideParams>(v).map(drop),
-        "audit.list" => parse_params::<p::AuditListParams>(v).map(drop),
-        "schedules.pause" | "schedules.resume" => parse_params::<p::ScheduleRef>(v).map(drop),
-        "limits.usage" => parse_params::<p::LimitsUsageParams>(v).map(drop),
-        "limits.explain" => parse_params::<p::LimitsExplainParams>(v).map(drop),
-        "tokens.create" => parse_params::<p::TokenCreateParams>(v).map(drop),
-        "tokens.revoke" => parse_params::<p::TokenRevokeParams>(v).map(drop),
-        "subscribe" => parse_params::<p::SubscribeParams>(v).map(drop),
-        _ => Ok(()),
-    };
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&step, stream)) = data.split_first() else {
@@ -73,11 +48,12 @@ fuzz_target!(|data: &[u8]| {
         let Ok(Some(request)) = decode_request(&bytes) else {
             continue;
         };
-        if request.method == "hello" {
+        if request.method == Hello::NAME {
             let _ = check_hello(request.params);
             continue;
         }
+        // The method table's role and params type (as its handler reads them).
         let _ = required_role(&request.method);
-        params(&request.method, request.params);
+        let _ = check_params(&request.method, request.params);
     }
 });

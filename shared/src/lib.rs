@@ -1,7 +1,9 @@
 //! Shared core of sluice: the pipeline model and its parsing, validation,
-//! templating and cron helpers. The daemon and the console both build on this
+//! templating and cron helpers, the socket protocol's types, its method
+//! table and its client. The daemon and the console both build on this
 //! crate and never define their own copies of these types.
 
+pub mod client;
 pub mod cron;
 pub mod diagnostic;
 pub mod document;
@@ -10,6 +12,7 @@ pub mod event;
 pub mod graph;
 pub mod inputs;
 pub mod loader;
+pub mod method;
 pub mod model;
 pub mod paths;
 pub mod protocol;

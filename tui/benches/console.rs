@@ -11,6 +11,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::json;
+use sluice_shared::method::notice;
 use sluice_shared::protocol::Notification;
 use sluice_shared::run::RunId;
 use sluice_tui::console::app::{App, DetailFocus, Options};
@@ -265,7 +266,7 @@ fn latency() {
                         let params = json!({"subscription": 1, "seq": seq as u64,
                             "event": {"type": "log", "run": 1, "node": "work", "attempt": 1, "seq": seq,
                                 "stream": "stdout", "line": format!("event line {seq}")}});
-                        let n = Notification { jsonrpc: "2.0".into(), method: "event".into(), params };
+                        let n = Notification { jsonrpc: "2.0".into(), method: notice::EVENT.into(), params };
                         let _ = tx.send((Instant::now(), Msg::Notice(n)));
                     }
                 }

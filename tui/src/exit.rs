@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use sluice_shared::protocol::ErrorCode;
 
-use crate::client::ClientError;
+use sluice_shared::client::ClientError;
 
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,9 @@ impl Exit {
         match err {
             ClientError::Unreachable { .. } => Self::Unreachable,
             ClientError::SocketDenied { .. } => Self::PermissionDenied,
-            ClientError::Protocol(_) => Self::Failure,
+            ClientError::Protocol(_) | ClientError::Closed | ClientError::Unreadable(_) => {
+                Self::Failure
+            }
             ClientError::Rpc(e) => match e.code {
                 c if c == ErrorCode::NotFound as i64 => Self::NotFound,
                 c if c == ErrorCode::PermissionDenied as i64 => Self::PermissionDenied,
@@ -129,7 +131,9 @@ impl From<ClientError> for Failure {
                     "mode": format!("{mode:04o}"),
                 })),
             ),
-            ClientError::Protocol(_) => (None, None),
+            ClientError::Protocol(_) | ClientError::Closed | ClientError::Unreadable(_) => {
+                (None, None)
+            }
         };
         Self {
             exit,

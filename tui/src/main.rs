@@ -6,9 +6,6 @@ mod exit;
 mod output;
 mod table;
 
-// The socket client lives in the library (the console uses it too).
-use sluice_tui::client;
-
 use clap::{CommandFactory, Parser};
 
 use cli::Command;

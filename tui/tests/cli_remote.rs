@@ -6,6 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use sluice_shared::method::{self as m, Method as _};
+
 const PIPELINES: &[(&str, &str)] = &[
     (
         "hello.yaml",
@@ -280,6 +282,6 @@ fn retry_refusals_and_a_broken_audit_trail_have_their_exit_codes() {
     assert_eq!(again.status.code(), Some(1), "nothing to acknowledge");
     let rows = sluice(&d, &["audit", "--json", "-n", "1"]);
     let rows: serde_json::Value = serde_json::from_slice(&rows.stdout).unwrap();
-    assert_eq!(rows[0]["action"], "audit.ack");
+    assert_eq!(rows[0]["action"], m::AuditAck::NAME);
     assert_eq!(rows[0]["detail"]["note"], "checked the backup");
 }

@@ -6,6 +6,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::Value;
+use sluice_shared::method::{self as m, Method as _};
 use sluice_shared::run::RunId;
 use sluice_tui::console::app::{App, DialogFocus, Options, Overlay};
 use sluice_tui::console::keymap::Keymap;
@@ -516,7 +517,7 @@ fn form(app: &App) -> (String, DialogFocus, Option<String>) {
 fn triggers(fx: &[Effect]) -> Vec<Value> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Call { method, params, .. } if *method == "pipelines.trigger" => {
+            Effect::Call { method, params, .. } if *method == m::PipelinesTrigger::NAME => {
                 Some(params["inputs"].clone())
             }
             _ => None,

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sluice_shared::method::{self as m, Method as _};
+
 fn tmux_missing() -> bool {
     // Not starting at all means not installed; once started it must answer in time.
     let ok = Command::new("tmux")
@@ -241,7 +243,7 @@ fn approve_with_a_reason_and_see_the_run_complete() {
         line_with(s, &["#1", "deploy", "succeeded"]).is_some()
     });
     let audit = d.cli(&["audit"]);
-    assert!(audit.contains("approvals.decide"), "{audit}");
+    assert!(audit.contains(m::ApprovalsDecide::NAME), "{audit}");
 }
 
 #[test]

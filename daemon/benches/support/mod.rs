@@ -7,62 +7,38 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use sluice_shared::protocol::Request;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use serde_json::Value;
+use sluice_shared::client::{Client, Notice};
+use sluice_shared::method::{Call, Method};
 
-/// A JSON-RPC connection to the daemon's socket.
+/// A connection to the daemon's socket (the shared client); params and
+/// results as JSON, failures panic (a benchmark has nothing to recover).
 pub struct Conn {
-    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
-    writer: tokio::net::unix::OwnedWriteHalf,
-    next: u64,
+    inner: Client,
 }
 
 impl Conn {
     /// Connects and says hello.
     pub async fn open(path: &std::path::Path) -> Self {
-        let s = UnixStream::connect(path).await.expect("connect");
-        let (r, w) = s.into_split();
-        let mut c = Self {
-            reader: BufReader::new(r),
-            writer: w,
-            next: 1,
+        let (inner, _) = Client::open(path, "bench").await.expect("connect");
+        Self { inner }
+    }
+
+    /// Calls method `M` and returns its result (panics on an error reply).
+    pub async fn call<M: Method>(&mut self, params: Value) -> Value {
+        let call = Call {
+            method: M::NAME,
+            params,
         };
-        c.call(
-            "hello",
-            json!({ "protocol": sluice_shared::protocol::protocol_version() }),
-        )
-        .await;
-        c
-    }
-
-    /// Calls `method` and returns its result (panics on an error reply).
-    pub async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next;
-        self.next += 1;
-        let mut frame = serde_json::to_string(&Request::new(id, method, params)).expect("encode");
-        frame.push('\n');
-        self.writer
-            .write_all(frame.as_bytes())
+        self.inner
+            .call_value(&call)
             .await
-            .expect("write");
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).await.expect("read");
-            let v: Value = serde_json::from_str(&line).expect("json");
-            if v["id"] == json!(id) {
-                assert!(v.get("error").is_none(), "{v}");
-                return v["result"].clone();
-            }
-        }
+            .unwrap_or_else(|e| panic!("{}: {e}", M::NAME))
     }
 
-    /// The next line the daemon sends.
-    pub async fn line(&mut self) -> Value {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).await.expect("read");
-        serde_json::from_str(&line).expect("json")
+    /// The next notification the daemon sends.
+    pub async fn notice(&mut self) -> Notice {
+        Notice::read(self.inner.notification().await.expect("read"))
     }
 }
 

@@ -7,20 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice_shared::method::{self, Method, notice};
 use sluice_shared::protocol::{
-    ErrorCode, EventNotice, HelloResult, LaggedNotice, Notification, Response, Role, RpcError,
-    SubscribeParams, SubscribeResult, protocol_version,
+    ErrorCode, EventNotice, HelloResult, LaggedNotice, Notification, Request, Response, Role,
+    RpcError, SubscribeParams, SubscribeResult, UnsubscribeParams, protocol_version,
 };
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::ApiContext;
+use super::dispatch::{self, parse, permit};
 use super::frame::{BadFrame, Frame, FrameDecoder, check_hello, decode_request, read_frame};
-use super::handlers::parse;
 use super::identity::Caller;
 use super::slots::{SlotRefusal, UserSlot};
-use super::{ApiContext, handlers};
 
 /// Frames queued for a client before events are dropped for it.
 const OUT_QUEUE: usize = 1024;
@@ -97,23 +98,29 @@ pub(crate) async fn serve(
 
     let mut reader = BufReader::new(read);
     let mut decoder = FrameDecoder::new(ctx.limits.max_frame);
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-    let mut greeted = false;
-    let mut subscriptions: HashMap<u64, CancellationToken> = HashMap::new();
-    let mut next_sub = 1u64;
+    let mut conn = Conn {
+        ctx,
+        session,
+        out: out_tx,
+        stop: conn_stop,
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        greeted: false,
+        subscriptions: HashMap::new(),
+        next_sub: 1,
+    };
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut reader, &mut decoder) => f,
-            () = conn_stop.cancelled() => break,
-            () = tokio::time::sleep_until(hello_deadline), if !greeted => {
+            () = conn.stop.cancelled() => break,
+            () = tokio::time::sleep_until(hello_deadline), if !conn.greeted => {
                 let e = RpcError::new(
                     ErrorCode::Handshake,
                     format!(
                         "no `hello` within {} s of connecting; closing",
-                        ctx.limits.hello_timeout.as_secs_f64()
+                        conn.ctx.limits.hello_timeout.as_secs_f64()
                     ),
                 );
-                let _ = send(&out_tx, encode(&Response::err(Value::Null, e))).await;
+                let _ = send(&conn.out, encode(&Response::err(Value::Null, e))).await;
                 break;
             }
         };
@@ -125,140 +132,167 @@ pub(crate) async fn serve(
                     ErrorCode::FrameTooLarge,
                     format!(
                         "frame larger than {} bytes; it was discarded",
-                        ctx.limits.max_frame
+                        conn.ctx.limits.max_frame
                     ),
                 );
-                if !send(&out_tx, encode(&Response::err(Value::Null, e))).await {
+                if !send(&conn.out, encode(&Response::err(Value::Null, e))).await {
                     break;
                 }
                 continue;
             }
         };
-        let request = match decode_request(&line) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
+        let open = match decode_request(&line) {
+            Ok(Some(request)) => conn.request(request).await,
+            Ok(None) => true,
             Err(bad) => {
                 let BadFrame { id, error } = *bad;
-                if !send(&out_tx, encode(&Response::err(id, error))).await {
-                    break;
-                }
-                continue;
+                send(&conn.out, encode(&Response::err(id, error))).await
             }
         };
-        let id = request.id.clone().unwrap_or(Value::Null);
-        let reply = move |result: Result<Value, RpcError>| match result {
-            Ok(v) => encode(&Response::ok(id.clone(), v)),
-            Err(e) => encode(&Response::err(id.clone(), e)),
-        };
-        match request.method.as_str() {
-            "hello" => {
-                let result = hello(&session, request.params);
-                let fatal = result.is_err();
-                greeted = !fatal;
-                if !send(&out_tx, reply(result)).await || fatal {
-                    break;
-                }
-                continue;
-            }
-            _ if !greeted => {
-                let e = RpcError::new(
-                    ErrorCode::Handshake,
-                    "send `hello` with your protocol version first",
-                );
-                if !send(&out_tx, reply(Err(e))).await {
-                    break;
-                }
-                continue;
-            }
-            _ if session.role.is_none() => {
-                let e = RpcError::new(
-                    ErrorCode::PermissionDenied,
-                    format!("user '{}' has no role in [access]", session.caller.user),
-                );
-                if !send(&out_tx, reply(Err(e))).await {
-                    break;
-                }
-                continue;
-            }
-            "subscribe" => {
-                let params: Result<SubscribeParams, RpcError> =
-                    parse(request.params).and_then(|p| {
-                        if subscriptions.len() >= ctx.limits.max_subscriptions {
-                            Err(subscription_cap(ctx.limits.max_subscriptions))
-                        } else {
-                            Ok(p)
-                        }
-                    });
-                let params = match params {
-                    Ok(p) => p,
-                    Err(e) => {
-                        if !send(&out_tx, reply(Err(e))).await {
-                            break;
-                        }
-                        continue;
-                    }
-                };
-                let id_sub = next_sub;
-                next_sub += 1;
-                let (rx, seq) = ctx.subscribe_feed();
-                let token = conn_stop.child_token();
-                subscriptions.insert(id_sub, token.clone());
-                // The reply goes first so the client knows the id before events arrive.
-                if !send(
-                    &out_tx,
-                    reply(Ok(serde_json::to_value(SubscribeResult {
-                        subscription: id_sub,
-                        seq,
-                    })
-                    .unwrap_or_default())),
-                )
-                .await
-                {
-                    break;
-                }
-                tokio::spawn(forward(rx, out_tx.clone(), id_sub, params, token));
-                continue;
-            }
-            "unsubscribe" => {
-                let sub = request.params.get("subscription").and_then(Value::as_u64);
-                let result = match sub.and_then(|s| subscriptions.remove(&s)) {
-                    Some(token) => {
-                        token.cancel();
-                        Ok(Value::Bool(true))
-                    }
-                    None => Err(RpcError::new(
-                        ErrorCode::NotFound,
-                        "no such subscription on this connection",
-                    )),
-                };
-                if !send(&out_tx, reply(result)).await {
-                    break;
-                }
-                continue;
-            }
-            _ => {}
+        if !open {
+            break;
         }
+    }
+    conn.stop.cancel();
+    drop(conn);
+    let _ = writer.await;
+}
+
+/// A connection between frames: who it is, whether it said hello, its
+/// subscriptions, and the queue its replies and events go out through.
+struct Conn {
+    ctx: Arc<ApiContext>,
+    session: Arc<Session>,
+    out: mpsc::Sender<String>,
+    stop: CancellationToken,
+    /// Bounds the requests of this connection running at once.
+    in_flight: Arc<Semaphore>,
+    greeted: bool,
+    subscriptions: HashMap<u64, CancellationToken>,
+    next_sub: u64,
+}
+
+/// A reply to the request with `id`, as a frame.
+fn reply(id: &Value, result: Result<Value, RpcError>) -> String {
+    match result {
+        Ok(v) => encode(&Response::ok(id.clone(), v)),
+        Err(e) => encode(&Response::err(id.clone(), e)),
+    }
+}
+
+impl Conn {
+    /// Answers one request (or starts it); false when the connection must close.
+    async fn request(&mut self, request: Request) -> bool {
+        let id = request.id.clone().unwrap_or(Value::Null);
+        let name = request.method.as_str();
+        if name == method::Hello::NAME {
+            let result = hello(&self.session, request.params);
+            let fatal = result.is_err();
+            self.greeted = !fatal;
+            return send(&self.out, reply(&id, result)).await && !fatal;
+        }
+        if let Err(e) = self.admitted() {
+            return send(&self.out, reply(&id, Err(e))).await;
+        }
+        if name == method::Subscribe::NAME {
+            return self.subscribe(&id, request.params).await;
+        }
+        if name == method::Unsubscribe::NAME {
+            let result = self.unsubscribe(request.params);
+            return send(&self.out, reply(&id, result)).await;
+        }
+        self.start(id, request).await
+    }
+
+    /// Whether requests other than `hello` may run: greeted, and the caller has a role.
+    fn admitted(&self) -> Result<(), RpcError> {
+        if !self.greeted {
+            return Err(RpcError::new(
+                ErrorCode::Handshake,
+                "send `hello` with your protocol version first",
+            ));
+        }
+        if self.session.role.is_none() {
+            return Err(RpcError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "user '{}' has no role in [access]",
+                    self.session.caller.user
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `subscribe`: the reply, then the events as they come (see [`forward`]).
+    async fn subscribe(&mut self, id: &Value, params: Value) -> bool {
+        let max = self.ctx.limits.max_subscriptions;
+        let checked = permit(&self.session, info::<method::Subscribe>())
+            .and_then(|()| parse::<SubscribeParams>(params))
+            .and_then(|p| {
+                if self.subscriptions.len() >= max {
+                    Err(subscription_cap(max))
+                } else {
+                    Ok(p)
+                }
+            });
+        let params = match checked {
+            Ok(p) => p,
+            Err(e) => return send(&self.out, reply(id, Err(e))).await,
+        };
+        let subscription = self.next_sub;
+        self.next_sub += 1;
+        let (rx, seq) = self.ctx.subscribe_feed();
+        let token = self.stop.child_token();
+        self.subscriptions.insert(subscription, token.clone());
+        let result = SubscribeResult { subscription, seq };
+        // The reply goes first so the client knows the id before events arrive.
+        if !send(&self.out, reply(id, dispatch::to_value(result))).await {
+            return false;
+        }
+        tokio::spawn(forward(rx, self.out.clone(), subscription, params, token));
+        true
+    }
+
+    /// `unsubscribe`: stops one subscription of this connection.
+    fn unsubscribe(&mut self, params: Value) -> Result<Value, RpcError> {
+        permit(&self.session, info::<method::Unsubscribe>())?;
+        // Params that do not read as a subscription name none (not found).
+        let sub = parse::<UnsubscribeParams>(params)
+            .ok()
+            .and_then(|p| p.subscription);
+        match sub.and_then(|s| self.subscriptions.remove(&s)) {
+            Some(token) => {
+                token.cancel();
+                dispatch::to_value(true)
+            }
+            None => Err(RpcError::new(
+                ErrorCode::NotFound,
+                "no such subscription on this connection",
+            )),
+        }
+    }
+
+    /// Starts a method of the table; its reply goes out when it is done.
+    async fn start(&self, id: Value, request: Request) -> bool {
         // Other requests run concurrently; replies carry their ids. A request runs to
         // its end even if the client leaves: stopping it halfway could leave a store
         // write without its audit row (or the registry without its flag).
         // At most MAX_IN_FLIGHT requests of one connection run at once; reading
         // waits beyond that, so one client cannot pile up unbounded work.
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            break;
+        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            return false;
         };
-        let ctx = Arc::clone(&ctx);
-        let session = Arc::clone(&session);
-        let out = out_tx.clone();
+        let ctx = Arc::clone(&self.ctx);
+        let session = Arc::clone(&self.session);
+        let out = self.out.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let result = handlers::dispatch(&ctx, &session, &request.method, request.params).await;
-            let text = reply(result);
-            let _ = send(&out, text).await;
+            let result = dispatch::dispatch(&ctx, &session, &request.method, request.params).await;
+            let _ = send(&out, reply(&id, result)).await;
         });
+        true
     }
-    conn_stop.cancel();
-    drop(out_tx);
-    let _ = writer.await;
 }
 
 /// Queues a reply, waiting (bounded) for room; false when the client is gone or stuck.
@@ -286,6 +320,14 @@ fn hello(session: &Session, params: Value) -> Result<Value, RpcError> {
     .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
 }
 
+/// The table's entry for `M`.
+fn info<M: Method>() -> method::MethodInfo {
+    method::MethodInfo {
+        name: M::NAME,
+        role: M::ROLE,
+    }
+}
+
 fn subscription_cap(max: usize) -> RpcError {
     RpcError::new(
         ErrorCode::Refused,
@@ -299,7 +341,7 @@ fn subscription_cap(max: usize) -> RpcError {
 fn lagged(subscription: u64, missed: u64) -> String {
     encode(&Notification {
         jsonrpc: "2.0".into(),
-        method: "lagged".into(),
+        method: notice::LAGGED.into(),
         params: serde_json::to_value(LaggedNotice {
             subscription,
             missed,
@@ -373,7 +415,7 @@ async fn forward(
         }
         let notice = Notification {
             jsonrpc: "2.0".into(),
-            method: "event".into(),
+            method: notice::EVENT.into(),
             params: serde_json::to_value(EventNotice {
                 subscription,
                 seq: *seq,

@@ -126,7 +126,7 @@ pub fn decode_request(line: &[u8]) -> Result<Option<Request>, Box<BadFrame>> {
 
 /// Checks `hello`'s params: a client of another protocol major is refused.
 pub fn check_hello(params: Value) -> Result<HelloParams, RpcError> {
-    let p: HelloParams = super::handlers::parse(params)?;
+    let p: HelloParams = super::dispatch::parse(params)?;
     let major = p
         .protocol
         .split('.')

@@ -217,6 +217,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use sluice_shared::method::{Method, PipelinesTrigger, RunsCancel, RunsRetry};
 
     #[tokio::test]
     async fn a_key_runs_its_call_once_even_when_repeats_overlap() {
@@ -229,22 +230,22 @@ mod tests {
         };
         let p = json!({ "id": 7, "idempotency_key": "k1" });
         let (a, b) = tokio::join!(
-            ids.once("alice", "runs.retry", "k1", &p, call()),
-            ids.once("alice", "runs.retry", "k1", &p, call()),
+            ids.once("alice", RunsRetry::NAME, "k1", &p, call()),
+            ids.once("alice", RunsRetry::NAME, "k1", &p, call()),
         );
         assert_eq!(a.unwrap(), json!({ "run": 1 }));
         assert_eq!(b.unwrap(), json!({ "run": 1 }));
-        let again = ids.once("alice", "runs.retry", "k1", &p, call()).await;
+        let again = ids.once("alice", RunsRetry::NAME, "k1", &p, call()).await;
         assert_eq!(again.unwrap(), json!({ "run": 1 }));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // Another user, method or key is another call.
-        ids.once("bob", "runs.retry", "k1", &p, call())
+        ids.once("bob", RunsRetry::NAME, "k1", &p, call())
             .await
             .unwrap();
-        ids.once("alice", "runs.cancel", "k1", &p, call())
+        ids.once("alice", RunsCancel::NAME, "k1", &p, call())
             .await
             .unwrap();
-        ids.once("alice", "runs.retry", "k2", &p, call())
+        ids.once("alice", RunsRetry::NAME, "k2", &p, call())
             .await
             .unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 4);
@@ -260,17 +261,17 @@ mod tests {
         let other =
             json!({ "name": "deploy", "inputs": { "a": 2, "b": [1, 2] }, "idempotency_key": "k" });
         let ok = || async { Ok(json!({ "run": 1 })) };
-        ids.once("alice", "pipelines.trigger", "k", &first, ok())
+        ids.once("alice", PipelinesTrigger::NAME, "k", &first, ok())
             .await
             .unwrap();
         assert_eq!(
-            ids.once("alice", "pipelines.trigger", "k", &reordered, ok())
+            ids.once("alice", PipelinesTrigger::NAME, "k", &reordered, ok())
                 .await
                 .unwrap(),
             json!({ "run": 1 })
         );
         let err = ids
-            .once("alice", "pipelines.trigger", "k", &other, ok())
+            .once("alice", PipelinesTrigger::NAME, "k", &other, ok())
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidParams as i64);
@@ -285,7 +286,7 @@ mod tests {
     async fn an_expired_key_is_a_new_call() {
         let ids = Idempotency::default();
         let ok = || async { Ok(json!({})) };
-        ids.once("alice", "runs.cancel", "k", &json!({ "id": 1 }), ok())
+        ids.once("alice", RunsCancel::NAME, "k", &json!({ "id": 1 }), ok())
             .await
             .unwrap();
         {
@@ -296,7 +297,7 @@ mod tests {
             s.users.get_mut("alice").unwrap().order[0].0 = long_ago;
         }
         // Other params under the old key: not refused, since the key is forgotten.
-        ids.once("alice", "runs.cancel", "k", &json!({ "id": 2 }), ok())
+        ids.once("alice", RunsCancel::NAME, "k", &json!({ "id": 2 }), ok())
             .await
             .unwrap();
         assert_eq!(ids.inner.lock().unwrap().total, 1);
@@ -311,20 +312,20 @@ mod tests {
             Ok(json!({}))
         };
         let p = json!({});
-        ids.once("alice", "runs.cancel", "mine", &p, call())
+        ids.once("alice", RunsCancel::NAME, "mine", &p, call())
             .await
             .unwrap();
         for i in 0..MAX_KEYS_PER_USER + 10 {
-            ids.once("bob", "runs.cancel", &format!("b{i}"), &p, call())
+            ids.once("bob", RunsCancel::NAME, &format!("b{i}"), &p, call())
                 .await
                 .unwrap();
         }
         let before = runs.load(Ordering::SeqCst);
-        ids.once("alice", "runs.cancel", "mine", &p, call())
+        ids.once("alice", RunsCancel::NAME, "mine", &p, call())
             .await
             .unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), before, "alice's key is kept");
-        ids.once("bob", "runs.cancel", "b0", &p, call())
+        ids.once("bob", RunsCancel::NAME, "b0", &p, call())
             .await
             .unwrap();
         assert_eq!(

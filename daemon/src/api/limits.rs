@@ -1,39 +1,32 @@
-//! Socket methods of the limits: `limits.usage`, `limits.explain` and the
-//! users' webhook tokens (`tokens.create`, `tokens.list`, `tokens.revoke`).
+//! Socket methods of the limits: `limits.usage`, `limits.explain`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
 use sluice_shared::protocol::{
     ErrorCode, GlobalUsage, LimitsExplainParams, LimitsExplainResult, LimitsUsageParams,
-    LimitsUsageResult, RpcError, TokenCreateParams, TokenCreateResult, TokenInfo,
-    TokenRevokeParams, UserUsage,
+    LimitsUsageResult, RpcError, UserUsage,
 };
 use sluice_shared::run::RunState;
 
-use super::ApiContext;
-use super::handlers::{parse, store_err, to_value};
-use crate::limits::tokens::{self, TOKEN_PREFIX, token_hash};
+use super::dispatch::Cx;
+use super::errors::store_err;
 use crate::limits::user_key;
-
-fn new_token() -> Result<String, RpcError> {
-    tokens::new_token()
-        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("no randomness: {e}")))
-}
 
 fn num(n: Option<impl TryInto<u64>>) -> Option<u64> {
     n.and_then(|v| v.try_into().ok())
 }
 
 /// `limits.usage`.
-pub(crate) async fn usage(ctx: &ApiContext, params: Value) -> Result<Value, RpcError> {
-    let p: LimitsUsageParams = parse(params)?;
-    let limits = ctx.engine.limits();
+pub(crate) async fn usage(
+    cx: &Cx<'_>,
+    p: LimitsUsageParams,
+) -> Result<LimitsUsageResult, RpcError> {
+    let limits = cx.engine.limits();
     let config = limits.config();
-    let view = ctx.engine.admission();
-    let workers = ctx.engine.workers();
+    let view = cx.engine.admission();
+    let workers = cx.engine.workers();
     let now = jiff::Timestamp::now();
-    let store = ctx.engine.store();
+    let store = cx.engine.store();
     // Days differ by zone; two days back covers every zone's "today".
     let since = (now - jiff::SignedDuration::from_hours(48))
         .to_zoned(jiff::tz::TimeZone::UTC)
@@ -45,7 +38,7 @@ pub(crate) async fn usage(ctx: &ApiContext, params: Value) -> Result<Value, RpcE
         .refusals_since(minute - 24 * 60)
         .await
         .map_err(store_err)?;
-    let running = ctx
+    let running = cx
         .engine
         .store()
         .unfinished_briefs()
@@ -100,7 +93,7 @@ pub(crate) async fn usage(ctx: &ApiContext, params: Value) -> Result<Value, RpcE
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-    to_value(LimitsUsageResult {
+    Ok(LimitsUsageResult {
         global: GlobalUsage {
             held: view.held.len() as u64,
             running,
@@ -119,9 +112,11 @@ pub(crate) async fn usage(ctx: &ApiContext, params: Value) -> Result<Value, RpcE
 }
 
 /// `limits.explain`: why a run has not started.
-pub(crate) async fn explain(ctx: &ApiContext, params: Value) -> Result<Value, RpcError> {
-    let p: LimitsExplainParams = parse(params)?;
-    let record = ctx
+pub(crate) async fn explain(
+    cx: &Cx<'_>,
+    p: LimitsExplainParams,
+) -> Result<LimitsExplainResult, RpcError> {
+    let record = cx
         .engine
         .store()
         .run(p.run)
@@ -129,8 +124,8 @@ pub(crate) async fn explain(ctx: &ApiContext, params: Value) -> Result<Value, Rp
         .map_err(store_err)?
         .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("run {} not found", p.run)))?;
     let user = user_key(record.trigger.user.as_deref()).to_owned();
-    let config = ctx.engine.limits().config();
-    let view = ctx.engine.admission();
+    let config = cx.engine.limits().config();
+    let view = cx.engine.admission();
     let mut result = LimitsExplainResult {
         run: p.run,
         state: record.state,
@@ -161,88 +156,5 @@ pub(crate) async fn explain(ctx: &ApiContext, params: Value) -> Result<Value, Rp
         }
         s => result.reason = format!("{s}: it has finished"),
     }
-    to_value(result)
-}
-
-/// `tokens.create`: a new token for a user, printed once; only its hash is kept.
-pub(crate) async fn token_create(
-    ctx: &ApiContext,
-    params: Value,
-    by: &str,
-) -> Result<Value, RpcError> {
-    let p: TokenCreateParams = parse(params)?;
-    if p.user.trim().is_empty() {
-        return Err(RpcError::new(ErrorCode::InvalidParams, "the user is empty"));
-    }
-    // The token's user is compared with socket users (self-approval): it must be a plain name.
-    if p.user.trim() != p.user || p.user.chars().any(char::is_control) {
-        return Err(RpcError::new(
-            ErrorCode::InvalidParams,
-            "the user name has surrounding spaces or control characters",
-        ));
-    }
-    if let Some(name) = &p.pipeline
-        && ctx.registry.get(name).is_none()
-    {
-        return Err(RpcError::new(
-            ErrorCode::NotFound,
-            format!("no pipeline '{name}'"),
-        ));
-    }
-    let token = new_token()?;
-    let prefix: String = token.chars().take(TOKEN_PREFIX.len() + 6).collect();
-    let id = ctx
-        .engine
-        .store()
-        .create_token(
-            &p.user,
-            p.pipeline.as_deref(),
-            &token_hash(&token),
-            &prefix,
-            by,
-        )
-        .await
-        .map_err(store_err)?;
-    to_value(TokenCreateResult {
-        id,
-        token,
-        user: p.user,
-        pipeline: p.pipeline,
-    })
-}
-
-/// `tokens.list`.
-pub(crate) async fn token_list(ctx: &ApiContext) -> Result<Value, RpcError> {
-    let rows = ctx.engine.store().tokens().await.map_err(store_err)?;
-    to_value(
-        rows.into_iter()
-            .map(|t| TokenInfo {
-                id: t.id,
-                user: t.user,
-                pipeline: t.pipeline,
-                prefix: t.prefix,
-                created_at: t.created_at,
-                created_by: t.created_by,
-                revoked_at: t.revoked_at,
-            })
-            .collect::<Vec<_>>(),
-    )
-}
-
-/// `tokens.revoke`.
-pub(crate) async fn token_revoke(ctx: &ApiContext, params: Value) -> Result<Value, RpcError> {
-    let p: TokenRevokeParams = parse(params)?;
-    if !ctx
-        .engine
-        .store()
-        .revoke_token(p.id)
-        .await
-        .map_err(store_err)?
-    {
-        return Err(RpcError::new(
-            ErrorCode::NotFound,
-            format!("no active token {}", p.id),
-        ));
-    }
-    Ok(serde_json::json!({ "id": p.id, "revoked": true }))
+    Ok(result)
 }

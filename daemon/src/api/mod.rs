@@ -2,14 +2,28 @@
 //! socket (docs/protocol.md). Callers are identified by the socket's peer
 //! credentials; roles come from `[access]`; every state-changing call is
 //! audited. Slow subscribers are told they lagged and never slow the engine.
+//!
+//! Methods are dispatched through the method table of `sluice_shared::method`
+//! ([`dispatch`]), to one handler module per area (`runs`, `pipelines`,
+//! `approvals`, `audit`, `schedules`, `limits`, `tokens`, `logs`, `status`);
+//! `hello`, `subscribe` and `unsubscribe` act on the connection ([`conn`]).
 
+mod approvals;
+mod audit;
 mod conn;
+mod dispatch;
+mod errors;
 pub mod frame;
-mod handlers;
 mod idempotency;
 pub mod identity;
 mod limits;
+mod logs;
+mod pipelines;
+mod runs;
+mod schedules;
 pub mod slots;
+mod status;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +43,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::triggers::Triggers;
 use crate::triggers::cron::Scheduler;
-pub use handlers::{parse as parse_params, required_role};
+pub use dispatch::{check_params, parse as parse_params, required_role};
 use identity::Access;
 use slots::Slots;
 

@@ -1,17 +1,15 @@
-//! The real `sluiced` binary on a temp directory, and a raw JSON-RPC client
-//! speaking to its socket (the protocol types come from `sluice_shared`).
+//! The real `sluiced` binary on a temp directory, and the shared socket
+//! client (`sluice_shared::client`) with deadlines, speaking JSON to it.
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::Duration;
 
-use serde_json::{Value, json};
-use sluice_shared::protocol::{Notification, Request, RpcError, ServerMessage};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use serde_json::Value;
+use sluice_shared::client::ClientError;
+use sluice_shared::method::{Call, Method};
+use sluice_shared::protocol::{Notification, RpcError, ServerMessage};
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -136,126 +134,115 @@ impl Drop for Daemon {
     }
 }
 
+/// The shared socket client with the tests' manners: params and results as
+/// JSON (these tests check the wire itself), every wait bounded by 30 s, and
+/// a broken connection a test failure rather than a value.
 pub struct Client {
-    reader: TokioBufReader<OwnedReadHalf>,
-    pub writer: OwnedWriteHalf,
-    next: u64,
-    pub notifications: std::collections::VecDeque<Notification>,
+    inner: sluice_shared::client::Client,
 }
+
+/// How long one read or write may take before the test fails.
+const IO_SECS: u64 = 30;
 
 impl Client {
     pub async fn connect(path: &Path) -> Self {
         // A full listen backlog makes connect wait; bounded like every read.
-        let stream = crate::common::within(
-            30,
+        let inner = crate::common::within(
+            IO_SECS,
             &format!("a connection to {}", path.display()),
-            UnixStream::connect(path),
+            sluice_shared::client::Client::connect(path),
         )
         .await
         .expect("connect");
-        let (r, w) = stream.into_split();
-        Self {
-            reader: TokioBufReader::new(r),
-            writer: w,
-            next: 1,
-            notifications: Default::default(),
-        }
+        Self { inner }
     }
 
     pub async fn hello(&mut self) -> Result<Value, RpcError> {
-        self.call(
-            "hello",
-            json!({ "protocol": sluice_shared::protocol::protocol_version(), "client": "test" }),
-        )
-        .await
+        let hello = crate::common::within(IO_SECS, "hello", self.inner.hello("test")).await;
+        match hello {
+            Ok(h) => Ok(serde_json::to_value(h).expect("encode")),
+            Err(ClientError::Rpc(e)) => Err(e),
+            Err(e) => panic!("hello: {e}"),
+        }
     }
 
     /// `hello`, reporting a refusal (an error with a null id) or a closed
     /// connection (`None`) instead of failing.
     pub async fn try_hello(&mut self) -> Option<Result<Value, RpcError>> {
-        let mut frame = serde_json::to_string(&Request::new(
-            0,
-            "hello",
-            json!({ "protocol": sluice_shared::protocol::protocol_version() }),
-        ))
-        .expect("encode");
-        frame.push('\n');
-        // The daemon may have closed a refused connection already: then the read tells.
-        let _ = self.writer.write_all(frame.as_bytes()).await;
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line))
-            .await
-            .expect("reply in time")
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        match serde_json::from_str::<ServerMessage>(&line).expect("a JSON-RPC message") {
-            ServerMessage::Response(r) => Some(match r.error {
-                Some(e) => Err(e),
-                None => Ok(r.result.unwrap_or(Value::Null)),
-            }),
-            ServerMessage::Notification(n) => panic!("notification before hello: {n:?}"),
+        let hello = crate::common::within(IO_SECS, "hello", self.inner.hello("test")).await;
+        match hello {
+            Ok(h) => Some(Ok(serde_json::to_value(h).expect("encode"))),
+            Err(ClientError::Rpc(e)) => Some(Err(e)),
+            Err(_) => None,
         }
     }
 
-    /// The reading half, for tests that read raw bytes.
-    pub fn reader_mut(&mut self) -> &mut TokioBufReader<OwnedReadHalf> {
-        &mut self.reader
-    }
-
+    /// Writes bytes as they are (frames the tests make bad on purpose).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         // A daemon that stops reading fills the socket buffer: fail, do not wait.
         crate::common::within(
-            30,
+            IO_SECS,
             "the daemon to take a request",
-            self.writer.write_all(bytes),
+            self.inner.send_raw(bytes),
         )
         .await
         .expect("write");
     }
 
+    /// The next message the daemon sends.
     pub async fn read(&mut self) -> ServerMessage {
-        let mut line = String::new();
-        let n = crate::common::within(
-            30,
+        crate::common::within(
+            IO_SECS,
             "a message from the daemon",
-            self.reader.read_line(&mut line),
+            self.inner.next_message(),
         )
         .await
-        .expect("read");
-        assert!(n > 0, "connection closed");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad message {line}: {e}"))
+        .unwrap_or_else(|e| panic!("reading a message: {e}"))
     }
 
-    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
-        let id = self.next;
-        self.next += 1;
-        let mut frame = serde_json::to_string(&Request::new(id, method, params)).expect("encode");
-        frame.push('\n');
-        self.send_raw(frame.as_bytes()).await;
-        loop {
-            match self.read().await {
-                ServerMessage::Response(r) if r.id == json!(id) => {
-                    return match r.error {
-                        Some(e) => Err(e),
-                        None => Ok(r.result.unwrap_or(Value::Null)),
-                    };
+    /// What the daemon sends until it closes the connection.
+    pub async fn until_closed(&mut self) -> Vec<ServerMessage> {
+        let read = async {
+            let mut said = Vec::new();
+            loop {
+                match self.inner.next_message().await {
+                    Ok(m) => said.push(m),
+                    Err(ClientError::Closed) => return said,
+                    Err(e) => panic!("reading until the close: {e}"),
                 }
-                ServerMessage::Response(r) => panic!("unexpected response {r:?}"),
-                ServerMessage::Notification(n) => self.notifications.push_back(n),
             }
+        };
+        crate::common::within(IO_SECS, "the daemon to close the connection", read).await
+    }
+
+    /// Calls method `M` with `params` as given; the result as JSON.
+    pub async fn call<M: Method>(&mut self, params: Value) -> Result<Value, RpcError> {
+        self.call_named(M::NAME, params).await
+    }
+
+    /// Calls a method the table does not have (the daemon must say so).
+    pub async fn call_unknown(&mut self, method: &'static str) -> Result<Value, RpcError> {
+        assert!(
+            sluice_shared::method::find(method).is_none(),
+            "{method} is a real method"
+        );
+        self.call_named(method, Value::Object(Default::default()))
+            .await
+    }
+
+    async fn call_named(&mut self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+        let call = Call { method, params };
+        let reply = crate::common::within(IO_SECS, method, self.inner.call_value(&call)).await;
+        match reply {
+            Ok(v) => Ok(v),
+            Err(ClientError::Rpc(e)) => Err(e),
+            Err(e) => panic!("{method}: {e}"),
         }
     }
 
     pub async fn notification(&mut self) -> Notification {
-        if let Some(n) = self.notifications.pop_front() {
-            return n;
-        }
-        loop {
-            if let ServerMessage::Notification(n) = self.read().await {
-                return n;
-            }
-        }
+        crate::common::within(IO_SECS, "a notification", self.inner.notification())
+            .await
+            .unwrap_or_else(|e| panic!("waiting for a notification: {e}"))
     }
 }

@@ -14,15 +14,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
+use sluice_shared::client::{Client, Notice};
 use sluice_shared::event::Event;
-use sluice_shared::protocol::{EventNotice, PipelineSummary};
+use sluice_shared::method as m;
+use sluice_shared::protocol::{NoParams, SubscribeParams, TriggerParams};
 
-use crate::client::Client;
 use crate::exit::Exit;
 use crate::output::emit;
 use crate::table;
 use sluice_tui::console::{self, ConsoleOptions};
+
+/// How the demo introduces itself to its daemon.
+const CLIENT: &str = concat!("sluice demo ", env!("CARGO_PKG_VERSION"));
 
 const PIPELINES: &[(&str, &str)] = &[
     (
@@ -118,19 +122,24 @@ pub async fn run(no_console: bool, console: ConsoleOptions) -> anyhow::Result<Ex
 /// Starts the demo runs: a greeting, a retried step, a durable wait, one
 /// waiting for approval and one that fails.
 async fn start_runs(socket: &Path) -> anyhow::Result<()> {
-    let mut control = Client::connect(socket).await?;
-    for (name, inputs) in [
-        ("hello", json!({ "who": "demo" })),
-        ("flaky", json!({})),
-        ("nightly-wait", json!({})),
-        ("deploy", json!({})),
-        ("backup", json!({})),
+    let (mut control, _) = Client::open(socket, CLIENT).await?;
+    for (name, who) in [
+        ("hello", Some("demo")),
+        ("flaky", None),
+        ("nightly-wait", None),
+        ("deploy", None),
+        ("backup", None),
     ] {
+        let inputs: Map<String, Value> = who
+            .map(|w| ("who".to_owned(), Value::from(w)))
+            .into_iter()
+            .collect();
         control
-            .call::<Value>(
-                "pipelines.trigger",
-                json!({ "name": name, "inputs": inputs }),
-            )
+            .call::<m::PipelinesTrigger>(TriggerParams {
+                name: name.to_owned(),
+                inputs,
+                wait: false,
+            })
             .await?;
     }
     Ok(())
@@ -314,8 +323,8 @@ fn clock() -> String {
 /// Prints the demo's events until Ctrl-C or SIGTERM.
 async fn feed(dir: &Path, socket: &Path, mut signals: StopSignals) -> anyhow::Result<Exit> {
     let socket = socket.to_path_buf();
-    let mut client = Client::connect(&socket).await?;
-    let pipelines: Vec<PipelineSummary> = client.call("pipelines.list", json!({})).await?;
+    let (mut client, _) = Client::open(&socket, CLIENT).await?;
+    let pipelines = client.call::<m::PipelinesList>(NoParams).await?;
     let rows: Vec<Vec<String>> = pipelines
         .iter()
         .map(|p| {
@@ -341,7 +350,9 @@ async fn feed(dir: &Path, socket: &Path, mut signals: StopSignals) -> anyhow::Re
         "In another terminal:\n  export SLUICE_SOCKET={}\n  sluice runs\n  sluice trigger hello -i who=you --wait\n  sluice logs <run> -f\n\nLive events (Ctrl-C stops the demo and the daemon):\n",
         socket.display()
     ))?;
-    client.call::<Value>("subscribe", json!({})).await?;
+    client
+        .call::<m::Subscribe>(SubscribeParams::default())
+        .await?;
     start_runs(&socket).await?;
     let mut names = std::collections::HashMap::new();
     loop {
@@ -349,12 +360,13 @@ async fn feed(dir: &Path, socket: &Path, mut signals: StopSignals) -> anyhow::Re
             n = client.notification() => n?,
             () = signals.recv() => break,
         };
-        if n.method == "lagged" {
-            emit(&format!("{} (some events skipped)\n", clock()))?;
-            continue;
-        }
-        let Ok(notice) = serde_json::from_value::<EventNotice>(n.params) else {
-            continue;
+        let notice = match Notice::read(n) {
+            Notice::Event(e) => e,
+            Notice::Lagged(_) => {
+                emit(&format!("{} (some events skipped)\n", clock()))?;
+                continue;
+            }
+            Notice::Other(_) => continue,
         };
         let line = match notice.event {
             Event::RunCreated { run, pipeline } => {

@@ -2,5 +2,7 @@
 
 pub mod cron;
 pub mod demo;
+pub mod limits;
+pub mod logs;
 pub mod remote;
 pub mod validate;

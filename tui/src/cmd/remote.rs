@@ -1,37 +1,31 @@
-//! Subcommands that talk to the daemon over its socket.
+//! Subcommands that talk to the daemon over its socket: one function per
+//! subcommand, each a typed call through the method table and its output.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
-use serde_json::{Map, Value, json};
-use sluice_shared::event::Event;
+use serde_json::{Map, Value};
+use sluice_shared::client::Client;
+use sluice_shared::method::{self as m, Method};
 use sluice_shared::protocol::{
-    ApprovalInfo, AuditAckResult, AuditEntry, AuditVerifyResult, ConfigErrors, EventNotice,
-    LogsPage, MisfireEntry, PipelineDetail, PipelineSummary, RunDetail, RunsPage, ScheduleSummary,
-    StatusResult, SubscribeResult, TriggerResult,
+    ApprovalsListParams, AuditAckParams, AuditListParams, DecideParams, DecideResult,
+    MisfiresListParams, NoParams, PipelineRef, ResolveParams, RetryParams, RunDetail, RunRef,
+    RunsListParams, ScheduleRef, TriggerParams,
 };
-use sluice_shared::protocol::{
-    LimitsExplainParams, LimitsExplainResult, LimitsUsageParams, LimitsUsageResult,
-    TokenCreateParams, TokenCreateResult, TokenInfo, TokenRevokeParams,
-};
-use sluice_shared::run::{RunId, RunState};
+use sluice_shared::run::{Resolution, RetryMode, RunId, RunState};
 use sluice_tui::console::inputs as console_inputs;
 
-use crate::cli::{Command, LimitsCommand, ResolveAction, RunsArgs, TokenCommand};
-use crate::client::Client;
+use crate::cli::{Command, ResolveAction, RunsArgs};
 use crate::exit::{Exit, Failure};
 use crate::output::emit;
 use crate::table;
 
-fn usage(message: impl Into<String>) -> Failure {
+pub(super) fn usage(message: impl Into<String>) -> Failure {
     Failure::usage(message)
 }
 
-fn io(e: std::io::Error) -> Failure {
+pub(super) fn io(e: std::io::Error) -> Failure {
     Failure::new(Exit::Failure, e.to_string())
 }
 
-fn run_id(text: &str) -> Result<RunId, Failure> {
+pub(super) fn run_id(text: &str) -> Result<RunId, Failure> {
     text.parse()
         .map_err(|_| usage(format!("'{text}' is not a run id (write 12 or #12)")))
 }
@@ -48,7 +42,7 @@ fn inputs(pairs: &[String], definition: Option<&Value>) -> Result<Map<String, Va
     sluice_shared::inputs::from_assignments(pairs, declared.as_deref()).map_err(usage)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+pub(super) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
     let text =
         serde_json::to_string_pretty(v).map_err(|e| Failure::new(Exit::Failure, e.to_string()))?;
     emit(&format!("{text}\n")).map_err(io)
@@ -57,7 +51,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
 /// How wide tables may be: `COLUMNS` when set, else the terminal's width;
 /// without `COLUMNS`, output to a pipe or file is never cut, so scripts get
 /// whole values.
-fn width() -> usize {
+pub(super) fn width() -> usize {
     use std::io::IsTerminal;
     if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
         return c;
@@ -68,7 +62,7 @@ fn width() -> usize {
     ratatui::crossterm::terminal::size().map_or(80, |(w, _)| usize::from(w))
 }
 
-fn state_word(s: RunState) -> String {
+pub(super) fn state_word(s: RunState) -> String {
     let symbol = match s {
         RunState::Queued => "·",
         RunState::Running => "▶",
@@ -81,594 +75,516 @@ fn state_word(s: RunState) -> String {
 }
 
 /// Runs one socket subcommand.
-pub async fn run(command: Command, socket: PathBuf, json: bool) -> Result<Exit, Failure> {
-    let mut client = Client::connect(&socket).await?;
+pub async fn run(
+    command: Command,
+    socket: std::path::PathBuf,
+    json: bool,
+) -> Result<Exit, Failure> {
+    let name = format!("sluice {}", env!("CARGO_PKG_VERSION"));
+    let (mut client, hello) = Client::open(&socket, &name).await?;
+    let c = &mut client;
+    let done = |r: Result<(), Failure>| r.map(|()| Exit::Success);
     match command {
-        Command::Status => {
-            let s: StatusResult = client.call("status", json!({})).await?;
-            if json {
-                print_json(&s)?;
-            } else {
-                emit(&format!(
-                    "sluiced {} up {}s as seen by {} ({})\npipelines {} (config errors {})\nruns: {} queued, {} running, {} waiting; approvals pending {}\nstate {}\n",
-                    s.daemon_version, s.uptime_s, client.hello.user, client.hello.role.as_str(), s.pipelines, s.config_errors, s.queued, s.running, s.waiting, s.approvals_pending, s.state_dir
-                ))
-                .map_err(io)?;
-                if let Some(p) = &s.audit_problem {
-                    emit(&format!(
-                        "AUDIT TRAIL BROKEN: {p}; state changes are refused until an admin runs `sluice audit ack`\n"
-                    ))
-                    .map_err(io)?;
-                }
-            }
-        }
-        Command::Pipelines => {
-            let list: Vec<PipelineSummary> = client.call("pipelines.list", json!({})).await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.name.clone(),
-                            if !p.present {
-                                "removed".into()
-                            } else if p.enabled {
-                                "yes".into()
-                            } else {
-                                "no".into()
-                            },
-                            format!("v{}", p.version),
-                            p.last_state.map_or("-".into(), state_word),
-                            p.next_fire.clone().unwrap_or_else(|| "-".into()),
-                            p.triggers.join(", "),
-                        ]
-                    })
-                    .collect();
-                emit(&table::render(
-                    &["NAME", "ENABLED", "VER", "LAST", "NEXT FIRE", "TRIGGERS"],
-                    &rows,
-                    width(),
-                ))
-                .map_err(io)?;
-            }
-        }
-        Command::Runs(args) => runs(&mut client, args, json).await?,
-        Command::Run { id } => {
-            let d: RunDetail = client
-                .call("runs.get", json!({ "id": run_id(&id)? }))
-                .await?;
-            if json {
-                print_json(&d)?;
-            } else {
-                print_run(&d)?;
-            }
-        }
+        Command::Status => done(status(c, &hello, json).await),
+        Command::Pipelines => done(pipelines(c, json).await),
+        Command::Runs(args) => done(runs(c, args, json).await),
+        Command::Run { id } => done(run_detail(c, &id, json).await),
         Command::Logs { id, node, follow } => {
-            logs(&mut client, run_id(&id)?, node, follow, json).await?
+            done(super::logs::logs(c, run_id(&id)?, node, follow, json).await)
         }
-        Command::Trigger {
-            name,
-            inputs: pairs,
-            wait,
-        } => {
-            // The declared input types say how to read `-i` values.
-            let definition = if pairs.is_empty() {
-                None
-            } else {
-                client
-                    .call::<PipelineDetail>("pipelines.get", json!({ "name": name }))
-                    .await
-                    .ok()
-                    .map(|d| d.definition)
-            };
-            let inputs = inputs(&pairs, definition.as_ref())?;
-            let r: TriggerResult = client
-                .call(
-                    "pipelines.trigger",
-                    json!({ "name": name, "inputs": inputs, "wait": wait }),
-                )
-                .await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                match &r.detail {
-                    Some(d) => print_run(d)?,
-                    None => emit(&format!("{} started\n", r.run)).map_err(io)?,
-                }
-            }
-            if let Some(d) = &r.detail
-                && d.run.state != RunState::Succeeded
-            {
-                return Ok(Exit::Failure);
-            }
-        }
-        Command::Cancel { id } => {
-            let run = run_id(&id)?;
-            act(
-                &mut client,
-                "runs.cancel",
-                json!({ "id": run }),
-                json,
-                |_| format!("{run} cancelled"),
-            )
-            .await?;
-        }
-        Command::Retry { id, all } => {
-            let run = run_id(&id)?;
-            let params = json!({ "id": run, "mode": if all { "all" } else { "failed" } });
-            act(&mut client, "runs.retry", params, json, |v| {
-                format!("#{} started (retry of {run})", v["run"])
-            })
-            .await?;
-        }
-        Command::Approvals { all } => {
-            let list: Vec<ApprovalInfo> = client
-                .call("approvals.list", json!({ "pending": !all }))
-                .await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|a| {
-                        vec![
-                            a.id.to_string(),
-                            a.run.to_string(),
-                            a.node.clone(),
-                            a.state.clone(),
-                            table::time(a.deadline),
-                            a.message.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                emit(&table::render(
-                    &["ID", "RUN", "NODE", "STATE", "DEADLINE", "MESSAGE"],
-                    &rows,
-                    width(),
-                ))
-                .map_err(io)?;
-            }
-        }
-        Command::Approve { id, reason } => {
-            let params = json!({ "id": id, "approve": true, "reason": reason });
-            act(&mut client, "approvals.decide", params, json, |v| {
-                if v["decided"] == json!(false) {
-                    let votes = v["approval"]["votes"].as_array().map_or(0, Vec::len);
-                    format!(
-                        "approval #{id}: {votes} of {} approvals; waiting for another approver",
-                        v["approval"]["min_approvals"]
-                    )
-                } else {
-                    format!("approval #{id} approved")
-                }
-            })
-            .await?;
-        }
-        Command::Reject { id, reason } => {
-            let params = json!({ "id": id, "approve": false, "reason": reason });
-            act(&mut client, "approvals.decide", params, json, |_| {
-                format!("approval #{id} rejected")
-            })
-            .await?;
-        }
-        Command::Enable { name } => {
-            act(
-                &mut client,
-                "pipelines.enable",
-                json!({ "name": name }),
-                json,
-                |_| format!("{name} enabled"),
-            )
-            .await?;
-        }
-        Command::Disable { name } => {
-            act(
-                &mut client,
-                "pipelines.disable",
-                json!({ "name": name }),
-                json,
-                |_| format!("{name} disabled"),
-            )
-            .await?;
-        }
+        Command::Trigger { name, inputs, wait } => trigger(c, name, &inputs, wait, json).await,
+        Command::Cancel { id } => done(cancel(c, &id, json).await),
+        Command::Retry { id, all } => done(retry(c, &id, all, json).await),
+        Command::Approvals { all } => done(approvals(c, all, json).await),
+        Command::Approve { id, reason } => done(decide(c, id, true, reason, json).await),
+        Command::Reject { id, reason } => done(decide(c, id, false, Some(reason), json).await),
+        Command::Enable { name } => done(set_enabled(c, name, true, json).await),
+        Command::Disable { name } => done(set_enabled(c, name, false, json).await),
         Command::Audit {
             action: Some(a),
             note,
             ..
-        } if a == "ack" => {
-            let r: AuditAckResult = client.call("audit.ack", json!({ "note": note })).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                emit(&format!(
-                    "acknowledged as audit row {}: {}\n",
-                    r.row, r.problem
-                ))
-                .map_err(io)?;
-            }
-        }
+        } if a == "ack" => done(audit_ack(c, note, json).await),
         Command::Audit {
             action: Some(_), ..
-        } => {
-            let r: AuditVerifyResult = client.call("audit.verify", json!({})).await?;
-            if json {
-                print_json(&r)?;
-            } else if r.ok {
-                emit(&format!("audit trail intact: {} rows\n", r.rows)).map_err(io)?;
-            } else {
-                emit(&format!(
-                    "audit trail BROKEN at row {}: {}\n",
-                    r.first_bad.unwrap_or(0),
-                    r.problem.clone().unwrap_or_default()
-                ))
-                .map_err(io)?;
-            }
-            if !r.ok {
-                return Ok(Exit::Failure);
-            }
-        }
+        } => audit_verify(c, json).await,
         Command::Audit {
             action: None,
             limit,
             ..
-        } => {
-            let rows: Vec<AuditEntry> =
-                client.call("audit.list", json!({ "limit": limit })).await?;
-            if json {
-                print_json(&rows)?;
-            } else {
-                let cells: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|a| {
-                        vec![
-                            a.id.to_string(),
-                            table::time(Some(a.at)),
-                            a.user.clone(),
-                            a.action.clone(),
-                            a.target.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                emit(&table::render(
-                    &["ID", "AT", "USER", "ACTION", "TARGET"],
-                    &cells,
-                    width(),
-                ))
-                .map_err(io)?;
-            }
-        }
+        } => done(audit_list(c, limit, json).await),
         Command::Resolve {
             id,
             node,
             action,
             output,
             reason,
-        } => {
-            let resolution = match action {
-                ResolveAction::Retry => json!({ "action": "retry" }),
-                ResolveAction::Succeed => {
-                    let out: Value = match output {
-                        Some(text) => serde_json::from_str(&text)
-                            .map_err(|e| usage(format!("--output is not JSON: {e}")))?,
-                        None => Value::Null,
-                    };
-                    json!({ "action": "succeed", "output": out })
-                }
-                ResolveAction::Fail => json!({ "action": "fail", "reason": reason }),
-            };
-            let run = run_id(&id)?;
-            let params = json!({ "id": run, "node": node, "resolution": resolution });
-            act(&mut client, "runs.resolve", params, json, |_| {
-                format!("node {node} of {run} resolved")
-            })
-            .await?;
-        }
-        Command::Errors => {
-            let v: ConfigErrors = client.call("config.errors", json!({})).await?;
-            // Rejected files fail the command alike with and without --json.
-            let rejected = v.diagnostics.iter().any(|d| d.is_error());
-            if json {
-                print_json(&v)?;
-                if rejected {
-                    return Ok(Exit::Failure);
-                }
-            } else {
-                let text: String = v.diagnostics.iter().map(|d| format!("{d}\n")).collect();
-                if !rejected {
-                    // Warnings (if any) first: they do not fail the command.
-                    emit(&format!("{text}no pipeline file is rejected\n")).map_err(io)?;
-                } else {
-                    emit(&text).map_err(io)?;
-                    return Ok(Exit::Failure);
-                }
-            }
-        }
-        Command::Reload => {
-            let v: Value = client.call("config.reload", json!({})).await?;
-            if json {
-                print_json(&v)?;
-            } else {
-                // Unreadable paths are rare; named only when there are some
-                // (`sluice errors` says why).
-                let unreadable = v["unreadable"].as_array().map_or(0, Vec::len);
-                emit(&format!(
-                    "updated {}, removed {}, rejected {}{}\n",
-                    v["updated"].as_array().map_or(0, Vec::len),
-                    v["removed"].as_array().map_or(0, Vec::len),
-                    v["rejected"].as_array().map_or(0, Vec::len),
-                    if unreadable > 0 {
-                        format!(", unreadable {unreadable} (kept as loaded; see `sluice errors`)")
-                    } else {
-                        String::new()
-                    }
-                ))
-                .map_err(io)?;
-            }
-        }
-        Command::Schedules => {
-            let list: Vec<ScheduleSummary> = client.call("schedules.list", json!({})).await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.pipeline.clone(),
-                            format!("{} {}", s.cron, s.timezone),
-                            if s.paused {
-                                "paused".into()
-                            } else {
-                                "active".into()
-                            },
-                            s.next.clone().unwrap_or_else(|| "-".into()),
-                            s.id.clone(),
-                        ]
-                    })
-                    .collect();
-                emit(&table::render(
-                    &["PIPELINE", "SCHEDULE", "STATE", "NEXT FIRE", "ID"],
-                    &rows,
-                    width(),
-                ))
-                .map_err(io)?;
-            }
-        }
-        Command::Pause { pipeline, id } => {
-            let params = json!({ "pipeline": pipeline, "id": id });
-            act(&mut client, "schedules.pause", params, json, |v| {
-                format!("{pipeline}: paused {}", v["schedules"])
-            })
-            .await?;
-        }
-        Command::Resume { pipeline, id } => {
-            let params = json!({ "pipeline": pipeline, "id": id });
-            act(&mut client, "schedules.resume", params, json, |v| {
-                format!("{pipeline}: resumed {}", v["schedules"])
-            })
-            .await?;
-        }
-        Command::Misfires { pipeline } => {
-            let list: Vec<MisfireEntry> = client
-                .call("misfires.list", json!({ "pipeline": pipeline }))
-                .await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|m| {
-                        vec![
-                            m.pipeline.clone(),
-                            table::time(Some(m.due_first)),
-                            m.missed.to_string(),
-                            m.action.clone(),
-                            m.reason.clone(),
-                        ]
-                    })
-                    .collect();
-                emit(&table::render(
-                    &["PIPELINE", "DUE", "MISSED", "ACTION", "WHY"],
-                    &rows,
-                    width(),
-                ))
-                .map_err(io)?;
-            }
-        }
-        Command::Limits { action } => limits(&mut client, action, json).await?,
-        Command::Token(action) => token(&mut client, action, json).await?,
+        } => done(resolve(c, &id, node, action, output, reason, json).await),
+        Command::Errors => errors(c, json).await,
+        Command::Reload => done(reload(c, json).await),
+        Command::Schedules => done(schedules(c, json).await),
+        Command::Pause { pipeline, id } => done(set_paused(c, pipeline, id, true, json).await),
+        Command::Resume { pipeline, id } => done(set_paused(c, pipeline, id, false, json).await),
+        Command::Misfires { pipeline } => done(misfires(c, pipeline, json).await),
+        Command::Limits { action } => done(super::limits::limits(c, action, json).await),
+        Command::Token(action) => done(super::limits::token(c, action, json).await),
         Command::Validate(_)
         | Command::Cron(_)
         | Command::Schema
         | Command::Completions { .. }
         | Command::Man
-        | Command::Demo { .. } => {
-            return Err(usage("offline command"));
-        }
+        | Command::Demo { .. } => Err(usage("offline command")),
     }
-    Ok(Exit::Success)
 }
 
-fn opt(n: Option<u64>) -> String {
-    n.map_or_else(|| "-".into(), |n| n.to_string())
-}
-
-/// `sluice limits [usage|explain RUN]`.
-async fn limits(
+/// `sluice status`.
+async fn status(
     client: &mut Client,
-    action: Option<LimitsCommand>,
+    hello: &sluice_shared::protocol::HelloResult,
     json: bool,
 ) -> Result<(), Failure> {
-    match action.unwrap_or(LimitsCommand::Usage { user: None }) {
-        LimitsCommand::Usage { user } => {
-            let u: LimitsUsageResult = client
-                .call("limits.usage", json!(LimitsUsageParams { user }))
-                .await?;
-            if json {
-                return print_json(&u);
-            }
-            let g = &u.global;
-            let mut text = format!(
-                "global: {} running of max {} ({} slots held), {} queued of max {}; workers {}/{} busy, {} runs waiting for one",
-                g.running,
-                opt(g.max_concurrent),
-                g.held,
-                g.backlog.max(g.queued),
-                g.max_queued,
-                g.workers_busy,
-                g.workers,
-                g.waiting_for_worker
-            );
-            if g.reclaimed > 0 {
-                text.push_str(&format!(", {} leaked slots reclaimed", g.reclaimed));
-            }
-            text.push('\n');
-            let rows: Vec<Vec<String>> = u
-                .users
-                .iter()
-                .map(|x| {
-                    let refused: u64 = x.refused_24h.values().sum();
-                    vec![
-                        x.user.clone(),
-                        match (&x.rate, x.rate_remaining) {
-                            (Some(r), Some(left)) => format!("{r} ({left} left)"),
-                            _ => "-".into(),
-                        },
-                        format!(
-                            "{}/{} (+{} queued)",
-                            x.running,
-                            opt(x.max_concurrent),
-                            x.queued
-                        ),
-                        format!("{}/{}", x.daily_runs, opt(x.daily_runs_max)),
-                        format!("{}/{}", x.daily_llm_tokens, opt(x.daily_llm_tokens_max)),
-                        refused.to_string(),
-                    ]
-                })
-                .collect();
-            text.push_str(&table::render(
-                &[
-                    "USER",
-                    "RATE",
-                    "RUNNING",
-                    "RUNS TODAY",
-                    "LLM TOKENS TODAY",
-                    "REFUSED 24H",
-                ],
-                &rows,
-                width(),
-            ));
-            emit(&text).map_err(io)
+    let s = client.call::<m::Status>(NoParams).await?;
+    if json {
+        return print_json(&s);
+    }
+    emit(&format!(
+        "sluiced {} up {}s as seen by {} ({})\npipelines {} (config errors {})\nruns: {} queued, {} running, {} waiting; approvals pending {}\nstate {}\n",
+        s.daemon_version, s.uptime_s, hello.user, hello.role.as_str(), s.pipelines, s.config_errors, s.queued, s.running, s.waiting, s.approvals_pending, s.state_dir
+    ))
+    .map_err(io)?;
+    if let Some(p) = &s.audit_problem {
+        emit(&format!(
+            "AUDIT TRAIL BROKEN: {p}; state changes are refused until an admin runs `sluice audit ack`\n"
+        ))
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `sluice pipelines`.
+async fn pipelines(client: &mut Client, json: bool) -> Result<(), Failure> {
+    let list = client.call::<m::PipelinesList>(NoParams).await?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                if !p.present {
+                    "removed".into()
+                } else if p.enabled {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                format!("v{}", p.version),
+                p.last_state.map_or("-".into(), state_word),
+                p.next_fire.clone().unwrap_or_else(|| "-".into()),
+                p.triggers.join(", "),
+            ]
+        })
+        .collect();
+    emit(&table::render(
+        &["NAME", "ENABLED", "VER", "LAST", "NEXT FIRE", "TRIGGERS"],
+        &rows,
+        width(),
+    ))
+    .map_err(io)
+}
+
+/// `sluice run ID`.
+async fn run_detail(client: &mut Client, id: &str, json: bool) -> Result<(), Failure> {
+    let d = client
+        .call::<m::RunsGet>(RunRef { id: run_id(id)? })
+        .await?;
+    if json { print_json(&d) } else { print_run(&d) }
+}
+
+/// `sluice trigger NAME [-i NAME=VALUE]... [--wait]`; a finished run that did not succeed fails.
+async fn trigger(
+    client: &mut Client,
+    name: String,
+    pairs: &[String],
+    wait: bool,
+    json: bool,
+) -> Result<Exit, Failure> {
+    // The declared input types say how to read `-i` values.
+    let definition = if pairs.is_empty() {
+        None
+    } else {
+        client
+            .call::<m::PipelinesGet>(PipelineRef { name: name.clone() })
+            .await
+            .ok()
+            .map(|d| d.definition)
+    };
+    let inputs = inputs(pairs, definition.as_ref())?;
+    let r = client
+        .call::<m::PipelinesTrigger>(TriggerParams { name, inputs, wait })
+        .await?;
+    if json {
+        print_json(&r)?;
+    } else {
+        match &r.detail {
+            Some(d) => print_run(d)?,
+            None => emit(&format!("{} started\n", r.run)).map_err(io)?,
         }
-        LimitsCommand::Explain { run } => {
-            let run = run_id(&run)?;
-            let e: LimitsExplainResult = client
-                .call("limits.explain", json!(LimitsExplainParams { run }))
-                .await?;
-            if json {
-                return print_json(&e);
-            }
-            let mut text = format!(
-                "{} {} ({}, user {}): {}\n",
-                e.run,
-                state_word(e.state),
-                e.pipeline,
-                e.user,
-                e.reason
-            );
-            if let Some(cap) = &e.cap {
-                text.push_str(&format!(
-                    "waiting on: {cap} cap; {} run(s) ahead ({} of the same user)\n",
-                    e.ahead, e.ahead_same_user
-                ));
-            }
-            emit(&text).map_err(io)
+    }
+    Ok(match &r.detail {
+        Some(d) if d.run.state != RunState::Succeeded => Exit::Failure,
+        _ => Exit::Success,
+    })
+}
+
+/// `sluice cancel ID`.
+async fn cancel(client: &mut Client, id: &str, json: bool) -> Result<(), Failure> {
+    let run = run_id(id)?;
+    act::<m::RunsCancel>(client, RunRef { id: run }, json, |_| {
+        format!("{run} cancelled")
+    })
+    .await
+}
+
+/// `sluice retry ID [--all]`.
+async fn retry(client: &mut Client, id: &str, all: bool, json: bool) -> Result<(), Failure> {
+    let run = run_id(id)?;
+    let mode = if all {
+        RetryMode::All
+    } else {
+        RetryMode::Failed
+    };
+    act::<m::RunsRetry>(client, RetryParams { id: run, mode }, json, |r| {
+        format!("{} started (retry of {run})", r.run)
+    })
+    .await
+}
+
+/// `sluice approvals [--all]`.
+async fn approvals(client: &mut Client, all: bool, json: bool) -> Result<(), Failure> {
+    let list = client
+        .call::<m::ApprovalsList>(ApprovalsListParams {
+            pending: Some(!all),
+        })
+        .await?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.to_string(),
+                a.run.to_string(),
+                a.node.clone(),
+                a.state.clone(),
+                table::time(a.deadline),
+                a.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    emit(&table::render(
+        &["ID", "RUN", "NODE", "STATE", "DEADLINE", "MESSAGE"],
+        &rows,
+        width(),
+    ))
+    .map_err(io)
+}
+
+/// `sluice approve ID` and `sluice reject ID -m REASON`.
+async fn decide(
+    client: &mut Client,
+    id: i64,
+    approve: bool,
+    reason: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let params = DecideParams {
+        id,
+        approve,
+        reason,
+    };
+    act::<m::ApprovalsDecide>(client, params, json, |r: &DecideResult| {
+        if !approve {
+            format!("approval #{id} rejected")
+        } else if !r.decided {
+            format!(
+                "approval #{id}: {} of {} approvals; waiting for another approver",
+                r.approval.votes.len(),
+                r.approval.min_approvals
+            )
+        } else {
+            format!("approval #{id} approved")
         }
+    })
+    .await
+}
+
+/// `sluice enable NAME` and `sluice disable NAME`.
+async fn set_enabled(
+    client: &mut Client,
+    name: String,
+    enabled: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let said = |r: &sluice_shared::protocol::PipelineEnabled| {
+        format!(
+            "{} {}",
+            r.name,
+            if enabled { "enabled" } else { "disabled" }
+        )
+    };
+    let p = PipelineRef { name };
+    if enabled {
+        act::<m::PipelinesEnable>(client, p, json, said).await
+    } else {
+        act::<m::PipelinesDisable>(client, p, json, said).await
     }
 }
 
-/// `sluice token create|list|revoke`.
-async fn token(client: &mut Client, action: TokenCommand, json: bool) -> Result<(), Failure> {
-    match action {
-        TokenCommand::Create { user, pipeline } => {
-            let t: TokenCreateResult = client
-                .call("tokens.create", json!(TokenCreateParams { user, pipeline }))
-                .await?;
-            if json {
-                return print_json(&t);
-            }
-            emit(&format!(
-                "{}\ntoken #{} for user {}{}; it is shown only this once (send it as Authorization: Bearer)\n",
-                t.token,
-                t.id,
-                t.user,
-                t.pipeline
-                    .as_ref()
-                    .map(|p| format!(", pipeline {p} only"))
-                    .unwrap_or_default()
-            ))
-            .map_err(io)
-        }
-        TokenCommand::List => {
-            let list: Vec<TokenInfo> = client.call("tokens.list", json!({})).await?;
-            if json {
-                return print_json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.id.to_string(),
-                        t.user.clone(),
-                        t.pipeline.clone().unwrap_or_else(|| "*".into()),
-                        format!("{}…", t.prefix),
-                        table::time(Some(t.created_at)),
-                        t.created_by.clone(),
-                        t.revoked_at.map_or_else(
-                            || "active".into(),
-                            |r| format!("revoked {}", table::time(Some(r))),
-                        ),
-                    ]
-                })
-                .collect();
-            emit(&table::render(
-                &["ID", "USER", "PIPELINE", "TOKEN", "CREATED", "BY", "STATE"],
-                &rows,
-                width(),
-            ))
-            .map_err(io)
-        }
-        TokenCommand::Revoke { id } => {
-            act(
-                client,
-                "tokens.revoke",
-                json!(TokenRevokeParams { id }),
-                json,
-                |_| format!("token #{id} revoked"),
-            )
-            .await
+/// `sluice audit ack [--note TEXT]`.
+async fn audit_ack(client: &mut Client, note: Option<String>, json: bool) -> Result<(), Failure> {
+    let r = client.call::<m::AuditAck>(AuditAckParams { note }).await?;
+    if json {
+        return print_json(&r);
+    }
+    emit(&format!(
+        "acknowledged as audit row {}: {}\n",
+        r.row, r.problem
+    ))
+    .map_err(io)
+}
+
+/// `sluice audit verify`: fails when the trail is broken.
+async fn audit_verify(client: &mut Client, json: bool) -> Result<Exit, Failure> {
+    let r = client.call::<m::AuditVerify>(NoParams).await?;
+    if json {
+        print_json(&r)?;
+    } else if r.ok {
+        emit(&format!("audit trail intact: {} rows\n", r.rows)).map_err(io)?;
+    } else {
+        emit(&format!(
+            "audit trail BROKEN at row {}: {}\n",
+            r.first_bad.unwrap_or(0),
+            r.problem.clone().unwrap_or_default()
+        ))
+        .map_err(io)?;
+    }
+    Ok(if r.ok { Exit::Success } else { Exit::Failure })
+}
+
+/// `sluice audit [-n LIMIT]`.
+async fn audit_list(client: &mut Client, limit: u32, json: bool) -> Result<(), Failure> {
+    let rows = client
+        .call::<m::AuditList>(AuditListParams {
+            before: None,
+            limit: Some(limit),
+        })
+        .await?;
+    if json {
+        return print_json(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.to_string(),
+                table::time(Some(a.at)),
+                a.user.clone(),
+                a.action.clone(),
+                a.target.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    emit(&table::render(
+        &["ID", "AT", "USER", "ACTION", "TARGET"],
+        &cells,
+        width(),
+    ))
+    .map_err(io)
+}
+
+/// `sluice resolve ID NODE retry|succeed|fail`.
+async fn resolve(
+    client: &mut Client,
+    id: &str,
+    node: String,
+    action: ResolveAction,
+    output: Option<String>,
+    reason: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let resolution = match action {
+        ResolveAction::Retry => Resolution::Retry,
+        ResolveAction::Succeed => Resolution::Succeed {
+            output: match output {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| usage(format!("--output is not JSON: {e}")))?,
+                None => Value::Null,
+            },
+        },
+        ResolveAction::Fail => Resolution::Fail { reason },
+    };
+    let run = run_id(id)?;
+    let said = format!("node {node} of {run} resolved");
+    let params = ResolveParams {
+        id: run,
+        node,
+        resolution,
+    };
+    act::<m::RunsResolve>(client, params, json, |_| said).await
+}
+
+/// `sluice errors`: rejected files fail the command alike with and without --json.
+async fn errors(client: &mut Client, json: bool) -> Result<Exit, Failure> {
+    let v = client.call::<m::ConfigErrorsList>(NoParams).await?;
+    let rejected = v.diagnostics.iter().any(|d| d.is_error());
+    if json {
+        print_json(&v)?;
+    } else {
+        let text: String = v.diagnostics.iter().map(|d| format!("{d}\n")).collect();
+        if rejected {
+            emit(&text).map_err(io)?;
+        } else {
+            // Warnings (if any) first: they do not fail the command.
+            emit(&format!("{text}no pipeline file is rejected\n")).map_err(io)?;
         }
     }
+    Ok(if rejected {
+        Exit::Failure
+    } else {
+        Exit::Success
+    })
+}
+
+/// `sluice reload`.
+async fn reload(client: &mut Client, json: bool) -> Result<(), Failure> {
+    let r = client.call::<m::ConfigReload>(NoParams).await?;
+    if json {
+        return print_json(&r);
+    }
+    // Unreadable paths are rare; named only when there are some (`sluice errors` says why).
+    let unreadable = r.unreadable.len();
+    emit(&format!(
+        "updated {}, removed {}, rejected {}{}\n",
+        r.updated.len(),
+        r.removed.len(),
+        r.rejected.len(),
+        if unreadable > 0 {
+            format!(", unreadable {unreadable} (kept as loaded; see `sluice errors`)")
+        } else {
+            String::new()
+        }
+    ))
+    .map_err(io)
+}
+
+/// `sluice schedules`.
+async fn schedules(client: &mut Client, json: bool) -> Result<(), Failure> {
+    let list = client.call::<m::SchedulesList>(NoParams).await?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.pipeline.clone(),
+                format!("{} {}", s.cron, s.timezone),
+                if s.paused {
+                    "paused".into()
+                } else {
+                    "active".into()
+                },
+                s.next.clone().unwrap_or_else(|| "-".into()),
+                s.id.clone(),
+            ]
+        })
+        .collect();
+    emit(&table::render(
+        &["PIPELINE", "SCHEDULE", "STATE", "NEXT FIRE", "ID"],
+        &rows,
+        width(),
+    ))
+    .map_err(io)
+}
+
+/// `sluice pause PIPELINE [ID]` and `sluice resume PIPELINE [ID]`.
+async fn set_paused(
+    client: &mut Client,
+    pipeline: String,
+    id: Option<String>,
+    paused: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let said = |r: &sluice_shared::protocol::SchedulesPaused| {
+        format!(
+            "{}: {} {}",
+            r.pipeline,
+            if paused { "paused" } else { "resumed" },
+            Value::from(r.schedules.clone())
+        )
+    };
+    let p = ScheduleRef { pipeline, id };
+    if paused {
+        act::<m::SchedulesPause>(client, p, json, said).await
+    } else {
+        act::<m::SchedulesResume>(client, p, json, said).await
+    }
+}
+
+/// `sluice misfires [PIPELINE]`.
+async fn misfires(
+    client: &mut Client,
+    pipeline: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let list = client
+        .call::<m::MisfiresList>(MisfiresListParams {
+            pipeline,
+            limit: None,
+        })
+        .await?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|m| {
+            vec![
+                m.pipeline.clone(),
+                table::time(Some(m.due_first)),
+                m.missed.to_string(),
+                m.action.clone(),
+                m.reason.clone(),
+            ]
+        })
+        .collect();
+    emit(&table::render(
+        &["PIPELINE", "DUE", "MISSED", "ACTION", "WHY"],
+        &rows,
+        width(),
+    ))
+    .map_err(io)
 }
 
 /// Calls a state-changing method and prints its result: the JSON, or one line.
-async fn act(
+pub(super) async fn act<M: Method>(
     client: &mut Client,
-    method: &str,
-    params: Value,
+    params: M::Params,
     json: bool,
-    said: impl FnOnce(&Value) -> String,
+    said: impl FnOnce(&M::Result) -> String,
 ) -> Result<(), Failure> {
-    let v: Value = client.call(method, params).await?;
+    let r = client.call::<M>(params).await?;
     if json {
-        print_json(&v)
+        print_json(&r)
     } else {
-        emit(&format!("{}\n", said(&v))).map_err(io)
+        emit(&format!("{}\n", said(&r))).map_err(io)
     }
 }
 
+/// `sluice runs [filters]`.
 async fn runs(client: &mut Client, args: RunsArgs, json: bool) -> Result<(), Failure> {
     for s in &args.state {
         if s.parse::<RunState>().is_err() {
@@ -678,19 +594,24 @@ async fn runs(client: &mut Client, args: RunsArgs, json: bool) -> Result<(), Fai
         }
     }
     let before = args.before.as_deref().map(run_id).transpose()?;
-    let page: RunsPage = client
-        .call(
-            "runs.list",
-            json!({ "pipeline": args.pipeline, "states": args.state, "trigger": args.trigger, "user": args.user, "before": before, "limit": args.limit }),
-        )
-        .await?;
+    let params = RunsListParams {
+        pipeline: args.pipeline.clone(),
+        states: args.state.iter().filter_map(|s| s.parse().ok()).collect(),
+        trigger: args.trigger,
+        user: args.user,
+        since: None,
+        until: None,
+        before,
+        limit: Some(args.limit),
+    };
+    let page = client.call::<m::RunsList>(params).await?;
     if page.runs.is_empty()
         && let Some(name) = &args.pipeline
     {
         // No runs may mean no such pipeline: say so (exit 3) rather than print
         // an empty table. A removed pipeline the daemon still knows is found.
         client
-            .call::<Value>("pipelines.get", json!({ "name": name }))
+            .call::<m::PipelinesGet>(PipelineRef { name: name.clone() })
             .await?;
     }
     if json {
@@ -767,115 +688,5 @@ fn print_run(d: &RunDetail) -> Result<(), Failure> {
         &rows,
         width(),
     ));
-    emit(&text).map_err(io)
-}
-
-async fn logs(
-    client: &mut Client,
-    run: RunId,
-    node: Option<String>,
-    follow: bool,
-    json: bool,
-) -> Result<(), Failure> {
-    // Subscribe before reading, so no line falls between the two.
-    let sub: Option<SubscribeResult> = if follow {
-        Some(client.call("subscribe", json!({ "run": run })).await?)
-    } else {
-        None
-    };
-    let mut seen: HashMap<(String, u32), u32> = HashMap::new();
-    let (mut after, finished) = read_stored(client, run, &node, 0, &mut seen, json).await?;
-    if sub.is_none() || finished {
-        return Ok(());
-    }
-    loop {
-        let n = client.notification().await?;
-        if n.method == "lagged" {
-            // Missed live lines: read what is stored instead.
-            after = read_stored(client, run, &node, after, &mut seen, json)
-                .await?
-                .0;
-            continue;
-        }
-        let Ok(notice) = serde_json::from_value::<EventNotice>(n.params) else {
-            continue;
-        };
-        match notice.event {
-            Event::Log {
-                node: n2,
-                attempt,
-                seq,
-                stream,
-                line,
-                ..
-            } => {
-                if node.as_ref().is_some_and(|want| *want != n2) {
-                    continue;
-                }
-                let last = seen.entry((n2.clone(), attempt)).or_insert(0);
-                if seq > *last {
-                    *last = seq;
-                    print_line(&n2, attempt, &stream, &line, json)?;
-                }
-            }
-            Event::RunState { state, .. } if state.is_finished() => return Ok(()),
-            _ => {}
-        }
-    }
-}
-
-/// Lines `logs.get` asks for at once; the daemon may end a page sooner (by size).
-const LOG_PAGE: u32 = 10_000;
-
-/// Prints stored lines after cursor `after` not printed yet, following every
-/// page; returns the new cursor and whether the run has finished.
-async fn read_stored(
-    client: &mut Client,
-    run: RunId,
-    node: &Option<String>,
-    mut after: u64,
-    seen: &mut HashMap<(String, u32), u32>,
-    json: bool,
-) -> Result<(u64, bool), Failure> {
-    loop {
-        let page: LogsPage = client
-            .call(
-                "logs.get",
-                json!({ "run": run, "node": node, "after": after, "limit": LOG_PAGE }),
-            )
-            .await?;
-        for l in &page.lines {
-            let last = seen.entry((l.node.clone(), l.attempt)).or_insert(0);
-            if l.seq > *last {
-                *last = l.seq;
-                print_line(&l.node, l.attempt, &l.stream, &l.line, json)?;
-            }
-        }
-        // `more` (protocol 1.2) says so outright; an older daemon's full page may have a successor.
-        let full = page.lines.len() >= LOG_PAGE as usize;
-        if page.lines.is_empty() || page.next == after || !(page.more || full) {
-            return Ok((page.next.max(after), page.finished));
-        }
-        after = page.next;
-    }
-}
-
-fn print_line(
-    node: &str,
-    attempt: u32,
-    stream: &str,
-    line: &str,
-    json: bool,
-) -> Result<(), Failure> {
-    let text = if json {
-        format!(
-            "{}\n",
-            json!({ "node": node, "attempt": attempt, "stream": stream, "line": line })
-        )
-    } else if stream == "stdout" {
-        format!("{node}#{attempt} | {line}\n")
-    } else {
-        format!("{node}#{attempt} {stream} | {line}\n")
-    };
     emit(&text).map_err(io)
 }

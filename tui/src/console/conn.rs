@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use sluice_shared::protocol::{HelloResult, Request, ServerMessage, protocol_version};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use serde_json::Value;
+use sluice_shared::client::{Client, ClientError};
+use sluice_shared::method::{self, Subscribe};
+use sluice_shared::protocol::{HelloResult, ServerMessage, SubscribeParams};
 use tokio::sync::mpsc;
 
 use super::msg::{CallError, ConnEvent, Msg, Tag};
@@ -21,7 +20,7 @@ use super::msg::{CallError, ConnEvent, Msg, Tag};
 pub struct Call {
     /// Where the reply goes.
     pub tag: Tag,
-    /// Method.
+    /// Method (always some `Method::NAME`).
     pub method: &'static str,
     /// Params.
     pub params: Value,
@@ -42,47 +41,29 @@ fn now_ms() -> i64 {
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct Session {
-    lines: Lines<BufReader<OwnedReadHalf>>,
-    writer: OwnedWriteHalf,
-}
-
-async fn write(
-    writer: &mut OwnedWriteHalf,
-    id: u64,
-    method: &str,
-    params: Value,
-) -> std::io::Result<()> {
-    let mut frame = serde_json::to_string(&Request::new(id, method, params))?;
-    frame.push('\n');
-    writer.write_all(frame.as_bytes()).await
-}
-
-async fn handshake(socket: &PathBuf) -> Result<(Session, HelloResult), String> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    let (read, mut writer) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let hello = json!({ "protocol": protocol_version(), "client": format!("sluice console {}", env!("CARGO_PKG_VERSION")) });
-    write(&mut writer, 0, "hello", hello)
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the daemon closed the connection")?;
-        if let Ok(ServerMessage::Response(r)) = serde_json::from_str::<ServerMessage>(&line) {
-            if let Some(e) = r.error {
-                return Err(e.message);
-            }
-            let hello: HelloResult = serde_json::from_value(r.result.unwrap_or_default())
-                .map_err(|e| format!("unexpected hello: {e}"))?;
-            return Ok((Session { lines, writer }, hello));
-        }
+/// What went wrong, in the words the header shows.
+fn reason(socket: &std::path::Path, e: ClientError) -> String {
+    match e {
+        ClientError::Unreachable { source, .. } => format!("{}: {source}", socket.display()),
+        other => words(other),
     }
+}
+
+/// A failure in few words: the header already says it is the connection.
+fn words(e: ClientError) -> String {
+    match e {
+        ClientError::Rpc(e) => e.message,
+        ClientError::Closed => "the daemon closed the connection".into(),
+        ClientError::Protocol(m) => m,
+        other => other.to_string(),
+    }
+}
+
+async fn handshake(socket: &std::path::Path) -> Result<(Client, HelloResult), String> {
+    let name = format!("sluice console {}", env!("CARGO_PKG_VERSION"));
+    Client::open(socket, &name)
+        .await
+        .map_err(|e| reason(socket, e))
 }
 
 /// Runs until the console drops its end of `calls`.
@@ -95,10 +76,10 @@ pub async fn run(
     loop {
         let _ = out.send(Msg::Conn(ConnEvent::Connecting));
         let error = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&socket)).await {
-            Ok(Ok((session, hello))) => {
+            Ok(Ok((client, hello))) => {
                 attempt = 0;
                 let _ = out.send(Msg::Conn(ConnEvent::Connected(hello)));
-                match serve(session, &mut calls, &out).await {
+                match serve(client, &mut calls, &out).await {
                     Some(e) => e,
                     None => return,
                 }
@@ -130,57 +111,56 @@ pub async fn run(
 
 /// Serves one connection; returns why it ended, or None when the console quit.
 async fn serve(
-    mut s: Session,
+    mut client: Client,
     calls: &mut mpsc::UnboundedReceiver<Call>,
     out: &mpsc::UnboundedSender<Msg>,
 ) -> Option<String> {
-    const SUBSCRIBE: u64 = 1;
-    let mut next_id: u64 = 2;
     let mut pending: HashMap<u64, Tag> = HashMap::new();
-    if let Err(e) = write(&mut s.writer, SUBSCRIBE, "subscribe", json!({})).await {
-        return Some(e.to_string());
-    }
+    let subscribe = method::Call::new::<Subscribe>(&SubscribeParams::default());
+    let subscribed = match client.send(&subscribe).await {
+        Ok(id) => id,
+        Err(e) => return Some(words(e)),
+    };
     let error = loop {
         tokio::select! {
             call = calls.recv() => {
                 let c = call?;
-                let id = next_id;
-                next_id += 1;
-                if let Err(e) = write(&mut s.writer, id, c.method, c.params).await {
-                    let _ = out.send(Msg::Reply(c.tag, Err(CallError { code: None, message: e.to_string() })));
-                    break e.to_string();
+                let request = method::Call { method: c.method, params: c.params };
+                match client.send(&request).await {
+                    Ok(id) => {
+                        pending.insert(id, c.tag);
+                    }
+                    Err(e) => {
+                        let e = words(e);
+                        let _ = out.send(Msg::Reply(c.tag, Err(CallError { code: None, message: e.clone() })));
+                        break e;
+                    }
                 }
-                pending.insert(id, c.tag);
             }
-            line = s.lines.next_line() => {
-                let line = match line {
-                    Ok(Some(l)) => l,
-                    Ok(None) => break "the daemon closed the connection".to_string(),
-                    Err(e) => break e.to_string(),
-                };
-                match serde_json::from_str::<ServerMessage>(&line) {
-                    Ok(ServerMessage::Response(r)) => {
-                        let id = r.id.as_u64();
-                        if id == Some(SUBSCRIBE) {
-                            if let Some(e) = r.error {
-                                break format!("subscribe refused: {}", e.message);
-                            }
-                            let _ = out.send(Msg::Conn(ConnEvent::Synced));
-                            continue;
+            message = client.next_message() => match message {
+                Ok(ServerMessage::Response(r)) => {
+                    let id = r.id.as_u64();
+                    if id == Some(subscribed) {
+                        if let Some(e) = r.error {
+                            break format!("subscribe refused: {}", e.message);
                         }
-                        let Some(tag) = id.and_then(|id| pending.remove(&id)) else { continue };
-                        let result = match r.error {
-                            Some(e) => Err(CallError { code: Some(e.code), message: e.message }),
-                            None => Ok(r.result.unwrap_or(Value::Null)),
-                        };
-                        let _ = out.send(Msg::Reply(tag, result));
+                        let _ = out.send(Msg::Conn(ConnEvent::Synced));
+                        continue;
                     }
-                    Ok(ServerMessage::Notification(n)) => {
-                        let _ = out.send(Msg::Notice(n));
-                    }
-                    Err(_) => {}
+                    let Some(tag) = id.and_then(|id| pending.remove(&id)) else { continue };
+                    let result = match r.error {
+                        Some(e) => Err(CallError { code: Some(e.code), message: e.message }),
+                        None => Ok(r.result.unwrap_or(Value::Null)),
+                    };
+                    let _ = out.send(Msg::Reply(tag, result));
                 }
-            }
+                Ok(ServerMessage::Notification(n)) => {
+                    let _ = out.send(Msg::Notice(n));
+                }
+                // A line this console cannot read is skipped, not fatal.
+                Err(ClientError::Unreadable(_)) => {}
+                Err(e) => break words(e),
+            },
         }
     };
     // Calls in flight get an answer; they are not sent again on the next connection.
