@@ -70,6 +70,47 @@ struct Listing {
     unreadable: Vec<(PathBuf, std::io::Error)>,
 }
 
+/// Pipeline files with their text, or why their content is unusable.
+type Sources = Vec<(PathBuf, Result<String, String>)>;
+
+/// Reads the listed files: their texts (or why their content is unusable),
+/// files refused for their permissions, and files that cannot be read now.
+fn read_listing(listing: Listing) -> (Sources, Vec<Diagnostic>, Vec<Diagnostic>) {
+    let mut sources = Vec::with_capacity(listing.files.len());
+    let mut refused: Vec<Diagnostic> = Vec::new();
+    let mut unreadable = listing.unreadable;
+    for (f, meta) in listing.files {
+        if let Some(why) = unsafe_permissions(&f, &meta) {
+            let mut d = Diagnostic::error(&DocPath::root(), why);
+            d.file = f.clone();
+            refused.push(d);
+            continue;
+        }
+        match read_pipeline_text(&f) {
+            Ok(text) => sources.push((f, Ok(text))),
+            // Deleted since it was listed: as if it had not been.
+            Err(e)
+                if e.io()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
+            Err(sluice_shared::loader::ReadError::Io(e)) => unreadable.push((f, e)),
+            // The file's content is the problem: reported like invalid YAML.
+            Err(e) => sources.push((f, Err(e.to_string()))),
+        }
+    }
+    let unreadable: Vec<Diagnostic> = unreadable
+        .iter()
+        .map(|(f, e)| {
+            io_diagnostic(
+                f,
+                "pipeline file",
+                e,
+                "its loaded version (if any) stays active",
+            )
+        })
+        .collect();
+    (sources, refused, unreadable)
+}
+
 /// Lists the pipeline files of `dir`. Failing to list it at all is an error;
 /// an entry that vanished meanwhile (or a dangling link) is simply absent,
 /// and one that cannot be examined for another reason is kept aside so its
@@ -338,38 +379,7 @@ impl Registry {
             Ok(listing) => listing,
             Err(e) => return Ok(self.keep_on_unreadable_dir(dir, &e)),
         };
-        let mut sources = Vec::with_capacity(listing.files.len());
-        let mut refused: Vec<Diagnostic> = Vec::new();
-        let mut unreadable = listing.unreadable;
-        for (f, meta) in listing.files {
-            if let Some(why) = unsafe_permissions(&f, &meta) {
-                let mut d = Diagnostic::error(&DocPath::root(), why);
-                d.file = f.clone();
-                refused.push(d);
-                continue;
-            }
-            match read_pipeline_text(&f) {
-                Ok(text) => sources.push((f, Ok(text))),
-                // Deleted since it was listed: as if it had not been.
-                Err(e)
-                    if e.io()
-                        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
-                Err(sluice_shared::loader::ReadError::Io(e)) => unreadable.push((f, e)),
-                // The file's content is the problem: reported like invalid YAML.
-                Err(e) => sources.push((f, Err(e.to_string()))),
-            }
-        }
-        let unreadable: Vec<Diagnostic> = unreadable
-            .iter()
-            .map(|(f, e)| {
-                io_diagnostic(
-                    f,
-                    "pipeline file",
-                    e,
-                    "its loaded version (if any) stays active",
-                )
-            })
-            .collect();
+        let (mut sources, refused, unreadable) = read_listing(listing);
         // Of two files claiming one name, the one that came later is in error:
         // files that already own a name go first (then name order).
         let owners: BTreeMap<PathBuf, String> = self.state.read().map_or_else(
@@ -440,91 +450,101 @@ impl Registry {
                 .unwrap_or(1);
             stored.push((path, p, id, number));
         }
-        let mut events = Vec::new();
-        {
-            let Ok(mut state) = self.state.write() else {
-                return Ok(report);
-            };
-            let present: BTreeSet<String> =
-                stored.iter().map(|(_, p, _, _)| p.name.clone()).collect();
-            let loaded_from: BTreeSet<PathBuf> =
-                stored.iter().map(|(f, _, _, _)| f.clone()).collect();
-            for (path, p, id, number) in stored {
-                let name = p.name.clone();
-                let enabled = !state.disabled.contains(&name);
-                let changed = state
-                    .pipelines
-                    .get(&name)
-                    .is_none_or(|e| e.version_id != id || !e.present);
-                let added = !state.pipelines.contains_key(&name);
-                let pipeline = Arc::new(p);
-                state.pipelines.insert(
-                    name.clone(),
-                    Entry {
-                        pipeline: Arc::clone(&pipeline),
-                        source: path,
-                        version_id: id,
-                        version: number,
-                        enabled,
-                        present: true,
-                    },
-                );
-                if changed {
-                    if let Some(known) = self.secret_names.read().ok().and_then(|k| k.clone()) {
-                        warn_missing_secrets(&pipeline, &known);
-                    }
-                    if let Ok(lengths) = self.key_lengths.read() {
-                        log_weak_secrets(&pipeline, &lengths);
-                    }
-                    report.updated.push(name.clone());
-                    events.push(Event::PipelineChanged {
-                        name,
-                        version: Some(number),
-                        enabled,
-                        change: if added { "added" } else { "updated" }.into(),
-                    });
-                }
-            }
-            // A pipeline whose file is gone is disabled; one whose file is now invalid keeps its version.
-            for (name, entry) in state.pipelines.iter_mut() {
-                if present.contains(name) || !entry.present {
-                    continue;
-                }
-                // Listed but unreadable, refused or invalid: not removed (a file
-                // now defining another name did remove this one). A file that
-                // vanished between listing and reading was not recorded.
-                if seen_files.contains(&entry.source) && !loaded_from.contains(&entry.source) {
-                    continue;
-                }
-                entry.present = false;
-                report.removed.push(name.clone());
-                events.push(Event::PipelineChanged {
-                    name: name.clone(),
-                    version: Some(entry.version),
-                    enabled: false,
-                    change: "removed".into(),
-                });
-            }
-            for (file, diagnostics) in &new_errors {
-                if state.errors.get(file) != Some(diagnostics) {
-                    // The same lines `sluice validate` prints, so the journal says why.
-                    for d in diagnostics {
-                        tracing::warn!("{d}");
-                    }
-                    events.push(Event::ConfigError {
-                        file: file.display().to_string(),
-                        diagnostics: diagnostics.clone(),
-                    });
-                    report.newly_rejected.push(file.clone());
-                }
-                report.rejected.push(file.clone());
-            }
-            state.errors = new_errors;
-        }
+        let events = self.switch_to(stored, &seen_files, new_errors, &mut report);
         for e in events {
             let _ = self.events.send(e);
         }
         Ok(report)
+    }
+
+    /// Switches the registry to the stored versions of this reload, marks
+    /// pipelines whose file is gone as removed and records the rejected
+    /// files; returns the events to announce.
+    fn switch_to(
+        &self,
+        stored: Vec<(PathBuf, Pipeline, VersionId, i64)>,
+        seen_files: &BTreeSet<PathBuf>,
+        new_errors: BTreeMap<PathBuf, Vec<Diagnostic>>,
+        report: &mut ReloadReport,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Ok(mut state) = self.state.write() else {
+            return events;
+        };
+        let present: BTreeSet<String> = stored.iter().map(|(_, p, _, _)| p.name.clone()).collect();
+        let loaded_from: BTreeSet<PathBuf> = stored.iter().map(|(f, _, _, _)| f.clone()).collect();
+        for (path, p, id, number) in stored {
+            let name = p.name.clone();
+            let enabled = !state.disabled.contains(&name);
+            let changed = state
+                .pipelines
+                .get(&name)
+                .is_none_or(|e| e.version_id != id || !e.present);
+            let added = !state.pipelines.contains_key(&name);
+            let pipeline = Arc::new(p);
+            state.pipelines.insert(
+                name.clone(),
+                Entry {
+                    pipeline: Arc::clone(&pipeline),
+                    source: path,
+                    version_id: id,
+                    version: number,
+                    enabled,
+                    present: true,
+                },
+            );
+            if changed {
+                if let Some(known) = self.secret_names.read().ok().and_then(|k| k.clone()) {
+                    warn_missing_secrets(&pipeline, &known);
+                }
+                if let Ok(lengths) = self.key_lengths.read() {
+                    log_weak_secrets(&pipeline, &lengths);
+                }
+                report.updated.push(name.clone());
+                events.push(Event::PipelineChanged {
+                    name,
+                    version: Some(number),
+                    enabled,
+                    change: if added { "added" } else { "updated" }.into(),
+                });
+            }
+        }
+        // A pipeline whose file is gone is disabled; one whose file is now invalid keeps its version.
+        for (name, entry) in state.pipelines.iter_mut() {
+            if present.contains(name) || !entry.present {
+                continue;
+            }
+            // Listed but unreadable, refused or invalid: not removed (a file
+            // now defining another name did remove this one). A file that
+            // vanished between listing and reading was not recorded.
+            if seen_files.contains(&entry.source) && !loaded_from.contains(&entry.source) {
+                continue;
+            }
+            entry.present = false;
+            report.removed.push(name.clone());
+            events.push(Event::PipelineChanged {
+                name: name.clone(),
+                version: Some(entry.version),
+                enabled: false,
+                change: "removed".into(),
+            });
+        }
+        for (file, diagnostics) in &new_errors {
+            if state.errors.get(file) != Some(diagnostics) {
+                // The same lines `sluice validate` prints, so the journal says why.
+                for d in diagnostics {
+                    tracing::warn!("{d}");
+                }
+                events.push(Event::ConfigError {
+                    file: file.display().to_string(),
+                    diagnostics: diagnostics.clone(),
+                });
+                report.newly_rejected.push(file.clone());
+            }
+            report.rejected.push(file.clone());
+        }
+        state.errors = new_errors;
+        events
     }
 
     /// The directory cannot be listed: every pipeline stays as it was (a

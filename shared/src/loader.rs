@@ -439,6 +439,15 @@ fn parse_file(path: &Path, text: &Result<String, String>, opts: &ValidateOptions
     parsed
 }
 
+/// The templates a file set holds: name to index in the set, and whether each file is valid.
+struct Templates<'s> {
+    all: &'s [Parsed],
+    by_name: &'s HashMap<String, usize>,
+    valid: &'s [bool],
+}
+
+/// Checks one parsed file against the set (its template, if it names one)
+/// and builds its pipeline when it is valid.
 fn finish_file(
     p: &Parsed,
     all: &[Parsed],
@@ -457,7 +466,6 @@ fn finish_file(
     let Some(doc) = &p.doc else { return file };
     let mut c = Checker::new(doc, &p.path);
     let head = p.head.as_ref();
-    let template_ref = head.and_then(|h| h.template.clone());
     let is_template = head.is_some_and(|h| h.template.is_none() && !h.params.is_empty());
     let inputs = head.map(|h| h.inputs.clone()).unwrap_or_default();
     file.kind = if is_template {
@@ -468,180 +476,42 @@ fn finish_file(
 
     validate::check_inputs(&mut c, &DocPath::root().key("inputs"), &inputs, "input");
     if let Some(h) = head {
-        validate::check_retry(&mut c, &DocPath::root().key("retry"), h.retry.as_ref());
-        if h.max_active_nodes == Some(0) {
-            c.error(
-                &DocPath::root().key("max_active_nodes"),
-                false,
-                "max_active_nodes must be at least 1".into(),
-                None,
-            );
-        }
-        if h.concurrency.and_then(|cc| cc.max_runs) == Some(0) {
-            c.error(
-                &DocPath::root().key("concurrency").key("max_runs"),
-                false,
-                "max_runs must be at least 1".into(),
-                None,
-            );
-        }
-        if h.owner.as_deref().is_some_and(|o| o.trim().is_empty()) {
-            c.error(
-                &DocPath::root().key("owner"),
-                false,
-                "empty owner".into(),
-                None,
-            );
-        }
+        check_head(&mut c, h);
     }
-
-    let mut params_decl: IndexMap<String, InputSpec> = IndexMap::new();
-    let mut nodes: Vec<Node> = p.nodes.iter().map(|(_, n)| n.clone()).collect();
-
-    if let Some(name) = &template_ref {
-        // An instance: nodes and inputs come from the template.
-        let h = head
-            .map(|h| (h.nodes.is_empty(), h.inputs.is_empty()))
-            .unwrap_or((true, true));
-        if !h.0 {
-            c.error(
-                &DocPath::root().key("nodes"),
-                true,
-                "a file that instantiates a template takes its nodes from it".into(),
-                Some("remove `nodes:` or `template:`".into()),
-            );
-        }
-        if !h.1 {
-            c.error(
-                &DocPath::root().key("inputs"),
-                true,
-                "a file that instantiates a template takes its inputs from it".into(),
-                None,
-            );
-        }
-        let mut param_values = head.map(|h| h.params.clone()).unwrap_or_default();
-        match templates
-            .get(name)
-            .map(|&i| (&all[i], template_valid.get(i).copied().unwrap_or(false)))
-        {
-            None => {
-                let names: Vec<&str> = templates.keys().map(String::as_str).collect();
-                let hint = suggest::did_you_mean(name, names.iter().copied())
-                    .or_else(|| Some("a template is a pipeline file that declares `params:`; validate it together with this file (e.g. the whole directory)".into()));
-                c.error(
-                    &DocPath::root().key("template"),
-                    false,
-                    format!("unknown template '{name}'"),
-                    hint,
-                );
-            }
-            Some((t, t_valid)) => {
-                let t_head = t.head.as_ref();
-                let declared = t_head
-                    .map(|h| parse_param_specs(&h.params))
-                    .unwrap_or_default();
-                validate::check_values(
-                    &mut c,
-                    &DocPath::root().key("params"),
-                    &param_values,
-                    &declared,
-                    "param",
-                );
-                if !t_valid {
-                    c.error(
-                        &DocPath::root().key("template"),
-                        false,
-                        format!("template '{name}' ({}) has errors", t.path.display()),
-                        None,
-                    );
-                }
-                nodes = t.nodes.iter().map(|(_, n)| n.clone()).collect();
-                let t_inputs = t_head.map(|h| h.inputs.clone()).unwrap_or_default();
-                // Defaults of params not given are bound too.
-                for (k, spec) in &declared {
-                    if !param_values.contains_key(k)
-                        && let Some(d) = &spec.default
-                    {
-                        param_values.insert(k.clone(), d.clone());
-                    }
-                }
-                let triggers = p.triggers.clone();
-                validate::check_triggers(&mut c, &triggers, &t_inputs);
-                let t_defaults = t_head.cloned();
-                file.diagnostics.extend(c.diagnostics);
-                if file.is_valid() {
-                    let h = head.cloned().unwrap_or_else(empty_doc);
-                    let t = t_defaults.unwrap_or_else(empty_doc);
-                    file.pipeline = Some(Pipeline {
-                        name: p.name.clone().unwrap_or_default(),
-                        description: h.description.or(t.description),
-                        owner: h.owner.or(t.owner),
-                        inputs: t_inputs,
-                        triggers: triggers.into_iter().map(|(_, t)| t).collect(),
-                        concurrency: h.concurrency.or(t.concurrency).unwrap_or_default(),
-                        timeout: h.timeout.or(t.timeout),
-                        retry: h.retry.or(t.retry),
-                        max_active_nodes: h.max_active_nodes.or(t.max_active_nodes),
-                        params: param_values,
-                        template: Some(name.clone()),
-                        nodes,
-                    });
-                }
-                return file;
-            }
-        }
-    } else if is_template {
-        let raw = head.map(|h| h.params.clone()).unwrap_or_default();
-        for (k, v) in &raw {
-            match from_value_at::<InputSpec>(
-                v.clone(),
-                "a param declaration",
-                &["type", "default", "description", "choices"],
-            ) {
-                Ok(spec) => {
-                    params_decl.insert(k.clone(), spec);
-                }
-                Err(e) => c.field_error(&DocPath::root().key("params").key(k), e),
-            }
-        }
-        validate::check_inputs(
-            &mut c,
-            &DocPath::root().key("params"),
-            &params_decl,
-            "param",
-        );
-        if !p.triggers.is_empty() {
-            c.error(
-                &DocPath::root().key("triggers"),
-                true,
-                "a template does not run on its own, so it cannot have triggers".into(),
-                Some("put triggers in the files that instantiate it with `template:`".into()),
-            );
-        }
-    }
-
-    if template_ref.is_none() {
-        if head.is_some_and(|h| h.nodes.is_empty())
-            && doc
-                .value
-                .get("nodes")
-                .is_none_or(|n| n.as_array().is_some_and(Vec::is_empty))
-        {
-            c.error(
-                &DocPath::root(),
-                false,
-                "empty pipeline: no nodes".into(),
-                Some("add `nodes:` with at least one node".into()),
-            );
-        }
-        let params = if is_template {
-            Params::Declared(&params_decl)
-        } else {
-            Params::None
+    if let Some(name) = head.and_then(|h| h.template.as_ref()) {
+        let set = Templates {
+            all,
+            by_name: templates,
+            valid: template_valid,
         };
-        validate::check_nodes(&mut c, &p.raw_nodes, &p.nodes, &inputs, params, engine);
-        validate::check_triggers(&mut c, &p.triggers, &inputs);
+        return finish_instance(file, c, p, name, &set);
     }
+
+    let params_decl = if is_template {
+        template_params(&mut c, p)
+    } else {
+        IndexMap::new()
+    };
+    if head.is_some_and(|h| h.nodes.is_empty())
+        && doc
+            .value
+            .get("nodes")
+            .is_none_or(|n| n.as_array().is_some_and(Vec::is_empty))
+    {
+        c.error(
+            &DocPath::root(),
+            false,
+            "empty pipeline: no nodes".into(),
+            Some("add `nodes:` with at least one node".into()),
+        );
+    }
+    let params = if is_template {
+        Params::Declared(&params_decl)
+    } else {
+        Params::None
+    };
+    validate::check_nodes(&mut c, &p.raw_nodes, &p.nodes, &inputs, params, engine);
+    validate::check_triggers(&mut c, &p.triggers, &inputs);
 
     file.diagnostics.extend(c.diagnostics);
     file.params = params_decl;
@@ -660,6 +530,168 @@ fn finish_file(
             max_active_nodes: h.max_active_nodes,
             params: IndexMap::new(),
             template: None,
+            nodes: p.nodes.iter().map(|(_, n)| n.clone()).collect(),
+        });
+    }
+    file
+}
+
+/// The pipeline-wide settings' own limits.
+fn check_head(c: &mut Checker<'_>, h: &PipelineDoc<Value, Value>) {
+    validate::check_retry(c, &DocPath::root().key("retry"), h.retry.as_ref());
+    if h.max_active_nodes == Some(0) {
+        c.error(
+            &DocPath::root().key("max_active_nodes"),
+            false,
+            "max_active_nodes must be at least 1".into(),
+            None,
+        );
+    }
+    if h.concurrency.and_then(|cc| cc.max_runs) == Some(0) {
+        c.error(
+            &DocPath::root().key("concurrency").key("max_runs"),
+            false,
+            "max_runs must be at least 1".into(),
+            None,
+        );
+    }
+    if h.owner.as_deref().is_some_and(|o| o.trim().is_empty()) {
+        c.error(
+            &DocPath::root().key("owner"),
+            false,
+            "empty owner".into(),
+            None,
+        );
+    }
+}
+
+/// A template's declared params (`params:` of a file without `template:`);
+/// a template cannot have triggers.
+fn template_params(c: &mut Checker<'_>, p: &Parsed) -> IndexMap<String, InputSpec> {
+    let mut params_decl: IndexMap<String, InputSpec> = IndexMap::new();
+    let raw = p
+        .head
+        .as_ref()
+        .map(|h| h.params.clone())
+        .unwrap_or_default();
+    for (k, v) in &raw {
+        match from_value_at::<InputSpec>(
+            v.clone(),
+            "a param declaration",
+            &["type", "default", "description", "choices"],
+        ) {
+            Ok(spec) => {
+                params_decl.insert(k.clone(), spec);
+            }
+            Err(e) => c.field_error(&DocPath::root().key("params").key(k), e),
+        }
+    }
+    validate::check_inputs(c, &DocPath::root().key("params"), &params_decl, "param");
+    if !p.triggers.is_empty() {
+        c.error(
+            &DocPath::root().key("triggers"),
+            true,
+            "a template does not run on its own, so it cannot have triggers".into(),
+            Some("put triggers in the files that instantiate it with `template:`".into()),
+        );
+    }
+    params_decl
+}
+
+/// A file that instantiates template `name`: its nodes and inputs come from
+/// the template, its params are checked against the template's declaration.
+fn finish_instance(
+    mut file: LoadedFile,
+    mut c: Checker<'_>,
+    p: &Parsed,
+    name: &str,
+    set: &Templates<'_>,
+) -> LoadedFile {
+    let head = p.head.as_ref();
+    let (no_nodes, no_inputs) = head
+        .map(|h| (h.nodes.is_empty(), h.inputs.is_empty()))
+        .unwrap_or((true, true));
+    if !no_nodes {
+        c.error(
+            &DocPath::root().key("nodes"),
+            true,
+            "a file that instantiates a template takes its nodes from it".into(),
+            Some("remove `nodes:` or `template:`".into()),
+        );
+    }
+    if !no_inputs {
+        c.error(
+            &DocPath::root().key("inputs"),
+            true,
+            "a file that instantiates a template takes its inputs from it".into(),
+            None,
+        );
+    }
+    let mut param_values = head.map(|h| h.params.clone()).unwrap_or_default();
+    let Some((t, t_valid)) = set
+        .by_name
+        .get(name)
+        .map(|&i| (&set.all[i], set.valid.get(i).copied().unwrap_or(false)))
+    else {
+        let names: Vec<&str> = set.by_name.keys().map(String::as_str).collect();
+        let hint = suggest::did_you_mean(name, names.iter().copied())
+            .or_else(|| Some("a template is a pipeline file that declares `params:`; validate it together with this file (e.g. the whole directory)".into()));
+        c.error(
+            &DocPath::root().key("template"),
+            false,
+            format!("unknown template '{name}'"),
+            hint,
+        );
+        file.diagnostics.extend(c.diagnostics);
+        return file;
+    };
+    let t_head = t.head.as_ref();
+    let declared = t_head
+        .map(|h| parse_param_specs(&h.params))
+        .unwrap_or_default();
+    validate::check_values(
+        &mut c,
+        &DocPath::root().key("params"),
+        &param_values,
+        &declared,
+        "param",
+    );
+    if !t_valid {
+        c.error(
+            &DocPath::root().key("template"),
+            false,
+            format!("template '{name}' ({}) has errors", t.path.display()),
+            None,
+        );
+    }
+    let nodes = t.nodes.iter().map(|(_, n)| n.clone()).collect();
+    let t_inputs = t_head.map(|h| h.inputs.clone()).unwrap_or_default();
+    // Defaults of params not given are bound too.
+    for (k, spec) in &declared {
+        if !param_values.contains_key(k)
+            && let Some(d) = &spec.default
+        {
+            param_values.insert(k.clone(), d.clone());
+        }
+    }
+    let triggers = p.triggers.clone();
+    validate::check_triggers(&mut c, &triggers, &t_inputs);
+    file.diagnostics.extend(c.diagnostics);
+    if file.is_valid() {
+        let h = head.cloned().unwrap_or_else(empty_doc);
+        let t = t_head.cloned().unwrap_or_else(empty_doc);
+        file.pipeline = Some(Pipeline {
+            name: p.name.clone().unwrap_or_default(),
+            description: h.description.or(t.description),
+            owner: h.owner.or(t.owner),
+            inputs: t_inputs,
+            triggers: triggers.into_iter().map(|(_, t)| t).collect(),
+            concurrency: h.concurrency.or(t.concurrency).unwrap_or_default(),
+            timeout: h.timeout.or(t.timeout),
+            retry: h.retry.or(t.retry),
+            max_active_nodes: h.max_active_nodes.or(t.max_active_nodes),
+            params: param_values,
+            template: Some(name.to_owned()),
             nodes,
         });
     }

@@ -281,135 +281,14 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Found) {
         });
     }
     match value {
-        Value::Object(obj) => {
-            let props = map.get("properties").and_then(Value::as_object);
-            if let Some(Value::Array(required)) = map.get("required") {
-                for name in required.iter().filter_map(Value::as_str) {
-                    if !obj.contains_key(name) {
-                        out.add(place, || format!("missing required property '{name}'"));
-                    }
-                }
-            }
-            let count = obj.len() as u64;
-            if let Some(min) = map.get("minProperties").and_then(Value::as_u64)
-                && count < min
-            {
-                out.add(place, || {
-                    format!("has {count} properties; at least {min} required")
-                });
-            }
-            if let Some(max) = map.get("maxProperties").and_then(Value::as_u64)
-                && count > max
-            {
-                out.add(place, || {
-                    format!("has {count} properties; at most {max} allowed")
-                });
-            }
-            for (name, item) in obj {
-                if out.settled() {
-                    return;
-                }
-                let sub_at = format!("{at}/{}", pointer_escape(name));
-                match props.and_then(|p| p.get(name)) {
-                    Some(sub) => walk(sub, item, &sub_at, out),
-                    None => {
-                        if let Some(extra) = map.get("additionalProperties") {
-                            if extra == &Value::Bool(false) {
-                                out.add(place, || format!("unexpected property '{name}'"));
-                            } else {
-                                walk(extra, item, &sub_at, out);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Value::Array(items) => {
-            let count = items.len() as u64;
-            if let Some(min) = map.get("minItems").and_then(Value::as_u64)
-                && count < min
-            {
-                out.add(place, || {
-                    format!("has {count} items; at least {min} required")
-                });
-            }
-            if let Some(max) = map.get("maxItems").and_then(Value::as_u64)
-                && count > max
-            {
-                out.add(place, || {
-                    format!("has {count} items; at most {max} allowed")
-                });
-            }
-            if map.get("uniqueItems") == Some(&Value::Bool(true)) {
-                let mut seen = HashSet::with_capacity(items.len());
-                let repeated = items.iter().any(|item| {
-                    let mut key = String::new();
-                    canonical(item, &mut key);
-                    !seen.insert(key)
-                });
-                if repeated {
-                    out.add(place, || "items are not unique".into());
-                }
-            }
-            if let Some(sub) = map.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    if out.settled() {
-                        return;
-                    }
-                    walk(sub, item, &format!("{at}/{i}"), out);
-                }
-            }
-        }
-        Value::String(text) => {
-            let chars = text.chars().count() as u64;
-            if let Some(min) = map.get("minLength").and_then(Value::as_u64)
-                && chars < min
-            {
-                out.add(place, || {
-                    format!("is {chars} characters long; at least {min} required")
-                });
-            }
-            if let Some(max) = map.get("maxLength").and_then(Value::as_u64)
-                && chars > max
-            {
-                out.add(place, || {
-                    format!("is {chars} characters long; at most {max} allowed")
-                });
-            }
-        }
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(f64::NAN);
-            let bound = |k: &str| map.get(k).and_then(Value::as_f64);
-            if let Some(min) = bound("minimum")
-                && x < min
-            {
-                out.add(place, || format!("{n} is less than the minimum {min}"));
-            }
-            if let Some(max) = bound("maximum")
-                && x > max
-            {
-                out.add(place, || format!("{n} is more than the maximum {max}"));
-            }
-            if let Some(min) = bound("exclusiveMinimum")
-                && x <= min
-            {
-                out.add(place, || format!("{n} must be more than {min}"));
-            }
-            if let Some(max) = bound("exclusiveMaximum")
-                && x >= max
-            {
-                out.add(place, || format!("{n} must be less than {max}"));
-            }
-            if let Some(step) = bound("multipleOf")
-                && step > 0.0
-            {
-                let q = x / step;
-                if (q - q.round()).abs() > 1e-9 {
-                    out.add(place, || format!("{n} is not a multiple of {step}"));
-                }
-            }
-        }
+        Value::Object(obj) => walk_object(map, obj, at, place, out),
+        Value::Array(items) => walk_array(map, items, at, place, out),
+        Value::String(text) => check_string(map, text, place, out),
+        Value::Number(n) => check_number(map, n, place, out),
         _ => {}
+    }
+    if out.settled() {
+        return;
     }
     if let Some(Value::Array(all)) = map.get("allOf") {
         for sub in all {
@@ -433,6 +312,159 @@ fn walk(schema: &Value, value: &Value, at: &str, out: &mut Found) {
         && matches_at(not, value, at)
     {
         out.add(place, || "matches the schema under `not`".into());
+    }
+}
+
+/// Object keywords: required, property counts, properties and additionalProperties.
+fn walk_object(
+    map: &serde_json::Map<String, Value>,
+    obj: &serde_json::Map<String, Value>,
+    at: &str,
+    place: &str,
+    out: &mut Found,
+) {
+    let props = map.get("properties").and_then(Value::as_object);
+    if let Some(Value::Array(required)) = map.get("required") {
+        for name in required.iter().filter_map(Value::as_str) {
+            if !obj.contains_key(name) {
+                out.add(place, || format!("missing required property '{name}'"));
+            }
+        }
+    }
+    let count = obj.len() as u64;
+    if let Some(min) = map.get("minProperties").and_then(Value::as_u64)
+        && count < min
+    {
+        out.add(place, || {
+            format!("has {count} properties; at least {min} required")
+        });
+    }
+    if let Some(max) = map.get("maxProperties").and_then(Value::as_u64)
+        && count > max
+    {
+        out.add(place, || {
+            format!("has {count} properties; at most {max} allowed")
+        });
+    }
+    for (name, item) in obj {
+        if out.settled() {
+            return;
+        }
+        let sub_at = format!("{at}/{}", pointer_escape(name));
+        match props.and_then(|p| p.get(name)) {
+            Some(sub) => walk(sub, item, &sub_at, out),
+            None => {
+                if let Some(extra) = map.get("additionalProperties") {
+                    if extra == &Value::Bool(false) {
+                        out.add(place, || format!("unexpected property '{name}'"));
+                    } else {
+                        walk(extra, item, &sub_at, out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Array keywords: item counts, uniqueItems and items.
+fn walk_array(
+    map: &serde_json::Map<String, Value>,
+    items: &[Value],
+    at: &str,
+    place: &str,
+    out: &mut Found,
+) {
+    let count = items.len() as u64;
+    if let Some(min) = map.get("minItems").and_then(Value::as_u64)
+        && count < min
+    {
+        out.add(place, || {
+            format!("has {count} items; at least {min} required")
+        });
+    }
+    if let Some(max) = map.get("maxItems").and_then(Value::as_u64)
+        && count > max
+    {
+        out.add(place, || {
+            format!("has {count} items; at most {max} allowed")
+        });
+    }
+    if map.get("uniqueItems") == Some(&Value::Bool(true)) {
+        let mut seen = HashSet::with_capacity(items.len());
+        let repeated = items.iter().any(|item| {
+            let mut key = String::new();
+            canonical(item, &mut key);
+            !seen.insert(key)
+        });
+        if repeated {
+            out.add(place, || "items are not unique".into());
+        }
+    }
+    if let Some(sub) = map.get("items") {
+        for (i, item) in items.iter().enumerate() {
+            if out.settled() {
+                return;
+            }
+            walk(sub, item, &format!("{at}/{i}"), out);
+        }
+    }
+}
+
+/// String keywords: minLength and maxLength (in characters).
+fn check_string(map: &serde_json::Map<String, Value>, text: &str, place: &str, out: &mut Found) {
+    let chars = text.chars().count() as u64;
+    if let Some(min) = map.get("minLength").and_then(Value::as_u64)
+        && chars < min
+    {
+        out.add(place, || {
+            format!("is {chars} characters long; at least {min} required")
+        });
+    }
+    if let Some(max) = map.get("maxLength").and_then(Value::as_u64)
+        && chars > max
+    {
+        out.add(place, || {
+            format!("is {chars} characters long; at most {max} allowed")
+        });
+    }
+}
+
+/// Number keywords: the bounds and multipleOf.
+fn check_number(
+    map: &serde_json::Map<String, Value>,
+    n: &serde_json::Number,
+    place: &str,
+    out: &mut Found,
+) {
+    let x = n.as_f64().unwrap_or(f64::NAN);
+    let bound = |k: &str| map.get(k).and_then(Value::as_f64);
+    if let Some(min) = bound("minimum")
+        && x < min
+    {
+        out.add(place, || format!("{n} is less than the minimum {min}"));
+    }
+    if let Some(max) = bound("maximum")
+        && x > max
+    {
+        out.add(place, || format!("{n} is more than the maximum {max}"));
+    }
+    if let Some(min) = bound("exclusiveMinimum")
+        && x <= min
+    {
+        out.add(place, || format!("{n} must be more than {min}"));
+    }
+    if let Some(max) = bound("exclusiveMaximum")
+        && x >= max
+    {
+        out.add(place, || format!("{n} must be less than {max}"));
+    }
+    if let Some(step) = bound("multipleOf")
+        && step > 0.0
+    {
+        let q = x / step;
+        if (q - q.round()).abs() > 1e-9 {
+            out.add(place, || format!("{n} is not a multiple of {step}"));
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
 
 use super::{Col, Tier, block, duration, fit, fit_columns, more_marker, rows_with_more, theme};
 use crate::console::app::App;
+use sluice_shared::protocol::MetricsResult;
 
 /// Draws the metrics view.
 pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
@@ -55,95 +56,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
         Constraint::Min(0),
     ])
     .areas(area);
-    let peak = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
-    let last = |v: &[u64]| v.last().copied().unwrap_or(0);
-    let series: Vec<(Rect, String, &Vec<u64>)> = match sparks {
-        2 => {
-            let [a, b] = Layout::vertical([Constraint::Length(spark_h); 2]).areas(spark_area);
-            [
-                (a, "started", &m.started_per_minute),
-                (b, "finished", &m.finished_per_minute),
-            ]
-            .into_iter()
-            .map(|(r, name, s)| {
-                (
-                    r,
-                    format!(
-                        "Runs {name} per minute, last {} min · now {} · peak {}",
-                        s.len(),
-                        last(s),
-                        peak(s)
-                    ),
-                    s,
-                )
-            })
-            .collect()
-        }
-        1 => vec![(
-            spark_area,
-            format!(
-                "Runs started/min, last {} min · now {} · peak {} · finished now {} · peak {}",
-                m.started_per_minute.len(),
-                last(&m.started_per_minute),
-                peak(&m.started_per_minute),
-                last(&m.finished_per_minute),
-                peak(&m.finished_per_minute)
-            ),
-            &m.started_per_minute,
-        )],
-        _ => Vec::new(),
-    };
-    for (rect, title, series) in series {
-        // The newest minutes on the right; only as many as fit.
-        let width = rect.width.saturating_sub(2) as usize;
-        let data: Vec<u64> = series
-            .iter()
-            .skip(series.len().saturating_sub(width))
-            .copied()
-            .collect();
-        let mut spark = Sparkline::default()
-            .data(&data)
-            .block(block(app, fit(&title, width, t.ascii)));
-        if !t.mono {
-            spark = spark.style(t.ok());
-        }
-        if t.ascii {
-            spark = spark.bar_set(ratatui::symbols::bar::THREE_LEVELS);
-        }
-        frame.render_widget(spark, rect);
-    }
-    let rate = m
-        .success_rate
-        .map(|r| format!("{:.1}%", r * 100.0))
-        .unwrap_or_else(|| "-".into());
-    // Depth against the bound, when the daemon says what the bound is.
-    let queued = if m.queue_max > 0 {
-        format!("{}/{}", m.queue_depth, m.queue_max)
-    } else {
-        m.queue_depth.to_string()
-    };
-    // Daemons before protocol 1.2 say nothing of workers.
-    let workers = if m.workers > 0 {
-        format!("{}workers {}/{} busy", t.dot(), m.workers_busy, m.workers)
-    } else {
-        String::new()
-    };
-    let figures_text = format!(
-        "success (24h) {rate}{d}queued {}{d}running {}{d}waiting {}{d}approvals {}{d}limit refusals {}{}",
-        queued,
-        m.active,
-        m.waiting,
-        m.approvals_pending,
-        m.limit_refusals,
-        workers,
-        d = t.dot()
-    );
-    frame.render_widget(
-        Paragraph::new(Line::raw(figures_text))
-            .wrap(ratatui::widgets::Wrap { trim: true })
-            .block(block(app, "Now".into())),
-        figures,
-    );
+    draw_sparklines(frame, app, m, spark_area, sparks, spark_h);
+    draw_figures(frame, app, m, figures);
     let (durations, usage) = if side_by_side {
         let [a, b] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
             .areas(bottom);
@@ -159,42 +73,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect, tier: Tier) {
             Layout::vertical([Constraint::Min(0), Constraint::Length(usage_h)]).areas(bottom);
         (a, b)
     };
-    let outer = block(app, "Durations per pipeline".into());
-    let inner = outer.inner(durations);
-    frame.render_widget(outer, durations);
-    let columns = [
-        Col::flex("PIPELINE", 10, 0),
-        Col::fixed("RUNS", 5, 4),
-        Col::fixed("P50", 7, 2),
-        Col::fixed("P95", 7, 0),
-        Col::fixed("P99", 7, 3),
-    ];
-    let keep = fit_columns(&columns, inner.width);
-    let room = inner.height.saturating_sub(1) as usize;
-    let shown = rows_with_more(m.durations.len(), room);
-    let mut rows: Vec<Row> = m
-        .durations
-        .iter()
-        .take(shown)
-        .map(|d| {
-            Row::new(keep.iter().map(|&c| match columns[c].title {
-                "PIPELINE" => Cell::from(d.pipeline.clone()),
-                "RUNS" => Cell::from(d.count.to_string()),
-                "P50" => Cell::from(duration(d.p50_ms as i64)),
-                "P95" => Cell::from(duration(d.p95_ms as i64)),
-                _ => Cell::from(duration(d.p99_ms as i64)),
-            }))
-        })
-        .collect();
-    if let Some(more) = more_marker(m.durations.len(), shown) {
-        rows.push(Row::new(vec![Cell::from(more)]).style(t.dim()));
-    }
-    let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
-    frame.render_widget(
-        Table::new(rows, widths)
-            .header(Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading())),
-        inner,
-    );
+    draw_durations(frame, app, m, durations);
     draw_usage(frame, app, usage);
 }
 
@@ -255,6 +134,153 @@ fn draw_usage(frame: &mut Frame, app: &App, area: Rect) {
         })
         .collect();
     if let Some(more) = more_marker(u.users.len(), shown) {
+        rows.push(Row::new(vec![Cell::from(more)]).style(t.dim()));
+    }
+    let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
+    frame.render_widget(
+        Table::new(rows, widths)
+            .header(Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading())),
+        inner,
+    );
+}
+
+/// The runs-per-minute sparklines: two, one combined, or none.
+fn draw_sparklines(
+    frame: &mut Frame,
+    app: &App,
+    m: &MetricsResult,
+    spark_area: Rect,
+    sparks: u16,
+    spark_h: u16,
+) {
+    let t = theme(app);
+    let peak = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
+    let last = |v: &[u64]| v.last().copied().unwrap_or(0);
+    let series: Vec<(Rect, String, &Vec<u64>)> = match sparks {
+        2 => {
+            let [a, b] = Layout::vertical([Constraint::Length(spark_h); 2]).areas(spark_area);
+            [
+                (a, "started", &m.started_per_minute),
+                (b, "finished", &m.finished_per_minute),
+            ]
+            .into_iter()
+            .map(|(r, name, s)| {
+                (
+                    r,
+                    format!(
+                        "Runs {name} per minute, last {} min · now {} · peak {}",
+                        s.len(),
+                        last(s),
+                        peak(s)
+                    ),
+                    s,
+                )
+            })
+            .collect()
+        }
+        1 => vec![(
+            spark_area,
+            format!(
+                "Runs started/min, last {} min · now {} · peak {} · finished now {} · peak {}",
+                m.started_per_minute.len(),
+                last(&m.started_per_minute),
+                peak(&m.started_per_minute),
+                last(&m.finished_per_minute),
+                peak(&m.finished_per_minute)
+            ),
+            &m.started_per_minute,
+        )],
+        _ => Vec::new(),
+    };
+    for (rect, title, series) in series {
+        // The newest minutes on the right; only as many as fit.
+        let width = rect.width.saturating_sub(2) as usize;
+        let data: Vec<u64> = series
+            .iter()
+            .skip(series.len().saturating_sub(width))
+            .copied()
+            .collect();
+        let mut spark = Sparkline::default()
+            .data(&data)
+            .block(block(app, fit(&title, width, t.ascii)));
+        if !t.mono {
+            spark = spark.style(t.ok());
+        }
+        if t.ascii {
+            spark = spark.bar_set(ratatui::symbols::bar::THREE_LEVELS);
+        }
+        frame.render_widget(spark, rect);
+    }
+}
+
+/// The "Now" figures: success rate, queue, running, waiting, approvals, refusals, workers.
+fn draw_figures(frame: &mut Frame, app: &App, m: &MetricsResult, figures: Rect) {
+    let t = theme(app);
+    let rate = m
+        .success_rate
+        .map(|r| format!("{:.1}%", r * 100.0))
+        .unwrap_or_else(|| "-".into());
+    // Depth against the bound, when the daemon says what the bound is.
+    let queued = if m.queue_max > 0 {
+        format!("{}/{}", m.queue_depth, m.queue_max)
+    } else {
+        m.queue_depth.to_string()
+    };
+    // Daemons before protocol 1.2 say nothing of workers.
+    let workers = if m.workers > 0 {
+        format!("{}workers {}/{} busy", t.dot(), m.workers_busy, m.workers)
+    } else {
+        String::new()
+    };
+    let figures_text = format!(
+        "success (24h) {rate}{d}queued {}{d}running {}{d}waiting {}{d}approvals {}{d}limit refusals {}{}",
+        queued,
+        m.active,
+        m.waiting,
+        m.approvals_pending,
+        m.limit_refusals,
+        workers,
+        d = t.dot()
+    );
+    frame.render_widget(
+        Paragraph::new(Line::raw(figures_text))
+            .wrap(ratatui::widgets::Wrap { trim: true })
+            .block(block(app, "Now".into())),
+        figures,
+    );
+}
+
+/// The per-pipeline duration percentiles table.
+fn draw_durations(frame: &mut Frame, app: &App, m: &MetricsResult, durations: Rect) {
+    let t = theme(app);
+    let outer = block(app, "Durations per pipeline".into());
+    let inner = outer.inner(durations);
+    frame.render_widget(outer, durations);
+    let columns = [
+        Col::flex("PIPELINE", 10, 0),
+        Col::fixed("RUNS", 5, 4),
+        Col::fixed("P50", 7, 2),
+        Col::fixed("P95", 7, 0),
+        Col::fixed("P99", 7, 3),
+    ];
+    let keep = fit_columns(&columns, inner.width);
+    let room = inner.height.saturating_sub(1) as usize;
+    let shown = rows_with_more(m.durations.len(), room);
+    let mut rows: Vec<Row> = m
+        .durations
+        .iter()
+        .take(shown)
+        .map(|d| {
+            Row::new(keep.iter().map(|&c| match columns[c].title {
+                "PIPELINE" => Cell::from(d.pipeline.clone()),
+                "RUNS" => Cell::from(d.count.to_string()),
+                "P50" => Cell::from(duration(d.p50_ms as i64)),
+                "P95" => Cell::from(duration(d.p95_ms as i64)),
+                _ => Cell::from(duration(d.p99_ms as i64)),
+            }))
+        })
+        .collect();
+    if let Some(more) = more_marker(m.durations.len(), shown) {
         rows.push(Row::new(vec![Cell::from(more)]).style(t.dim()));
     }
     let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
