@@ -146,15 +146,7 @@ pub(super) async fn load(
             )
         })
         .collect();
-    Ok(Some(Run {
-        id,
-        record,
-        version,
-        nodes,
-        changes: Vec::new(),
-        events: Vec::new(),
-        notes: Vec::new(),
-    }))
+    Ok(Some(Run::new(id, record, version, nodes)))
 }
 
 /// The run as the store holds it right after its creation, built from what was
@@ -201,13 +193,5 @@ pub(super) async fn load_created(inner: &Inner, created: Created) -> Result<Run,
             }
         })
         .collect();
-    Ok(Run {
-        id: created.id,
-        record,
-        version,
-        nodes,
-        changes: Vec::new(),
-        events: Vec::new(),
-        notes: Vec::new(),
-    })
+    Ok(Run::new(created.id, record, version, nodes))
 }

@@ -46,6 +46,21 @@ struct Run {
 
 type Finished = (usize, u32, Result<Outcome, NodeError>);
 
+impl Run {
+    /// A run's driver state with nothing pending yet.
+    fn new(id: RunId, record: RunRecord, version: Arc<LoadedVersion>, nodes: Vec<NodeRt>) -> Self {
+        Self {
+            id,
+            record,
+            version,
+            nodes,
+            changes: Vec::new(),
+            events: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 mod approval_step;
 mod budget;
 mod changes;
@@ -590,9 +605,9 @@ fn test_run(yaml: &str) -> Run {
         .iter()
         .map(|n| load::node_rt(n, NodeState::Pending, 0, None, None, None))
         .collect();
-    Run {
-        id: RunId(7),
-        record: RunRecord {
+    Run::new(
+        RunId(7),
+        RunRecord {
             id: RunId(7),
             pipeline: version.pipeline.name.clone(),
             version_id: crate::store::VersionId(1),
@@ -614,8 +629,5 @@ fn test_run(yaml: &str) -> Run {
         },
         version,
         nodes,
-        changes: Vec::new(),
-        events: Vec::new(),
-        notes: Vec::new(),
-    }
+    )
 }
