@@ -32,7 +32,7 @@ pub(crate) async fn metrics(cx: &Cx<'_>, _: NoParams) -> Result<MetricsResult, R
     let pending = store.pending_approvals().await.map_err(store_err)?;
     let mut snapshot = cx.metrics.snapshot(queued, running, waiting, pending);
     // Percentiles from the stored durations of the window's runs, exactly.
-    let since = jiff::Timestamp::now().as_millisecond() - crate::metrics::DURATION_WINDOW_MS;
+    let since = sluice_shared::time::now_ms() - crate::metrics::DURATION_WINDOW_MS;
     let stored = store.durations_since(since).await.map_err(store_err)?;
     snapshot.durations = crate::metrics::durations(stored);
     snapshot.limit_refusals += cx.engine.limits().refusals_total();

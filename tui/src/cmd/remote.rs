@@ -630,10 +630,8 @@ async fn runs(client: &mut Client, args: RunsArgs, json: bool) -> Result<(), Fai
                 table::time(Some(r.created_at)),
                 table::duration(
                     r.started_at,
-                    r.finished_at.or_else(|| {
-                        r.started_at
-                            .map(|_| jiff::Timestamp::now().as_millisecond())
-                    }),
+                    r.finished_at
+                        .or_else(|| r.started_at.map(|_| sluice_shared::time::now_ms())),
                 ),
             ]
         })

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sluice_shared::client::{Client, ClientError};
 use sluice_shared::method::{self, Subscribe};
 use sluice_shared::protocol::{HelloResult, ServerMessage, SubscribeParams};
+use sluice_shared::time;
 use tokio::sync::mpsc;
 
 use super::msg::{CallError, ConnEvent, Msg, Tag};
@@ -26,17 +27,11 @@ pub struct Call {
     pub params: Value,
 }
 
-/// Backoff before attempt `n` (from 1): 0.5 s doubling to 10 s, ±25 % jitter.
+/// Backoff before reconnect attempt `n` (from 1): 0.5 s doubling to 10 s,
+/// with the retries' equal jitter (between half of the step and all of it).
 pub fn backoff(n: u32) -> Duration {
-    let base = 500u64
-        .saturating_mul(1 << n.saturating_sub(1).min(5))
-        .min(10_000);
-    let jitter = fastrand::u64(0..=base / 2);
-    Duration::from_millis(base - base / 4 + jitter)
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
+    let step = time::exponential(Duration::from_millis(500), Duration::from_secs(10), n + 1);
+    time::equal_jitter(step)
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,7 +86,7 @@ pub async fn run(
         let wait = backoff(attempt);
         let _ = out.send(Msg::Conn(ConnEvent::Disconnected {
             error,
-            retry_at_ms: now_ms() + wait.as_millis() as i64,
+            retry_at_ms: time::now_ms() + wait.as_millis() as i64,
         }));
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
@@ -185,8 +180,12 @@ mod tests {
     fn backoff_is_capped_and_jittered() {
         for n in 1..40 {
             let d = backoff(n).as_millis();
-            assert!((375..=12_500).contains(&d), "{n}: {d}");
+            assert!((250..=10_000).contains(&d), "{n}: {d}");
         }
-        assert!(backoff(1).as_millis() <= 625);
+        assert!(backoff(1).as_millis() <= 500);
+        assert!(
+            backoff(30).as_millis() >= 5_000,
+            "capped at 10 s, at least half of it"
+        );
     }
 }

@@ -158,7 +158,7 @@ pub async fn run(opts: ConsoleOptions) -> anyhow::Result<()> {
         tz: jiff::tz::TimeZone::system(),
         ..Options::default()
     };
-    let mut app = App::new(options, keymap, jiff::Timestamp::now().as_millisecond());
+    let mut app = App::new(options, keymap, sluice_shared::time::now_ms());
 
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -207,7 +207,7 @@ pub async fn run(opts: ConsoleOptions) -> anyhow::Result<()> {
                 Some(m) => m,
                 None => break,
             },
-            _ = tick.tick() => Msg::Tick(jiff::Timestamp::now().as_millisecond()),
+            _ = tick.tick() => Msg::Tick(sluice_shared::time::now_ms()),
             _ = hangup.recv() => break,
             _ = terminate.recv() => break,
         };
