@@ -110,38 +110,21 @@ fn draw_usage(frame: &mut Frame, app: &App, area: Rect) {
         Col::fixed("TOKENS TODAY", 14, 2),
         Col::fixed("REFUSED 24H", 11, 1),
     ];
-    let keep = fit_columns(&columns, inner.width);
-    let room = inner.height.saturating_sub(1) as usize;
-    let shown = rows_with_more(u.users.len(), room);
-    let mut rows: Vec<Row> = u
-        .users
-        .iter()
-        .take(shown)
-        .map(|user| {
-            let refused: u64 = user.refused_24h.values().sum();
-            Row::new(keep.iter().map(|&c| match columns[c].title {
-                "USER" => Cell::from(user.user.clone()),
-                "RUNNING" => Cell::from(of(user.running, user.max_concurrent)),
-                "QUEUED" => Cell::from(user.queued.to_string()),
-                "RUNS TODAY" => Cell::from(of(user.daily_runs, user.daily_runs_max)),
-                "TOKENS TODAY" => Cell::from(of(user.daily_llm_tokens, user.daily_llm_tokens_max)),
-                _ => Cell::from(if refused > 0 {
-                    ratatui::text::Span::styled(refused.to_string(), t.error())
-                } else {
-                    ratatui::text::Span::raw("0")
-                }),
-            }))
-        })
-        .collect();
-    if let Some(more) = more_marker(u.users.len(), shown) {
-        rows.push(Row::new(vec![Cell::from(more)]).style(t.dim()));
-    }
-    let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
-    frame.render_widget(
-        Table::new(rows, widths)
-            .header(Row::new(keep.iter().map(|&c| columns[c].title)).style(t.heading())),
-        inner,
-    );
+    draw_fitted_table(frame, app, inner, &columns, &u.users, |user, title| {
+        let refused: u64 = user.refused_24h.values().sum();
+        match title {
+            "USER" => Cell::from(user.user.clone()),
+            "RUNNING" => Cell::from(of(user.running, user.max_concurrent)),
+            "QUEUED" => Cell::from(user.queued.to_string()),
+            "RUNS TODAY" => Cell::from(of(user.daily_runs, user.daily_runs_max)),
+            "TOKENS TODAY" => Cell::from(of(user.daily_llm_tokens, user.daily_llm_tokens_max)),
+            _ => Cell::from(if refused > 0 {
+                ratatui::text::Span::styled(refused.to_string(), t.error())
+            } else {
+                ratatui::text::Span::raw("0")
+            }),
+        }
+    });
 }
 
 /// The runs-per-minute sparklines: two, one combined, or none.
@@ -252,7 +235,6 @@ fn draw_figures(frame: &mut Frame, app: &App, m: &MetricsResult, figures: Rect) 
 
 /// The per-pipeline duration percentiles table.
 fn draw_durations(frame: &mut Frame, app: &App, m: &MetricsResult, durations: Rect) {
-    let t = theme(app);
     let outer = block(app, "Durations per pipeline".into());
     let inner = outer.inner(durations);
     frame.render_widget(outer, durations);
@@ -263,24 +245,42 @@ fn draw_durations(frame: &mut Frame, app: &App, m: &MetricsResult, durations: Re
         Col::fixed("P95", 7, 0),
         Col::fixed("P99", 7, 3),
     ];
-    let keep = fit_columns(&columns, inner.width);
+    draw_fitted_table(
+        frame,
+        app,
+        inner,
+        &columns,
+        &m.durations,
+        |d, title| match title {
+            "PIPELINE" => Cell::from(d.pipeline.clone()),
+            "RUNS" => Cell::from(d.count.to_string()),
+            "P50" => Cell::from(duration(d.p50_ms as i64)),
+            "P95" => Cell::from(duration(d.p95_ms as i64)),
+            _ => Cell::from(duration(d.p99_ms as i64)),
+        },
+    );
+}
+
+/// A table of `items` in `inner`: the columns that fit, the rows that fit and
+/// a line counting the rest; `cell` gives an item's cell of a column (by title).
+fn draw_fitted_table<T>(
+    frame: &mut Frame,
+    app: &App,
+    inner: Rect,
+    columns: &[Col],
+    items: &[T],
+    cell: impl Fn(&T, &str) -> Cell<'static>,
+) {
+    let t = theme(app);
+    let keep = fit_columns(columns, inner.width);
     let room = inner.height.saturating_sub(1) as usize;
-    let shown = rows_with_more(m.durations.len(), room);
-    let mut rows: Vec<Row> = m
-        .durations
+    let shown = rows_with_more(items.len(), room);
+    let mut rows: Vec<Row> = items
         .iter()
         .take(shown)
-        .map(|d| {
-            Row::new(keep.iter().map(|&c| match columns[c].title {
-                "PIPELINE" => Cell::from(d.pipeline.clone()),
-                "RUNS" => Cell::from(d.count.to_string()),
-                "P50" => Cell::from(duration(d.p50_ms as i64)),
-                "P95" => Cell::from(duration(d.p95_ms as i64)),
-                _ => Cell::from(duration(d.p99_ms as i64)),
-            }))
-        })
+        .map(|item| Row::new(keep.iter().map(|&c| cell(item, columns[c].title))))
         .collect();
-    if let Some(more) = more_marker(m.durations.len(), shown) {
+    if let Some(more) = more_marker(items.len(), shown) {
         rows.push(Row::new(vec![Cell::from(more)]).style(t.dim()));
     }
     let widths: Vec<Constraint> = keep.iter().map(|&c| columns[c].constraint()).collect();
