@@ -327,6 +327,11 @@ async fn spawn(ctx: &NodeContext, cmd: &mut Command) -> io::Result<Option<Child>
     let started = Instant::now();
     let mut backoff = fdlimit::Backoff::default();
     loop {
+        // Right before the spawn (again on every retry): a descriptor some
+        // thread opened without close-on-exec meanwhile must not reach the
+        // child. A descriptor opened between this call and the spawn still
+        // could; every descriptor sluice opens itself is close-on-exec.
+        mark_inherited_fds_cloexec();
         let e = match cmd.spawn() {
             Ok(child) => return Ok(Some(child)),
             Err(e) => e,
@@ -394,10 +399,8 @@ fn command(spec: &Spec, base_env: &[(String, String)]) -> Command {
     // than the daemon's own needs the closure, and with it the fd sweep
     // comes along as a second guard.
     if umask == NO_UMASK {
-        // One system call in the parent instead of the sweep in the child: a
-        // descriptor a library opened without close-on-exec since the last
-        // spawn (or one inherited by an embedding process) is sealed too.
-        mark_inherited_fds_cloexec();
+        // Instead of the sweep in the child, `spawn` seals descriptors in the
+        // parent (one system call) right before each spawn.
         return cmd;
     }
     // SAFETY: the closure runs in the forked child between fork and exec,

@@ -30,7 +30,11 @@ pub struct Call {
 /// Backoff before reconnect attempt `n` (from 1): 0.5 s doubling to 10 s,
 /// with the retries' equal jitter (between half of the step and all of it).
 pub fn backoff(n: u32) -> Duration {
-    let step = time::exponential(Duration::from_millis(500), Duration::from_secs(10), n + 1);
+    let step = time::exponential(
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+        n.saturating_add(1),
+    );
     time::equal_jitter(step)
 }
 

@@ -436,7 +436,7 @@ pub(super) fn wait_param(uri: &axum::http::Uri) -> Result<Option<Duration>, Refu
     if d.std() > MAX_WAIT {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            format!("wait: {v} is longer than the maximum of 5m"),
+            format!("wait: {v:?} is longer than the maximum of 5m"),
         ));
     }
     Ok(Some(d.std()))
