@@ -64,6 +64,25 @@ pub struct Config {
     /// The daemon's own log: level and rolling files.
     #[serde(default)]
     pub log: Log,
+    /// Where runs are kept: SQLite (default) or PostgreSQL.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:///abs/path.db` or `postgres://user@host:port/db`; unset:
+    /// `sluice.db` in the state directory.
+    pub url: Option<String>,
+    /// Name of the secret (a systemd credential or a secrets-file entry)
+    /// holding the PostgreSQL password; a password in `url` is refused.
+    pub password: Option<String>,
+    /// PostgreSQL read connections at most (default 8).
+    pub pool_size: Option<u32>,
+    /// PostgreSQL: statements running longer are cancelled (default 30s).
+    pub statement_timeout: Option<Duration>,
 }
 
 /// `[log]`.

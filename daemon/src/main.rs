@@ -244,6 +244,14 @@ async fn check_config(s: &Settings) -> anyhow::Result<ExitCode> {
     if let Err(e) = Access::from_config(s.config.access.as_ref()) {
         problem(format!("[access] {e:#}"));
     }
+    match s.store_options() {
+        Ok(options) => {
+            if let Err(e) = options.check() {
+                problem(format!("[store] {e}"));
+            }
+        }
+        Err(e) => problem(format!("{:#}", anyhow::Error::from(e))),
+    }
     match s.load_secrets() {
         Ok(secrets) => {
             if let Err(e) = s.llm_providers(&secrets) {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{Fixture, eventually, next_event, pipeline};
 use serde_json::json;
 use sluice_daemon::engine::{Decider, EngineError};
+use sluice_daemon::store::approvals::ApprovalRecord;
 use sluice_shared::event::Event;
-use sluice_shared::protocol::ApprovalInfo;
 use sluice_shared::run::{NodeState, RunId, RunState};
 
 fn who(user: &str) -> Decider {
@@ -27,7 +27,7 @@ fn gate(extra: &str) -> String {
 }
 
 /// Waits for the run's approval to be pending and returns it.
-async fn pending(f: &Fixture, run: RunId) -> ApprovalInfo {
+async fn pending(f: &Fixture, run: RunId) -> ApprovalRecord {
     eventually(20, "the approval to be requested", || async {
         let list = f.store.approvals(true, 100_000).await.unwrap();
         let a = list.into_iter().find(|a| a.run == run)?;
@@ -422,7 +422,7 @@ async fn racing_decisions_and_expiry_decide_each_approval_exactly_once() {
     assert_eq!(outcomes.len(), count);
     let all = f.store.approvals(false, 1_000_000).await.unwrap();
     assert_eq!(all.len(), count, "one approval per run");
-    let by_id: std::collections::HashMap<i64, &ApprovalInfo> =
+    let by_id: std::collections::HashMap<i64, &ApprovalRecord> =
         all.iter().map(|a| (a.id, a)).collect();
     let (mut approved, mut rejected, mut expired) = (0, 0, 0);
     for (id, yes, no) in outcomes {

@@ -15,6 +15,20 @@ pub(crate) async fn list(cx: &Cx<'_>, p: AuditListParams) -> Result<Vec<AuditEnt
         .store()
         .audit_page(p.before, p.limit.unwrap_or(100).min(1000))
         .await
+        .map(|rows| {
+            rows.into_iter()
+                .map(|r| AuditEntry {
+                    id: r.id,
+                    at: r.at,
+                    user: r.user,
+                    action: r.action,
+                    target: r.target,
+                    detail: r.detail,
+                    prev_hash: r.prev_hash,
+                    hash: r.hash,
+                })
+                .collect()
+        })
         .map_err(store_err)
 }
 

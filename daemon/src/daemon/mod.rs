@@ -51,10 +51,10 @@ pub enum StartError {
     #[error(transparent)]
     Lock(#[from] LockError),
     /// The database cannot be opened or migrated.
-    #[error("opening the store at {}", path.display())]
+    #[error("opening the store at {location}")]
     OpenStore {
-        /// The database file.
-        path: PathBuf,
+        /// The database file or URL (never a password).
+        location: String,
         /// The cause.
         #[source]
         source: StoreError,

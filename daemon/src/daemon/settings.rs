@@ -17,7 +17,7 @@ use crate::limits::Limits;
 use crate::llm::{LlmConfigError, LlmProviders};
 use crate::notify::{Notifier, NotifierError};
 use crate::secrets::{Secrets, SecretsError};
-use crate::store::Store;
+use crate::store::{Location, Store, StoreError, StoreOptions};
 use crate::systemd::ServiceManager;
 
 /// The command line's overrides of `sluiced.toml`, kept so that a reload
@@ -132,17 +132,56 @@ impl Settings {
         ValidateOptions::with_plugin_dir(&self.paths.plugins)
     }
 
-    /// The database file in the state directory.
+    /// The default database file: `sluice.db` in the state directory.
     pub fn database(&self) -> PathBuf {
         self.paths.state_dir.join("sluice.db")
     }
 
-    /// Opens (creating and migrating) the store in the state directory.
+    /// How to open the store: `[store]`, with the password read from the
+    /// secret it names.
+    pub fn store_options(&self) -> Result<StoreOptions, StartError> {
+        let c = &self.config.store;
+        let location = match &c.url {
+            Some(url) => Location::parse(url).map_err(|source| StartError::OpenStore {
+                location: "[store] url".into(),
+                source,
+            })?,
+            None => Location::Sqlite(self.database()),
+        };
+        let password = match &c.password {
+            None => None,
+            Some(name) => Some(
+                self.load_secrets()?
+                    .get(name)
+                    .ok_or_else(|| StartError::OpenStore {
+                        location: location.display(),
+                        source: StoreError::Config(format!(
+                            "[store] password names the secret '{name}', which is not defined (put it in $CREDENTIALS_DIRECTORY/{name} or the secrets file)"
+                        )),
+                    })?
+                    .to_owned(),
+            ),
+        };
+        Ok(StoreOptions {
+            location,
+            durability: self.config.engine.durability,
+            password,
+            pool_size: c.pool_size.unwrap_or(StoreOptions::DEFAULT_POOL_SIZE),
+            statement_timeout: c
+                .statement_timeout
+                .map_or(StoreOptions::DEFAULT_STATEMENT_TIMEOUT, |d| d.std()),
+        })
+    }
+
+    /// Opens (creating and migrating) the store.
     pub async fn open_store(&self) -> Result<Store, StartError> {
-        let path = self.database();
-        Store::open(&path, self.config.engine.durability)
+        let options = self.store_options()?;
+        Store::connect(&options)
             .await
-            .map_err(|source| StartError::OpenStore { path, source })
+            .map_err(|source| StartError::OpenStore {
+                location: options.location.display(),
+                source,
+            })
     }
 
     /// The secrets: systemd credentials first, then the secrets file.

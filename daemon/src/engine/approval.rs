@@ -7,7 +7,6 @@
 use serde_json::{Value, json};
 use sluice_shared::event::Event;
 use sluice_shared::model::node::{ApprovalNode, OnTimeout};
-use sluice_shared::protocol::{ApprovalInfo, DecideResult};
 use sluice_shared::run::{NodeState, RunId, TriggerInfo, TriggerKind};
 use sluice_shared::template::Escape;
 use std::collections::BTreeSet;
@@ -16,7 +15,7 @@ use super::{Command, Engine, EngineError, Inner, now_ms};
 use crate::nodes::{self, NodeError, NoteSlot, Outcome};
 use crate::notify::approval::{ApprovalEvent, ApprovalNotice};
 use crate::store::NodeChange;
-use crate::store::approvals::{NewApproval, Vote};
+use crate::store::approvals::{ApprovalRecord, NewApproval, Vote};
 
 /// Who decides, as the socket identified them.
 #[derive(Clone, Debug)]
@@ -36,7 +35,7 @@ fn when(at_ms: i64) -> String {
 }
 
 /// Says why an approval can no longer be decided.
-fn settled(a: &ApprovalInfo) -> String {
+fn settled(a: &ApprovalRecord) -> String {
     let at = a.decided_at.map(when).unwrap_or_default();
     match a.state.as_str() {
         "approved" | "rejected" => format!(
@@ -101,6 +100,15 @@ async fn causers_of_run(
     Ok(causers(&record.trigger))
 }
 
+/// What a vote did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The approval after the vote.
+    pub approval: ApprovalRecord,
+    /// True once the approval is decided; false while more approvals are needed.
+    pub decided: bool,
+}
+
 impl Engine {
     /// Approves or rejects approval `id` for `who` (whose role the caller checked).
     pub async fn decide(
@@ -109,7 +117,7 @@ impl Engine {
         who: &Decider,
         approve: bool,
         reason: Option<String>,
-    ) -> Result<DecideResult, EngineError> {
+    ) -> Result<Decision, EngineError> {
         let reason = reason
             .filter(|r| !r.trim().is_empty())
             .map(|r| self.inner.redactor.redact(&r).into_owned());
@@ -183,7 +191,7 @@ impl Engine {
         if decided {
             self.inner.recheck(a.run, &a.node);
         }
-        Ok(DecideResult {
+        Ok(Decision {
             approval: after,
             decided,
         })
@@ -205,7 +213,7 @@ impl Inner {
 }
 
 /// The node's output once decided: `by` names who decided it (nobody for an expiry).
-fn output(a: &ApprovalInfo, decision: &str) -> Value {
+fn output(a: &ApprovalRecord, decision: &str) -> Value {
     let by: Vec<String> = match (a.state.as_str(), decision) {
         ("expired", _) => Vec::new(),
         (_, "rejected") => a.decided_by.iter().cloned().collect(),
@@ -222,7 +230,7 @@ fn output(a: &ApprovalInfo, decision: &str) -> Value {
 
 /// The node's log line for a final approval: who decided and why, or the
 /// expiry. None while pending, and for a cancellation (the run's end says it).
-fn decision_note(a: &ApprovalInfo, on_timeout: &str) -> Option<String> {
+fn decision_note(a: &ApprovalRecord, on_timeout: &str) -> Option<String> {
     let with_reason =
         |user: &str, reason: Option<&str>| match reason.filter(|r| !r.trim().is_empty()) {
             Some(r) => format!("{user} ({r})"),
@@ -403,7 +411,7 @@ pub(super) async fn check(
     attempt: u32,
     reminder_due: bool,
     log: &nodes::LogSink,
-) -> Result<(Step, Vec<Event>, Option<(ApprovalInfo, ApprovalEvent)>), EngineError> {
+) -> Result<(Step, Vec<Event>, Option<(ApprovalRecord, ApprovalEvent)>), EngineError> {
     let Some((mut a, timeout)) = inner.store.approval_of(run, node_id, attempt).await? else {
         return Ok((
             Step::Done(Err(NodeError::fatal(format!(
@@ -485,7 +493,7 @@ pub(super) fn announce(
     inner: &Inner,
     node: &ApprovalNode,
     ctx: &nodes::NodeContext,
-    a: &ApprovalInfo,
+    a: &ApprovalRecord,
     event: ApprovalEvent,
 ) {
     let Some(target) = &node.notify else {

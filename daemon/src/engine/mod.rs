@@ -13,7 +13,7 @@ pub use dispatch::DispatchView;
 mod driver;
 mod recovery;
 
-pub use approval::Decider;
+pub use approval::{Decider, Decision};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -2,10 +2,9 @@
 //! total (`usage.llm_tokens`, read by the daily caps) and to the per-user,
 //! per-pipeline, per-day table `llm_usage`.
 
+use super::backend::read;
+use super::{Change, Dialect, SqlArg, Store, StoreError};
 use serde::Serialize;
-use sqlx::Row;
-
-use super::{Change, SqlArg, Store, StoreError};
 
 /// Tokens one attempt spent, and whom they are charged to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,22 +56,25 @@ fn int(n: u64) -> SqlArg {
 
 /// `column` plus its `excluded` value, kept an integer below [`MAX_TOTAL`]
 /// (a row written before the bound may hold a float: it is read as an integer).
-fn bounded_sum(column: &str) -> String {
-    format!("MIN(CAST({column} AS INTEGER) + excluded.{column}, {MAX_TOTAL})")
+fn bounded_sum(dialect: Dialect, table: &str, column: &str) -> String {
+    dialect.least(
+        &format!("CAST({table}.{column} AS BIGINT) + excluded.{column}"),
+        &MAX_TOTAL.to_string(),
+    )
 }
 
 impl LlmCharge {
     /// The change that records this charge, to commit with the attempt's end.
-    pub fn into_change(self) -> Change {
+    pub fn into_change(self, dialect: Dialect) -> Change {
         let tokens_in = self.tokens_in.min(MAX_CHARGED);
         let tokens_out = self.tokens_out.min(MAX_CHARGED);
         let total = tokens_in + tokens_out;
         Change::Sql(vec![
             (
                 format!(
-                    "INSERT INTO usage (user, day, llm_tokens) VALUES (?, ?, ?)
-                     ON CONFLICT (user, day) DO UPDATE SET llm_tokens = {}",
-                    bounded_sum("llm_tokens")
+                    "INSERT INTO usage (\"user\", day, llm_tokens) VALUES ($1, $2, $3)
+                     ON CONFLICT (\"user\", day) DO UPDATE SET llm_tokens = {}",
+                    bounded_sum(dialect, "usage", "llm_tokens")
                 ),
                 vec![
                     SqlArg::Text(self.user.clone()),
@@ -82,15 +84,15 @@ impl LlmCharge {
             ),
             (
                 format!(
-                    "INSERT INTO llm_usage (user, pipeline, day, tokens_in, tokens_out, requests, estimated_requests)
-                     VALUES (?, ?, ?, ?, ?, 1, ?)
-                     ON CONFLICT (user, pipeline, day) DO UPDATE SET
+                    "INSERT INTO llm_usage (\"user\", pipeline, day, tokens_in, tokens_out, requests, estimated_requests)
+                     VALUES ($1, $2, $3, $4, $5, 1, $6)
+                     ON CONFLICT (\"user\", pipeline, day) DO UPDATE SET
                         tokens_in = {},
                         tokens_out = {},
-                        requests = requests + 1,
-                        estimated_requests = estimated_requests + excluded.estimated_requests",
-                    bounded_sum("tokens_in"),
-                    bounded_sum("tokens_out")
+                        requests = llm_usage.requests + 1,
+                        estimated_requests = llm_usage.estimated_requests + excluded.estimated_requests",
+                    bounded_sum(dialect, "llm_usage", "tokens_in"),
+                    bounded_sum(dialect, "llm_usage", "tokens_out")
                 ),
                 vec![
                     SqlArg::Text(self.user),
@@ -108,34 +110,37 @@ impl LlmCharge {
 impl Store {
     /// Records a charge on its own (the engine commits it with the attempt's end instead).
     pub async fn add_llm_usage(&self, charge: LlmCharge) -> Result<(), StoreError> {
-        self.apply(vec![charge.into_change()]).await
+        self.apply(vec![charge.into_change(self.dialect())]).await
     }
 
     /// Per-user, per-pipeline usage of days on or after `day` (`YYYY-MM-DD`).
     pub async fn llm_usage_since(&self, day: &str) -> Result<Vec<LlmUsageRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT user, pipeline, day,
-                        CAST(tokens_in AS INTEGER) AS tokens_in,
-                        CAST(tokens_out AS INTEGER) AS tokens_out,
-                        requests, estimated_requests
-                 FROM llm_usage WHERE day >= ? ORDER BY day, user, pipeline",
+        type Row = (String, String, String, i64, i64, i64, i64);
+        let rows: Vec<Row> = read!(self, pool => sqlx::query_as(
+            "SELECT \"user\", pipeline, day,
+                    CAST(tokens_in AS BIGINT), CAST(tokens_out AS BIGINT),
+                    requests, estimated_requests
+             FROM llm_usage WHERE day >= $1 ORDER BY day, \"user\", pipeline",
         )
         .bind(day)
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LlmUsageRow {
-                    user: r.try_get("user")?,
-                    pipeline: r.try_get("pipeline")?,
-                    day: r.try_get("day")?,
-                    tokens_in: r.try_get("tokens_in")?,
-                    tokens_out: r.try_get("tokens_out")?,
-                    requests: r.try_get("requests")?,
-                    estimated_requests: r.try_get("estimated_requests")?,
-                })
-            })
-            .collect()
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(
+                |(user, pipeline, day, tokens_in, tokens_out, requests, estimated_requests)| {
+                    LlmUsageRow {
+                        user,
+                        pipeline,
+                        day,
+                        tokens_in,
+                        tokens_out,
+                        requests,
+                        estimated_requests,
+                    }
+                },
+            )
+            .collect())
     }
 }
 
@@ -182,7 +187,7 @@ mod tests {
         let total: i64 = sqlx::query_scalar(
             "SELECT llm_tokens FROM usage WHERE user = 'alice' AND day = '2026-11-22'",
         )
-        .fetch_one(store.reads())
+        .fetch_one(store.sqlite_reads())
         .await
         .unwrap();
         assert_eq!(total, 118);
@@ -253,7 +258,7 @@ mod tests {
         let kinds: (String, String) = sqlx::query_as(
             "SELECT typeof(u.llm_tokens), typeof(l.tokens_in) FROM usage u, llm_usage l",
         )
-        .fetch_one(store.reads())
+        .fetch_one(store.sqlite_reads())
         .await
         .unwrap();
         assert_eq!(kinds, ("integer".to_owned(), "integer".to_owned()));

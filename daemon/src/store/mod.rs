@@ -1,21 +1,26 @@
-//! The store: every pipeline version, run, node state, attempt and log line,
-//! in SQLite (WAL). This module is the whole interface the engine sees, kept
-//! narrow so another backend (PostgreSQL, for several daemons sharing one
-//! database) can stand behind the same methods.
+//! The store: every pipeline version, run, node state, attempt and log line.
+//! This module is the whole interface the daemon sees: it returns the store's
+//! own records (conversion to wire types happens in `api/`), and nothing
+//! above it holds a database handle.
 //!
-//! Writes go through one writer thread that commits in small batches; reads use
-//! a separate read-only pool so they never wait behind a commit.
+//! Two backends stand behind the same methods (see [`backend`]): embedded
+//! SQLite (WAL; the default, zero setup) and PostgreSQL. On both, writes go
+//! through one writer that commits in small batches ([`writer`]); reads use a
+//! separate pool so they never wait behind a commit.
 
 pub mod approvals;
 pub mod audit;
+pub(crate) mod backend;
 pub mod llm_usage;
 pub mod pipelines;
+mod postgres;
 pub mod records;
+pub mod testdb;
 pub mod triggers;
 pub mod usage;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,9 +29,11 @@ use sluice_shared::Pipeline;
 use sluice_shared::run::{AttemptState, LogLine, RunId, RunState, TriggerInfo};
 use sluice_shared::time::now_ms;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+pub use backend::Dialect;
+use backend::{Cols, Reads, read};
 pub use records::{
     AttemptRecord, NewNode, NewRun, NodeChange, NodeRecord, RunChange, RunRecord, VersionId,
 };
@@ -37,10 +44,12 @@ use writer::{Reply, RunRow, Write, Written};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// fsync on every commit (`synchronous = FULL`): nothing committed is lost on power failure.
+    /// Every commit is on disk before it is acknowledged (SQLite `synchronous = FULL`,
+    /// PostgreSQL `synchronous_commit = on`): nothing committed is lost on power failure.
     #[default]
     Full,
-    /// `synchronous = NORMAL`: a power failure may lose the last commits, never corrupt.
+    /// SQLite `synchronous = NORMAL`, PostgreSQL `synchronous_commit = off`: a
+    /// power failure may lose the last commits, never corrupt.
     Normal,
 }
 
@@ -59,6 +68,31 @@ pub enum StoreError {
     /// The writer task is gone (the daemon is stopping).
     #[error("the store is closed")]
     Closed,
+    /// The store's settings are not usable.
+    #[error("{0}")]
+    Config(String),
+    /// The database server does not answer.
+    #[error(
+        "cannot reach the PostgreSQL store at {url}: {reason} (is the server running and does it accept this user?)"
+    )]
+    Unreachable {
+        /// Where (without a password).
+        url: String,
+        /// What the driver said.
+        reason: String,
+    },
+    /// The database was migrated by a newer sluiced.
+    #[error(
+        "the store at {location} has schema version {found}, newer than this sluiced knows (up to {known}); run the newer sluiced or restore a backup"
+    )]
+    SchemaNewer {
+        /// Which store.
+        location: String,
+        /// The newest migration applied to it.
+        found: i64,
+        /// The newest migration this binary has.
+        known: i64,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -90,6 +124,29 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+/// Applies `migrator` unless the database already has a migration this
+/// binary does not know (a newer sluiced ran on it): that is refused with
+/// [`StoreError::SchemaNewer`] before anything is changed.
+async fn migrate<C>(
+    migrator: sqlx::migrate::Migrator,
+    conn: &mut C,
+    location: &str,
+) -> Result<(), StoreError>
+where
+    C: sqlx::migrate::Migrate + Send,
+{
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match migrator.run_direct(None, conn, false).await {
+        Ok(()) => Ok(()),
+        Err(sqlx::migrate::MigrateError::VersionMissing(found)) => Err(StoreError::SchemaNewer {
+            location: location.to_owned(),
+            found,
+            known,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// How long a statement waits for a lock another connection holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes the WAL file is truncated to after a checkpoint.
@@ -110,49 +167,189 @@ fn pragmas(durability: Durability) -> String {
     )
 }
 
+/// Creates (if needed) and migrates the SQLite file, then opens the read
+/// pool and starts the writer thread.
+async fn open_sqlite(
+    path: &Path,
+    durability: Durability,
+) -> Result<(Reads, mpsc::Sender<(Write, Reply)>), StoreError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let sync = match durability {
+        Durability::Full => SqliteSynchronous::Full,
+        Durability::Normal => SqliteSynchronous::Normal,
+    };
+    let base = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sync)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true)
+        .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .pragma("cache_size", CACHE_SIZE);
+    let mut migrate_conn = base.clone().create_if_missing(true).connect().await?;
+    migrate(
+        sqlx::migrate!("./migrations/sqlite"),
+        &mut migrate_conn,
+        &path.display().to_string(),
+    )
+    .await?;
+    // The writer opens its own connection; this one only created and migrated the file.
+    migrate_conn.close().await?;
+    let reads = SqlitePoolOptions::new()
+        .max_connections(4)
+        .min_connections(0)
+        .connect_with(base.read_only(true))
+        .await?;
+    let (tx, rx) = mpsc::channel(4096);
+    writer::sqlite::start(path.to_path_buf(), durability, rx).await?;
+    Ok((Reads::Sqlite(reads), tx))
+}
+
+/// Where the store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://…` URL, without a password).
+    Postgres(String),
+}
+
+impl Location {
+    /// Parses `[store] url`: `sqlite:///abs/path`, `sqlite://rel/path`,
+    /// `postgres://…` or `postgresql://…`.
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::Config(
+                    "store url sqlite:// names no file (sqlite:///var/lib/sluice/sluice.db)".into(),
+                ));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        Err(StoreError::Config(format!(
+            "store url {} is neither sqlite:// nor postgres://",
+            postgres::redact(url)
+        )))
+    }
+
+    /// The location fit for messages and logs (never a password).
+    pub fn display(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres(url) => postgres::redact(url),
+        }
+    }
+}
+
+/// How to open the store.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Where it lives.
+    pub location: Location,
+    /// How hard commits are pushed to disk.
+    pub durability: Durability,
+    /// PostgreSQL password (from a secret; never from the config file).
+    pub password: Option<String>,
+    /// PostgreSQL read connections at most.
+    pub pool_size: u32,
+    /// PostgreSQL: statements running longer are cancelled.
+    pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("location", &self.location.display())
+            .field("durability", &self.durability)
+            .field("password", &self.password.as_ref().map(|_| "REDACTED"))
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+impl StoreOptions {
+    /// Default PostgreSQL read connections.
+    pub const DEFAULT_POOL_SIZE: u32 = 8;
+    /// Default PostgreSQL statement timeout.
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// An SQLite file.
+    pub fn sqlite(path: &Path, durability: Durability) -> Self {
+        Self {
+            location: Location::Sqlite(path.to_path_buf()),
+            durability,
+            password: None,
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+        }
+    }
+
+    /// Checks the options without connecting (`sluiced check-config` and
+    /// before every open), so a bad URL is reported as such, not as a
+    /// connection failure.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if let Location::Postgres(url) = &self.location {
+            if self.pool_size == 0 {
+                return Err(StoreError::Config(
+                    "[store] pool_size must be at least 1".into(),
+                ));
+            }
+            if self.statement_timeout.is_zero() {
+                return Err(StoreError::Config(
+                    "[store] statement_timeout must be more than 0 (PostgreSQL reads 0 as no limit)"
+                        .into(),
+                ));
+            }
+            postgres::connect_options(url, self)?;
+        }
+        Ok(())
+    }
+
+    /// A PostgreSQL database, with defaults.
+    pub fn postgres(url: &str) -> Self {
+        Self {
+            location: Location::Postgres(url.to_owned()),
+            ..Self::sqlite(Path::new(""), Durability::Full)
+        }
+    }
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     writes: mpsc::Sender<(Write, Reply)>,
-    reads: SqlitePool,
+    reads: Reads,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
+    /// Opens (creating if needed) the SQLite database at `path`, migrates it and starts the writer.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Database(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let sync = match durability {
-            Durability::Full => SqliteSynchronous::Full,
-            Durability::Normal => SqliteSynchronous::Normal,
+        Self::connect(&StoreOptions::sqlite(path, durability)).await
+    }
+
+    /// Opens the store `options` name, migrates it and starts the writer.
+    pub async fn connect(options: &StoreOptions) -> Result<Self, StoreError> {
+        options.check()?;
+        let (reads, writes) = match &options.location {
+            Location::Sqlite(path) => open_sqlite(path, options.durability).await?,
+            Location::Postgres(url) => postgres::open(url, options).await?,
         };
-        let base = SqliteConnectOptions::new()
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sync)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
-            .pragma("cache_size", CACHE_SIZE);
-        let mut migrate_conn = base.clone().create_if_missing(true).connect().await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut migrate_conn)
-            .await?;
-        // The writer opens its own connection; this one only created and migrated the file.
-        migrate_conn.close().await?;
-        let reads = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .connect_with(base.read_only(true))
-            .await?;
-        let (tx, rx) = mpsc::channel(4096);
-        writer::start(path.to_path_buf(), durability, rx).await?;
-        Ok(Self { writes: tx, reads })
+        Ok(Self { writes, reads })
+    }
+
+    /// Which SQL the backend speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.reads.dialect()
     }
 
     async fn write(&self, w: Write) -> Result<Written, StoreError> {
@@ -270,19 +467,28 @@ impl Store {
     }
 
     /// The read pool, for store submodules' queries.
-    pub(crate) fn reads(&self) -> &SqlitePool {
+    pub(crate) fn reads(&self) -> &Reads {
         &self.reads
+    }
+
+    /// The SQLite read pool, for tests that look inside the file.
+    #[cfg(test)]
+    pub(crate) fn sqlite_reads(&self) -> &sqlx::SqlitePool {
+        match &self.reads {
+            Reads::Sqlite(pool) => pool,
+            Reads::Postgres(_) => panic!("not an SQLite store"),
+        }
     }
 
     /// A stored pipeline version.
     pub async fn version(&self, id: VersionId) -> Result<(Pipeline, i64), StoreError> {
-        let row = sqlx::query("SELECT definition, version FROM pipeline_versions WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&self.reads)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("pipeline version {}", id.0)))?;
-        let text: String = row.try_get("definition")?;
-        let version: i64 = row.try_get("version")?;
+        let (text, version): (String, i64) = read!(self, pool => sqlx::query_as(
+            "SELECT definition, version FROM pipeline_versions WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?)
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline version {}", id.0)))?;
         let pipeline = serde_json::from_str(&text)
             .map_err(|e| StoreError::Data(format!("pipeline version {}: {e}", id.0)))?;
         Ok((pipeline, version))
@@ -290,32 +496,36 @@ impl Store {
 
     /// One run.
     pub async fn run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM runs_full WHERE id = ?")
+        read!(self, pool => sqlx::query("SELECT * FROM runs_full WHERE id = $1")
             .bind(id.0)
-            .fetch_optional(&self.reads)
-            .await?;
-        row.map(|r| run_record(&r)).transpose()
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(run_record)
+            .transpose())
     }
 
     /// Runs not yet finished (queued, running, waiting), oldest first.
     pub async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
+        read!(self, pool => sqlx::query(
             "SELECT * FROM runs_full WHERE state IN ('queued', 'running', 'waiting') ORDER BY id",
         )
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(run_record).collect()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(run_record)
+        .collect())
     }
 
     /// Queued runs with an id above `after`, oldest first (runs submitted by other processes).
     pub async fn queued_after(&self, after: RunId, limit: i64) -> Result<Vec<RunId>, StoreError> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE state = 'queued' AND id > ? ORDER BY id LIMIT ?",
+        let ids: Vec<i64> = read!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM runs WHERE state = 'queued' AND id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after.0)
         .bind(limit)
-        .fetch_all(&self.reads)
-        .await?;
+        .fetch_all(pool)
+        .await?);
         Ok(ids.into_iter().map(RunId).collect())
     }
 
@@ -325,87 +535,95 @@ impl Store {
         pipeline: Option<&str>,
         limit: i64,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs_full WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2",
+        read!(self, pool => sqlx::query(
+            "SELECT * FROM runs_full WHERE ($1 IS NULL OR pipeline = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(pipeline)
         .bind(limit)
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(run_record).collect()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(run_record)
+        .collect())
     }
 
     /// The nodes of a run, in pipeline order.
     pub async fn nodes(&self, run: RunId) -> Result<Vec<NodeRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM run_nodes WHERE run_id = ? ORDER BY position")
+        read!(self, pool => sqlx::query("SELECT * FROM run_nodes WHERE run_id = $1 ORDER BY position")
             .bind(run.0)
-            .fetch_all(&self.reads)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(NodeRecord {
-                    node_id: r.try_get("node_id")?,
-                    position: r.try_get("position")?,
-                    state: parse(r.try_get::<String, _>("state")?)?,
-                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                    output: json_opt(r.try_get("output")?)?,
-                    error: r.try_get("error")?,
-                    started_at: r.try_get("started_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    wake_at: r.try_get("wake_at")?,
-                    reused_from: r.try_get::<Option<i64>, _>("reused_from")?.map(RunId),
-                })
-            })
-            .collect()
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(node_record)
+            .collect())
     }
 
     /// Every attempt of every node of a run.
     pub async fn attempts(&self, run: RunId) -> Result<Vec<AttemptRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY node_id, attempt")
-            .bind(run.0)
-            .fetch_all(&self.reads)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptRecord {
-                    node_id: r.try_get("node_id")?,
-                    attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-                    state: parse(r.try_get::<String, _>("state")?)?,
-                    started_at: r.try_get("started_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    error: r.try_get("error")?,
-                    pgid: r.try_get("pgid")?,
-                    pstart: r
-                        .try_get::<Option<i64>, _>("pstart")?
-                        .and_then(|s| u64::try_from(s).ok()),
-                })
-            })
-            .collect()
+        read!(self, pool => sqlx::query(
+            "SELECT * FROM attempts WHERE run_id = $1 ORDER BY node_id, attempt",
+        )
+        .bind(run.0)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(attempt_record)
+        .collect())
     }
 
     /// Log lines of a run (optionally one node), in order.
     pub async fn logs(&self, run: RunId, node: Option<&str>) -> Result<Vec<LogLine>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM logs WHERE run_id = ?1 AND (?2 IS NULL OR node_id = ?2) ORDER BY node_id, attempt, seq",
+        read!(self, pool => sqlx::query(
+            "SELECT * FROM logs WHERE run_id = $1 AND ($2 IS NULL OR node_id = $2) ORDER BY node_id, attempt, seq",
         )
         .bind(run.0)
         .bind(node)
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(|r| log_line(r, run)).collect()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| log_line(r, run))
+        .collect())
     }
 }
 
 /// A `logs` row as a line.
-pub(crate) fn log_line(r: &sqlx::sqlite::SqliteRow, run: RunId) -> Result<LogLine, StoreError> {
+pub(crate) fn log_line(r: &impl Cols, run: RunId) -> Result<LogLine, StoreError> {
     Ok(LogLine {
         run,
-        node: r.try_get("node_id")?,
-        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-        seq: u32::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
-        at_ms: r.try_get("at")?,
-        stream: r.try_get("stream")?,
-        line: r.try_get("line")?,
+        node: r.text("node_id")?,
+        attempt: u32::try_from(r.int("attempt")?).unwrap_or(0),
+        seq: u32::try_from(r.int("seq")?).unwrap_or(0),
+        at_ms: r.int("at")?,
+        stream: r.text("stream")?,
+        line: r.text("line")?,
+    })
+}
+
+fn node_record(r: &impl Cols) -> Result<NodeRecord, StoreError> {
+    Ok(NodeRecord {
+        node_id: r.text("node_id")?,
+        position: r.int("position")?,
+        state: parse(r.text("state")?)?,
+        attempts: u32::try_from(r.int("attempts")?).unwrap_or(0),
+        output: r.json("output")?,
+        error: r.opt_text("error")?,
+        started_at: r.opt_int("started_at")?,
+        finished_at: r.opt_int("finished_at")?,
+        wake_at: r.opt_int("wake_at")?,
+        reused_from: r.opt_int("reused_from")?.map(RunId),
+    })
+}
+
+fn attempt_record(r: &impl Cols) -> Result<AttemptRecord, StoreError> {
+    Ok(AttemptRecord {
+        node_id: r.text("node_id")?,
+        attempt: u32::try_from(r.int("attempt")?).unwrap_or(0),
+        state: parse(r.text("state")?)?,
+        started_at: r.int("started_at")?,
+        finished_at: r.opt_int("finished_at")?,
+        error: r.opt_text("error")?,
+        pgid: r.opt_int("pgid")?.and_then(|p| i32::try_from(p).ok()),
+        pstart: r.opt_int("pstart")?.and_then(|s| u64::try_from(s).ok()),
     })
 }
 
@@ -466,30 +684,25 @@ where
         .map_err(|e: T::Err| StoreError::Data(e.to_string()))
 }
 
-fn json_opt(text: Option<String>) -> Result<Option<Value>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Data(e.to_string())))
-        .transpose()
-}
-
-pub(crate) fn run_record(r: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StoreError> {
-    let trigger: String = r.try_get("trigger")?;
-    let trigger: TriggerInfo =
-        serde_json::from_str(&trigger).map_err(|e| StoreError::Data(e.to_string()))?;
+pub(crate) fn run_record(r: &impl Cols) -> Result<RunRecord, StoreError> {
+    let trigger: TriggerInfo = r
+        .json_as("trigger")?
+        .ok_or_else(|| StoreError::Data("run without a trigger".into()))?;
     Ok(RunRecord {
-        id: RunId(r.try_get("id")?),
-        pipeline: r.try_get("pipeline")?,
-        version_id: VersionId(r.try_get("version_id")?),
-        state: parse::<RunState>(r.try_get("state")?)?,
+        id: RunId(r.int("id")?),
+        pipeline: r.text("pipeline")?,
+        version_id: VersionId(r.int("version_id")?),
+        state: parse::<RunState>(r.text("state")?)?,
         trigger,
-        user: r.try_get("user")?,
-        inputs: json_opt(r.try_get("inputs")?)?.unwrap_or(Value::Null),
-        retry_of: r.try_get::<Option<i64>, _>("retry_of")?.map(RunId),
-        created_at: r.try_get("created_at")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        deadline: r.try_get("deadline")?,
-        wake_at: r.try_get("wake_at")?,
-        error: r.try_get("error")?,
+        user: r.opt_text("user")?,
+        inputs: r.json("inputs")?.unwrap_or(Value::Null),
+        retry_of: r.opt_int("retry_of")?.map(RunId),
+        created_at: r.int("created_at")?,
+        started_at: r.opt_int("started_at")?,
+        finished_at: r.opt_int("finished_at")?,
+        deadline: r.opt_int("deadline")?,
+        wake_at: r.opt_int("wake_at")?,
+        error: r.opt_text("error")?,
     })
 }
 

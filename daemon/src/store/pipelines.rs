@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::backend::read;
 use super::{SqlArg, Store, StoreError};
 
 impl Store {
@@ -13,14 +14,14 @@ impl Store {
         by: Option<&str>,
     ) -> Result<(), StoreError> {
         self.exec(vec![(
-            "INSERT INTO pipeline_state (name, enabled, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (name) DO UPDATE SET enabled = ?2, updated_at = ?3, updated_by = ?4"
+            "INSERT INTO pipeline_state (name, enabled, updated_at, updated_by) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET enabled = $2, updated_at = $3, updated_by = $4"
                 .into(),
             vec![
                 SqlArg::Text(name.into()),
                 SqlArg::Int(i64::from(enabled)),
                 SqlArg::Int(sluice_shared::time::now_ms()),
-                by.map_or(SqlArg::Null, |b| SqlArg::Text(b.into())),
+                SqlArg::opt_text(by.map(str::to_owned)),
             ],
         )])
         .await
@@ -29,20 +30,21 @@ impl Store {
 
     /// Names of pipelines an operator disabled.
     pub async fn disabled_pipelines(&self) -> Result<BTreeSet<String>, StoreError> {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pipeline_state WHERE enabled = 0")
-                .fetch_all(self.reads())
-                .await?;
+        let names: Vec<String> = read!(self, pool => sqlx::query_scalar(
+            "SELECT name FROM pipeline_state WHERE enabled = 0",
+        )
+        .fetch_all(pool)
+        .await?);
         Ok(names.into_iter().collect())
     }
 
     /// The newest stored version number of a pipeline.
     pub async fn latest_version_number(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MAX(version) FROM pipeline_versions WHERE pipeline = ?")
-                .bind(name)
-                .fetch_one(self.reads())
-                .await?,
+        Ok(read!(self, pool => sqlx::query_scalar(
+            "SELECT MAX(version) FROM pipeline_versions WHERE pipeline = $1",
         )
+        .bind(name)
+        .fetch_one(pool)
+        .await?))
     }
 }

@@ -1,12 +1,11 @@
 //! What triggers keep across restarts: cron schedule cursors and pauses, the
 //! misfire ledger, and delivery keys that deduplicate redelivered triggers.
 
-use serde::Serialize;
-use sluice_shared::run::{RunId, RunState};
-use sqlx::Row;
-
+use super::backend::{Cols, read};
 use super::writer::{RunRow, Write, Written};
 use super::{NewRun, SqlArg, Store, StoreError, now_ms};
+use serde::Serialize;
+use sluice_shared::run::{RunId, RunState};
 
 /// Stored state of one cron schedule.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -72,7 +71,7 @@ pub struct ScheduleProgress {
 }
 
 fn opt_text(s: Option<&str>) -> SqlArg {
-    s.map_or(SqlArg::Null, |v| SqlArg::Text(v.to_owned()))
+    SqlArg::opt_text(s.map(str::to_owned))
 }
 
 impl Store {
@@ -110,21 +109,21 @@ impl Store {
         pipeline: &str,
         key: &str,
     ) -> Result<Option<RunId>, StoreError> {
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT run_id FROM trigger_keys WHERE pipeline = ? AND key = ? AND expires_at > ?",
+        let id: Option<i64> = read!(self, pool => sqlx::query_scalar(
+            "SELECT run_id FROM trigger_keys WHERE pipeline = $1 AND key = $2 AND expires_at > $3",
         )
         .bind(pipeline)
         .bind(key)
         .bind(now_ms())
-        .fetch_optional(self.reads())
-        .await?;
+        .fetch_optional(pool)
+        .await?);
         Ok(id.map(RunId))
     }
 
     /// Deletes delivery keys that expired before `now_ms`; returns how many.
     pub async fn prune_trigger_keys(&self, now_ms: i64) -> Result<i64, StoreError> {
         self.exec(vec![(
-            "DELETE FROM trigger_keys WHERE expires_at <= ?".into(),
+            "DELETE FROM trigger_keys WHERE expires_at <= $1".into(),
             vec![SqlArg::Int(now_ms)],
         )])
         .await
@@ -132,17 +131,16 @@ impl Store {
 
     /// Unfinished runs (queued, running, waiting) of a pipeline, oldest first.
     pub async fn active_runs(&self, pipeline: &str) -> Result<Vec<(RunId, RunState)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, state FROM runs WHERE state IN ('queued', 'running', 'waiting') AND pipeline = ? ORDER BY id",
+        let rows: Vec<(i64, String)> = read!(self, pool => sqlx::query_as(
+            "SELECT id, state FROM runs WHERE state IN ('queued', 'running', 'waiting') AND pipeline = $1 ORDER BY id",
         )
         .bind(pipeline)
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(id, state)| {
                 Ok((
-                    RunId(r.try_get("id")?),
+                    RunId(id),
                     state
                         .parse()
                         .map_err(|e: sluice_shared::run::UnknownState| {
@@ -155,31 +153,21 @@ impl Store {
 
     /// Pipelines that have queued runs (to look at after missed events).
     pub async fn pipelines_with_queued_runs(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT DISTINCT pipeline FROM runs WHERE state = 'queued'")
-                .fetch_all(self.reads())
-                .await?,
+        Ok(read!(self, pool => sqlx::query_scalar(
+            "SELECT DISTINCT pipeline FROM runs WHERE state = 'queued'",
         )
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Every stored schedule state.
     pub async fn schedule_rows(&self) -> Result<Vec<ScheduleRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM schedules ORDER BY pipeline, schedule")
-            .fetch_all(self.reads())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ScheduleRow {
-                    pipeline: r.try_get("pipeline")?,
-                    schedule: r.try_get("schedule")?,
-                    handled_until: r.try_get("handled_until")?,
-                    last_fired_at: r.try_get("last_fired_at")?,
-                    last_run: r.try_get::<Option<i64>, _>("last_run_id")?.map(RunId),
-                    paused: r.try_get::<Option<i64>, _>("paused")?.map(|p| p != 0),
-                    paused_by: r.try_get("paused_by")?,
-                })
-            })
-            .collect()
+        read!(self, pool => sqlx::query("SELECT * FROM schedules ORDER BY pipeline, schedule")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(schedule_row)
+            .collect())
     }
 
     /// Records a schedule's progress and its ledger entries in one commit.
@@ -189,30 +177,29 @@ impl Store {
         schedule: &str,
         progress: ScheduleProgress,
     ) -> Result<(), StoreError> {
-        let mut statements =
-            vec![(
+        let mut statements = vec![(
+            format!(
             "INSERT INTO schedules (pipeline, schedule, handled_until, last_fired_at, last_run_id)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (pipeline, schedule) DO UPDATE SET
-                handled_until = MAX(COALESCE(handled_until, ?3), ?3),
-                last_fired_at = COALESCE(?4, last_fired_at),
-                last_run_id = COALESCE(?5, last_run_id)"
-                .to_owned(),
+                handled_until = {},
+                last_fired_at = COALESCE($4, schedules.last_fired_at),
+                last_run_id = COALESCE($5, schedules.last_run_id)",
+                self.dialect().greatest("COALESCE(schedules.handled_until, $3)", "$3")
+            ),
             vec![
                 SqlArg::Text(pipeline.into()),
                 SqlArg::Text(schedule.into()),
                 SqlArg::Int(progress.handled_until),
-                progress.fired.map_or(SqlArg::Null, |(at, _)| SqlArg::Int(at)),
-                progress
-                    .fired
-                    .map_or(SqlArg::Null, |(_, run)| SqlArg::Int(run.0)),
+                SqlArg::opt_int(progress.fired.map(|(at, _)| at)),
+                SqlArg::opt_int(progress.fired.map(|(_, run)| run.0)),
             ],
         )];
         let at = now_ms();
         for m in progress.misfires {
             statements.push((
                 "INSERT INTO misfires (pipeline, schedule, due_first, due_last, missed, reason, action, run_id, recorded_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                     .to_owned(),
                 vec![
                     SqlArg::Text(m.pipeline),
@@ -222,7 +209,7 @@ impl Store {
                     SqlArg::Int(m.missed),
                     SqlArg::Text(m.reason),
                     SqlArg::Text(m.action),
-                    m.run.map_or(SqlArg::Null, |r| SqlArg::Int(r.0)),
+                    SqlArg::opt_int(m.run.map(|r| r.0)),
                     SqlArg::Int(at),
                 ],
             ));
@@ -240,13 +227,13 @@ impl Store {
         by: Option<&str>,
     ) -> Result<(), StoreError> {
         self.exec(vec![(
-            "INSERT INTO schedules (pipeline, schedule, paused, paused_by, paused_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (pipeline, schedule) DO UPDATE SET paused = ?3, paused_by = ?4, paused_at = ?5"
+            "INSERT INTO schedules (pipeline, schedule, paused, paused_by, paused_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (pipeline, schedule) DO UPDATE SET paused = $3, paused_by = $4, paused_at = $5"
                 .into(),
             vec![
                 SqlArg::Text(pipeline.into()),
                 SqlArg::Text(schedule.into()),
-                paused.map_or(SqlArg::Null, |p| SqlArg::Int(i64::from(p))),
+                SqlArg::opt_int(paused.map(i64::from)),
                 opt_text(by),
                 SqlArg::Int(now_ms()),
             ],
@@ -261,30 +248,44 @@ impl Store {
         pipeline: Option<&str>,
         limit: i64,
     ) -> Result<Vec<MisfireRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM misfires WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2",
+        read!(self, pool => sqlx::query(
+            "SELECT * FROM misfires WHERE ($1 IS NULL OR pipeline = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(pipeline)
         .bind(limit)
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MisfireRecord {
-                    id: r.try_get("id")?,
-                    recorded_at: r.try_get("recorded_at")?,
-                    misfire: Misfire {
-                        pipeline: r.try_get("pipeline")?,
-                        schedule: r.try_get("schedule")?,
-                        due_first: r.try_get("due_first")?,
-                        due_last: r.try_get("due_last")?,
-                        missed: r.try_get("missed")?,
-                        reason: r.try_get("reason")?,
-                        action: r.try_get("action")?,
-                        run: r.try_get::<Option<i64>, _>("run_id")?.map(RunId),
-                    },
-                })
-            })
-            .collect()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(misfire_record)
+        .collect())
     }
+}
+
+fn schedule_row(r: &impl Cols) -> Result<ScheduleRow, StoreError> {
+    Ok(ScheduleRow {
+        pipeline: r.text("pipeline")?,
+        schedule: r.text("schedule")?,
+        handled_until: r.opt_int("handled_until")?,
+        last_fired_at: r.opt_int("last_fired_at")?,
+        last_run: r.opt_int("last_run_id")?.map(RunId),
+        paused: r.opt_int("paused")?.map(|p| p != 0),
+        paused_by: r.opt_text("paused_by")?,
+    })
+}
+
+fn misfire_record(r: &impl Cols) -> Result<MisfireRecord, StoreError> {
+    Ok(MisfireRecord {
+        id: r.int("id")?,
+        recorded_at: r.int("recorded_at")?,
+        misfire: Misfire {
+            pipeline: r.text("pipeline")?,
+            schedule: r.text("schedule")?,
+            due_first: r.int("due_first")?,
+            due_last: r.int("due_last")?,
+            missed: r.int("missed")?,
+            reason: r.text("reason")?,
+            action: r.text("action")?,
+            run: r.opt_int("run_id")?.map(RunId),
+        },
+    })
 }

@@ -2,12 +2,11 @@
 //! tokens), users' webhook tokens (hashes only) and the aggregated ledger of
 //! refused triggers.
 
-use serde::Serialize;
-use sluice_shared::run::{RunId, RunState};
-use sqlx::Row;
-
+use super::backend::{Cols, read};
 use super::writer::{RunRow, Write, Written};
 use super::{NewRun, SqlArg, Store, StoreError, now_ms};
+use serde::Serialize;
+use sluice_shared::run::{RunId, RunState};
 
 /// A daily run cap to charge a new run to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,15 +75,15 @@ pub struct RunBrief {
     pub state: RunState,
 }
 
-fn token_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRow, StoreError> {
+fn token_row(r: &impl Cols) -> Result<TokenRow, StoreError> {
     Ok(TokenRow {
-        id: r.try_get("id")?,
-        user: r.try_get("user")?,
-        pipeline: r.try_get("pipeline")?,
-        prefix: r.try_get("prefix")?,
-        created_at: r.try_get("created_at")?,
-        created_by: r.try_get("created_by")?,
-        revoked_at: r.try_get("revoked_at")?,
+        id: r.int("id")?,
+        user: r.text("user")?,
+        pipeline: r.opt_text("pipeline")?,
+        prefix: r.text("prefix")?,
+        created_at: r.int("created_at")?,
+        created_by: r.text("created_by")?,
+        revoked_at: r.opt_int("revoked_at")?,
     })
 }
 
@@ -140,14 +139,14 @@ impl Store {
 
     /// `user`'s counters for `day` (zero when nothing was counted).
     pub async fn usage(&self, user: &str, day: &str) -> Result<UsageRow, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
+        let row: Option<(i64, i64)> = read!(self, pool => sqlx::query_as(
             // An old sum may have overflowed into a float: read it as an integer.
-            "SELECT runs, CAST(llm_tokens AS INTEGER) FROM usage WHERE user = ? AND day = ?",
+            "SELECT runs, CAST(llm_tokens AS BIGINT) FROM usage WHERE \"user\" = $1 AND day = $2",
         )
         .bind(user)
         .bind(day)
-        .fetch_optional(self.reads())
-        .await?;
+        .fetch_optional(pool)
+        .await?);
         let (runs, llm_tokens) = row.unwrap_or((0, 0));
         Ok(UsageRow {
             user: user.to_owned(),
@@ -159,38 +158,36 @@ impl Store {
 
     /// Every counter of a day on or after `day` (`YYYY-MM-DD` sorts as text).
     pub async fn usage_since(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT user, day, runs, CAST(llm_tokens AS INTEGER) AS llm_tokens FROM usage WHERE day >= ? ORDER BY user, day",
+        let rows: Vec<(String, String, i64, i64)> = read!(self, pool => sqlx::query_as(
+            "SELECT \"user\", day, runs, CAST(llm_tokens AS BIGINT) FROM usage WHERE day >= $1 ORDER BY \"user\", day",
         )
         .bind(day)
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(UsageRow {
-                    user: r.try_get("user")?,
-                    day: r.try_get("day")?,
-                    runs: r.try_get("runs")?,
-                    llm_tokens: r.try_get("llm_tokens")?,
-                })
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(user, day, runs, llm_tokens)| UsageRow {
+                user,
+                day,
+                runs,
+                llm_tokens,
             })
-            .collect()
+            .collect())
     }
 
     /// Every queued, running or waiting run, oldest first.
     pub async fn unfinished_briefs(&self) -> Result<Vec<RunBrief>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, pipeline, user, state FROM runs WHERE state IN ('queued', 'running', 'waiting') ORDER BY id",
+        let rows: Vec<(i64, String, Option<String>, String)> = read!(self, pool => sqlx::query_as(
+            "SELECT id, pipeline, \"user\", state FROM runs WHERE state IN ('queued', 'running', 'waiting') ORDER BY id",
         )
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(id, pipeline, user, state)| {
                 Ok(RunBrief {
-                    id: RunId(r.try_get("id")?),
-                    pipeline: r.try_get("pipeline")?,
-                    user: r.try_get("user")?,
+                    id: RunId(id),
+                    pipeline,
+                    user,
                     state: state
                         .parse()
                         .map_err(|e: sluice_shared::run::UnknownState| {
@@ -213,8 +210,8 @@ impl Store {
             .into_iter()
             .map(|(user, limit, minute, pipeline, count)| {
                 (
-                    "INSERT INTO limit_refusals (user, limit_name, minute, pipeline, count) VALUES (?, ?, ?, ?, ?)
-                     ON CONFLICT (user, limit_name, minute, pipeline) DO UPDATE SET count = count + excluded.count"
+                    "INSERT INTO limit_refusals (\"user\", limit_name, minute, pipeline, count) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (\"user\", limit_name, minute, pipeline) DO UPDATE SET count = limit_refusals.count + excluded.count"
                         .to_owned(),
                     vec![
                         SqlArg::Text(user),
@@ -234,12 +231,12 @@ impl Store {
         &self,
         minute: i64,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT user, limit_name, SUM(count) FROM limit_refusals WHERE minute >= ? GROUP BY user, limit_name ORDER BY user, limit_name",
+        Ok(read!(self, pool => sqlx::query_as(
+            "SELECT \"user\", limit_name, CAST(SUM(count) AS BIGINT) FROM limit_refusals WHERE minute >= $1 GROUP BY \"user\", limit_name ORDER BY \"user\", limit_name",
         )
         .bind(minute)
-        .fetch_all(self.reads())
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Stores a new token's hash; returns its id.
@@ -252,11 +249,11 @@ impl Store {
         created_by: &str,
     ) -> Result<i64, StoreError> {
         self.exec(vec![(
-            "INSERT INTO user_tokens (user, pipeline, hash, prefix, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
+            "INSERT INTO user_tokens (\"user\", pipeline, hash, prefix, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"
                 .to_owned(),
             vec![
                 SqlArg::Text(user.to_owned()),
-                pipeline.map_or(SqlArg::Null, |p| SqlArg::Text(p.to_owned())),
+                SqlArg::opt_text(pipeline.map(str::to_owned)),
                 SqlArg::Text(hash.to_owned()),
                 SqlArg::Text(prefix.to_owned()),
                 SqlArg::Int(now_ms()),
@@ -268,26 +265,32 @@ impl Store {
 
     /// Every token, newest first (revoked ones included).
     pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM user_tokens ORDER BY id DESC")
-            .fetch_all(self.reads())
-            .await?;
-        rows.iter().map(token_row).collect()
+        read!(self, pool => sqlx::query("SELECT * FROM user_tokens ORDER BY id DESC")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(token_row)
+            .collect())
     }
 
     /// The unrevoked token with this hash.
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM user_tokens WHERE hash = ? AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(self.reads())
-            .await?;
-        row.as_ref().map(token_row).transpose()
+        read!(self, pool => sqlx::query(
+            "SELECT * FROM user_tokens WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(token_row)
+        .transpose())
     }
 
     /// Revokes a token; false when there is no such unrevoked token.
     pub async fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
         let n = self
             .exec(vec![(
-                "UPDATE user_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+                "UPDATE user_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
                     .to_owned(),
                 vec![SqlArg::Int(now_ms()), SqlArg::Int(id)],
             )])

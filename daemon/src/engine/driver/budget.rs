@@ -32,7 +32,7 @@ impl Run {
             tokens_out: usage.tokens_out,
             estimated: usage.estimated,
         };
-        self.changes.push(charge.into_change());
+        self.changes.push(charge.into_change(inner.store.dialect()));
     }
 
     /// Why an `llm` node may not start now: its user spent the day's LLM

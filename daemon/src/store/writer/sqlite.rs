@@ -1,147 +1,28 @@
-//! The single writer: one OS thread owns the SQLite write connection (rusqlite,
-//! called directly, so a statement costs no hop to another thread) and commits
-//! queued writes in small batches (group commit), each write in its own
-//! savepoint so one bad write does not undo its neighbours.
+//! The SQLite writer: one OS thread owns the write connection (rusqlite,
+//! called directly, so a statement costs no hop to another thread, with its
+//! prepared statements cached).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params, params_from_iter};
-use serde_json::Value;
-use sluice_shared::run::{AttemptState, LogLine, RunId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
+use sluice_shared::run::{LogLine, RunId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::records::{NewRun, NodeChange, RunChange, VersionId};
-use super::{Durability, StoreError};
-
-/// Most writes committed in one transaction.
-const MAX_BATCH: usize = 512;
+use super::{Done, MAX_BATCH, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written};
+use super::{fail_all, json_text};
+use crate::store::records::{NodeChange, RunChange};
+use crate::store::{Durability, StoreError};
 
 /// Prepared statements kept by the write connection: the fixed ones, the
 /// run/node update shapes and the store submodules' statements all fit, so
 /// the hot path never prepares twice.
 const STATEMENT_CACHE: usize = 256;
 
-/// One write.
-#[derive(Debug)]
-pub(crate) enum Write {
-    SaveVersion {
-        pipeline: String,
-        hash: String,
-        definition: String,
-        source_path: Option<String>,
-        at: i64,
-    },
-    CreateRun(RunRow, i64),
-    Run(RunId, RunChange),
-    Node(RunId, String, NodeChange),
-    AttemptStart {
-        run: RunId,
-        node: String,
-        attempt: u32,
-        at: i64,
-    },
-    AttemptEnd {
-        run: RunId,
-        node: String,
-        attempt: u32,
-        state: AttemptState,
-        at: i64,
-        error: Option<String>,
-    },
-    AttemptProcess {
-        run: RunId,
-        node: String,
-        attempt: u32,
-        pgid: i32,
-        start: u64,
-    },
-    Logs(Vec<LogLine>),
-    /// Several writes applied together or not at all.
-    All(Vec<Write>),
-    Prune {
-        finished_before: i64,
-        keep_per_pipeline: i64,
-    },
-    /// Statements of a store submodule, applied together; the last one's
-    /// `RETURNING` value (if any) or its affected rows is the result.
-    Exec(Vec<(String, Vec<SqlArg>)>),
-    /// Creates a run unless `key` already names an unexpired run of the same
-    /// pipeline (one atomic insert-or-get, so concurrent redeliveries of one
-    /// trigger make one run). Result: `Id` for a new run, `Existing` for the old one.
-    CreateRunOnce {
-        run: RunRow,
-        key: String,
-        expires_at: i64,
-        at: i64,
-    },
-    /// A run creation (`then`) charged to `user`'s run count of `day`, refused
-    /// (`OverCap`, nothing written) once the count has reached `cap`. A creation
-    /// that finds an earlier run (`Existing`) is not charged. Check and charge are
-    /// one write in the single writer, so concurrent triggers cannot overshoot.
-    Charged {
-        user: String,
-        day: String,
-        cap: i64,
-        then: Box<Write>,
-    },
-}
-
-/// A run to insert with its trigger and inputs already encoded as JSON text,
-/// so the encoding is done by the caller, not by the single writer.
-#[derive(Clone, Debug)]
-pub(crate) struct RunRow {
-    pub(crate) run: Arc<NewRun>,
-    trigger: String,
-    inputs: String,
-}
-
-impl RunRow {
-    /// Encodes `run`'s trigger details and inputs.
-    pub(crate) fn encode(run: Arc<NewRun>) -> Result<Self, StoreError> {
-        let trigger =
-            serde_json::to_string(&run.trigger).map_err(|e| StoreError::Data(e.to_string()))?;
-        let inputs = json_text(&run.inputs);
-        Ok(Self {
-            run,
-            trigger,
-            inputs,
-        })
-    }
-}
-
-/// A value bound to a statement of [`Write::Exec`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlArg {
-    /// NULL.
-    Null,
-    /// An integer.
-    Int(i64),
-    /// A float.
-    Real(f64),
-    /// Text.
-    Text(String),
-}
-
-/// What a write returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Written {
-    Nothing,
-    Id(i64),
-    Count(u64),
-    /// The id of a row that already existed (see [`Write::CreateRunOnce`]).
-    Existing(i64),
-    /// A daily cap refused the write; the count already used (see [`Write::Charged`]).
-    OverCap(i64),
-}
-
-pub(crate) type Reply = Option<oneshot::Sender<Result<Written, StoreError>>>;
-
 impl ToSql for SqlArg {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(match self {
-            Self::Null => ValueRef::Null,
+            Self::NullInt | Self::NullText => ValueRef::Null,
             Self::Int(i) => ValueRef::Integer(*i),
             Self::Real(f) => ValueRef::Real(*f),
             Self::Text(t) => ValueRef::Text(t.as_bytes()),
@@ -177,19 +58,6 @@ pub(crate) async fn start(
     ready_rx.await.map_err(|_| StoreError::Closed)?
 }
 
-/// Logs a panic of the writer thread. Nothing else is needed for callers: the
-/// unwinding drops the batch's reply senders and the receiver, so waiting
-/// callers and later writes get [`StoreError::Closed`] instead of hanging.
-struct PanicLog;
-
-impl Drop for PanicLog {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            tracing::error!("the store writer panicked; writes now fail as closed");
-        }
-    }
-}
-
 /// Opens the write connection with the same settings as the sqlx connections
 /// of [`super::Store::open`] (same flags, pragmas in sqlx's order, busy timeout).
 fn open(path: &std::path::Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -200,42 +68,10 @@ fn open(path: &std::path::Path, durability: Durability) -> rusqlite::Result<Conn
         | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(super::BUSY_TIMEOUT)?;
-    conn.execute_batch(&super::pragmas(durability))?;
+    conn.busy_timeout(crate::store::BUSY_TIMEOUT)?;
+    conn.execute_batch(&crate::store::pragmas(durability))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
-}
-
-/// A test-only way to wedge the writer, so the watchdog test can prove that a
-/// stuck writer stops the systemd watchdog pings: while the file named by
-/// `SLUICE_TEST_STALL_WRITER_FILE` exists, the writer takes no batch (as a
-/// writer hung on a dead disk would). A file, not a timer, so the test decides
-/// the moment without racing the daemon's start-up. Only debug builds (what
-/// `cargo test` runs) read the variable; release builds compile it out.
-struct StallHook {
-    #[cfg(debug_assertions)]
-    flag: Option<PathBuf>,
-}
-
-impl StallHook {
-    fn from_env() -> Self {
-        Self {
-            #[cfg(debug_assertions)]
-            flag: std::env::var_os("SLUICE_TEST_STALL_WRITER_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-        }
-    }
-
-    /// Blocks while the stall file exists (debug builds only).
-    fn wait(&self) {
-        #[cfg(debug_assertions)]
-        if let Some(flag) = &self.flag {
-            while flag.exists() {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-    }
 }
 
 /// Runs until every sender is dropped, then closes the connection.
@@ -273,16 +109,6 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<(Write, Reply)>, stall: &StallHo
 /// Runs a fixed statement without parameters (transaction control).
 fn exec_fixed(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
-}
-
-/// The outcome of each write of one batch, with its reply channel.
-type Done = Vec<(Reply, Result<Written, StoreError>)>;
-
-fn fail_all(batch: &mut Vec<(Write, Reply)>, err: &StoreError) -> Done {
-    batch
-        .drain(..)
-        .map(|(_, reply)| (reply, Err(err.clone())))
-        .collect()
 }
 
 /// Applies and commits `batch` (emptied); returns each write's result with its reply.
@@ -344,10 +170,6 @@ fn apply_in_savepoint(conn: &Connection, write: &Write) -> Result<Written, Store
             Err(e)
         }
     }
-}
-
-fn json_text(v: &Value) -> String {
-    v.to_string()
 }
 
 /// The run a delivery key names, unless expired.
@@ -594,19 +416,40 @@ fn exec_statements(
     let mut last = Written::Nothing;
     for (sql, args) in statements {
         let mut stmt = conn.prepare_cached(sql)?;
+        bind_numbered(&mut stmt, args)?;
         if sql.to_ascii_uppercase().contains("RETURNING") {
             // SQLite makes every change of a RETURNING statement on the
             // first step, so reading only the first row applies all of it.
-            let mut rows = stmt.query(params_from_iter(args))?;
+            let mut rows = stmt.raw_query();
             last = match rows.next()? {
                 Some(r) => Written::Id(r.get(0)?),
                 None => Written::Nothing,
             };
         } else {
-            last = Written::Count(stmt.execute(params_from_iter(args))? as u64);
+            last = Written::Count(stmt.raw_execute()? as u64);
         }
     }
     Ok(last)
+}
+
+/// Binds `args` to a statement written with PostgreSQL-style `$N`
+/// placeholders. SQLite numbers `$N` names by first appearance, not by N, so
+/// each parameter is bound by the number in its name (as sqlx does).
+fn bind_numbered(stmt: &mut rusqlite::Statement<'_>, args: &[SqlArg]) -> Result<(), StoreError> {
+    for index in 1..=stmt.parameter_count() {
+        let n = match stmt.parameter_name(index) {
+            Some(name) => name
+                .strip_prefix(['$', '?'])
+                .and_then(|digits| digits.parse::<usize>().ok())
+                .ok_or_else(|| StoreError::Database(format!("unsupported parameter {name}")))?,
+            None => index,
+        };
+        let arg = args.get(n.wrapping_sub(1)).ok_or_else(|| {
+            StoreError::Database(format!("parameter {n} has no value ({} given)", args.len()))
+        })?;
+        stmt.raw_bind_parameter(index, arg)?;
+    }
+    Ok(())
 }
 
 /// Applies `then` charged to a daily run cap (see [`Write::Charged`]).
@@ -752,12 +595,6 @@ impl<'a> SetClause<'a> {
             format!("{head}{}{tail}", self.columns.join(", ")),
             self.args,
         )
-    }
-}
-
-impl From<VersionId> for i64 {
-    fn from(v: VersionId) -> Self {
-        v.0
     }
 }
 
