@@ -98,19 +98,26 @@ fn data(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Data(format!("column {col}: {e}"))
 }
 
+/// The accessors that read the same on both drivers.
+macro_rules! plain_columns {
+    () => {
+        fn int(&self, col: &str) -> Result<i64, StoreError> {
+            Ok(self.try_get(col)?)
+        }
+        fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+            Ok(self.try_get(col)?)
+        }
+        fn text(&self, col: &str) -> Result<String, StoreError> {
+            Ok(self.try_get(col)?)
+        }
+        fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+            Ok(self.try_get(col)?)
+        }
+    };
+}
+
 impl Cols for SqliteRow {
-    fn int(&self, col: &str) -> Result<i64, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn text(&self, col: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
+    plain_columns!();
     fn json_as<T: DeserializeOwned>(&self, col: &str) -> Result<Option<T>, StoreError> {
         self.try_get::<Option<&str>, _>(col)?
             .map(|t| serde_json::from_str(t).map_err(|e| data(col, e)))
@@ -119,20 +126,9 @@ impl Cols for SqliteRow {
 }
 
 impl Cols for PgRow {
-    fn int(&self, col: &str) -> Result<i64, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn text(&self, col: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
+    plain_columns!();
     fn json_as<T: DeserializeOwned>(&self, col: &str) -> Result<Option<T>, StoreError> {
-        // Decoded from the jsonb bytes here rather than by sqlx, so a value
+        // Decoded from the JSON value here rather than by sqlx, so a value
         // that does not fit `T` is reported with its column.
         self.try_get::<Option<sqlx::types::Json<Value>>, _>(col)?
             .map(|j| serde_json::from_value(j.0).map_err(|e| data(col, e)))
