@@ -55,8 +55,15 @@ struct Common {
 enum Command {
     /// Run one pipeline file to the end in this process and print the result.
     RunOnce(RunArgs),
-    /// Queue a run of a pipeline file for the daemon serving this state directory.
-    Submit(RunArgs),
+    /// Removed: refuses with the command to use instead (`sluice trigger`). It
+    /// wrote runs into the state directory behind the daemon's back, past its
+    /// roles, limits, audit trail and idempotency keys.
+    #[command(hide = true, disable_help_flag = true)]
+    Submit {
+        /// Whatever was given; only read to word the error.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Check sluiced.toml, its secrets and the pipelines directory, then exit:
     /// 0 when the daemon would start with them, 1 otherwise (for ExecStartPre= and CI).
     CheckConfig,
@@ -117,6 +124,11 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             };
+        }
+        // Before anything is read or opened: the state directory is not touched.
+        Some(Command::Submit { args }) => {
+            eprintln!("{}", submit_removed(args));
+            return ExitCode::from(2);
         }
         _ => {}
     }
@@ -203,10 +215,11 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => serve(s).await,
         Some(Command::RunOnce(args)) => run_once(&s, &args).await,
-        Some(Command::Submit(args)) => submit(&s, &args).await,
         Some(Command::CheckConfig) => check_config(&s).await,
         // Handled before the runtime started.
-        Some(Command::Completions { .. } | Command::Man) => Ok(ExitCode::SUCCESS),
+        Some(Command::Completions { .. } | Command::Man | Command::Submit { .. }) => {
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -394,31 +407,6 @@ fn current_user() -> Option<String> {
     std::env::var("USER").ok().filter(|u| !u.is_empty())
 }
 
-async fn submit(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let Some(pipeline) = load_pipeline(s, &args.file)? else {
-        return Ok(ExitCode::from(2));
-    };
-    let inputs = parse_inputs(&pipeline, &args.inputs)?;
-    // The queued run executes as the daemon's user: the same trust checks apply.
-    statedir::prepare(&s.paths.state_dir)?;
-    let store = s.open_store().await?;
-    let run = sluice_daemon::engine::enqueue(
-        &store,
-        &pipeline,
-        Some(&args.file),
-        &inputs,
-        TriggerInfo::manual(current_user()),
-    )
-    .await?;
-    store.flush().await?;
-    if args.json {
-        println!("{}", serde_json::json!({ "run": run.0, "state": "queued" }));
-    } else {
-        println!("{run} queued");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_pipeline(s, &args.file)? else {
         return Ok(ExitCode::from(2));
@@ -428,7 +416,7 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let _lock = StateLock::acquire(&s.paths.state_dir)?;
     let store = s.open_store().await?;
     let secrets = s.load_secrets()?;
-    let mut opts = s.engine_options(false);
+    let mut opts = s.engine_options();
     opts.llm = s.llm_providers(&secrets)?;
     opts.notifier = s.notifier(&secrets)?;
     let engine = Engine::start(store.clone(), &secrets, opts)?;
@@ -505,6 +493,59 @@ async fn run_once(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The error `sluiced submit` answers with: what replaced it, worded for the
+/// file it was given (a pipeline's name is its file's stem unless the file
+/// sets `name:`).
+fn submit_removed(args: &[String]) -> String {
+    let mut files = Vec::new();
+    let mut inputs = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-i" | "--input" => {
+                inputs = true;
+                it.next();
+            }
+            "--config" | "--state-dir" | "--pipelines" | "--socket" | "--listen" | "--plugins" => {
+                it.next();
+            }
+            a if a.starts_with("--input=") || (a.starts_with("-i") && a.len() > 2) => {
+                inputs = true;
+            }
+            a if a.starts_with('-') => {}
+            a => files.push(a),
+        }
+    }
+    let pipeline_file = |f: &&str| {
+        Path::new(f)
+            .extension()
+            .is_some_and(|e| ["yaml", "yml", "toml", "json"].iter().any(|x| e == *x))
+    };
+    let file = files
+        .iter()
+        .copied()
+        .find(pipeline_file)
+        .or_else(|| files.first().copied());
+    let name = file.and_then(|f| Path::new(f).file_stem()).map_or_else(
+        || "PIPELINE".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let example = if inputs {
+        format!("sluice trigger {name} -i NAME=VALUE")
+    } else {
+        format!("sluice trigger {name}")
+    };
+    format!(
+        "sluiced: error: `sluiced submit` was removed: it wrote runs into the state directory \
+         behind the daemon's back, past its roles, limits, audit trail and idempotency keys.\n\
+         Trigger runs through the running daemon instead: put the file in its pipelines \
+         directory and run `{example}` (add --wait to wait for the result); a pipeline's \
+         name is its file's stem unless the file sets `name:`.\n\
+         To run a file in the foreground where no daemon serves the state directory: \
+         `sluiced run-once FILE`."
+    )
 }
 
 fn truncate(s: &str, max: usize) -> String {

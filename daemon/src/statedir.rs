@@ -198,7 +198,7 @@ fn check(path: &Path, what: &'static str, is_dir: bool, me: u32) -> Result<(), S
 pub enum LockError {
     /// Another process holds it.
     #[error(
-        "the state directory {path} is in use by another sluiced (pid {pid}); stop it first, or use `sluiced submit` to queue work for it"
+        "the state directory {path} is in use by another sluiced (pid {pid}); stop it first, or trigger runs through it with `sluice trigger PIPELINE`"
     )]
     Busy {
         /// The directory.

@@ -355,6 +355,41 @@ async fn roles_decide_what_a_caller_may_do() {
         ),
         ErrorCode::PermissionDenied as i64
     );
+    // Refused, so nothing ran, and audited: the refusals are counted in an
+    // `access.denied` row (written every few seconds, in aggregate).
+    let runs = c.call::<m::RunsList>(json!({})).await.unwrap();
+    assert_eq!(runs["runs"], json!([]), "{runs}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let row = loop {
+        let audit = c.call::<m::AuditList>(json!({})).await.unwrap();
+        if let Some(row) = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action"] == "access.denied")
+        {
+            break row.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refusals did not reach the audit trail: {audit:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(row["user"], "sluiced", "{row}");
+    assert_eq!(
+        row["detail"],
+        json!({
+            "total": 2,
+            "denials": [
+                { "user": me(), "method": m::PipelinesTrigger::NAME, "target": "pipeline hello", "count": 1 },
+                { "user": me(), "method": m::RunsCancel::NAME, "target": "run #1", "count": 1 },
+            ],
+        }),
+        "{row}"
+    );
+    let verified = c.call::<m::AuditVerify>(json!({})).await.unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
 
     let operator = Daemon::start(&config("operator"), &pipelines());
     let mut c = operator.client().await;

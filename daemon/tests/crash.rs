@@ -1,128 +1,92 @@
 //! kill -9 in the middle of work: the real `sluiced` binary on a temp state
 //! directory is SIGKILLed with shell nodes running, delays waiting and runs
-//! queued, then started again. Every run must finish exactly once, with every
-//! node's attempts recorded, none lost and none duplicated.
+//! queued (all triggered through its socket), then started again. Every run
+//! must finish exactly once, with every node's attempts recorded, none lost
+//! and none duplicated.
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+#[path = "common/daemon.rs"]
+mod daemon;
 
 use common::eventually;
+use daemon::Daemon;
+use serde_json::json;
 use sluice_daemon::store::{Durability, Store};
+use sluice_shared::method as m;
 use sluice_shared::run::{AttemptState, NodeState, RunState};
 
-fn sluiced(state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluiced"));
-    cmd.arg("--state-dir")
-        .arg(state)
-        .arg("--socket")
-        .arg(state.join("sluice.sock"))
-        // Any free port: the default 8677 may be taken by another test's daemon.
-        .arg("--listen")
-        .arg("127.0.0.1:0");
-    cmd.env("SLUICE_LOG", "warn");
-    cmd
-}
-
-/// Starts the daemon and waits for its ready line.
-fn start(state: &Path) -> Child {
-    let mut child = sluiced(state)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn sluiced");
-    let stderr = child.stderr.take().expect("stderr");
-    // Its reader thread keeps draining stderr so the daemon never blocks on a full pipe.
-    common::Lines::new(stderr).wait_for(60, "sluiced's ready line", |l| {
-        l.starts_with("sluiced: ready")
-    });
-    child
-}
-
-fn submit(state: &Path, file: &Path, n: u32) {
-    let out = common::output_within(
-        sluiced(state)
-            .arg("submit")
-            .arg(file)
-            .arg("-i")
-            .arg(format!("n={n}")),
-        60,
-        "sluiced submit",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// Runs triggered through the socket before the kill.
+const RUNS: usize = 11;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_run_finishes_exactly_once_after_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let ledger = dir.path().join("ledger");
-    let file = dir.path().join("work.yaml");
+    let mut d = Daemon::prepare("", &[]);
+    let ledger = d.path("ledger");
     let append = |node: &str, pause: &str| {
         format!(
             "echo \\\"{{{{ run.id }}}} {node}\\\" >> {}; sleep {pause}",
             ledger.display()
         )
     };
+    // Two runs at a time, the rest queued behind them: the kill finds runs
+    // in every state.
     std::fs::write(
-        &file,
+        d.path("pipelines/work.yaml"),
         format!(
-            "inputs:\n  n: {{ type: integer }}\nnodes:\n  - id: first\n    kind: shell\n    run: \"{}\"\n  - id: pause\n    kind: delay\n    needs: [first]\n    for: 1s\n  - id: second\n    kind: shell\n    needs: [pause]\n    run: \"{}\"\n  - id: side\n    kind: shell\n    run: \"{}\"\n  - id: done\n    kind: transform\n    needs: [second, side]\n    output: {{ n: \"{{{{ inputs.n }}}}\" }}\n",
+            "concurrency: {{ max_runs: 2, on_overlap: queue }}\ninputs:\n  n: {{ type: integer }}\nnodes:\n  - id: first\n    kind: shell\n    run: \"{}\"\n  - id: pause\n    kind: delay\n    needs: [first]\n    for: 1s\n  - id: second\n    kind: shell\n    needs: [pause]\n    run: \"{}\"\n  - id: side\n    kind: shell\n    run: \"{}\"\n  - id: done\n    kind: transform\n    needs: [second, side]\n    output: {{ n: \"{{{{ inputs.n }}}}\" }}\n",
             append("first", "0.5"),
             append("second", "0.5"),
             append("side", "1.5"),
         ),
     )
     .unwrap();
-
-    for n in 0..8 {
-        submit(&state, &file, n);
+    d.spawn();
+    let mut c = d.client().await;
+    for n in 0..RUNS {
+        c.call::<m::PipelinesTrigger>(json!({ "name": "work", "inputs": { "n": n } }))
+            .await
+            .expect("triggered through the socket");
     }
-    let mut daemon = start(&state);
-    let store = Store::open(&state.join("sluice.db"), Durability::Full)
+    let store = Store::open(&d.path("state/sluice.db"), Durability::Full)
         .await
         .unwrap();
-    // Wait until work is in flight: some node running and some run waiting on its delay.
-    eventually(60, "nodes running and delays waiting", || async {
-        let runs = store.runs(None, 100).await.unwrap();
-        let (mut running, mut waiting) = (0, 0);
-        for r in &runs {
-            for n in store.nodes(r.id).await.unwrap() {
-                match n.state {
-                    NodeState::Running => running += 1,
-                    NodeState::Waiting => waiting += 1,
-                    _ => {}
+    // Wait until work is in flight: some node running, some run waiting on its
+    // delay and some run still queued.
+    eventually(
+        60,
+        "nodes running, delays waiting and runs queued",
+        || async {
+            let runs = store.runs(None, 100).await.unwrap();
+            let queued = runs.iter().filter(|r| r.state == RunState::Queued).count();
+            let (mut running, mut waiting) = (0, 0);
+            for r in &runs {
+                for n in store.nodes(r.id).await.unwrap() {
+                    match n.state {
+                        NodeState::Running => running += 1,
+                        NodeState::Waiting => waiting += 1,
+                        _ => {}
+                    }
                 }
             }
-        }
-        (running > 0 && waiting > 0).then_some(())
-    })
+            (running > 0 && waiting > 0 && queued > 0).then_some(())
+        },
+    )
     .await;
-    daemon.kill().expect("SIGKILL");
-    common::kill_and_reap(&mut daemon, "sluiced after SIGKILL");
+    d.kill();
 
-    // More work accepted while the daemon is down.
-    for n in 8..11 {
-        submit(&state, &file, n);
-    }
-    let mut daemon = start(&state);
+    d.spawn();
     let runs = eventually(120, "every run to finish", || async {
         let runs = store.runs(None, 100).await.unwrap();
         runs.iter().all(|r| r.state.is_finished()).then_some(runs)
     })
     .await;
 
-    assert_eq!(runs.len(), 11, "no run lost, none duplicated");
+    assert_eq!(runs.len(), RUNS, "no run lost, none duplicated");
     let mut ids: Vec<i64> = runs.iter().map(|r| r.id.0).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 11);
+    assert_eq!(ids.len(), RUNS);
     let ledger = std::fs::read_to_string(&ledger).unwrap();
     let mut interrupted = 0;
     for r in &runs {
@@ -172,10 +136,10 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
     assert!(interrupted > 0, "the kill interrupted at least one attempt");
 
     // SIGTERM stops it cleanly.
-    // SAFETY: sending a signal to our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    d.signal(libc::SIGTERM);
+    let mut child = d.child.take().expect("the restarted sluiced");
     let status = tokio::task::spawn_blocking(move || {
-        common::wait_exit(&mut daemon, 90, "sluiced to stop after SIGTERM")
+        common::wait_exit(&mut child, 90, "sluiced to stop after SIGTERM")
     })
     .await
     .unwrap();

@@ -389,6 +389,74 @@ async fn delays_wait_without_a_task_and_survive_a_restart() {
     assert!(elapsed >= 1000, "waited {elapsed} ms");
 }
 
+/// A backlog found queued at start is started at most 256 runs at a time (the
+/// rest by the backlog drainer as room frees up) and drains completely. Runs
+/// written into the store beside a running engine are not picked up: nothing
+/// reads the store for new work while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_backlog_starts_in_bounded_batches_after_a_restart() {
+    const BACKLOG: usize = 600;
+    const BOUND: usize = 256;
+    let mut f = Fixture::new().await;
+    // One run at a time: the others' drivers wait for the slot, so the bound shows.
+    let p = pipeline(
+        "one",
+        "concurrency: { max_runs: 1, on_overlap: queue }\nnodes:\n  - id: a\n    kind: transform\n    output: { ok: true }\n",
+    );
+    let writes: Vec<_> = (0..BACKLOG)
+        .map(|_| {
+            let (store, p) = (f.store.clone(), p.clone());
+            tokio::spawn(async move {
+                sluice_daemon::engine::enqueue(
+                    &store,
+                    &p,
+                    None,
+                    &serde_json::Map::new(),
+                    sluice_shared::run::TriggerInfo::manual(Some("tester".into())),
+                )
+                .await
+                .expect("enqueue")
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for w in writes {
+        ids.push(w.await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (queued, _, _) = f.store.state_counts().await.unwrap();
+    assert_eq!(
+        queued as usize, BACKLOG,
+        "runs written beside the running engine stay queued"
+    );
+    assert_eq!(f.engine.active_runs(), 0);
+
+    f.restart().await;
+    let mut most = 0;
+    let all_done = async {
+        loop {
+            most = most.max(f.engine.active_runs());
+            let (queued, running, waiting) = f.store.state_counts().await.unwrap();
+            if queued + running + waiting == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    common::within(120, "the backlog to drain", all_done).await;
+    assert!(most <= BOUND, "{most} drivers at once");
+    assert!(
+        most >= BOUND / 2,
+        "the backlog started in batches ({most} at most)"
+    );
+    for id in ids {
+        assert_eq!(
+            f.store.run(id).await.unwrap().unwrap().state,
+            RunState::Succeeded
+        );
+    }
+}
+
 #[tokio::test]
 async fn inputs_are_checked_before_a_run_is_created() {
     let f = Fixture::new().await;

@@ -319,7 +319,8 @@ fn a_live_holder_is_reported_at_once() {
     let started = std::time::Instant::now();
     let err = p.refused("second.sock");
     assert!(
-        err.contains(&format!("in use by another sluiced (pid {})", first.0.id())),
+        err.contains(&format!("in use by another sluiced (pid {})", first.0.id()))
+            && err.contains("sluice trigger"),
         "{err}"
     );
     assert!(
@@ -327,6 +328,67 @@ fn a_live_holder_is_reported_at_once() {
         "a live holder is not waited for ({:?})",
         started.elapsed()
     );
+}
+
+/// `sluiced submit` wrote runs into the state directory behind the daemon's
+/// back, past its roles, limits, audit trail and idempotency keys. It is gone:
+/// it refuses, naming `sluice trigger`, and writes nothing, whether a daemon
+/// serves the directory or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluiced_submit_is_refused_and_writes_nothing() {
+    let p = Paths::new();
+    let file = p.root.join("pipelines/hello.yaml");
+    std::fs::write(
+        &file,
+        "inputs:\n  who: { type: string }\nnodes:\n  - id: a\n    kind: transform\n    output: { who: \"{{ inputs.who }}\" }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let submit = || {
+        common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_sluiced"))
+                .arg("--state-dir")
+                .arg(p.state())
+                .arg("submit")
+                .arg(&file)
+                .arg("-i")
+                .arg("who=x"),
+            30,
+            "sluiced submit",
+        )
+    };
+    let refused = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("`sluiced submit` was removed")
+                && err.contains("`sluice trigger hello -i NAME=VALUE`"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    };
+
+    // No daemon: not even the state directory is created.
+    refused(&submit());
+    assert!(
+        !p.state().exists(),
+        "sluiced submit created the state directory"
+    );
+
+    // A daemon serving the directory: its store gains no run; the socket's does.
+    let _d = p.ready("s.sock", |_| {});
+    refused(&submit());
+    let mut c = daemon::Client::connect(&p.root.join("s.sock")).await;
+    c.hello().await.unwrap();
+    c.call::<m::PipelinesTrigger>(
+        serde_json::json!({ "name": "hello", "inputs": { "who": "y" }, "wait": true }),
+    )
+    .await
+    .unwrap();
+    let page = c.call::<m::RunsList>(serde_json::json!({})).await.unwrap();
+    let runs = page["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "only the socket's run: {page}");
+    assert_eq!(runs[0]["state"], "succeeded", "{page}");
 }
 
 #[test]

@@ -183,7 +183,22 @@ impl Client {
 
     /// Calls method `M` and waits for its result.
     pub async fn call<M: Method>(&mut self, params: M::Params) -> Result<M::Result, ClientError> {
-        let value = self.call_value(&Call::new::<M>(&params)).await?;
+        self.call_typed::<M>(&Call::new::<M>(&params)).await
+    }
+
+    /// [`Client::call`] carrying an idempotency key: the daemon applies the
+    /// call once per key, and a repeat gets the first reply ([`Call::idempotent`]).
+    pub async fn call_idempotent<M: Method>(
+        &mut self,
+        params: M::Params,
+        key: &str,
+    ) -> Result<M::Result, ClientError> {
+        self.call_typed::<M>(&Call::new::<M>(&params).idempotent(key))
+            .await
+    }
+
+    async fn call_typed<M: Method>(&mut self, call: &Call) -> Result<M::Result, ClientError> {
+        let value = self.call_value(call).await?;
         serde_json::from_value(value)
             .map_err(|e| ClientError::Protocol(format!("unexpected result of {}: {e}", M::NAME)))
     }

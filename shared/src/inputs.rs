@@ -1,6 +1,6 @@
 //! A run's inputs, in one place for every caller: reading `name=value` text as
 //! the type each input declares (`sluice trigger -i`, the console's trigger
-//! form, `sluiced run-once -i` and `submit -i`), and checking given values
+//! form, `sluiced run-once -i`), and checking given values
 //! against the declarations, defaults filled (the engine when a run is
 //! created; validation of a cron trigger's inputs and a template's params).
 //!

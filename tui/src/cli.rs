@@ -85,6 +85,11 @@ pub enum Command {
         /// Wait for the run to finish; exit 1 if it did not succeed.
         #[arg(long)]
         wait: bool,
+        /// Start at most one run per key (1 to 128 characters): repeating the
+        /// command with the same key, e.g. after a timeout, gets the first
+        /// run back instead of a second (keys are kept for 15 minutes).
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// Cancel a run.
     Cancel {

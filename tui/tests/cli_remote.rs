@@ -169,6 +169,43 @@ fn trigger_inputs_are_read_as_their_declared_type() {
     assert_eq!(out(&l), "show#1 | n=5\nshow#1 sluice | node succeeded\n");
 }
 
+/// A script that repeats a trigger it is not sure went through (a timeout, a
+/// lost reply) passes the same key and gets the first run back.
+#[test]
+fn a_trigger_with_an_idempotency_key_starts_one_run() {
+    let d = Daemon::start("");
+    let keyed = |key: &str| {
+        let t = d.sluice(&[
+            "trigger",
+            "hello",
+            "-i",
+            "who=once",
+            "--idempotency-key",
+            key,
+            "--json",
+        ]);
+        assert_eq!(t.status.code(), Some(0), "{}{}", out(&t), err(&t));
+        let v: serde_json::Value = serde_json::from_slice(&t.stdout).unwrap();
+        v["run"].as_i64().unwrap()
+    };
+    let first = keyed("deploy-42");
+    assert_eq!(keyed("deploy-42"), first, "the repeat gets the first run");
+    assert_ne!(keyed("deploy-43"), first, "another key is another run");
+    let r = d.sluice(&["runs", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2, "{v}");
+    // The same key with other inputs names another request: refused.
+    let t = d.sluice(&[
+        "trigger",
+        "hello",
+        "-i",
+        "who=twice",
+        "--idempotency-key",
+        "deploy-42",
+    ]);
+    assert_eq!(t.status.code(), Some(2), "{}{}", out(&t), err(&t));
+}
+
 #[test]
 fn logs_follow_streams_until_the_run_ends() {
     let d = Daemon::start("");

@@ -174,8 +174,17 @@ pub(crate) async fn dispatch(
             format!("no method '{method}'; see docs/protocol.md"),
         ));
     };
-    permit(session, info)?;
     let audited = info.role > Role::Viewer;
+    if let Err(refused) = permit(session, info) {
+        // Only state-changing methods can be refused (every role may read).
+        if audited {
+            // The caller typed the target: masked like any audited parameter.
+            let target =
+                target_of(method, &params).map(|t| ctx.engine.redactor().redact(&t).into_owned());
+            ctx.denials.note(&session.caller.user, method, target);
+        }
+        return Err(refused);
+    }
     let is_ack = method == method::AuditAck::NAME;
     // Every state-changing call is audited: while the trail is broken none runs
     // unrecorded, except the acknowledgement that repairs it.

@@ -1,7 +1,8 @@
 //! The local socket API: newline-delimited JSON-RPC 2.0 over a Unix stream
 //! socket (docs/protocol.md). Callers are identified by the socket's peer
 //! credentials; roles come from `[access]`; every state-changing call is
-//! audited. Slow subscribers are told they lagged and never slow the engine.
+//! audited, and calls refused for the caller's role are, in aggregate
+//! ([`denials`]). Slow subscribers are told they lagged and never slow the engine.
 //!
 //! Methods are dispatched through the method table of `sluice_shared::method`
 //! ([`dispatch`]), to one handler module per area (`runs`, `pipelines`,
@@ -11,6 +12,7 @@
 mod approvals;
 mod audit;
 mod conn;
+mod denials;
 mod dispatch;
 mod errors;
 pub mod frame;
@@ -203,6 +205,8 @@ pub struct ApiContext {
     pub(crate) started: Instant,
     /// Outcomes of calls that carried an idempotency key.
     pub(crate) idempotency: idempotency::Idempotency,
+    /// Calls refused for the caller's role, not yet audited.
+    pub(crate) denials: Arc<denials::Denials>,
     feed: broadcast::Sender<Sequenced>,
     seq: Arc<AtomicU64>,
 }
@@ -262,6 +266,7 @@ impl ApiContext {
             limits,
             started: Instant::now(),
             idempotency: idempotency::Idempotency::default(),
+            denials: Arc::default(),
             feed,
             seq,
         })
@@ -276,6 +281,12 @@ impl ApiContext {
 /// Serves connections until `shutdown` is cancelled. A connection past its
 /// uid's share or the global cap gets an error line and is closed at once.
 pub async fn serve(listener: UnixListener, ctx: Arc<ApiContext>, shutdown: CancellationToken) {
+    // Refused calls reach the audit trail in aggregate, every few seconds and at the stop.
+    denials::spawn(
+        Arc::clone(&ctx.denials),
+        Arc::clone(&ctx.audit),
+        shutdown.clone(),
+    );
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

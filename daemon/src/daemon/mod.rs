@@ -225,7 +225,7 @@ impl Core {
     async fn open(s: &Settings) -> Result<Self, StartError> {
         let store = s.open_store().await?;
         let secrets = s.load_secrets()?;
-        let mut opts = s.engine_options(true);
+        let mut opts = s.engine_options();
         opts.llm = s.llm_providers(&secrets)?;
         opts.notifier = s.notifier(&secrets)?;
         let engine = Engine::start(store, &secrets, opts)?;

@@ -189,15 +189,13 @@ impl Settings {
         Secrets::load(self.paths.credentials.as_deref(), Some(&self.paths.secrets))
     }
 
-    /// The engine's options; `poll` makes it look for runs queued by others
-    /// (`sluiced submit`). `llm` and `notifier` need the secrets: callers set them.
-    pub fn engine_options(&self, poll: bool) -> EngineOptions {
+    /// The engine's options. `llm` and `notifier` need the secrets: callers set them.
+    pub fn engine_options(&self) -> EngineOptions {
         EngineOptions {
             workers: self.config.engine.workers,
             plugins_dir: self.paths.plugins.clone(),
             base_env: default_base_env(),
             shutdown_grace: self.config.engine.shutdown_grace.std(),
-            poll_interval: poll.then(|| std::time::Duration::from_millis(250)),
             limits: Arc::new(Limits::new(self.config.limits.clone())),
             ..EngineOptions::default()
         }

@@ -1,5 +1,6 @@
 //! The engine's background tasks: the log pump, the timer loop and the
-//! poller that starts runs other processes queued.
+//! backlog drainer that starts, a bounded batch at a time, the queued runs
+//! recovery found at start.
 
 use super::{Inner, TimerMsg};
 use crate::nodes::LogMsg;
@@ -95,41 +96,72 @@ pub(super) async fn timer_loop(
     }
 }
 
-/// Starts runs that other processes queued in the store.
-pub(super) async fn poll_queued(inner: Weak<Inner>, every: Duration, shutdown: CancellationToken) {
+/// The backlog drainer: starts the queued runs recovery left without a
+/// driver, keeping at most [`MAX_STARTING`] drivers at once, so a backlog of
+/// thousands (after downtime) never has thousands of drivers, each with its
+/// run loaded, at once. Every `every` it reads as many of the next queued
+/// runs (by id) as there is room for and gives each one without a driver its
+/// own; the drivers then wait for admission as any run does.
+///
+/// It starts only runs this engine's store holds as queued, which its own
+/// triggers and socket accepted (and counted against the backlog bound)
+/// before a restart; it is not a way in for runs written beside the daemon
+/// (`sluiced submit`, which did that, is gone). A run created while the engine
+/// runs gets its driver when it is created, so once a whole pass over the
+/// queued runs finds each one driven the backlog is drained and the task
+/// ends: nothing polls the store in steady state.
+pub(super) async fn drain_backlog(
+    inner: Weak<Inner>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut last = RunId(0);
+    // Drivers started since the pass from the lowest id began.
+    let mut started = 0usize;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
         let Some(inner) = inner.upgrade() else { return };
-        // Start queued runs a bounded number at a time, so a backlog of thousands
-        // (after downtime) does not load every run into memory at once.
         let room = MAX_STARTING.saturating_sub(inner.driver_count());
         if room == 0 {
             continue;
         }
-        match inner
+        let ids = match inner
             .store
             .queued_after(last, i64::try_from(room).unwrap_or(0))
             .await
         {
-            Ok(ids) => {
-                if ids.is_empty() {
-                    // Runs older than the cursor may have been left behind (a full
-                    // pass ended); look from the start again next time.
-                    last = RunId(0);
-                }
-                for id in ids {
-                    last = last.max(id);
-                    inner.spawn_driver(id, false);
-                }
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queued backlog; trying again");
+                continue;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot look for queued runs"),
+        };
+        if ids.is_empty() {
+            if started == 0 {
+                tracing::debug!("queued backlog drained: every queued run has a driver");
+                return;
+            }
+            // Runs below the cursor may have been left behind (their drivers
+            // stopped); look from the start again.
+            last = RunId(0);
+            started = 0;
+            continue;
+        }
+        for id in ids {
+            last = last.max(id);
+            if !inner.has_driver(id) {
+                inner.spawn_driver(id, false);
+                started += 1;
+            }
         }
     }
 }
 
-/// Drivers the queue poller keeps going at once.
+/// Drivers recovery and the backlog drainer keep going at once.
 pub(super) const MAX_STARTING: usize = 256;
+
+/// How often the backlog drainer looks for room for more drivers.
+pub(super) const DRAIN_EVERY: Duration = Duration::from_millis(250);

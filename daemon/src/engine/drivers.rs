@@ -127,6 +127,11 @@ impl Inner {
         }
     }
 
+    /// Whether `run` has an active driver.
+    pub(crate) fn has_driver(&self, run: RunId) -> bool {
+        self.drivers.lock().is_ok_and(|d| d.contains_key(&run))
+    }
+
     /// How many runs have an active driver.
     pub(crate) fn driver_count(&self) -> usize {
         self.drivers.lock().map_or(0, |d| d.len())

@@ -48,8 +48,6 @@ pub struct EngineOptions {
     pub base_env: Vec<(String, String)>,
     /// How long running nodes may finish after a stop is asked for.
     pub shutdown_grace: Duration,
-    /// How often to look for runs queued by other processes (`sluiced submit`); `None`: never.
-    pub poll_interval: Option<Duration>,
     /// Concurrency caps applied when queued runs start (and the rest of the limits).
     pub limits: Arc<crate::limits::Limits>,
     /// LLM providers for `llm` nodes (none by default).
@@ -67,7 +65,6 @@ impl Default for EngineOptions {
             plugins_dir: PathBuf::from("/usr/lib/sluice/plugins"),
             base_env: default_base_env(),
             shutdown_grace: Duration::from_secs(30),
-            poll_interval: None,
             limits: Arc::default(),
             llm: Arc::default(),
             notifier: Arc::default(),
@@ -247,8 +244,11 @@ fn behind_approval(version: &LoadedVersion) -> BTreeSet<&str> {
     out
 }
 
-/// Commits a queued run of `pipeline` without executing it (a running daemon
-/// on the same store picks it up). Returns once the run is durable.
+/// Commits a queued run of `pipeline` without executing it. Returns once the
+/// run is durable. For seeding a store no daemon serves (tests, benchmarks):
+/// a daemon starts the queued runs it finds when it starts, never ones written
+/// behind its back while it runs. Runs reach a running daemon through its
+/// triggers and socket, where roles, limits and the audit trail apply.
 pub async fn enqueue(
     store: &Store,
     pipeline: &Pipeline,
@@ -300,7 +300,7 @@ async fn enqueue_shared(
 }
 
 impl Engine {
-    /// Starts the engine's background tasks (log writer, timers, queue poller).
+    /// Starts the engine's background tasks (log writer, timers, admission's housekeeping).
     pub fn start(
         store: Store,
         secrets: &Secrets,
@@ -352,15 +352,8 @@ impl Engine {
         tokio::spawn(admission::wake_on_finish(
             Arc::downgrade(&inner),
             inner.events.subscribe(),
-            shutdown.clone(),
+            shutdown,
         ));
-        if let Some(every) = inner.opts.poll_interval {
-            tokio::spawn(background::poll_queued(
-                Arc::downgrade(&inner),
-                every,
-                shutdown,
-            ));
-        }
         Ok(Self { inner })
     }
 

@@ -8,6 +8,9 @@
 //! Recovery is split so that a restart is ready at once whatever the backlog:
 //! the quick part (one read; slots of running runs held, queued runs counted)
 //! runs before the daemon answers, the per-run work after, in the background.
+//! Queued runs get drivers only up to [`background::MAX_STARTING`] at once;
+//! the rest are left to the backlog drainer ([`background::drain_backlog`]),
+//! which starts them as room frees up and ends once none is left.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use sluice_shared::model::node::OnCrash;
 use sluice_shared::run::{AttemptState, NodeState, RunState};
 
 use super::driver::outcome_note;
-use super::{EngineError, Inner, needs_driver};
+use super::{EngineError, Inner, background, needs_driver};
 use crate::nodes::{LogSink, NoteSlot};
 use crate::store::{Change, NodeChange, RunChange};
 
@@ -64,15 +67,19 @@ pub(crate) async fn recover(inner: &Arc<Inner>, background: bool) -> Result<usiz
 /// The per-run part of recovery. A run it cannot repair (the store failing)
 /// is handed to a driver, which repairs it first and tries again until it can.
 async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) {
+    let mut left_queued = false;
     for run in runs {
         if inner.shutdown.is_cancelled() {
             return;
         }
-        // A queued run has nothing to repair: it needs no reads here.
+        // A queued run has nothing to repair: it needs no reads here. Past
+        // the bound on drivers it is left to the backlog drainer, so a
+        // backlog of thousands does not get thousands of drivers at once.
         if run.state == RunState::Queued {
-            let leave_to_poller = inner.opts.poll_interval.is_some() && inner.driver_count() >= 256;
-            if !leave_to_poller {
+            if inner.driver_count() < background::MAX_STARTING {
                 inner.spawn_driver(run.id, false);
+            } else {
+                left_queued = true;
             }
             continue;
         }
@@ -88,6 +95,13 @@ async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) {
         } else if let Some(at) = run.wake_at.or(run.deadline) {
             let _ = inner.timers.send(super::TimerMsg::Wake(at, run.id));
         }
+    }
+    if left_queued {
+        tokio::spawn(background::drain_backlog(
+            Arc::downgrade(inner),
+            background::DRAIN_EVERY,
+            inner.shutdown.clone(),
+        ));
     }
 }
 

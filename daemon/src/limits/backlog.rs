@@ -115,10 +115,9 @@ impl Backlog {
         })
     }
 
-    /// Counts a run found queued at start, whatever the bounds. (Runs that
-    /// `sluiced submit` writes while the daemon runs are not counted: that
-    /// path is for an operator at the host, and the poller starts them as it
-    /// finds them.)
+    /// Counts a run found queued at start, whatever the bounds (nothing
+    /// accepted is dropped). Every run created later reserves its place
+    /// first ([`Backlog::reserve`]).
     pub fn insert(&self, run: RunId, user: &str) {
         let mut s = self.lock();
         if s.runs.insert(run, user.to_owned()).is_none() {

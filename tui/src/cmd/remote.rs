@@ -92,7 +92,12 @@ pub async fn run(
         Command::Logs { id, node, follow } => {
             done(super::logs::logs(c, run_id(&id)?, node, follow, json).await)
         }
-        Command::Trigger { name, inputs, wait } => trigger(c, name, &inputs, wait, json).await,
+        Command::Trigger {
+            name,
+            inputs,
+            wait,
+            idempotency_key,
+        } => trigger(c, name, &inputs, wait, idempotency_key.as_deref(), json).await,
         Command::Cancel { id } => done(cancel(c, &id, json).await),
         Command::Retry { id, all } => done(retry(c, &id, all, json).await),
         Command::Approvals { all } => done(approvals(c, all, json).await),
@@ -202,12 +207,14 @@ async fn run_detail(client: &mut Client, id: &str, json: bool) -> Result<(), Fai
     if json { print_json(&d) } else { print_run(&d) }
 }
 
-/// `sluice trigger NAME [-i NAME=VALUE]... [--wait]`; a finished run that did not succeed fails.
+/// `sluice trigger NAME [-i NAME=VALUE]... [--wait] [--idempotency-key KEY]`;
+/// a finished run that did not succeed fails.
 async fn trigger(
     client: &mut Client,
     name: String,
     pairs: &[String],
     wait: bool,
+    key: Option<&str>,
     json: bool,
 ) -> Result<Exit, Failure> {
     // The declared input types say how to read `-i` values.
@@ -221,9 +228,15 @@ async fn trigger(
             .map(|d| d.definition)
     };
     let inputs = inputs(pairs, definition.as_ref())?;
-    let r = client
-        .call::<m::PipelinesTrigger>(TriggerParams { name, inputs, wait })
-        .await?;
+    let params = TriggerParams { name, inputs, wait };
+    let r = match key {
+        Some(key) => {
+            client
+                .call_idempotent::<m::PipelinesTrigger>(params, key)
+                .await?
+        }
+        None => client.call::<m::PipelinesTrigger>(params).await?,
+    };
     if json {
         print_json(&r)?;
     } else {
