@@ -517,7 +517,7 @@ impl Store {
         .collect())
     }
 
-    /// Queued runs with an id above `after`, oldest first (runs submitted by other processes).
+    /// Queued runs with an id above `after`, oldest first (the backlog a restart left to drain).
     pub async fn queued_after(&self, after: RunId, limit: i64) -> Result<Vec<RunId>, StoreError> {
         let ids: Vec<i64> = read!(self, pool => sqlx::query_scalar(
             "SELECT id FROM runs WHERE state = 'queued' AND id > $1 ORDER BY id LIMIT $2",
