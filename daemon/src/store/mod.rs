@@ -11,6 +11,7 @@ pub mod audit;
 pub mod llm_usage;
 pub mod pipelines;
 pub mod records;
+pub mod testdb;
 pub mod triggers;
 pub mod usage;
 mod writer;
