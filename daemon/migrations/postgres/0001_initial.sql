@@ -8,8 +8,11 @@
 --   flags included, so the code reads i64 from both backends.
 -- * INTEGER PRIMARY KEY [AUTOINCREMENT] is an identity column.
 -- * JSON is TEXT except four columns that are only ever parsed, never hashed
---   or compared as text: run_payloads.trigger, run_payloads.inputs,
---   run_nodes.output and approvals.votes are JSONB. audit.detail and
+--   or compared as text. run_payloads.trigger, run_payloads.inputs and
+--   run_nodes.output are JSON, not JSONB: they hold what webhooks and
+--   processes sent, and JSONB refuses the \u0000 escape that such text can
+--   carry (JSON keeps the text as given). approvals.votes is JSONB (built by
+--   the store, appended to with ||). audit.detail and
 --   pipeline_versions.definition are hashed byte for byte and stay TEXT.
 -- * `user` is a reserved word here: the column keeps its name, quoted.
 -- * Columns that SQLite added later with ALTER TABLE come last, in the same

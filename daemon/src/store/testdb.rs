@@ -16,6 +16,7 @@
 //!   [`TestDatabase::create`] returns `None`: the PostgreSQL half of the store
 //!   tests is skipped, and `cargo test` passes on a machine without it.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -119,30 +120,34 @@ impl Drop for TestDatabase {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        eprintln!("warning: test database {name} not dropped: no runtime: {e}");
+                        say(&format!(
+                            "warning: test database {name} not dropped: no runtime: {e}"
+                        ));
                         return;
                     }
                 };
-                let outcome = runtime.block_on(tokio::time::timeout(
-                    DROP_TIMEOUT,
-                    drop_database(&admin, &name),
-                ));
+                // The timeout's timer needs the runtime: made inside block_on.
+                let outcome = runtime.block_on(async {
+                    tokio::time::timeout(DROP_TIMEOUT, drop_database(&admin, &name)).await
+                });
                 match outcome {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => eprintln!("warning: test database {name} not dropped: {e}"),
-                    Err(_) => eprintln!(
+                    Ok(Err(e)) => say(&format!("warning: test database {name} not dropped: {e}")),
+                    Err(_) => say(&format!(
                         "warning: test database {name} not dropped within {} s",
                         DROP_TIMEOUT.as_secs()
-                    ),
+                    )),
                 }
             });
         match worker {
             Ok(handle) => {
                 if handle.join().is_err() {
-                    eprintln!("warning: the thread dropping a test database panicked");
+                    say("warning: the thread dropping a test database panicked");
                 }
             }
-            Err(e) => eprintln!("warning: test database not dropped: no thread: {e}"),
+            Err(e) => say(&format!(
+                "warning: test database not dropped: no thread: {e}"
+            )),
         }
     }
 }
@@ -170,13 +175,19 @@ fn unusable(admin: &str, reason: &str) -> Option<TestDatabase> {
         );
     }
     if !NOTICE_PRINTED.swap(true, Ordering::Relaxed) {
-        eprintln!(
+        say(&format!(
             "notice: PostgreSQL at {shown} is not reachable ({reason}); the PostgreSQL half \
              of the store tests is skipped (start it with `service postgresql start`, or set \
              SLUICE_TEST_PG_URL)"
-        );
+        ));
     }
     None
+}
+
+/// Writes a line to stderr directly: the test harness captures `eprintln!`
+/// of passing tests, and these lines are meant to be seen.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// `url` with its database (the path after the host) replaced by `name`; the
