@@ -610,3 +610,84 @@ async fn writes_of_one_run_apply_in_the_order_they_were_queued() {
         assert_eq!(s.nodes(run).await.unwrap()[0].attempts, 200, "{}", b.name);
     }
 }
+
+#[tokio::test]
+async fn killed_postgres_connections_delay_writes_but_lose_and_duplicate_none() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = Store::connect(&StoreOptions::postgres(db.url()))
+        .await
+        .expect("postgres store");
+    let v = store
+        .save_version(&pipeline("p", "echo"), None)
+        .await
+        .unwrap();
+    let url = db.url().to_owned();
+    let name = db.name().to_owned();
+    // Cut every connection of the store's database, as a server restart or a
+    // failover would, a few times while deliveries come in.
+    let killer = tokio::spawn(async move {
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .expect("admin connection");
+        let mut killed = 0u64;
+        for _ in 0..5 {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("terminate");
+            killed += u64::try_from(n).unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        killed
+    });
+    // Each delivery is retried until acknowledged, as a webhook sender does.
+    let deliveries = (0..200).map(|i| {
+        let store = store.clone();
+        async move {
+            let key = format!("delivery-{i}");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                match store
+                    .create_run_once(new_run(v, "u", json!({"i": i})), &key, 600_000)
+                    .await
+                {
+                    Ok((run, _)) => return (key, run),
+                    Err(e) => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "{key} never acknowledged: {e}"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+    });
+    let acknowledged = futures_util::future::join_all(deliveries).await;
+    let killed = killer.await.expect("killer");
+    assert!(killed > 0, "no connection was cut: the test proved nothing");
+    let mut runs = std::collections::BTreeSet::new();
+    for (key, run) in &acknowledged {
+        assert!(
+            runs.insert(*run),
+            "{key} shares run {run} with another delivery"
+        );
+        assert_eq!(
+            store.run_for_key("p", key).await.unwrap(),
+            Some(*run),
+            "{key}"
+        );
+    }
+    let stored = store.runs(Some("p"), 1_000).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        200,
+        "one run per acknowledged delivery, none extra"
+    );
+}
