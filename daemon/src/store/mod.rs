@@ -455,7 +455,7 @@ impl Store {
 
     /// Runs store-submodule statements atomically (through the single writer).
     /// Returns the last statement's `RETURNING` value or affected row count.
-    pub(crate) async fn exec(
+    async fn exec(
         &self,
         statements: Vec<(String, Vec<SqlArg>)>,
     ) -> Result<i64, StoreError> {
@@ -466,14 +466,15 @@ impl Store {
         }
     }
 
-    /// The read pool, for store submodules' queries.
-    pub(crate) fn reads(&self) -> &Reads {
+    /// The read pool, for the store's own queries: nothing above the store
+    /// holds a database handle.
+    fn reads(&self) -> &Reads {
         &self.reads
     }
 
     /// The SQLite read pool, for tests that look inside the file.
     #[cfg(test)]
-    pub(crate) fn sqlite_reads(&self) -> &sqlx::SqlitePool {
+    fn sqlite_reads(&self) -> &sqlx::SqlitePool {
         match &self.reads {
             Reads::Sqlite(pool) => pool,
             Reads::Postgres(_) => panic!("not an SQLite store"),
