@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use sluice_daemon::api::SocketLimits;
 use sluice_daemon::config::Config;
 use sluice_daemon::limits::{Limits, NO_USER};
+use sluice_daemon::store::StoreOptions;
 use sluice_daemon::triggers::webhook::{WebhookOptions, parse_size};
 
 fn sample_path() -> PathBuf {
@@ -87,6 +88,16 @@ fn every_default_the_sample_states_is_the_real_default() {
         (s.minutes, s.zone.iana_name().map(str::to_owned))
     };
     assert_eq!(day(&c.limits), day(&d.limits));
+    assert_eq!(
+        c.store.pool_size.unwrap_or(StoreOptions::DEFAULT_POOL_SIZE),
+        StoreOptions::DEFAULT_POOL_SIZE
+    );
+    assert_eq!(
+        c.store
+            .statement_timeout
+            .map_or(StoreOptions::DEFAULT_STATEMENT_TIMEOUT, |t| t.std()),
+        StoreOptions::DEFAULT_STATEMENT_TIMEOUT
+    );
     // Every stated default was compared above; a new key needs a line here.
     let compared = [
         "listen",
@@ -107,6 +118,8 @@ fn every_default_the_sample_states_is_the_real_default() {
         "keep",
         "max_queued",
         "day_starts",
+        "pool_size",
+        "statement_timeout",
     ];
     let mut stated = keys.clone();
     stated.sort();
@@ -140,6 +153,10 @@ fn every_key_of_the_configuration_is_in_the_sample() {
             &["workers", "durability", "shutdown_grace", "threads"],
         ),
         ("[retention]", &["max_age", "max_runs_per_pipeline"]),
+        (
+            "[store]",
+            &["url", "password", "pool_size", "statement_timeout"],
+        ),
         (
             "[socket]",
             &[

@@ -455,10 +455,7 @@ impl Store {
 
     /// Runs store-submodule statements atomically (through the single writer).
     /// Returns the last statement's `RETURNING` value or affected row count.
-    async fn exec(
-        &self,
-        statements: Vec<(String, Vec<SqlArg>)>,
-    ) -> Result<i64, StoreError> {
+    async fn exec(&self, statements: Vec<(String, Vec<SqlArg>)>) -> Result<i64, StoreError> {
         match self.write(Write::Exec(statements)).await? {
             Written::Id(id) | Written::Existing(id) => Ok(id),
             Written::Count(n) => Ok(i64::try_from(n).unwrap_or(i64::MAX)),
