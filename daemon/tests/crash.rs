@@ -1,7 +1,8 @@
 //! kill -9 in the middle of work: the real `sluiced` binary on a temp state
 //! directory is SIGKILLed with shell nodes running, delays waiting and runs
 //! queued, then started again. Every run must finish exactly once, with every
-//! node's attempts recorded, none lost and none duplicated.
+//! node's attempts recorded, none lost and none duplicated. On the store the
+//! suite runs on: SQLite, or PostgreSQL in its PostgreSQL half.
 
 mod common;
 
@@ -9,12 +10,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::eventually;
-use sluice_daemon::store::{Durability, Store};
+use sluice_daemon::store::Durability;
 use sluice_shared::run::{AttemptState, NodeState, RunState};
 
+/// sluiced on `state`, with the `sluiced.toml` next to it (which names the
+/// store on PostgreSQL; empty on SQLite).
 fn sluiced(state: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluiced"));
-    cmd.arg("--state-dir")
+    cmd.arg("--config")
+        .arg(state.with_file_name("sluiced.toml"))
+        .arg("--state-dir")
         .arg(state)
         .arg("--socket")
         .arg(state.join("sluice.sock"))
@@ -62,6 +67,8 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
+    let backend = common::Backend::new().await;
+    std::fs::write(dir.path().join("sluiced.toml"), backend.config()).unwrap();
     let ledger = dir.path().join("ledger");
     let file = dir.path().join("work.yaml");
     let append = |node: &str, pause: &str| {
@@ -85,9 +92,9 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
         submit(&state, &file, n);
     }
     let mut daemon = start(&state);
-    let store = Store::open(&state.join("sluice.db"), Durability::Full)
-        .await
-        .unwrap();
+    let store = backend
+        .open(&state.join("sluice.db"), Durability::Full)
+        .await;
     // Wait until work is in flight: some node running and some run waiting on its delay.
     eventually(60, "nodes running and delays waiting", || async {
         let runs = store.runs(None, 100).await.unwrap();
