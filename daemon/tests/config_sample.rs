@@ -87,6 +87,18 @@ fn every_default_the_sample_states_is_the_real_default() {
         (s.minutes, s.zone.iana_name().map(str::to_owned))
     };
     assert_eq!(day(&c.limits), day(&d.limits));
+    let pool = |s: &sluice_daemon::config::StoreConfig| {
+        s.pool_size
+            .unwrap_or(sluice_daemon::store::StoreOptions::DEFAULT_POOL_SIZE)
+    };
+    assert_eq!(pool(&c.store), pool(&d.store));
+    let timeout = |s: &sluice_daemon::config::StoreConfig| {
+        s.statement_timeout.as_ref().map_or(
+            sluice_daemon::store::StoreOptions::DEFAULT_STATEMENT_TIMEOUT,
+            |t| t.std(),
+        )
+    };
+    assert_eq!(timeout(&c.store), timeout(&d.store));
     // Every stated default was compared above; a new key needs a line here.
     let compared = [
         "listen",
@@ -107,6 +119,8 @@ fn every_default_the_sample_states_is_the_real_default() {
         "keep",
         "max_queued",
         "day_starts",
+        "pool_size",
+        "statement_timeout",
     ];
     let mut stated = keys.clone();
     stated.sort();
@@ -138,6 +152,10 @@ fn every_key_of_the_configuration_is_in_the_sample() {
         (
             "[engine]",
             &["workers", "durability", "shutdown_grace", "threads"],
+        ),
+        (
+            "[store]",
+            &["url", "password", "pool_size", "statement_timeout"],
         ),
         ("[retention]", &["max_age", "max_runs_per_pipeline"]),
         (
