@@ -123,10 +123,10 @@ impl Drop for TestDatabase {
                         return;
                     }
                 };
-                let outcome = runtime.block_on(tokio::time::timeout(
-                    DROP_TIMEOUT,
-                    drop_database(&admin, &name),
-                ));
+                // The timeout is made inside the runtime: its timer needs one.
+                let outcome = runtime.block_on(async {
+                    tokio::time::timeout(DROP_TIMEOUT, drop_database(&admin, &name)).await
+                });
                 match outcome {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => eprintln!("warning: test database {name} not dropped: {e}"),
