@@ -2,7 +2,8 @@
 //! directory is SIGKILLed with shell nodes running, delays waiting and runs
 //! queued (all triggered through its socket), then started again. Every run
 //! must finish exactly once, with every node's attempts recorded, none lost
-//! and none duplicated.
+//! and none duplicated. On the store the suite runs on: SQLite, or
+//! PostgreSQL in its PostgreSQL half.
 
 mod common;
 
@@ -12,7 +13,6 @@ mod daemon;
 use common::eventually;
 use daemon::Daemon;
 use serde_json::json;
-use sluice_daemon::store::{Durability, Store};
 use sluice_shared::method as m;
 use sluice_shared::run::{AttemptState, NodeState, RunState};
 
@@ -48,9 +48,8 @@ async fn every_run_finishes_exactly_once_after_sigkill() {
             .await
             .expect("triggered through the socket");
     }
-    let store = Store::open(&d.path("state/sluice.db"), Durability::Full)
-        .await
-        .unwrap();
+    // The store the suite runs on: SQLite, or PostgreSQL in its PostgreSQL half.
+    let store = d.store().await;
     // Wait until work is in flight: some node running, some run waiting on its
     // delay and some run still queued.
     eventually(

@@ -2,6 +2,7 @@
 //! DST in three zones, overlap policies, misfires after downtime, pause and
 //! resume, rescheduling on file changes. Real engine, real store.
 
+mod common;
 mod triggers_env;
 
 use std::collections::BTreeMap;
@@ -372,8 +373,8 @@ async fn misfires_after_downtime_follow_the_policy_and_are_recorded() {
 
     // Down from 00:05 to 03:04:30: fires 00:10 ... 03:00 (35) were missed.
     s.stop.cancel();
-    let dir = s.env.stop().await;
-    let env = Env::open(dir, &[], BTreeMap::new()).await;
+    let stopped = s.env.stop().await;
+    let env = Env::reopen(stopped, &[], BTreeMap::new()).await;
     let s = scheduler(env, ts("2026-01-01T03:04:30Z")).await;
     s.run_until(ts("2026-01-01T03:04:30Z")).await;
 

@@ -1,6 +1,7 @@
 //! Security hardening (issue #14) against the real `sluiced` binary: real
-//! HTTP to its webhook listener, its socket, its SQLite file read back
-//! directly, restarts and offline tampering.
+//! HTTP to its webhook listener, its socket, its store read back directly
+//! (the SQLite file, or every row of its PostgreSQL database), restarts and
+//! offline tampering.
 
 mod common;
 
@@ -19,7 +20,6 @@ use serde_json::{Value, json};
 use sluice_daemon::triggers::webhook::{hmac_key, sign_standard_webhook};
 use sluice_shared::method::{self as m, Method as _};
 use sluice_shared::protocol::ErrorCode;
-use sqlx::Connection as _;
 
 /// The user running the tests, as the daemon names socket callers.
 fn me() -> String {
@@ -49,6 +49,8 @@ struct Sluiced {
     child: Option<Child>,
     socket: PathBuf,
     port: u16,
+    /// Where the store lives (dropped after the process is killed).
+    backend: common::Backend,
 }
 
 impl Sluiced {
@@ -75,13 +77,19 @@ impl Sluiced {
             secrets_path.display(),
             me()
         );
-        std::fs::write(dir.path().join("sluiced.toml"), config).unwrap();
+        let backend = common::Backend::new_blocking();
+        std::fs::write(
+            dir.path().join("sluiced.toml"),
+            backend.with_config(&config),
+        )
+        .unwrap();
         let socket = dir.path().join("sluice.sock");
         Self {
             dir,
             child: None,
             socket,
             port,
+            backend,
         }
     }
 
@@ -158,17 +166,9 @@ impl Sluiced {
         self.dir.path().join("state").join("sluice.db")
     }
 
-    /// Every byte the store holds on disk (database, WAL), for grepping.
-    fn stored_bytes(&self) -> Vec<u8> {
-        let mut all = Vec::new();
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.db().into_os_string();
-            p.push(suffix);
-            if let Ok(b) = std::fs::read(PathBuf::from(p)) {
-                all.extend(b);
-            }
-        }
-        all
+    /// Every byte the store holds (database and WAL files, or every row), for grepping.
+    async fn stored_bytes(&self) -> Vec<u8> {
+        self.backend.stored_bytes(&self.db()).await
     }
 }
 
@@ -675,7 +675,7 @@ async fn secrets_and_credential_headers_never_reach_the_database() {
     drop(c);
     // Stopped cleanly, then every byte the store wrote is searched.
     d.stop();
-    let bytes = d.stored_bytes();
+    let bytes = d.stored_bytes().await;
     assert!(!bytes.is_empty());
     for secret in pem_lines.iter().copied().chain([
         "sk-live-approval-9f8e7d6c",
@@ -746,17 +746,13 @@ async fn a_cut_audit_trail_is_detected_until_an_admin_acknowledges_it() {
     drop(c);
     d.stop();
 
-    // Offline, as someone with the file would: drop the two newest rows.
-    {
-        let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", d.db().display()))
-            .await
-            .unwrap();
-        sqlx::query("DELETE FROM audit WHERE id > (SELECT MAX(id) - 2 FROM audit)")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        db.close().await.unwrap();
-    }
+    // Offline, as someone with access to the database would: drop the two newest rows.
+    d.backend
+        .tamper(
+            &d.db(),
+            "DELETE FROM audit WHERE id > (SELECT MAX(id) - 2 FROM audit)",
+        )
+        .await;
     d.spawn().unwrap();
     let mut c = d.client().await;
     let verified = c.call::<m::AuditVerify>(json!({})).await.unwrap();

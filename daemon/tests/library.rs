@@ -1,5 +1,6 @@
 //! The daemon as a library: `Daemon::start` in this process on a temp
-//! directory (a real SQLite file, a real Unix socket, real HTTP on
+//! directory (a real SQLite file, or the suite's PostgreSQL database in its
+//! PostgreSQL half, a real Unix socket, real HTTP on
 //! 127.0.0.1:0, shell nodes as real child processes), a run triggered over
 //! HTTP, a reload, and a graceful stop that frees everything it held.
 
@@ -38,8 +39,9 @@ fn write_secret(dir: &Path, token: &str) {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
-/// `sluiced.toml` on `dir`, HTTP on `listen`, as `sluiced --config` reads it.
-fn settings(dir: &Path, listen: &str) -> Settings {
+/// `sluiced.toml` on `dir` and the `backend`'s store, HTTP on `listen`, as
+/// `sluiced --config` reads it.
+fn settings(dir: &Path, backend: &common::Backend, listen: &str) -> Settings {
     let toml = format!(
         "[paths]\nstate_dir = {state:?}\npipelines = {pipelines:?}\nsecrets = {secrets:?}\nplugins = {plugins:?}\n\n[http]\nlisten = {listen:?}\n\n[engine]\nworkers = 2\n",
         state = dir.join("state"),
@@ -47,6 +49,7 @@ fn settings(dir: &Path, listen: &str) -> Settings {
         secrets = dir.join("secrets.toml"),
         plugins = dir.join("plugins"),
     );
+    let toml = backend.with_config(&toml);
     let file = dir.join("sluiced.toml");
     std::fs::write(&file, toml).expect("write sluiced.toml");
     // The socket as a flag: it wins over a SLUICE_SOCKET the test runner may have.
@@ -58,12 +61,13 @@ fn settings(dir: &Path, listen: &str) -> Settings {
     .expect("settings")
 }
 
-fn prepare() -> tempfile::TempDir {
+/// The directory and the store (keep both while the daemon runs).
+async fn prepare() -> (tempfile::TempDir, common::Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("pipelines")).expect("pipelines dir");
     std::fs::write(dir.path().join("pipelines/deploy.yaml"), DEPLOY).expect("pipeline");
     write_secret(dir.path(), FIRST);
-    dir
+    (dir, common::Backend::new().await)
 }
 
 /// POSTs to the deploy hook with `token`: the status and the JSON answer.
@@ -86,11 +90,11 @@ async fn deliver(addr: std::net::SocketAddr, token: &str, body: Value) -> (u16, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_in_process_runs_a_webhook_reloads_and_stops() {
-    let dir = prepare();
+    let (dir, backend) = prepare().await;
     let handle = common::within(
         60,
         "the daemon to start",
-        Daemon::start(settings(dir.path(), "127.0.0.1:0")),
+        Daemon::start(settings(dir.path(), &backend, "127.0.0.1:0")),
     )
     .await
     .expect("start");
@@ -162,14 +166,14 @@ async fn a_daemon_in_process_runs_a_webhook_reloads_and_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_that_fails_leaves_nothing_behind() {
-    let dir = prepare();
+    let (dir, backend) = prepare().await;
     // The HTTP port is taken: the start fails after the socket was bound.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = busy.local_addr().expect("addr").to_string();
     let err = common::within(
         60,
         "the start to fail",
-        Daemon::start(settings(dir.path(), &addr)),
+        Daemon::start(settings(dir.path(), &backend, &addr)),
     )
     .await
     .expect_err("the port is busy");
@@ -187,7 +191,7 @@ async fn a_start_that_fails_leaves_nothing_behind() {
     let handle = common::within(
         60,
         "the second start",
-        Daemon::start(settings(dir.path(), &addr)),
+        Daemon::start(settings(dir.path(), &backend, &addr)),
     )
     .await
     .expect("start after the port was freed");

@@ -1,6 +1,6 @@
 //! Limits against the real `sluiced` binary: real HTTP to its webhook
-//! listener, its socket, its SQLite store, restarts with SIGKILL and reloads
-//! with SIGHUP.
+//! listener, its socket, its store (SQLite, or PostgreSQL in the suite's
+//! PostgreSQL half), restarts with SIGKILL and reloads with SIGHUP.
 
 mod common;
 
@@ -46,6 +46,8 @@ struct Sluiced {
     child: Option<Child>,
     socket: PathBuf,
     port: u16,
+    /// Where the store lives (dropped after the process is killed).
+    backend: common::Backend,
 }
 
 impl Sluiced {
@@ -69,6 +71,7 @@ impl Sluiced {
             child: None,
             socket,
             port,
+            backend: common::Backend::new_blocking(),
         };
         d.write_config(limits);
         d.spawn();
@@ -81,6 +84,7 @@ impl Sluiced {
             self.port,
             me()
         );
+        let text = self.backend.with_config(&text);
         std::fs::write(self.dir.path().join("sluiced.toml"), text).unwrap();
     }
 
@@ -709,7 +713,7 @@ async fn cron_fires_over_a_cap_are_recorded_as_refused() {
     use sluice_daemon::limits::{Limits, LimitsConfig};
     use sluice_daemon::registry::Registry;
     use sluice_daemon::secrets::Secrets;
-    use sluice_daemon::store::{Durability, Store};
+    use sluice_daemon::store::Durability;
     use sluice_daemon::triggers::Triggers;
     use sluice_daemon::triggers::cron::{Clock, ManualClock, Scheduler};
     use sluice_shared::validate::ValidateOptions;
@@ -725,9 +729,10 @@ async fn cron_fires_over_a_cap_are_recorded_as_refused() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let store = Store::open(&dir.path().join("s.db"), Durability::Normal)
-        .await
-        .unwrap();
+    let backend = common::Backend::new().await;
+    let store = backend
+        .open(&dir.path().join("s.db"), Durability::Normal)
+        .await;
     let config: LimitsConfig = toml::from_str("[users.alice]\ndaily_runs = 2\n").unwrap();
     let engine = Engine::start(
         store.clone(),

@@ -266,6 +266,8 @@ struct Daemon {
     _dir: tempfile::TempDir,
     engine: Engine,
     store: Store,
+    /// Where the store lives (last: a PostgreSQL database outlives the engine).
+    _backend: common::Backend,
 }
 
 /// An engine whose sluiced.toml names an Ollama provider `local` (the
@@ -293,9 +295,10 @@ default_model = "gpt-4o-mini"
         API_KEY.to_owned(),
     )]));
     let llm = LlmProviders::from_config(&config.llm, &secrets).unwrap();
-    let store = Store::open(&dir.path().join("sluice.db"), Durability::Normal)
-        .await
-        .unwrap();
+    let backend = common::Backend::new().await;
+    let store = backend
+        .open(&dir.path().join("sluice.db"), Durability::Normal)
+        .await;
     let opts = EngineOptions {
         workers: 8,
         plugins_dir: dir.path().join("plugins"),
@@ -309,6 +312,7 @@ default_model = "gpt-4o-mini"
         _dir: dir,
         engine,
         store,
+        _backend: backend,
     }
 }
 

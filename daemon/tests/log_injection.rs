@@ -21,7 +21,8 @@ impl Drop for Sluiced {
 fn a_newline_in_a_webhook_pipeline_name_cannot_forge_a_log_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
-    std::fs::write(dir.path().join("sluiced.toml"), "").unwrap();
+    let backend = common::Backend::new_blocking();
+    std::fs::write(dir.path().join("sluiced.toml"), backend.config()).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

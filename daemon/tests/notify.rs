@@ -596,11 +596,13 @@ async fn smtp_password_must_name_a_defined_secret() {
 
 // ---------------------------------------------------------------- engine
 
-async fn engine_with(notifier: Notifier) -> (tempfile::TempDir, Engine, Store) {
+/// The directory and store (keep them while the engine runs), the engine and its store.
+async fn engine_with(notifier: Notifier) -> ((tempfile::TempDir, common::Backend), Engine, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&common::db_path(dir.path()), Durability::Full)
-        .await
-        .unwrap();
+    let backend = common::Backend::new().await;
+    let store = backend
+        .open(&common::db_path(dir.path()), Durability::Full)
+        .await;
     let engine = Engine::start(
         store.clone(),
         &secrets(),
@@ -610,7 +612,7 @@ async fn engine_with(notifier: Notifier) -> (tempfile::TempDir, Engine, Store) {
         },
     )
     .unwrap();
-    (dir, engine, store)
+    ((dir, backend), engine, store)
 }
 
 #[tokio::test]

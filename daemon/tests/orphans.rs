@@ -9,7 +9,9 @@ mod daemon;
 
 use daemon::Daemon;
 use serde_json::json;
+use sluice_daemon::store::Store;
 use sluice_shared::method::{self as m, Method as _};
+use sluice_shared::run::AttemptState;
 
 fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
@@ -25,19 +27,40 @@ fn running(pid: i32) -> bool {
     })
 }
 
+/// The recorded process groups of the attempts still marked running.
+async fn recorded_pgids(store: &Store) -> Vec<i64> {
+    let runs = store.runs(None, 1000).await.expect("runs");
+    let mut pgids = Vec::new();
+    for run in runs {
+        let attempts = store.attempts(run.id).await.expect("attempts");
+        pgids.extend(
+            attempts
+                .iter()
+                .filter(|a| a.state == AttemptState::Running)
+                .filter_map(|a| a.pgid.map(i64::from)),
+        );
+    }
+    pgids
+}
+
 /// The recorded process group of the run's running attempt, once recorded.
-fn recorded_pgid(d: &Daemon) -> Option<i64> {
-    let conn = rusqlite::Connection::open_with_flags(
-        d.path("state/sluice.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .ok()?;
-    conn.query_row(
-        "SELECT pgid FROM attempts WHERE state = 'running' AND pgid IS NOT NULL",
-        [],
-        |r| r.get(0),
-    )
-    .ok()
+async fn recorded_pgid(store: &Store) -> Option<i64> {
+    recorded_pgids(store).await.first().copied()
+}
+
+/// Attempts still marked running in the store.
+async fn running_attempts(store: &Store) -> usize {
+    let mut n = 0;
+    for run in store.runs(None, 1000).await.expect("runs") {
+        n += store
+            .attempts(run.id)
+            .await
+            .expect("attempts")
+            .iter()
+            .filter(|a| a.state == AttemptState::Running)
+            .count();
+    }
+    n
 }
 
 /// Waits (60 s at most) for run 1, retried after the restart, to succeed;
@@ -76,13 +99,14 @@ async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
     );
     let mut d = Daemon::start("", &[("slow.yaml", &pipeline)]);
     let mut c = d.client().await;
+    let store = d.store().await;
     c.call::<m::PipelinesTrigger>(json!({ "name": "slow" }))
         .await
         .expect("trigger");
-    let pgid = common::eventually(30, "the attempt's process group to be recorded", || {
-        let pgid = recorded_pgid(&d);
+    let pgid = common::eventually(30, "the attempt's process group to be recorded", || async {
+        let pgid = recorded_pgid(&store).await;
         let begun = lines(&started) == 1;
-        async move { pgid.filter(|_| begun) }
+        pgid.filter(|_| begun)
     })
     .await;
     let pgid = i32::try_from(pgid).expect("pgid fits");
@@ -140,40 +164,6 @@ async fn an_interrupted_attempts_child_is_stopped_before_the_retry() {
     );
 }
 
-/// Every recorded process group of an attempt still marked running.
-fn recorded_pgids(d: &Daemon) -> Vec<i64> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        d.path("state/sluice.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    ) else {
-        return Vec::new();
-    };
-    let Ok(mut stmt) =
-        conn.prepare("SELECT pgid FROM attempts WHERE state = 'running' AND pgid IS NOT NULL")
-    else {
-        return Vec::new();
-    };
-    stmt.query_map([], |r| r.get(0))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default()
-}
-
-/// Attempts still marked running in the store.
-fn running_attempts(d: &Daemon) -> i64 {
-    rusqlite::Connection::open_with_flags(
-        d.path("state/sluice.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .and_then(|c| {
-        c.query_row(
-            "SELECT count(*) FROM attempts WHERE state = 'running'",
-            [],
-            |r| r.get(0),
-        )
-    })
-    .unwrap_or(-1)
-}
-
 /// Cancels sent the moment the restarted daemon answers race the background
 /// recovery: whichever reaches a run first repairs it, so no run is cancelled
 /// with its interrupted attempt still marked running and its processes alive.
@@ -183,15 +173,20 @@ async fn cancels_racing_recovery_still_stop_what_interrupted_attempts_left() {
     let pipeline = "nodes:\n  - id: slow\n    kind: shell\n    run: sleep 300\n";
     let mut d = Daemon::start("[engine]\nworkers = 64\n", &[("slow.yaml", pipeline)]);
     let mut c = d.client().await;
+    let store = d.store().await;
     for _ in 0..RUNS {
         c.call::<m::PipelinesTrigger>(json!({ "name": "slow" }))
             .await
             .expect("trigger");
     }
-    let pgids = common::eventually(60, "every attempt's process group to be recorded", || {
-        let pgids = recorded_pgids(&d);
-        async move { (pgids.len() == RUNS).then_some(pgids) }
-    })
+    let pgids = common::eventually(
+        60,
+        "every attempt's process group to be recorded",
+        || async {
+            let pgids = recorded_pgids(&store).await;
+            (pgids.len() == RUNS).then_some(pgids)
+        },
+    )
     .await;
     drop(c);
     d.kill();
@@ -230,7 +225,7 @@ async fn cancels_racing_recovery_still_stop_what_interrupted_attempts_left() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(
-        running_attempts(&d),
+        running_attempts(&store).await,
         0,
         "an interrupted attempt was left marked running"
     );
@@ -251,15 +246,16 @@ async fn a_child_that_left_its_process_group_is_still_stopped() {
     );
     let mut d = Daemon::start("", &[("escape.yaml", &pipeline)]);
     let mut c = d.client().await;
+    let store = d.store().await;
     c.call::<m::PipelinesTrigger>(json!({ "name": "escape" }))
         .await
         .expect("trigger");
-    let pid = common::eventually(30, "the escaped child to start", || {
+    let pid = common::eventually(30, "the escaped child to start", || async {
         let pid = std::fs::read_to_string(&pidfile)
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok());
-        let recorded = recorded_pgid(&d).is_some();
-        async move { pid.filter(|_| recorded) }
+        let recorded = recorded_pgid(&store).await.is_some();
+        pid.filter(|_| recorded)
     })
     .await;
     drop(c);

@@ -14,6 +14,7 @@ use std::time::Duration;
 use sluice_shared::method::{self as m, Method as _};
 
 use daemon::Daemon;
+use sluice_daemon::store::Store;
 
 const BURST: usize = 2_000;
 const CLIENTS: usize = 16;
@@ -41,21 +42,17 @@ nodes:
     url: "URL"
 "#;
 
-/// Counts of runs per state, read from the daemon's SQLite file.
-fn states(d: &Daemon) -> Vec<(String, i64)> {
-    let db = d.path("state/sluice.db");
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        &db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    ) else {
-        return Vec::new();
-    };
-    let Ok(mut stmt) = conn.prepare("SELECT state, count(*) FROM runs GROUP BY state") else {
-        return Vec::new();
-    };
-    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default()
+/// Counts of runs per state, read from the daemon's store.
+async fn states(store: &Store) -> Vec<(String, i64)> {
+    let mut counts: Vec<(String, i64)> = Vec::new();
+    for run in store.runs(None, i64::MAX).await.expect("runs") {
+        let state = run.state.as_str();
+        match counts.iter_mut().find(|(s, _)| s == state) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((state.to_owned(), 1)),
+        }
+    }
+    counts
 }
 
 fn count(states: &[(String, i64)], state: &str) -> i64 {
@@ -102,22 +99,26 @@ async fn burst(http: &str, pipeline: &str, n: usize) -> Vec<u16> {
 /// Waits until `want` runs have succeeded and none is unfinished, or fails
 /// with the counts seen.
 async fn drained(d: &Daemon, want: i64, secs: u64) {
+    let store = d.store().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let s = states(d);
-        let unfinished = count(&s, "queued") + count(&s, "running") + count(&s, "waiting");
-        if count(&s, "succeeded") == want && unfinished == 0 {
-            assert_eq!(
-                s.iter().map(|(_, n)| n).sum::<i64>(),
-                want,
-                "only succeeded runs: {s:?}"
-            );
-            return;
+        // The unfinished count is one cheap query; every run is read once it is 0.
+        let (queued, running, waiting) = store.state_counts().await.expect("state counts");
+        if queued + running + waiting == 0 {
+            let s = states(&store).await;
+            if count(&s, "succeeded") == want {
+                assert_eq!(
+                    s.iter().map(|(_, n)| n).sum::<i64>(),
+                    want,
+                    "only succeeded runs: {s:?}"
+                );
+                return;
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the burst did not drain within {secs} s: {s:?}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let s = states(&store).await;
+            panic!("the burst did not drain within {secs} s: {s:?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -207,9 +208,9 @@ async fn held_daemon(limits: &str) -> (Daemon, std::path::PathBuf) {
     let config = format!("[engine]\nworkers = 1\n[limits.global]\nmax_concurrent = 1\n{limits}");
     let d = Daemon::start(&config, &[("gate.yaml", &gated(&gate))]);
     assert_eq!(post(&d.http, "gate").await.status(), 202);
-    common::eventually(30, "the first run to hold the slot", || {
-        let n = count(&states(&d), "running");
-        async move { (n == 1).then_some(()) }
+    let store = d.store().await;
+    common::eventually(30, "the first run to hold the slot", || async {
+        (count(&states(&store).await, "running") == 1).then_some(())
     })
     .await;
     (d, gate)
@@ -244,7 +245,8 @@ async fn a_full_queue_refuses_with_503_and_accepts_again_once_drained() {
     assert_eq!(codes[..20], [202; 20], "{codes:?}");
     assert_eq!(codes[20..], [503; 10], "{codes:?}");
     // Nothing refused was written: 21 runs exist.
-    assert_eq!(states(&d).iter().map(|(_, n)| n).sum::<i64>(), 21);
+    let store = d.store().await;
+    assert_eq!(states(&store).await.iter().map(|(_, n)| n).sum::<i64>(), 21);
 
     // The socket refuses too, with the limit error.
     let mut c = d.client().await;

@@ -1,5 +1,7 @@
-//! The real `sluiced` binary on a temp directory, and the shared socket
-//! client (`sluice_shared::client`) with deadlines, speaking JSON to it.
+//! The real `sluiced` binary on a temp directory (its store the default
+//! SQLite file, or a fresh PostgreSQL database in the matrix's PostgreSQL
+//! half: [`crate::common::Backend`]), and the shared socket client
+//! (`sluice_shared::client`) with deadlines, speaking JSON to it.
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -7,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use serde_json::Value;
+use sluice_daemon::store::{Durability, Store};
 use sluice_shared::client::ClientError;
 use sluice_shared::method::{Call, Method};
 use sluice_shared::protocol::{Notification, RpcError, ServerMessage};
@@ -21,6 +24,8 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
     /// The process's stderr, read on a thread (lines after the ready line included).
     pub stderr: Option<crate::common::Lines>,
+    /// Where its store lives (dropped after the process is killed).
+    pub backend: crate::common::Backend,
 }
 
 impl Daemon {
@@ -42,7 +47,9 @@ impl Daemon {
             std::fs::write(&path, text).expect("write pipeline");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         }
-        std::fs::write(dir.path().join("sluiced.toml"), config).expect("write config");
+        let backend = crate::common::Backend::new_blocking();
+        std::fs::write(dir.path().join("sluiced.toml"), backend.with_config(config))
+            .expect("write config");
         let socket = dir.path().join("sluice.sock");
         Self {
             dir,
@@ -51,11 +58,21 @@ impl Daemon {
             http: String::new(),
             env: Vec::new(),
             stderr: None,
+            backend,
         }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// A store on the daemon's (its SQLite file or its PostgreSQL database),
+    /// to look at what it stored while it runs or after it stopped. Open it
+    /// once the daemon has started once (the SQLite file exists).
+    pub async fn store(&self) -> Store {
+        self.backend
+            .open(&self.path("state/sluice.db"), Durability::Full)
+            .await
     }
 
     /// Starts (or restarts) the process and waits for its ready line.

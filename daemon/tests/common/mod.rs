@@ -1,5 +1,7 @@
-//! Test fixture: a real engine on a temp SQLite file, and helpers to wait on
-//! conditions with a deadline (never sleeps as synchronisation).
+//! Test fixture: a real engine on a temp store (an SQLite file, or a fresh
+//! PostgreSQL database when `SLUICE_TEST_STORE=postgres`: the matrix's second
+//! half, see [`Backend`]), and helpers to wait on conditions with a deadline
+//! (never sleeps as synchronisation).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -9,7 +11,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sluice_daemon::engine::{Engine, EngineOptions};
 use sluice_daemon::secrets::Secrets;
-use sluice_daemon::store::{Durability, RunRecord, Store};
+use sluice_daemon::store::testdb::TestDatabase;
+use sluice_daemon::store::{Durability, RunRecord, Store, StoreOptions};
 use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::run::{RunId, TriggerInfo};
@@ -19,6 +22,174 @@ pub struct Fixture {
     pub engine: Engine,
     pub store: Store,
     pub secrets: Secrets,
+    /// Where the store lives (last: a PostgreSQL database outlives the engine).
+    pub backend: Backend,
+}
+
+/// Whether this run of the suite is the PostgreSQL half of the matrix
+/// (`SLUICE_TEST_STORE=postgres`).
+pub fn on_postgres() -> bool {
+    TestDatabase::wanted()
+}
+
+/// For a test (or a part of one) about the SQLite file itself: on PostgreSQL
+/// prints that `what` is skipped and returns true.
+pub fn sqlite_file_only(what: &str) -> bool {
+    if !on_postgres() {
+        return false;
+    }
+    eprintln!("notice: {what} is about the SQLite file; skipped on PostgreSQL");
+    true
+}
+
+/// Where a test's store lives: an SQLite file the test names (the default),
+/// or, in the PostgreSQL half of the matrix, a fresh database of its own
+/// that is dropped with this value.
+pub struct Backend {
+    db: Option<TestDatabase>,
+}
+
+impl Backend {
+    /// SQLite, or a new PostgreSQL database when the matrix asks for one.
+    /// A matrix run that asked for PostgreSQL fails when it does not answer
+    /// (with `CI=true` `TestDatabase::create` itself panics, saying how to start it).
+    pub async fn new() -> Self {
+        if !TestDatabase::wanted() {
+            return Self { db: None };
+        }
+        match TestDatabase::create().await {
+            Some(db) => Self { db: Some(db) },
+            None => panic!(
+                "SLUICE_TEST_STORE=postgres asks for PostgreSQL, but {} does not answer \
+                 (start it with `service postgresql start`, or set SLUICE_TEST_PG_URL)",
+                TestDatabase::admin_url()
+            ),
+        }
+    }
+
+    /// [`Backend::new`] for code that may run outside a runtime or inside
+    /// one (where it must not block): created on a thread of its own.
+    pub fn new_blocking() -> Self {
+        if !TestDatabase::wanted() {
+            return Self { db: None };
+        }
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(Self::new())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// The PostgreSQL database's URL, if the store is on PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.db.as_ref().map(TestDatabase::url)
+    }
+
+    /// The `[store]` table for a sluiced.toml (empty on SQLite: the default
+    /// file in the state directory).
+    pub fn config(&self) -> String {
+        match self.postgres_url() {
+            Some(url) => format!("\n[store]\nurl = \"{url}\"\n"),
+            None => String::new(),
+        }
+    }
+
+    /// `config` with the `[store]` table appended (a config that names a
+    /// store of its own cannot also be run on the matrix's).
+    pub fn with_config(&self, config: &str) -> String {
+        if self.db.is_none() {
+            return config.to_owned();
+        }
+        assert!(
+            !config.lines().any(|l| l.trim_start().starts_with("[store")),
+            "a test config with a [store] table of its own: {config}"
+        );
+        format!("{config}\n{}", self.config())
+    }
+
+    /// Opens the store: the SQLite file `sqlite`, or the PostgreSQL database.
+    pub async fn open(&self, sqlite: &Path, durability: Durability) -> Store {
+        let opened = match self.postgres_url() {
+            Some(url) => {
+                Store::connect(&StoreOptions {
+                    durability,
+                    ..StoreOptions::postgres(url)
+                })
+                .await
+            }
+            None => Store::open(sqlite, durability).await,
+        };
+        opened.unwrap_or_else(|e| panic!("opening the test store: {e}"))
+    }
+
+    /// Every byte the store holds, for grepping: the SQLite file and its
+    /// WAL, or every row of every table of the PostgreSQL database as text.
+    pub async fn stored_bytes(&self, sqlite: &Path) -> Vec<u8> {
+        let Some(url) = self.postgres_url() else {
+            let mut all = Vec::new();
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = sqlite.as_os_str().to_owned();
+                p.push(suffix);
+                if let Ok(b) = std::fs::read(PathBuf::from(p)) {
+                    all.extend(b);
+                }
+            }
+            return all;
+        };
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .expect("a connection to the test database");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("the tables");
+        assert!(!tables.is_empty(), "no tables in {url}");
+        let mut all = Vec::new();
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT t::text FROM \"{table}\" t"
+            )))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("reading {table}: {e}"));
+            for row in rows {
+                all.extend(row.into_bytes());
+                all.push(b'\n');
+            }
+        }
+        let _ = conn.close().await;
+        all
+    }
+
+    /// Runs `sql` on the store behind the daemon's back (as someone with
+    /// access to the database would: tampering tests); the daemon is stopped.
+    pub async fn tamper(&self, sqlite: &Path, sql: &str) {
+        use sqlx::Connection as _;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.postgres_url() {
+            Some(url) => {
+                let mut db = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::raw_sql(sql).execute(&mut db).await.expect("tamper");
+                db.close().await.expect("close");
+            }
+            None => {
+                let mut db =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", sqlite.display()))
+                        .await
+                        .expect("connect");
+                sqlx::raw_sql(sql).execute(&mut db).await.expect("tamper");
+                db.close().await.expect("close");
+            }
+        }
+    }
 }
 
 /// The real `sluiced` on directory `dir` (its `sluiced.toml`, `state/` and
@@ -67,9 +238,8 @@ impl Fixture {
 
     async fn build(secrets: BTreeMap<String, String>, workers: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&db_path(dir.path()), Durability::Full)
-            .await
-            .expect("store");
+        let backend = Backend::new().await;
+        let store = backend.open(&db_path(dir.path()), Durability::Full).await;
         let secrets = Secrets::from_map(secrets);
         let opts = EngineOptions {
             workers,
@@ -81,15 +251,17 @@ impl Fixture {
             engine,
             store,
             secrets,
+            backend,
         }
     }
 
-    /// A new engine on the same state directory, as after a restart.
+    /// A new engine on the same state directory and store, as after a restart.
     pub async fn restart(&mut self) {
         self.engine.shutdown().await;
-        let store = Store::open(&db_path(self.dir.path()), Durability::Full)
-            .await
-            .expect("store");
+        let store = self
+            .backend
+            .open(&db_path(self.dir.path()), Durability::Full)
+            .await;
         self.engine =
             Engine::start(store.clone(), &self.secrets, options(self.dir.path())).expect("engine");
         self.store = store;
@@ -98,6 +270,11 @@ impl Fixture {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Every byte the store holds (see [`Backend::stored_bytes`]).
+    pub async fn stored_bytes(&self) -> Vec<u8> {
+        self.backend.stored_bytes(&db_path(self.dir.path())).await
     }
 
     pub async fn submit(&self, pipeline: &Pipeline, inputs: Value) -> RunId {

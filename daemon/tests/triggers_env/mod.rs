@@ -1,4 +1,5 @@
-//! Fixture for trigger tests: a real engine and registry on a temp directory,
+//! Fixture for trigger tests: a real engine and registry on a temp directory
+//! and the suite's store (SQLite there, or a PostgreSQL database of its own),
 //! with pipeline files written the way an operator would.
 #![allow(dead_code)]
 
@@ -12,6 +13,8 @@ use sluice_daemon::engine::{Engine, EngineOptions};
 use sluice_daemon::registry::Registry;
 use sluice_daemon::secrets::Secrets;
 use sluice_daemon::store::{Durability, Store};
+
+use crate::common::Backend;
 use sluice_daemon::triggers::Triggers;
 use sluice_shared::validate::ValidateOptions;
 
@@ -23,6 +26,14 @@ pub struct Env {
     pub registry: Arc<Registry>,
     pub triggers: Triggers,
     pub secrets: Secrets,
+    /// Where the store lives (last: a PostgreSQL database outlives the engine).
+    pub backend: Backend,
+}
+
+/// A stopped [`Env`]'s directory and store, to open again as after a restart.
+pub struct Stopped {
+    pub dir: tempfile::TempDir,
+    backend: Backend,
 }
 
 pub fn write_file(path: &Path, text: &str) {
@@ -37,9 +48,28 @@ impl Env {
         Self::open(dir, files, secrets).await
     }
 
-    /// The same on an existing directory (after a restart).
+    /// The same on an existing directory, with a new store.
     pub async fn open(
         dir: tempfile::TempDir,
+        files: &[(&str, &str)],
+        secrets: BTreeMap<String, String>,
+    ) -> Self {
+        let backend = Backend::new().await;
+        Self::open_on(dir, backend, files, secrets).await
+    }
+
+    /// A stopped environment again, on its directory and store (a restart).
+    pub async fn reopen(
+        stopped: Stopped,
+        files: &[(&str, &str)],
+        secrets: BTreeMap<String, String>,
+    ) -> Self {
+        Self::open_on(stopped.dir, stopped.backend, files, secrets).await
+    }
+
+    async fn open_on(
+        dir: tempfile::TempDir,
+        backend: Backend,
         files: &[(&str, &str)],
         secrets: BTreeMap<String, String>,
     ) -> Self {
@@ -48,9 +78,9 @@ impl Env {
         for (name, text) in files {
             write_file(&pipelines.join(name), text);
         }
-        let store = Store::open(&dir.path().join("sluice.db"), Durability::Full)
-            .await
-            .expect("store");
+        let store = backend
+            .open(&dir.path().join("sluice.db"), Durability::Full)
+            .await;
         let secrets = Secrets::from_map(secrets);
         let engine = Engine::start(
             store.clone(),
@@ -82,12 +112,16 @@ impl Env {
             registry,
             triggers,
             secrets,
+            backend,
         }
     }
 
-    /// Stops the engine and hands back the directory (to reopen it).
-    pub async fn stop(self) -> tempfile::TempDir {
+    /// Stops the engine and hands back the directory and store (to reopen them).
+    pub async fn stop(self) -> Stopped {
         self.engine.shutdown().await;
-        self.dir
+        Stopped {
+            dir: self.dir,
+            backend: self.backend,
+        }
     }
 }
