@@ -116,33 +116,42 @@ pub(crate) fn spawn(denials: Arc<Denials>, audit: Arc<Audit>, stop: Cancellation
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_shared::method::{ConfigReload, Method, PipelinesTrigger, RunsCancel};
 
     #[test]
     fn refusals_are_counted_per_user_method_and_target_and_bounded() {
         let d = Denials::default();
         assert!(d.take().is_none());
-        d.note("bob", "pipelines.trigger", Some("pipeline deploy".into()));
-        d.note("bob", "pipelines.trigger", Some("pipeline deploy".into()));
-        d.note("bob", "runs.cancel", Some("run #3".into()));
-        d.note("eve", "config.reload", None);
+        d.note(
+            "bob",
+            PipelinesTrigger::NAME,
+            Some("pipeline deploy".into()),
+        );
+        d.note(
+            "bob",
+            PipelinesTrigger::NAME,
+            Some("pipeline deploy".into()),
+        );
+        d.note("bob", RunsCancel::NAME, Some("run #3".into()));
+        d.note("eve", ConfigReload::NAME, None);
         let detail = d.take().unwrap();
         assert_eq!(detail["total"], 4);
         assert_eq!(
             detail["denials"],
             json!([
-                { "user": "bob", "method": "pipelines.trigger", "target": "pipeline deploy", "count": 2 },
-                { "user": "bob", "method": "runs.cancel", "target": "run #3", "count": 1 },
-                { "user": "eve", "method": "config.reload", "target": null, "count": 1 },
+                { "user": "bob", "method": PipelinesTrigger::NAME, "target": "pipeline deploy", "count": 2 },
+                { "user": "bob", "method": RunsCancel::NAME, "target": "run #3", "count": 1 },
+                { "user": "eve", "method": ConfigReload::NAME, "target": null, "count": 1 },
             ])
         );
         assert!(d.take().is_none(), "taken once");
 
         for i in 0..MAX_KEYS + 5 {
-            d.note("eve", "runs.cancel", Some(format!("run #{i}")));
+            d.note("eve", RunsCancel::NAME, Some(format!("run #{i}")));
         }
         d.note(
             "eve",
-            "pipelines.trigger",
+            PipelinesTrigger::NAME,
             Some(format!("pipeline {}", "x".repeat(500))),
         );
         let detail = d.take().unwrap();
@@ -150,7 +159,7 @@ mod tests {
         assert_eq!(detail["others"], 6);
         assert_eq!(detail["denials"].as_array().unwrap().len(), MAX_KEYS);
 
-        d.note("eve", "pipelines.trigger", Some("y".repeat(500)));
+        d.note("eve", PipelinesTrigger::NAME, Some("y".repeat(500)));
         let detail = d.take().unwrap();
         let target = detail["denials"][0]["target"].as_str().unwrap();
         assert_eq!(target.chars().count(), MAX_TARGET);
