@@ -123,10 +123,10 @@ impl Drop for TestDatabase {
                         return;
                     }
                 };
-                let outcome = runtime.block_on(tokio::time::timeout(
-                    DROP_TIMEOUT,
-                    drop_database(&admin, &name),
-                ));
+                // The timeout is made inside the runtime: its timer needs one.
+                let outcome = runtime.block_on(async {
+                    tokio::time::timeout(DROP_TIMEOUT, drop_database(&admin, &name)).await
+                });
                 match outcome {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => eprintln!("warning: test database {name} not dropped: {e}"),
@@ -233,6 +233,24 @@ mod tests {
             with_database("postgres://h?application_name=x", "t1"),
             "postgres://h/t1?application_name=x"
         );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_database_is_gone() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let name = db.name().to_owned();
+        drop(db);
+        let mut conn = PgConnection::connect(&TestDatabase::admin_url())
+            .await
+            .expect("connect");
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(left, 0, "{name} is dropped with its TestDatabase");
     }
 
     #[test]
