@@ -1,14 +1,17 @@
 //! Prints engine throughput and daemon memory on this machine:
 //! - runs/s and node executions/s for a 5-node transform-only DAG, durability full
 //!   (target: 500 runs/s, 2,500 node executions/s);
-//!   with the engine's CPU time per run (target: 0.06 ms per run);
+//!   with the engine's CPU time per run (target: 0.06 ms per run); once per
+//!   store backend (`SLUICE_BENCH_STORE=sqlite|postgres|both`, default both;
+//!   PostgreSQL is skipped with a notice when it does not answer);
 //! - one-shell-step runs (`run: "true"`) with 8 workers against the spawn
 //!   floor measured in the same run: `true` spawned from 8 threads by
 //!   `std::process::Command` with nothing else done (target: at least 50 % of it);
 //! - idle RSS of the real `sluiced` (target: under 20 MiB);
 //! - RSS with 10,000 runs waiting on delay nodes (target: under 150 MiB).
 //!
-//! Run with `cargo bench -p sluice-daemon --bench engine`.
+//! Run with `cargo bench -p sluice-daemon --bench engine`; `SLUICE_BENCH_ONLY=engine`
+//! (or `shell`, `memory`) runs one part.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use sluice_shared::run::{RunState, TriggerInfo};
 
 mod support;
 
-use support::{rss_kib, start_daemon};
+use support::{Backend, BenchStore, rss_kib, start_daemon};
 
 fn pipeline(name: &str, yaml: &str) -> Pipeline {
     sluice_shared::load_source(
@@ -38,15 +41,17 @@ fn pipeline(name: &str, yaml: &str) -> Pipeline {
 
 const DAG: &str = "inputs:\n  n: { type: integer, default: 0 }\nnodes:\n  - id: a\n    kind: transform\n    output: { n: \"{{ inputs.n }}\" }\n  - id: b\n    kind: transform\n    needs: [a]\n    output: { x: \"{{ nodes.a.output.n + 1 }}\" }\n  - id: c\n    kind: transform\n    needs: [a]\n    output: { y: \"{{ nodes.a.output.n * 2 }}\" }\n  - id: d\n    kind: transform\n    needs: [b, c]\n    output: { z: \"{{ nodes.b.output.x + nodes.c.output.y }}\" }\n  - id: e\n    kind: transform\n    needs: [d]\n    output: { done: true }\n";
 
-async fn throughput(runs: usize) {
+async fn throughput(runs: usize, backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("sluice.db"), Durability::Full)
-        .await
-        .expect("store");
+    let Some(bench) = BenchStore::open(backend, dir.path(), "engine").await else {
+        return;
+    };
+    let store = bench.store.clone();
     let engine = Engine::start(store.clone(), &Secrets::default(), EngineOptions::default())
         .expect("engine");
     let p = Arc::new(pipeline("dag", DAG));
     let mut events = engine.subscribe();
+    let server_before = bench.server_cpu().await;
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let submitters = 64;
@@ -93,13 +98,23 @@ async fn throughput(runs: usize) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
+    let server = support::server_cpu_between(&server_before, &bench.server_cpu().await);
     for t in tasks {
         t.await.expect("submitter");
     }
     assert_eq!(succeeded, runs, "every run succeeds");
+    let server = if backend == Backend::Postgres {
+        format!(
+            " + {:.3} ms in the PostgreSQL server's backends",
+            server * 1000.0 / runs as f64
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "engine: {runs} runs of a 5-node transform DAG in {elapsed:.2} s: {:.0} runs/s, {:.0} node executions/s, \
-         {:.3} ms CPU per run (process, submitters included; durability full)",
+        "engine {}: {runs} runs of a 5-node transform DAG in {elapsed:.2} s: {:.0} runs/s, {:.0} node executions/s, \
+         {:.3} ms CPU per run (process, submitters included){server}; durability full",
+        bench.label(),
         runs as f64 / elapsed,
         (runs * 5) as f64 / elapsed,
         cpu * 1000.0 / runs as f64
@@ -281,7 +296,9 @@ fn main() {
         let only = std::env::var("SLUICE_BENCH_ONLY").unwrap_or_default();
         let part = |name: &str| only.is_empty() || only == name;
         if part("engine") {
-            throughput(2000).await;
+            for backend in Backend::chosen() {
+                throughput(2000, backend).await;
+            }
         }
         if part("shell") {
             shell_runs(3000).await;

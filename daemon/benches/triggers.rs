@@ -4,14 +4,18 @@
 //!    webhook-id (so every one goes through the dedup insert), from 64 concurrent
 //!    clients on loopback (one kept-alive HTTP/1.1 connection each, plain hyper:
 //!    the load generator shares the 2 cores, so it should cost little), against
-//!    the real listener, engine and SQLite store at
+//!    the real listener, engine and store at
 //!    the default durability (fsync per commit group). A 202 means committed.
 //!    Measured twice: runs executing (one transform node) as in production, and
-//!    runs parking in a delay, which isolates intake from execution.
+//!    runs parking in a delay, which isolates intake from execution. Each
+//!    once per store backend (`SLUICE_BENCH_STORE=sqlite|postgres|both`,
+//!    default both; PostgreSQL is skipped with a notice when it does not answer).
 //! 2. File save to active version: the watcher on a temp directory; each save
 //!    (in place, or temp file + rename) is timed until the registry has the new version.
 //!
-//! `SLUICE_BENCH_SECS` sets the intake duration (default 10 s).
+//! `SLUICE_BENCH_SECS` sets the intake duration (default 10 s), `SLUICE_BENCH_CONNS`
+//! its clients (default 64);
+//! `SLUICE_BENCH_ONLY=intake` (or `park`, `save`) runs one part.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -29,7 +33,12 @@ use sluice_daemon::watcher::{WatchOptions, Watcher};
 use sluice_shared::validate::ValidateOptions;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
+use support::{Backend, BenchStore};
+
 const KEY: &str = "whsec_c2x1aWNlLWJlbmNoLWtleS0xMjM0NTY3ODkwYWJj";
+/// Intake clients unless `SLUICE_BENCH_CONNS` says otherwise.
 const CONCURRENCY: usize = 64;
 
 fn write(path: &std::path::Path, text: &str) {
@@ -48,15 +57,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn setup(
     dir: &std::path::Path,
     files: &[(&str, &str)],
+    store: Store,
 ) -> (Engine, Arc<Registry>, std::path::PathBuf) {
     let pdir = dir.join("pipelines");
     std::fs::create_dir_all(&pdir).expect("mkdir");
     for (name, text) in files {
         write(&pdir.join(name), text);
     }
-    let store = Store::open(&dir.join("sluice.db"), Durability::Full)
-        .await
-        .expect("store");
     let secrets = Secrets::from_map([("bench_key".to_owned(), KEY.to_owned())].into());
     let engine = Engine::start(
         store.clone(),
@@ -83,12 +90,16 @@ async fn setup(
 const EXECUTES: &str = "- id: a\n    kind: transform\n    output: { n: \"{{ trigger.body.n }}\" }";
 const PARKS: &str = "- { id: a, kind: delay, for: 1h }";
 
-async fn webhook_intake(secs: u64, node: &str, what: &str) {
+async fn webhook_intake(secs: u64, node: &str, what: &str, backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let Some(bench) = BenchStore::open(backend, dir.path(), "intake").await else {
+        return;
+    };
     let pipeline =
         format!("triggers:\n  - webhook: {{ auth: hmac, secret: bench_key }}\nnodes:\n  {node}\n");
     let pipeline = pipeline.as_str();
-    let (engine, registry, _) = setup(dir.path(), &[("bench.yaml", pipeline)]).await;
+    let (engine, registry, _) =
+        setup(dir.path(), &[("bench.yaml", pipeline)], bench.store.clone()).await;
     let secrets = Secrets::from_map([("bench_key".to_owned(), KEY.to_owned())].into());
     let stop = CancellationToken::new();
     let state = WebhookState::new(
@@ -108,7 +119,11 @@ async fn webhook_intake(secs: u64, node: &str, what: &str) {
     let end = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..CONCURRENCY {
+    let clients = std::env::var("SLUICE_BENCH_CONNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(CONCURRENCY);
+    for worker in 0..clients {
         let (addr, key, pad) = (addr, Arc::clone(&key), pad.clone());
         tasks.spawn(async move {
             let mut lat = Vec::new();
@@ -180,8 +195,9 @@ async fn webhook_intake(secs: u64, node: &str, what: &str) {
         .map(|r| r.len())
         .unwrap_or(0);
     println!(
-        "webhook intake, {what} (signed 2 KB, dedup key, durability full, concurrency {CONCURRENCY}, {:.1} s): \
+        "intake {}: webhook, {what} (signed 2 KB, dedup key, durability full, concurrency {clients}, {:.1} s): \
          {:.0} accepted/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} accepted, {} failed, {} runs stored",
+        bench.label(),
         elapsed.as_secs_f64(),
         lat.len() as f64 / elapsed.as_secs_f64(),
         percentile(&lat, 0.50).as_secs_f64() * 1e3,
@@ -198,7 +214,10 @@ async fn webhook_intake(secs: u64, node: &str, what: &str) {
 async fn save_to_active(rounds: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = |n: usize| format!("nodes:\n  - id: a\n    kind: shell\n    run: echo {n}\n");
-    let (engine, registry, pdir) = setup(dir.path(), &[("p.yaml", &text(0))]).await;
+    let store = Store::open(&dir.path().join("sluice.db"), Durability::Full)
+        .await
+        .expect("store");
+    let (engine, registry, pdir) = setup(dir.path(), &[("p.yaml", &text(0))], store).await;
     let stop = CancellationToken::new();
     let (_w, _) = Watcher::start(
         Arc::clone(&registry),
@@ -253,9 +272,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let only = std::env::var("SLUICE_BENCH_ONLY").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only == name;
     runtime.block_on(async {
-        webhook_intake(secs, EXECUTES, "runs execute").await;
-        webhook_intake(secs, PARKS, "runs park in a 1h delay").await;
-        save_to_active(if quick { 5 } else { 40 }).await;
+        if part("intake") {
+            for backend in Backend::chosen() {
+                webhook_intake(secs, EXECUTES, "runs execute", backend).await;
+            }
+        }
+        if part("park") {
+            for backend in Backend::chosen() {
+                webhook_intake(secs, PARKS, "runs park in a 1h delay", backend).await;
+            }
+        }
+        if part("save") {
+            save_to_active(if quick { 5 } else { 40 }).await;
+        }
     });
 }

@@ -11,6 +11,7 @@
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
+#[cfg(debug_assertions)]
 use std::path::PathBuf;
 use std::sync::Arc;
 
