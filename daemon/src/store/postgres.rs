@@ -20,7 +20,9 @@ pub(crate) fn connect_options(
 ) -> Result<PgConnectOptions, StoreError> {
     let parsed = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Config(format!("store url {}: {e}", redact(url))))?;
-    if url::Url::parse(url).is_ok_and(|u| u.password().is_some()) {
+    let carries_password = url::Url::parse(url)
+        .is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password"));
+    if carries_password {
         return Err(StoreError::Config(format!(
             "store url {} carries a password; give it as a secret instead ([store] password = \"NAME\")",
             redact(url)
@@ -39,14 +41,27 @@ pub(crate) fn connect_options(
 
 /// A URL fit for messages: any password replaced.
 pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("REDACTED"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(unparsable url)".to_owned(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "(unparsable url)".to_owned();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("REDACTED"));
     }
+    if u.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "REDACTED".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 /// Connects, checks and migrates the schema, opens the read pool and the
@@ -102,6 +117,10 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("carries a password"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = connect_options("postgres://u@db/sluice?password=hunter2", &opts)
+            .expect_err("refused in the query too")
+            .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(connect_options("postgres://u@db/sluice", &opts).is_ok());
         assert!(
