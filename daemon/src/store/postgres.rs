@@ -39,20 +39,20 @@ pub(crate) fn connect_options(
     Ok(parsed)
 }
 
-/// A URL fit for messages: any password replaced.
+/// A URL fit for messages: any password (userinfo or `?password=`) shown as `***`.
 pub(crate) fn redact(url: &str) -> String {
     let Ok(mut u) = url::Url::parse(url) else {
         return "(unparsable url)".to_owned();
     };
     if u.password().is_some() {
-        let _ = u.set_password(Some("REDACTED"));
+        let _ = u.set_password(Some("***"));
     }
     if u.query_pairs().any(|(k, _)| k == "password") {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
                 let v = if k == "password" {
-                    "REDACTED".into()
+                    "***".into()
                 } else {
                     v.into_owned()
                 };

@@ -166,7 +166,7 @@ async fn drop_database(admin: &str, name: &str) -> Result<(), sqlx::Error> {
 
 /// What [`TestDatabase::create`] does when PostgreSQL at `admin` cannot be used.
 fn unusable(admin: &str, reason: &str) -> Option<TestDatabase> {
-    let shown = redact(admin);
+    let shown = super::postgres::redact(admin);
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!(
             "PostgreSQL at {shown} is unreachable ({reason}); with CI=true the store tests \
@@ -204,27 +204,10 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{}/{name}{query}", &base[..authority_end])
 }
 
-/// `url` with a password, if it has one, replaced by `***` (for messages).
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &authority[..colon],
-            &rest[at..]
-        ),
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::postgres::redact;
 
     #[test]
     fn the_database_name_replaces_the_path_and_keeps_the_query() {
