@@ -333,7 +333,9 @@ fn main() {
     rt.block_on(async {
         for backend in Backend::chosen() {
             let dir = tempfile::tempdir().expect("tempdir");
-            let Some(bench) = BenchStore::open(backend, dir.path(), "runs.get").await else {
+            let Some(bench) =
+                BenchStore::open(backend, dir.path(), <m::RunsGet as m::Method>::NAME).await
+            else {
                 continue;
             };
             let (engine, socket, stop) = setup(dir.path(), &bench).await;
