@@ -166,7 +166,7 @@ impl Store {
     /// Unfinished runs by state: (queued, running, waiting).
     pub async fn state_counts(&self) -> Result<(u64, u64, u64), StoreError> {
         let rows: Vec<(String, i64)> = read!(self, pool => sqlx::query_as(
-            "SELECT state, COUNT(*) FROM runs WHERE state IN ('queued', 'running', 'waiting') GROUP BY state",
+            "SELECT state, COUNT(*) FROM runs WHERE finished_at IS NULL AND state IN ('queued', 'running', 'waiting') GROUP BY state",
         )
         .fetch_all(pool)
         .await?);

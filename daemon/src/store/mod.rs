@@ -506,7 +506,7 @@ impl Store {
     /// Runs not yet finished (queued, running, waiting), oldest first.
     pub async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         read!(self, pool => sqlx::query(
-            "SELECT * FROM runs_full WHERE state IN ('queued', 'running', 'waiting') ORDER BY id",
+            "SELECT * FROM runs_full WHERE finished_at IS NULL AND state IN ('queued', 'running', 'waiting') ORDER BY id",
         )
         .fetch_all(pool)
         .await?

@@ -132,7 +132,7 @@ impl Store {
     /// Unfinished runs (queued, running, waiting) of a pipeline, oldest first.
     pub async fn active_runs(&self, pipeline: &str) -> Result<Vec<(RunId, RunState)>, StoreError> {
         let rows: Vec<(i64, String)> = read!(self, pool => sqlx::query_as(
-            "SELECT id, state FROM runs WHERE state IN ('queued', 'running', 'waiting') AND pipeline = $1 ORDER BY id",
+            "SELECT id, state FROM runs WHERE finished_at IS NULL AND state IN ('queued', 'running', 'waiting') AND pipeline = $1 ORDER BY id",
         )
         .bind(pipeline)
         .fetch_all(pool)

@@ -178,7 +178,7 @@ impl Store {
     /// Every queued, running or waiting run, oldest first.
     pub async fn unfinished_briefs(&self) -> Result<Vec<RunBrief>, StoreError> {
         let rows: Vec<(i64, String, Option<String>, String)> = read!(self, pool => sqlx::query_as(
-            "SELECT id, pipeline, \"user\", state FROM runs WHERE state IN ('queued', 'running', 'waiting') ORDER BY id",
+            "SELECT id, pipeline, \"user\", state FROM runs WHERE finished_at IS NULL AND state IN ('queued', 'running', 'waiting') ORDER BY id",
         )
         .fetch_all(pool)
         .await?);

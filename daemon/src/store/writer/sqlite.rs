@@ -190,23 +190,22 @@ fn keyed_run(
 /// Inserts a new queued run with its payload and nodes; returns its id.
 fn insert_run(conn: &Connection, row: &RunRow, at: i64) -> Result<i64, StoreError> {
     let new = &row.run;
-    let id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO runs (pipeline, version_id, state, trigger_kind, user, retry_of, created_at, deadline)
-             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id",
-        )?
-        .query_row(
-            params![
-                new.pipeline,
-                new.version_id.0,
-                new.trigger.kind.as_str(),
-                new.trigger.user,
-                new.retry_of.map(|r| r.0),
-                at,
-                new.deadline,
-            ],
-            |r| r.get(0),
-        )?;
+    // No `RETURNING id`: SQLite runs RETURNING through a temporary b-tree,
+    // while the writer's own connection knows the new rowid for free.
+    conn.prepare_cached(
+        "INSERT INTO runs (pipeline, version_id, state, trigger_kind, user, retry_of, created_at, deadline)
+         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        new.pipeline,
+        new.version_id.0,
+        new.trigger.kind.as_str(),
+        new.trigger.user,
+        new.retry_of.map(|r| r.0),
+        at,
+        new.deadline,
+    ])?;
+    let id = conn.last_insert_rowid();
     conn.prepare_cached("INSERT INTO run_payloads (run_id, trigger, inputs) VALUES (?, ?, ?)")?
         .execute(params![id, row.trigger, row.inputs])?;
     // One cached statement per row: with no thread hop per statement,
