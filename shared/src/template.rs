@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
+use std::sync::Arc;
 
 use minijinja::value::{Serde, Value as JinjaValue};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
@@ -23,6 +24,8 @@ pub const FUEL: u64 = 200_000;
 pub const RECURSION_LIMIT: usize = 64;
 /// Largest output a render may produce.
 pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+
+mod view;
 
 const SHELL: &str = "shell";
 
@@ -98,41 +101,24 @@ impl TemplateError {
 }
 
 /// Data a template is rendered against (inputs, nodes, trigger, run, ...).
+/// The JSON is shared, not converted: templates read it through a view.
 #[derive(Clone, Debug)]
 pub struct Context(JinjaValue);
 
 impl Context {
     /// A context from a JSON object.
     pub fn from_json(value: &Value) -> Self {
-        Self(JinjaValue::from(Serde(value)))
+        Self::shared(Arc::new(value.clone()), None)
     }
 
-    /// A context from a JSON object with `key` set to `extra`, made without
-    /// copying the object first (a run's context can hold a large trigger body).
-    pub fn from_json_with(value: &Value, key: &str, extra: &Value) -> Self {
-        Self(JinjaValue::from(Serde(With { value, key, extra })))
+    /// A context over `value` (an object) with `key` set to `extra`, made
+    /// without copying either (a run's context can hold a large trigger body).
+    pub fn shared_with(value: Arc<Value>, key: &str, extra: Arc<Value>) -> Self {
+        Self::shared(value, Some((key.to_owned(), extra)))
     }
-}
 
-/// Serializes `value` (an object) with `key` set to `extra`; see [`Context::from_json_with`].
-struct With<'a> {
-    value: &'a Value,
-    key: &'a str,
-    extra: &'a Value,
-}
-
-impl serde::Serialize for With<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let Value::Object(map) = self.value else {
-            return self.value.serialize(s);
-        };
-        let mut m = s.serialize_map(Some(map.len() + 1))?;
-        for (k, v) in map.iter().filter(|(k, _)| k.as_str() != self.key) {
-            m.serialize_entry(k, v)?;
-        }
-        m.serialize_entry(self.key, self.extra)?;
-        m.end()
+    fn shared(value: Arc<Value>, overlay: Option<(String, Arc<Value>)>) -> Self {
+        Self(view::JsonView::root(value, overlay))
     }
 }
 
@@ -538,11 +524,102 @@ mod tests {
     fn a_context_with_an_added_key_sees_both_and_the_added_key_wins() {
         let e = TemplateEngine::new();
         let base = json!({"inputs": {"n": 3}, "secrets": {"k": "stale"}});
-        let ctx = Context::from_json_with(&base, "secrets", &json!({"k": "fresh"}));
+        let ctx = Context::shared_with(Arc::new(base), "secrets", Arc::new(json!({"k": "fresh"})));
         assert_eq!(
             e.render_str("{{ inputs.n }} {{ secrets.k }}", &ctx, Escape::Text)
                 .unwrap(),
             "3 fresh"
+        );
+        assert_eq!(
+            e.render_str(
+                "{{ secrets | tojson }} {{ secrets | length }}",
+                &ctx,
+                Escape::Text
+            )
+            .unwrap(),
+            r#"{"k":"fresh"} 1"#,
+            "the added key replaces the object's own"
+        );
+        let top = Context::shared_with(
+            Arc::new(json!({"a": 1})),
+            "secrets",
+            Arc::new(json!({"k": 2})),
+        );
+        assert_eq!(
+            e.eval("[a, secrets.k]", &top).unwrap(),
+            json!([1, 2]),
+            "an added key that the object lacks is there too"
+        );
+    }
+
+    /// Templates read a context through a view over its JSON; whatever they
+    /// do with it must come out as it did when the JSON was converted whole.
+    #[test]
+    fn a_view_renders_like_converted_data() {
+        let e = TemplateEngine::new();
+        let data = json!({
+            "inputs": {"topic": "a \"b\" $(c)", "n": 3, "neg": -7, "big": 18446744073709551615u64,
+                       "f": 2.5, "t": true, "none": null, "empty": {}, "list": []},
+            "nodes": {"fetch": {"output": {"status": 200, "body": {"items": [1, {"x": "y"}, [2, 3]],
+                                             "z": 1, "a": 2, "m": "\u{0}nul \u{202e}rtl 🦀"}}}},
+            "trigger": {"body": {"repository": {"full_name": "acme/web"}, "after": "9f1c"}}
+        });
+        let converted = Context(JinjaValue::from(Serde(&data)));
+        let viewed = Context::from_json(&data);
+        let templates = [
+            "{{ inputs.topic }} {{ inputs['n'] + 1 }} {{ inputs.neg }} {{ inputs.big }} {{ inputs.f }}",
+            "{{ inputs.t }} {{ inputs.none }} {{ inputs.empty }} {{ inputs.list }} {{ inputs | length }}",
+            "{{ nodes.fetch.output.body.items[1].x }} {{ nodes.fetch.output.body.items[-1][0] }}",
+            "{{ nodes.fetch.output.body | tojson }}",
+            "{{ nodes.fetch.output }}",
+            "{% for k, v in nodes.fetch.output.body | items %}{{ k }}={{ v }};{% endfor %}",
+            "{% for k in inputs %}{{ k }},{% endfor %}",
+            "{% for i in nodes.fetch.output.body.items %}[{{ i }}]{% endfor %}",
+            "{{ nodes.fetch.output.body | dictsort }} {{ inputs.list | length }} {{ inputs.empty | length }}",
+            "{{ 'status' in nodes.fetch.output }} {{ 'nope' in nodes.fetch.output }} {{ 2 in nodes.fetch.output.body.items }}",
+            "{{ inputs is mapping }} {{ nodes.fetch.output.body.items is sequence }} {{ inputs.empty is true }}",
+            "{% if inputs.empty %}full{% else %}empty{% endif %} {% if inputs.list %}l{% else %}nl{% endif %}",
+            "{{ nodes.fetch.output.body.items[1] == {'x': 'y'} }} {{ inputs.list == [] }}",
+            "{{ nodes.fetch.output.body.items | first }} {{ nodes.fetch.output.body.items | last }}",
+            "{{ trigger.body.repository.full_name | upper }} {{ trigger.body.missing | default('d') }}",
+            "{{ nodes.fetch.output.body.items[1:] }} {{ nodes.fetch.output.body.items | reverse | list }}",
+        ];
+        for t in templates {
+            assert_eq!(
+                e.render_str(t, &viewed, Escape::Text)
+                    .map_err(|x| x.message),
+                e.render_str(t, &converted, Escape::Text)
+                    .map_err(|x| x.message),
+                "{t}"
+            );
+        }
+        for x in [
+            "nodes.fetch.output.body",
+            "nodes.fetch.output.body.items",
+            "inputs",
+            "inputs.big",
+            "nodes",
+            "nodes.fetch.output.body.items[7]",
+            "inputs.missing",
+            "inputs.topic.nope",
+        ] {
+            assert_eq!(
+                e.eval(x, &viewed).map_err(|x| x.message),
+                e.eval(x, &converted).map_err(|x| x.message),
+                "{x}"
+            );
+        }
+        assert_eq!(
+            e.render_shell(
+                "echo {{ inputs.topic }} {{ nodes.fetch.output.body.m }}",
+                &viewed
+            )
+            .map_err(|x| x.message),
+            e.render_shell(
+                "echo {{ inputs.topic }} {{ nodes.fetch.output.body.m }}",
+                &converted
+            )
+            .map_err(|x| x.message),
         );
     }
 

@@ -43,7 +43,7 @@ pub struct NodeContext {
     /// Template data: inputs, upstream outputs, trigger, run, pipeline, secrets, params.
     pub template: Context,
     /// The same data as JSON, without secrets (handed to exec plugins).
-    pub context_json: Value,
+    pub context_json: Arc<Value>,
     /// The template engine.
     pub templates: Arc<TemplateEngine>,
     /// Where log lines go.
@@ -246,7 +246,7 @@ pub(crate) mod test_support {
             node: "n".into(),
             attempt: 1,
             template: Context::from_json(&data),
-            context_json: template,
+            context_json: Arc::new(template),
             templates: Arc::new(TemplateEngine::new()),
             log: LogSink::new(run, "n", 1, tx, redactor.clone()),
             cancel: CancellationToken::new(),

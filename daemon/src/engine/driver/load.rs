@@ -45,13 +45,17 @@ impl Run {
                 )
             })
             .collect();
-        let plain = context::build(&self.facts(), upstream);
+        let plain = Arc::new(context::build(&self.facts(), upstream));
         let node = self.node(i);
         NodeContext {
             run: self.id,
             node: node.id.clone(),
             attempt,
-            template: Context::from_json_with(&plain, "secrets", &inner.secrets_json),
+            template: Context::shared_with(
+                Arc::clone(&plain),
+                "secrets",
+                Arc::clone(&inner.secrets_json),
+            ),
             context_json: plain,
             templates: Arc::clone(&inner.templates),
             log: LogSink::new(
