@@ -323,11 +323,14 @@ async fn check_config(s: &Settings) -> anyhow::Result<ExitCode> {
 
 /// The daemon itself, until SIGTERM or SIGINT; SIGHUP reloads.
 async fn serve(s: Settings) -> anyhow::Result<ExitCode> {
-    // Before the start: a SIGHUP during it waits for the start to finish
-    // instead of ending the process.
+    // Before the start: a signal during it waits for the start to finish
+    // instead of ending the process. The listeners answer (`/readyz`) before
+    // the start returns, and a SIGINT that found no handler then was lost
+    // for good when the daemon was started in the background by a script
+    // (its SIGINT is ignored, and that disposition is inherited).
     let mut hup = signal(SignalKind::hangup())?;
-    let daemon = Daemon::start(s).await?;
     let stop = wait_for_stop()?;
+    let daemon = Daemon::start(s).await?;
     let reloader = daemon.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
