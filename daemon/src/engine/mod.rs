@@ -208,9 +208,10 @@ pub(crate) struct Inner {
     pub tracker: TaskTracker,
     drivers: Mutex<HashMap<RunId, DriverHandle>>,
     /// Unfinished runs found at start whose interrupted attempts are not yet
-    /// repaired: whoever takes a run out first (recovery or a driver started
-    /// by a command meanwhile) repairs it, so no driver sees stale state.
-    pub(crate) recovering: Mutex<std::collections::HashSet<RunId>>,
+    /// repaired: whoever reaches a run first (recovery or a driver started by
+    /// a command meanwhile) repairs it while the others wait, so no driver
+    /// goes on from stale state.
+    pub(crate) recovering: Mutex<HashMap<RunId, recovery::Pending>>,
     timers: mpsc::UnboundedSender<TimerMsg>,
     versions: Mutex<HashMap<VersionId, Arc<LoadedVersion>>>,
     /// True while the log pump holds lines not yet handed to the store.
@@ -331,7 +332,7 @@ impl Engine {
             shutdown: shutdown.clone(),
             tracker,
             drivers: Mutex::new(HashMap::new()),
-            recovering: Mutex::new(std::collections::HashSet::new()),
+            recovering: Mutex::new(HashMap::new()),
             timers: timer_tx,
             versions: Mutex::new(HashMap::new()),
             log_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -52,7 +52,7 @@ pub(crate) async fn recover(inner: &Arc<Inner>, background: bool) -> Result<usiz
         pending.extend(
             runs.iter()
                 .filter(|r| r.state != RunState::Queued)
-                .map(|r| r.id),
+                .map(|r| (r.id, Pending::default())),
         );
     }
     if !background {
@@ -105,31 +105,44 @@ async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) {
     }
 }
 
+/// A run still to be repaired after a start. Whoever reaches it first (the
+/// background recovery, or a driver started by a cancel or a decision)
+/// repairs it while holding the lock; anyone else waits for that repair to
+/// end, never going on past a repair in progress. (A cancel that went on
+/// while the recovery was between claiming a run and reading its nodes
+/// cancelled the run with its attempt still marked running and its process
+/// group alive.)
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Pending(Arc<tokio::sync::Mutex<bool>>);
+
 /// Repairs `run` if recovery has not yet: stops what its interrupted
 /// attempts left running and marks them interrupted. `None` when there was
-/// nothing to do; otherwise whether the run has nodes to work on.
+/// nothing to do; otherwise whether the run has nodes to work on (`false`
+/// too when this call waited for a repair made elsewhere: the caller's view
+/// of the run is then out of date).
 pub(crate) async fn repair_if_pending(
     inner: &Arc<Inner>,
     run: &crate::store::RunRecord,
 ) -> Result<Option<bool>, EngineError> {
-    let claimed = inner
+    let pending = inner
         .recovering
         .lock()
-        .map(|mut pending| pending.remove(&run.id))
-        .unwrap_or(false);
-    if !claimed {
+        .ok()
+        .and_then(|p| p.get(&run.id).cloned());
+    let Some(Pending(slot)) = pending else {
         return Ok(None);
+    };
+    let mut repaired = slot.lock().await;
+    if *repaired {
+        return Ok(Some(false));
     }
-    match repair(inner, run).await {
-        Ok(needs_work) => Ok(Some(needs_work)),
-        Err(e) => {
-            // Still to be done: the next driver of this run tries again.
-            if let Ok(mut pending) = inner.recovering.lock() {
-                pending.insert(run.id);
-            }
-            Err(e)
-        }
+    // On an error the run stays pending: its next driver tries again.
+    let needs_work = repair(inner, run).await?;
+    *repaired = true;
+    if let Ok(mut p) = inner.recovering.lock() {
+        p.remove(&run.id);
     }
+    Ok(Some(needs_work))
 }
 
 async fn repair(inner: &Arc<Inner>, run: &crate::store::RunRecord) -> Result<bool, EngineError> {
