@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use sluice_shared::model::NodeKind;
 use sluice_shared::model::node::OnCrash;
-use sluice_shared::run::{AttemptState, NodeState, RunState};
+use sluice_shared::run::{AttemptState, NodeState, RunId, RunState};
 
 use super::driver::outcome_note;
 use super::{EngineError, Inner, background, needs_driver};
@@ -83,7 +83,7 @@ async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) {
             }
             continue;
         }
-        let needs_work = match repair_if_pending(inner, &run).await {
+        let needs_work = match repair_if_pending(inner, &run, pending(inner, run.id)).await {
             Ok(repaired) => repaired.unwrap_or(false),
             Err(e) => {
                 tracing::error!(run = %run.id, error = %e, "cannot repair the interrupted run now; its driver tries again");
@@ -115,20 +115,27 @@ async fn resume(inner: &Arc<Inner>, runs: Vec<crate::store::RunRecord>) {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Pending(Arc<tokio::sync::Mutex<bool>>);
 
-/// Repairs `run` if recovery has not yet: stops what its interrupted
-/// attempts left running and marks them interrupted. `None` when there was
-/// nothing to do; otherwise whether the run has nodes to work on (`false`
-/// too when this call waited for a repair made elsewhere: the caller's view
-/// of the run is then out of date).
-pub(crate) async fn repair_if_pending(
-    inner: &Arc<Inner>,
-    run: &crate::store::RunRecord,
-) -> Result<Option<bool>, EngineError> {
-    let pending = inner
+/// The repair still pending for `run`, if any. Taken before the run is
+/// read, so that a repair ending meanwhile is not missed: the handle outlives
+/// the run's removal from the pending set.
+pub(crate) fn pending(inner: &Inner, run: RunId) -> Option<Pending> {
+    inner
         .recovering
         .lock()
         .ok()
-        .and_then(|p| p.get(&run.id).cloned());
+        .and_then(|p| p.get(&run).cloned())
+}
+
+/// Repairs `run` (read after `pending` was taken) if recovery has not yet:
+/// stops what its interrupted attempts left running and marks them
+/// interrupted. `None` when there was nothing to do; otherwise whether the
+/// run has nodes to work on (`false` too when this call found the repair
+/// made elsewhere: the caller's view of the run is then out of date).
+pub(crate) async fn repair_if_pending(
+    inner: &Arc<Inner>,
+    run: &crate::store::RunRecord,
+    pending: Option<Pending>,
+) -> Result<Option<bool>, EngineError> {
     let Some(Pending(slot)) = pending else {
         return Ok(None);
     };

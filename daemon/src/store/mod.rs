@@ -518,7 +518,7 @@ impl Store {
     /// Queued runs with an id above `after`, oldest first (the backlog a restart left to drain).
     pub async fn queued_after(&self, after: RunId, limit: i64) -> Result<Vec<RunId>, StoreError> {
         let ids: Vec<i64> = read!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM runs WHERE state = 'queued' AND id > $1 ORDER BY id LIMIT $2",
+            "SELECT id FROM runs WHERE finished_at IS NULL AND state = 'queued' AND id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after.0)
         .bind(limit)

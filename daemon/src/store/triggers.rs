@@ -154,7 +154,7 @@ impl Store {
     /// Pipelines that have queued runs (to look at after missed events).
     pub async fn pipelines_with_queued_runs(&self) -> Result<Vec<String>, StoreError> {
         Ok(read!(self, pool => sqlx::query_scalar(
-            "SELECT DISTINCT pipeline FROM runs WHERE state = 'queued'",
+            "SELECT DISTINCT pipeline FROM runs WHERE finished_at IS NULL AND state = 'queued'",
         )
         .fetch_all(pool)
         .await?))

@@ -179,12 +179,15 @@ async fn drive_inner(
     commands: &mut mpsc::UnboundedReceiver<Command>,
     created: Option<Created>,
 ) -> Result<DriverExit, EngineError> {
+    // Taken before the run is read: a repair that ends while it is read
+    // is still seen (and the run read again), not missed.
+    let pending = super::recovery::pending(inner, id);
     let Some(mut run) = load(inner, id, created).await? else {
         return Ok(DriverExit::Done);
     };
     // Started before recovery reached this run (by a cancel or a decision):
     // its interrupted attempts are repaired first, then it is read again.
-    if super::recovery::repair_if_pending(inner, &run.record)
+    if super::recovery::repair_if_pending(inner, &run.record, pending)
         .await?
         .is_some()
     {
