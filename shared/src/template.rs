@@ -583,6 +583,12 @@ mod tests {
             "{{ nodes.fetch.output.body.items | first }} {{ nodes.fetch.output.body.items | last }}",
             "{{ trigger.body.repository.full_name | upper }} {{ trigger.body.missing | default('d') }}",
             "{{ nodes.fetch.output.body.items[1:] }} {{ nodes.fetch.output.body.items | reverse | list }}",
+            "{% for k, v in inputs.items() %}{{ k }}:{{ v }},{% endfor %}",
+            "{{ inputs.keys() | list }} {{ inputs.values() | list | length }} {{ inputs.get('n') }}",
+            "{{ nodes.fetch.output.body.items.count(1) }} {{ nodes.fetch.output.body.items.index(1) }}",
+            "{{ inputs | map('upper') | join(',') }} {{ nodes.fetch.output.body.items | select('number') | list }}",
+            "{{ nodes.fetch.output.body | dictsort(reverse=true) | first }} {{ inputs | sort | first }}",
+            "{{ nodes.fetch.output.body.items | unique | list | length }} {{ [inputs.n, 1] | max }}",
         ];
         for t in templates {
             assert_eq!(
