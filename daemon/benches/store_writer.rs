@@ -14,7 +14,7 @@
 //!   (channel, batching, replies).
 //!
 //! A run is two writes, as the engine writes a run of instant nodes: created
-//! (INSERT INTO runs … RETURNING id, its payload, 3 node rows), then finished
+//! (INSERT INTO runs, its payload, 3 node rows), then finished
 //! (an attempt insert, 3 node UPDATEs, a run UPDATE): 10 statements. Each way
 //! runs N = 1, 16, 128 on a fresh file and prints runs/s, µs per write and
 //! CPU µs per write (this process: the writer and its callers).
@@ -46,7 +46,7 @@ const BATCHES: [usize; 3] = [1, 16, 128];
 // (`store/writer/sqlite.rs`: `insert_run`, `AttemptStart`, and the SET lists
 // `update_node` and `update_run` build for the fields set here).
 const INSERT_RUN: &str = "INSERT INTO runs (pipeline, version_id, state, trigger_kind, user, retry_of, created_at, deadline)
-             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id";
+             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)";
 const INSERT_PAYLOAD: &str = "INSERT INTO run_payloads (run_id, trigger, inputs) VALUES (?, ?, ?)";
 const INSERT_NODE: &str =
     "INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at)
@@ -243,23 +243,21 @@ fn via_rusqlite(path: &Path, version: VersionId, n: usize, secs: f64) -> Figures
         for lane in 0..n {
             let (run, trigger, inputs) = encoded(version, runs + lane);
             let at = now_ms();
-            let id: i64 = conn
-                .prepare_cached(INSERT_RUN)
+            // As the writer: the new rowid, not RETURNING (a temporary b-tree).
+            conn.prepare_cached(INSERT_RUN)
                 .and_then(|mut s| {
-                    s.query_row(
-                        params![
-                            run.pipeline,
-                            run.version_id.0,
-                            run.trigger.kind.as_str(),
-                            run.trigger.user,
-                            run.retry_of.map(|r| r.0),
-                            at,
-                            run.deadline,
-                        ],
-                        |r| r.get(0),
-                    )
+                    s.execute(params![
+                        run.pipeline,
+                        run.version_id.0,
+                        run.trigger.kind.as_str(),
+                        run.trigger.user,
+                        run.retry_of.map(|r| r.0),
+                        at,
+                        run.deadline,
+                    ])
                 })
                 .expect("insert run");
+            let id = conn.last_insert_rowid();
             conn.prepare_cached(INSERT_PAYLOAD)
                 .and_then(|mut s| s.execute(params![id, trigger, inputs]))
                 .expect("insert payload");
@@ -348,7 +346,7 @@ async fn via_sqlx(path: &Path, version: VersionId, n: usize, secs: f64) -> Figur
         for lane in 0..n {
             let (run, trigger, inputs) = encoded(version, runs + lane);
             let at = now_ms();
-            let id: i64 = sqlx::query_scalar(INSERT_RUN)
+            let id = sqlx::query(INSERT_RUN)
                 .bind(&run.pipeline)
                 .bind(run.version_id.0)
                 .bind(run.trigger.kind.as_str())
@@ -356,9 +354,10 @@ async fn via_sqlx(path: &Path, version: VersionId, n: usize, secs: f64) -> Figur
                 .bind(run.retry_of.map(|r| r.0))
                 .bind(at)
                 .bind(run.deadline)
-                .fetch_one(&mut *tx)
+                .execute(&mut *tx)
                 .await
-                .expect("insert run");
+                .expect("insert run")
+                .last_insert_rowid();
             sqlx::query(INSERT_PAYLOAD)
                 .bind(id)
                 .bind(trigger)

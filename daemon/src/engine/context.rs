@@ -30,67 +30,63 @@ fn ms_to_rfc3339(ms: Option<i64>) -> Value {
 /// The template context without secrets (also what exec plugins receive).
 /// `upstream` holds `(node id, output)` of every node upstream of the one rendered.
 pub fn build(facts: &RunFacts<'_>, upstream: Vec<(String, Value)>) -> Value {
-    // Built by hand: `json!` would serialize every borrowed value into a new
-    // tree, where a clone copies it directly.
-    let mut nodes = Map::with_capacity(upstream.len());
-    for (id, output) in upstream {
-        let mut node = Map::with_capacity(1);
-        node.insert("output".into(), output);
-        nodes.insert(id, Value::Object(node));
-    }
-    let details = match &facts.trigger.details {
-        Value::Object(d) => d.len(),
-        _ => 0,
-    };
-    let mut trigger = Map::with_capacity(2 + details);
-    trigger.insert(
-        "kind".into(),
-        Value::String(facts.trigger.kind.as_str().into()),
-    );
-    let user = facts
-        .trigger
-        .user
-        .clone()
-        .map_or(Value::Null, Value::String);
+    // Built from owned values: `json!` would serialize every borrowed value
+    // into a new tree, where a clone copies it directly.
+    let nodes = upstream
+        .into_iter()
+        .map(|(id, output)| (id, object([("output", output)])))
+        .collect();
+    let user = Value::from(facts.trigger.user.clone());
+    let mut trigger = Map::new();
+    trigger.insert("kind".into(), Value::from(facts.trigger.kind.as_str()));
     trigger.insert("user".into(), user.clone());
     if let Value::Object(details) = &facts.trigger.details {
         for (k, v) in details {
             trigger.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    let mut run = Map::with_capacity(4);
-    run.insert("id".into(), Value::from(facts.id));
-    run.insert("user".into(), user);
-    run.insert("started_at".into(), ms_to_rfc3339(facts.started_at));
-    run.insert(
-        "retry_of".into(),
-        facts.retry_of.map_or(Value::Null, Value::from),
-    );
-    let mut pipeline = Map::with_capacity(3);
-    pipeline.insert("name".into(), Value::String(facts.pipeline.name.clone()));
-    pipeline.insert("version".into(), Value::from(facts.version));
-    pipeline.insert(
-        "description".into(),
-        facts
-            .pipeline
-            .description
-            .clone()
-            .map_or(Value::Null, Value::String),
-    );
-    let mut context = Map::with_capacity(6);
-    context.insert("inputs".into(), facts.inputs.clone());
-    context.insert("nodes".into(), Value::Object(nodes));
-    context.insert("trigger".into(), Value::Object(trigger));
-    context.insert("run".into(), Value::Object(run));
-    context.insert("pipeline".into(), Value::Object(pipeline));
     let params = facts
         .pipeline
         .params
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    context.insert("params".into(), Value::Object(params));
-    Value::Object(context)
+    object([
+        ("inputs", facts.inputs.clone()),
+        ("nodes", Value::Object(nodes)),
+        ("trigger", Value::Object(trigger)),
+        (
+            "run",
+            object([
+                ("id", Value::from(facts.id)),
+                ("user", user),
+                ("started_at", ms_to_rfc3339(facts.started_at)),
+                ("retry_of", Value::from(facts.retry_of)),
+            ]),
+        ),
+        (
+            "pipeline",
+            object([
+                ("name", Value::from(facts.pipeline.name.as_str())),
+                ("version", Value::from(facts.version)),
+                (
+                    "description",
+                    Value::from(facts.pipeline.description.clone()),
+                ),
+            ]),
+        ),
+        ("params", Value::Object(params)),
+    ])
+}
+
+/// A JSON object of `entries`, in their order.
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
