@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use minijinja::value::{Serde, Value as JinjaValue};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Expression, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::shell_script::QuotingMap;
@@ -22,6 +22,9 @@ use crate::shell_script::QuotingMap;
 pub const FUEL: u64 = 200_000;
 /// Nesting depth of templates and data a render may reach.
 pub const RECURSION_LIMIT: usize = 64;
+/// Compiled expressions kept per engine; the cache starts over when full, so
+/// edits and reloads cannot grow it without bound.
+const CACHED_EXPRESSIONS: usize = 4096;
 /// Largest output a render may produce.
 pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
 
@@ -122,10 +125,16 @@ impl Context {
     }
 }
 
+/// A compiled expression that lives as long as the process's environment.
+type Compiled = Arc<Expression<'static, 'static>>;
+
 /// The configured template engine. Cheap to share; create once.
 pub struct TemplateEngine {
-    env: Environment<'static>,
+    env: &'static Environment<'static>,
     globals: BTreeSet<String>,
+    /// Expressions by source: compiling one cost more than evaluating it
+    /// (a third of a transform node's work at webhook intake).
+    expressions: Mutex<HashMap<Box<str>, Compiled>>,
 }
 
 impl Default for TemplateEngine {
@@ -140,85 +149,122 @@ impl std::fmt::Debug for TemplateEngine {
     }
 }
 
+/// The one environment. Its configuration never varies, and a compiled
+/// expression borrows the environment it came from, so a `'static` one is
+/// what lets compiled expressions be kept.
+fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(configured)
+}
+
+/// An environment with strict undefined, bounded rendering and sluice's filters.
+fn configured() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    env.set_auto_escape_callback(|name| {
+        if name == SHELL {
+            AutoEscape::Custom(SHELL.into())
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_formatter(|out, state, value| {
+        if *state.auto_escape() != AutoEscape::Custom(SHELL.into()) {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        let text = if value.is_none() {
+            String::new()
+        } else {
+            value.to_string()
+        };
+        if text.contains('\0') {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "a value contains a NUL byte, which cannot be passed to a shell",
+            ));
+        }
+        if value.is_safe() {
+            // `| safe` opts out: the text is script. So are blocks and macro
+            // calls rendered here, which carry their values' placeholders.
+            return out.write_str(&text).map_err(Error::from);
+        }
+        let values = state.get_or_insert_extension_with(ShellValues::default);
+        let n = match values.index.get(&text) {
+            Some(&n) => n,
+            None => {
+                values.bytes += text.len();
+                if values.bytes > MAX_OUTPUT {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!(
+                            "the script's values exceed {} MiB",
+                            MAX_OUTPUT / (1024 * 1024)
+                        ),
+                    ));
+                }
+                let n = values.values.len();
+                values.values.push(text.clone());
+                values.index.insert(text, n);
+                n
+            }
+        };
+        write!(out, "{OPEN}{n}{CLOSE}").map_err(Error::from)
+    });
+    env.add_filter("truncate", truncate);
+    // Quoted text for a shell that parses it again (`ssh host ...`, `sh -c`);
+    // in `run:` it is still passed as a value, quotes and all.
+    env.add_filter("quote", |s: String| shell_quote(&s));
+    // minijinja's own tojson marks its result safe (for HTML), which would
+    // write JSON text into shell scripts as code; ours returns plain text.
+    env.add_filter(
+        "tojson",
+        |v: JinjaValue, indent: Option<usize>| -> Result<String, Error> {
+            let r = match indent {
+                Some(_) => serde_json::to_string_pretty(&v),
+                None => serde_json::to_string(&v),
+            };
+            r.map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))
+        },
+    );
+    env.add_filter("fromjson", |s: String| -> Result<JinjaValue, Error> {
+        serde_json::from_str::<Value>(&s)
+            .map(|v| JinjaValue::from(Serde(v)))
+            .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("fromjson: {e}")))
+    });
+    env
+}
+
 impl TemplateEngine {
     /// An engine with strict undefined, bounded rendering and sluice's filters.
     pub fn new() -> Self {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(FUEL));
-        env.set_recursion_limit(RECURSION_LIMIT);
-        env.set_auto_escape_callback(|name| {
-            if name == SHELL {
-                AutoEscape::Custom(SHELL.into())
-            } else {
-                AutoEscape::None
-            }
-        });
-        env.set_formatter(|out, state, value| {
-            if *state.auto_escape() != AutoEscape::Custom(SHELL.into()) {
-                return minijinja::escape_formatter(out, state, value);
-            }
-            let text = if value.is_none() {
-                String::new()
-            } else {
-                value.to_string()
-            };
-            if text.contains('\0') {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    "a value contains a NUL byte, which cannot be passed to a shell",
-                ));
-            }
-            if value.is_safe() {
-                // `| safe` opts out: the text is script. So are blocks and macro
-                // calls rendered here, which carry their values' placeholders.
-                return out.write_str(&text).map_err(Error::from);
-            }
-            let values = state.get_or_insert_extension_with(ShellValues::default);
-            let n = match values.index.get(&text) {
-                Some(&n) => n,
-                None => {
-                    values.bytes += text.len();
-                    if values.bytes > MAX_OUTPUT {
-                        return Err(Error::new(
-                            ErrorKind::InvalidOperation,
-                            format!(
-                                "the script's values exceed {} MiB",
-                                MAX_OUTPUT / (1024 * 1024)
-                            ),
-                        ));
-                    }
-                    let n = values.values.len();
-                    values.values.push(text.clone());
-                    values.index.insert(text, n);
-                    n
-                }
-            };
-            write!(out, "{OPEN}{n}{CLOSE}").map_err(Error::from)
-        });
-        env.add_filter("truncate", truncate);
-        // Quoted text for a shell that parses it again (`ssh host ...`, `sh -c`);
-        // in `run:` it is still passed as a value, quotes and all.
-        env.add_filter("quote", |s: String| shell_quote(&s));
-        // minijinja's own tojson marks its result safe (for HTML), which would
-        // write JSON text into shell scripts as code; ours returns plain text.
-        env.add_filter(
-            "tojson",
-            |v: JinjaValue, indent: Option<usize>| -> Result<String, Error> {
-                let r = match indent {
-                    Some(_) => serde_json::to_string_pretty(&v),
-                    None => serde_json::to_string(&v),
-                };
-                r.map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))
-            },
-        );
-        env.add_filter("fromjson", |s: String| -> Result<JinjaValue, Error> {
-            serde_json::from_str::<Value>(&s)
-                .map(|v| JinjaValue::from(Serde(v)))
-                .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("fromjson: {e}")))
-        });
+        let env = environment();
         let globals = env.globals().map(|(name, _)| name.to_owned()).collect();
-        Self { env, globals }
+        Self {
+            env,
+            globals,
+            expressions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `expr` compiled, from the cache when it was compiled before.
+    fn compiled(&self, expr: &str) -> Result<Compiled, TemplateError> {
+        let cache = || self.expressions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cache().get(expr) {
+            return Ok(Arc::clone(c));
+        }
+        let compiled = Arc::new(
+            self.env
+                .compile_expression_owned(expr.to_owned())
+                .map_err(|e| TemplateError::from_jinja(&e))?,
+        );
+        let mut cached = cache();
+        if cached.len() >= CACHED_EXPRESSIONS {
+            cached.clear();
+        }
+        cached.insert(expr.into(), Arc::clone(&compiled));
+        Ok(compiled)
     }
 
     /// Renders a template string.
@@ -319,10 +365,7 @@ impl TemplateEngine {
 
     /// Evaluates an expression to a JSON value.
     pub fn eval(&self, expr: &str, ctx: &Context) -> Result<Value, TemplateError> {
-        let compiled = self
-            .env
-            .compile_expression(expr)
-            .map_err(|e| TemplateError::from_jinja(&e))?;
+        let compiled = self.compiled(expr)?;
         let value = compiled
             .eval(ctx.0.clone())
             .map_err(|e| TemplateError::from_jinja(&e))?;
@@ -337,10 +380,7 @@ impl TemplateEngine {
 
     /// Evaluates a `when:`/`condition:` expression to true or false.
     pub fn eval_condition(&self, expr: &str, ctx: &Context) -> Result<bool, TemplateError> {
-        let compiled = self
-            .env
-            .compile_expression(expr)
-            .map_err(|e| TemplateError::from_jinja(&e))?;
+        let compiled = self.compiled(expr)?;
         let value = compiled
             .eval(ctx.0.clone())
             .map_err(|e| TemplateError::from_jinja(&e))?;
@@ -518,6 +558,32 @@ mod tests {
             "inputs": {"topic": "rust; rm -rf /", "n": 3},
             "nodes": {"fetch": {"output": {"status": 200, "body": {"items": [1, 2]}}}}
         }))
+    }
+
+    #[test]
+    fn a_cached_expression_is_evaluated_afresh_against_each_context() {
+        let e = TemplateEngine::new();
+        let a = Context::from_json(&json!({ "inputs": { "n": 1 } }));
+        let b = Context::from_json(&json!({ "inputs": { "n": 2 } }));
+        for _ in 0..3 {
+            assert_eq!(e.eval("inputs.n * 10", &a).unwrap(), json!(10));
+            assert_eq!(e.eval("inputs.n * 10", &b).unwrap(), json!(20));
+            assert!(e.eval_condition("inputs.n > 1", &b).unwrap());
+            assert!(!e.eval_condition("inputs.n > 1", &a).unwrap());
+        }
+        // A failed compile is reported every time, not cached as a success.
+        for _ in 0..2 {
+            assert!(e.eval("inputs.n +", &a).is_err());
+        }
+        // Past the bound the cache starts over rather than growing.
+        for i in 0..CACHED_EXPRESSIONS + 10 {
+            assert_eq!(e.eval(&format!("{i} + inputs.n"), &a).unwrap(), json!(i + 1));
+        }
+        let held = e.expressions.lock().unwrap().len();
+        assert!(held <= CACHED_EXPRESSIONS, "{held} expressions held");
+        // Strict undefined and fuel still apply to cached expressions.
+        assert!(e.eval("inputs.missing", &a).is_err());
+        assert!(e.eval("inputs.missing", &a).is_err());
     }
 
     #[test]
