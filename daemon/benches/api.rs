@@ -45,6 +45,7 @@ async fn setup(
     // One seed run through the store, the rest copied in bulk (fast setup, same shape).
     store
         .create_run(NewRun {
+            done: None,
             pipeline: "bench".into(),
             version_id: version,
             trigger: TriggerInfo::manual(Some("bench".into())),

@@ -122,6 +122,7 @@ async fn fresh(path: &Path) -> (Store, VersionId) {
 /// The run the store creates, with inputs that differ per run.
 fn new_run(version: VersionId, n: usize) -> NewRun {
     NewRun {
+        done: None,
         pipeline: "bench".into(),
         version_id: version,
         trigger: TriggerInfo::manual(None),

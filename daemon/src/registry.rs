@@ -164,6 +164,10 @@ pub struct Registry {
     reloading: tokio::sync::Mutex<()>,
     store: Store,
     events: broadcast::Sender<Event>,
+    /// Pipeline changes alone, for listeners that care about nothing else
+    /// (schedules, the audit trail): on the engine's bus they would wake for
+    /// every event of every run.
+    changes: broadcast::Sender<Event>,
     /// The secrets configured, when known: webhook triggers naming others are
     /// pointed out as their pipeline loads.
     secret_names: RwLock<Option<BTreeSet<String>>>,
@@ -289,6 +293,7 @@ impl Registry {
             reloading: tokio::sync::Mutex::new(()),
             store,
             events,
+            changes: broadcast::channel(1024).0,
             secret_names: RwLock::new(None),
             key_lengths: RwLock::new(BTreeMap::new()),
         })
@@ -452,9 +457,23 @@ impl Registry {
         }
         let events = self.switch_to(stored, &seen_files, new_errors, &mut report);
         for e in events {
-            let _ = self.events.send(e);
+            self.announce(e);
         }
         Ok(report)
+    }
+
+    /// Receives every pipeline change (`PipelineChanged`) from now on; the
+    /// engine's bus carries them too, among the runs' events.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Event> {
+        self.changes.subscribe()
+    }
+
+    /// Sends `event` on the engine's bus, and on the changes bus if it is a pipeline change.
+    fn announce(&self, event: Event) {
+        if matches!(event, Event::PipelineChanged { .. }) {
+            let _ = self.changes.send(event.clone());
+        }
+        let _ = self.events.send(event);
     }
 
     /// Switches the registry to the stored versions of this reload, marks
@@ -630,7 +649,7 @@ impl Registry {
                 e.version
             })
         };
-        let _ = self.events.send(Event::PipelineChanged {
+        self.announce(Event::PipelineChanged {
             name: name.to_owned(),
             version,
             enabled,

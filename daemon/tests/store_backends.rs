@@ -64,6 +64,7 @@ fn pipeline(name: &str, run: &str) -> Pipeline {
 
 fn new_run(version: VersionId, user: &str, inputs: serde_json::Value) -> NewRun {
     NewRun {
+        done: None,
         pipeline: "p".into(),
         version_id: version,
         trigger: TriggerInfo::manual(Some(user.into())),

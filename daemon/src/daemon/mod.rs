@@ -306,7 +306,7 @@ async fn serve_socket(
     );
     tokio::spawn(crate::audit::watch_pipelines(
         Arc::clone(&audit),
-        engine.subscribe(),
+        core.registry.subscribe_changes(),
         stop_triggers.clone(),
     ));
     // Limit refusals reach the store and the audit trail in aggregate, every few seconds.

@@ -323,6 +323,21 @@ impl Admission {
         }
     }
 
+    /// Whether a run of `pipeline` for `user` would start at once: every cap
+    /// has room for it and none of the user's runs waits for a slot (it would
+    /// start first).
+    pub(crate) fn has_room(&self, user: &str, pipeline: &str, pipeline_max: Option<usize>) -> bool {
+        let Some(s) = self.lock() else { return false };
+        let config = self.limits.config();
+        if s.held.len() >= config.global.max_concurrent() as usize || s.queue.contains_key(user) {
+            return false;
+        }
+        let user_cap = config.for_user(user).max_concurrent.map(|m| m as usize);
+        let held = |f: &dyn Fn(&Lease) -> bool| s.held.values().filter(|l| f(l)).count();
+        user_cap.is_none_or(|c| held(&|l| l.user == user) < c)
+            && pipeline_max.is_none_or(|m| held(&|l| l.pipeline == pipeline) < m)
+    }
+
     /// Frees `run`'s slot, if it holds one, and starts whoever fits now.
     pub(crate) fn release(&self, run: RunId) {
         if let Some(mut s) = self.lock()

@@ -166,6 +166,8 @@ pub(crate) struct LoadedVersion {
     pub graph: Graph,
     pub upstream: Vec<Upstream>,
     pub order: Vec<usize>,
+    /// Its runs may execute before they are written (see `driver::inline`).
+    pub inline: bool,
 }
 
 impl LoadedVersion {
@@ -184,12 +186,14 @@ impl LoadedVersion {
             ))
         })?;
         let upstream = graph.upstream_sets();
+        let inline = driver::inline::eligible(&pipeline);
         Ok(Self {
             pipeline,
             version,
             graph,
             upstream,
             order,
+            inline,
         })
     }
 }
@@ -277,6 +281,7 @@ async fn enqueue_shared(
     // The run's time limit starts when it starts running, not while it waits in the queue.
     let deadline: Option<i64> = None;
     let run = Arc::new(NewRun {
+        done: None,
         pipeline: pipeline.name.clone(),
         version_id,
         trigger,
@@ -469,6 +474,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Executes `run` before it is written, when it is a run of instant nodes
+    /// that would start at once (see `driver::inline`); gives it back otherwise.
+    pub(crate) async fn execute_inline(
+        &self,
+        run: Arc<NewRun>,
+    ) -> Result<driver::inline::Executed, Arc<NewRun>> {
+        driver::inline::execute(&self.inner, run).await
+    }
+
+    /// Announces run `id`, committed finished from `executed`.
+    pub(crate) async fn announce_inline(&self, id: RunId, executed: driver::inline::Executed) {
+        driver::inline::announce(&self.inner, id, executed).await;
+    }
+
     /// Fails unless `run` exists and has not finished.
     async fn unfinished(&self, run: RunId) -> Result<(), EngineError> {
         let record = self
@@ -564,6 +583,7 @@ impl Engine {
             details: serde_json::json!({ "retry_of": run.0, "mode": mode, "original": record.trigger }),
         };
         Ok(Arc::new(NewRun {
+            done: None,
             pipeline: record.pipeline.clone(),
             version_id: record.version_id,
             trigger,

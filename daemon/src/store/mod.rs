@@ -35,7 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use backend::Dialect;
 use backend::{Cols, Reads, read};
 pub use records::{
-    AttemptRecord, NewNode, NewRun, NodeChange, NodeRecord, RunChange, RunRecord, VersionId,
+    AttemptRecord, DoneAttempt, DoneNode, DoneRun, NewNode, NewRun, NodeChange, NodeRecord,
+    RunChange, RunRecord, VersionId,
 };
 pub use writer::SqlArg;
 use writer::{Reply, RunRow, Write, Written};
@@ -794,6 +795,7 @@ mod tests {
 
         let run = store
             .create_run(NewRun {
+                done: None,
                 pipeline: "p".into(),
                 version_id: v1,
                 trigger: TriggerInfo::manual(Some("alice".into())),

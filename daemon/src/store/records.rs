@@ -104,6 +104,60 @@ pub struct NewRun {
     pub deadline: Option<i64>,
     /// Nodes in pipeline order: id, and for reused nodes the output and source run.
     pub nodes: Vec<NewNode>,
+    /// Set for a run executed before it was written (a run of instant nodes):
+    /// it is stored already finished, in one write.
+    pub done: Option<DoneRun>,
+}
+
+/// How a run executed before it was written ended.
+#[derive(Clone, Debug)]
+pub struct DoneRun {
+    /// Its end state (a finished one).
+    pub state: RunState,
+    /// Created at (ms): taken before it executed, so it precedes `started_at`.
+    pub created_at: i64,
+    /// Started at (ms).
+    pub started_at: i64,
+    /// Ended at (ms).
+    pub finished_at: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The nodes' end states, in the order of [`NewRun::nodes`].
+    pub nodes: Vec<DoneNode>,
+    /// The attempts made.
+    pub attempts: Vec<DoneAttempt>,
+}
+
+/// How a node of a run executed before it was written ended.
+#[derive(Clone, Debug)]
+pub struct DoneNode {
+    /// Its end state.
+    pub state: NodeState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Its output.
+    pub output: Option<Value>,
+    /// Its error.
+    pub error: Option<String>,
+    /// Started at (ms).
+    pub started_at: Option<i64>,
+    /// Ended at (ms).
+    pub finished_at: Option<i64>,
+}
+
+/// An attempt of a run executed before it was written.
+#[derive(Clone, Debug)]
+pub struct DoneAttempt {
+    /// The node.
+    pub node: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// How it ended.
+    pub state: AttemptState,
+    /// Started and ended at (ms): an instant attempt takes no time.
+    pub at: i64,
+    /// Its error.
+    pub error: Option<String>,
 }
 
 /// A node of a new run.

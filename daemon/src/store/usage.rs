@@ -109,7 +109,8 @@ impl Store {
         key: Option<(&str, i64)>,
         charge: &DailyCharge,
     ) -> Result<(Charged, i64), StoreError> {
-        let at = now_ms();
+        // A run executed before it was written was created before it started.
+        let at = run.done.as_ref().map_or_else(now_ms, |d| d.created_at);
         let then = match key {
             Some((k, ttl_ms)) => Write::CreateRunOnce {
                 run: RunRow::encode(run)?,

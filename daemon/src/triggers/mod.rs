@@ -357,16 +357,18 @@ impl Triggers {
         let now = jiff::Timestamp::now();
         let (charge, next_day) = limits.daily(&user, now);
         let store = self.inner.engine.store();
+        // A run of instant nodes is executed first and written finished.
+        let (run, executed) = match self.inner.engine.execute_inline(run).await {
+            Ok(executed) => (Arc::clone(&executed.run), Some(executed)),
+            Err(run) => (run, None),
+        };
         // The daily count is checked and charged in the write that creates the run.
         let (charged, created_at) = store
             .create_run_charged_shared(Arc::clone(&run), key.map(|k| (k, KEY_TTL_MS)), &charge)
             .await?;
-        let (id, created) = match charged {
-            Charged::Created(id) => {
-                place.created(id);
-                (id, true)
-            }
-            Charged::Existing(id) => (id, false),
+        let id = match charged {
+            Charged::Created(id) => id,
+            Charged::Existing(id) => return Ok((id, false)),
             Charged::OverCap(used) => {
                 return Err(TriggerError::Limited(limits.daily_refusal(
                     LimitKind::DailyRuns,
@@ -377,13 +379,23 @@ impl Triggers {
                 )));
             }
         };
-        // Once committed the run exists: if the engine is stopping, the next start
-        // picks it up, so the caller must still hear "started" (or it would retry).
-        // Its driver starts from what was written, reading nothing back.
-        if created && let Err(e) = self.inner.engine.start_created(id, created_at, run) {
-            tracing::info!(run = %id, error = %e, "run committed; it starts when the daemon starts again");
+        match executed {
+            // Finished already: it never waits in the backlog.
+            Some(executed) => {
+                drop(place);
+                self.inner.engine.announce_inline(id, executed).await;
+            }
+            None => {
+                place.created(id);
+                // Once committed the run exists: if the engine is stopping, the next start
+                // picks it up, so the caller must still hear "started" (or it would retry).
+                // Its driver starts from what was written, reading nothing back.
+                if let Err(e) = self.inner.engine.start_created(id, created_at, run) {
+                    tracing::info!(run = %id, error = %e, "run committed; it starts when the daemon starts again");
+                }
+            }
         }
-        Ok((id, created))
+        Ok((id, true))
     }
 
     /// Retries finished run `run` for `user` like a trigger: its pipeline must
@@ -478,6 +490,7 @@ fn new_run(entry: &Entry, inputs: Value, trigger: TriggerInfo) -> NewRun {
     // The time limit starts when the run starts running (see the engine's driver).
     let deadline = None;
     NewRun {
+        done: None,
         pipeline: p.name.clone(),
         version_id: entry.version_id,
         trigger,

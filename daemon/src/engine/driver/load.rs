@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Created, NodeRt, Run, process_recorder};
 use crate::engine::context::{self, RunFacts};
-use crate::engine::{EngineError, Inner};
+use crate::engine::{EngineError, Inner, LoadedVersion};
 use crate::nodes::{self, LogSink, NodeContext};
 use crate::store::{NewRun, RunRecord};
 
@@ -157,6 +157,11 @@ pub(super) async fn load(
 /// written (the same record `load` would read back).
 pub(super) async fn load_created(inner: &Inner, created: Created) -> Result<Run, EngineError> {
     let version = inner.version(created.run.version_id).await?;
+    Ok(from_created(version, created))
+}
+
+/// [`load_created`] with the run's version at hand.
+pub(super) fn from_created(version: Arc<LoadedVersion>, created: Created) -> Run {
     let NewRun {
         pipeline,
         version_id,
@@ -165,6 +170,7 @@ pub(super) async fn load_created(inner: &Inner, created: Created) -> Result<Run,
         retry_of,
         deadline,
         nodes: mut new_nodes,
+        done: _,
     } = Arc::unwrap_or_clone(created.run);
     let record = RunRecord {
         id: created.id,
@@ -197,5 +203,5 @@ pub(super) async fn load_created(inner: &Inner, created: Created) -> Result<Run,
             }
         })
         .collect();
-    Ok(Run::new(created.id, record, version, nodes))
+    Run::new(created.id, record, version, nodes)
 }

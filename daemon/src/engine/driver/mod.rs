@@ -65,6 +65,7 @@ mod approval_step;
 mod budget;
 mod changes;
 mod complete;
+pub(crate) mod inline;
 mod load;
 mod ready;
 
@@ -447,24 +448,7 @@ async fn settle(
     run: &mut Run,
     commands: &mpsc::UnboundedReceiver<Command>,
 ) -> Result<Option<DriverExit>, EngineError> {
-    if run.nodes.iter().all(|n| n.state.is_finished()) {
-        let failed = run
-            .version
-            .order
-            .iter()
-            .copied()
-            .find(|&i| run.nodes[i].state == NodeState::Failed);
-        match failed {
-            Some(i) => {
-                let err = format!(
-                    "node '{}' failed: {}",
-                    run.node(i).id,
-                    run.nodes[i].error.clone().unwrap_or_default()
-                );
-                run.finish(RunState::Failed, Some(err));
-            }
-            None => run.finish(RunState::Succeeded, None),
-        }
+    if finish_if_done(run) {
         run.flush(inner).await?;
         return Ok(Some(DriverExit::Done));
     }
@@ -493,6 +477,33 @@ async fn settle(
     );
     run.flush(inner).await?;
     Ok(Some(DriverExit::Done))
+}
+
+/// Finishes the run when every node has finished: failed when one failed
+/// (the first in pipeline order names the cause), else succeeded. False while
+/// a node has yet to finish.
+fn finish_if_done(run: &mut Run) -> bool {
+    if !run.nodes.iter().all(|n| n.state.is_finished()) {
+        return false;
+    }
+    let failed = run
+        .version
+        .order
+        .iter()
+        .copied()
+        .find(|&i| run.nodes[i].state == NodeState::Failed);
+    match failed {
+        Some(i) => {
+            let err = format!(
+                "node '{}' failed: {}",
+                run.node(i).id,
+                run.nodes[i].error.clone().unwrap_or_default()
+            );
+            run.finish(RunState::Failed, Some(err));
+        }
+        None => run.finish(RunState::Succeeded, None),
+    }
+    true
 }
 
 /// Waits for a completion, a command, a cancel, a wake-up or the end of the

@@ -113,6 +113,55 @@ impl RunRow {
     }
 }
 
+/// A new run's node as inserted: pending, reused (succeeded with an earlier
+/// run's output) or as it ended in a run executed before it was written.
+pub(crate) struct NodeRow<'a> {
+    pub(crate) state: &'static str,
+    pub(crate) attempts: i64,
+    pub(crate) output: Option<String>,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) reused_from: Option<i64>,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) finished_at: Option<i64>,
+}
+
+impl<'a> NodeRow<'a> {
+    /// The row of `run`'s node at `position`, for a run created at `at`.
+    pub(crate) fn of(run: &'a NewRun, position: usize, at: i64) -> Self {
+        if let Some(d) = run.done.as_ref().and_then(|d| d.nodes.get(position)) {
+            return Self {
+                state: d.state.as_str(),
+                attempts: i64::from(d.attempts),
+                output: d.output.as_ref().map(json_text),
+                error: d.error.as_deref(),
+                reused_from: None,
+                started_at: d.started_at,
+                finished_at: d.finished_at,
+            };
+        }
+        match run.nodes.get(position).and_then(|n| n.reused.as_ref()) {
+            Some((from, output)) => Self {
+                state: "succeeded",
+                attempts: 0,
+                output: Some(json_text(output)),
+                error: None,
+                reused_from: Some(from.0),
+                started_at: None,
+                finished_at: Some(at),
+            },
+            None => Self {
+                state: "pending",
+                attempts: 0,
+                output: None,
+                error: None,
+                reused_from: None,
+                started_at: None,
+                finished_at: None,
+            },
+        }
+    }
+}
+
 /// A value bound to a statement of [`Write::Exec`]. NULLs carry their
 /// column's type: PostgreSQL types every parameter, and a NULL typed as text
 /// is refused by an integer column.

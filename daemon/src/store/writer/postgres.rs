@@ -14,7 +14,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row};
 use tokio::sync::mpsc;
 
-use super::{Done, MAX_BATCH, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written};
+use super::{Done, MAX_BATCH, NodeRow, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written};
 use super::{fail_all, json_text};
 use crate::store::StoreError;
 use crate::store::records::{NodeChange, RunChange};
@@ -235,50 +235,59 @@ async fn keyed_run(
     .await?)
 }
 
-/// Inserts a new queued run, its payload and its nodes in one statement.
+/// Inserts a new run, its payload and its nodes in one statement: queued, or
+/// (executed before it was written) finished with its attempts.
 async fn insert_run(conn: &mut PgConnection, row: &RunRow, at: i64) -> Result<i64, StoreError> {
     let new = &row.run;
+    let done = new.done.as_ref();
     let count = new.nodes.len();
-    let (mut ids, mut positions, mut states) = (
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-    );
-    let (mut outputs, mut reused, mut finished) = (
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-    );
+    let mut ids = Vec::with_capacity(count);
+    let mut positions = Vec::with_capacity(count);
+    let mut states = Vec::with_capacity(count);
+    let mut attempts = Vec::with_capacity(count);
+    let mut outputs = Vec::with_capacity(count);
+    let mut errors = Vec::with_capacity(count);
+    let mut reused = Vec::with_capacity(count);
+    let mut started = Vec::with_capacity(count);
+    let mut finished = Vec::with_capacity(count);
     for (position, node) in new.nodes.iter().enumerate() {
+        let n = NodeRow::of(new, position, at);
         ids.push(node.id.as_str());
         positions.push(i64::try_from(position).unwrap_or(i64::MAX));
-        match &node.reused {
-            Some((from, output)) => {
-                states.push("succeeded");
-                outputs.push(Some(json_text(output)));
-                reused.push(Some(from.0));
-                finished.push(Some(at));
-            }
-            None => {
-                states.push("pending");
-                outputs.push(None);
-                reused.push(None);
-                finished.push(None);
-            }
-        }
+        states.push(n.state);
+        attempts.push(n.attempts);
+        outputs.push(n.output);
+        errors.push(n.error.map(|e| pg_text(e).into_owned()));
+        reused.push(n.reused_from);
+        started.push(n.started_at);
+        finished.push(n.finished_at);
     }
+    let tried = done.map_or(&[][..], |d| d.attempts.as_slice());
+    let a_nodes: Vec<&str> = tried.iter().map(|a| a.node.as_str()).collect();
+    let a_numbers: Vec<i64> = tried.iter().map(|a| i64::from(a.attempt)).collect();
+    let a_states: Vec<&str> = tried.iter().map(|a| a.state.as_str()).collect();
+    let a_at: Vec<i64> = tried.iter().map(|a| a.at).collect();
+    let a_errors: Vec<Option<String>> = tried
+        .iter()
+        .map(|a| a.error.as_deref().map(|e| pg_text(e).into_owned()))
+        .collect();
     let id: i64 = sqlx::query_scalar(
         "WITH r AS (
-            INSERT INTO runs (pipeline, version_id, state, trigger_kind, \"user\", retry_of, created_at, deadline)
-            VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7) RETURNING id
+            INSERT INTO runs (pipeline, version_id, state, trigger_kind, \"user\", retry_of, created_at, deadline, started_at, finished_at, error)
+            VALUES ($1, $2, $16, $3, $4, $5, $6, $7, $17, $18, $19) RETURNING id
          ), p AS (
             INSERT INTO run_payloads (run_id, trigger, inputs)
             SELECT id, $8::json, $9::json FROM r
          ), n AS (
-            INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at)
-            SELECT r.id, n.node_id, n.position, n.state, n.output::json, n.reused_from, n.finished_at
-            FROM r, UNNEST($10::text[], $11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::bigint[])
-                 AS n (node_id, position, state, output, reused_from, finished_at)
+            INSERT INTO run_nodes (run_id, node_id, position, state, attempts, output, error, reused_from, started_at, finished_at)
+            SELECT r.id, n.node_id, n.position, n.state, n.attempts, n.output::json, n.error, n.reused_from, n.started_at, n.finished_at
+            FROM r, UNNEST($10::text[], $11::bigint[], $12::text[], $20::bigint[], $13::text[], $21::text[], $14::bigint[], $22::bigint[], $15::bigint[])
+                 AS n (node_id, position, state, attempts, output, error, reused_from, started_at, finished_at)
+         ), a AS (
+            INSERT INTO attempts (run_id, node_id, attempt, state, started_at, finished_at, error)
+            SELECT r.id, a.node_id, a.attempt, a.state, a.at, a.at, a.error
+            FROM r, UNNEST($23::text[], $24::bigint[], $25::text[], $26::bigint[], $27::text[])
+                 AS a (node_id, attempt, state, at, error)
          )
          SELECT id FROM r",
     )
@@ -297,6 +306,18 @@ async fn insert_run(conn: &mut PgConnection, row: &RunRow, at: i64) -> Result<i6
     .bind(&outputs)
     .bind(&reused)
     .bind(&finished)
+    .bind(done.map_or("queued", |d| d.state.as_str()))
+    .bind(done.map(|d| d.started_at))
+    .bind(done.map(|d| d.finished_at))
+    .bind(done.and_then(|d| d.error.as_deref()).map(pg_text))
+    .bind(&attempts)
+    .bind(&errors)
+    .bind(&started)
+    .bind(&a_nodes)
+    .bind(&a_numbers)
+    .bind(&a_states)
+    .bind(&a_at)
+    .bind(&a_errors)
     .fetch_one(&mut *conn)
     .await?;
     Ok(id)

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use sluice_shared::run::{LogLine, RunId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Done, MAX_BATCH, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written};
+use super::{Done, MAX_BATCH, NodeRow, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written};
 use super::{fail_all, json_text};
 use crate::store::records::{NodeChange, RunChange};
 use crate::store::{Durability, StoreError};
@@ -187,23 +187,29 @@ fn keyed_run(
         .optional()?)
 }
 
-/// Inserts a new queued run with its payload and nodes; returns its id.
+/// Inserts a new run with its payload and nodes, queued or (executed before
+/// it was written) finished with its attempts; returns its id.
 fn insert_run(conn: &Connection, row: &RunRow, at: i64) -> Result<i64, StoreError> {
     let new = &row.run;
+    let done = new.done.as_ref();
     // No `RETURNING id`: SQLite runs RETURNING through a temporary b-tree,
     // while the writer's own connection knows the new rowid for free.
     conn.prepare_cached(
-        "INSERT INTO runs (pipeline, version_id, state, trigger_kind, user, retry_of, created_at, deadline)
-         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+        "INSERT INTO runs (pipeline, version_id, state, trigger_kind, user, retry_of, created_at, deadline, started_at, finished_at, error)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         new.pipeline,
         new.version_id.0,
+        done.map_or("queued", |d| d.state.as_str()),
         new.trigger.kind.as_str(),
         new.trigger.user,
         new.retry_of.map(|r| r.0),
         at,
         new.deadline,
+        done.map(|d| d.started_at),
+        done.map(|d| d.finished_at),
+        done.and_then(|d| d.error.as_deref()),
     ])?;
     let id = conn.last_insert_rowid();
     conn.prepare_cached("INSERT INTO run_payloads (run_id, trigger, inputs) VALUES (?, ?, ?)")?
@@ -211,23 +217,39 @@ fn insert_run(conn: &Connection, row: &RunRow, at: i64) -> Result<i64, StoreErro
     // One cached statement per row: with no thread hop per statement,
     // rebinding a prepared insert is as cheap as a multi-row insert.
     let mut insert = conn.prepare_cached(
-        "INSERT INTO run_nodes (run_id, node_id, position, state, output, reused_from, finished_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO run_nodes (run_id, node_id, position, state, attempts, output, error, reused_from, started_at, finished_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for (position, node) in new.nodes.iter().enumerate() {
-        let (state, output, reused_from) = match &node.reused {
-            Some((from, output)) => ("succeeded", Some(json_text(output)), Some(from.0)),
-            None => ("pending", None, None),
-        };
+        let n = NodeRow::of(new, position, at);
         insert.execute(params![
             id,
             node.id,
             i64::try_from(position).unwrap_or(i64::MAX),
-            state,
-            output,
-            reused_from,
-            reused_from.map(|_| at),
+            n.state,
+            n.attempts,
+            n.output,
+            n.error,
+            n.reused_from,
+            n.started_at,
+            n.finished_at,
         ])?;
+    }
+    if let Some(done) = done {
+        let mut attempt = conn.prepare_cached(
+            "INSERT INTO attempts (run_id, node_id, attempt, state, started_at, finished_at, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        )?;
+        for a in &done.attempts {
+            attempt.execute(params![
+                id,
+                a.node,
+                i64::from(a.attempt),
+                a.state.as_str(),
+                a.at,
+                a.error
+            ])?;
+        }
     }
     Ok(id)
 }

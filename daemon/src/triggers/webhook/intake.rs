@@ -105,6 +105,15 @@ pub(super) fn harmless_header(name: &str) -> bool {
         .any(|h| h.eq_ignore_ascii_case(name))
 }
 
+/// The reply to an accepted delivery (`202`).
+#[derive(serde::Serialize)]
+struct Accepted<'a> {
+    run: i64,
+    pipeline: &'a str,
+    duplicate: bool,
+    request_id: &'a str,
+}
+
 pub(super) async fn hook(
     State(st): State<WebhookState>,
     Path(name): Path<String>,
@@ -189,19 +198,22 @@ pub(super) async fn intake(
             || format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
             str::to_owned,
         );
-    let mut details = json!({
-        "request_id": request_id,
-        "source": peer.to_string(),
-        "body": body,
-        "headers": visible_headers(&headers, &secrets.redactor()),
-    });
-    if let (Some(k), Value::Object(m)) = (&key, &mut details) {
-        m.insert("delivery_key".into(), Value::String(k.clone()));
+    // Built by moving the parts in: `json!` would serialize the body into a copy.
+    let mut details = Map::with_capacity(5);
+    details.insert("request_id".into(), Value::String(request_id.clone()));
+    details.insert("source".into(), Value::String(peer.to_string()));
+    details.insert("body".into(), body);
+    details.insert(
+        "headers".into(),
+        visible_headers(&headers, &secrets.redactor()),
+    );
+    if let Some(k) = &key {
+        details.insert("delivery_key".into(), Value::String(k.clone()));
     }
     let trigger = TriggerInfo {
         kind: TriggerKind::Webhook,
         user: hook_user.or_else(|| entry.pipeline.owner.clone()),
-        details,
+        details: Value::Object(details),
     };
     let limits_user = crate::limits::user_key(trigger.user.as_deref()).to_owned();
     let scoped = key.as_ref().map(|k| format!("hook:{k}"));
@@ -233,12 +245,12 @@ pub(super) async fn intake(
     let mut response = match wait {
         None => (
             StatusCode::ACCEPTED,
-            axum::Json(json!({
-                "run": run.0,
-                "pipeline": name,
-                "duplicate": !created,
-                "request_id": request_id,
-            })),
+            axum::Json(Accepted {
+                run: run.0,
+                pipeline: name,
+                duplicate: !created,
+                request_id: &request_id,
+            }),
         )
             .into_response(),
         Some(limit) => wait_for(st, run, name, limit, created, &request_id).await,

@@ -1,0 +1,298 @@
+//! Runs executed before they are written. A run whose nodes are all instant
+//! and pure (transforms and filters) and that would start at once is executed
+//! where it is accepted, then written in one statement group already
+//! finished: no queued row updated twice, no driver task, no second trip
+//! through the writer (about a fifth of the daemon's work per webhook run,
+//! by callgrind). The trigger is still answered only once the run is durable,
+//! and nothing of it is visible or announced before its commit.
+//!
+//! A run id is handed out by its commit, so a pipeline whose templates read
+//! `run.id` takes the usual path. So does any run that does not end at once
+//! (a transform failing into a retry backoff): its executed attempt is
+//! dropped, which is safe because the nodes have no effects, and the run is
+//! written queued for its driver to execute.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_shared::Pipeline;
+use sluice_shared::event::Event;
+use sluice_shared::model::NodeKind;
+use sluice_shared::run::{AttemptState, RunId, RunState};
+use sluice_shared::template::TemplateEngine;
+use sluice_shared::time::now_ms;
+use sluice_shared::validate::{expression_sites, template_sites};
+
+use super::load::from_created;
+use super::{Created, Run, Turn, finish_if_done, start_ready};
+use crate::attempt_log::{LogSink, NoteSlot};
+use crate::engine::{Inner, admission};
+use crate::store::{Change, DoneAttempt, DoneNode, DoneRun, NewNode, NewRun, NodeChange, RunChange};
+
+/// The id a run carries while it executes before it has one; it is never
+/// written or announced (events get the real id after the commit).
+const UNASSIGNED: RunId = RunId(0);
+
+/// A run executed before it was written.
+pub(crate) struct Executed {
+    /// What to write: the run with how it ended.
+    pub run: Arc<NewRun>,
+    events: Vec<Event>,
+    /// Notes for node logs: (node id, attempt, slot, text).
+    notes: Vec<(String, u32, NoteSlot, String)>,
+    /// Attempts that ended, by node kind.
+    ended: Vec<(String, AttemptState)>,
+    took: Duration,
+}
+
+/// Whether `pipeline`'s runs may execute before they are written: every node
+/// is a transform or a filter, and no template or expression reads the run's
+/// id (or the whole `run`), which exists only once the run is written.
+pub(crate) fn eligible(pipeline: &Pipeline) -> bool {
+    let engine = TemplateEngine::new();
+    let reads_id = |refs: &std::collections::BTreeSet<String>| {
+        refs.iter()
+            .any(|r| r == "run" || r == "run.id" || r.starts_with("run.id."))
+    };
+    pipeline.nodes.iter().all(|n| {
+        matches!(n.kind, NodeKind::Transform(_) | NodeKind::Filter(_))
+            && template_sites(n)
+                .iter()
+                .all(|(_, s)| engine.template_refs(s).is_ok_and(|r| !reads_id(&r)))
+            && expression_sites(n)
+                .iter()
+                .all(|(_, s)| engine.expression_refs(s).is_ok_and(|r| !reads_id(&r)))
+    })
+}
+
+/// Executes `run` now when its pipeline allows it (see [`eligible`]), it is a
+/// fresh run (no retry, nothing reused) and it would start at once under
+/// every concurrency cap. Gives the run back, unexecuted, otherwise.
+///
+/// Its nodes hold no concurrency slot while they execute: they take
+/// microseconds, never wait, and run only when the caps have room, so the
+/// caps can be passed by at most the few runs executing at that instant.
+pub(crate) async fn execute(inner: &Arc<Inner>, run: Arc<NewRun>) -> Result<Executed, Arc<NewRun>> {
+    if inner.shutdown.is_cancelled()
+        || run.done.is_some()
+        || run.retry_of.is_some()
+        || run.nodes.iter().any(|n| n.reused.is_some())
+    {
+        return Err(run);
+    }
+    let Ok(version) = inner.version(run.version_id).await else {
+        return Err(run);
+    };
+    let user = crate::limits::user_key(run.trigger.user.as_deref());
+    if !version.inline
+        || !inner.admission.has_room(
+            user,
+            &run.pipeline,
+            admission::slot_limit(&version.pipeline),
+        )
+    {
+        return Err(run);
+    }
+    let created_at = now_ms();
+    let deadline = run.deadline;
+    let mut r = from_created(
+        Arc::clone(&version),
+        Created {
+            id: UNASSIGNED,
+            created_at,
+            run,
+        },
+    );
+    // As admission would start it.
+    let started = now_ms();
+    r.set_run(RunChange {
+        state: Some(RunState::Running),
+        started_at: Some(started),
+        deadline: Some(super::super::run_deadline(&version.pipeline, started)),
+        ..Default::default()
+    });
+    r.record.started_at = Some(started);
+    let mut turn = Turn::new(&r);
+    let ended_at_once = match start_ready(inner, &mut r, &mut turn).await {
+        Ok((to_spawn, starved)) => to_spawn.is_empty() && !starved && finish_if_done(&mut r),
+        Err(_) => false,
+    };
+    if !ended_at_once {
+        return Err(Arc::new(unexecuted(r, deadline)));
+    }
+    match done(&mut r, created_at, started) {
+        Some(executed) => Ok(executed),
+        None => Err(Arc::new(unexecuted(r, deadline))),
+    }
+}
+
+/// The run as it was before it executed, to be written queued.
+fn unexecuted(mut r: Run, deadline: Option<i64>) -> NewRun {
+    let record = &mut r.record;
+    NewRun {
+        pipeline: std::mem::take(&mut record.pipeline),
+        version_id: record.version_id,
+        trigger: std::mem::replace(&mut record.trigger, sluice_shared::run::TriggerInfo::manual(None)),
+        inputs: record.inputs.take(),
+        retry_of: record.retry_of,
+        deadline,
+        nodes: r
+            .version
+            .pipeline
+            .nodes
+            .iter()
+            .map(|n| NewNode {
+                id: n.id.clone(),
+                reused: None,
+            })
+            .collect(),
+        done: None,
+    }
+}
+
+/// The finished run `r` as one write, with what to announce once it is
+/// committed; `None` for a change a finished row cannot carry.
+fn done(r: &mut Run, created_at: i64, started: i64) -> Option<Executed> {
+    let count = r.nodes.len();
+    let mut run_change = RunChange::default();
+    let mut node_changes = vec![NodeChange::default(); count];
+    let mut attempts = Vec::new();
+    let mut ended = Vec::new();
+    let at = now_ms();
+    for change in std::mem::take(&mut r.changes) {
+        match change {
+            Change::Run(_, c) => run_change.absorb(c),
+            Change::Node(_, id, c) => {
+                let i = r.version.pipeline.nodes.iter().position(|n| n.id == id)?;
+                node_changes[i].absorb(c);
+            }
+            Change::AttemptEnd(_, node, attempt, state, error) => {
+                let kind = r.version.pipeline.nodes.iter().find(|n| n.id == node)?;
+                ended.push((kind.kind.name().to_owned(), state));
+                attempts.push(DoneAttempt {
+                    node,
+                    attempt,
+                    state,
+                    at,
+                    error,
+                });
+            }
+            Change::AttemptStart(..) | Change::AttemptProcess(..) | Change::Sql(_) => return None,
+        }
+    }
+    let finished_at = run_change.finished_at?;
+    if !r.record.state.is_finished() {
+        return None;
+    }
+    let nodes = r
+        .nodes
+        .iter_mut()
+        .zip(node_changes)
+        .map(|(rt, c)| DoneNode {
+            state: rt.state,
+            attempts: rt.attempts,
+            output: rt.output.take(),
+            error: rt.error.take(),
+            started_at: c.started_at,
+            finished_at: c.finished_at.flatten(),
+        })
+        .collect();
+    let notes = std::mem::take(&mut r.notes)
+        .into_iter()
+        .map(|(i, attempt, slot, text)| (r.version.pipeline.nodes[i].id.clone(), attempt, slot, text))
+        .collect();
+    let state = r.record.state;
+    let deadline = r.record.deadline;
+    let mut new = unexecuted(
+        Run::new(
+            UNASSIGNED,
+            std::mem::replace(&mut r.record, placeholder_record()),
+            Arc::clone(&r.version),
+            Vec::new(),
+        ),
+        deadline,
+    );
+    new.done = Some(DoneRun {
+        state,
+        created_at,
+        started_at: started,
+        finished_at,
+        error: run_change.error.flatten(),
+        nodes,
+        attempts,
+    });
+    Some(Executed {
+        run: Arc::new(new),
+        events: std::mem::take(&mut r.events),
+        notes,
+        ended,
+        took: Duration::from_millis(u64::try_from(finished_at - started).unwrap_or(0)),
+    })
+}
+
+/// What is left in a run's place once its record moved into the write.
+fn placeholder_record() -> crate::store::RunRecord {
+    crate::store::RunRecord {
+        id: UNASSIGNED,
+        pipeline: String::new(),
+        version_id: crate::store::VersionId(0),
+        state: RunState::Queued,
+        user: None,
+        trigger: sluice_shared::run::TriggerInfo::manual(None),
+        inputs: serde_json::Value::Null,
+        retry_of: None,
+        created_at: 0,
+        started_at: None,
+        finished_at: None,
+        deadline: None,
+        wake_at: None,
+        error: None,
+    }
+}
+
+/// Announces run `id`, committed from `executed`: created, its nodes' notes,
+/// then its state changes, as its driver would have announced them.
+pub(crate) async fn announce(inner: &Inner, id: RunId, executed: Executed) {
+    let Executed {
+        run,
+        events,
+        notes,
+        ended,
+        took,
+    } = executed;
+    inner.publish(Event::RunCreated {
+        run: id,
+        pipeline: run.pipeline.clone(),
+    });
+    let wrote_notes = !notes.is_empty();
+    for (node, attempt, slot, text) in notes {
+        LogSink::new(
+            id,
+            &node,
+            attempt,
+            inner.logs.clone(),
+            Arc::clone(&inner.redactor),
+        )
+        .closing_note(slot, &text)
+        .await;
+    }
+    for (kind, state) in ended {
+        inner.opts.telemetry.attempt_finished(&kind, state);
+    }
+    if let Some(done) = &run.done {
+        inner
+            .opts
+            .telemetry
+            .run_finished(&run.pipeline, done.state, Some(took));
+    }
+    if wrote_notes {
+        // Followers stop at the run's end: its last lines must be out first.
+        inner.logs_settled().await;
+    }
+    for mut e in events {
+        if let Event::RunState { run, .. } | Event::NodeState { run, .. } = &mut e {
+            *run = id;
+        }
+        inner.publish(e);
+    }
+}
