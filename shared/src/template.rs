@@ -250,7 +250,11 @@ impl TemplateEngine {
 
     /// `expr` compiled, from the cache when it was compiled before.
     fn compiled(&self, expr: &str) -> Result<Compiled, TemplateError> {
-        let cache = || self.expressions.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = || {
+            self.expressions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
         if let Some(c) = cache().get(expr) {
             return Ok(Arc::clone(c));
         }
@@ -577,7 +581,10 @@ mod tests {
         }
         // Past the bound the cache starts over rather than growing.
         for i in 0..CACHED_EXPRESSIONS + 10 {
-            assert_eq!(e.eval(&format!("{i} + inputs.n"), &a).unwrap(), json!(i + 1));
+            assert_eq!(
+                e.eval(&format!("{i} + inputs.n"), &a).unwrap(),
+                json!(i + 1)
+            );
         }
         let held = e.expressions.lock().unwrap().len();
         assert!(held <= CACHED_EXPRESSIONS, "{held} expressions held");

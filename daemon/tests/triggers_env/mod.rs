@@ -48,6 +48,17 @@ impl Env {
         Self::open(dir, files, secrets).await
     }
 
+    /// [`Env::new`] under `limits` (caps, rates) instead of the defaults.
+    pub async fn with_limits(
+        files: &[(&str, &str)],
+        secrets: BTreeMap<String, String>,
+        limits: sluice_daemon::limits::LimitsConfig,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Backend::new().await;
+        Self::open_with(dir, backend, files, secrets, limits).await
+    }
+
     /// The same on an existing directory, with a new store.
     pub async fn open(
         dir: tempfile::TempDir,
@@ -73,6 +84,16 @@ impl Env {
         files: &[(&str, &str)],
         secrets: BTreeMap<String, String>,
     ) -> Self {
+        Self::open_with(dir, backend, files, secrets, Default::default()).await
+    }
+
+    async fn open_with(
+        dir: tempfile::TempDir,
+        backend: Backend,
+        files: &[(&str, &str)],
+        secrets: BTreeMap<String, String>,
+        limits: sluice_daemon::limits::LimitsConfig,
+    ) -> Self {
         let pipelines = dir.path().join("pipelines");
         std::fs::create_dir_all(&pipelines).expect("mkdir");
         for (name, text) in files {
@@ -89,6 +110,7 @@ impl Env {
                 workers: 8,
                 plugins_dir: dir.path().join("plugins"),
                 shutdown_grace: Duration::from_millis(0),
+                limits: Arc::new(sluice_daemon::limits::Limits::new(limits)),
                 ..EngineOptions::default()
             },
         )

@@ -27,7 +27,9 @@ use super::load::from_created;
 use super::{Created, Run, Turn, finish_if_done, start_ready};
 use crate::attempt_log::{LogSink, NoteSlot};
 use crate::engine::{Inner, admission};
-use crate::store::{Change, DoneAttempt, DoneNode, DoneRun, NewNode, NewRun, NodeChange, RunChange};
+use crate::store::{
+    Change, DoneAttempt, DoneNode, DoneRun, NewNode, NewRun, NodeChange, RunChange,
+};
 
 /// The id a run carries while it executes before it has one; it is never
 /// written or announced (events get the real id after the commit).
@@ -132,7 +134,10 @@ fn unexecuted(mut r: Run, deadline: Option<i64>) -> NewRun {
     NewRun {
         pipeline: std::mem::take(&mut record.pipeline),
         version_id: record.version_id,
-        trigger: std::mem::replace(&mut record.trigger, sluice_shared::run::TriggerInfo::manual(None)),
+        trigger: std::mem::replace(
+            &mut record.trigger,
+            sluice_shared::run::TriggerInfo::manual(None),
+        ),
         inputs: record.inputs.take(),
         retry_of: record.retry_of,
         deadline,
@@ -199,7 +204,9 @@ fn done(r: &mut Run, created_at: i64, started: i64) -> Option<Executed> {
         .collect();
     let notes = std::mem::take(&mut r.notes)
         .into_iter()
-        .map(|(i, attempt, slot, text)| (r.version.pipeline.nodes[i].id.clone(), attempt, slot, text))
+        .map(|(i, attempt, slot, text)| {
+            (r.version.pipeline.nodes[i].id.clone(), attempt, slot, text)
+        })
         .collect();
     let state = r.record.state;
     let deadline = r.record.deadline;
