@@ -209,7 +209,7 @@ fn done(r: &mut Run, created_at: i64, started: i64) -> Option<Executed> {
         })
         .collect();
     let state = r.record.state;
-    let deadline = r.record.deadline;
+    let deadline = run_change.deadline.flatten();
     let mut new = unexecuted(
         Run::new(
             UNASSIGNED,
