@@ -204,6 +204,8 @@ pub(crate) struct Inner {
     pub templates: Arc<TemplateEngine>,
     pub secrets_json: Arc<Value>,
     pub redactor: Arc<Redactor>,
+    /// `opts.base_env`, shared by every node context.
+    pub base_env: Arc<[(String, String)]>,
     pub http: reqwest::Client,
     pub(crate) dispatch: Arc<dispatch::Dispatch>,
     pub logs: mpsc::Sender<LogMsg>,
@@ -330,6 +332,7 @@ impl Engine {
             templates: Arc::new(TemplateEngine::new()),
             secrets_json: Arc::new(secrets.as_json()),
             redactor: Arc::new(secrets.redactor()),
+            base_env: opts.base_env.clone().into(),
             http,
             dispatch: dispatch::Dispatch::new(opts.workers),
             logs: log_tx,

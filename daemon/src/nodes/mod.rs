@@ -61,7 +61,7 @@ pub struct NodeContext {
     /// The attempt's time limit, if any (the engine also enforces it).
     pub timeout: Option<Duration>,
     /// Environment variables passed through to child processes by default.
-    pub base_env: Vec<(String, String)>,
+    pub base_env: Arc<[(String, String)]>,
     /// LLM providers from sluiced.toml (for `llm` nodes).
     pub llm: Arc<crate::llm::LlmProviders>,
     /// Webhook and email delivery (for `notify` nodes and approval notifications).
@@ -165,6 +165,22 @@ pub async fn execute(kind: &NodeKind, ctx: &NodeContext) -> Result<Outcome, Node
     }
 }
 
+/// [`execute`] for the kinds [`is_instant`] accepts. Its future is small:
+/// [`execute`]'s holds the state of every kind (an HTTP request, a child
+/// process), which the intake path that runs instant nodes would otherwise
+/// carry and copy with every move of its own future.
+pub async fn execute_instant(kind: &NodeKind, ctx: &NodeContext) -> Result<Outcome, NodeError> {
+    match kind {
+        NodeKind::Filter(n) => n.execute(ctx).await,
+        NodeKind::Transform(n) => n.execute(ctx).await,
+        NodeKind::Delay(n) => n.execute(ctx).await,
+        other => Err(NodeError::fatal(format!(
+            "internal error: '{}' nodes are not instant",
+            other.name()
+        ))),
+    }
+}
+
 /// Whether a kind completes instantly in-process (no worker slot, no separate start record).
 pub fn is_instant(kind: &NodeKind) -> bool {
     matches!(
@@ -258,7 +274,8 @@ pub(crate) mod test_support {
             base_env: vec![(
                 "PATH".into(),
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-            )],
+            )]
+            .into(),
             llm: Arc::new(crate::llm::LlmProviders::default()),
             notifier: Arc::new(crate::notify::Notifier::disabled()),
             on_spawn: None,

@@ -47,6 +47,7 @@ impl Run {
             .collect();
         let plain = Arc::new(context::build(&self.facts(), upstream));
         let node = self.node(i);
+        let spawns = !nodes::is_instant(&node.kind);
         NodeContext {
             run: self.id,
             node: node.id.clone(),
@@ -71,16 +72,13 @@ impl Run {
             plugins_dir: inner.opts.plugins_dir.clone(),
             retry_if: node.retry_if.clone().unwrap_or_default(),
             timeout: node.timeout.map(|t| t.std()),
-            base_env: inner.opts.base_env.clone(),
+            base_env: Arc::clone(&inner.base_env),
             llm: Arc::clone(&inner.opts.llm),
             notifier: Arc::clone(&inner.opts.notifier),
-            on_spawn: Some(process_recorder(inner, self.id, &node.id, attempt)),
-            marker: Some(nodes::attempt_marker(
-                self.id,
-                self.record.created_at,
-                &node.id,
-                attempt,
-            )),
+            // Instant kinds start no process: nothing to record or mark.
+            on_spawn: spawns.then(|| process_recorder(inner, self.id, &node.id, attempt)),
+            marker: spawns
+                .then(|| nodes::attempt_marker(self.id, self.record.created_at, &node.id, attempt)),
         }
     }
 

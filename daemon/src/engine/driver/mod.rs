@@ -347,7 +347,9 @@ async fn start_ready(
             let node = run.node(i).clone();
             // Approvals need no worker and no active-node slot.
             if let NodeKind::Approval(a) = &node.kind {
-                progressed |= run.approval_step(inner, i, a).await?;
+                // Boxed, as below: rare here, and large futures inline would
+                // be carried (and copied) by every run's, the intake's included.
+                progressed |= Box::pin(run.approval_step(inner, i, a)).await?;
                 continue;
             }
             if turn.running.len() + to_spawn.len() >= turn.max_active {
@@ -357,7 +359,7 @@ async fn start_ready(
             // A failed look at the budget must not stop the run's other attempts:
             // the trigger was checked, so the node goes ahead.
             let over_cap = if matches!(node.kind, NodeKind::Llm(_)) {
-                run.llm_over_cap(inner).await.unwrap_or_else(|e| {
+                Box::pin(run.llm_over_cap(inner)).await.unwrap_or_else(|e| {
                     tracing::warn!(run = %run.id, error = %e, "cannot check the LLM token budget");
                     None
                 })
@@ -377,7 +379,7 @@ async fn start_ready(
                 if matches!(node.kind, NodeKind::Delay(_)) {
                     run.attempt_start(i, attempt);
                 }
-                let result = nodes::execute(&node.kind, &ctx).await;
+                let result = nodes::execute_instant(&node.kind, &ctx).await;
                 run.complete(inner, i, attempt, result, false);
                 progressed = true;
             } else {
