@@ -184,14 +184,20 @@ async fn an_instant_run_is_durable_and_finished_when_accepted_and_announced_with
     let attempts = h.env.store.attempts(run).await.unwrap();
     assert_eq!(attempts.len(), 3, "{attempts:?}");
     assert!(attempts.iter().all(|a| a.state == AttemptState::Succeeded));
-    // Each node's outcome note is in its log by the time the run is announced finished.
-    let logs = h.env.store.logs(run, None).await.unwrap();
-    for id in ["pick", "gate", "after"] {
-        assert!(
+    // Each node's outcome note reaches its log (written after the commit).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = h.env.store.logs(run, None).await.unwrap();
+        let noted = |id: &str| {
             logs.iter()
-                .any(|l| l.node == id && l.line == "node succeeded"),
-            "{id}: {logs:?}"
-        );
+                .any(|l| l.node == id && l.line == "node succeeded")
+        };
+        if ["pick", "gate", "after"].iter().all(|id| noted(id)) {
+            assert!(logs.iter().all(|l| l.run == run), "{logs:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "outcome notes missing: {logs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Announced in order, every event with the committed id.
     let mut seen = Vec::new();
@@ -287,11 +293,15 @@ async fn a_failing_transform_fails_its_run_and_skips_the_rest() {
     let attempts = h.env.store.attempts(run).await.unwrap();
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     assert_eq!(attempts[0].state, AttemptState::Failed);
-    let logs = h.env.store.logs(run, Some("a")).await.unwrap();
-    assert!(
-        logs.iter().any(|l| l.line.starts_with("node failed")),
-        "{logs:?}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = h.env.store.logs(run, Some("a")).await.unwrap();
+        if logs.iter().any(|l| l.line.starts_with("node failed")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure note: {logs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

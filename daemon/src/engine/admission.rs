@@ -16,7 +16,9 @@
 //! count is under the cap again. After a crash the leases are rebuilt from the
 //! runs that are running, and a periodic check makes held slots equal running
 //! runs again should anything have drifted, so a queue never freezes behind a
-//! leaked slot.
+//! leaked slot. A run of instant nodes executed as it is accepted (see
+//! `driver::inline`) holds none: it executes only when `has_room` says it
+//! would start at once, and is finished by the time it is written.
 //!
 //! Order: runs start fairly across users — round-robin between the users with
 //! waiting runs, oldest first within a user. A user's run that only its

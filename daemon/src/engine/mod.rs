@@ -486,9 +486,9 @@ impl Engine {
         driver::inline::execute(&self.inner, run).await
     }
 
-    /// Announces run `id`, committed finished from `executed`.
-    pub(crate) async fn announce_inline(&self, id: RunId, executed: driver::inline::Executed) {
-        driver::inline::announce(&self.inner, id, executed).await;
+    /// Announces run `id`, committed finished from `executed` (in the background).
+    pub(crate) fn announce_inline(&self, id: RunId, executed: driver::inline::Executed) {
+        driver::inline::announce(&self.inner, id, executed);
     }
 
     /// Fails unless `run` exists and has not finished.

@@ -20,6 +20,8 @@ struct State {
     runs: HashMap<RunId, String>,
     /// Queued runs plus reservations, per user.
     per_user: HashMap<String, u64>,
+    /// Queued runs alone (no reservations), per user.
+    queued_per_user: HashMap<String, u64>,
     total: u64,
 }
 
@@ -65,6 +67,8 @@ impl Reservation {
             // Already counted (a recovered or redelivered run): give the place back.
             drop(s);
             self.backlog.unreserve(&self.user);
+        } else {
+            *s.queued_per_user.entry(self.user.clone()).or_default() += 1;
         }
     }
 }
@@ -123,6 +127,7 @@ impl Backlog {
         if s.runs.insert(run, user.to_owned()).is_none() {
             s.total += 1;
             *s.per_user.entry(user.to_owned()).or_default() += 1;
+            *s.queued_per_user.entry(user.to_owned()).or_default() += 1;
         }
     }
 
@@ -131,21 +136,28 @@ impl Backlog {
         let mut s = self.lock();
         if let Some(user) = s.runs.remove(&run) {
             s.total = s.total.saturating_sub(1);
-            Self::dec(&mut s, &user);
+            Self::dec(&mut s.per_user, &user);
+            Self::dec(&mut s.queued_per_user, &user);
         }
+    }
+
+    /// Whether `user` has a run written and not yet started (reservations of
+    /// triggers still being written do not count).
+    pub fn has_queued(&self, user: &str) -> bool {
+        self.lock().queued_per_user.contains_key(user)
     }
 
     fn unreserve(&self, user: &str) {
         let mut s = self.lock();
         s.total = s.total.saturating_sub(1);
-        Self::dec(&mut s, user);
+        Self::dec(&mut s.per_user, user);
     }
 
-    fn dec(s: &mut State, user: &str) {
-        if let Some(n) = s.per_user.get_mut(user) {
+    fn dec(counts: &mut HashMap<String, u64>, user: &str) {
+        if let Some(n) = counts.get_mut(user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                s.per_user.remove(user);
+                counts.remove(user);
             }
         }
     }
@@ -189,9 +201,16 @@ mod tests {
         r1.created(RunId(1));
         r2.created(RunId(2));
         assert_eq!(b.depth(Some("alice")), (2, 2));
+        assert!(b.has_queued("alice") && !b.has_queued("bob"));
         b.leave(RunId(1));
         b.leave(RunId(1));
         assert_eq!(b.depth(Some("alice")), (1, 1));
+        assert!(b.has_queued("alice"));
+        b.leave(RunId(2));
+        assert!(
+            !b.has_queued("alice"),
+            "reservations alone are not queued runs"
+        );
         assert!(b.reserve("alice", 3, 2).is_ok());
     }
 

@@ -383,7 +383,7 @@ impl Triggers {
             // Finished already: it never waits in the backlog.
             Some(executed) => {
                 drop(place);
-                self.inner.engine.announce_inline(id, executed).await;
+                self.inner.engine.announce_inline(id, executed);
             }
             None => {
                 place.created(id);

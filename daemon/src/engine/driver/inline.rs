@@ -12,9 +12,11 @@
 //! dropped, which is safe because the nodes have no effects, and the run is
 //! written queued for its driver to execute.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::model::NodeKind;
@@ -44,26 +46,30 @@ pub(crate) struct Executed {
     notes: Vec<(String, u32, NoteSlot, String)>,
     /// Attempts that ended, by node kind.
     ended: Vec<(String, AttemptState)>,
-    took: Duration,
+    /// When it started (ms), for its duration once committed.
+    started: i64,
 }
 
 /// Whether `pipeline`'s runs may execute before they are written: every node
 /// is a transform or a filter, and no template or expression reads the run's
-/// id (or the whole `run`), which exists only once the run is written.
+/// id (or the whole `run`, or the whole context through `debug()`), which
+/// exists only once the run is written.
 pub(crate) fn eligible(pipeline: &Pipeline) -> bool {
     let engine = TemplateEngine::new();
-    let reads_id = |refs: &std::collections::BTreeSet<String>| {
-        refs.iter()
-            .any(|r| r == "run" || r == "run.id" || r.starts_with("run.id."))
+    let reads_id = |source: &str, refs: &std::collections::BTreeSet<String>| {
+        source.contains("debug")
+            || refs
+                .iter()
+                .any(|r| r == "run" || r == "run.id" || r.starts_with("run.id."))
     };
     pipeline.nodes.iter().all(|n| {
         matches!(n.kind, NodeKind::Transform(_) | NodeKind::Filter(_))
             && template_sites(n)
                 .iter()
-                .all(|(_, s)| engine.template_refs(s).is_ok_and(|r| !reads_id(&r)))
+                .all(|(_, s)| engine.template_refs(s).is_ok_and(|r| !reads_id(s, &r)))
             && expression_sites(n)
                 .iter()
-                .all(|(_, s)| engine.expression_refs(s).is_ok_and(|r| !reads_id(&r)))
+                .all(|(_, s)| engine.expression_refs(s).is_ok_and(|r| !reads_id(s, &r)))
     })
 }
 
@@ -86,7 +92,9 @@ pub(crate) async fn execute(inner: &Arc<Inner>, run: Arc<NewRun>) -> Result<Exec
         return Err(run);
     };
     let user = crate::limits::user_key(run.trigger.user.as_deref());
+    // Runs of this user written earlier and not started yet start first.
     if !version.inline
+        || inner.opts.limits.backlog().has_queued(user)
         || !inner.admission.has_room(
             user,
             &run.pipeline,
@@ -107,17 +115,29 @@ pub(crate) async fn execute(inner: &Arc<Inner>, run: Arc<NewRun>) -> Result<Exec
     );
     // As admission would start it.
     let started = now_ms();
+    let run_deadline = super::super::run_deadline(&version.pipeline, started);
     r.set_run(RunChange {
         state: Some(RunState::Running),
         started_at: Some(started),
-        deadline: Some(super::super::run_deadline(&version.pipeline, started)),
+        deadline: Some(run_deadline),
         ..Default::default()
     });
     r.record.started_at = Some(started);
+    r.record.deadline = run_deadline;
     let mut turn = Turn::new(&r);
-    let ended_at_once = match start_ready(inner, &mut r, &mut turn).await {
-        Ok((to_spawn, starved)) => to_spawn.is_empty() && !starved && finish_if_done(&mut r),
-        Err(_) => false,
+    // A panic here would otherwise end the trigger's task (a webhook
+    // handler, a cron fire) with nothing written; the run is written queued
+    // instead, for its driver, which contains panics.
+    let stepped = AssertUnwindSafe(start_ready(inner, &mut r, &mut turn))
+        .catch_unwind()
+        .await;
+    let ended_at_once = match stepped {
+        Ok(Ok((to_spawn, starved))) => to_spawn.is_empty() && !starved && finish_if_done(&mut r),
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::error!(pipeline = %r.record.pipeline, "executing a run of instant nodes panicked; it is queued for its driver instead");
+            false
+        }
     };
     if !ended_at_once {
         return Err(Arc::new(unexecuted(r, deadline)));
@@ -128,7 +148,8 @@ pub(crate) async fn execute(inner: &Arc<Inner>, run: Arc<NewRun>) -> Result<Exec
     }
 }
 
-/// The run as it was before it executed, to be written queued.
+/// The run as it was before it executed, to be written queued. Its nodes
+/// are fresh (none reused: `execute` takes no run that reuses outputs).
 fn unexecuted(mut r: Run, deadline: Option<i64>) -> NewRun {
     let record = &mut r.record;
     NewRun {
@@ -233,7 +254,7 @@ fn done(r: &mut Run, created_at: i64, started: i64) -> Option<Executed> {
         events: std::mem::take(&mut r.events),
         notes,
         ended,
-        took: Duration::from_millis(u64::try_from(finished_at - started).unwrap_or(0)),
+        started,
     })
 }
 
@@ -258,15 +279,26 @@ fn placeholder_record() -> crate::store::RunRecord {
 }
 
 /// Announces run `id`, committed from `executed`: created, its nodes' notes,
-/// then its state changes, as its driver would have announced them.
-pub(crate) async fn announce(inner: &Inner, id: RunId, executed: Executed) {
+/// then its state changes, as its driver would have announced them. Runs
+/// as a task of its own (on the engine's tracker, which shutdown drains), so
+/// a trigger whose caller goes away cannot cut the announcement short.
+pub(crate) fn announce(inner: &Arc<Inner>, id: RunId, executed: Executed) {
+    let task = Arc::clone(inner);
+    inner
+        .tracker
+        .spawn(async move { announce_now(&task, id, executed).await });
+}
+
+async fn announce_now(inner: &Inner, id: RunId, executed: Executed) {
     let Executed {
         run,
         events,
         notes,
         ended,
-        took,
+        started,
     } = executed;
+    // Measured as the driver measures it: from the start to the commit.
+    let took = Duration::from_millis(u64::try_from(now_ms() - started).unwrap_or(0));
     inner.publish(Event::RunCreated {
         run: id,
         pipeline: run.pipeline.clone(),
@@ -301,5 +333,48 @@ pub(crate) async fn announce(inner: &Inner, id: RunId, executed: Executed) {
             *run = id;
         }
         inner.publish(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(nodes: &str) -> Pipeline {
+        let file = sluice_shared::load_source(
+            std::path::Path::new("p.yaml"),
+            &format!("nodes:\n{nodes}"),
+            &Default::default(),
+        );
+        file.pipeline
+            .unwrap_or_else(|| panic!("{:?}", file.diagnostics))
+    }
+
+    fn with_output(output: &str) -> Pipeline {
+        pipeline(&format!(
+            "  - id: a\n    kind: transform\n    output: {{ v: {output} }}\n  - id: f\n    kind: filter\n    needs: [a]\n    condition: \"nodes.a.output.v != 1\"\n"
+        ))
+    }
+
+    #[test]
+    fn only_pure_instant_nodes_that_never_see_the_run_id_execute_before_the_write() {
+        assert!(eligible(&with_output(
+            "\"{{ trigger.body.x }} {{ run.user }} {{ run.started_at }}\""
+        )));
+        for reads_id in [
+            "\"{{ run.id }}\"",
+            "\"{{ run | tojson }}\"",
+            "\"{{ run['id'] }}\"",
+            "\"{% set r = run %}{{ r.id }}\"",
+            "\"{{ debug() }}\"",
+        ] {
+            assert!(!eligible(&with_output(reads_id)), "{reads_id}");
+        }
+        assert!(!eligible(&pipeline(
+            "  - id: a\n    kind: transform\n    output: 1\n    when: \"run.id > 3\"\n"
+        )));
+        assert!(!eligible(&pipeline(
+            "  - id: s\n    kind: shell\n    run: 'true'\n"
+        )));
     }
 }
