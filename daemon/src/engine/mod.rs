@@ -290,14 +290,7 @@ async fn enqueue_shared(
         inputs,
         retry_of: None,
         deadline,
-        nodes: pipeline
-            .nodes
-            .iter()
-            .map(|n| NewNode {
-                id: n.id.clone(),
-                reused: None,
-            })
-            .collect(),
+        nodes: NewNode::fresh(pipeline),
     });
     let (id, created_at) = store.create_run_shared(Arc::clone(&run)).await?;
     Ok(driver::Created {

@@ -169,6 +169,20 @@ pub struct NewNode {
     pub reused: Option<(RunId, Value)>,
 }
 
+impl NewNode {
+    /// Every node of `pipeline`, fresh (none reused), in pipeline order.
+    pub fn fresh(pipeline: &sluice_shared::Pipeline) -> Vec<Self> {
+        pipeline
+            .nodes
+            .iter()
+            .map(|n| Self {
+                id: n.id.clone(),
+                reused: None,
+            })
+            .collect()
+    }
+}
+
 /// A change to a node of a run.
 #[derive(Clone, Debug, Default)]
 pub struct NodeChange {

@@ -497,13 +497,6 @@ fn new_run(entry: &Entry, inputs: Value, trigger: TriggerInfo) -> NewRun {
         inputs,
         retry_of: None,
         deadline,
-        nodes: p
-            .nodes
-            .iter()
-            .map(|n| NewNode {
-                id: n.id.clone(),
-                reused: None,
-            })
-            .collect(),
+        nodes: NewNode::fresh(p),
     }
 }

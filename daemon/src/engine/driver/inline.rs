@@ -162,16 +162,7 @@ fn unexecuted(mut r: Run, deadline: Option<i64>) -> NewRun {
         inputs: record.inputs.take(),
         retry_of: record.retry_of,
         deadline,
-        nodes: r
-            .version
-            .pipeline
-            .nodes
-            .iter()
-            .map(|n| NewNode {
-                id: n.id.clone(),
-                reused: None,
-            })
-            .collect(),
+        nodes: NewNode::fresh(&r.version.pipeline),
         done: None,
     }
 }
