@@ -103,6 +103,34 @@ impl JsonView {
     }
 }
 
+impl JsonView {
+    /// The scalar (null, bool, number or string) at `path` from this root
+    /// view, the overlay honoured, when every step is a key of an object.
+    /// `None` for anything else (a missing key, an array step, a container
+    /// result): the caller then evaluates the full expression, whose errors
+    /// and conversions stay minijinja's. A scalar reads the same either way.
+    pub(super) fn scalar_at(&self, path: &[&str]) -> Option<Value> {
+        let (first, rest) = path.split_first()?;
+        let mut v = match self.overlay() {
+            Some((k, extra)) if k == first => &**extra,
+            _ => match self.target() {
+                Value::Object(m) => m.get(*first)?,
+                _ => return None,
+            },
+        };
+        for key in rest {
+            v = match v {
+                Value::Object(m) => m.get(*key)?,
+                _ => return None,
+            };
+        }
+        match v {
+            Value::Array(_) | Value::Object(_) => None,
+            scalar => Some(scalar.clone()),
+        }
+    }
+}
+
 impl Object for JsonView {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
         match self.target() {
