@@ -120,6 +120,18 @@ async fn a_store_migrated_by_a_newer_sluiced_is_refused_before_anything_changes(
     )
     .expect("a future migration");
     drop(conn);
+    // The store's connections close on their own threads after the drop; the
+    // last one to close checkpoints the WAL into the file and removes it. Only
+    // then is the file what a refused start must leave as it is.
+    let wal = dir.path().join("newer.db-wal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while wal.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's connections never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let before = std::fs::read(&db).expect("read");
     let config = format!("[store]\nurl = \"sqlite://{}\"\n", db.display());
     let (ok, said) = start(dir.path(), &config);
