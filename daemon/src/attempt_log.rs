@@ -43,7 +43,7 @@ pub enum NoteSlot {
 
 impl NoteSlot {
     /// The note's `seq` in a log capped at `max_lines` (`max_lines + 1` is the truncation marker).
-    fn seq(self, max_lines: u32) -> u32 {
+    pub fn seq(self, max_lines: u32) -> u32 {
         let offset = match self {
             Self::Retry => 2,
             Self::Decision => 3,

@@ -206,7 +206,10 @@ async fn an_instant_run_is_durable_and_finished_when_accepted_and_announced_with
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, events.recv()).await {
             Ok(Ok(
-                e @ (Event::RunCreated { .. } | Event::RunState { .. } | Event::NodeState { .. }),
+                e @ (Event::RunCreated { .. }
+                | Event::RunState { .. }
+                | Event::NodeState { .. }
+                | Event::Log { .. }),
             )) => seen.push(e),
             Ok(Ok(_)) => {}
             other => panic!("no end of run {run} announced: {other:?}; saw {seen:?}"),
@@ -219,7 +222,8 @@ async fn an_instant_run_is_durable_and_finished_when_accepted_and_announced_with
         let id = match e {
             Event::RunCreated { run, .. }
             | Event::RunState { run, .. }
-            | Event::NodeState { run, .. } => *run,
+            | Event::NodeState { run, .. }
+            | Event::Log { run, .. } => *run,
             _ => unreachable!(),
         };
         assert_eq!(id, run, "{e:?}");
@@ -243,6 +247,18 @@ async fn an_instant_run_is_durable_and_finished_when_accepted_and_announced_with
             .count(),
         3
     );
+    // Each node's outcome note is announced, before the run's end.
+    let notes: Vec<&str> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Log { node, line, .. } if line == "node succeeded" => Some(node.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes.len(), 3, "{seen:?}");
+    for id in ["pick", "gate", "after"] {
+        assert!(notes.contains(&id), "{id}: {seen:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

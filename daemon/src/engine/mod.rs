@@ -479,7 +479,7 @@ impl Engine {
         driver::inline::execute(&self.inner, run).await
     }
 
-    /// Announces run `id`, committed finished from `executed` (in the background).
+    /// Announces run `id`, committed finished from `executed`.
     pub(crate) fn announce_inline(&self, id: RunId, executed: driver::inline::Executed) {
         driver::inline::announce(&self.inner, id, executed);
     }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sluice_shared::run::{AttemptState, NodeState, RunId, RunState, TriggerInfo};
+use sluice_shared::run::{AttemptState, LogLine, NodeState, RunId, RunState, TriggerInfo};
 
 /// Identifies a stored pipeline version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -126,6 +126,9 @@ pub struct DoneRun {
     pub nodes: Vec<DoneNode>,
     /// The attempts made.
     pub attempts: Vec<DoneAttempt>,
+    /// Its nodes' closing notes (how each ended), stored with it: the log
+    /// lines of a run that is written finished.
+    pub notes: Vec<LogLine>,
 }
 
 /// How a node of a run executed before it was written ended.

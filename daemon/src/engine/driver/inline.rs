@@ -20,15 +20,16 @@ use futures_util::FutureExt;
 use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::model::NodeKind;
-use sluice_shared::run::{AttemptState, RunId, RunState};
+use sluice_shared::run::{AttemptState, LogLine, RunId, RunState};
 use sluice_shared::template::TemplateEngine;
 use sluice_shared::time::now_ms;
 use sluice_shared::validate::{expression_sites, template_sites};
 
 use super::load::from_created;
 use super::{Created, Run, Turn, finish_if_done, start_ready};
-use crate::attempt_log::{LogSink, NoteSlot};
+use crate::attempt_log::MAX_LINES;
 use crate::engine::{Inner, admission};
+use crate::secrets::Redactor;
 use crate::store::{
     Change, DoneAttempt, DoneNode, DoneRun, NewNode, NewRun, NodeChange, RunChange,
 };
@@ -42,8 +43,6 @@ pub(crate) struct Executed {
     /// What to write: the run with how it ended.
     pub run: Arc<NewRun>,
     events: Vec<Event>,
-    /// Notes for node logs: (node id, attempt, slot, text).
-    notes: Vec<(String, u32, NoteSlot, String)>,
     /// Attempts that ended, by node kind.
     ended: Vec<(String, AttemptState)>,
     /// When it started (ms), for its duration once committed.
@@ -142,7 +141,7 @@ pub(crate) async fn execute(inner: &Arc<Inner>, run: Arc<NewRun>) -> Result<Exec
     if !ended_at_once {
         return Err(Arc::new(unexecuted(r, deadline)));
     }
-    match done(&mut r, created_at, started) {
+    match done(&mut r, &inner.redactor, created_at, started) {
         Some(executed) => Ok(executed),
         None => Err(Arc::new(unexecuted(r, deadline))),
     }
@@ -155,10 +154,7 @@ fn unexecuted(mut r: Run, deadline: Option<i64>) -> NewRun {
     NewRun {
         pipeline: std::mem::take(&mut record.pipeline),
         version_id: record.version_id,
-        trigger: std::mem::replace(
-            &mut record.trigger,
-            sluice_shared::run::TriggerInfo::manual(None),
-        ),
+        trigger: std::mem::replace(&mut record.trigger, vacant_trigger()),
         inputs: record.inputs.take(),
         retry_of: record.retry_of,
         deadline,
@@ -169,7 +165,7 @@ fn unexecuted(mut r: Run, deadline: Option<i64>) -> NewRun {
 
 /// The finished run `r` as one write, with what to announce once it is
 /// committed; `None` for a change a finished row cannot carry.
-fn done(r: &mut Run, created_at: i64, started: i64) -> Option<Executed> {
+fn done(r: &mut Run, redactor: &Redactor, created_at: i64, started: i64) -> Option<Executed> {
     let count = r.nodes.len();
     let mut run_change = RunChange::default();
     let mut node_changes = vec![NodeChange::default(); count];
@@ -214,10 +210,17 @@ fn done(r: &mut Run, created_at: i64, started: i64) -> Option<Executed> {
             finished_at: c.finished_at.flatten(),
         })
         .collect();
+    // Written with the run, as the log pump would store them after it.
     let notes = std::mem::take(&mut r.notes)
         .into_iter()
-        .map(|(i, attempt, slot, text)| {
-            (r.version.pipeline.nodes[i].id.clone(), attempt, slot, text)
+        .map(|(i, attempt, slot, text)| LogLine {
+            run: UNASSIGNED,
+            node: r.version.pipeline.nodes[i].id.clone(),
+            attempt,
+            seq: slot.seq(MAX_LINES),
+            at_ms: at,
+            stream: "sluice".to_owned(),
+            line: redactor.redact(&text).into_owned(),
         })
         .collect();
     let state = r.record.state;
@@ -239,14 +242,23 @@ fn done(r: &mut Run, created_at: i64, started: i64) -> Option<Executed> {
         error: run_change.error.flatten(),
         nodes,
         attempts,
+        notes,
     });
     Some(Executed {
         run: Arc::new(new),
         events: std::mem::take(&mut r.events),
-        notes,
         ended,
         started,
     })
+}
+
+/// What is left in a record's place once its trigger moved out (allocates nothing).
+fn vacant_trigger() -> sluice_shared::run::TriggerInfo {
+    sluice_shared::run::TriggerInfo {
+        kind: sluice_shared::run::TriggerKind::Manual,
+        user: None,
+        details: serde_json::Value::Null,
+    }
 }
 
 /// What is left in a run's place once its record moved into the write.
@@ -257,7 +269,7 @@ fn placeholder_record() -> crate::store::RunRecord {
         version_id: crate::store::VersionId(0),
         state: RunState::Queued,
         user: None,
-        trigger: sluice_shared::run::TriggerInfo::manual(None),
+        trigger: vacant_trigger(),
         inputs: serde_json::Value::Null,
         retry_of: None,
         created_at: 0,
@@ -269,22 +281,14 @@ fn placeholder_record() -> crate::store::RunRecord {
     }
 }
 
-/// Announces run `id`, committed from `executed`: created, its nodes' notes,
-/// then its state changes, as its driver would have announced them. Runs
-/// as a task of its own (on the engine's tracker, which shutdown drains), so
-/// a trigger whose caller goes away cannot cut the announcement short.
-pub(crate) fn announce(inner: &Arc<Inner>, id: RunId, executed: Executed) {
-    let task = Arc::clone(inner);
-    inner
-        .tracker
-        .spawn(async move { announce_now(&task, id, executed).await });
-}
-
-async fn announce_now(inner: &Inner, id: RunId, executed: Executed) {
+/// Announces run `id`, committed from `executed`: created, its nodes' notes
+/// (stored with it), then its state changes, as its driver would have
+/// announced them. Nothing here waits, so a caller that goes away right after
+/// the commit cannot cut the announcement short.
+pub(crate) fn announce(inner: &Inner, id: RunId, executed: Executed) {
     let Executed {
         run,
         events,
-        notes,
         ended,
         started,
     } = executed;
@@ -294,30 +298,25 @@ async fn announce_now(inner: &Inner, id: RunId, executed: Executed) {
         run: id,
         pipeline: run.pipeline.clone(),
     });
-    let wrote_notes = !notes.is_empty();
-    for (node, attempt, slot, text) in notes {
-        LogSink::new(
-            id,
-            &node,
-            attempt,
-            inner.logs.clone(),
-            Arc::clone(&inner.redactor),
-        )
-        .closing_note(slot, &text)
-        .await;
-    }
-    for (kind, state) in ended {
-        inner.opts.telemetry.attempt_finished(&kind, state);
-    }
     if let Some(done) = &run.done {
+        // Followers stop at the run's end: its last lines come first.
+        for l in &done.notes {
+            inner.publish(Event::Log {
+                run: id,
+                node: l.node.clone(),
+                attempt: l.attempt,
+                seq: l.seq,
+                stream: l.stream.clone(),
+                line: l.line.clone(),
+            });
+        }
         inner
             .opts
             .telemetry
             .run_finished(&run.pipeline, done.state, Some(took));
     }
-    if wrote_notes {
-        // Followers stop at the run's end: its last lines must be out first.
-        inner.logs_settled().await;
+    for (kind, state) in ended {
+        inner.opts.telemetry.attempt_finished(&kind, state);
     }
     for mut e in events {
         if let Event::RunState { run, .. } | Event::NodeState { run, .. } = &mut e {

@@ -125,6 +125,19 @@ pub(crate) struct NodeRow<'a> {
     pub(crate) finished_at: Option<i64>,
 }
 
+/// The closing notes of a run written finished, as log lines of run `id`.
+pub(crate) fn done_notes(run: &NewRun, id: i64) -> Vec<LogLine> {
+    run.done.as_ref().map_or_else(Vec::new, |d| {
+        d.notes
+            .iter()
+            .map(|l| LogLine {
+                run: RunId(id),
+                ..l.clone()
+            })
+            .collect()
+    })
+}
+
 impl<'a> NodeRow<'a> {
     /// The row of `run`'s node at `position`, for a run created at `at`.
     pub(crate) fn of(run: &'a NewRun, position: usize, at: i64) -> Self {

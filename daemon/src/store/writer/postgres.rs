@@ -14,7 +14,10 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row};
 use tokio::sync::mpsc;
 
-use super::{Done, MAX_BATCH, NodeRow, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written};
+use super::{
+    Done, MAX_BATCH, NodeRow, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written,
+    done_notes,
+};
 use super::{fail_all, json_text};
 use crate::store::StoreError;
 use crate::store::records::{NodeChange, RunChange};
@@ -320,6 +323,9 @@ async fn insert_run(conn: &mut PgConnection, row: &RunRow, at: i64) -> Result<i6
     .bind(&a_errors)
     .fetch_one(&mut *conn)
     .await?;
+    if done.is_some_and(|d| !d.notes.is_empty()) {
+        insert_logs(conn, &done_notes(new, id)).await?;
+    }
     Ok(id)
 }
 

@@ -9,7 +9,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use sluice_shared::run::{LogLine, RunId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Done, MAX_BATCH, NodeRow, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written};
+use super::{
+    Done, MAX_BATCH, NodeRow, PanicLog, Reply, RunRow, SqlArg, StallHook, Write, Written,
+    done_notes,
+};
 use super::{fail_all, json_text};
 use crate::store::records::{NodeChange, RunChange};
 use crate::store::{Durability, StoreError};
@@ -249,6 +252,9 @@ fn insert_run(conn: &Connection, row: &RunRow, at: i64) -> Result<i64, StoreErro
                 a.at,
                 a.error
             ])?;
+        }
+        if !done.notes.is_empty() {
+            insert_logs(conn, &done_notes(new, id))?;
         }
     }
     Ok(id)
