@@ -30,6 +30,8 @@ pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
 
 mod view;
 
+pub use view::Layer;
+
 const SHELL: &str = "shell";
 
 /// Prefix of the environment variables that carry values into shell scripts
@@ -117,11 +119,27 @@ impl Context {
     /// A context over `value` (an object) with `key` set to `extra`, made
     /// without copying either (a run's context can hold a large trigger body).
     pub fn shared_with(value: Arc<Value>, key: &str, extra: Arc<Value>) -> Self {
-        Self::shared(value, Some((key.to_owned(), extra)))
+        Self::layered(value, vec![Layer::new(key, extra)])
+    }
+
+    /// A context over `value` (an object) with `layers` set over its keys,
+    /// made without copying any of them.
+    pub fn layered(value: Arc<Value>, layers: Vec<Layer>) -> Self {
+        Self(view::JsonView::root(value, layers))
     }
 
     fn shared(value: Arc<Value>, overlay: Option<(String, Arc<Value>)>) -> Self {
-        Self(view::JsonView::root(value, overlay))
+        let layers = overlay.map_or_else(Vec::new, |(k, v)| vec![Layer::new(&k, v)]);
+        Self::layered(value, layers)
+    }
+
+    /// The context as plain JSON, its layers merged in, without the one at
+    /// `key` (the secrets, for what plugins receive).
+    pub fn to_json_without(&self, key: &str) -> Value {
+        match self.0.downcast_object_ref::<view::JsonView>() {
+            Some(view) => view.to_json_without(key),
+            None => serde_json::to_value(&self.0).unwrap_or(Value::Null),
+        }
     }
 
     /// The scalar a plain dotted path (`trigger.body.after`) names, read
@@ -728,6 +746,70 @@ mod tests {
         assert_eq!(ctx.scalar_path("inputs.list"), None);
         assert_eq!(ctx.scalar_path("inputs.missing"), None);
         assert_eq!(ctx.scalar_path("inputs.n + 1"), None);
+    }
+
+    #[test]
+    fn layers_read_like_the_merged_data() {
+        let e = TemplateEngine::new();
+        let root = json!({ "inputs": { "n": 1 }, "run": { "id": 7 } });
+        for details in [
+            json!({ "body": { "x": [1, { "y": "z" }] }, "kind": "forged", "request_id": "r" }),
+            Value::Null,
+        ] {
+            let layered = Context::layered(
+                Arc::new(root.clone()),
+                vec![
+                    Layer {
+                        key: "trigger".into(),
+                        value: Arc::new(details.clone()),
+                        over: vec![
+                            Layer::new("kind", Arc::new(json!("webhook"))),
+                            Layer::new("user", Arc::new(json!("alice"))),
+                        ],
+                    },
+                    Layer::new("secrets", Arc::new(json!({ "k": "v" }))),
+                ],
+            );
+            let mut trigger = details.as_object().cloned().unwrap_or_default();
+            trigger.insert("kind".into(), json!("webhook"));
+            trigger.insert("user".into(), json!("alice"));
+            let mut merged = root.clone();
+            merged["trigger"] = Value::Object(trigger);
+            let plain = merged.clone();
+            merged["secrets"] = json!({ "k": "v" });
+            let converted = Context(JinjaValue::from(Serde(&merged)));
+            for t in [
+                "{{ trigger | tojson }}",
+                "{% for k in trigger %}{{ k }},{% endfor %}",
+                "{{ trigger | length }} {{ 'kind' in trigger }} {{ 'body' in trigger }}",
+                "{{ trigger.kind }} {{ trigger.user }} {{ trigger.request_id | default('-') }}",
+                "{{ trigger.body.x[1].y | default('-') }} {{ secrets.k }} {{ inputs.n }}",
+                "{% for k in this %}{{ k }};{% endfor %}",
+                "{{ trigger | dictsort }} {{ secrets | tojson }}",
+            ] {
+                assert_eq!(
+                    e.render_str(t, &layered, Escape::Text)
+                        .map_err(|x| x.message),
+                    e.render_str(t, &converted, Escape::Text)
+                        .map_err(|x| x.message),
+                    "{t} over {details}"
+                );
+            }
+            for x in [
+                "trigger.kind",
+                "trigger.user",
+                "trigger.body.x",
+                "secrets.k",
+                "trigger.missing",
+            ] {
+                assert_eq!(
+                    e.eval(x, &layered).map_err(|x| x.message),
+                    e.eval(x, &converted).map_err(|x| x.message),
+                    "{x} over {details}"
+                );
+            }
+            assert_eq!(layered.to_json_without("secrets"), plain);
+        }
     }
 
     #[test]

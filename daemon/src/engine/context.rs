@@ -1,8 +1,11 @@
 //! The data templates see for one node of one run.
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use serde_json::Value;
 use sluice_shared::Pipeline;
-use sluice_shared::run::TriggerInfo;
+use sluice_shared::run::TriggerKind;
+use sluice_shared::template::{Context, Layer};
 
 /// What is known about the run, for templates.
 pub struct RunFacts<'a> {
@@ -13,7 +16,11 @@ pub struct RunFacts<'a> {
     /// The retried run.
     pub retry_of: Option<i64>,
     /// What started it.
-    pub trigger: &'a TriggerInfo,
+    pub trigger_kind: TriggerKind,
+    /// Whose run it is.
+    pub user: Option<&'a str>,
+    /// The trigger's details (body, headers, ...), shared rather than copied.
+    pub trigger_details: &'a Arc<Value>,
     /// Input values.
     pub inputs: &'a Value,
     /// The pipeline.
@@ -27,39 +34,36 @@ fn ms_to_rfc3339(ms: Option<i64>) -> Value {
         .map_or(Value::Null, |t| Value::String(t.to_string()))
 }
 
-/// The template context without secrets (also what exec plugins receive).
+/// The template context: inputs, upstream outputs, the run, the pipeline and
+/// its params, with the trigger (its details with `kind` and `user` over them)
+/// and `secrets` set over it as shared layers, not copies: a trigger can hold
+/// a large body, and every node gets a context. Without the secrets, as plain
+/// JSON (`Context::to_json_without("secrets")`), it is what exec plugins get.
 /// `upstream` holds `(node id, output)` of every node upstream of the one rendered.
-pub fn build(facts: &RunFacts<'_>, upstream: Vec<(String, Value)>) -> Value {
-    // Built from owned values: `json!` would serialize every borrowed value
-    // into a new tree, where a clone copies it directly.
+pub fn build(
+    facts: &RunFacts<'_>,
+    upstream: Vec<(String, Value)>,
+    secrets: &Arc<Value>,
+) -> Context {
     let nodes = upstream
         .into_iter()
         .map(|(id, output)| (id, object([("output", output)])))
         .collect();
-    let user = Value::from(facts.trigger.user.clone());
-    let mut trigger = Map::new();
-    trigger.insert("kind".into(), Value::from(facts.trigger.kind.as_str()));
-    trigger.insert("user".into(), user.clone());
-    if let Value::Object(details) = &facts.trigger.details {
-        for (k, v) in details {
-            trigger.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
+    let user = Value::from(facts.user);
     let params = facts
         .pipeline
         .params
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    object([
+    let root = object([
         ("inputs", facts.inputs.clone()),
         ("nodes", Value::Object(nodes)),
-        ("trigger", Value::Object(trigger)),
         (
             "run",
             object([
                 ("id", Value::from(facts.id)),
-                ("user", user),
+                ("user", user.clone()),
                 ("started_at", ms_to_rfc3339(facts.started_at)),
                 ("retry_of", Value::from(facts.retry_of)),
             ]),
@@ -76,7 +80,20 @@ pub fn build(facts: &RunFacts<'_>, upstream: Vec<(String, Value)>) -> Value {
             ]),
         ),
         ("params", Value::Object(params)),
-    ])
+    ]);
+    // The trigger's own `kind` and `user` win over keys of the same name in its details.
+    let trigger = Layer {
+        key: "trigger".to_owned(),
+        value: Arc::clone(facts.trigger_details),
+        over: vec![
+            Layer::new("kind", Arc::new(Value::from(facts.trigger_kind.as_str()))),
+            Layer::new("user", Arc::new(user)),
+        ],
+    };
+    Context::layered(
+        Arc::new(root),
+        vec![trigger, Layer::new("secrets", Arc::clone(secrets))],
+    )
 }
 
 /// A JSON object of `entries`, in their order.
@@ -93,7 +110,7 @@ fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
-    use sluice_shared::run::TriggerKind;
+    use sluice_shared::run::{TriggerInfo, TriggerKind};
 
     #[test]
     fn the_context_has_every_part_and_the_trigger_keeps_its_own_kind() {
@@ -114,18 +131,39 @@ mod tests {
             details: json!({ "body": { "x": [1, "two"] }, "kind": "forged", "request_id": "r1" }),
         };
         let inputs = json!({ "n": 3 });
+        let details = Arc::new(trigger.details.clone());
         let facts = RunFacts {
             id: 42,
             started_at: Some(0),
             retry_of: Some(41),
-            trigger: &trigger,
+            trigger_kind: trigger.kind,
+            user: trigger.user.as_deref(),
+            trigger_details: &details,
             inputs: &inputs,
             pipeline: &pipeline,
             version: 7,
         };
-        let ctx = build(&facts, vec![("up".into(), json!({ "v": true }))]);
+        let secrets = Arc::new(json!({ "k": "v" }));
+        let ctx = build(&facts, vec![("up".into(), json!({ "v": true }))], &secrets);
+        let engine = sluice_shared::template::TemplateEngine::new();
         assert_eq!(
-            ctx,
+            engine.eval("trigger.kind", &ctx).unwrap(),
+            json!("webhook"),
+            "the trigger's own kind wins over its details'"
+        );
+        assert_eq!(engine.eval("secrets.k", &ctx).unwrap(), json!("v"));
+        assert_eq!(
+            engine
+                .render_str(
+                    "{{ trigger | tojson }}",
+                    &ctx,
+                    sluice_shared::template::Escape::Text
+                )
+                .unwrap(),
+            r#"{"body":{"x":[1,"two"]},"kind":"webhook","request_id":"r1","user":"alice"}"#
+        );
+        assert_eq!(
+            ctx.to_json_without("secrets"),
             json!({
                 "inputs": { "n": 3 },
                 "nodes": { "up": { "output": { "v": true } } },

@@ -41,9 +41,8 @@ pub struct NodeContext {
     /// The attempt number, from 1.
     pub attempt: u32,
     /// Template data: inputs, upstream outputs, trigger, run, pipeline, secrets, params.
+    /// As JSON without the secrets ([`NodeContext::context_json`]) it is what exec plugins get.
     pub template: Context,
-    /// The same data as JSON, without secrets (handed to exec plugins).
-    pub context_json: Arc<Value>,
     /// The template engine.
     pub templates: Arc<TemplateEngine>,
     /// Where log lines go.
@@ -73,6 +72,13 @@ pub struct NodeContext {
     /// an attempt's processes by it when their group was never recorded (a
     /// crash right after the spawn) or when they left the group.
     pub marker: Option<String>,
+}
+
+impl NodeContext {
+    /// The template data as plain JSON without the secrets (what exec plugins get).
+    pub fn context_json(&self) -> Value {
+        self.template.to_json_without("secrets")
+    }
 }
 
 /// The environment variable carrying an attempt's marker into its processes.
@@ -250,10 +256,6 @@ pub(crate) mod test_support {
                 .collect::<BTreeMap<_, _>>(),
         );
         let redactor = Arc::new(secrets.redactor());
-        let mut data = template.clone();
-        if let Value::Object(map) = &mut data {
-            map.insert("secrets".into(), secrets.as_json());
-        }
         // Roomy enough that tests can read the log after the attempt ends.
         let (tx, rx) = mpsc::channel(100_000);
         let run = RunId(1);
@@ -261,8 +263,12 @@ pub(crate) mod test_support {
             run,
             node: "n".into(),
             attempt: 1,
-            template: Context::from_json(&data),
-            context_json: Arc::new(template),
+            // As the engine makes it: the secrets are a layer over the data.
+            template: Context::shared_with(
+                Arc::new(template),
+                "secrets",
+                Arc::new(secrets.as_json()),
+            ),
             templates: Arc::new(TemplateEngine::new()),
             log: LogSink::new(run, "n", 1, tx, redactor.clone()),
             cancel: CancellationToken::new(),

@@ -24,10 +24,12 @@ impl Execute for NotifyNode {
 
 async fn notify(node: &NotifyNode, ctx: &NodeContext) -> Result<Outcome, NodeError> {
     let text = render(ctx, "message", &node.message, Escape::Text)?;
-    let pipeline = ctx.context_json["pipeline"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let pipeline = ctx
+        .templates
+        .eval("pipeline.name", &ctx.template)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     let title = match &node.title {
         Some(source) => render(ctx, "title", source, Escape::Text)?,
         None => format!("{pipeline} #{}", ctx.run.0),

@@ -58,7 +58,7 @@ async fn run(node: &PluginNode, ctx: &NodeContext) -> Result<Outcome, NodeError>
         "node": ctx.node,
         "attempt": ctx.attempt,
         "config": config,
-        "context": &*ctx.context_json,
+        "context": ctx.context_json(),
     });
     let mut stdin = serde_json::to_vec(&input)
         .map_err(|e| NodeError::fatal(format!("cannot encode the input for {name}: {e}")))?;

@@ -19,33 +19,80 @@ enum Step {
     Index(usize),
 }
 
+/// A value set at a key of a root object, over whatever its JSON holds there:
+/// shared JSON that is not copied into the object (the secrets, kept apart
+/// from what plugins receive; a run's trigger, which can be large). Its own
+/// layers set keys of `value` in turn (a trigger's `kind` and `user`).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The key it sets.
+    pub key: String,
+    /// What the key holds: an object when `over` is not empty.
+    pub value: Arc<Value>,
+    /// Keys of `value` set over it.
+    pub over: Vec<Layer>,
+}
+
+impl Layer {
+    /// `value` at `key`, with nothing over it.
+    pub fn new(key: &str, value: Arc<Value>) -> Self {
+        Self {
+            key: key.to_owned(),
+            value,
+            over: Vec::new(),
+        }
+    }
+
+    /// The layer as plain JSON (its own layers merged in).
+    pub(super) fn to_json(&self) -> Value {
+        merged(&self.value, &self.over, None)
+    }
+}
+
+/// `value` with `layers` set over it, leaving out the key `without`.
+pub(super) fn merged(value: &Value, layers: &[Layer], without: Option<&str>) -> Value {
+    if layers.is_empty() && without.is_none_or(|k| value.get(k).is_none()) {
+        return value.clone();
+    }
+    let mut m = match value {
+        Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Some(k) = without {
+        m.shift_remove(k);
+    }
+    for l in layers {
+        if Some(l.key.as_str()) != without {
+            m.insert(l.key.clone(), l.to_json());
+        }
+    }
+    Value::Object(m)
+}
+
 /// An object or array inside `root`, reached by `path`.
 #[derive(Debug)]
 pub(super) struct JsonView {
     root: Arc<Value>,
     path: Vec<Step>,
-    /// A key of the root object replaced by another value (the secrets, which
-    /// are kept apart from the context that plugins receive).
-    overlay: Option<Arc<(String, Arc<Value>)>>,
+    /// Keys of the root object set over it (see [`Layer`]).
+    layers: Option<Arc<[Layer]>>,
 }
 
 impl JsonView {
-    /// The template value of `root`; `overlay` sets one key of a root object.
-    pub(super) fn root(root: Arc<Value>, overlay: Option<(String, Arc<Value>)>) -> JinjaValue {
-        let overlay = overlay.map(Arc::new);
-        match (&*root, overlay) {
-            (Value::Object(_), overlay) => JinjaValue::from_object(Self {
-                root,
-                path: Vec::new(),
-                overlay,
-            }),
-            (Value::Array(_), None) => JinjaValue::from_object(Self {
-                root,
-                path: Vec::new(),
-                overlay: None,
-            }),
-            (other, _) => scalar(other),
-        }
+    /// The template value of `root`; `layers` set keys of a root object (a
+    /// root that is not an object is then an empty one under them).
+    pub(super) fn root(root: Arc<Value>, layers: Vec<Layer>) -> JinjaValue {
+        let layers: Option<Arc<[Layer]>> = (!layers.is_empty()).then(|| layers.into());
+        let root = match (&*root, &layers) {
+            (Value::Object(_) | Value::Array(_), None) | (Value::Object(_), Some(_)) => root,
+            (_, Some(_)) => Arc::new(Value::Object(serde_json::Map::new())),
+            (other, None) => return scalar(other),
+        };
+        JinjaValue::from_object(Self {
+            root,
+            path: Vec::new(),
+            layers,
+        })
     }
 
     /// The JSON this view shows (the overlay aside).
@@ -71,20 +118,24 @@ impl JsonView {
                 JinjaValue::from_object(Self {
                     root: Arc::clone(&self.root),
                     path,
-                    overlay: None,
+                    layers: None,
                 })
             }
             other => scalar(other),
         }
     }
 
-    /// The overlay, when this view is the root object it applies to.
-    fn overlay(&self) -> Option<&(String, Arc<Value>)> {
-        if self.path.is_empty() {
-            self.overlay.as_deref()
-        } else {
-            None
+    /// The layers, when this view is the root object they apply to.
+    fn layers(&self) -> &[Layer] {
+        match &self.layers {
+            Some(l) if self.path.is_empty() => l,
+            _ => &[],
         }
+    }
+
+    /// The layer at `key`, if one is set there.
+    fn layer(&self, key: &str) -> Option<&Layer> {
+        self.layers().iter().find(|l| l.key == key)
     }
 
     /// The keys of an object, sorted as a converted map's would be.
@@ -93,13 +144,18 @@ impl JsonView {
             return Vec::new();
         };
         let mut keys: Vec<String> = m.keys().cloned().collect();
-        if let Some((k, _)) = self.overlay()
-            && !m.contains_key(k)
-        {
-            keys.push(k.clone());
+        for l in self.layers() {
+            if !m.contains_key(&l.key) {
+                keys.push(l.key.clone());
+            }
         }
         keys.sort_unstable();
         keys
+    }
+
+    /// The JSON this root view shows, its layers merged in, without the layer at `without`.
+    pub(super) fn to_json_without(&self, without: &str) -> Value {
+        merged(self.target(), self.layers(), Some(without))
     }
 }
 
@@ -110,10 +166,20 @@ impl JsonView {
     /// result): the caller then evaluates the full expression, whose errors
     /// and conversions stay minijinja's. A scalar reads the same either way.
     pub(super) fn scalar_at(&self, path: &[&str]) -> Option<Value> {
-        let (first, rest) = path.split_first()?;
-        let mut v = match self.overlay() {
-            Some((k, extra)) if k == first => &**extra,
-            _ => match self.target() {
+        let (first, mut rest) = path.split_first()?;
+        let mut v = match self.layer(first) {
+            Some(layer) => match rest.split_first() {
+                // One level of layers over a layer (a trigger's kind and user).
+                Some((second, after)) => match layer.over.iter().find(|l| l.key == *second) {
+                    Some(inner) => {
+                        rest = after;
+                        &*inner.value
+                    }
+                    None => &*layer.value,
+                },
+                None => &*layer.value,
+            },
+            None => match self.target() {
                 Value::Object(m) => m.get(*first)?,
                 _ => return None,
             },
@@ -151,10 +217,8 @@ impl Object for JsonView {
     }
 
     fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<JinjaValue> {
-        if let Some((k, extra)) = self.overlay()
-            && k == key
-        {
-            return Some(Self::root(Arc::clone(extra), None));
+        if let Some(layer) = self.layer(key) {
+            return Some(Self::root(Arc::clone(&layer.value), layer.over.clone()));
         }
         let Value::Object(m) = self.target() else {
             return None;
@@ -176,9 +240,14 @@ impl Object for JsonView {
     fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
         match self.target() {
             Value::Array(a) => Some(a.len()),
-            Value::Object(m) => {
-                Some(m.len() + usize::from(self.overlay().is_some_and(|(k, _)| !m.contains_key(k))))
-            }
+            Value::Object(m) => Some(
+                m.len()
+                    + self
+                        .layers()
+                        .iter()
+                        .filter(|l| !m.contains_key(&l.key))
+                        .count(),
+            ),
             _ => Some(0),
         }
     }

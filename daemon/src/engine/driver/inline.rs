@@ -150,11 +150,20 @@ pub(crate) async fn execute(inner: &Arc<Inner>, run: Arc<NewRun>) -> Result<Exec
 /// The run as it was before it executed, to be written queued. Its nodes
 /// are fresh (none reused: `execute` takes no run that reuses outputs).
 fn unexecuted(mut r: Run, deadline: Option<i64>) -> NewRun {
+    take_new_run(&mut r, deadline)
+}
+
+/// What `r` was created from, moved out of it (its nodes fresh).
+fn take_new_run(r: &mut Run, deadline: Option<i64>) -> NewRun {
+    // No node context holds the details any more: they move back, uncopied.
+    let details = Arc::try_unwrap(std::mem::take(&mut r.details)).unwrap_or_else(|d| (*d).clone());
     let record = &mut r.record;
+    let mut trigger = std::mem::replace(&mut record.trigger, vacant_trigger());
+    trigger.details = details;
     NewRun {
         pipeline: std::mem::take(&mut record.pipeline),
         version_id: record.version_id,
-        trigger: std::mem::replace(&mut record.trigger, vacant_trigger()),
+        trigger,
         inputs: record.inputs.take(),
         retry_of: record.retry_of,
         deadline,
@@ -225,15 +234,7 @@ fn done(r: &mut Run, redactor: &Redactor, created_at: i64, started: i64) -> Opti
         .collect();
     let state = r.record.state;
     let deadline = run_change.deadline.flatten();
-    let mut new = unexecuted(
-        Run::new(
-            UNASSIGNED,
-            std::mem::replace(&mut r.record, placeholder_record()),
-            Arc::clone(&r.version),
-            Vec::new(),
-        ),
-        deadline,
-    );
+    let mut new = take_new_run(r, deadline);
     new.done = Some(DoneRun {
         state,
         created_at,
@@ -258,26 +259,6 @@ fn vacant_trigger() -> sluice_shared::run::TriggerInfo {
         kind: sluice_shared::run::TriggerKind::Manual,
         user: None,
         details: serde_json::Value::Null,
-    }
-}
-
-/// What is left in a run's place once its record moved into the write.
-fn placeholder_record() -> crate::store::RunRecord {
-    crate::store::RunRecord {
-        id: UNASSIGNED,
-        pipeline: String::new(),
-        version_id: crate::store::VersionId(0),
-        state: RunState::Queued,
-        user: None,
-        trigger: vacant_trigger(),
-        inputs: serde_json::Value::Null,
-        retry_of: None,
-        created_at: 0,
-        started_at: None,
-        finished_at: None,
-        deadline: None,
-        wake_at: None,
-        error: None,
     }
 }
 

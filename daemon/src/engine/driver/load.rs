@@ -6,7 +6,6 @@ use std::sync::Arc;
 use serde_json::Value;
 use sluice_shared::model::{Node, NodeKind};
 use sluice_shared::run::{NodeState, RunId, RunState};
-use sluice_shared::template::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::{Created, NodeRt, Run, process_recorder};
@@ -21,7 +20,9 @@ impl Run {
             id: self.id.0,
             started_at: self.record.started_at,
             retry_of: self.record.retry_of.map(|r| r.0),
-            trigger: &self.record.trigger,
+            trigger_kind: self.record.trigger.kind,
+            user: self.record.trigger.user.as_deref(),
+            trigger_details: &self.details,
             inputs: &self.record.inputs,
             pipeline: &self.version.pipeline,
             version: self.version.version,
@@ -45,19 +46,14 @@ impl Run {
                 )
             })
             .collect();
-        let plain = Arc::new(context::build(&self.facts(), upstream));
+        let template = context::build(&self.facts(), upstream, &inner.secrets_json);
         let node = self.node(i);
         let spawns = !nodes::is_instant(&node.kind);
         NodeContext {
             run: self.id,
             node: node.id.clone(),
             attempt,
-            template: Context::shared_with(
-                Arc::clone(&plain),
-                "secrets",
-                Arc::clone(&inner.secrets_json),
-            ),
-            context_json: plain,
+            template,
             templates: Arc::clone(&inner.templates),
             log: LogSink::new(
                 self.id,

@@ -34,7 +34,11 @@ struct NodeRt {
 
 struct Run {
     id: RunId,
+    /// Its record; the trigger's details are in `details`, not here.
     record: RunRecord,
+    /// The trigger's details, moved out of the record so that every node's
+    /// context shares them rather than copying them.
+    details: Arc<Value>,
     version: Arc<LoadedVersion>,
     nodes: Vec<NodeRt>,
     changes: Vec<Change>,
@@ -48,10 +52,17 @@ type Finished = (usize, u32, Result<Outcome, NodeError>);
 
 impl Run {
     /// A run's driver state with nothing pending yet.
-    fn new(id: RunId, record: RunRecord, version: Arc<LoadedVersion>, nodes: Vec<NodeRt>) -> Self {
+    fn new(
+        id: RunId,
+        mut record: RunRecord,
+        version: Arc<LoadedVersion>,
+        nodes: Vec<NodeRt>,
+    ) -> Self {
+        let details = Arc::new(std::mem::take(&mut record.trigger.details));
         Self {
             id,
             record,
+            details,
             version,
             nodes,
             changes: Vec::new(),
