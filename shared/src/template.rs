@@ -153,6 +153,11 @@ impl Context {
         }
         let mut path = [""; 16];
         let mut n = 0;
+        let first = expr.split('.').next().unwrap_or_default();
+        // minijinja reads these as literals, not names.
+        if ["true", "false", "none", "True", "False", "None"].contains(&first) {
+            return None;
+        }
         for step in expr.split('.') {
             let mut chars = step.chars();
             let ident = chars
@@ -742,6 +747,37 @@ mod tests {
             ctx.scalar_path("inputs.topic"),
             Some(json!("a \"b\" $(c) {{ x }}"))
         );
+        // Names minijinja reads as literals, and layers over layers.
+        let odd = Context::layered(
+            Arc::new(json!({ "true": { "x": 1 }, "none": { "x": 2 }, "a": { "b": { "c": 1 } } })),
+            vec![Layer {
+                key: "a".into(),
+                value: Arc::new(json!({ "b": { "c": 1 }, "s": 5 })),
+                over: vec![
+                    Layer {
+                        key: "b".into(),
+                        value: Arc::new(json!({ "c": 1 })),
+                        over: vec![Layer::new("c", Arc::new(json!(2)))],
+                    },
+                    Layer {
+                        key: "n".into(),
+                        value: Arc::new(Value::Null),
+                        over: vec![Layer::new("k", Arc::new(json!("kv")))],
+                    },
+                ],
+            }],
+        );
+        for x in [
+            "true.x", "none.x", "True.x", "a.b.c", "a.b", "a.s", "a.n.k", "a.n", "a.n.z", "a.z",
+        ] {
+            assert_eq!(
+                e.eval(x, &odd).map_err(|err| err.message),
+                e.eval_full(x, &odd).map_err(|err| err.message),
+                "{x}"
+            );
+        }
+        assert_eq!(odd.scalar_path("a.b.c"), Some(json!(2)));
+        assert_eq!(odd.scalar_path("true.x"), None);
         assert_eq!(ctx.scalar_path("secrets.token"), Some(json!("s3cret")));
         assert_eq!(ctx.scalar_path("inputs.list"), None);
         assert_eq!(ctx.scalar_path("inputs.missing"), None);

@@ -59,6 +59,8 @@ pub fn build(
     let root = object([
         ("inputs", facts.inputs.clone()),
         ("nodes", Value::Object(nodes)),
+        // Set by the layer below; held here so plain JSON keeps this key order.
+        ("trigger", Value::Null),
         (
             "run",
             object([

@@ -27,7 +27,7 @@ enum Step {
 pub struct Layer {
     /// The key it sets.
     pub key: String,
-    /// What the key holds: an object when `over` is not empty.
+    /// What the key holds (under `over`, anything not an object reads as an empty one).
     pub value: Arc<Value>,
     /// Keys of `value` set over it.
     pub over: Vec<Layer>,
@@ -43,9 +43,22 @@ impl Layer {
         }
     }
 
-    /// The layer as plain JSON (its own layers merged in).
+    /// The layer as plain JSON: its own layers first, then the keys of its
+    /// value they do not set (a trigger reads `kind`, `user`, then its details).
     pub(super) fn to_json(&self) -> Value {
-        merged(&self.value, &self.over, None)
+        if self.over.is_empty() {
+            return (*self.value).clone();
+        }
+        let mut m = serde_json::Map::new();
+        for l in &self.over {
+            m.insert(l.key.clone(), l.to_json());
+        }
+        if let Value::Object(own) = &*self.value {
+            for (k, v) in own {
+                m.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        Value::Object(m)
     }
 }
 
@@ -161,34 +174,32 @@ impl JsonView {
 
 impl JsonView {
     /// The scalar (null, bool, number or string) at `path` from this root
-    /// view, the overlay honoured, when every step is a key of an object.
+    /// view, its layers honoured, when every step is a key of an object.
     /// `None` for anything else (a missing key, an array step, a container
     /// result): the caller then evaluates the full expression, whose errors
     /// and conversions stay minijinja's. A scalar reads the same either way.
     pub(super) fn scalar_at(&self, path: &[&str]) -> Option<Value> {
-        let (first, mut rest) = path.split_first()?;
-        let mut v = match self.layer(first) {
-            Some(layer) => match rest.split_first() {
-                // One level of layers over a layer (a trigger's kind and user).
-                Some((second, after)) => match layer.over.iter().find(|l| l.key == *second) {
-                    Some(inner) => {
-                        rest = after;
-                        &*inner.value
-                    }
-                    None => &*layer.value,
-                },
-                None => &*layer.value,
-            },
-            None => match self.target() {
-                Value::Object(m) => m.get(*first)?,
-                _ => return None,
-            },
-        };
-        for key in rest {
+        if path.is_empty() {
+            return None;
+        }
+        let mut layers = self.layers();
+        let mut v = self.target();
+        for key in path {
+            if let Some(layer) = layers.iter().find(|l| l.key == *key) {
+                layers = &layer.over;
+                v = &layer.value;
+                continue;
+            }
+            // Layers set keys of one object only; below it is plain JSON.
+            layers = &[];
             v = match v {
                 Value::Object(m) => m.get(*key)?,
                 _ => return None,
             };
+        }
+        if !layers.is_empty() {
+            // An object with layers over it: a container.
+            return None;
         }
         match v {
             Value::Array(_) | Value::Object(_) => None,

@@ -279,6 +279,10 @@ pub(crate) fn announce(inner: &Inner, id: RunId, executed: Executed) {
         run: id,
         pipeline: run.pipeline.clone(),
     });
+    // As the driver counts them: attempts, then the run.
+    for (kind, state) in ended {
+        inner.opts.telemetry.attempt_finished(&kind, state);
+    }
     if let Some(done) = &run.done {
         // Followers stop at the run's end: its last lines come first.
         for l in &done.notes {
@@ -295,9 +299,6 @@ pub(crate) fn announce(inner: &Inner, id: RunId, executed: Executed) {
             .opts
             .telemetry
             .run_finished(&run.pipeline, done.state, Some(took));
-    }
-    for (kind, state) in ended {
-        inner.opts.telemetry.attempt_finished(&kind, state);
     }
     for mut e in events {
         if let Event::RunState { run, .. } | Event::NodeState { run, .. } = &mut e {
