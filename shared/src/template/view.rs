@@ -108,7 +108,7 @@ impl JsonView {
         })
     }
 
-    /// The JSON this view shows (the overlay aside).
+    /// The JSON this view shows (its layers aside).
     fn target(&self) -> &Value {
         let mut v = &*self.root;
         for step in &self.path {
