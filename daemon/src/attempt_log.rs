@@ -142,17 +142,36 @@ impl LogSink {
     }
 
     async fn send(&self, seq: u32, stream: &str, line: String) {
-        let record = LogLine {
-            run: self.run,
-            node: self.node.to_string(),
-            attempt: self.attempt,
-            seq,
-            at_ms: sluice_shared::time::now_ms(),
-            stream: stream.to_owned(),
-            line,
-        };
+        let record = line_of(self.run, &self.node, self.attempt, seq, stream, line);
         // A closed channel means the daemon is stopping; the line has nowhere to go.
         let _ = self.tx.send(LogMsg::Line(record)).await;
+    }
+}
+
+/// The line [`LogSink::closing_note`] stores for `text`, in a log capped at
+/// [`MAX_LINES`]: for a run whose notes are written with it, not sent.
+pub fn closing_line(
+    run: RunId,
+    node: &str,
+    attempt: u32,
+    slot: NoteSlot,
+    text: &str,
+    redactor: &Redactor,
+) -> LogLine {
+    let text = redactor.redact(text).into_owned();
+    line_of(run, node, attempt, slot.seq(MAX_LINES), "sluice", text)
+}
+
+/// A log line written now.
+fn line_of(run: RunId, node: &str, attempt: u32, seq: u32, stream: &str, line: String) -> LogLine {
+    LogLine {
+        run,
+        node: node.to_owned(),
+        attempt,
+        seq,
+        at_ms: sluice_shared::time::now_ms(),
+        stream: stream.to_owned(),
+        line,
     }
 }
 

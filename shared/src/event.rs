@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::run::{NodeState, RunId, RunState};
+use crate::run::{LogLine, NodeState, RunId, RunState};
 
 /// One change in the daemon.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,4 +121,18 @@ pub enum Event {
         #[serde(default)]
         details: Value,
     },
+}
+
+impl Event {
+    /// The announcement of a stored log line.
+    pub fn log(line: &LogLine) -> Self {
+        Self::Log {
+            run: line.run,
+            node: line.node.clone(),
+            attempt: line.attempt,
+            seq: line.seq,
+            stream: line.stream.clone(),
+            line: line.line.clone(),
+        }
+    }
 }

@@ -113,7 +113,7 @@ pub struct Context(JinjaValue);
 impl Context {
     /// A context from a JSON object.
     pub fn from_json(value: &Value) -> Self {
-        Self::shared(Arc::new(value.clone()), None)
+        Self::layered(Arc::new(value.clone()), Vec::new())
     }
 
     /// A context over `value` (an object) with `key` set to `extra`, made
@@ -126,11 +126,6 @@ impl Context {
     /// made without copying any of them.
     pub fn layered(value: Arc<Value>, layers: Vec<Layer>) -> Self {
         Self(view::JsonView::root(value, layers))
-    }
-
-    fn shared(value: Arc<Value>, overlay: Option<(String, Arc<Value>)>) -> Self {
-        let layers = overlay.map_or_else(Vec::new, |(k, v)| vec![Layer::new(&k, v)]);
-        Self::layered(value, layers)
     }
 
     /// The context as plain JSON, its layers merged in, without the one at

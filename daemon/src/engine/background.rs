@@ -38,17 +38,7 @@ pub(super) async fn log_pump(
         }
         if !batch.is_empty() {
             let lines = std::mem::take(&mut batch);
-            let events_of: Vec<Event> = lines
-                .iter()
-                .map(|l| Event::Log {
-                    run: l.run,
-                    node: l.node.clone(),
-                    attempt: l.attempt,
-                    seq: l.seq,
-                    stream: l.stream.clone(),
-                    line: l.line.clone(),
-                })
-                .collect();
+            let events_of: Vec<Event> = lines.iter().map(Event::log).collect();
             if let Err(e) = store.append_logs(lines).await {
                 tracing::error!(error = %e, "cannot store log lines");
             }

@@ -7,10 +7,11 @@
 //! and nothing of it is visible or announced before its commit.
 //!
 //! A run id is handed out by its commit, so a pipeline whose templates read
-//! `run.id` takes the usual path. So does any run that does not end at once
-//! (a transform failing into a retry backoff): its executed attempt is
-//! dropped, which is safe because the nodes have no effects, and the run is
-//! written queued for its driver to execute.
+//! `run.id` takes the usual path. So would a run that did not end at once
+//! (transform and filter failures are final today, so none does; a panic
+//! while executing is the one way there): its executed attempt is dropped,
+//! which is safe because the nodes have no effects, and the run is written
+//! queued for its driver to execute.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -20,14 +21,14 @@ use futures_util::FutureExt;
 use sluice_shared::Pipeline;
 use sluice_shared::event::Event;
 use sluice_shared::model::NodeKind;
-use sluice_shared::run::{AttemptState, LogLine, RunId, RunState};
+use sluice_shared::run::{AttemptState, RunId};
 use sluice_shared::template::TemplateEngine;
 use sluice_shared::time::now_ms;
 use sluice_shared::validate::{expression_sites, template_sites};
 
 use super::load::from_created;
-use super::{Created, Run, Turn, finish_if_done, start_ready};
-use crate::attempt_log::MAX_LINES;
+use super::{Created, Run, Turn, finish_if_done, start_ready, start_running};
+use crate::attempt_log::closing_line;
 use crate::engine::{Inner, admission};
 use crate::secrets::Redactor;
 use crate::store::{
@@ -113,16 +114,7 @@ pub(crate) async fn execute(inner: &Arc<Inner>, run: Arc<NewRun>) -> Result<Exec
         },
     );
     // As admission would start it.
-    let started = now_ms();
-    let run_deadline = super::super::run_deadline(&version.pipeline, started);
-    r.set_run(RunChange {
-        state: Some(RunState::Running),
-        started_at: Some(started),
-        deadline: Some(run_deadline),
-        ..Default::default()
-    });
-    r.record.started_at = Some(started);
-    r.record.deadline = run_deadline;
+    let started = start_running(&mut r);
     let mut turn = Turn::new(&r);
     // A panic here would otherwise end the trigger's task (a webhook
     // handler, a cron fire) with nothing written; the run is written queued
@@ -138,22 +130,15 @@ pub(crate) async fn execute(inner: &Arc<Inner>, run: Arc<NewRun>) -> Result<Exec
             false
         }
     };
-    if !ended_at_once {
-        return Err(Arc::new(unexecuted(r, deadline)));
+    if ended_at_once && let Some(executed) = done(&mut r, &inner.redactor, created_at, started) {
+        return Ok(executed);
     }
-    match done(&mut r, &inner.redactor, created_at, started) {
-        Some(executed) => Ok(executed),
-        None => Err(Arc::new(unexecuted(r, deadline))),
-    }
+    // As it was before it executed, to be written queued.
+    Err(Arc::new(take_new_run(&mut r, deadline)))
 }
 
-/// The run as it was before it executed, to be written queued. Its nodes
-/// are fresh (none reused: `execute` takes no run that reuses outputs).
-fn unexecuted(mut r: Run, deadline: Option<i64>) -> NewRun {
-    take_new_run(&mut r, deadline)
-}
-
-/// What `r` was created from, moved out of it (its nodes fresh).
+/// What `r` was created from, moved out of it. Its nodes are fresh (none
+/// reused: `execute` takes no run that reuses outputs).
 fn take_new_run(r: &mut Run, deadline: Option<i64>) -> NewRun {
     // No node context holds the details any more: they move back, uncopied.
     let details = Arc::try_unwrap(std::mem::take(&mut r.details)).unwrap_or_else(|d| (*d).clone());
@@ -222,14 +207,9 @@ fn done(r: &mut Run, redactor: &Redactor, created_at: i64, started: i64) -> Opti
     // Written with the run, as the log pump would store them after it.
     let notes = std::mem::take(&mut r.notes)
         .into_iter()
-        .map(|(i, attempt, slot, text)| LogLine {
-            run: UNASSIGNED,
-            node: r.version.pipeline.nodes[i].id.clone(),
-            attempt,
-            seq: slot.seq(MAX_LINES),
-            at_ms: at,
-            stream: "sluice".to_owned(),
-            line: redactor.redact(&text).into_owned(),
+        .map(|(i, attempt, slot, text)| {
+            let node = &r.version.pipeline.nodes[i].id;
+            closing_line(UNASSIGNED, node, attempt, slot, &text, redactor)
         })
         .collect();
     let state = r.record.state;
@@ -286,14 +266,11 @@ pub(crate) fn announce(inner: &Inner, id: RunId, executed: Executed) {
     if let Some(done) = &run.done {
         // Followers stop at the run's end: its last lines come first.
         for l in &done.notes {
-            inner.publish(Event::Log {
-                run: id,
-                node: l.node.clone(),
-                attempt: l.attempt,
-                seq: l.seq,
-                stream: l.stream.clone(),
-                line: l.line.clone(),
-            });
+            let mut e = Event::log(l);
+            if let Event::Log { run, .. } = &mut e {
+                *run = id;
+            }
+            inner.publish(e);
         }
         inner
             .opts

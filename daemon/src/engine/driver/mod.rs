@@ -293,16 +293,7 @@ async fn admit(inner: &Arc<Inner>, run: &mut Run, cancel: &CancellationToken) ->
     }
     if run.record.state == RunState::Queued && !cancel.is_cancelled() {
         inner.opts.limits.backlog().leave(run.id);
-        let started = now_ms();
-        let deadline = super::run_deadline(&run.version.pipeline, started);
-        run.set_run(RunChange {
-            state: Some(RunState::Running),
-            started_at: Some(started),
-            deadline: Some(deadline),
-            ..Default::default()
-        });
-        run.record.started_at = Some(started);
-        run.record.deadline = deadline;
+        start_running(run);
     } else if run.record.state == RunState::Waiting {
         run.set_run(RunChange {
             state: Some(RunState::Running),
@@ -311,6 +302,22 @@ async fn admit(inner: &Arc<Inner>, run: &mut Run, cancel: &CancellationToken) ->
         });
     }
     true
+}
+
+/// Records queued `run` as running from now, its time limit counted from
+/// now; returns the start (ms).
+fn start_running(run: &mut Run) -> i64 {
+    let started = now_ms();
+    let deadline = super::run_deadline(&run.version.pipeline, started);
+    run.set_run(RunChange {
+        state: Some(RunState::Running),
+        started_at: Some(started),
+        deadline: Some(deadline),
+        ..Default::default()
+    });
+    run.record.started_at = Some(started);
+    run.record.deadline = deadline;
+    started
 }
 
 /// Ends the run when it was cancelled or ran past its deadline.
